@@ -1,0 +1,141 @@
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { BrokerCore } from './broker/broker-core.js';
+import type { Properties, QoS } from './codec/packets.js';
+import { RC } from './codec/reason-codes.js';
+import { resolveConfig } from './config/load.js';
+import type { Limits, MidgeConfig } from './config/schema.js';
+import type { BrokerEvents, Hooks } from './hooks/types.js';
+import { Channel } from './protocol/channel.js';
+import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
+import { createMessage } from './session/message.js';
+import { checkTopicName } from './topic/validate.js';
+import { TcpListener } from './transport/tcp-listener.js';
+
+export interface BrokerOptions {
+  persistence?: MidgeConfig['persistence'];
+  dataDir?: string;
+  limits?: Partial<Limits>;
+  hooks?: Hooks;
+  /** a pino logger; by default warnings and errors go to stdout */
+  logger?: Logger;
+}
+
+export interface ListenOptions {
+  port?: number;
+  host?: string;
+}
+
+export interface PublishOptions {
+  topic: string;
+  payload: Buffer | string;
+  qos?: QoS;
+  retain?: boolean;
+  properties?: Properties;
+}
+
+/** How long close() waits for clients to take their DISCONNECT before cutting them off. */
+const CLOSE_GRACE_MS = 2000;
+
+/**
+ * The composition root: the one place that joins configuration, the broker core, the protocol
+ * engine and the listeners. Applications embed Midge through this class.
+ */
+export class Broker {
+  readonly config: MidgeConfig;
+  readonly logger: Logger;
+  private readonly core: BrokerCore;
+  private readonly listeners: TcpListener[] = [];
+  private closed = false;
+
+  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger) {
+    this.config = config;
+    this.logger = logger;
+    this.core = new BrokerCore(protocolSettings(config.limits), hooks);
+    this.core.on('clientConnected', (c) =>
+      logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
+    );
+    this.core.on('clientDisconnected', (c, reason) =>
+      logger.info({ clientId: c.id, address: c.remoteAddress, reason }, 'client disconnected'),
+    );
+  }
+
+  /** Starts an MQTT over TCP listener; resolves with the address actually bound. */
+  async listen(options: ListenOptions = {}): Promise<{ host: string; port: number }> {
+    if (this.closed) throw new Error('broker is closed');
+    const limits = this.config.limits;
+    const listener = new TcpListener({
+      host: options.host ?? this.config.host,
+      port: options.port ?? this.config.port,
+      maxPacketSize: limits.maxPacketSize,
+      connectTimeoutMs: limits.connectTimeoutMs,
+      attach: (conn) => new Channel(conn, this.core),
+    });
+    const address: AddressInfo = await listener.listen();
+    this.listeners.push(listener);
+    this.logger.info({ host: address.address, port: address.port }, 'listening');
+    return { host: address.address, port: address.port };
+  }
+
+  /** Publishes a message as the broker itself (no client); retained messages are stored. */
+  async publish(options: PublishOptions): Promise<void> {
+    const invalid = checkTopicName(options.topic, this.config.limits);
+    if (invalid !== null) throw new Error(`invalid topic "${options.topic}": ${invalid}`);
+    const payload = typeof options.payload === 'string' ? Buffer.from(options.payload) : options.payload;
+    const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, Date.now(), undefined);
+    await this.core.publish(message);
+  }
+
+  /** Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, and closes every connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.listeners.map((l) => l.stopAccepting()));
+    for (const session of [...this.core.sessions.values()]) {
+      (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);
+    }
+    await Promise.all(this.listeners.map((l) => l.drain(CLOSE_GRACE_MS)));
+    this.core.sessions.clear();
+    this.core.wills.clear();
+    this.logger.info('stopped');
+  }
+
+  on<K extends keyof BrokerEvents>(event: K, listener: (...args: BrokerEvents[K]) => void): this {
+    this.core.on(event, listener as never);
+    return this;
+  }
+
+  off<K extends keyof BrokerEvents>(event: K, listener: (...args: BrokerEvents[K]) => void): this {
+    this.core.off(event, listener as never);
+    return this;
+  }
+
+  /** Counts for observability (and the tests). */
+  get stats(): { sessions: number; subscriptions: number; retained: number; messagesReceived: number; messagesDropped: number } {
+    return {
+      sessions: this.core.sessions.size,
+      subscriptions: this.core.router.subscriptionCount,
+      retained: this.core.retained.size,
+      messagesReceived: this.core.counters.messagesReceived,
+      messagesDropped: this.core.counters.messagesDropped,
+    };
+  }
+}
+
+/** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
+export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
+  const { hooks, logger, ...settings } = options;
+  const config = resolveConfig(settings, 'createBroker options');
+  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }));
+}
+
+function protocolSettings(limits: Limits): ProtocolSettings {
+  return {
+    ...limits,
+    maximumQoS: 2,
+    retainAvailable: true,
+    wildcardSubscriptionAvailable: true,
+    subscriptionIdentifiersAvailable: true,
+    sharedSubscriptionAvailable: true,
+  };
+}

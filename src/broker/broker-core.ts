@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { ConnectPacket, Properties, QoS, Will } from '../codec/packets.js';
+import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
+import { isPromise, settle } from '../protocol/maybe-promise.js';
+import type { BrokerPort, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
+import { createMessage, type Message } from '../session/message.js';
+import type { Session, Subscription } from '../session/session.js';
+import { RetainedStore } from './retained-store.js';
+import { Router } from './router.js';
+import { SessionRegistry } from './session-registry.js';
+import { WillScheduler } from './wills.js';
+
+export interface BrokerCounters {
+  messagesReceived: number;
+  messagesRouted: number;
+  /** deliveries not made because an offline queue was full */
+  messagesDropped: number;
+}
+
+/**
+ * The single-node broker: sessions, routing, retained messages and wills, behind the narrow
+ * BrokerPort the protocol engine talks to.
+ */
+export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort {
+  readonly settings: ProtocolSettings;
+  readonly sessions: SessionRegistry;
+  readonly router: Router;
+  readonly retained = new RetainedStore();
+  readonly wills: WillScheduler;
+  readonly counters: BrokerCounters = { messagesReceived: 0, messagesRouted: 0, messagesDropped: 0 };
+  private readonly hooks: Hooks;
+
+  constructor(settings: ProtocolSettings, hooks: Hooks) {
+    super();
+    this.settings = settings;
+    this.hooks = hooks;
+    this.router = new Router((session, message, qos, retain, ids) => this.deliverTo(session, message, qos, retain, ids));
+    this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
+    this.wills = new WillScheduler((client, will) => this.publishWill(client, will));
+  }
+
+  now(): number {
+    return Date.now();
+  }
+
+  assignClientId(): string {
+    let id: string;
+    do id = `midge-${randomBytes(9).toString('base64url')}`;
+    while (this.sessions.get(id) !== undefined);
+    return id;
+  }
+
+  // ---- hooks: absent hooks allow, synchronously ----------------------------------------------
+
+  authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket): MaybePromise<boolean> {
+    const hook = this.hooks.authenticate;
+    return hook === undefined ? true : guard(() => hook(client, credentials));
+  }
+
+  authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean> {
+    const hook = this.hooks.authorizePublish;
+    return hook === undefined ? true : guard(() => hook(client, message));
+  }
+
+  authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean> {
+    const hook = this.hooks.authorizeSubscribe;
+    return hook === undefined ? true : guard(() => hook(client, subscription));
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession {
+    const opened = this.sessions.open(owner, cleanStart, expiryInterval);
+    // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will
+    if (opened.present) this.wills.cancel(owner.client.id);
+    else this.wills.fire(owner.client.id);
+    this.emit('clientConnected', owner.client);
+    return opened;
+  }
+
+  closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void {
+    if (session.sink !== owner) {
+      // Already taken over: the new connection owns the session now.
+      if (will !== undefined) this.wills.schedule(owner.client, will, 0);
+    } else {
+      if (will !== undefined) {
+        // [MQTT-3.1.3-9] the will waits out its delay, but never outlives the session
+        const delay = Math.min(will.properties?.willDelayInterval ?? 0, session.expiryInterval);
+        this.wills.schedule(owner.client, will, delay);
+      }
+      this.sessions.detach(session);
+    }
+    this.emit('clientDisconnected', owner.client, reason);
+  }
+
+  private sessionEnded(session: Session): void {
+    this.router.removeAll(session);
+    session.queue.clear();
+    session.inflight.clear();
+    session.incomingQos2.clear();
+    this.wills.fire(session.clientId);
+  }
+
+  // ---- messages -------------------------------------------------------------------------------
+
+  publish(message: Message): void {
+    if (message.retain) this.retained.apply(message);
+    this.counters.messagesRouted += this.router.route(message);
+  }
+
+  messageReceived(message: Message, client: ClientInfo): void {
+    this.counters.messagesReceived++;
+    if (this.listenerCount('messagePublished') > 0) this.emit('messagePublished', message, client);
+  }
+
+  subscribe(session: Session, subscription: Subscription): boolean {
+    const existed = this.router.add(session, subscription);
+    if (session.sink !== undefined && this.listenerCount('subscribed') > 0) {
+      this.emit('subscribed', (session.sink as SessionOwner).client, subscription.filter, subscription.qos);
+    }
+    return existed;
+  }
+
+  unsubscribe(session: Session, filter: string): boolean {
+    const existed = this.router.remove(session, filter);
+    if (existed && session.sink !== undefined && this.listenerCount('unsubscribed') > 0) {
+      this.emit('unsubscribed', (session.sink as SessionOwner).client, filter);
+    }
+    return existed;
+  }
+
+  retainedMessages(topicFilter: string): Message[] {
+    return this.retained.match(topicFilter, this.now());
+  }
+
+  private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined): void {
+    const sink = session.sink;
+    if (sink !== undefined) {
+      sink.deliver(message, qos, retain, ids);
+      return;
+    }
+    // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
+    if (qos === 0) return;
+    if (session.enqueue({ message, qos, retain, subscriptionIds: ids }, this.settings.maxQueuedMessages) === 'dropped') {
+      this.counters.messagesDropped++;
+    }
+  }
+
+  private publishWill(client: ClientInfo, will: Will): void {
+    const properties = willMessageProperties(will.properties);
+    const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this.now(), client.id);
+    const verdict = this.authorizePublish(client, message);
+    if (verdict === true) this.publish(message);
+    else if (verdict !== false) void verdict.then((ok) => ok && this.publish(message));
+  }
+}
+
+/** The will's properties minus the delay, which is not forwarded with the message. */
+function willMessageProperties(props: Properties | undefined): Properties | undefined {
+  if (props === undefined) return undefined;
+  const { willDelayInterval: _d, ...rest } = props;
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+/** A hook that throws or rejects refuses; anything but `true` refuses. */
+function guard(call: () => MaybePromise<boolean>): MaybePromise<boolean> {
+  try {
+    const r = call();
+    return isPromise(r) ? settle(r) : r === true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,47 @@
+import { isExpired, type Message } from '../session/message.js';
+import { TopicTree } from '../topic/topic-tree.js';
+
+/** Retained messages, one per topic, looked up by subscription filter. */
+export class RetainedStore {
+  private readonly tree = new TopicTree<Message>();
+
+  get size(): number {
+    return this.tree.size;
+  }
+
+  /**
+   * Applies a published message with RETAIN 1: an empty payload clears the topic
+   * ([MQTT-3.3.1-10] [MQTT-3.3.1-11] in 3.1.1), anything else replaces what was there ([MQTT-3.3.1-5]).
+   */
+  apply(message: Message): void {
+    if (message.payload.length === 0) this.tree.delete(message.topic);
+    else this.tree.set(message.topic, message);
+  }
+
+  get(topic: string): Message | undefined {
+    return this.tree.get(topic);
+  }
+
+  delete(topic: string): boolean {
+    return this.tree.delete(topic);
+  }
+
+  /** Messages matching a filter; expired ones are removed on the way ([MQTT-3.3.2-5]). */
+  match(filter: string, now: number): Message[] {
+    const found: Message[] = [];
+    this.tree.matchFilter(filter, found);
+    let expired = false;
+    for (const m of found) if (isExpired(m, now)) expired = true;
+    if (!expired) return found;
+    const live: Message[] = [];
+    for (const m of found) {
+      if (isExpired(m, now)) this.tree.delete(m.topic);
+      else live.push(m);
+    }
+    return live;
+  }
+
+  values(): IterableIterator<Message> {
+    return this.tree.values();
+  }
+}

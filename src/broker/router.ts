@@ -1,0 +1,163 @@
+import type { QoS } from '../codec/packets.js';
+import type { Message } from '../session/message.js';
+import type { Session, Subscription } from '../session/session.js';
+import { SubscriptionTrie } from '../topic/subscription-trie.js';
+
+export interface RouteEntry {
+  readonly session: Session;
+  readonly sub: Subscription;
+}
+
+/** One `$share/{group}/{filter}`: each message goes to one member. */
+interface SharedGroup {
+  readonly members: RouteEntry[];
+  next: number;
+}
+
+/** Where routed messages go: to the live connection, or to the queue of an offline session. */
+export type DeliverFn = (session: Session, message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined) => void;
+
+/**
+ * Subscription index and fan-out. Matching costs time in proportion to the matching filters, not
+ * to the number of subscriptions (the trie). Overlapping subscriptions of one session are merged
+ * into a single delivery at the highest granted QoS carrying every subscription identifier.
+ */
+export class Router {
+  private readonly direct = new SubscriptionTrie<RouteEntry>();
+  private readonly shared = new SubscriptionTrie<SharedGroup>();
+  private readonly matches: RouteEntry[] = [];
+  private readonly groups: SharedGroup[] = [];
+  private readonly targets: Session[] = [];
+  private seq = 0;
+  private readonly deliverTo: DeliverFn;
+
+  constructor(deliverTo: DeliverFn) {
+    this.deliverTo = deliverTo;
+  }
+
+  get subscriptionCount(): number {
+    return this.direct.size + this.sharedMembers;
+  }
+  private sharedMembers = 0;
+
+  /** Returns true when an existing subscription of the session was replaced. */
+  add(session: Session, sub: Subscription): boolean {
+    const existed = session.subscriptions.get(sub.filter);
+    if (existed !== undefined) this.unlink(session, existed);
+    session.subscriptions.set(sub.filter, sub);
+    this.link(session, sub);
+    return existed !== undefined;
+  }
+
+  remove(session: Session, filter: string): boolean {
+    const sub = session.subscriptions.get(filter);
+    if (sub === undefined) return false;
+    session.subscriptions.delete(filter);
+    this.unlink(session, sub);
+    return true;
+  }
+
+  /** Takes all of a session's subscriptions out of the index (the session ends). */
+  removeAll(session: Session): void {
+    for (const sub of session.subscriptions.values()) this.unlink(session, sub);
+    session.subscriptions.clear();
+  }
+
+  /** Routes one message to every matching subscription; returns how many sessions it reached. */
+  route(message: Message): number {
+    const matches = this.matches;
+    const targets = this.targets;
+    const seq = ++this.seq;
+    this.direct.match(message.topic, matches);
+    for (let i = 0; i < matches.length; i++) {
+      const { session, sub } = matches[i] as RouteEntry;
+      // [MQTT-3.8.3-3] No Local: not back to the publisher's own connection
+      if (sub.noLocal && session.clientId === message.senderId) continue;
+      const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
+      if (session.routeSeq !== seq) {
+        session.routeSeq = seq;
+        session.routeQos = qos;
+        session.routeRetainAsPublished = sub.retainAsPublished;
+        session.routeSubIds = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
+        targets.push(session);
+      } else {
+        if (qos > session.routeQos) session.routeQos = qos;
+        if (sub.retainAsPublished) session.routeRetainAsPublished = true;
+        if (sub.subscriptionId !== undefined) (session.routeSubIds ??= []).push(sub.subscriptionId);
+      }
+    }
+    matches.length = 0;
+    let count = targets.length;
+    for (let i = 0; i < targets.length; i++) {
+      const s = targets[i] as Session;
+      // [MQTT-3.3.1-9] (3.1.1) / [MQTT-3.3.1-12] (5.0): RETAIN is cleared unless Retain As Published
+      this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds);
+      s.routeSubIds = undefined;
+    }
+    targets.length = 0;
+    if (this.shared.size > 0) count += this.routeShared(message);
+    return count;
+  }
+
+  private routeShared(message: Message): number {
+    const groups = this.groups;
+    this.shared.match(message.topic, groups);
+    let count = 0;
+    for (let i = 0; i < groups.length; i++) {
+      const entry = pickMember(groups[i] as SharedGroup);
+      if (entry === undefined) continue;
+      const qos = (entry.sub.qos < message.qos ? entry.sub.qos : message.qos) as QoS;
+      const ids = entry.sub.subscriptionId === undefined ? undefined : [entry.sub.subscriptionId];
+      this.deliverTo(entry.session, message, qos, message.retain && entry.sub.retainAsPublished, ids);
+      count++;
+    }
+    groups.length = 0;
+    return count;
+  }
+
+  private link(session: Session, sub: Subscription): void {
+    if (sub.shareGroup === undefined) {
+      this.direct.set(sub.topicFilter, session.clientId, { session, sub });
+      return;
+    }
+    let group = this.shared.get(sub.topicFilter, sub.shareGroup);
+    if (group === undefined) {
+      group = { members: [], next: 0 };
+      this.shared.set(sub.topicFilter, sub.shareGroup, group);
+    }
+    group.members.push({ session, sub });
+    this.sharedMembers++;
+  }
+
+  private unlink(session: Session, sub: Subscription): void {
+    if (sub.shareGroup === undefined) {
+      this.direct.delete(sub.topicFilter, session.clientId);
+      return;
+    }
+    const group = this.shared.get(sub.topicFilter, sub.shareGroup);
+    if (group === undefined) return;
+    const i = group.members.findIndex((m) => m.session === session);
+    if (i < 0) return;
+    group.members.splice(i, 1);
+    this.sharedMembers--;
+    if (group.members.length === 0) this.shared.delete(sub.topicFilter, sub.shareGroup);
+  }
+}
+
+/** Round robin over the group, preferring members that are connected. */
+function pickMember(group: SharedGroup): RouteEntry | undefined {
+  const members = group.members;
+  const n = members.length;
+  if (n === 0) return undefined;
+  for (let k = 0; k < n; k++) {
+    const i = (group.next + k) % n;
+    const m = members[i] as RouteEntry;
+    if (m.session.online) {
+      group.next = (i + 1) % n;
+      return m;
+    }
+  }
+  const m = members[group.next % n] as RouteEntry;
+  group.next = (group.next + 1) % n;
+  return m;
+}

@@ -1,0 +1,105 @@
+import { RC } from '../codec/reason-codes.js';
+import type { OpenedSession, SessionOwner } from '../protocol/ports.js';
+import { Session } from '../session/session.js';
+
+const NEVER = 0xffffffff;
+
+/**
+ * Sessions by client identifier: takeover, clean start, resumption, and expiry of sessions whose
+ * client is gone. What a session ending means for the rest of the broker (subscriptions, wills)
+ * is the `onEnd` callback's business.
+ */
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>();
+  private readonly expiryTimers = new Map<Session, NodeJS.Timeout>();
+  private readonly onEnd: (session: Session) => void;
+
+  constructor(onEnd: (session: Session) => void) {
+    this.onEnd = onEnd;
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(clientId: string): Session | undefined {
+    return this.sessions.get(clientId);
+  }
+
+  values(): IterableIterator<Session> {
+    return this.sessions.values();
+  }
+
+  /**
+   * [MQTT-3.1.4-2] / [MQTT-3.1.4-3]: a live connection with the same id is closed first (5.0 gets
+   * DISCONNECT 0x8E). Clean start discards the old session ([MQTT-3.1.2-4]); otherwise it resumes.
+   */
+  open(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession {
+    const clientId = owner.client.id;
+    const live = this.sessions.get(clientId);
+    if (live?.sink !== undefined && live.sink !== owner) live.sink.disconnect(RC.SessionTakenOver);
+
+    let session = this.sessions.get(clientId);
+    if (session !== undefined && cleanStart) {
+      this.end(session);
+      session = undefined;
+    }
+    const present = session !== undefined;
+    if (session === undefined) {
+      session = new Session(clientId, expiryInterval);
+      this.sessions.set(clientId, session);
+    } else {
+      this.cancelExpiry(session);
+      session.expiryInterval = expiryInterval;
+    }
+    session.sink = owner;
+    return { session, present };
+  }
+
+  /** The session's connection is gone: end it now (expiry 0) or when its interval passes. */
+  detach(session: Session): void {
+    session.sink = undefined;
+    const interval = session.expiryInterval;
+    if (interval === 0) {
+      this.end(session);
+      return;
+    }
+    if (interval === NEVER) return;
+    session.expiresAt = Date.now() + interval * 1000;
+    this.armExpiry(session);
+  }
+
+  private armExpiry(session: Session): void {
+    const wait = (session.expiresAt as number) - Date.now();
+    // setTimeout holds at most ~24.8 days; longer intervals are re-armed when that passes.
+    const timer = setTimeout(() => {
+      this.expiryTimers.delete(session);
+      if (session.sink !== undefined || this.sessions.get(session.clientId) !== session) return;
+      if (session.expiresAt !== undefined && session.expiresAt > Date.now()) this.armExpiry(session);
+      else this.end(session);
+    }, Math.max(0, Math.min(wait, 2 ** 31 - 1)));
+    timer.unref();
+    this.expiryTimers.set(session, timer);
+  }
+
+  /** Removes a session for good. */
+  end(session: Session): void {
+    this.cancelExpiry(session);
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    this.onEnd(session);
+  }
+
+  clear(): void {
+    for (const t of this.expiryTimers.values()) clearTimeout(t);
+    this.expiryTimers.clear();
+  }
+
+  private cancelExpiry(session: Session): void {
+    session.expiresAt = undefined;
+    const t = this.expiryTimers.get(session);
+    if (t !== undefined) {
+      clearTimeout(t);
+      this.expiryTimers.delete(session);
+    }
+  }
+}

@@ -1,0 +1,60 @@
+import type { Will } from '../codec/packets.js';
+import type { ClientInfo } from '../hooks/types.js';
+
+interface Pending {
+  readonly client: ClientInfo;
+  readonly will: Will;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * Wills waiting out their Will Delay Interval (5.0). A will is published when its delay passes or
+ * when its session ends, whichever is first, and never if the client reconnects in time
+ * ([MQTT-3.1.3-9]).
+ */
+export class WillScheduler {
+  private readonly pending = new Map<string, Pending>();
+  private readonly publish: (client: ClientInfo, will: Will) => void;
+
+  constructor(publish: (client: ClientInfo, will: Will) => void) {
+    this.publish = publish;
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  schedule(client: ClientInfo, will: Will, delaySeconds: number): void {
+    const clientId = client.id;
+    this.cancel(clientId);
+    if (delaySeconds <= 0) {
+      this.publish(client, will);
+      return;
+    }
+    const timer = setTimeout(() => this.fire(clientId), Math.min(delaySeconds * 1000, 2 ** 31 - 1));
+    timer.unref();
+    this.pending.set(clientId, { client, will, timer });
+  }
+
+  /** The client reconnected to its session in time: the will is not sent. */
+  cancel(clientId: string): void {
+    const p = this.pending.get(clientId);
+    if (p === undefined) return;
+    clearTimeout(p.timer);
+    this.pending.delete(clientId);
+  }
+
+  /** The delay passed or the session ended: publish now if still pending. */
+  fire(clientId: string): void {
+    const p = this.pending.get(clientId);
+    if (p === undefined) return;
+    clearTimeout(p.timer);
+    this.pending.delete(clientId);
+    this.publish(p.client, p.will);
+  }
+
+  clear(): void {
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,266 @@
+import { encodePacket } from '../codec/encoder.js';
+import type { Packet, Properties, ProtocolVersion, QoS, Will } from '../codec/packets.js';
+import type { ProtocolError } from '../codec/protocol-error.js';
+import { RC, RC3 } from '../codec/reason-codes.js';
+import type { ClientInfo } from '../hooks/types.js';
+import type { Message } from '../session/message.js';
+import type { Session } from '../session/session.js';
+import { handleAck } from './handlers/acks.js';
+import { handleAuth } from './handlers/auth.js';
+import { handleConnect } from './handlers/connect.js';
+import { handleDisconnect } from './handlers/disconnect.js';
+import { handlePublish, handlePubrel } from './handlers/publish.js';
+import { handleSubscribe } from './handlers/subscribe.js';
+import { handleUnsubscribe } from './handlers/unsubscribe.js';
+import { Outbound } from './outbound.js';
+import type { BrokerPort, ConnectionPort, SessionOwner } from './ports.js';
+
+type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
+
+/** Packets held while an asynchronous hook answers; beyond this the socket stops being read. */
+const BACKLOG_PAUSE = 256;
+
+/**
+ * The per-connection MQTT state machine. It receives decoded packets and acts through two ports:
+ * the connection (bytes out, close) and the broker (sessions, routing, hooks). It never touches
+ * a socket, so it can be driven packet by packet in tests.
+ */
+export class Channel implements SessionOwner {
+  readonly conn: ConnectionPort;
+  readonly broker: BrokerPort;
+  state: State = 'awaiting-connect';
+  version: ProtocolVersion = 4;
+  client: ClientInfo;
+  session: Session | undefined;
+  will: Will | undefined;
+  /** 5.0: the client asked for no reason strings / user properties on most packets */
+  problemInformation = true;
+  /** 5.0: the client's limits on what we send */
+  clientMaxPacketSize = Infinity;
+  /** Session Expiry Interval in force for this connection (seconds) */
+  sessionExpiry = 0;
+  /** 5.0 inbound topic aliases */
+  readonly topicAliases = new Map<number, string>();
+  /** incoming QoS 1 publishes whose acknowledgement waits on a hook or the store */
+  pendingQos1 = 0;
+  readonly outbound: Outbound;
+
+  private busy = false;
+  private backlog: Packet[] = [];
+  private paused = false;
+
+  constructor(conn: ConnectionPort, broker: BrokerPort) {
+    this.conn = conn;
+    this.broker = broker;
+    this.client = { id: '', username: undefined, remoteAddress: conn.remoteAddress, protocolVersion: 4 };
+    this.outbound = new Outbound(this);
+  }
+
+  // ---- input ------------------------------------------------------------------------------
+
+  /** Handles one packet from the client, in order; packets wait while a hook answers. */
+  handleIn(packet: Packet): void {
+    if (this.state === 'closed') return;
+    if (this.busy) {
+      this.backlog.push(packet);
+      if (!this.paused && this.backlog.length >= BACKLOG_PAUSE) {
+        this.paused = true;
+        this.conn.pauseReading();
+      }
+      return;
+    }
+    const pending = this.dispatch(packet);
+    if (pending !== undefined) this.waitFor(pending);
+  }
+
+  /** The parser found a malformed packet. */
+  handleProtocolError(err: ProtocolError): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'awaiting-connect') {
+      if (err.inConnect && err.reasonCode === RC.UnsupportedProtocolVersion) {
+        // [MQTT-3.1.2-2] unsupported level: a 3.1.1-shaped CONNACK return code 1 is what every
+        // client version can read.
+        this.version = err.protocolVersion ?? 4;
+        this.sendConnack(false, this.version === 5 ? RC.UnsupportedProtocolVersion : RC3.UnacceptableProtocolVersion);
+      } else if (err.inConnect && err.protocolVersion === 5) {
+        this.version = 5;
+        this.sendConnack(false, err.reasonCode);
+      }
+      this.terminate(`malformed CONNECT: ${err.message}`);
+      return;
+    }
+    this.closeWith(err.reasonCode, err.message);
+  }
+
+  /** Connect timeout or keep-alive timeout. */
+  handleTimeout(): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'connected') {
+      // [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: close; the will is published (abnormal close).
+      this.closeWith(RC.KeepAliveTimeout, 'keep alive timeout');
+    } else {
+      this.terminate('no CONNECT within the connect timeout');
+    }
+  }
+
+  /** The network connection is gone (for whatever reason). */
+  handleClosed(): void {
+    if (this.state === 'closed') {
+      return;
+    }
+    this.endSession('connection lost');
+  }
+
+  /** Socket drained: queued deliveries may go out. */
+  handleDrain(): void {
+    if (this.state === 'connected') this.outbound.pump();
+  }
+
+  private dispatch(packet: Packet): Promise<void> | undefined {
+    if (this.state !== 'connected') {
+      if (this.state === 'awaiting-connect' && packet.type === 'connect') return handleConnect(this, packet);
+      // [MQTT-3.1.0-1] the first packet must be CONNECT
+      this.terminate(`expected CONNECT first, got ${packet.type.toUpperCase()}`);
+      return undefined;
+    }
+    switch (packet.type) {
+      case 'publish':
+        return handlePublish(this, packet);
+      case 'puback':
+      case 'pubrec':
+      case 'pubcomp':
+        handleAck(this, packet);
+        return undefined;
+      case 'pubrel':
+        handlePubrel(this, packet);
+        return undefined;
+      case 'subscribe':
+        return handleSubscribe(this, packet);
+      case 'unsubscribe':
+        handleUnsubscribe(this, packet);
+        return undefined;
+      case 'pingreq':
+        this.send({ type: 'pingresp' });
+        return undefined;
+      case 'disconnect':
+        handleDisconnect(this, packet);
+        return undefined;
+      case 'auth':
+        handleAuth(this, packet);
+        return undefined;
+      case 'connect':
+        // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
+        this.closeWith(RC.ProtocolError, 'second CONNECT');
+        return undefined;
+      default:
+        // server-to-client packets sent by a client
+        this.closeWith(RC.ProtocolError, `unexpected ${packet.type.toUpperCase()} from a client`);
+        return undefined;
+    }
+  }
+
+  private waitFor(pending: Promise<void>): void {
+    this.busy = true;
+    pending.then(
+      () => this.resume(),
+      (err: unknown) => {
+        this.closeWith(RC.ImplementationSpecificError, `internal error: ${String(err)}`);
+        this.resume();
+      },
+    );
+  }
+
+  private resume(): void {
+    this.busy = false;
+    while (this.backlog.length > 0 && !this.busy && this.state !== 'closed') {
+      const next = this.backlog.shift() as Packet;
+      const pending = this.dispatch(next);
+      if (pending !== undefined) {
+        this.waitFor(pending);
+        return;
+      }
+    }
+    if (this.state === 'closed') this.backlog.length = 0;
+    if (this.paused && this.backlog.length === 0) {
+      this.paused = false;
+      this.conn.resumeReading();
+    }
+  }
+
+  // ---- output -----------------------------------------------------------------------------
+
+  /** Encodes and writes a packet, honouring the client's Maximum Packet Size and problem-info wish. */
+  send(packet: Packet): void {
+    if (this.version === 5 && 'properties' in packet && packet.properties !== undefined) {
+      const t = packet.type;
+      if (!this.problemInformation && t !== 'connack' && t !== 'disconnect' && t !== 'publish') {
+        // [MQTT-3.1.2-29] no Reason String or User Properties except on PUBLISH, CONNACK, DISCONNECT
+        packet = withoutDiagnostics(packet);
+      }
+    }
+    let bytes = encodePacket(packet, this.version);
+    if (bytes.length > this.clientMaxPacketSize && 'properties' in packet && packet.properties !== undefined) {
+      // [MQTT-3.2.2-19] [MQTT-3.2.2-20] diagnostics are the first thing to go when over the limit
+      bytes = encodePacket(withoutDiagnostics(packet), this.version);
+    }
+    if (bytes.length > this.clientMaxPacketSize) return;
+    this.conn.write(bytes);
+  }
+
+  sendConnack(sessionPresent: boolean, reasonCode: number, properties?: Properties): void {
+    this.send({ type: 'connack', sessionPresent, reasonCode, properties });
+  }
+
+  /** Sends DISCONNECT with a reason (5.0 only), then closes; the will is published. */
+  closeWith(reasonCode: number, reason: string): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'connected' && this.version === 5) {
+      const properties = this.problemInformation ? { reasonString: reason } : undefined;
+      this.send({ type: 'disconnect', reasonCode, properties });
+    }
+    this.terminate(reason);
+  }
+
+  /** Closes the network connection at once, publishing the will if one is set. */
+  terminate(reason: string): void {
+    if (this.state === 'closed') return;
+    this.endSession(reason);
+    this.conn.close();
+  }
+
+  private endSession(reason: string): void {
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    this.backlog.length = 0;
+    const session = this.session;
+    if (wasConnected && session !== undefined) {
+      this.session = undefined;
+      const will = this.will;
+      this.will = undefined;
+      this.broker.closeSession(this, session, will, reason);
+    }
+  }
+
+  // ---- SessionOwner -------------------------------------------------------------------------
+
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined): void {
+    this.outbound.deliver(message, qos, retain, subscriptionIds);
+  }
+
+  disconnect(reasonCode: number): void {
+    const reason =
+      reasonCode === RC.SessionTakenOver
+        ? 'session taken over'
+        : reasonCode === RC.ServerShuttingDown
+          ? 'server shutting down'
+          : 'disconnected by the server';
+    this.closeWith(reasonCode, reason);
+  }
+
+}
+
+function withoutDiagnostics<P extends Packet>(packet: P): P {
+  if (!('properties' in packet) || packet.properties === undefined) return packet;
+  const { reasonString: _r, userProperties: _u, ...rest } = packet.properties;
+  return { ...packet, properties: Object.keys(rest).length > 0 ? rest : undefined };
+}

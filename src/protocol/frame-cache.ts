@@ -1,0 +1,62 @@
+import type { Properties, ProtocolVersion, QoS } from '../codec/packets.js';
+import { encodePublishFrame, type PublishFrame } from '../codec/publish-frame.js';
+import type { Message } from '../session/message.js';
+
+/**
+ * The encoded PUBLISH for one (version, QoS, retain) shape of a message, built once and shared by
+ * every subscriber of that shape. 3.1 and 3.1.1 share one encoding; 5.0 frames carry the remaining
+ * Message Expiry Interval, so they are rebuilt when that number of seconds changes.
+ * Deliveries that carry per-subscriber properties (subscription identifiers) are encoded on their own.
+ */
+export function frameFor(
+  message: Message,
+  version: ProtocolVersion,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+  now: number,
+): PublishFrame {
+  const v5 = version === 5;
+  let remaining = -1;
+  if (v5 && message.expiresAt !== undefined) {
+    remaining = Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
+  }
+  if (v5 && subscriptionIds !== undefined) {
+    return encodePublishFrame(message.topic, message.payload, qos, retain, 5, outgoingProperties(message, remaining, subscriptionIds));
+  }
+  const slot = (v5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
+  let frames = message.frames;
+  if (frames === undefined) {
+    frames = message.frames = new Array<PublishFrame | undefined>(12);
+  } else if (v5 && remaining !== message.framesExpiry) {
+    for (let i = 6; i < 12; i++) frames[i] = undefined;
+  }
+  if (v5) message.framesExpiry = remaining;
+  let frame = frames[slot];
+  if (frame === undefined) {
+    frame = encodePublishFrame(
+      message.topic,
+      message.payload,
+      qos,
+      retain,
+      version,
+      v5 ? outgoingProperties(message, remaining, undefined) : undefined,
+    );
+    frames[slot] = frame;
+  }
+  return frame;
+}
+
+function outgoingProperties(
+  message: Message,
+  remainingExpiry: number,
+  subscriptionIds: number[] | undefined,
+): Properties | undefined {
+  const props = message.properties;
+  if (remainingExpiry < 0 && subscriptionIds === undefined) return props;
+  const out: Properties = { ...props };
+  // [MQTT-3.3.2-6] the expiry sent on is what is left of the lifetime
+  if (remainingExpiry >= 0) out.messageExpiryInterval = remainingExpiry;
+  if (subscriptionIds !== undefined) out.subscriptionIdentifiers = subscriptionIds;
+  return out;
+}

@@ -1,0 +1,124 @@
+import type { ConnectPacket, Properties } from '../../codec/packets.js';
+import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
+import type { Channel } from '../channel.js';
+import { isPromise, settle } from '../maybe-promise.js';
+
+/**
+ * CONNECT: validate, authenticate (possibly asynchronously), then open or resume the session and
+ * answer with CONNACK. Packets that arrive meanwhile wait in the channel's backlog.
+ */
+export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | undefined {
+  const settings = ch.broker.settings;
+  ch.version = p.protocolVersion;
+  ch.state = 'connecting';
+  const v5 = p.protocolVersion === 5;
+  const props = p.properties;
+  if (v5) ch.problemInformation = props?.requestProblemInformation !== 0;
+
+  let clientId = p.clientId;
+  let assigned = false;
+  if (clientId.length === 0) {
+    if (p.protocolVersion === 3 || (p.protocolVersion === 4 && !p.cleanStart)) {
+      // [MQTT-3.1.3-8] 3.1.1: an empty id needs Clean Session 1; 3.1 requires an id
+      return refuse(ch, RC.ClientIdentifierNotValid, 'a client identifier is required for a persistent session');
+    }
+    // [MQTT-3.1.3-6] [MQTT-3.2.2-16] the server assigns a unique identifier
+    clientId = ch.broker.assignClientId();
+    assigned = true;
+  } else if (Buffer.byteLength(clientId) > settings.maxClientIdLength) {
+    return refuse(ch, RC.ClientIdentifierNotValid, `client identifier longer than ${settings.maxClientIdLength} bytes`);
+  }
+
+  if (v5) {
+    if (props?.authenticationMethod !== undefined) {
+      // No enhanced authentication method is configured: [MQTT-4.12.0-1]
+      return refuse(ch, RC.BadAuthenticationMethod, `authentication method ${props.authenticationMethod} is not supported`);
+    }
+    if (p.will?.qos !== undefined && p.will.qos > settings.maximumQoS) {
+      // [MQTT-3.2.2-12]
+      return refuse(ch, RC.QoSNotSupported, `will QoS ${p.will.qos} is above the maximum QoS ${settings.maximumQoS}`);
+    }
+    if (p.will?.retain === true && !settings.retainAvailable) {
+      // [MQTT-3.2.2-13]
+      return refuse(ch, RC.RetainNotSupported, 'retained messages are not available');
+    }
+  }
+
+  ch.client = { id: clientId, username: p.username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
+  const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p);
+  if (isPromise(verdict)) return settle(verdict).then((ok) => accept(ch, p, ok, clientId, assigned));
+  accept(ch, p, verdict, clientId, assigned);
+  return undefined;
+}
+
+function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: string, assigned: boolean): void {
+  if (ch.state !== 'connecting') return;
+  if (!allowed) {
+    refuse(ch, RC.BadUserNameOrPassword, 'not authorized');
+    return;
+  }
+  const settings = ch.broker.settings;
+  const v5 = p.protocolVersion === 5;
+  const props = p.properties;
+
+  let expiry: number;
+  if (v5) {
+    expiry = Math.min(props?.sessionExpiryInterval ?? 0, settings.maxSessionExpiryInterval);
+    ch.clientMaxPacketSize = props?.maximumPacketSize ?? Infinity;
+    ch.outbound.window = Math.min(props?.receiveMaximum ?? 65535, settings.maxInflight);
+  } else {
+    // 3.1.1 Clean Session 0 keeps the session; there is no expiry, only the broker's cap.
+    expiry = p.cleanStart ? 0 : settings.maxSessionExpiryInterval;
+    ch.outbound.window = settings.maxInflight;
+  }
+  ch.sessionExpiry = expiry;
+
+  let keepAlive = p.keepAlive;
+  let serverKeepAlive: number | undefined;
+  if (v5 && settings.maxKeepAlive > 0 && (keepAlive === 0 || keepAlive > settings.maxKeepAlive)) {
+    // [MQTT-3.2.2-21] the client must use the Server Keep Alive we send
+    keepAlive = settings.maxKeepAlive;
+    serverKeepAlive = keepAlive;
+  }
+  ch.will = p.will;
+
+  const { session, present } = ch.broker.openSession(ch, p.cleanStart, expiry);
+  ch.session = session;
+  ch.state = 'connected';
+  ch.conn.setKeepAlive(keepAlive);
+
+  let ackProps: Properties | undefined;
+  if (v5) {
+    ackProps = {
+      receiveMaximum: settings.receiveMaximum,
+      maximumPacketSize: settings.maxPacketSize,
+      topicAliasMaximum: settings.topicAliasMaximum,
+    };
+    if (settings.maximumQoS < 2) ackProps.maximumQoS = settings.maximumQoS as 0 | 1;
+    if (!settings.retainAvailable) ackProps.retainAvailable = 0;
+    if (!settings.wildcardSubscriptionAvailable) ackProps.wildcardSubscriptionAvailable = 0;
+    if (!settings.subscriptionIdentifiersAvailable) ackProps.subscriptionIdentifiersAvailable = 0;
+    if (!settings.sharedSubscriptionAvailable) ackProps.sharedSubscriptionAvailable = 0;
+    if (props?.sessionExpiryInterval !== undefined && expiry !== props.sessionExpiryInterval) {
+      // tell the client the interval actually in force
+      ackProps.sessionExpiryInterval = expiry;
+    }
+    if (assigned) ackProps.assignedClientIdentifier = clientId;
+    if (serverKeepAlive !== undefined) ackProps.serverKeepAlive = serverKeepAlive;
+  }
+  // [MQTT-3.2.2-2] [MQTT-3.2.2-3] Session Present reflects whether a session was resumed
+  ch.sendConnack(present, 0, ackProps);
+  if (present) ch.outbound.resume();
+}
+
+/** CONNACK with an error code, then close ([MQTT-3.2.2-5] / [MQTT-3.2.2-7]). */
+function refuse(ch: Channel, reasonCode: number, reason: string): undefined {
+  if (ch.version === 5) {
+    ch.sendConnack(false, reasonCode, ch.problemInformation ? { reasonString: reason } : undefined);
+  } else {
+    const rc = connackCodeForV4(reasonCode);
+    ch.sendConnack(false, rc === RC3.Accepted ? RC3.ServerUnavailable : rc);
+  }
+  ch.terminate(reason);
+  return undefined;
+}

@@ -1,0 +1,156 @@
+import { isUtf8 } from 'node:buffer';
+import type { AckPacket, Properties, PublishPacket } from '../../codec/packets.js';
+import { RC } from '../../codec/reason-codes.js';
+import { createMessage, type Message } from '../../session/message.js';
+import type { Session } from '../../session/session.js';
+import { checkTopicName } from '../../topic/validate.js';
+import type { Channel } from '../channel.js';
+import { isPromise, settle } from '../maybe-promise.js';
+
+/**
+ * Client-to-server PUBLISH. QoS 2 uses "store the packet id, deliver at once" (method B of the
+ * spec's figure 4.3): the message is routed on the first PUBLISH and later duplicates with the same
+ * id are only re-acknowledged until PUBREL frees it.
+ */
+export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | undefined {
+  const settings = ch.broker.settings;
+  const session = ch.session as Session;
+  const v5 = ch.version === 5;
+
+  if (p.qos > settings.maximumQoS) {
+    // [MQTT-3.2.2-11]
+    ch.closeWith(RC.QoSNotSupported, `QoS ${p.qos} is above the maximum QoS ${settings.maximumQoS}`);
+    return undefined;
+  }
+  if (p.retain && !settings.retainAvailable) {
+    // [MQTT-3.2.2-14]
+    ch.closeWith(RC.RetainNotSupported, 'retained messages are not available');
+    return undefined;
+  }
+
+  let topic = p.topic;
+  if (v5) {
+    const resolved = resolveTopicAlias(ch, p);
+    if (resolved === undefined) return undefined;
+    topic = resolved;
+  }
+  const invalid = checkTopicName(topic, settings);
+  if (invalid !== null) {
+    ch.closeWith(RC.TopicNameInvalid, `topic name ${invalid}`);
+    return undefined;
+  }
+
+  if (p.qos === 2 && session.incomingQos2.has(p.packetId as number)) {
+    // [MQTT-4.3.3-9] a duplicate of a message already received: acknowledge, do not route again
+    ch.send({ type: 'pubrec', packetId: p.packetId as number });
+    return undefined;
+  }
+  if (p.qos > 0 && ch.pendingQos1 + session.incomingQos2.size >= settings.receiveMaximum) {
+    // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 publishes than our Receive Maximum
+    ch.closeWith(RC.ReceiveMaximumExceeded, 'receive maximum exceeded');
+    return undefined;
+  }
+
+  if (topic.charCodeAt(0) === 0x24 /* $ */) {
+    // `$` topics belong to the broker ($SYS); clients may not publish there.
+    return refused(ch, p, RC.NotAuthorized);
+  }
+  if (v5 && p.properties?.payloadFormatIndicator === 1 && !isUtf8(p.payload)) {
+    // [MQTT-3.3.2-4] the payload must be the UTF-8 it claims to be
+    return refused(ch, p, RC.PayloadFormatInvalid);
+  }
+
+  const properties = v5 ? forwardedProperties(p.properties) : undefined;
+  const message = createMessage(topic, p.payload, p.qos, p.retain, properties, ch.broker.now(), ch.client.id);
+  const verdict = ch.broker.authorizePublish(ch.client, message);
+  if (isPromise(verdict)) {
+    if (p.qos === 1) ch.pendingQos1++;
+    return settle(verdict).then((ok) => {
+      if (p.qos === 1) ch.pendingQos1--;
+      if (ch.state !== 'connected') return undefined;
+      return ok ? accept(ch, p, message) : refused(ch, p, RC.NotAuthorized);
+    });
+  }
+  return verdict ? accept(ch, p, message) : refused(ch, p, RC.NotAuthorized);
+}
+
+function accept(ch: Channel, p: PublishPacket, message: Message): Promise<void> | undefined {
+  ch.broker.messageReceived(message, ch.client);
+  const stored = ch.broker.publish(message);
+  if (stored === undefined) {
+    acknowledge(ch, p, RC.Success);
+    return undefined;
+  }
+  // Acknowledge only once the broker has made the message safe.
+  return stored.then(() => {
+    if (ch.state === 'connected') acknowledge(ch, p, RC.Success);
+  });
+}
+
+/**
+ * A publish the broker will not route. 5.0 says why in the ack; 3.1.1 has no way to say it, so
+ * [MQTT-3.3.5-2] it is acknowledged as usual and dropped.
+ */
+function refused(ch: Channel, p: PublishPacket, reasonCode: number): undefined {
+  acknowledge(ch, p, ch.version === 5 ? reasonCode : RC.Success);
+  return undefined;
+}
+
+function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number): void {
+  if (p.qos === 0) return;
+  const packetId = p.packetId as number;
+  if (p.qos === 1) {
+    // [MQTT-4.3.2-4]
+    ch.send(ackPacket('puback', packetId, reasonCode));
+    return;
+  }
+  // [MQTT-4.3.3-8] a PUBREC with an error code ends the exchange, so the id is not kept
+  if (reasonCode < 0x80) (ch.session as Session).incomingQos2.add(packetId);
+  ch.send(ackPacket('pubrec', packetId, reasonCode));
+}
+
+/** PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). */
+export function handlePubrel(ch: Channel, p: AckPacket): void {
+  const known = (ch.session as Session).incomingQos2.delete(p.packetId);
+  const rc = known || ch.version !== 5 ? RC.Success : RC.PacketIdentifierNotFound;
+  ch.send(ackPacket('pubcomp', p.packetId, rc));
+}
+
+function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number): AckPacket {
+  return reasonCode === 0 ? { type, packetId } : { type, packetId, reasonCode };
+}
+
+/** Returns the topic to publish to, or undefined after closing the connection. */
+function resolveTopicAlias(ch: Channel, p: PublishPacket): string | undefined {
+  const alias = p.properties?.topicAlias;
+  if (alias === undefined) {
+    if (p.topic.length === 0) {
+      ch.closeWith(RC.ProtocolError, 'empty topic name without a topic alias');
+      return undefined;
+    }
+    return p.topic;
+  }
+  if (alias === 0 || alias > ch.broker.settings.topicAliasMaximum) {
+    // [MQTT-3.3.2-9] [MQTT-3.3.2-10]
+    ch.closeWith(RC.TopicAliasInvalid, `topic alias ${alias} is out of range`);
+    return undefined;
+  }
+  if (p.topic.length > 0) {
+    ch.topicAliases.set(alias, p.topic);
+    return p.topic;
+  }
+  const topic = ch.topicAliases.get(alias);
+  if (topic === undefined) {
+    ch.closeWith(RC.ProtocolError, `topic alias ${alias} was never set`);
+    return undefined;
+  }
+  return topic;
+}
+
+/** The properties that travel with the message to subscribers. */
+function forwardedProperties(props: Properties | undefined): Properties | undefined {
+  if (props === undefined) return undefined;
+  if (props.topicAlias === undefined && props.subscriptionIdentifiers === undefined) return props;
+  const { topicAlias: _a, subscriptionIdentifiers: _s, ...rest } = props;
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}

@@ -1,0 +1,135 @@
+import type { QoS, SubscribePacket, SubscriptionRequest } from '../../codec/packets.js';
+import { RC, SUBACK_FAILURE_V4 } from '../../codec/reason-codes.js';
+import type { Session, Subscription } from '../../session/session.js';
+import { parseSharedFilter } from '../../topic/shared.js';
+import { checkTopicFilter } from '../../topic/validate.js';
+import type { Channel } from '../channel.js';
+import { isPromise, settle } from '../maybe-promise.js';
+
+interface Checked {
+  request: SubscriptionRequest;
+  /** a failure reason code, or undefined when the filter may be subscribed */
+  failure: number | undefined;
+  subscription: Subscription | undefined;
+}
+
+/**
+ * SUBSCRIBE: check each filter, ask the authorizer, add the subscriptions, answer with one SUBACK
+ * code per filter in order ([MQTT-3.8.4-1] [MQTT-3.9.3-1]), then send matching retained messages.
+ */
+export function handleSubscribe(ch: Channel, p: SubscribePacket): Promise<void> | undefined {
+  const settings = ch.broker.settings;
+  const subscriptionId = p.properties?.subscriptionIdentifiers?.[0];
+  if (subscriptionId !== undefined && !settings.subscriptionIdentifiersAvailable) {
+    // CONNACK told the client they are not supported
+    ch.closeWith(RC.SubscriptionIdentifiersNotSupported, 'subscription identifiers are not supported');
+    return undefined;
+  }
+
+  const checked: Checked[] = [];
+  const verdicts: Array<boolean | Promise<boolean>> = [];
+  let anyAsync = false;
+  for (const request of p.subscriptions) {
+    const c = check(ch, request, subscriptionId);
+    if (c === 'close') return undefined;
+    checked.push(c);
+    if (c.failure !== undefined) {
+      verdicts.push(false);
+      continue;
+    }
+    const verdict = ch.broker.authorizeSubscribe(ch.client, { topicFilter: request.topicFilter, qos: request.qos });
+    if (isPromise(verdict)) anyAsync = true;
+    verdicts.push(verdict);
+  }
+
+  if (!anyAsync) {
+    finish(ch, p.packetId, checked, verdicts as boolean[]);
+    return undefined;
+  }
+  return Promise.all(verdicts.map((v) => (isPromise(v) ? settle(v) : v))).then((results) => {
+    if (ch.state === 'connected') finish(ch, p.packetId, checked, results);
+  });
+}
+
+function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number | undefined): Checked | 'close' {
+  const settings = ch.broker.settings;
+  const v5 = ch.version === 5;
+  let topicFilter = request.topicFilter;
+  let shareGroup: string | undefined;
+  const shared = parseSharedFilter(request.topicFilter);
+  if (typeof shared === 'string') {
+    return { request, failure: RC.TopicFilterInvalid, subscription: undefined };
+  }
+  if (shared !== null) {
+    if (!settings.sharedSubscriptionAvailable) {
+      return { request, failure: RC.SharedSubscriptionsNotSupported, subscription: undefined };
+    }
+    if (v5 && request.noLocal) {
+      // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
+      ch.closeWith(RC.ProtocolError, 'No Local set on a shared subscription');
+      return 'close';
+    }
+    topicFilter = shared.filter;
+    shareGroup = shared.group;
+  }
+  if (checkTopicFilter(topicFilter, settings) !== null) {
+    return { request, failure: RC.TopicFilterInvalid, subscription: undefined };
+  }
+  if (!settings.wildcardSubscriptionAvailable && /[+#]/.test(topicFilter)) {
+    return { request, failure: RC.WildcardSubscriptionsNotSupported, subscription: undefined };
+  }
+  const session = ch.session as Session;
+  if (!session.subscriptions.has(request.topicFilter) && session.subscriptions.size >= settings.maxSubscriptionsPerClient) {
+    return { request, failure: RC.QuotaExceeded, subscription: undefined };
+  }
+  const qos = Math.min(request.qos, settings.maximumQoS) as QoS;
+  return {
+    request,
+    failure: undefined,
+    subscription: {
+      filter: request.topicFilter,
+      topicFilter,
+      shareGroup,
+      qos,
+      noLocal: v5 && request.noLocal,
+      retainAsPublished: v5 && request.retainAsPublished,
+      retainHandling: v5 ? request.retainHandling : 0,
+      subscriptionId,
+    },
+  };
+}
+
+function finish(ch: Channel, packetId: number, checked: Checked[], allowed: boolean[]): void {
+  const v5 = ch.version === 5;
+  const session = ch.session as Session;
+  const reasonCodes: number[] = [];
+  const retainedFor: Array<{ sub: Subscription; existed: boolean }> = [];
+  for (let i = 0; i < checked.length; i++) {
+    const c = checked[i] as Checked;
+    let failure = c.failure;
+    if (failure === undefined && !allowed[i]) failure = RC.NotAuthorized;
+    if (failure !== undefined || c.subscription === undefined) {
+      reasonCodes.push(v5 ? (failure ?? RC.UnspecifiedError) : SUBACK_FAILURE_V4);
+      continue;
+    }
+    const sub = c.subscription;
+    // [MQTT-3.8.4-3] a repeated filter replaces the existing subscription
+    const existed = ch.broker.subscribe(session, sub);
+    reasonCodes.push(sub.qos);
+    retainedFor.push({ sub, existed });
+  }
+  ch.send({ type: 'suback', packetId, reasonCodes });
+
+  for (const { sub, existed } of retainedFor) {
+    // No retained messages for shared subscriptions (5.0 section 4.8.2); Retain Handling 1 sends
+    // them only for a new subscription, 2 never ([MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]).
+    if (sub.shareGroup !== undefined) continue;
+    if (sub.retainHandling === 2 || (sub.retainHandling === 1 && existed)) continue;
+    const ids = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
+    for (const message of ch.broker.retainedMessages(sub.topicFilter)) {
+      if (sub.noLocal && message.senderId === ch.client.id) continue;
+      // [MQTT-3.3.1-8] retained messages sent on subscribe carry RETAIN 1
+      ch.deliver(message, Math.min(message.qos, sub.qos) as QoS, true, ids);
+    }
+  }
+}

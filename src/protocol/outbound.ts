@@ -1,0 +1,128 @@
+import type { QoS } from '../codec/packets.js';
+import { headWithPacketId } from '../codec/publish-frame.js';
+import { RC } from '../codec/reason-codes.js';
+import { isExpired, type Delivery, type Message } from '../session/message.js';
+import type { Session } from '../session/session.js';
+import type { Channel } from './channel.js';
+import { frameFor } from './frame-cache.js';
+
+/**
+ * Server-to-client message flow for one connection: the inflight window (the client's Receive
+ * Maximum, capped by ours), the bounded session queue behind it, and acknowledgements. A slow
+ * client only ever fills its own queue; publishers never wait on it.
+ */
+export class Outbound {
+  private readonly ch: Channel;
+  /** the client's Receive Maximum (5.0) capped by the broker's inflight limit */
+  window = 65535;
+
+  constructor(channel: Channel) {
+    this.ch = channel;
+  }
+
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined): void {
+    const session = this.ch.session;
+    if (session === undefined) return;
+    // Order is kept per session: once anything waits in the queue, newcomers wait behind it.
+    if (session.queue.length === 0 && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
+      this.send(session, message, qos, retain, subscriptionIds, false);
+      return;
+    }
+    session.enqueue({ message, qos, retain, subscriptionIds }, this.ch.broker.settings.maxQueuedMessages);
+  }
+
+  /** Moves queued messages into the window while the client can take them. */
+  pump(): void {
+    const session = this.ch.session;
+    if (session === undefined) return;
+    const queue = session.queue;
+    const now = this.ch.broker.now();
+    while (queue.length > 0) {
+      const d = queue.peek() as Delivery;
+      if (isExpired(d.message, now)) {
+        // [MQTT-3.3.2-5] an expired message is not delivered
+        queue.shift();
+        continue;
+      }
+      if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
+      queue.shift();
+      this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, true);
+    }
+  }
+
+  /**
+   * On a resumed session: [MQTT-4.4.0-1] resend unacknowledged PUBLISH packets (DUP set) and
+   * PUBREL packets, in their original order, then let queued messages follow.
+   */
+  resume(): void {
+    const session = this.ch.session;
+    if (session === undefined) return;
+    const now = this.ch.broker.now();
+    for (const [packetId, entry] of session.inflight) {
+      if (entry.state === 'pubrel') {
+        this.ch.send({ type: 'pubrel', packetId });
+        continue;
+      }
+      const d = entry.delivery;
+      const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, now);
+      this.ch.conn.writeFrame(headWithPacketId(frame, packetId, true), frame.payload);
+    }
+    this.pump();
+  }
+
+  /** PUBACK (QoS 1) or PUBCOMP (QoS 2): the packet id is free again. */
+  complete(packetId: number, expected: 'publish' | 'pubrel'): boolean {
+    const session = this.ch.session as Session;
+    const entry = session.inflight.get(packetId);
+    if (entry === undefined || entry.state !== expected) return false;
+    if (expected === 'publish' && entry.delivery.qos !== 1) return false;
+    session.inflight.delete(packetId);
+    session.packetIds.release(packetId);
+    this.pump();
+    return true;
+  }
+
+  /** PUBREC: the client has the QoS 2 message; answer with PUBREL (or drop it on an error code). */
+  received(packetId: number, reasonCode: number): void {
+    const session = this.ch.session as Session;
+    const entry = session.inflight.get(packetId);
+    if (entry === undefined || entry.delivery.qos !== 2) {
+      if (this.ch.version === 5) this.ch.send({ type: 'pubrel', packetId, reasonCode: RC.PacketIdentifierNotFound });
+      return;
+    }
+    if (reasonCode >= 0x80) {
+      // [MQTT-4.3.3-4] a PUBREC error ends the flow; the id may be reused
+      session.inflight.delete(packetId);
+      session.packetIds.release(packetId);
+      this.pump();
+      return;
+    }
+    entry.state = 'pubrel';
+    this.ch.send({ type: 'pubrel', packetId });
+  }
+
+  private send(
+    session: Session,
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    subscriptionIds: number[] | undefined,
+    fromQueue: boolean,
+  ): void {
+    const now = this.ch.broker.now();
+    if (!fromQueue && isExpired(message, now)) return;
+    const frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, now);
+    if (frame.head.length + frame.payload.length > this.ch.clientMaxPacketSize) {
+      // [MQTT-3.1.2-25] never send a packet larger than the client's Maximum Packet Size
+      session.dropped++;
+      return;
+    }
+    if (qos === 0) {
+      this.ch.conn.writeFrame(frame.head, frame.payload);
+      return;
+    }
+    const packetId = session.packetIds.allocate();
+    session.inflight.set(packetId, { delivery: { message, qos, retain, subscriptionIds }, state: 'publish' });
+    this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
+  }
+}

@@ -1,0 +1,81 @@
+import type { ConnectPacket, QoS, Will } from '../codec/packets.js';
+import type { ClientInfo, Credentials, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
+import type { Message } from '../session/message.js';
+import type { DeliverySink, Session, Subscription } from '../session/session.js';
+
+/** The limits and capabilities the protocol engine enforces and advertises. */
+export interface ProtocolSettings {
+  maxPacketSize: number;
+  receiveMaximum: number;
+  maxInflight: number;
+  maxQueuedMessages: number;
+  maxTopicLength: number;
+  maxTopicLevels: number;
+  maxClientIdLength: number;
+  maxSubscriptionsPerClient: number;
+  connectTimeoutMs: number;
+  /** seconds; 0 = no cap */
+  maxKeepAlive: number;
+  maxSessionExpiryInterval: number;
+  topicAliasMaximum: number;
+  maximumQoS: QoS;
+  retainAvailable: boolean;
+  wildcardSubscriptionAvailable: boolean;
+  subscriptionIdentifiersAvailable: boolean;
+  sharedSubscriptionAvailable: boolean;
+}
+
+/** What the protocol engine needs from the network connection (implemented by transport). */
+export interface ConnectionPort {
+  readonly remoteAddress: string;
+  /** true while the socket's write buffer is above its high-water mark */
+  readonly congested: boolean;
+  write(bytes: Buffer): void;
+  /** a PUBLISH as head + shared payload, written without copying the payload */
+  writeFrame(head: Buffer, payload: Buffer): void;
+  /** keep alive in seconds (0 = none): the connection is timed out after 1.5x without a packet */
+  setKeepAlive(seconds: number): void;
+  pauseReading(): void;
+  resumeReading(): void;
+  /** flush what was written, then close */
+  close(): void;
+}
+
+/** The live connection a session is attached to; the broker drives it through this. */
+export interface SessionOwner extends DeliverySink {
+  readonly client: ClientInfo;
+}
+
+export interface OpenedSession {
+  session: Session;
+  present: boolean;
+}
+
+/** What the protocol engine needs from the broker (implemented by broker/). */
+export interface BrokerPort {
+  readonly settings: ProtocolSettings;
+  /** coarse clock in ms, advanced by the broker's tick */
+  now(): number;
+  /** a fresh client identifier for a 5.0 (or clean 3.1.1) client that sent an empty one */
+  assignClientId(): string;
+  authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket): MaybePromise<boolean>;
+  authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean>;
+  authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean>;
+  /** Takes over any live connection of the client id, then resumes or creates its session. */
+  openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession;
+  /**
+   * The owner's connection ended. `will` is published (after its delay) unless undefined;
+   * the session ends now if its expiry interval is 0.
+   */
+  closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void;
+  /** Routes a message (and stores it when retained). A promise means: acknowledge after it settles. */
+  publish(message: Message): void | Promise<void>;
+  /** Adds or replaces a subscription; returns true when it replaced an existing one. */
+  subscribe(session: Session, subscription: Subscription): boolean;
+  /** Returns true when the subscription existed. */
+  unsubscribe(session: Session, filter: string): boolean;
+  /** Retained messages matching a filter, expired ones left out. */
+  retainedMessages(topicFilter: string): Message[];
+  /** Observability: a message was accepted from a client. */
+  messageReceived(message: Message, client: ClientInfo): void;
+}

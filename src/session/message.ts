@@ -1,0 +1,62 @@
+import type { Properties, ProtocolVersion, QoS } from '../codec/packets.js';
+import type { PublishFrame } from '../codec/publish-frame.js';
+
+/**
+ * One published application message, shared by every subscriber it is routed to.
+ * Immutable once published: queues and inflight windows hold references, never copies.
+ */
+export interface Message {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: QoS;
+  /** the RETAIN flag as published */
+  readonly retain: boolean;
+  /** 5.0 properties forwarded to subscribers (no topic alias, no subscription identifiers) */
+  readonly properties: Properties | undefined;
+  /** absolute ms from the Message Expiry Interval; undefined = never expires */
+  readonly expiresAt: number | undefined;
+  /** client id of the publisher (No Local); undefined for messages published by the broker itself */
+  readonly senderId: string | undefined;
+  /** Encoded frames by shape, filled lazily by the protocol layer (see frame-cache.ts). */
+  frames: Array<PublishFrame | undefined> | undefined;
+  /** Remaining-expiry value (seconds) the cached 5.0 frames carry. */
+  framesExpiry: number;
+}
+
+export function createMessage(
+  topic: string,
+  payload: Buffer,
+  qos: QoS,
+  retain: boolean,
+  properties: Properties | undefined,
+  now: number,
+  senderId: string | undefined,
+): Message {
+  const expiry = properties?.messageExpiryInterval;
+  return {
+    topic,
+    payload,
+    qos,
+    retain,
+    properties,
+    expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
+    senderId,
+    frames: undefined,
+    framesExpiry: -1,
+  };
+}
+
+export function isExpired(message: Message, now: number): boolean {
+  return message.expiresAt !== undefined && message.expiresAt <= now;
+}
+
+/** What one subscriber receives: the message plus the per-subscription delivery decisions. */
+export interface Delivery {
+  readonly message: Message;
+  readonly qos: QoS;
+  readonly retain: boolean;
+  /** 5.0 subscription identifiers of every matching subscription */
+  readonly subscriptionIds: number[] | undefined;
+}
+
+export type { ProtocolVersion };

@@ -1,0 +1,126 @@
+import type { Socket } from 'node:net';
+import type { Packet } from '../codec/packets.js';
+import { PacketParser } from '../codec/parser.js';
+import type { ProtocolError } from '../codec/protocol-error.js';
+import type { ConnectionPort } from '../protocol/ports.js';
+import type { WheelEntry } from './timer-wheel.js';
+import type { WriteBatcher } from './write-batcher.js';
+
+/** What a connection drives: the protocol channel (kept as an interface so transport stays apart). */
+export interface PacketHandler {
+  handleIn(packet: Packet): void;
+  handleProtocolError(err: ProtocolError): void;
+  handleTimeout(): void;
+  handleClosed(): void;
+  handleDrain(): void;
+}
+
+export interface ConnectionHost {
+  readonly batcher: WriteBatcher;
+  /** start watching the connection's deadline */
+  watch(conn: Connection): void;
+  unwatch(conn: Connection): void;
+  closed(conn: Connection): void;
+}
+
+/**
+ * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
+ * is handled before anything is flushed, and writes leave in one batch per event-loop turn.
+ */
+export class Connection implements ConnectionPort, WheelEntry {
+  readonly socket: Socket;
+  readonly remoteAddress: string;
+  readonly parser: PacketParser;
+  handler: PacketHandler | undefined;
+  /** keep-alive or connect deadline, read by the timer wheel */
+  deadline: number;
+  private keepAliveMs = 0;
+  private readonly host: ConnectionHost;
+  private closing = false;
+
+  constructor(socket: Socket, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
+    this.socket = socket;
+    this.host = host;
+    this.remoteAddress = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`;
+    this.parser = new PacketParser({ maxPacketSize });
+    this.deadline = Date.now() + connectTimeoutMs;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.handler?.handleDrain());
+    socket.on('error', () => {
+      // 'close' follows; the reason is not the peer's business
+    });
+    socket.on('close', () => this.onClose());
+    host.watch(this);
+  }
+
+  private onData(chunk: Buffer): void {
+    const handler = this.handler;
+    if (handler === undefined || this.closing) return;
+    const packets = this.parser.push(chunk);
+    if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = Date.now() + this.keepAliveMs;
+    for (let i = 0; i < packets.length; i++) {
+      handler.handleIn(packets[i] as Packet);
+      if (this.closing) return;
+    }
+    const err = this.parser.error;
+    if (err !== undefined) handler.handleProtocolError(err);
+  }
+
+  private onClose(): void {
+    this.closing = true;
+    this.host.unwatch(this);
+    this.host.closed(this);
+    this.handler?.handleClosed();
+  }
+
+  /** Called by the timer wheel when the deadline passed. */
+  expire(): void {
+    this.handler?.handleTimeout();
+  }
+
+  // ---- ConnectionPort -------------------------------------------------------------------------
+
+  get congested(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
+  write(bytes: Buffer): void {
+    if (this.closing) return;
+    this.host.batcher.cork(this.socket);
+    this.socket.write(bytes);
+  }
+
+  writeFrame(head: Buffer, payload: Buffer): void {
+    if (this.closing) return;
+    this.host.batcher.cork(this.socket);
+    this.socket.write(head);
+    if (payload.length > 0) this.socket.write(payload);
+  }
+
+  setKeepAlive(seconds: number): void {
+    // [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): one and a half times the keep alive
+    this.keepAliveMs = seconds * 1500;
+    if (seconds === 0) this.host.unwatch(this);
+    else this.deadline = Date.now() + this.keepAliveMs;
+  }
+
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.closing) this.socket.resume();
+  }
+
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.host.unwatch(this);
+    const socket = this.socket;
+    // Let what was written (CONNACK or DISCONNECT with its reason) reach the peer, then go.
+    socket.once('finish', () => socket.destroy());
+    socket.end();
+    setTimeout(() => socket.destroy(), 2000).unref();
+  }
+}
