@@ -25,6 +25,9 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     // [MQTT-3.1.3-6] [MQTT-3.2.2-16] the server assigns a unique identifier
     clientId = ch.broker.assignClientId();
     assigned = true;
+  } else if (p.protocolVersion === 3 && clientId.length > 23) {
+    // MQTT 3.1 allows 1 to 23 characters
+    return refuse(ch, RC.ClientIdentifierNotValid, 'MQTT 3.1 client identifiers are at most 23 characters');
   } else if (Buffer.byteLength(clientId) > settings.maxClientIdLength) {
     return refuse(ch, RC.ClientIdentifierNotValid, `client identifier longer than ${settings.maxClientIdLength} bytes`);
   }

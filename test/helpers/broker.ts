@@ -1,0 +1,88 @@
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { createBroker, type Broker, type BrokerOptions } from '../../src/index.js';
+
+export interface TestBroker {
+  broker: Broker;
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** A real broker on an ephemeral loopback port. */
+export async function startBroker(options: BrokerOptions = {}): Promise<TestBroker> {
+  const broker = await createBroker({ persistence: 'memory', ...options });
+  const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+  return { broker, port, url: `mqtt://127.0.0.1:${port}`, close: () => broker.close() };
+}
+
+const clients = new Set<MqttClient>();
+
+/** An MQTT.js client, resolved once CONNACK arrives (rejected on error). */
+export function connectClient(port: number, options: IClientOptions = {}): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect({
+      host: '127.0.0.1',
+      port,
+      reconnectPeriod: 0,
+      connectTimeout: 5000,
+      ...options,
+    });
+    clients.add(client);
+    const onError = (err: Error): void => {
+      client.end(true);
+      reject(err);
+    };
+    client.once('error', onError);
+    client.once('connect', () => {
+      client.off('error', onError);
+      resolve(client);
+    });
+  });
+}
+
+/** Ends every client opened by connectClient (call in after/afterEach). */
+export async function closeClients(): Promise<void> {
+  await Promise.all([...clients].map((c) => c.endAsync(true).catch(() => undefined)));
+  clients.clear();
+}
+
+/** Resolves with the next `count` messages a client receives. */
+export function nextMessages(
+  client: MqttClient,
+  count: number,
+  timeoutMs = 3000,
+): Promise<Array<{ topic: string; payload: Buffer; packet: mqtt.IPublishPacket }>> {
+  return new Promise((resolve, reject) => {
+    const got: Array<{ topic: string; payload: Buffer; packet: mqtt.IPublishPacket }> = [];
+    const timer = setTimeout(() => {
+      client.off('message', onMessage);
+      reject(new Error(`timed out with ${got.length}/${count} messages`));
+    }, timeoutMs);
+    const onMessage = (topic: string, payload: Buffer, packet: mqtt.IPublishPacket): void => {
+      got.push({ topic, payload, packet });
+      if (got.length === count) {
+        clearTimeout(timer);
+        client.off('message', onMessage);
+        resolve(got);
+      }
+    };
+    client.on('message', onMessage);
+  });
+}
+
+/** Asserts that no message arrives within `ms`. Resolves with what did arrive (expected empty). */
+export function collectFor(client: MqttClient, ms: number): Promise<Array<{ topic: string; payload: Buffer; packet: mqtt.IPublishPacket }>> {
+  return new Promise((resolve) => {
+    const got: Array<{ topic: string; payload: Buffer; packet: mqtt.IPublishPacket }> = [];
+    const onMessage = (topic: string, payload: Buffer, packet: mqtt.IPublishPacket): void => {
+      got.push({ topic, payload, packet });
+    };
+    client.on('message', onMessage);
+    setTimeout(() => {
+      client.off('message', onMessage);
+      resolve(got);
+    }, ms);
+  });
+}
+
+export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
