@@ -5,6 +5,7 @@ import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
 import type { Limits, MidgeConfig } from './config/schema.js';
+import type { EnhancedAuthenticator } from './hooks/authenticator.js';
 import type { BrokerEvents, Hooks } from './hooks/types.js';
 import { Channel } from './protocol/channel.js';
 import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
@@ -17,6 +18,8 @@ export interface BrokerOptions {
   dataDir?: string;
   limits?: Partial<Limits>;
   hooks?: Hooks;
+  /** MQTT 5 enhanced authentication methods offered to clients (e.g. scramSha256({ users })) */
+  authenticators?: EnhancedAuthenticator[];
   /** a pino logger; by default warnings and errors go to stdout */
   logger?: Logger;
 }
@@ -48,10 +51,10 @@ export class Broker {
   private readonly listeners: TcpListener[] = [];
   private closed = false;
 
-  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger) {
+  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = []) {
     this.config = config;
     this.logger = logger;
-    this.core = new BrokerCore(protocolSettings(config.limits), hooks);
+    this.core = new BrokerCore(protocolSettings(config.limits), hooks, authenticators);
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
     );
@@ -124,9 +127,9 @@ export class Broker {
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
-  const { hooks, logger, ...settings } = options;
+  const { hooks, logger, authenticators, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
-  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }));
+  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators);
 }
 
 function protocolSettings(limits: Limits): ProtocolSettings {

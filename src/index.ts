@@ -5,3 +5,6 @@ export type { BrokerEvents, ClientInfo, Credentials, Hooks, PublishInfo, Subscri
 export type { Limits, MidgeConfig } from './config/schema.js';
 export type { Properties, QoS, ProtocolVersion } from './codec/packets.js';
 export { RC } from './codec/reason-codes.js';
+export type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from './hooks/authenticator.js';
+export { scramCredentials, scramSha256 } from './auth/scram-sha-256.js';
+export type { ScramCredentials, ScramOptions } from './auth/scram-sha-256.js';

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ConnectPacket, Properties, QoS, Will } from '../codec/packets.js';
+import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
@@ -30,11 +31,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   readonly wills: WillScheduler;
   readonly counters: BrokerCounters = { messagesReceived: 0, messagesRouted: 0, messagesDropped: 0 };
   private readonly hooks: Hooks;
+  private readonly authenticators = new Map<string, EnhancedAuthenticator>();
 
-  constructor(settings: ProtocolSettings, hooks: Hooks) {
+  constructor(settings: ProtocolSettings, hooks: Hooks, authenticators: readonly EnhancedAuthenticator[] = []) {
     super();
     this.settings = settings;
     this.hooks = hooks;
+    for (const a of authenticators) this.authenticators.set(a.method, a);
     this.router = new Router((session, message, qos, retain, ids) => this.deliverTo(session, message, qos, retain, ids));
     this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
     this.wills = new WillScheduler((client, will) => this.publishWill(client, will));
@@ -52,6 +55,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   }
 
   // ---- hooks: absent hooks allow, synchronously ----------------------------------------------
+
+  authenticator(method: string): EnhancedAuthenticator | undefined {
+    return this.authenticators.get(method);
+  }
 
   authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket): MaybePromise<boolean> {
     const hook = this.hooks.authenticate;

@@ -1,7 +1,8 @@
 import { encodePacket } from '../codec/encoder.js';
-import type { Packet, Properties, ProtocolVersion, QoS, Will } from '../codec/packets.js';
+import type { ConnectPacket, Packet, Properties, ProtocolVersion, QoS, Will } from '../codec/packets.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
 import { RC, RC3 } from '../codec/reason-codes.js';
+import type { AuthConversation } from '../hooks/authenticator.js';
 import type { ClientInfo } from '../hooks/types.js';
 import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
@@ -15,7 +16,7 @@ import { handleUnsubscribe } from './handlers/unsubscribe.js';
 import { Outbound } from './outbound.js';
 import type { BrokerPort, ConnectionPort, SessionOwner } from './ports.js';
 
-type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
+type State = 'awaiting-connect' | 'connecting' | 'authenticating' | 'connected' | 'closed';
 
 /** Packets held while an asynchronous hook answers; beyond this the socket stops being read. */
 const BACKLOG_PAUSE = 256;
@@ -41,6 +42,11 @@ export class Channel implements SessionOwner {
   sessionExpiry = 0;
   /** 5.0 inbound topic aliases */
   readonly topicAliases = new Map<number, string>();
+  /** 5.0 enhanced authentication: the method named in CONNECT, and the exchange under way */
+  authMethod: string | undefined;
+  authConversation: AuthConversation | undefined;
+  /** the CONNECT waiting for its authentication exchange to finish */
+  pendingConnect: { packet: ConnectPacket; clientId: string; assigned: boolean } | undefined;
   /** incoming QoS 1 publishes whose acknowledgement waits on a hook or the store */
   pendingQos1 = 0;
   readonly outbound: Outbound;
@@ -119,6 +125,12 @@ export class Channel implements SessionOwner {
   private dispatch(packet: Packet): Promise<void> | undefined {
     if (this.state !== 'connected') {
       if (this.state === 'awaiting-connect' && packet.type === 'connect') return handleConnect(this, packet);
+      if (this.state === 'authenticating') {
+        if (packet.type === 'auth') return handleAuth(this, packet);
+        if (packet.type === 'disconnect') return void this.terminate('client disconnected during authentication');
+        this.terminate(`${packet.type.toUpperCase()} during authentication`);
+        return undefined;
+      }
       // [MQTT-3.1.0-1] the first packet must be CONNECT
       this.terminate(`expected CONNECT first, got ${packet.type.toUpperCase()}`);
       return undefined;
@@ -146,8 +158,7 @@ export class Channel implements SessionOwner {
         handleDisconnect(this, packet);
         return undefined;
       case 'auth':
-        handleAuth(this, packet);
-        return undefined;
+        return handleAuth(this, packet);
       case 'connect':
         // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
         this.closeWith(RC.ProtocolError, 'second CONNECT');

@@ -1,4 +1,5 @@
 import type { ConnectPacket, QoS, Will } from '../codec/packets.js';
+import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { ClientInfo, Credentials, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import type { Message } from '../session/message.js';
 import type { DeliverySink, Session, Subscription } from '../session/session.js';
@@ -58,6 +59,8 @@ export interface BrokerPort {
   now(): number;
   /** a fresh client identifier for a 5.0 (or clean 3.1.1) client that sent an empty one */
   assignClientId(): string;
+  /** the enhanced-authentication method of that name (5.0 CONNECT Authentication Method), if offered */
+  authenticator(method: string): EnhancedAuthenticator | undefined;
   authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket): MaybePromise<boolean>;
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean>;
   authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean>;

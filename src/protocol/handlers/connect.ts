@@ -2,6 +2,7 @@ import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
+import { startConnectAuth } from './auth.js';
 
 /**
  * CONNECT: validate, authenticate (possibly asynchronously), then open or resume the session and
@@ -33,8 +34,8 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   }
 
   if (v5) {
-    if (props?.authenticationMethod !== undefined) {
-      // No enhanced authentication method is configured: [MQTT-4.12.0-1]
+    if (props?.authenticationMethod !== undefined && ch.broker.authenticator(props.authenticationMethod) === undefined) {
+      // [MQTT-4.12.0-1] a method we do not know: CONNACK 0x8C and close
       return refuse(ch, RC.BadAuthenticationMethod, `authentication method ${props.authenticationMethod} is not supported`);
     }
     if (p.will?.qos !== undefined && p.will.qos > settings.maximumQoS) {
@@ -48,14 +49,16 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   }
 
   ch.client = { id: clientId, username: p.username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
+  const method = v5 ? props?.authenticationMethod : undefined;
+  if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
   const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p);
   if (isPromise(verdict)) return settle(verdict).then((ok) => accept(ch, p, ok, clientId, assigned));
   accept(ch, p, verdict, clientId, assigned);
   return undefined;
 }
 
-function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: string, assigned: boolean): void {
-  if (ch.state !== 'connecting') return;
+export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: string, assigned: boolean, authData?: Buffer): void {
+  if (ch.state !== 'connecting' && ch.state !== 'authenticating') return;
   if (!allowed) {
     refuse(ch, RC.BadUserNameOrPassword, 'not authorized');
     return;
@@ -108,6 +111,11 @@ function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: strin
     }
     if (assigned) ackProps.assignedClientIdentifier = clientId;
     if (serverKeepAlive !== undefined) ackProps.serverKeepAlive = serverKeepAlive;
+    if (ch.authMethod !== undefined) {
+      // [MQTT-4.12.0-5] a successful CONNACK repeats the method of the exchange
+      ackProps.authenticationMethod = ch.authMethod;
+      if (authData !== undefined) ackProps.authenticationData = authData;
+    }
   }
   // [MQTT-3.2.2-2] [MQTT-3.2.2-3] Session Present reflects whether a session was resumed
   ch.sendConnack(present, 0, ackProps);
@@ -115,7 +123,7 @@ function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: strin
 }
 
 /** CONNACK with an error code, then close ([MQTT-3.2.2-5] / [MQTT-3.2.2-7]). */
-function refuse(ch: Channel, reasonCode: number, reason: string): undefined {
+export function refuse(ch: Channel, reasonCode: number, reason: string): undefined {
   if (ch.version === 5) {
     ch.sendConnack(false, reasonCode, ch.problemInformation ? { reasonString: reason } : undefined);
   } else {
