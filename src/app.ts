@@ -20,8 +20,19 @@ export interface BrokerOptions {
   hooks?: Hooks;
   /** MQTT 5 enhanced authentication methods offered to clients (e.g. scramSha256({ users })) */
   authenticators?: EnhancedAuthenticator[];
+  /** MQTT 5 server-side options */
+  mqtt5?: Mqtt5Options;
   /** a pino logger; by default warnings and errors go to stdout */
   logger?: Logger;
+}
+
+export interface Mqtt5Options {
+  /** Response Information for clients that request it is this prefix plus the client id (default 'response/'; '' disables) */
+  responseInformationPrefix?: string;
+  /** redirect every 5.0 client to this server (CONNACK 0x9C Use another server) */
+  serverReference?: string;
+  /** with serverReference: the move is permanent (0x9D Server moved) */
+  serverMoved?: boolean;
 }
 
 export interface ListenOptions {
@@ -51,10 +62,10 @@ export class Broker {
   private readonly listeners: TcpListener[] = [];
   private closed = false;
 
-  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = []) {
+  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}) {
     this.config = config;
     this.logger = logger;
-    this.core = new BrokerCore(protocolSettings(config.limits), hooks, authenticators);
+    this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators);
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
     );
@@ -127,12 +138,12 @@ export class Broker {
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
-  const { hooks, logger, authenticators, ...settings } = options;
+  const { hooks, logger, authenticators, mqtt5, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
-  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators);
+  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5);
 }
 
-function protocolSettings(limits: Limits): ProtocolSettings {
+function protocolSettings(limits: Limits, mqtt5: Mqtt5Options): ProtocolSettings {
   return {
     ...limits,
     maximumQoS: 2,
@@ -140,5 +151,8 @@ function protocolSettings(limits: Limits): ProtocolSettings {
     wildcardSubscriptionAvailable: true,
     subscriptionIdentifiersAvailable: true,
     sharedSubscriptionAvailable: true,
+    responseInformationPrefix: mqtt5.responseInformationPrefix ?? 'response/',
+    serverReference: mqtt5.serverReference,
+    serverMoved: mqtt5.serverMoved ?? false,
   };
 }

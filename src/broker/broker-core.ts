@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, type Message } from '../session/message.js';
+import { createMessage, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session, Subscription } from '../session/session.js';
 import { RetainedStore } from './retained-store.js';
 import { Router } from './router.js';
@@ -38,7 +38,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     this.settings = settings;
     this.hooks = hooks;
     for (const a of authenticators) this.authenticators.set(a.method, a);
-    this.router = new Router((session, message, qos, retain, ids) => this.deliverTo(session, message, qos, retain, ids));
+    this.router = new Router((session, message, qos, retain, ids, share) => this.deliverTo(session, message, qos, retain, ids, share));
     this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
     this.wills = new WillScheduler((client, will) => this.publishWill(client, will));
   }
@@ -96,9 +96,35 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         const delay = Math.min(will.properties?.willDelayInterval ?? 0, session.expiryInterval);
         this.wills.schedule(owner.client, will, delay);
       }
+      session.sink = undefined;
+      this.reassignShared(session);
       this.sessions.detach(session);
     }
     this.emit('clientDisconnected', owner.client, reason);
+  }
+
+  /**
+   * Messages a departing shared-subscription member had not yet acknowledged (or had queued) go to
+   * other members of their group (5.0 section 4.8.2). A QoS 2 message whose PUBREL was sent stays:
+   * the client already has it.
+   */
+  private reassignShared(session: Session): void {
+    if (session.inflight.size > 0) {
+      for (const [packetId, entry] of session.inflight) {
+        if (entry.state !== 'publish' || entry.delivery.share === undefined) continue;
+        if (this.router.reassignShared(entry.delivery, session)) {
+          session.inflight.delete(packetId);
+          session.packetIds.release(packetId);
+        }
+      }
+    }
+    if (session.queue.length > 0) {
+      const keep: Delivery[] = [];
+      for (let d = session.queue.shift(); d !== undefined; d = session.queue.shift()) {
+        if (d.share === undefined || !this.router.reassignShared(d, session)) keep.push(d);
+      }
+      for (const d of keep) session.queue.push(d);
+    }
   }
 
   private sessionEnded(session: Session): void {
@@ -141,15 +167,15 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.retained.match(topicFilter, this.now());
   }
 
-  private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined): void {
+  private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
     const sink = session.sink;
     if (sink !== undefined) {
-      sink.deliver(message, qos, retain, ids);
+      sink.deliver(message, qos, retain, ids, share);
       return;
     }
     // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
     if (qos === 0) return;
-    if (session.enqueue({ message, qos, retain, subscriptionIds: ids }, this.settings.maxQueuedMessages) === 'dropped') {
+    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) === 'dropped') {
       this.counters.messagesDropped++;
     }
   }

@@ -1,5 +1,5 @@
 import type { QoS } from '../codec/packets.js';
-import type { Message } from '../session/message.js';
+import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Session, Subscription } from '../session/session.js';
 import { SubscriptionTrie } from '../topic/subscription-trie.js';
 
@@ -15,7 +15,14 @@ interface SharedGroup {
 }
 
 /** Where routed messages go: to the live connection, or to the queue of an offline session. */
-export type DeliverFn = (session: Session, message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined) => void;
+export type DeliverFn = (
+  session: Session,
+  message: Message,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+  share: ShareRef | undefined,
+) => void;
 
 /**
  * Subscription index and fan-out. Matching costs time in proportion to the matching filters, not
@@ -91,7 +98,7 @@ export class Router {
     for (let i = 0; i < targets.length; i++) {
       const s = targets[i] as Session;
       // [MQTT-3.3.1-9] (3.1.1) / [MQTT-3.3.1-12] (5.0): RETAIN is cleared unless Retain As Published
-      this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds);
+      this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds, undefined);
       s.routeSubIds = undefined;
     }
     targets.length = 0;
@@ -104,15 +111,34 @@ export class Router {
     this.shared.match(message.topic, groups);
     let count = 0;
     for (let i = 0; i < groups.length; i++) {
-      const entry = pickMember(groups[i] as SharedGroup);
+      const entry = pickMember(groups[i] as SharedGroup, undefined);
       if (entry === undefined) continue;
-      const qos = (entry.sub.qos < message.qos ? entry.sub.qos : message.qos) as QoS;
-      const ids = entry.sub.subscriptionId === undefined ? undefined : [entry.sub.subscriptionId];
-      this.deliverTo(entry.session, message, qos, message.retain && entry.sub.retainAsPublished, ids);
+      this.deliverShared(entry, message);
       count++;
     }
     groups.length = 0;
     return count;
+  }
+
+  /**
+   * A member of a shared subscription went away holding a message it had not acknowledged: give
+   * it to another member of the same group. Returns false when no other member exists.
+   */
+  reassignShared(delivery: Delivery, from: Session): boolean {
+    const share = delivery.share;
+    if (share?.shareGroup === undefined) return false;
+    const group = this.shared.get(share.topicFilter, share.shareGroup);
+    if (group === undefined) return false;
+    const entry = pickMember(group, from);
+    if (entry === undefined) return false;
+    this.deliverShared(entry, delivery.message);
+    return true;
+  }
+
+  private deliverShared(entry: RouteEntry, message: Message): void {
+    const qos = (entry.sub.qos < message.qos ? entry.sub.qos : message.qos) as QoS;
+    const ids = entry.sub.subscriptionId === undefined ? undefined : [entry.sub.subscriptionId];
+    this.deliverTo(entry.session, message, qos, message.retain && entry.sub.retainAsPublished, ids, entry.sub);
   }
 
   private link(session: Session, sub: Subscription): void {
@@ -144,20 +170,34 @@ export class Router {
   }
 }
 
-/** Round robin over the group, preferring members that are connected. */
-function pickMember(group: SharedGroup): RouteEntry | undefined {
+/**
+ * Round robin over the group: first among connected members with a free inflight slot, then
+ * among connected ones, then any (an offline member's session queues it). `exclude` is skipped.
+ */
+function pickMember(group: SharedGroup, exclude: Session | undefined): RouteEntry | undefined {
   const members = group.members;
   const n = members.length;
   if (n === 0) return undefined;
+  let online = -1;
+  let any = -1;
   for (let k = 0; k < n; k++) {
     const i = (group.next + k) % n;
     const m = members[i] as RouteEntry;
-    if (m.session.online) {
-      group.next = (i + 1) % n;
-      return m;
+    if (m.session === exclude) continue;
+    const sink = m.session.sink;
+    if (sink !== undefined) {
+      if (sink.hasCapacity) return take(group, i);
+      if (online < 0) online = i;
+    } else if (any < 0) {
+      any = i;
     }
   }
-  const m = members[group.next % n] as RouteEntry;
-  group.next = (group.next + 1) % n;
-  return m;
+  if (online >= 0) return take(group, online);
+  if (any >= 0) return take(group, any);
+  return undefined;
+}
+
+function take(group: SharedGroup, i: number): RouteEntry {
+  group.next = (i + 1) % group.members.length;
+  return group.members[i] as RouteEntry;
 }

@@ -4,7 +4,7 @@ import type { ProtocolError } from '../codec/protocol-error.js';
 import { RC, RC3 } from '../codec/reason-codes.js';
 import type { AuthConversation } from '../hooks/authenticator.js';
 import type { ClientInfo } from '../hooks/types.js';
-import type { Message } from '../session/message.js';
+import type { Message, ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { handleAck } from './handlers/acks.js';
 import { handleAuth } from './handlers/auth.js';
@@ -254,8 +254,12 @@ export class Channel implements SessionOwner {
 
   // ---- SessionOwner -------------------------------------------------------------------------
 
-  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined): void {
-    this.outbound.deliver(message, qos, retain, subscriptionIds);
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined, share: ShareRef | undefined): void {
+    this.outbound.deliver(message, qos, retain, subscriptionIds, share);
+  }
+
+  get hasCapacity(): boolean {
+    return this.outbound.hasCapacity;
   }
 
   disconnect(reasonCode: number): void {

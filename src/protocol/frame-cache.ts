@@ -60,3 +60,21 @@ function outgoingProperties(
   if (subscriptionIds !== undefined) out.subscriptionIdentifiers = subscriptionIds;
   return out;
 }
+
+/**
+ * A PUBLISH using a topic alias: the topic in full with the alias the first time, the alias alone
+ * (empty topic) after that. Encoded per connection; only the small head is new, the payload is shared.
+ */
+export function aliasedFrame(
+  message: Message,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+  now: number,
+  alias: number,
+  topicKnown: boolean,
+): PublishFrame {
+  const remaining = message.expiresAt === undefined ? -1 : Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
+  const properties: Properties = { ...outgoingProperties(message, remaining, subscriptionIds), topicAlias: alias };
+  return encodePublishFrame(topicKnown ? '' : message.topic, message.payload, qos, retain, 5, properties);
+}

@@ -1,10 +1,11 @@
 import type { QoS } from '../codec/packets.js';
 import { headWithPacketId } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
-import { isExpired, type Delivery, type Message } from '../session/message.js';
+import { isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { Channel } from './channel.js';
-import { frameFor } from './frame-cache.js';
+import { aliasedFrame, frameFor } from './frame-cache.js';
+import type { OutboundAliases } from './outbound-aliases.js';
 
 /**
  * Server-to-client message flow for one connection: the inflight window (the client's Receive
@@ -15,20 +16,28 @@ export class Outbound {
   private readonly ch: Channel;
   /** the client's Receive Maximum (5.0) capped by the broker's inflight limit */
   window = 65535;
+  /** 5.0: topic aliases for this connection, when the client accepts them */
+  aliases: OutboundAliases | undefined;
 
   constructor(channel: Channel) {
     this.ch = channel;
   }
 
-  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined): void {
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined, share: ShareRef | undefined): void {
     const session = this.ch.session;
     if (session === undefined) return;
     // Order is kept per session: once anything waits in the queue, newcomers wait behind it.
     if (session.queue.length === 0 && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
-      this.send(session, message, qos, retain, subscriptionIds, false);
+      this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    session.enqueue({ message, qos, retain, subscriptionIds }, this.ch.broker.settings.maxQueuedMessages);
+    session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages);
+  }
+
+  /** Free inflight room, nothing waiting: a shared-subscription message sent here goes out at once. */
+  get hasCapacity(): boolean {
+    const session = this.ch.session;
+    return session !== undefined && session.queue.length === 0 && session.inflight.size < this.window && !this.ch.conn.congested;
   }
 
   /** Moves queued messages into the window while the client can take them. */
@@ -46,7 +55,7 @@ export class Outbound {
       }
       if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
       queue.shift();
-      this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, true);
+      this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share, true);
     }
   }
 
@@ -107,22 +116,34 @@ export class Outbound {
     qos: QoS,
     retain: boolean,
     subscriptionIds: number[] | undefined,
+    share: ShareRef | undefined,
     fromQueue: boolean,
   ): void {
     const now = this.ch.broker.now();
     if (!fromQueue && isExpired(message, now)) return;
-    const frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, now);
-    if (frame.head.length + frame.payload.length > this.ch.clientMaxPacketSize) {
-      // [MQTT-3.1.2-25] never send a packet larger than the client's Maximum Packet Size
+    let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, now);
+    const maxSize = this.ch.clientMaxPacketSize;
+    if (frame.head.length + frame.payload.length > maxSize) {
+      // [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a packet too large for the client is dropped as if sent
       session.dropped++;
       return;
+    }
+    const aliases = this.aliases;
+    if (aliases !== undefined && message.topic.length > 2) {
+      const known = aliases.known(message.topic);
+      if (known !== 0) {
+        frame = aliasedFrame(message, qos, retain, subscriptionIds, now, known, true);
+      } else if (frame.head.length + frame.payload.length + 4 <= maxSize) {
+        // the alias property adds at most 4 bytes to the first send: only assign one when that fits
+        frame = aliasedFrame(message, qos, retain, subscriptionIds, now, aliases.assign(message.topic), false);
+      }
     }
     if (qos === 0) {
       this.ch.conn.writeFrame(frame.head, frame.payload);
       return;
     }
     const packetId = session.packetIds.allocate();
-    session.inflight.set(packetId, { delivery: { message, qos, retain, subscriptionIds }, state: 'publish' });
+    session.inflight.set(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
     this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
   }
 }

@@ -24,6 +24,11 @@ export interface ProtocolSettings {
   wildcardSubscriptionAvailable: boolean;
   subscriptionIdentifiersAvailable: boolean;
   sharedSubscriptionAvailable: boolean;
+  /** 5.0: prefix of the Response Information given to clients that ask for it; '' gives none */
+  responseInformationPrefix: string;
+  /** 5.0: send every client elsewhere (CONNACK 0x9C, or 0x9D when `serverMoved`) */
+  serverReference: string | undefined;
+  serverMoved: boolean;
 }
 
 /** What the protocol engine needs from the network connection (implemented by transport). */

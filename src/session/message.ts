@@ -50,6 +50,12 @@ export function isExpired(message: Message, now: number): boolean {
   return message.expiresAt !== undefined && message.expiresAt <= now;
 }
 
+/** The shared subscription a delivery came through, so it can go to another member. */
+export interface ShareRef {
+  readonly shareGroup: string | undefined;
+  readonly topicFilter: string;
+}
+
 /** What one subscriber receives: the message plus the per-subscription delivery decisions. */
 export interface Delivery {
   readonly message: Message;
@@ -57,6 +63,8 @@ export interface Delivery {
   readonly retain: boolean;
   /** 5.0 subscription identifiers of every matching subscription */
   readonly subscriptionIds: number[] | undefined;
+  /** set when routed through a `$share` subscription */
+  readonly share: ShareRef | undefined;
 }
 
 export type { ProtocolVersion };

@@ -1,6 +1,6 @@
 import type { QoS } from '../codec/packets.js';
 import { Deque } from './deque.js';
-import type { Delivery, Message } from './message.js';
+import type { Delivery, Message, ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 
 /** One subscription of a session, as granted. */
@@ -25,7 +25,9 @@ export interface InflightEntry {
 
 /** The live connection a session is attached to (implemented by the protocol channel). */
 export interface DeliverySink {
-  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined): void;
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined, share: ShareRef | undefined): void;
+  /** true while the client can take another message at once (free inflight slot, nothing queued) */
+  readonly hasCapacity: boolean;
   /** the broker ends this connection (session taken over, shutdown, administrative action) */
   disconnect(reasonCode: number): void;
 }

@@ -2,6 +2,7 @@ import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
+import { OutboundAliases } from '../outbound-aliases.js';
 import { startConnectAuth } from './auth.js';
 
 /**
@@ -48,6 +49,12 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     }
   }
 
+  if (v5 && settings.serverReference !== undefined) {
+    // 5.0 section 4.11: redirect the client to another server
+    const code = settings.serverMoved ? RC.ServerMoved : RC.UseAnotherServer;
+    return refuse(ch, code, 'use another server', { serverReference: settings.serverReference });
+  }
+
   ch.client = { id: clientId, username: p.username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
   const method = v5 ? props?.authenticationMethod : undefined;
   if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
@@ -72,6 +79,9 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     expiry = Math.min(props?.sessionExpiryInterval ?? 0, settings.maxSessionExpiryInterval);
     ch.clientMaxPacketSize = props?.maximumPacketSize ?? Infinity;
     ch.outbound.window = Math.min(props?.receiveMaximum ?? 65535, settings.maxInflight);
+    // [MQTT-3.1.2-27] (5.0) no aliases unless the client said how many it takes
+    const aliasMax = props?.topicAliasMaximum ?? 0;
+    if (aliasMax > 0) ch.outbound.aliases = new OutboundAliases(aliasMax);
   } else {
     // 3.1.1 Clean Session 0 keeps the session; there is no expiry, only the broker's cap.
     expiry = p.cleanStart ? 0 : settings.maxSessionExpiryInterval;
@@ -111,6 +121,10 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     }
     if (assigned) ackProps.assignedClientIdentifier = clientId;
     if (serverKeepAlive !== undefined) ackProps.serverKeepAlive = serverKeepAlive;
+    if (props?.requestResponseInformation === 1 && settings.responseInformationPrefix !== '') {
+      // [MQTT-3.1.2-28] only when asked: the topic prefix this client may use for responses
+      ackProps.responseInformation = `${settings.responseInformationPrefix}${clientId}`;
+    }
     if (ch.authMethod !== undefined) {
       // [MQTT-4.12.0-5] a successful CONNACK repeats the method of the exchange
       ackProps.authenticationMethod = ch.authMethod;
@@ -123,9 +137,10 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
 }
 
 /** CONNACK with an error code, then close ([MQTT-3.2.2-5] / [MQTT-3.2.2-7]). */
-export function refuse(ch: Channel, reasonCode: number, reason: string): undefined {
+export function refuse(ch: Channel, reasonCode: number, reason: string, extra?: Properties): undefined {
   if (ch.version === 5) {
-    ch.sendConnack(false, reasonCode, ch.problemInformation ? { reasonString: reason } : undefined);
+    const properties: Properties | undefined = ch.problemInformation ? { ...extra, reasonString: reason } : extra;
+    ch.sendConnack(false, reasonCode, properties);
   } else {
     const rc = connackCodeForV4(reasonCode);
     ch.sendConnack(false, rc === RC3.Accepted ? RC3.ServerUnavailable : rc);

@@ -129,7 +129,7 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     for (const message of ch.broker.retainedMessages(sub.topicFilter)) {
       if (sub.noLocal && message.senderId === ch.client.id) continue;
       // [MQTT-3.3.1-8] retained messages sent on subscribe carry RETAIN 1
-      ch.deliver(message, Math.min(message.qos, sub.qos) as QoS, true, ids);
+      ch.deliver(message, Math.min(message.qos, sub.qos) as QoS, true, ids, undefined);
     }
   }
 }
