@@ -33,6 +33,12 @@ export interface Mqtt5Options {
   serverReference?: string;
   /** with serverReference: the move is permanent (0x9D Server moved) */
   serverMoved?: boolean;
+  /** capabilities, advertised in CONNACK and enforced (all on by default) */
+  maximumQoS?: QoS;
+  retainAvailable?: boolean;
+  wildcardSubscriptionAvailable?: boolean;
+  subscriptionIdentifiersAvailable?: boolean;
+  sharedSubscriptionAvailable?: boolean;
 }
 
 export interface ListenOptions {
@@ -146,11 +152,11 @@ export async function createBroker(options: BrokerOptions = {}): Promise<Broker>
 function protocolSettings(limits: Limits, mqtt5: Mqtt5Options): ProtocolSettings {
   return {
     ...limits,
-    maximumQoS: 2,
-    retainAvailable: true,
-    wildcardSubscriptionAvailable: true,
-    subscriptionIdentifiersAvailable: true,
-    sharedSubscriptionAvailable: true,
+    maximumQoS: mqtt5.maximumQoS ?? 2,
+    retainAvailable: mqtt5.retainAvailable ?? true,
+    wildcardSubscriptionAvailable: mqtt5.wildcardSubscriptionAvailable ?? true,
+    subscriptionIdentifiersAvailable: mqtt5.subscriptionIdentifiersAvailable ?? true,
+    sharedSubscriptionAvailable: mqtt5.sharedSubscriptionAvailable ?? true,
     responseInformationPrefix: mqtt5.responseInformationPrefix ?? 'response/',
     serverReference: mqtt5.serverReference,
     serverMoved: mqtt5.serverMoved ?? false,

@@ -2,6 +2,7 @@ import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
+import { checkTopicName } from '../../topic/validate.js';
 import { OutboundAliases } from '../outbound-aliases.js';
 import { startConnectAuth } from './auth.js';
 
@@ -46,6 +47,16 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     if (p.will?.retain === true && !settings.retainAvailable) {
       // [MQTT-3.2.2-13]
       return refuse(ch, RC.RetainNotSupported, 'retained messages are not available');
+    }
+  }
+
+  if (p.will !== undefined) {
+    const invalid = checkTopicName(p.will.topic, settings) ?? (p.will.properties?.responseTopic === undefined ? null : checkTopicName(p.will.properties.responseTopic, settings));
+    if (invalid !== null) {
+      // a will that could never be published: 5.0 says why, 3.1.1 has no code for it and just closes
+      if (v5) return refuse(ch, RC.TopicNameInvalid, `will topic ${invalid}`);
+      ch.terminate(`will topic ${invalid}`);
+      return undefined;
     }
   }
 

@@ -40,6 +40,13 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     return undefined;
   }
 
+  const responseTopic = p.properties?.responseTopic;
+  if (responseTopic !== undefined && checkTopicName(responseTopic, settings) !== null) {
+    // [MQTT-3.3.2-14] (5.0) a Response Topic is a topic name: no wildcards
+    ch.closeWith(RC.ProtocolError, `response topic ${checkTopicName(responseTopic, settings)}`);
+    return undefined;
+  }
+
   if (p.qos === 2 && session.incomingQos2.has(p.packetId as number)) {
     // [MQTT-4.3.3-9] a duplicate of a message already received: acknowledge, do not route again
     ch.send({ type: 'pubrec', packetId: p.packetId as number });
