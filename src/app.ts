@@ -11,7 +11,9 @@ import { Channel } from './protocol/channel.js';
 import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
 import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
-import { TcpListener } from './transport/tcp-listener.js';
+import type { TransportStats } from './transport/connection.js';
+import { Listener, type ListenerProtocol } from './transport/listener.js';
+import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 
 export interface BrokerOptions {
   persistence?: MidgeConfig['persistence'];
@@ -44,6 +46,22 @@ export interface Mqtt5Options {
 export interface ListenOptions {
   port?: number;
   host?: string;
+  /** 'mqtt' (TCP, the default), 'mqtts' (TLS), 'ws' or 'wss' (WebSocket on path /mqtt) */
+  protocol?: ListenerProtocol;
+  /** certificate, key and optional CA files for mqtts and wss */
+  tls?: TlsPaths;
+  /** connections this listener accepts at once (0 = no limit of its own) */
+  maxConnections?: number;
+  /** a PROXY protocol v1/v2 header precedes each connection (behind a load balancer) */
+  proxyProtocol?: boolean;
+  /** WebSocket path (default /mqtt) */
+  wsPath?: string;
+}
+
+export interface ListeningAddress {
+  protocol: ListenerProtocol;
+  host: string;
+  port: number;
 }
 
 export interface PublishOptions {
@@ -65,7 +83,9 @@ export class Broker {
   readonly config: MidgeConfig;
   readonly logger: Logger;
   private readonly core: BrokerCore;
-  private readonly listeners: TcpListener[] = [];
+  private readonly listeners: Listener[] = [];
+  /** bytes in and out over every listener */
+  readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
   private closed = false;
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}) {
@@ -80,21 +100,40 @@ export class Broker {
     );
   }
 
-  /** Starts an MQTT over TCP listener; resolves with the address actually bound. */
-  async listen(options: ListenOptions = {}): Promise<{ host: string; port: number }> {
+  /** Starts a listener (MQTT over TCP unless told otherwise); resolves with the address actually bound. */
+  async listen(options: ListenOptions = {}): Promise<ListeningAddress> {
     if (this.closed) throw new Error('broker is closed');
     const limits = this.config.limits;
-    const listener = new TcpListener({
+    const protocol = options.protocol ?? 'mqtt';
+    const listener = new Listener({
+      protocol,
       host: options.host ?? this.config.host,
       port: options.port ?? this.config.port,
       maxPacketSize: limits.maxPacketSize,
       connectTimeoutMs: limits.connectTimeoutMs,
+      maxConnections: options.maxConnections ?? 0,
+      proxyProtocol: options.proxyProtocol ?? false,
+      tls: options.tls === undefined ? undefined : new TlsFiles(options.tls),
+      wsPath: options.wsPath ?? '/mqtt',
+      stats: this.transportStats,
+      admit: () => undefined,
       attach: (conn) => new Channel(conn, this.core),
+      onError: (err, where) => this.logger.error({ err, where }, 'listener error'),
     });
     const address: AddressInfo = await listener.listen();
     this.listeners.push(listener);
-    this.logger.info({ host: address.address, port: address.port }, 'listening');
-    return { host: address.address, port: address.port };
+    this.logger.info({ protocol, host: address.address, port: address.port }, 'listening');
+    return { protocol, host: address.address, port: address.port };
+  }
+
+  /** Reads TLS certificates and keys again; new handshakes use them, live connections go on. */
+  reloadTls(): void {
+    for (const l of this.listeners) {
+      const tls = l.options.tls;
+      if (tls === undefined) continue;
+      tls.reload();
+      l.reloadTls(tls);
+    }
   }
 
   /** Publishes a message as the broker itself (no client); retained messages are stored. */

@@ -1,6 +1,6 @@
 // The embedding API: `import { createBroker } from 'midge'`.
 export { Broker, createBroker } from './app.js';
-export type { BrokerOptions, ListenOptions, Mqtt5Options, PublishOptions } from './app.js';
+export type { BrokerOptions, ListenOptions, ListeningAddress, Mqtt5Options, PublishOptions } from './app.js';
 export type { BrokerEvents, ClientInfo, Credentials, Hooks, PublishInfo, SubscribeInfo } from './hooks/types.js';
 export type { Limits, MidgeConfig } from './config/schema.js';
 export type { Properties, QoS, ProtocolVersion } from './codec/packets.js';
@@ -8,3 +8,4 @@ export { RC } from './codec/reason-codes.js';
 export type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from './hooks/authenticator.js';
 export { scramCredentials, scramSha256 } from './auth/scram-sha-256.js';
 export type { ScramCredentials, ScramOptions } from './auth/scram-sha-256.js';
+export type { TlsPaths } from './transport/tls-material.js';

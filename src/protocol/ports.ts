@@ -34,6 +34,10 @@ export interface ProtocolSettings {
 /** What the protocol engine needs from the network connection (implemented by transport). */
 export interface ConnectionPort {
   readonly remoteAddress: string;
+  /** the subject CN of a verified client certificate, when the listener uses it as the username */
+  readonly certificateUsername: string | undefined;
+  /** set when the connection is over a broker or listener limit: the CONNECT is refused with it */
+  readonly refusal: { readonly reasonCode: number; readonly reason: string } | undefined;
   /** true while the socket's write buffer is above its high-water mark */
   readonly congested: boolean;
   write(bytes: Buffer): void;

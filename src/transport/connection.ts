@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Packet } from '../codec/packets.js';
 import { PacketParser } from '../codec/parser.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
@@ -15,8 +15,23 @@ export interface PacketHandler {
   handleDrain(): void;
 }
 
+/** Who is on the other end, as the transport knows it. */
+export interface PeerInfo {
+  /** address:port (the real client's when a PROXY protocol header said so) */
+  readonly remoteAddress: string;
+  /** subject CN of a verified TLS client certificate, when the listener maps it to the username */
+  readonly certificateUsername?: string;
+}
+
+/** Byte counters shared by every connection of a broker. */
+export interface TransportStats {
+  bytesReceived: number;
+  bytesSent: number;
+}
+
 export interface ConnectionHost {
   readonly batcher: WriteBatcher;
+  readonly stats: TransportStats;
   /** start watching the connection's deadline */
   watch(conn: Connection): void;
   unwatch(conn: Connection): void;
@@ -28,8 +43,11 @@ export interface ConnectionHost {
  * is handled before anything is flushed, and writes leave in one batch per event-loop turn.
  */
 export class Connection implements ConnectionPort, WheelEntry {
-  readonly socket: Socket;
+  readonly socket: Duplex;
   readonly remoteAddress: string;
+  readonly certificateUsername: string | undefined;
+  /** set by the listener when this connection is over a limit: the CONNECT is answered with this code */
+  refusal: { reasonCode: number; reason: string } | undefined;
   readonly parser: PacketParser;
   handler: PacketHandler | undefined;
   /** keep-alive or connect deadline, read by the timer wheel */
@@ -38,13 +56,14 @@ export class Connection implements ConnectionPort, WheelEntry {
   private readonly host: ConnectionHost;
   private closing = false;
 
-  constructor(socket: Socket, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
+  constructor(socket: Duplex, peer: PeerInfo, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
     this.socket = socket;
     this.host = host;
-    this.remoteAddress = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`;
+    this.remoteAddress = peer.remoteAddress;
+    this.certificateUsername = peer.certificateUsername;
+    this.refusal = undefined;
     this.parser = new PacketParser({ maxPacketSize });
     this.deadline = Date.now() + connectTimeoutMs;
-    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.handler?.handleDrain());
     socket.on('error', () => {
@@ -57,6 +76,7 @@ export class Connection implements ConnectionPort, WheelEntry {
   private onData(chunk: Buffer): void {
     const handler = this.handler;
     if (handler === undefined || this.closing) return;
+    this.host.stats.bytesReceived += chunk.length;
     const packets = this.parser.push(chunk);
     if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = Date.now() + this.keepAliveMs;
     for (let i = 0; i < packets.length; i++) {
@@ -88,12 +108,14 @@ export class Connection implements ConnectionPort, WheelEntry {
   write(bytes: Buffer): void {
     if (this.closing) return;
     this.host.batcher.cork(this.socket);
+    this.host.stats.bytesSent += bytes.length;
     this.socket.write(bytes);
   }
 
   writeFrame(head: Buffer, payload: Buffer): void {
     if (this.closing) return;
     this.host.batcher.cork(this.socket);
+    this.host.stats.bytesSent += head.length + payload.length;
     this.socket.write(head);
     if (payload.length > 0) this.socket.write(payload);
   }

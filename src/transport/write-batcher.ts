@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 
 /**
  * Corks a socket on its first write in an event-loop turn and uncorks every corked socket once,
@@ -6,17 +6,17 @@ import type { Socket } from 'node:net';
  * of input leave in one writev per socket instead of one syscall per packet.
  */
 export class WriteBatcher {
-  private corked: Socket[] = [];
+  private corked: Writable[] = [];
   private scheduled = false;
   private readonly flushAll = (): void => {
     this.scheduled = false;
     const list = this.corked;
     this.corked = [];
-    for (let i = 0; i < list.length; i++) (list[i] as Socket).uncork();
+    for (let i = 0; i < list.length; i++) (list[i] as Writable).uncork();
   };
 
   /** Call before writing to `socket`; returns immediately if it is already corked this turn. */
-  cork(socket: Socket): void {
+  cork(socket: Writable): void {
     if (socket.writableCorked > 0) return;
     socket.cork();
     this.corked.push(socket);

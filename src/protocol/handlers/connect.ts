@@ -50,6 +50,12 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     }
   }
 
+  const refusal = ch.conn.refusal;
+  if (refusal !== undefined) {
+    // over a connection limit: 5.0 gets the precise code (0x97 quota, 0x9F rate), 3.1.1 "server unavailable"
+    return refuse(ch, refusal.reasonCode, refusal.reason);
+  }
+
   if (p.will !== undefined) {
     const invalid = checkTopicName(p.will.topic, settings) ?? (p.will.properties?.responseTopic === undefined ? null : checkTopicName(p.will.properties.responseTopic, settings));
     if (invalid !== null) {
@@ -66,7 +72,8 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     return refuse(ch, code, 'use another server', { serverReference: settings.serverReference });
   }
 
-  ch.client = { id: clientId, username: p.username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
+  const username = ch.conn.certificateUsername ?? p.username;
+  ch.client = { id: clientId, username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
   const method = v5 ? props?.authenticationMethod : undefined;
   if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
   const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p);

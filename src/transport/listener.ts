@@ -1,0 +1,232 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
+import { WebSocketServer } from 'ws';
+import { Connection, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
+import { parseProxyHeader } from './proxy-protocol.js';
+import { TimerWheel } from './timer-wheel.js';
+import type { TlsFiles } from './tls-material.js';
+import { WriteBatcher } from './write-batcher.js';
+import { WebSocketDuplex } from './ws-stream.js';
+
+export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+
+export interface ListenerOptions {
+  protocol: ListenerProtocol;
+  host: string;
+  port: number;
+  maxPacketSize: number;
+  connectTimeoutMs: number;
+  /** 0 = no limit of this listener's own */
+  maxConnections: number;
+  /** expect a PROXY protocol v1/v2 header before anything else (mqtt and mqtts) */
+  proxyProtocol: boolean;
+  /** for mqtts and wss */
+  tls?: TlsFiles;
+  /** for ws and wss */
+  wsPath: string;
+  stats: TransportStats;
+  /** asked for each new connection: a refusal means the CONNECT is answered with that code */
+  admit(listener: Listener, peer: PeerInfo): { reasonCode: number; reason: string } | undefined;
+  /** builds the protocol side of a new connection */
+  attach(conn: Connection): PacketHandler;
+  onError(err: Error, where: string): void;
+}
+
+const TICK_MS = 250;
+/** Per-socket write buffer before a subscriber counts as congested (QoS 0 then waits in its queue). */
+const WRITE_HIGH_WATER = 64 * 1024;
+/** RFC: an MQTT over WebSocket client offers "mqtt" (3.1.1, 5.0) or "mqttv3.1" (3.1). */
+const SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];
+
+/**
+ * One listening endpoint: MQTT over TCP, TLS, WebSocket or secure WebSocket. Owns the accepted
+ * connections and their keep-alive timers; what happens on them is the protocol channel's business.
+ */
+export class Listener implements ConnectionHost {
+  readonly batcher = new WriteBatcher();
+  readonly connections = new Set<Connection>();
+  readonly options: ListenerOptions;
+  readonly stats: TransportStats;
+  private readonly wheel = new TimerWheel<Connection>(TICK_MS);
+  private readonly server: Server | HttpServer;
+  private secureContext: SecureContext | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+
+  constructor(options: ListenerOptions) {
+    this.options = options;
+    this.stats = options.stats;
+    const tls = options.tls;
+    if ((options.protocol === 'mqtts' || options.protocol === 'wss') && tls === undefined) {
+      throw new Error(`a ${options.protocol} listener needs a certificate and a key`);
+    }
+    const tlsOptions = tls === undefined ? undefined : {
+      ...tls.serverOptions(),
+      handshakeTimeout: options.connectTimeoutMs,
+      highWaterMark: WRITE_HIGH_WATER,
+    };
+    switch (options.protocol) {
+      case 'mqtt':
+        this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
+        break;
+      case 'mqtts':
+        if (options.proxyProtocol) {
+          // the PROXY header precedes the TLS handshake: read it on the raw socket, then wrap
+          this.secureContext = createSecureContext(tlsOptions);
+          this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
+        } else {
+          const server: TlsServer = createTlsServer(tlsOptions as object, (s) => this.accept(s, this.peerOf(s, undefined)));
+          server.on('tlsClientError', () => undefined);
+          this.server = server;
+        }
+        break;
+      case 'ws':
+      case 'wss': {
+        const http = options.protocol === 'ws' ? createHttpServer() : createHttpsServer(tlsOptions as object);
+        if (options.protocol === 'wss') http.on('tlsClientError', () => undefined);
+        http.headersTimeout = options.connectTimeoutMs;
+        http.requestTimeout = options.connectTimeoutMs;
+        const wss = new WebSocketServer({
+          server: http,
+          path: options.wsPath,
+          maxPayload: options.maxPacketSize + 5,
+          handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+        });
+        wss.on('connection', (ws, req: IncomingMessage) => {
+          const stream = new WebSocketDuplex(ws);
+          this.accept(stream, this.peerOf(req.socket, undefined));
+        });
+        wss.on('error', (err) => options.onError(err, 'websocket'));
+        // a plain HTTP request on the MQTT path gets a clear answer instead of a hang
+        http.on('request', (_req, res) => {
+          res.writeHead(426, { 'content-type': 'text/plain' }).end('this endpoint speaks MQTT over WebSocket\n');
+        });
+        this.server = http;
+        break;
+      }
+    }
+    this.server.on('error', (err) => options.onError(err, 'listener'));
+  }
+
+  get protocol(): ListenerProtocol {
+    return this.options.protocol;
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', onError);
+        this.ticker = setInterval(() => this.wheel.advance(Date.now(), (c) => c.expire()), TICK_MS);
+        this.ticker.unref();
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** New certificate and key (SIGHUP or changed files): new handshakes use them, live ones go on. */
+  reloadTls(tls: TlsFiles): void {
+    const options = tls.serverOptions();
+    if (this.secureContext !== undefined) this.secureContext = createSecureContext(options);
+    else (this.server as TlsServer).setSecureContext(options);
+  }
+
+  /** Stops accepting; existing connections are left to the caller. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      // HTTP keeps idle sockets open; they are not MQTT connections
+      if ('closeIdleConnections' in this.server) this.server.closeIdleConnections();
+    });
+  }
+
+  /** Waits until every connection has closed, destroying stragglers after `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.connections.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (const c of this.connections) c.socket.destroy();
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+  }
+
+  private onSocket(socket: Socket): void {
+    socket.setNoDelay(true);
+    if (!this.options.proxyProtocol) {
+      this.accept(socket, this.peerOf(socket, undefined));
+      return;
+    }
+    socket.on('error', () => undefined);
+    const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs);
+    timer.unref();
+    let buffered = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      let header;
+      try {
+        header = parseProxyHeader(buffered);
+      } catch {
+        clearTimeout(timer);
+        socket.destroy();
+        return;
+      }
+      if (header === 'incomplete') return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.pause();
+      const rest = buffered.subarray(header.consumed);
+      if (rest.length > 0) socket.unshift(rest);
+      if (this.options.protocol === 'mqtts') {
+        const tls = new TLSSocket(socket, {
+          isServer: true,
+          secureContext: this.secureContext,
+          requestCert: this.options.tls?.requestCert ?? false,
+          rejectUnauthorized: this.options.tls?.requestCert ?? false,
+        });
+        tls.on('error', () => tls.destroy());
+        tls.once('secure', () => this.accept(tls, this.peerOf(tls, header.address)));
+      } else {
+        this.accept(socket, this.peerOf(socket, header.address));
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+  }
+
+  private peerOf(socket: Socket, proxied: string | undefined): PeerInfo {
+    const remoteAddress = proxied ?? `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`;
+    const tls = this.options.tls;
+    if (tls?.certificateAsUsername === true && socket instanceof TLSSocket && socket.authorized) {
+      const cn = socket.getPeerCertificate().subject?.CN;
+      if (typeof cn === 'string' && cn.length > 0) return { remoteAddress, certificateUsername: cn };
+    }
+    return { remoteAddress };
+  }
+
+  private accept(stream: Duplex, peer: PeerInfo): void {
+    const conn = new Connection(stream, peer, this, this.options.maxPacketSize, this.options.connectTimeoutMs);
+    this.connections.add(conn);
+    const max = this.options.maxConnections;
+    conn.refusal =
+      max > 0 && this.connections.size > max
+        ? { reasonCode: 0x97, reason: `listener connection limit (${max}) reached` }
+        : this.options.admit(this, peer);
+    conn.handler = this.options.attach(conn);
+  }
+
+  watch(conn: Connection): void {
+    this.wheel.add(conn);
+  }
+
+  unwatch(conn: Connection): void {
+    this.wheel.remove(conn);
+  }
+
+  closed(conn: Connection): void {
+    this.connections.delete(conn);
+  }
+}

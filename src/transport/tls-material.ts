@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import type { TlsOptions } from 'node:tls';
+
+export interface TlsPaths {
+  cert: string;
+  key: string;
+  ca?: string;
+  /** ask for and verify a client certificate against `ca` (mutual TLS) */
+  requireClientCert?: boolean;
+  /** use a verified client certificate's subject CN as the MQTT username */
+  certificateAsUsername?: boolean;
+}
+
+/**
+ * Certificate, key and CA read from their files; `reload()` reads them again so a renewed
+ * certificate is used for new handshakes without a restart.
+ */
+export class TlsFiles {
+  readonly paths: TlsPaths;
+  private cert: Buffer;
+  private key: Buffer;
+  private ca: Buffer | undefined;
+
+  constructor(paths: TlsPaths) {
+    this.paths = paths;
+    this.cert = readTlsFile(paths.cert, 'certificate');
+    this.key = readTlsFile(paths.key, 'key');
+    this.ca = paths.ca === undefined ? undefined : readTlsFile(paths.ca, 'CA');
+  }
+
+  get requestCert(): boolean {
+    return this.paths.requireClientCert === true;
+  }
+
+  get certificateAsUsername(): boolean {
+    return this.paths.certificateAsUsername === true;
+  }
+
+  reload(): void {
+    const next = new TlsFiles(this.paths);
+    this.cert = next.cert;
+    this.key = next.key;
+    this.ca = next.ca;
+  }
+
+  serverOptions(): TlsOptions {
+    return {
+      cert: this.cert,
+      key: this.key,
+      ca: this.ca,
+      minVersion: 'TLSv1.2',
+      requestCert: this.requestCert,
+      rejectUnauthorized: this.requestCert,
+    };
+  }
+}
+
+function readTlsFile(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(`cannot read TLS ${what} file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
