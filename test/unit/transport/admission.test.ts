@@ -15,8 +15,9 @@ describe('connection admission', () => {
     const a = new Admission({ maxConnections: 0, maxConnectionRate: 5 }, 0);
     for (let i = 0; i < 5; i++) assert.equal(a.admit(1, 0), undefined, `burst ${i}`);
     assert.equal(a.admit(1, 0)?.reasonCode, 0x9f);
-    assert.equal(a.admit(1, 100), undefined, 'half a token refilled per 100 ms: one more after 200 ms total');
-    assert.equal(a.admit(1, 150)?.reasonCode, 0x9f);
+    assert.equal(a.admit(1, 100)?.reasonCode, 0x9f, 'half a token after 100 ms');
+    assert.equal(a.admit(1, 200), undefined, 'a whole token after 200 ms');
+    assert.equal(a.admit(1, 250)?.reasonCode, 0x9f);
     assert.equal(a.admit(1, 1200), undefined);
   });
 
