@@ -1,6 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
+import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
+import { SysTopics } from './broker/sys-topics.js';
+import { VERSION } from './version.js';
 import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
@@ -22,6 +25,8 @@ export interface BrokerOptions {
   hooks?: Hooks;
   /** MQTT 5 enhanced authentication methods offered to clients (e.g. scramSha256({ users })) */
   authenticators?: EnhancedAuthenticator[];
+  /** seconds between $SYS/broker/... updates (default 10; 0 turns them off) */
+  sysInterval?: number;
   /** MQTT 5 server-side options */
   mqtt5?: Mqtt5Options;
   /** a pino logger; by default warnings and errors go to stdout */
@@ -87,11 +92,13 @@ export class Broker {
   /** bytes in and out over every listener */
   readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
   private closed = false;
+  private readonly sys: SysTopics;
 
-  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}) {
+  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10) {
     this.config = config;
     this.logger = logger;
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators);
+    this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
     );
@@ -122,6 +129,7 @@ export class Broker {
     });
     const address: AddressInfo = await listener.listen();
     this.listeners.push(listener);
+    this.sys.start();
     this.logger.info({ protocol, host: address.address, port: address.port }, 'listening');
     return { protocol, host: address.address, port: address.port };
   }
@@ -149,6 +157,7 @@ export class Broker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.sys.stop();
     await Promise.all(this.listeners.map((l) => l.stopAccepting()));
     for (const session of [...this.core.sessions.values()]) {
       (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);
@@ -170,22 +179,19 @@ export class Broker {
   }
 
   /** Counts for observability (and the tests). */
-  get stats(): { sessions: number; subscriptions: number; retained: number; messagesReceived: number; messagesDropped: number } {
-    return {
-      sessions: this.core.sessions.size,
-      subscriptions: this.core.router.subscriptionCount,
-      retained: this.core.retained.size,
-      messagesReceived: this.core.counters.messagesReceived,
-      messagesDropped: this.core.counters.messagesDropped,
-    };
+  get stats(): StatsSnapshot {
+    return statsSnapshot(this.core, this.transportStats);
   }
 }
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
-  const { hooks, logger, authenticators, mqtt5, ...settings } = options;
+  const { hooks, logger, authenticators, mqtt5, sysInterval, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
-  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5);
+  if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
+    throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);
+  }
+  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval);
 }
 
 function protocolSettings(limits: Limits, mqtt5: Mqtt5Options): ProtocolSettings {

@@ -9,3 +9,5 @@ export type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from './hoo
 export { scramCredentials, scramSha256 } from './auth/scram-sha-256.js';
 export type { ScramCredentials, ScramOptions } from './auth/scram-sha-256.js';
 export type { TlsPaths } from './transport/tls-material.js';
+export type { StatsSnapshot } from './broker/stats.js';
+export { VERSION } from './version.js';

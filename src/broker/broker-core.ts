@@ -4,7 +4,7 @@ import type { ConnectPacket, Properties, QoS, Will } from '../codec/packets.js';
 import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
-import type { BrokerPort, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
+import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
 import { createMessage, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session, Subscription } from '../session/session.js';
 import { RetainedStore } from './retained-store.js';
@@ -12,12 +12,6 @@ import { Router } from './router.js';
 import { SessionRegistry } from './session-registry.js';
 import { WillScheduler } from './wills.js';
 
-export interface BrokerCounters {
-  messagesReceived: number;
-  messagesRouted: number;
-  /** deliveries not made because an offline queue was full */
-  messagesDropped: number;
-}
 
 /**
  * The single-node broker: sessions, routing, retained messages and wills, behind the narrow
@@ -29,7 +23,16 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   readonly router: Router;
   readonly retained = new RetainedStore();
   readonly wills: WillScheduler;
-  readonly counters: BrokerCounters = { messagesReceived: 0, messagesRouted: 0, messagesDropped: 0 };
+  readonly counters: MessageCounters = {
+    received: [0, 0, 0],
+    sent: [0, 0, 0],
+    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0, rateLimited: 0 },
+  };
+  /** deliveries routed to sessions (one per matching session) */
+  routed = 0;
+  /** most clients connected at once since start */
+  maxConnected = 0;
+  connected = 0;
   private readonly hooks: Hooks;
   private readonly authenticators = new Map<string, EnhancedAuthenticator>();
 
@@ -82,6 +85,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will
     if (opened.present) this.wills.cancel(owner.client.id);
     else this.wills.fire(owner.client.id);
+    if (++this.connected > this.maxConnected) this.maxConnected = this.connected;
     this.emit('clientConnected', owner.client);
     return opened;
   }
@@ -100,6 +104,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       this.reassignShared(session);
       this.sessions.detach(session);
     }
+    this.connected--;
     this.emit('clientDisconnected', owner.client, reason);
   }
 
@@ -139,11 +144,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   publish(message: Message): void {
     if (message.retain) this.retained.apply(message);
-    this.counters.messagesRouted += this.router.route(message);
+    this.routed += this.router.route(message);
   }
 
   messageReceived(message: Message, client: ClientInfo): void {
-    this.counters.messagesReceived++;
+    this.counters.received[message.qos]++;
     if (this.listenerCount('messagePublished') > 0) this.emit('messagePublished', message, client);
   }
 
@@ -175,8 +180,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
     if (qos === 0) return;
-    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) === 'dropped') {
-      this.counters.messagesDropped++;
+    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
+      this.counters.dropped.queueFull++;
     }
   }
 

@@ -31,7 +31,9 @@ export class Outbound {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages);
+    if (session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
+      this.ch.broker.counters.dropped.queueFull++;
+    }
   }
 
   /** Free inflight room, nothing waiting: a shared-subscription message sent here goes out at once. */
@@ -51,6 +53,7 @@ export class Outbound {
       if (isExpired(d.message, now)) {
         // [MQTT-3.3.2-5] an expired message is not delivered
         queue.shift();
+        this.ch.broker.counters.dropped.expired++;
         continue;
       }
       if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
@@ -74,6 +77,7 @@ export class Outbound {
       }
       const d = entry.delivery;
       const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, now);
+      this.ch.broker.counters.sent[d.qos]++;
       this.ch.conn.writeFrame(headWithPacketId(frame, packetId, true), frame.payload);
     }
     this.pump();
@@ -126,6 +130,7 @@ export class Outbound {
     if (frame.head.length + frame.payload.length > maxSize) {
       // [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a packet too large for the client is dropped as if sent
       session.dropped++;
+      this.ch.broker.counters.dropped.tooLarge++;
       return;
     }
     const aliases = this.aliases;
@@ -138,6 +143,7 @@ export class Outbound {
         frame = aliasedFrame(message, qos, retain, subscriptionIds, now, aliases.assign(message.topic), false);
       }
     }
+    this.ch.broker.counters.sent[qos]++;
     if (qos === 0) {
       this.ch.conn.writeFrame(frame.head, frame.payload);
       return;

@@ -61,9 +61,26 @@ export interface OpenedSession {
   present: boolean;
 }
 
+/** Message counts kept by the broker and moved by the protocol engine (plain fields: cheap on the hot path). */
+export interface MessageCounters {
+  /** accepted from clients (and the broker itself), by QoS */
+  readonly received: [number, number, number];
+  /** PUBLISH packets written to clients, by QoS (resends included) */
+  readonly sent: [number, number, number];
+  /** deliveries not made, by reason */
+  readonly dropped: {
+    queueFull: number;
+    tooLarge: number;
+    expired: number;
+    notAuthorized: number;
+    rateLimited: number;
+  };
+}
+
 /** What the protocol engine needs from the broker (implemented by broker/). */
 export interface BrokerPort {
   readonly settings: ProtocolSettings;
+  readonly counters: MessageCounters;
   /** coarse clock in ms, advanced by the broker's tick */
   now(): number;
   /** a fresh client identifier for a 5.0 (or clean 3.1.1) client that sent an empty one */

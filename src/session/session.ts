@@ -32,7 +32,8 @@ export interface DeliverySink {
   disconnect(reasonCode: number): void;
 }
 
-export type EnqueueResult = 'queued' | 'dropped';
+/** 'displaced': queued, but the oldest QoS 0 message was dropped to make room */
+export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
 
 /**
  * The state MQTT keeps per client identifier, independent of any network connection:
@@ -82,7 +83,7 @@ export class Session {
     if (max > 0 && this.queue.removeFirst(isQos0) !== undefined) {
       this.dropped++;
       this.queue.push(delivery);
-      return 'queued';
+      return 'displaced';
     }
     this.dropped++;
     return 'dropped';

@@ -99,6 +99,7 @@ function accept(ch: Channel, p: PublishPacket, message: Message): Promise<void> 
  * [MQTT-3.3.5-2] it is acknowledged as usual and dropped.
  */
 function refused(ch: Channel, p: PublishPacket, reasonCode: number): undefined {
+  ch.broker.counters.dropped.notAuthorized++;
   acknowledge(ch, p, ch.version === 5 ? reasonCode : RC.Success);
   return undefined;
 }

@@ -1,0 +1,58 @@
+import type { TransportStats } from '../transport/connection.js';
+import type { BrokerCore } from './broker-core.js';
+
+/** A point-in-time view of the broker's numbers, shared by $SYS, metrics and the embedding API. */
+export interface StatsSnapshot {
+  clientsConnected: number;
+  /** persistent sessions whose client is offline */
+  clientsDisconnected: number;
+  clientsMaximum: number;
+  sessions: number;
+  subscriptions: number;
+  retained: number;
+  /** messages held for clients: queued plus inflight */
+  messagesStored: number;
+  inflight: number;
+  queued: number;
+  messagesReceived: number;
+  messagesReceivedByQos: [number, number, number];
+  messagesSent: number;
+  messagesSentByQos: [number, number, number];
+  messagesDropped: number;
+  droppedByReason: Record<string, number>;
+  bytesReceived: number;
+  bytesSent: number;
+}
+
+export function statsSnapshot(core: BrokerCore, transport: TransportStats): StatsSnapshot {
+  let inflight = 0;
+  let queued = 0;
+  let offline = 0;
+  for (const s of core.sessions.values()) {
+    inflight += s.inflight.size;
+    queued += s.queue.length;
+    if (s.sink === undefined) offline++;
+  }
+  const c = core.counters;
+  const dropped = { ...c.dropped };
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  return {
+    clientsConnected: core.connected,
+    clientsDisconnected: offline,
+    clientsMaximum: core.maxConnected,
+    sessions: core.sessions.size,
+    subscriptions: core.router.subscriptionCount,
+    retained: core.retained.size,
+    messagesStored: inflight + queued,
+    inflight,
+    queued,
+    messagesReceived: sum(c.received),
+    messagesReceivedByQos: [...c.received],
+    messagesSent: sum(c.sent),
+    messagesSentByQos: [...c.sent],
+    messagesDropped: sum(Object.values(dropped)),
+    droppedByReason: dropped,
+    bytesReceived: transport.bytesReceived,
+    bytesSent: transport.bytesSent,
+  };
+}
