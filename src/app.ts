@@ -4,6 +4,9 @@ import { BrokerCore } from './broker/broker-core.js';
 import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
 import { SysTopics } from './broker/sys-topics.js';
 import { VERSION } from './version.js';
+import { HttpEndpoint } from './admin/http-server.js';
+import { AdminView } from './admin/view.js';
+import { BrokerMetrics } from './metrics/prometheus.js';
 import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
@@ -63,6 +66,14 @@ export interface ListenOptions {
   wsPath?: string;
 }
 
+export interface HttpListenOptions {
+  port?: number;
+  /** default 127.0.0.1: metrics and the admin API are not for the open network */
+  host?: string;
+  /** enables the admin REST API under /api/v1 (Authorization: Bearer TOKEN) */
+  adminToken?: string;
+}
+
 export interface ListeningAddress {
   protocol: ListenerProtocol;
   host: string;
@@ -93,6 +104,8 @@ export class Broker {
   readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
   private closed = false;
   private readonly sys: SysTopics;
+  private readonly http: HttpEndpoint[] = [];
+  private metricsRegistry: BrokerMetrics | undefined;
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10) {
     this.config = config;
@@ -134,6 +147,31 @@ export class Broker {
     return { protocol, host: address.address, port: address.port };
   }
 
+  /** Prometheus metrics of this broker (created on first use). */
+  get metrics(): BrokerMetrics {
+    return (this.metricsRegistry ??= new BrokerMetrics(() => this.stats));
+  }
+
+  /** Starts the HTTP endpoint: /metrics, /healthz, /readyz and, with a token, the admin API. */
+  async listenHttp(options: HttpListenOptions = {}): Promise<{ host: string; port: number }> {
+    if (this.closed) throw new Error('broker is closed');
+    const endpoint = new HttpEndpoint({
+      host: options.host ?? '127.0.0.1',
+      port: options.port ?? 8080,
+      adminToken: options.adminToken,
+      metrics: this.metrics,
+      ready: () => !this.closed && this.listeners.length > 0,
+      api: {
+        view: new AdminView(this.core),
+        publish: (m) => this.publish(m),
+      },
+    });
+    const address = await endpoint.listen();
+    this.http.push(endpoint);
+    this.logger.info({ host: address.address, port: address.port }, 'http endpoint listening');
+    return { host: address.address, port: address.port };
+  }
+
   /** Reads TLS certificates and keys again; new handshakes use them, live connections go on. */
   reloadTls(): void {
     for (const l of this.listeners) {
@@ -158,6 +196,7 @@ export class Broker {
     if (this.closed) return;
     this.closed = true;
     this.sys.stop();
+    await Promise.all(this.http.map((h) => h.close()));
     await Promise.all(this.listeners.map((l) => l.stopAccepting()));
     for (const session of [...this.core.sessions.values()]) {
       (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);

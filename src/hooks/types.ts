@@ -6,6 +6,10 @@ export interface ClientInfo {
   readonly username: string | undefined;
   readonly remoteAddress: string;
   readonly protocolVersion: ProtocolVersion;
+  /** ms since the epoch when the CONNECT arrived */
+  readonly connectedAt: number;
+  /** seconds, as in force for the connection */
+  readonly keepAlive: number;
 }
 
 export interface Credentials {

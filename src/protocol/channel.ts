@@ -58,7 +58,7 @@ export class Channel implements SessionOwner {
   constructor(conn: ConnectionPort, broker: BrokerPort) {
     this.conn = conn;
     this.broker = broker;
-    this.client = { id: '', username: undefined, remoteAddress: conn.remoteAddress, protocolVersion: 4 };
+    this.client = { id: '', username: undefined, remoteAddress: conn.remoteAddress, protocolVersion: 4, connectedAt: 0, keepAlive: 0 };
     this.outbound = new Outbound(this);
   }
 

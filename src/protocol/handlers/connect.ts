@@ -73,7 +73,7 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   }
 
   const username = ch.conn.certificateUsername ?? p.username;
-  ch.client = { id: clientId, username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion };
+  ch.client = { id: clientId, username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion, connectedAt: Date.now(), keepAlive: p.keepAlive };
   const method = v5 ? props?.authenticationMethod : undefined;
   if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
   const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p);
@@ -115,6 +115,7 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     serverKeepAlive = keepAlive;
   }
   ch.will = p.will;
+  if (keepAlive !== p.keepAlive) ch.client = { ...ch.client, keepAlive };
 
   const { session, present } = ch.broker.openSession(ch, p.cleanStart, expiry);
   ch.session = session;

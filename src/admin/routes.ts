@@ -1,0 +1,124 @@
+import type { QoS } from '../codec/packets.js';
+import { HttpError } from './http-error.js';
+import type { AdminView } from './view.js';
+
+export interface ApiContext {
+  view: AdminView;
+  publish(options: { topic: string; payload: Buffer; qos: QoS; retain: boolean }): Promise<void>;
+}
+
+export interface ApiResult {
+  status: number;
+  body: unknown;
+}
+
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 1000;
+
+/** The admin REST API, as plain functions of (method, path, query, body). */
+export async function handleApi(ctx: ApiContext, method: string, path: string, query: URLSearchParams, body: unknown): Promise<ApiResult> {
+  const parts = path.split('/').filter((p) => p.length > 0).map(decodeURIComponent);
+  const [collection, id, sub] = parts;
+  const view = ctx.view;
+  switch (collection) {
+    case 'clients': {
+      if (id === undefined && method === 'GET') {
+        const q = query.get('q');
+        const rows = view.clients().filter((c) => q === null || c.id.includes(q) || (c.username ?? '').includes(q));
+        return ok(page(rows, query));
+      }
+      if (id !== undefined && sub === undefined && method === 'GET') {
+        const row = view.clients().find((c) => c.id === id);
+        if (row === undefined) throw new HttpError(404, `no connected client "${id}"`);
+        return ok(row);
+      }
+      if (id !== undefined && sub === undefined && method === 'DELETE') {
+        if (!view.disconnect(id)) throw new HttpError(404, `no connected client "${id}"`);
+        return ok({ disconnected: id });
+      }
+      if (id !== undefined && sub === 'subscriptions' && method === 'GET') {
+        const subs = view.subscriptions(id);
+        if (subs === undefined) throw new HttpError(404, `no session for client "${id}"`);
+        return ok(page(subs, query));
+      }
+      break;
+    }
+    case 'sessions': {
+      if (id === undefined && method === 'GET') return ok(page(view.sessions(), query));
+      if (id !== undefined && method === 'DELETE') {
+        if (!view.deleteSession(id)) throw new HttpError(404, `no session for client "${id}"`);
+        return ok({ deleted: id });
+      }
+      break;
+    }
+    case 'retained': {
+      // the topic is the rest of the path, so it may contain '/'
+      const topic = parts.slice(1).join('/');
+      if (topic === '' && method === 'GET') return ok(page(view.retained(), query));
+      if (topic !== '' && method === 'GET') {
+        const row = view.retainedMessage(topic);
+        if (row === undefined) throw new HttpError(404, `no retained message on "${topic}"`);
+        return ok(row);
+      }
+      if (topic !== '' && method === 'DELETE') {
+        if (!view.deleteRetained(topic)) throw new HttpError(404, `no retained message on "${topic}"`);
+        return ok({ deleted: topic });
+      }
+      break;
+    }
+    case 'publish': {
+      if (id === undefined && method === 'POST') {
+        const msg = parsePublish(body);
+        try {
+          await ctx.publish(msg);
+        } catch (err) {
+          throw new HttpError(400, (err as Error).message);
+        }
+        return { status: 202, body: { published: msg.topic } };
+      }
+      break;
+    }
+    default:
+      throw new HttpError(404, `no such resource: ${collection ?? '(none)'}`);
+  }
+  throw new HttpError(405, `${method} is not supported on /api/v1${path}`);
+}
+
+function ok(body: unknown): ApiResult {
+  return { status: 200, body };
+}
+
+function page<T>(rows: T[], query: QueryLike): { total: number; offset: number; limit: number; items: T[] } {
+  const limit = intParam(query, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
+  const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+  return { total: rows.length, offset, limit, items: rows.slice(offset, offset + limit) };
+}
+
+interface QueryLike {
+  get(name: string): string | null;
+}
+
+function intParam(query: QueryLike, name: string, fallback: number, min: number, max: number): number {
+  const raw = query.get(name);
+  if (raw === null) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `${name} must be an integer between ${min} and ${max} (got "${raw}")`);
+  return n;
+}
+
+function parsePublish(body: unknown): { topic: string; payload: Buffer; qos: QoS; retain: boolean } {
+  if (typeof body !== 'object' || body === null) throw new HttpError(400, 'body must be a JSON object with "topic" and "payload"');
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b)) {
+    if (!['topic', 'payload', 'encoding', 'qos', 'retain'].includes(key)) throw new HttpError(400, `unknown field "${key}"`);
+  }
+  if (typeof b.topic !== 'string' || b.topic.length === 0) throw new HttpError(400, '"topic" must be a non-empty string');
+  if (typeof b.payload !== 'string') throw new HttpError(400, '"payload" must be a string');
+  const encoding = b.encoding ?? 'utf8';
+  if (encoding !== 'utf8' && encoding !== 'base64') throw new HttpError(400, '"encoding" must be "utf8" or "base64"');
+  const qos = b.qos ?? 0;
+  if (qos !== 0 && qos !== 1 && qos !== 2) throw new HttpError(400, '"qos" must be 0, 1 or 2');
+  const retain = b.retain ?? false;
+  if (typeof retain !== 'boolean') throw new HttpError(400, '"retain" must be true or false');
+  return { topic: b.topic, payload: Buffer.from(b.payload, encoding), qos, retain };
+}

@@ -1,0 +1,83 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { StatsSnapshot } from '../broker/stats.js';
+
+/**
+ * Prometheus metrics read from the broker's counters when scraped: the message path pays
+ * nothing for them. Event-loop lag, heap and GC come from prom-client's default collectors.
+ */
+export class BrokerMetrics {
+  readonly registry = new Registry();
+  /** persistence group-commit latency, observed by the store wiring */
+  readonly commitSeconds: Histogram;
+
+  constructor(snapshot: () => StatsSnapshot) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'midge_process_' });
+    let current: StatsSnapshot | undefined;
+    // one snapshot per scrape, shared by every metric below
+    const stats = (): StatsSnapshot => (current ??= snapshot());
+    const gauge = (name: string, help: string, read: (s: StatsSnapshot) => number): void => {
+      new Gauge({ name, help, registers: [r], collect() { this.set(read(stats())); } });
+    };
+    new Gauge({
+      name: 'midge_scrape_marker',
+      help: 'Always 1; resets the per-scrape snapshot',
+      registers: [r],
+      collect() {
+        current = undefined;
+        this.set(1);
+      },
+    });
+    gauge('midge_connections', 'Clients connected now', (s) => s.clientsConnected);
+    gauge('midge_connections_maximum', 'Most clients connected at once since start', (s) => s.clientsMaximum);
+    gauge('midge_sessions', 'Sessions held (connected and persistent offline)', (s) => s.sessions);
+    gauge('midge_sessions_offline', 'Persistent sessions whose client is offline', (s) => s.clientsDisconnected);
+    gauge('midge_subscriptions', 'Subscriptions held', (s) => s.subscriptions);
+    gauge('midge_retained_messages', 'Retained messages stored', (s) => s.retained);
+    gauge('midge_inflight_messages', 'QoS 1/2 messages sent and not yet acknowledged', (s) => s.inflight);
+    gauge('midge_queued_messages', 'Messages waiting in session queues', (s) => s.queued);
+    const byQos = (name: string, help: string, read: (s: StatsSnapshot) => number[]): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['qos'],
+        registers: [r],
+        collect() {
+          this.reset();
+          read(stats()).forEach((v, qos) => this.inc({ qos: String(qos) }, v));
+        },
+      });
+    };
+    byQos('midge_messages_received_total', 'PUBLISH messages accepted, by QoS', (s) => s.messagesReceivedByQos);
+    byQos('midge_messages_sent_total', 'PUBLISH packets sent to clients, by QoS', (s) => s.messagesSentByQos);
+    new Counter({
+      name: 'midge_messages_dropped_total',
+      help: 'Deliveries not made, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [reason, v] of Object.entries(stats().droppedByReason)) this.inc({ reason }, v);
+      },
+    });
+    const total = (name: string, help: string, read: (s: StatsSnapshot) => number): void => {
+      new Counter({ name, help, registers: [r], collect() { this.reset(); this.inc(read(stats())); } });
+    };
+    total('midge_bytes_received_total', 'Bytes read from clients', (s) => s.bytesReceived);
+    total('midge_bytes_sent_total', 'Bytes written to clients', (s) => s.bytesSent);
+    this.commitSeconds = new Histogram({
+      name: 'midge_store_commit_seconds',
+      help: 'Persistence group-commit latency',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [r],
+    });
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
