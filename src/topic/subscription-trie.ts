@@ -1,0 +1,141 @@
+interface Node<V> {
+  children: Map<string, Node<V>> | undefined;
+  plus: Node<V> | undefined;
+  hash: Node<V> | undefined;
+  /** values of the filter ending here, by key (client id or share group) */
+  values: Map<string, V> | undefined;
+}
+
+function newNode<V>(): Node<V> {
+  return { children: undefined, plus: undefined, hash: undefined, values: undefined };
+}
+
+/**
+ * Subscription filters by level, for routing: `match` visits only the branches the topic can
+ * reach, so its cost follows the topic's depth and the number of matches, never the number of
+ * subscriptions. Each (filter, key) holds one value.
+ */
+export class SubscriptionTrie<V> {
+  private readonly root: Node<V> = newNode();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Returns true when the (filter, key) entry is new. */
+  set(filter: string, key: string, value: V): boolean {
+    let node = this.root;
+    for (const level of filter.split('/')) {
+      if (level === '+') node = node.plus ??= newNode();
+      else if (level === '#') node = node.hash ??= newNode();
+      else {
+        const children = (node.children ??= new Map());
+        let child = children.get(level);
+        if (child === undefined) {
+          child = newNode();
+          children.set(level, child);
+        }
+        node = child;
+      }
+    }
+    const values = (node.values ??= new Map());
+    const isNew = !values.has(key);
+    values.set(key, value);
+    if (isNew) this.count++;
+    return isNew;
+  }
+
+  get(filter: string, key: string): V | undefined {
+    return this.find(filter)?.values?.get(key);
+  }
+
+  delete(filter: string, key: string): boolean {
+    const path: Array<[Node<V>, string]> = [];
+    let node: Node<V> | undefined = this.root;
+    for (const level of filter.split('/')) {
+      path.push([node, level]);
+      node = step(node, level);
+      if (node === undefined) return false;
+    }
+    if (node.values === undefined || !node.values.delete(key)) return false;
+    this.count--;
+    if (node.values.size === 0) node.values = undefined;
+    // prune nodes left empty so churn does not grow memory
+    for (let i = path.length - 1; i >= 0; i--) {
+      const [parent, level] = path[i] as [Node<V>, string];
+      const child = step(parent, level) as Node<V>;
+      if (!isEmpty(child)) break;
+      if (level === '+') parent.plus = undefined;
+      else if (level === '#') parent.hash = undefined;
+      else {
+        parent.children?.delete(level);
+        if (parent.children?.size === 0) parent.children = undefined;
+      }
+    }
+    return true;
+  }
+
+  /** Appends the value of every (filter, key) whose filter matches the topic name. */
+  match(topic: string, out: V[]): void {
+    walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24 /* $ */, out);
+  }
+
+  *entries(): IterableIterator<[string, string, V]> {
+    yield* entriesOf(this.root, []);
+  }
+
+  private find(filter: string): Node<V> | undefined {
+    let node: Node<V> | undefined = this.root;
+    for (const level of filter.split('/')) {
+      node = step(node, level);
+      if (node === undefined) return undefined;
+    }
+    return node;
+  }
+}
+
+function step<V>(node: Node<V>, level: string): Node<V> | undefined {
+  if (level === '+') return node.plus;
+  if (level === '#') return node.hash;
+  return node.children?.get(level);
+}
+
+function isEmpty<V>(n: Node<V>): boolean {
+  return n.values === undefined && n.children === undefined && n.plus === undefined && n.hash === undefined;
+}
+
+function pushAll<V>(values: Map<string, V> | undefined, out: V[]): void {
+  if (values === undefined) return;
+  for (const v of values.values()) out.push(v);
+}
+
+/** `start` is where the next topic level begins, or -1 once the whole topic has been consumed. */
+function walk<V>(node: Node<V>, topic: string, start: number, dollar: boolean, out: V[]): void {
+  if (start < 0) {
+    pushAll(node.values, out);
+    // "a/#" also matches "a" itself
+    if (node.hash !== undefined) pushAll(node.hash.values, out);
+    return;
+  }
+  // [MQTT-4.7.2-1] a leading wildcard does not match a topic starting with '$'
+  const wildcardsAllowed = !(dollar && start === 0);
+  if (node.hash !== undefined && wildcardsAllowed) pushAll(node.hash.values, out);
+  const end = topic.indexOf('/', start);
+  const next = end < 0 ? -1 : end + 1;
+  if (node.children !== undefined) {
+    const child = node.children.get(end < 0 ? topic.slice(start) : topic.slice(start, end));
+    if (child !== undefined) walk(child, topic, next, dollar, out);
+  }
+  if (node.plus !== undefined && wildcardsAllowed) walk(node.plus, topic, next, dollar, out);
+}
+
+function* entriesOf<V>(node: Node<V>, levels: string[]): IterableIterator<[string, string, V]> {
+  if (node.values !== undefined) {
+    const filter = levels.join('/');
+    for (const [k, v] of node.values) yield [filter, k, v];
+  }
+  if (node.children !== undefined) for (const [level, child] of node.children) yield* entriesOf(child, [...levels, level]);
+  if (node.plus !== undefined) yield* entriesOf(node.plus, [...levels, '+']);
+  if (node.hash !== undefined) yield* entriesOf(node.hash, [...levels, '#']);
+}
