@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { DEFAULT_CONFIG, LIMIT_SPECS, TOP_SPECS, type MidgeConfig, type SettingSpec } from './schema.js';
+
+/** A configuration mistake, said in one line that names the setting. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates a partial configuration (from a file, flags or createBroker) and fills in defaults. */
+export function resolveConfig(input: unknown, source: string): MidgeConfig {
+  const obj = asObject(input, source, '');
+  const out: MidgeConfig = { ...DEFAULT_CONFIG, limits: { ...DEFAULT_CONFIG.limits } };
+  const top = out as unknown as Record<string, unknown>;
+  for (const [key, value] of Object.entries(obj)) {
+    if (value === undefined) continue;
+    if (key === 'limits') {
+      const limits = out.limits as unknown as Record<string, unknown>;
+      for (const [lk, lv] of Object.entries(asObject(value, source, 'limits'))) {
+        if (lv === undefined) continue;
+        limits[lk] = check(LIMIT_SPECS, lk, lv, source, 'limits.');
+      }
+      continue;
+    }
+    top[key] = check(TOP_SPECS, key, value, source, '');
+  }
+  return out;
+}
+
+/** Reads a YAML or JSON config file into a plain object (not yet validated). */
+export function loadConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`config: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (extname(path).toLowerCase() === '.json') {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new ConfigError(`config: ${path} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  try {
+    return parseYaml(text) ?? {};
+  } catch (err) {
+    const e = err as Error & { linePos?: Array<{ line: number }> };
+    const line = e.linePos?.[0]?.line;
+    throw new ConfigError(`config: ${path}${line === undefined ? '' : `:${line}`} is not valid YAML: ${e.message.split('\n')[0]}`);
+  }
+}
+
+/** Deep-merges `override` onto `base` (objects merge, anything else replaces). */
+export function mergeConfig(base: unknown, override: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries((override ?? {}) as Record<string, unknown>)) {
+    if (v === undefined) continue;
+    const prev = out[k];
+    out[k] = isPlainObject(prev) && isPlainObject(v) ? mergeConfig(prev, v) : v;
+  }
+  return out;
+}
+
+function check(specs: readonly SettingSpec[], key: string, value: unknown, source: string, prefix: string): unknown {
+  const spec = specs.find((s) => s.key === key);
+  const name = `${prefix}${key}`;
+  if (spec === undefined) throw new ConfigError(`${source}: unknown setting "${name}"`);
+  const shown = JSON.stringify(value);
+  switch (spec.type) {
+    case 'integer': {
+      const n = typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < (spec.min ?? -Infinity) || n > (spec.max ?? Infinity)) {
+        throw new ConfigError(`${source}: ${name} must be an integer between ${spec.min} and ${spec.max} (got ${shown})`);
+      }
+      return n;
+    }
+    case 'string':
+      if (typeof value !== 'string' || value.length === 0) throw new ConfigError(`${source}: ${name} must be a non-empty string (got ${shown})`);
+      return value;
+    case 'enum':
+      if (typeof value !== 'string' || !spec.values?.includes(value)) {
+        throw new ConfigError(`${source}: ${name} must be one of ${spec.values?.join(', ')} (got ${shown})`);
+      }
+      return value;
+  }
+}
+
+function asObject(value: unknown, source: string, name: string): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  if (!isPlainObject(value)) throw new ConfigError(`${source}: ${name === '' ? 'the configuration' : name} must be a mapping of settings`);
+  return value;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+}

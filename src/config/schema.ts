@@ -1,0 +1,80 @@
+/** Per-client and broker-wide limits, each with a safe default. */
+export interface Limits {
+  maxPacketSize: number;
+  receiveMaximum: number;
+  maxInflight: number;
+  maxQueuedMessages: number;
+  maxTopicLength: number;
+  maxTopicLevels: number;
+  maxClientIdLength: number;
+  maxSubscriptionsPerClient: number;
+  connectTimeoutMs: number;
+  maxKeepAlive: number;
+  maxSessionExpiryInterval: number;
+  topicAliasMaximum: number;
+  maxConnections: number;
+  maxConnectionRate: number;
+  maxPublishRate: number;
+  maxPublishBytesRate: number;
+  maxRetainedMessages: number;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type PersistenceKind = 'memory' | 'lmdb';
+
+export interface MidgeConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  logLevel: LogLevel;
+  persistence: PersistenceKind;
+  limits: Limits;
+}
+
+/** One setting: its type, default, bounds and what it is for (drives validation, help and docs). */
+export interface SettingSpec {
+  key: string;
+  type: 'integer' | 'string' | 'enum';
+  default: number | string;
+  min?: number;
+  max?: number;
+  values?: readonly string[];
+  description: string;
+}
+
+const U32 = 4294967295;
+
+export const LIMIT_SPECS: readonly SettingSpec[] = [
+  { key: 'maxPacketSize', type: 'integer', default: 1048576, min: 16, max: 268435455, description: 'largest MQTT packet accepted, in bytes (5.0 clients are told; 0x95 beyond it)' },
+  { key: 'receiveMaximum', type: 'integer', default: 1024, min: 1, max: 65535, description: 'unacknowledged QoS 1/2 publishes a 5.0 client may have in flight to the broker' },
+  { key: 'maxInflight', type: 'integer', default: 64, min: 1, max: 65535, description: 'unacknowledged QoS 1/2 messages the broker sends to one client before queueing' },
+  { key: 'maxQueuedMessages', type: 'integer', default: 1000, min: 0, max: U32, description: 'messages queued per session; when full the oldest QoS 0 goes first' },
+  { key: 'maxTopicLength', type: 'integer', default: 65535, min: 1, max: 65535, description: 'longest topic name or filter, in UTF-8 bytes' },
+  { key: 'maxTopicLevels', type: 'integer', default: 128, min: 1, max: 65535, description: 'most levels in a topic name or filter' },
+  { key: 'maxClientIdLength', type: 'integer', default: 256, min: 23, max: 65535, description: 'longest client identifier, in UTF-8 bytes' },
+  { key: 'maxSubscriptionsPerClient', type: 'integer', default: 1000, min: 1, max: U32, description: 'subscriptions one session may hold' },
+  { key: 'connectTimeoutMs', type: 'integer', default: 10000, min: 100, max: 600000, description: 'time a new connection has to send CONNECT (and finish TLS)' },
+  { key: 'maxKeepAlive', type: 'integer', default: 0, min: 0, max: 65535, description: 'cap on the keep alive in seconds (0 = no cap; 5.0 clients are told)' },
+  { key: 'maxSessionExpiryInterval', type: 'integer', default: U32, min: 0, max: U32, description: 'cap on a session expiry interval in seconds' },
+  { key: 'topicAliasMaximum', type: 'integer', default: 1024, min: 0, max: 65535, description: 'topic aliases a 5.0 client may use towards the broker' },
+  { key: 'maxConnections', type: 'integer', default: 0, min: 0, max: U32, description: 'connections open at once over all listeners (0 = no limit; 0x97 beyond it)' },
+  { key: 'maxConnectionRate', type: 'integer', default: 0, min: 0, max: U32, description: 'new connections per second (0 = no limit; 0x9F beyond it)' },
+  { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; 0x97 beyond it)' },
+  { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH bytes per second per client (0 = no limit)' },
+  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; new topics refused beyond it)' },
+];
+
+export const TOP_SPECS: readonly SettingSpec[] = [
+  { key: 'host', type: 'string', default: '127.0.0.1', description: 'address the MQTT listener binds (0.0.0.0 for every interface)' },
+  { key: 'port', type: 'integer', default: 1883, min: 0, max: 65535, description: 'MQTT over TCP port' },
+  { key: 'dataDir', type: 'string', default: './data', description: 'directory of the on-disk store' },
+  { key: 'logLevel', type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'log level' },
+  { key: 'persistence', type: 'enum', default: 'memory', values: ['memory', 'lmdb'], description: 'where sessions and messages are kept' },
+];
+
+function defaultsOf(specs: readonly SettingSpec[]): Record<string, number | string> {
+  return Object.fromEntries(specs.map((s) => [s.key, s.default]));
+}
+
+export const DEFAULT_LIMITS: Limits = defaultsOf(LIMIT_SPECS) as unknown as Limits;
+export const DEFAULT_CONFIG: MidgeConfig = { ...(defaultsOf(TOP_SPECS) as unknown as Omit<MidgeConfig, 'limits'>), limits: DEFAULT_LIMITS };
