@@ -22,7 +22,7 @@ export class PacketIdAllocator {
       id = id === MAX_ID ? 1 : id + 1;
       const word = id >>> 5;
       const mask = 1 << (id & 31);
-      if ((bits[word] as number & mask) === 0) {
+      if (((bits[word] as number) & mask) === 0) {
         bits[word] = (bits[word] as number) | mask;
         this.used++;
         this.last = id;
@@ -36,7 +36,7 @@ export class PacketIdAllocator {
     if (bits === undefined || id < 1 || id > MAX_ID) return;
     const word = id >>> 5;
     const mask = 1 << (id & 31);
-    if ((bits[word] as number & mask) === 0) return;
+    if (((bits[word] as number) & mask) === 0) return;
     bits[word] = (bits[word] as number) & ~mask;
     if (--this.used === 0) this.bits = undefined;
   }

@@ -163,7 +163,7 @@ export class Listener implements ConnectionHost {
     socket.on('error', () => undefined);
     const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs);
     timer.unref();
-    let buffered = Buffer.alloc(0);
+    let buffered: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       let header;

@@ -25,6 +25,8 @@ export function connectClient(port: number, options: IClientOptions = {}): Promi
       port,
       reconnectPeriod: 0,
       connectTimeout: 5000,
+      // MQTT 3.1 names its protocol MQIsdp; MQTT.js only says so when asked
+      ...(options.protocolVersion === 3 ? { protocolId: 'MQIsdp' as const } : {}),
       ...options,
     });
     clients.add(client);
