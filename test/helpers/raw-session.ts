@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { RawClient, type DecodedPacket } from './raw-client.js';
+
+/** A decoded packet seen loosely: the fields mqtt-packet fills in vary by packet kind. */
+export type Loose = DecodedPacket & {
+  reasonCode?: number;
+  returnCode?: number;
+  sessionPresent?: boolean;
+  messageId?: number;
+  granted?: number[];
+  properties?: Record<string, unknown>;
+  topic?: string;
+  payload?: Buffer;
+  qos?: number;
+  dup?: boolean;
+  retain?: boolean;
+};
+
+export interface RawConnectOptions {
+  clientId?: string;
+  clean?: boolean;
+  keepalive?: number;
+  username?: string;
+  password?: Buffer | string;
+  properties?: Record<string, unknown>;
+  will?: Record<string, unknown>;
+}
+
+/** Opens a raw connection, sends CONNECT and returns the client with the CONNACK it got. */
+export async function rawConnect(
+  port: number,
+  protocolVersion: 3 | 4 | 5,
+  options: RawConnectOptions = {},
+): Promise<{ raw: RawClient; connack: Loose }> {
+  const raw = await RawClient.open(port, protocolVersion);
+  const password = typeof options.password === 'string' ? Buffer.from(options.password) : options.password;
+  raw.sendPacket(
+    {
+      cmd: 'connect',
+      protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT',
+      protocolVersion,
+      clientId: options.clientId ?? '',
+      clean: options.clean ?? true,
+      keepalive: options.keepalive ?? 0,
+      ...(options.username === undefined ? {} : { username: options.username }),
+      ...(password === undefined ? {} : { password }),
+      ...(options.properties === undefined ? {} : { properties: options.properties }),
+      ...(options.will === undefined ? {} : { will: options.will }),
+    },
+    protocolVersion,
+  );
+  const connack = (await raw.next()) as Loose;
+  assert.equal(connack.cmd, 'connack');
+  return { raw, connack };
+}
+
+/** The next packet, which must be of the given kind. */
+export async function expectPacket(raw: RawClient, cmd: string, timeoutMs = 3000): Promise<Loose> {
+  const p = (await raw.next(timeoutMs)) as Loose;
+  assert.equal(p.cmd, cmd, `expected ${cmd}, got ${p.cmd} ${JSON.stringify(p)}`);
+  return p;
+}
+
+/** Every packet that arrives within `ms` (none consumed beforehand are lost). */
+export async function drainFor(raw: RawClient, ms: number): Promise<Loose[]> {
+  const out: Loose[] = [];
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    try {
+      out.push((await raw.next(left)) as Loose);
+    } catch {
+      break;
+    }
+  }
+  return out;
+}
+
+/** Subscribes over a raw connection and returns the SUBACK codes. */
+export async function rawSubscribe(
+  raw: RawClient,
+  protocolVersion: 3 | 4 | 5,
+  messageId: number,
+  subscriptions: Array<{ topic: string; qos: 0 | 1 | 2 }>,
+): Promise<Loose> {
+  raw.sendPacket({ cmd: 'subscribe', messageId, subscriptions }, protocolVersion);
+  const suback = await expectPacket(raw, 'suback');
+  assert.equal(suback.messageId, messageId);
+  return suback;
+}
+
+/** Polls until `check` is true or the time is up; returns whether it became true. */
+export async function eventually(check: () => boolean, timeoutMs = 3000, stepMs = 10): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return true;
+}
