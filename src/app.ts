@@ -9,7 +9,7 @@ import { AdminView } from './admin/view.js';
 import { BrokerMetrics } from './metrics/prometheus.js';
 import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
-import { resolveConfig } from './config/load.js';
+import { ConfigError, resolveConfig } from './config/load.js';
 import type { Limits, MidgeConfig } from './config/schema.js';
 import type { EnhancedAuthenticator } from './hooks/authenticator.js';
 import type { BrokerEvents, Hooks } from './hooks/types.js';
@@ -227,6 +227,9 @@ export class Broker {
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
   const { hooks, logger, authenticators, mqtt5, sysInterval, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
+  if (config.persistence !== 'memory') {
+    throw new ConfigError(`persistence "${config.persistence}" is not available in this build; use "memory"`);
+  }
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
     throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);
   }

@@ -78,14 +78,15 @@ export class Listener implements ConnectionHost {
           this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
         } else {
           const server: TlsServer = createTlsServer(tlsOptions as object, (s) => this.accept(s, this.peerOf(s, undefined)));
-          server.on('tlsClientError', () => undefined);
+          // node reports a handshake timeout but leaves the socket open: close it here
+          server.on('tlsClientError', (_err, socket) => socket.destroy());
           this.server = server;
         }
         break;
       case 'ws':
       case 'wss': {
         const http = options.protocol === 'ws' ? createHttpServer() : createHttpsServer(tlsOptions as object);
-        if (options.protocol === 'wss') http.on('tlsClientError', () => undefined);
+        if (options.protocol === 'wss') http.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
         http.headersTimeout = options.connectTimeoutMs;
         http.requestTimeout = options.connectTimeoutMs;
         const wss = new WebSocketServer({
@@ -107,7 +108,6 @@ export class Listener implements ConnectionHost {
         break;
       }
     }
-    this.server.on('error', (err) => options.onError(err, 'listener'));
   }
 
   get protocol(): ListenerProtocol {
@@ -120,6 +120,8 @@ export class Listener implements ConnectionHost {
       this.server.once('error', onError);
       this.server.listen(this.options.port, this.options.host, () => {
         this.server.off('error', onError);
+        // errors before this point reject listen(); later ones are logged
+        this.server.on('error', (err) => this.options.onError(err, 'listener'));
         this.ticker = setInterval(() => this.wheel.advance(Date.now(), (c) => c.expire()), TICK_MS);
         this.ticker.unref();
         resolve(this.server.address() as AddressInfo);
@@ -187,8 +189,14 @@ export class Listener implements ConnectionHost {
           requestCert: this.options.tls?.requestCert ?? false,
           rejectUnauthorized: this.options.tls?.requestCert ?? false,
         });
+        const handshake = setTimeout(() => tls.destroy(), this.options.connectTimeoutMs);
+        handshake.unref();
         tls.on('error', () => tls.destroy());
-        tls.once('secure', () => this.accept(tls, this.peerOf(tls, header.address)));
+        tls.once('close', () => clearTimeout(handshake));
+        tls.once('secure', () => {
+          clearTimeout(handshake);
+          this.accept(tls, this.peerOf(tls, header.address));
+        });
       } else {
         this.accept(socket, this.peerOf(socket, header.address));
         socket.resume();

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+import { createBroker, type Broker } from '../app.js';
+import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
+import { createLogger } from '../log.js';
+import { VERSION } from '../version.js';
+import { parseServeArgs, SERVE_USAGE } from './args.js';
+
+/** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake. */
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+
+async function serve(argv: string[]): Promise<void> {
+  const args = parseServeArgs(argv);
+  if (args.help) {
+    console.log(SERVE_USAGE);
+    return;
+  }
+  if (args.version) {
+    console.log(VERSION);
+    return;
+  }
+  const fromFile = args.config === undefined ? {} : loadConfigFile(args.config);
+  const flags = Object.keys(args.overrides).length > 0;
+  const source = args.config === undefined ? 'command line' : flags ? `${args.config} with command-line flags` : args.config;
+  const config = resolveConfig(mergeConfig(fromFile, args.overrides), source);
+  const logger = createLogger(config.logLevel);
+  const broker = await createBroker({ ...config, logger });
+  let address;
+  try {
+    address = await broker.listen();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+    console.error(`midge: cannot listen on ${config.host}:${config.port}: ${why}`);
+    await broker.close();
+    process.exitCode = EXIT_RUNTIME;
+    return;
+  }
+  console.log(`midge ${VERSION} listening on mqtt://${hostForUrl(address.host)}:${address.port}`);
+  if (isLoopback(address.host)) {
+    console.log('only this machine can connect; use --host 0.0.0.0 (or host: 0.0.0.0 in the config) to accept other machines');
+  }
+  stopOnSignals(broker);
+}
+
+function stopOnSignals(broker: Broker): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      // a second signal means the operator does not want to wait for the grace period
+      process.exit(EXIT_RUNTIME);
+    }
+    stopping = true;
+    broker.logger.info({ signal }, 'stopping');
+    broker.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(`midge: error while stopping: ${(err as Error).message}`);
+        process.exit(EXIT_RUNTIME);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.') || host === 'localhost';
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [first, ...rest] = argv;
+  if (first === 'check-config') {
+    const path = rest[0];
+    if (path === undefined) throw new ConfigError('usage: midge check-config FILE');
+    resolveConfig(loadConfigFile(path), path);
+    console.log(`${path}: ok`);
+    return;
+  }
+  await serve(argv);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(`midge: ${err.message}`);
+    process.exitCode = EXIT_USAGE;
+    return;
+  }
+  console.error(`midge: ${(err as Error).stack ?? String(err)}`);
+  process.exitCode = EXIT_RUNTIME;
+});
