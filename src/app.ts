@@ -197,7 +197,7 @@ export class Broker {
     this.closed = true;
     this.sys.stop();
     await Promise.all(this.http.map((h) => h.close()));
-    await Promise.all(this.listeners.map((l) => l.stopAccepting()));
+    for (const l of this.listeners) l.stopAccepting();
     for (const session of [...this.core.sessions.values()]) {
       (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);
     }

@@ -54,6 +54,9 @@ export class Listener implements ConnectionHost {
   private readonly server: Server | HttpServer;
   private secureContext: SecureContext | undefined;
   private ticker: NodeJS.Timeout | undefined;
+  private serverClosed: Promise<void> | undefined;
+  /** every accepted socket, including those still in a TLS handshake or PROXY header, so close() never waits on them */
+  private readonly sockets = new Set<Socket>();
 
   constructor(options: ListenerOptions) {
     this.options = options;
@@ -108,6 +111,12 @@ export class Listener implements ConnectionHost {
         break;
       }
     }
+    this.server.on('connection', (socket: Socket) => this.track(socket));
+  }
+
+  private track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
   }
 
   get protocol(): ListenerProtocol {
@@ -137,13 +146,15 @@ export class Listener implements ConnectionHost {
   }
 
   /** Stops accepting; existing connections are left to the caller. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      // HTTP keeps idle sockets open; they are not MQTT connections
-      if ('closeIdleConnections' in this.server) this.server.closeIdleConnections();
-    });
+  /** Stops accepting new connections; live ones go on until drain(). */
+  stopAccepting(): void {
+    if (this.serverClosed !== undefined) return;
+    // close() calls back only once every connection has ended, so drain() awaits it, not this
+    this.serverClosed = this.server.listening
+      ? new Promise<void>((resolve) => this.server.close(() => resolve()))
+      : Promise.resolve();
+    // HTTP keeps idle sockets open; they are not MQTT connections
+    if ('closeIdleConnections' in this.server) this.server.closeIdleConnections();
   }
 
   /** Waits until every connection has closed, destroying stragglers after `timeoutMs`. */
@@ -154,6 +165,8 @@ export class Listener implements ConnectionHost {
     }
     for (const c of this.connections) c.socket.destroy();
     if (this.ticker !== undefined) clearInterval(this.ticker);
+    for (const s of this.sockets) s.destroy();
+    await this.serverClosed;
   }
 
   private onSocket(socket: Socket): void {

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { expectPacket, rawConnect } from '../helpers/raw-session.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+interface Run {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<number | null>;
+}
+
+function run(args: string[]): Run {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => out, stderr: () => err, exit };
+}
+
+async function listeningPort(r: Run): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(r.stdout());
+    if (m) return Number(m[1]);
+    if (Date.now() > deadline) throw new Error(`no listening line; stdout: ${r.stdout()} stderr: ${r.stderr()}`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}
+
+function tmpFile(name: string, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'midge-cli-'));
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+async function usageError(args: string[], mentions: RegExp): Promise<void> {
+  const r = run(args);
+  assert.equal(await r.exit, 2, r.stderr());
+  const lines = r.stderr().trim().split('\n');
+  assert.equal(lines.length, 1, `one line, got: ${r.stderr()}`);
+  assert.match(lines[0] ?? '', mentions);
+}
+
+describe('command line', () => {
+  test('with no host it listens on loopback only, says how to open it up, and SIGTERM sends 5.0 clients DISCONNECT 0x8B', async () => {
+    const r = run(['--port', '0', '--log-level', 'silent']);
+    const port = await listeningPort(r);
+    assert.match(r.stdout(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
+    assert.match(r.stdout(), /--host 0\.0\.0\.0/);
+    const { raw } = await rawConnect(port, 5, { clientId: 'cli-v5' });
+    r.child.kill('SIGTERM');
+    const d = await expectPacket(raw, 'disconnect', 5000);
+    assert.equal(d.reasonCode, 0x8b);
+    assert.equal(await r.exit, 0);
+  });
+
+  test('SIGINT stops it with exit code 0', async () => {
+    const r = run(['--port', '0', '--log-level', 'silent']);
+    await listeningPort(r);
+    r.child.kill('SIGINT');
+    assert.equal(await r.exit, 0);
+  });
+
+  test('a config file (YAML) sets host, port and limits; a flag overrides the file', async () => {
+    const cfg = tmpFile('midge.yaml', 'host: 127.0.0.1\nport: 1\nlogLevel: silent\nlimits:\n  maxClientIdLength: 23\n');
+    const r = run(['--config', cfg, '--port', '0']);
+    const port = await listeningPort(r);
+    const { connack, raw } = await rawConnect(port, 5, { clientId: 'x'.repeat(24) });
+    assert.equal(connack.reasonCode, 0x85, 'the limit from the file applies');
+    raw.close();
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+  });
+
+  test('a JSON config file is read too', async () => {
+    const cfg = tmpFile('midge.json', JSON.stringify({ port: 0, logLevel: 'silent' }));
+    const r = run(['-c', cfg]);
+    await listeningPort(r);
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+  });
+
+  test('an unknown flag is one line and exit code 2', () => usageError(['--bogus'], /--bogus/));
+  test('a port out of range is one line naming the setting and exit code 2', () => usageError(['--port', '70000'], /port/));
+  test('an unknown log level is one line and exit code 2', () => usageError(['--log-level', 'loud'], /logLevel/));
+  test('an unknown setting in the file is one line naming it and exit code 2', () =>
+    usageError(['--config', tmpFile('bad.yaml', 'limits:\n  maxInflightz: 5\n')], /limits\.maxInflightz/));
+  test('a limit of the wrong type in the file is one line and exit code 2', () =>
+    usageError(['--config', tmpFile('bad.yaml', 'limits:\n  maxPacketSize: big\n')], /limits\.maxPacketSize/));
+  test('a YAML syntax error is one line and exit code 2', () =>
+    usageError(['--config', tmpFile('bad.yaml', 'port: [1\n')], /not valid YAML/));
+  test('a missing config file is one line and exit code 2', () => usageError(['--config', '/nonexistent/midge.yaml'], /cannot read/));
+
+  test('a port already in use is one line and exit code 1', async () => {
+    const blocker = createServer();
+    await new Promise<void>((res) => blocker.listen(0, '127.0.0.1', res));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const r = run(['--port', String(port), '--log-level', 'silent']);
+      assert.equal(await r.exit, 1);
+      assert.match(r.stderr().trim(), /^midge: cannot listen on 127\.0\.0\.1:\d+: address already in use$/);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('check-config accepts a good file and refuses a bad one with exit code 2', async () => {
+    const good = run(['check-config', tmpFile('ok.yaml', 'port: 1884\n')]);
+    assert.equal(await good.exit, 0);
+    assert.match(good.stdout(), /ok/);
+    await usageError(['check-config', tmpFile('bad.yaml', 'port: -1\n')], /port/);
+  });
+});
