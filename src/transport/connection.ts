@@ -123,8 +123,13 @@ export class Connection implements ConnectionPort, WheelEntry {
   setKeepAlive(seconds: number): void {
     // [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): one and a half times the keep alive
     this.keepAliveMs = seconds * 1500;
-    if (seconds === 0) this.host.unwatch(this);
-    else this.deadline = Date.now() + this.keepAliveMs;
+    if (seconds === 0) {
+      this.host.unwatch(this);
+      return;
+    }
+    this.deadline = Date.now() + this.keepAliveMs;
+    // the wheel only re-files deadlines that moved later; this one may be sooner than the connect timeout
+    this.host.watch(this);
   }
 
   pauseReading(): void {

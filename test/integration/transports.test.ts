@@ -145,7 +145,7 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.ok(took < 3000, `closed after ${took} ms`);
   });
 
-  test('[MQTT-6.0.0-3] (3.1.1) WebSocket: subprotocol "mqtt" is selected and messages flow both ways', async () => {
+  test('[MQTT-6.0.0-4] WebSocket: subprotocol "mqtt" is selected and messages flow both ways', async () => {
     const viaWs = await connectClient(ws, { protocol: 'ws', path: '/mqtt', clientId: 'ws-client' } as mqtt.IClientOptions);
     const plain = await connectClient(tcp, { clientId: 'ws-peer' });
     await roundTrip(viaWs, plain, 'ws/in');
