@@ -59,7 +59,8 @@ export class TimerWheel<E extends WheelEntry> {
         }
       }
     }
-    this.cursor = target + 1;
+    // the current tick's slot may hold deadlines later in this same tick: look at it again next time
+    this.cursor = target;
   }
 
   private slotIndex(deadline: number): number {
