@@ -87,7 +87,13 @@ export class PacketParser {
         pos = i + remaining;
       }
     } catch (err) {
-      this.error = err instanceof ProtocolError ? err : new ProtocolError(MALFORMED, `malformed packet: ${String(err)}`);
+      if (err instanceof ProtocolError) {
+        this.error = err;
+      } else {
+        // a decoder bug must not take the process down: report it as malformed, keeping the cause for tests
+        this.error = new ProtocolError(MALFORMED, `malformed packet: ${String(err)}`);
+        this.error.cause = err;
+      }
       this.pending = [];
       this.pendingLength = 0;
       return out;
