@@ -188,7 +188,8 @@ export class Broker {
     if (invalid !== null) throw new Error(`invalid topic "${options.topic}": ${invalid}`);
     const payload = typeof options.payload === 'string' ? Buffer.from(options.payload) : options.payload;
     const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, Date.now(), undefined);
-    await this.core.publish(message);
+    if (this.core.listenerCount('messagePublished') > 0) this.core.emit('messagePublished', message, undefined);
+    this.core.publish(message);
   }
 
   /** Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, and closes every connection. */

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { createBroker, type ClientInfo, type PublishInfo } from '../../src/index.js';
+import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
+import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
+
+describe('embedding API: createBroker, hooks and events', () => {
+  test('the README example runs: hooks given, listen, publish, close', async () => {
+    const broker = await createBroker({
+      persistence: 'memory',
+      hooks: {
+        authenticate: async (client, { username, password }) => true,
+        authorizePublish: async (client, message) => true,
+        authorizeSubscribe: async (client, { topicFilter, qos }) => topicFilter !== 'private/#',
+      },
+    });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const sub = await connectClient(port, { clientId: 'readme-sub' });
+    await sub.subscribeAsync('greetings', { qos: 1 });
+    const got = nextMessages(sub, 1);
+    await broker.publish({ topic: 'greetings', payload: Buffer.from('hi'), qos: 1, retain: false });
+    assert.equal((await got)[0]?.payload.toString(), 'hi');
+    const { raw } = await rawConnect(port, 4, { clientId: 'readme-private' });
+    const ack = await rawSubscribe(raw, 4, 1, [{ topic: 'private/#', qos: 0 }]);
+    assert.deepEqual(ack.granted, [0x80]);
+    raw.close();
+    await closeClients();
+    await broker.close();
+  });
+
+  test('synchronous hooks: authenticate refuses with CONNACK 0x86 (5.0) and return code 4 (3.1.1)', async () => {
+    const broker = await createBroker({
+      hooks: { authenticate: (_c, { username, password }) => username === 'u' && password?.toString() === 'p' },
+    });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const v5 = await rawConnect(port, 5, { clientId: 'bad5', username: 'u', password: 'wrong' });
+    assert.equal(v5.connack.reasonCode, 0x86);
+    assert.ok(await v5.raw.waitClosed());
+    const v4 = await rawConnect(port, 4, { clientId: 'bad4', username: 'u', password: 'wrong' });
+    assert.equal(v4.connack.returnCode, 4);
+    assert.ok(await v4.raw.waitClosed());
+    const good = await rawConnect(port, 4, { clientId: 'good', username: 'u', password: 'p' });
+    assert.equal(good.connack.returnCode, 0);
+    good.raw.close();
+    await broker.close();
+  });
+
+  test('a hook that throws or rejects counts as a refusal, and the broker keeps running', async () => {
+    const broker = await createBroker({
+      hooks: {
+        authenticate: (client) => {
+          if (client.id === 'throws') throw new Error('directory down');
+          return true;
+        },
+        authorizeSubscribe: async () => {
+          throw new Error('policy engine down');
+        },
+      },
+    });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const t = await rawConnect(port, 5, { clientId: 'throws' });
+    assert.equal(t.connack.reasonCode, 0x86);
+    const ok = await rawConnect(port, 5, { clientId: 'fine' });
+    assert.equal(ok.connack.reasonCode, 0);
+    const ack = await rawSubscribe(ok.raw, 5, 1, [{ topic: 'x', qos: 1 }]);
+    assert.deepEqual(ack.granted, [0x87]);
+    ok.raw.close();
+    await broker.close();
+  });
+
+  test('authorizePublish refusal: 5.0 gets PUBACK and PUBREC 0x87, 3.1.1 a plain ack, and nobody receives it', async () => {
+    const broker = await createBroker({ hooks: { authorizePublish: async (_c, m) => m.topic !== 'no' } });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const watcher = await rawConnect(port, 5, { clientId: 'w' });
+    await rawSubscribe(watcher.raw, 5, 1, [{ topic: 'no', qos: 2 }, { topic: 'yes', qos: 2 }]);
+    const p5 = await rawConnect(port, 5, { clientId: 'p5' });
+    p5.raw.sendPacket({ cmd: 'publish', topic: 'no', payload: Buffer.from('x'), qos: 1, messageId: 1 }, 5);
+    assert.equal((await expectPacket(p5.raw, 'puback')).reasonCode, 0x87);
+    p5.raw.sendPacket({ cmd: 'publish', topic: 'no', payload: Buffer.from('x'), qos: 2, messageId: 2 }, 5);
+    assert.equal((await expectPacket(p5.raw, 'pubrec')).reasonCode, 0x87);
+    const p4 = await rawConnect(port, 4, { clientId: 'p4' });
+    p4.raw.sendPacket({ cmd: 'publish', topic: 'no', payload: Buffer.from('x'), qos: 1, messageId: 3 }, 4);
+    assert.equal((await expectPacket(p4.raw, 'puback')).messageId, 3);
+    p4.raw.sendPacket({ cmd: 'publish', topic: 'yes', payload: Buffer.from('allowed'), qos: 0 }, 4);
+    const first = await expectPacket(watcher.raw, 'publish');
+    assert.equal(first.topic, 'yes', 'the refused messages never arrived');
+    assert.ok(broker.stats.droppedByReason.notAuthorized !== undefined && broker.stats.droppedByReason.notAuthorized >= 3);
+    for (const c of [watcher, p5, p4]) c.raw.close();
+    await broker.close();
+  });
+
+  test('events: clientConnected, subscribed, messagePublished, unsubscribed, clientDisconnected', async () => {
+    const broker = await createBroker();
+    const events: string[] = [];
+    const published: Array<[PublishInfo, ClientInfo | undefined]> = [];
+    broker.on('clientConnected', (c) => events.push(`connected ${c.id} v${c.protocolVersion}`));
+    broker.on('subscribed', (c, f, q) => events.push(`subscribed ${c.id} ${f} ${q}`));
+    broker.on('unsubscribed', (c, f) => events.push(`unsubscribed ${c.id} ${f}`));
+    broker.on('messagePublished', (m, c) => published.push([m, c]));
+    broker.on('clientDisconnected', (c, reason) => events.push(`disconnected ${c.id} ${reason}`));
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const c = await connectClient(port, { clientId: 'ev', protocolVersion: 5 });
+    await c.subscribeAsync('ev/+', { qos: 1 });
+    await c.publishAsync('ev/1', 'payload', { qos: 1 });
+    await broker.publish({ topic: 'ev/2', payload: 'from app' });
+    await c.unsubscribeAsync('ev/+');
+    await c.endAsync();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(events.slice(0, 3), ['connected ev v5', 'subscribed ev ev/+ 1', 'unsubscribed ev ev/+']);
+    assert.match(events[3] ?? '', /^disconnected ev /);
+    assert.deepEqual(published.map(([m, cl]) => [m.topic, m.payload.toString(), m.qos, cl?.id]), [
+      ['ev/1', 'payload', 1, 'ev'],
+      ['ev/2', 'from app', 0, undefined],
+    ]);
+    await broker.close();
+  });
+
+  test('createBroker refuses an unknown option or a bad limit with one line naming it', async () => {
+    await assert.rejects(createBroker({ limits: { maxInflight: 0 } }), /limits\.maxInflight must be an integer between 1 and 65535/);
+    await assert.rejects(createBroker({ limits: { nope: 1 } as never }), /unknown setting "limits\.nope"/);
+    await assert.rejects(createBroker({ persistence: 'floppy' as never }), /persistence must be one of/);
+  });
+
+  test('broker.publish refuses a topic with wildcards', async () => {
+    const broker = await createBroker();
+    await assert.rejects(broker.publish({ topic: 'a/+', payload: 'x' }), /invalid topic/);
+    await broker.close();
+  });
+});
