@@ -29,8 +29,10 @@ export function handleSubscribe(ch: Channel, p: SubscribePacket): Promise<void> 
   const checked: Checked[] = [];
   const verdicts: Array<boolean | Promise<boolean>> = [];
   let anyAsync = false;
+  // filters this packet adds, so that the subscription quota counts them as it goes
+  const adding = new Set<string>();
   for (const request of p.subscriptions) {
-    const c = check(ch, request, subscriptionId);
+    const c = check(ch, request, subscriptionId, adding);
     if (c === 'close') return undefined;
     checked.push(c);
     if (c.failure !== undefined) {
@@ -51,7 +53,7 @@ export function handleSubscribe(ch: Channel, p: SubscribePacket): Promise<void> 
   });
 }
 
-function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number | undefined): Checked | 'close' {
+function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number | undefined, adding: Set<string>): Checked | 'close' {
   const settings = ch.broker.settings;
   const v5 = ch.version === 5;
   let topicFilter = request.topicFilter;
@@ -79,8 +81,11 @@ function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number
     return { request, failure: RC.WildcardSubscriptionsNotSupported, subscription: undefined };
   }
   const session = ch.session as Session;
-  if (!session.subscriptions.has(request.topicFilter) && session.subscriptions.size >= settings.maxSubscriptionsPerClient) {
-    return { request, failure: RC.QuotaExceeded, subscription: undefined };
+  if (!session.subscriptions.has(request.topicFilter) && !adding.has(request.topicFilter)) {
+    if (session.subscriptions.size + adding.size >= settings.maxSubscriptionsPerClient) {
+      return { request, failure: RC.QuotaExceeded, subscription: undefined };
+    }
+    adding.add(request.topicFilter);
   }
   const qos = Math.min(request.qos, settings.maximumQoS) as QoS;
   return {

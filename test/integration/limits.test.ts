@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startBroker, type TestBroker } from '../helpers/broker.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
+
+const publishes = async (raw: RawClient, ms = 250): Promise<Loose[]> => (await drainFor(raw, ms)).filter((p) => p.cmd === 'publish');
+
+describe('limits: bounded memory per client', () => {
+  let b: TestBroker;
+  before(async () => {
+    b = await startBroker({
+      limits: {
+        maxPacketSize: 2048,
+        maxInflight: 5,
+        maxQueuedMessages: 10,
+        maxTopicLength: 64,
+        maxTopicLevels: 4,
+        maxSubscriptionsPerClient: 3,
+      },
+    });
+  });
+  after(() => b.close());
+
+  test('[MQTT-3.2.2-15] (5.0) CONNACK tells 5.0 clients the maximum packet size', async () => {
+    const { raw, connack } = await rawConnect(b.port, 5, { clientId: 'mps-tell' });
+    assert.equal((connack.properties as { maximumPacketSize?: number }).maximumPacketSize, 2048);
+    raw.close();
+  });
+
+  test('a packet over the maximum packet size: 5.0 gets DISCONNECT 0x95, 3.1.1 is closed', async () => {
+    const v5 = await rawConnect(b.port, 5, { clientId: 'mps-5' });
+    v5.raw.sendPacket({ cmd: 'publish', topic: 'big', payload: Buffer.alloc(4000), qos: 0 }, 5);
+    assert.equal((await expectPacket(v5.raw, 'disconnect')).reasonCode, 0x95);
+    assert.ok(await v5.raw.waitClosed());
+    const v4 = await rawConnect(b.port, 4, { clientId: 'mps-4' });
+    v4.raw.sendPacket({ cmd: 'publish', topic: 'big', payload: Buffer.alloc(4000), qos: 0 }, 4);
+    assert.ok(await v4.raw.waitClosed());
+  });
+
+  test('a fixed header claiming 256 MB is refused at once, before the body', async () => {
+    const { raw } = await rawConnect(b.port, 4, { clientId: 'huge-claim' });
+    raw.send('30ffffff7f');
+    assert.ok(await raw.waitClosed(1000));
+  });
+
+  test('the inflight window: at most maxInflight unacknowledged messages, the rest follow as acks arrive', async () => {
+    const { raw } = await rawConnect(b.port, 4, { clientId: 'window' });
+    await rawSubscribe(raw, 4, 1, [{ topic: 'win', qos: 1 }]);
+    for (let i = 0; i < 8; i++) await b.broker.publish({ topic: 'win', payload: String(i), qos: 1 });
+    const first = await publishes(raw);
+    assert.equal(first.length, 5);
+    for (const p of first) raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 4);
+    const rest = await publishes(raw);
+    assert.deepEqual(rest.map((p) => p.payload?.toString()), ['5', '6', '7']);
+    raw.close();
+  });
+
+  test('an offline session queues at most maxQueuedMessages; the overflow is counted', async () => {
+    const first = await rawConnect(b.port, 4, { clientId: 'queue', clean: false });
+    await rawSubscribe(first.raw, 4, 1, [{ topic: 'q/#', qos: 1 }]);
+    first.raw.send('e000');
+    await first.raw.waitClosed();
+    const before = b.broker.stats.droppedByReason.queueFull ?? 0;
+    for (let i = 0; i < 12; i++) await b.broker.publish({ topic: 'q/1', payload: `m${i}`, qos: 1 });
+    assert.equal((b.broker.stats.droppedByReason.queueFull ?? 0) - before, 2);
+    const back = await rawConnect(b.port, 4, { clientId: 'queue', clean: false });
+    const got: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (const p of await publishes(back.raw, 200)) {
+        got.push(p.payload?.toString() ?? '');
+        back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 4);
+      }
+    }
+    assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => `m${i}`));
+    back.raw.close();
+  });
+
+  test('a full queue of a connected client drops its oldest QoS 0 message first', async () => {
+    const { raw } = await rawConnect(b.port, 4, { clientId: 'queue-live' });
+    await rawSubscribe(raw, 4, 1, [{ topic: 'ql/#', qos: 1 }]);
+    const before = b.broker.stats.droppedByReason.queueFull ?? 0;
+    // 5 fill the inflight window, the rest queue behind them (a QoS 0 one among them)
+    for (let i = 0; i < 6; i++) await b.broker.publish({ topic: 'ql/1', payload: `q1-${i}`, qos: 1 });
+    await b.broker.publish({ topic: 'ql/0', payload: 'q0', qos: 0 });
+    for (let i = 6; i < 16; i++) await b.broker.publish({ topic: 'ql/1', payload: `q1-${i}`, qos: 1 });
+    // q1-14 displaced the QoS 0 message; q1-15 found no QoS 0 to displace and was dropped
+    assert.equal((b.broker.stats.droppedByReason.queueFull ?? 0) - before, 2);
+    const got: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      for (const p of await publishes(raw, 150)) {
+        got.push(p.payload?.toString() ?? '');
+        raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 4);
+      }
+    }
+    assert.deepEqual(got, Array.from({ length: 15 }, (_, i) => `q1-${i}`));
+    raw.close();
+  });
+
+  test('topic length and levels: a longer topic name closes a 3.1.1 client and gets DISCONNECT 0x90 in 5.0; filters get SUBACK 0x80 / 0x8F', async () => {
+    const v5 = await rawConnect(b.port, 5, { clientId: 'tl5' });
+    const ack5 = await rawSubscribe(v5.raw, 5, 1, [{ topic: 'a/b/c/d/e', qos: 0 }, { topic: 'x'.repeat(65), qos: 0 }, { topic: 'a/b/c/d', qos: 0 }]);
+    assert.deepEqual(ack5.granted, [0x8f, 0x8f, 0]);
+    v5.raw.sendPacket({ cmd: 'publish', topic: 'a/b/c/d/e', payload: Buffer.from('x'), qos: 0 }, 5);
+    assert.equal((await expectPacket(v5.raw, 'disconnect')).reasonCode, 0x90);
+    const v4 = await rawConnect(b.port, 4, { clientId: 'tl4' });
+    const ack4 = await rawSubscribe(v4.raw, 4, 1, [{ topic: 'a/b/c/d/e', qos: 0 }, { topic: 'ok', qos: 1 }]);
+    assert.deepEqual(ack4.granted, [0x80, 1]);
+    v4.raw.sendPacket({ cmd: 'publish', topic: 'y'.repeat(65), payload: Buffer.from('x'), qos: 0 }, 4);
+    assert.ok(await v4.raw.waitClosed());
+  });
+
+  test('subscriptions per client: beyond the limit SUBACK says 0x97 (5.0) or 0x80 (3.1.1); replacing one still works', async () => {
+    const v5 = await rawConnect(b.port, 5, { clientId: 'subs5' });
+    const ack = await rawSubscribe(v5.raw, 5, 1, [{ topic: 's/1', qos: 0 }, { topic: 's/2', qos: 0 }, { topic: 's/3', qos: 0 }, { topic: 's/4', qos: 0 }, { topic: 's/1', qos: 1 }]);
+    assert.deepEqual(ack.granted, [0, 0, 0, 0x97, 1]);
+    v5.raw.close();
+    const v4 = await rawConnect(b.port, 4, { clientId: 'subs4' });
+    const ack4 = await rawSubscribe(v4.raw, 4, 1, [{ topic: 's/1', qos: 0 }, { topic: 's/2', qos: 0 }, { topic: 's/3', qos: 0 }, { topic: 's/4', qos: 0 }]);
+    assert.deepEqual(ack4.granted, [0, 0, 0, 0x80]);
+    v4.raw.close();
+  });
+
+  test('a subscriber that stops reading slows neither the publisher nor other subscribers, and its backlog stays bounded', async () => {
+    const own = await startBroker({ limits: { maxQueuedMessages: 100, maxInflight: 10 } });
+    try {
+      const stuck = await RawClient.open(own.port, 4);
+      stuck.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'stuck' }, 4);
+      await expectPacket(stuck, 'connack');
+      await rawSubscribe(stuck, 4, 1, [{ topic: 'flood', qos: 1 }]);
+      stuck.socket.pause(); // stops reading: the kernel buffers fill, then the broker's queue
+      const fast = await rawConnect(own.port, 4, { clientId: 'fast' });
+      await rawSubscribe(fast.raw, 4, 1, [{ topic: 'flood', qos: 0 }]);
+      const pub = await rawConnect(own.port, 4, { clientId: 'flooder' });
+      const payload = Buffer.alloc(4096, 0x61);
+      const count = 3000;
+      const window = 20;
+      let sent = 0;
+      let acked = 0;
+      let fastGot = 0;
+      const t0 = Date.now();
+      // a publisher with up to 20 unacknowledged messages: it goes as fast as the broker acknowledges
+      while (acked < count) {
+        while (sent < count && sent - acked < window) {
+          pub.raw.sendPacket({ cmd: 'publish', topic: 'flood', payload, qos: 1, messageId: (sent % 65535) + 1 }, 4);
+          sent++;
+        }
+        const p = await pub.raw.next(10_000);
+        if (p.cmd === 'puback') acked++;
+        while (fast.raw.received.length > 0) if (fast.raw.received.shift()?.cmd === 'publish') fastGot++;
+      }
+      const took = Date.now() - t0;
+      assert.ok(await eventually(() => {
+        while (fast.raw.received.length > 0) if (fast.raw.received.shift()?.cmd === 'publish') fastGot++;
+        return fastGot === count;
+      }, 10_000), `the reading subscriber got ${fastGot}/${count}`);
+      const stats = own.broker.stats;
+      assert.ok(stats.queued <= 100, `broker holds ${stats.queued} queued messages for the stuck client`);
+      assert.ok(stats.inflight <= 10);
+      assert.ok((stats.droppedByReason.queueFull ?? 0) > 0, 'the overflow was counted');
+      assert.ok(took < 20_000, `publisher took ${took} ms`);
+      stuck.close();
+      fast.raw.close();
+      pub.raw.close();
+    } finally {
+      await own.close();
+    }
+  });
+});
