@@ -18,6 +18,7 @@ import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
 import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
 import type { TransportStats } from './transport/connection.js';
+import { Admission } from './transport/admission.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 
@@ -106,10 +107,12 @@ export class Broker {
   private readonly sys: SysTopics;
   private readonly http: HttpEndpoint[] = [];
   private metricsRegistry: BrokerMetrics | undefined;
+  private readonly admission: Admission;
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10) {
     this.config = config;
     this.logger = logger;
+    this.admission = new Admission(config.limits);
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators);
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.core.on('clientConnected', (c) =>
@@ -136,15 +139,28 @@ export class Broker {
       tls: options.tls === undefined ? undefined : new TlsFiles(options.tls),
       wsPath: options.wsPath ?? '/mqtt',
       stats: this.transportStats,
-      admit: () => undefined,
+      admit: () => this.admission.admit(this.openConnections()),
       attach: (conn) => new Channel(conn, this.core),
       onError: (err, where) => this.logger.error({ err, where }, 'listener error'),
     });
-    const address: AddressInfo = await listener.listen();
+    // counted from the start, so that admission sees its connections
     this.listeners.push(listener);
+    let address: AddressInfo;
+    try {
+      address = await listener.listen();
+    } catch (err) {
+      this.listeners.splice(this.listeners.indexOf(listener), 1);
+      throw err;
+    }
     this.sys.start();
     this.logger.info({ protocol, host: address.address, port: address.port }, 'listening');
     return { protocol, host: address.address, port: address.port };
+  }
+
+  private openConnections(): number {
+    let n = 0;
+    for (const l of this.listeners) n += l.connectionCount;
+    return n;
   }
 
   /** Prometheus metrics of this broker (created on first use). */

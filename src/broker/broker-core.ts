@@ -26,7 +26,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   readonly counters: MessageCounters = {
     received: [0, 0, 0],
     sent: [0, 0, 0],
-    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0, rateLimited: 0 },
+    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0 },
+    throttled: 0,
+    retainedRefused: 0,
   };
   /** deliveries routed to sessions (one per matching session) */
   routed = 0;
@@ -40,6 +42,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     super();
     this.settings = settings;
     this.hooks = hooks;
+    this.retained.maxMessages = settings.maxRetainedMessages;
     for (const a of authenticators) this.authenticators.set(a.method, a);
     this.router = new Router((session, message, qos, retain, ids, share) => this.deliverTo(session, message, qos, retain, ids, share));
     this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
@@ -143,7 +146,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   // ---- messages -------------------------------------------------------------------------------
 
   publish(message: Message): void {
-    if (message.retain) this.retained.apply(message);
+    if (message.retain && !this.retained.apply(message)) this.counters.retainedRefused++;
     this.routed += this.router.route(message);
   }
 

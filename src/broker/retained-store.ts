@@ -4,6 +4,8 @@ import { TopicTree } from '../topic/topic-tree.js';
 /** Retained messages, one per topic, looked up by subscription filter. */
 export class RetainedStore {
   private readonly tree = new TopicTree<Message>();
+  /** 0 = no limit */
+  maxMessages = 0;
 
   get size(): number {
     return this.tree.size;
@@ -13,9 +15,18 @@ export class RetainedStore {
    * Applies a published message with RETAIN 1: an empty payload clears the topic
    * ([MQTT-3.3.1-10] [MQTT-3.3.1-11] in 3.1.1), anything else replaces what was there ([MQTT-3.3.1-5]).
    */
-  apply(message: Message): void {
-    if (message.payload.length === 0) this.tree.delete(message.topic);
-    else this.tree.set(message.topic, message);
+  apply(message: Message): boolean {
+    if (message.payload.length === 0) {
+      this.tree.delete(message.topic);
+      return true;
+    }
+    const max = this.maxMessages;
+    // at the limit only topics already held may change; the broker's own $ topics are always kept
+    if (max > 0 && this.tree.size >= max && message.topic.charCodeAt(0) !== 0x24 && this.tree.get(message.topic) === undefined) {
+      return false;
+    }
+    this.tree.set(message.topic, message);
+    return true;
   }
 
   get(topic: string): Message | undefined {

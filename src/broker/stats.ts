@@ -20,6 +20,10 @@ export interface StatsSnapshot {
   messagesSentByQos: [number, number, number];
   messagesDropped: number;
   droppedByReason: Record<string, number>;
+  /** publishes that went over their client's publish rate (the client was slowed down) */
+  publishesThrottled: number;
+  /** retained messages not stored because the retained limit was reached */
+  retainedRefused: number;
   bytesReceived: number;
   bytesSent: number;
 }
@@ -52,6 +56,8 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats): Stat
     messagesSentByQos: [...c.sent],
     messagesDropped: sum(Object.values(dropped)),
     droppedByReason: dropped,
+    publishesThrottled: c.throttled,
+    retainedRefused: c.retainedRefused,
     bytesReceived: transport.bytesReceived,
     bytesSent: transport.bytesSent,
   };

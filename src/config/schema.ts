@@ -59,9 +59,9 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'topicAliasMaximum', type: 'integer', default: 1024, min: 0, max: 65535, description: 'topic aliases a 5.0 client may use towards the broker' },
   { key: 'maxConnections', type: 'integer', default: 0, min: 0, max: U32, description: 'connections open at once over all listeners (0 = no limit; 0x97 beyond it)' },
   { key: 'maxConnectionRate', type: 'integer', default: 0, min: 0, max: U32, description: 'new connections per second (0 = no limit; 0x9F beyond it)' },
-  { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; 0x97 beyond it)' },
-  { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH bytes per second per client (0 = no limit)' },
-  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; new topics refused beyond it)' },
+  { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; a faster client is read from more slowly, nothing is dropped)' },
+  { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit; a faster client is read from more slowly)' },
+  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is delivered but not retained)' },
 ];
 
 export const TOP_SPECS: readonly SettingSpec[] = [

@@ -13,6 +13,7 @@ import { handleDisconnect } from './handlers/disconnect.js';
 import { handlePublish, handlePubrel } from './handlers/publish.js';
 import { handleSubscribe } from './handlers/subscribe.js';
 import { handleUnsubscribe } from './handlers/unsubscribe.js';
+import type { PublishQuota } from './publish-quota.js';
 import { Outbound } from './outbound.js';
 import type { BrokerPort, ConnectionPort, SessionOwner } from './ports.js';
 
@@ -54,6 +55,10 @@ export class Channel implements SessionOwner {
   private busy = false;
   private backlog: Packet[] = [];
   private paused = false;
+  /** reading is stopped for a while because the client publishes faster than its rate */
+  private throttled = false;
+  /** set at CONNECT when publish rates are limited */
+  publishQuota: PublishQuota | undefined;
 
   constructor(conn: ConnectionPort, broker: BrokerPort) {
     this.conn = conn;
@@ -67,7 +72,7 @@ export class Channel implements SessionOwner {
   /** Handles one packet from the client, in order; packets wait while a hook answers. */
   handleIn(packet: Packet): void {
     if (this.state === 'closed') return;
-    if (this.busy) {
+    if (this.busy || this.throttled) {
       this.backlog.push(packet);
       if (!this.paused && this.backlog.length >= BACKLOG_PAUSE) {
         this.paused = true;
@@ -77,6 +82,21 @@ export class Channel implements SessionOwner {
     }
     const pending = this.dispatch(packet);
     if (pending !== undefined) this.waitFor(pending);
+  }
+
+  /** Stops reading from the client for `ms` (a publish rate was exceeded); the one timer is on this slow path only. */
+  throttle(ms: number): void {
+    if (this.throttled || this.state === 'closed') return;
+    this.throttled = true;
+    if (!this.paused) {
+      this.paused = true;
+      this.conn.pauseReading();
+    }
+    // packets already read wait in the backlog, so the rate holds within a chunk too
+    setTimeout(() => {
+      this.throttled = false;
+      if (!this.busy && this.state !== 'closed') this.resume();
+    }, ms).unref();
   }
 
   /** The parser found a malformed packet. */
@@ -183,7 +203,7 @@ export class Channel implements SessionOwner {
 
   private resume(): void {
     this.busy = false;
-    while (this.backlog.length > 0 && !this.busy && this.state !== 'closed') {
+    while (this.backlog.length > 0 && !this.busy && !this.throttled && this.state !== 'closed') {
       const next = this.backlog.shift() as Packet;
       const pending = this.dispatch(next);
       if (pending !== undefined) {
@@ -192,7 +212,7 @@ export class Channel implements SessionOwner {
       }
     }
     if (this.state === 'closed') this.backlog.length = 0;
-    if (this.paused && this.backlog.length === 0) {
+    if (this.paused && this.backlog.length === 0 && !this.throttled) {
       this.paused = false;
       this.conn.resumeReading();
     }

@@ -19,6 +19,11 @@ export interface ProtocolSettings {
   maxKeepAlive: number;
   maxSessionExpiryInterval: number;
   topicAliasMaximum: number;
+  /** per client, 0 = no limit */
+  maxPublishRate: number;
+  maxPublishBytesRate: number;
+  /** 0 = no limit */
+  maxRetainedMessages: number;
   maximumQoS: QoS;
   retainAvailable: boolean;
   wildcardSubscriptionAvailable: boolean;
@@ -73,8 +78,11 @@ export interface MessageCounters {
     tooLarge: number;
     expired: number;
     notAuthorized: number;
-    rateLimited: number;
   };
+  /** publishes that put their client over its publish rate (it was paused, nothing was dropped) */
+  throttled: number;
+  /** retained messages not stored because maxRetainedMessages was reached (they were still delivered) */
+  retainedRefused: number;
 }
 
 /** What the protocol engine needs from the broker (implemented by broker/). */

@@ -1,7 +1,8 @@
 /**
- * Per-client publish rate limits (messages/s and bytes/s) as token buckets refilled from the
- * coarse clock: no timers, two numbers per client. A client over its rate is told 0x97 (quota
- * exceeded) where 5.0 allows it; 3.1.1 has no such code, so its excess messages are dropped.
+ * Per-client publish rate limits (messages/s and bytes/s) as token buckets that may run into debt:
+ * a client over its rate is slowed down by reading nothing more from it for a while, so no message
+ * it sent is dropped or refused (EMQX's limiter works the same way). No timers here: two numbers
+ * per client, refilled from the clock on each publish.
  */
 export interface PublishRateLimits {
   /** 0 = no limit */
@@ -9,6 +10,9 @@ export interface PublishRateLimits {
   /** 0 = no limit */
   maxPublishBytesRate: number;
 }
+
+/** Longest single pause: the connection is read at least this often, so keep alive still works. */
+export const MAX_THROTTLE_MS = 1000;
 
 export class PublishQuota {
   private messages: number;
@@ -24,8 +28,12 @@ export class PublishQuota {
     this.at = now;
   }
 
-  /** True when a message of `size` bytes fits in the client's rate now (and takes its share). */
-  take(size: number, now: number): boolean {
+  static needed(limits: PublishRateLimits): boolean {
+    return limits.maxPublishRate > 0 || limits.maxPublishBytesRate > 0;
+  }
+
+  /** Counts a message of `size` bytes; returns how long (ms) to stop reading from the client, 0 for not at all. */
+  charge(size: number, now: number): number {
     const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
     const elapsed = now - this.at;
     if (elapsed > 0) {
@@ -33,11 +41,15 @@ export class PublishQuota {
       if (rate > 0) this.messages = Math.min(rate, this.messages + (elapsed * rate) / 1000);
       if (byteRate > 0) this.bytes = Math.min(byteRate, this.bytes + (elapsed * byteRate) / 1000);
     }
-    if (rate > 0 && this.messages < 1) return false;
-    // a message bigger than a whole second's allowance still passes when the bucket is full
-    if (byteRate > 0 && this.bytes < Math.min(size, byteRate)) return false;
-    if (rate > 0) this.messages -= 1;
-    if (byteRate > 0) this.bytes -= size;
-    return true;
+    let wait = 0;
+    if (rate > 0) {
+      this.messages -= 1;
+      if (this.messages < 0) wait = Math.max(wait, (-this.messages * 1000) / rate);
+    }
+    if (byteRate > 0) {
+      this.bytes -= size;
+      if (this.bytes < 0) wait = Math.max(wait, (-this.bytes * 1000) / byteRate);
+    }
+    return Math.min(Math.ceil(wait), MAX_THROTTLE_MS);
   }
 }

@@ -119,6 +119,11 @@ export class Listener implements ConnectionHost {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  /** MQTT connections open on this listener */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   get protocol(): ListenerProtocol {
     return this.options.protocol;
   }

@@ -4,9 +4,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { expectPacket, rawConnect } from '../helpers/raw-session.js';
+import { eventually, expectPacket, rawConnect } from '../helpers/raw-session.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -17,8 +17,12 @@ interface Run {
   exit: Promise<number | null>;
 }
 
+const children = new Set<ChildProcess>();
+
 function run(args: string[]): Run {
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   let out = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -53,10 +57,16 @@ async function usageError(args: string[], mentions: RegExp): Promise<void> {
 }
 
 describe('command line', () => {
+  // a failed assertion must not leave a broker running and the test file waiting on it
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+
   test('with no host it listens on loopback only, says how to open it up, and SIGTERM sends 5.0 clients DISCONNECT 0x8B', async () => {
     const r = run(['--port', '0', '--log-level', 'silent']);
     const port = await listeningPort(r);
     assert.match(r.stdout(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
+    await eventually(() => /--host 0\.0\.0\.0/.test(r.stdout()));
     assert.match(r.stdout(), /--host 0\.0\.0\.0/);
     const { raw } = await rawConnect(port, 5, { clientId: 'cli-v5' });
     r.child.kill('SIGTERM');

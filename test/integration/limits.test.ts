@@ -167,3 +167,92 @@ describe('limits: bounded memory per client', () => {
     }
   });
 });
+
+describe('limits: connections, publish rates and retained messages', () => {
+  test('maxConnections: the connection over the limit gets CONNACK 0x97 (5.0) or return code 3 (3.1.1) and is closed', async () => {
+    const b = await startBroker({ limits: { maxConnections: 2 } });
+    try {
+      const one = await rawConnect(b.port, 4, { clientId: 'one' });
+      const two = await rawConnect(b.port, 5, { clientId: 'two' });
+      const v5 = await rawConnect(b.port, 5, { clientId: 'three' });
+      assert.equal(v5.connack.reasonCode, 0x97);
+      assert.ok(await v5.raw.waitClosed());
+      const v4 = await rawConnect(b.port, 4, { clientId: 'four' });
+      assert.equal(v4.connack.returnCode, 3);
+      assert.ok(await v4.raw.waitClosed());
+      one.raw.close();
+      await eventually(() => b.broker.stats.clientsConnected === 1);
+      await new Promise((r) => setTimeout(r, 50));
+      const again = await rawConnect(b.port, 4, { clientId: 'five' });
+      assert.equal(again.connack.returnCode, 0, 'a freed place is taken again');
+      again.raw.close();
+      two.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('maxConnectionRate: connections beyond the rate get CONNACK 0x9F', async () => {
+    const b = await startBroker({ limits: { maxConnectionRate: 3 } });
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await rawConnect(b.port, 5, { clientId: `rate-${i}` });
+        codes.push(c.connack.reasonCode as number);
+        c.raw.close();
+      }
+      assert.deepEqual(codes.slice(0, 3), [0, 0, 0]);
+      assert.ok(codes.slice(3).every((c) => c === 0x9f), codes.join(','));
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('maxPublishRate: a client over its rate is slowed down, and every message still arrives', async () => {
+    const b = await startBroker({ limits: { maxPublishRate: 50 } });
+    try {
+      const sub = await rawConnect(b.port, 4, { clientId: 'rate-sub' });
+      await rawSubscribe(sub.raw, 4, 1, [{ topic: 'rate', qos: 0 }]);
+      const pub = await rawConnect(b.port, 4, { clientId: 'rate-pub' });
+      const t0 = Date.now();
+      for (let i = 0; i < 100; i++) pub.raw.sendPacket({ cmd: 'publish', topic: 'rate', payload: Buffer.from(String(i)), qos: 0 }, 4);
+      let got = 0;
+      assert.ok(await eventually(() => {
+        while (sub.raw.received.length > 0) if (sub.raw.received.shift()?.cmd === 'publish') got++;
+        return got === 100;
+      }, 5000), `got ${got}/100`);
+      const took = Date.now() - t0;
+      // a burst of 50 passes at once, the other 50 at 50/s
+      assert.ok(took >= 700, `100 messages at 50/s after a burst of 50 took only ${took} ms`);
+      assert.ok(b.broker.stats.publishesThrottled > 0);
+      assert.equal(b.broker.stats.messagesDropped, 0);
+      sub.raw.close();
+      pub.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('maxRetainedMessages: at the limit a new topic is delivered but not retained; held topics still change', async () => {
+    const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 0 });
+    try {
+      await b.broker.publish({ topic: 'keep/1', payload: 'a', retain: true });
+      await b.broker.publish({ topic: 'keep/2', payload: 'b', retain: true });
+      const live = await rawConnect(b.port, 4, { clientId: 'ret-live' });
+      await rawSubscribe(live.raw, 4, 1, [{ topic: 'keep/3', qos: 0 }]);
+      await b.broker.publish({ topic: 'keep/3', payload: 'c', retain: true });
+      assert.equal((await expectPacket(live.raw, 'publish')).payload?.toString(), 'c', 'still delivered');
+      await b.broker.publish({ topic: 'keep/2', payload: 'b2', retain: true });
+      assert.equal(b.broker.stats.retained, 2);
+      assert.equal(b.broker.stats.retainedRefused, 1);
+      const late = await rawConnect(b.port, 4, { clientId: 'ret-late' });
+      await rawSubscribe(late.raw, 4, 1, [{ topic: 'keep/#', qos: 0 }]);
+      const got = (await publishes(late.raw)).map((p) => `${p.topic}=${p.payload?.toString()}`).sort();
+      assert.deepEqual(got, ['keep/1=a', 'keep/2=b2']);
+      live.raw.close();
+      late.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+});

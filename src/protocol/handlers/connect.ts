@@ -1,5 +1,6 @@
 import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
+import { PublishQuota } from '../publish-quota.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { checkTopicName } from '../../topic/validate.js';
@@ -121,6 +122,7 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
   ch.session = session;
   ch.state = 'connected';
   ch.conn.setKeepAlive(keepAlive);
+  if (PublishQuota.needed(settings)) ch.publishQuota = new PublishQuota(settings, ch.broker.now());
 
   let ackProps: Properties | undefined;
   if (v5) {

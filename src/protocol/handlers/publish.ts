@@ -17,6 +17,13 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   const session = ch.session as Session;
   const v5 = ch.version === 5;
 
+  if (ch.publishQuota !== undefined) {
+    const wait = ch.publishQuota.charge(p.payload.length + p.topic.length, ch.broker.now());
+    if (wait > 0) {
+      ch.broker.counters.throttled++;
+      ch.throttle(wait);
+    }
+  }
   if (p.qos > settings.maximumQoS) {
     // [MQTT-3.2.2-11]
     ch.closeWith(RC.QoSNotSupported, `QoS ${p.qos} is above the maximum QoS ${settings.maximumQoS}`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Admission } from '../../../src/transport/admission.js';
-import { PublishQuota } from '../../../src/protocol/publish-quota.js';
+import { MAX_THROTTLE_MS, PublishQuota } from '../../../src/protocol/publish-quota.js';
 
 describe('connection admission', () => {
   test('refuses with 0x97 above the connection cap', () => {
@@ -28,21 +28,26 @@ describe('connection admission', () => {
 });
 
 describe('publish quota', () => {
-  test('messages per second', () => {
+  test('messages per second: the burst passes, then each message over the rate asks for a pause of its share', () => {
     const q = new PublishQuota({ maxPublishRate: 10, maxPublishBytesRate: 0 }, 0);
-    let passed = 0;
-    for (let i = 0; i < 100; i++) if (q.take(10, 0)) passed++;
-    assert.equal(passed, 10);
-    assert.equal(q.take(10, 50), false, 'half a message refilled');
-    assert.equal(q.take(10, 100), true);
+    for (let i = 0; i < 10; i++) assert.equal(q.charge(10, 0), 0);
+    assert.equal(q.charge(10, 0), 100, 'one message in debt: 1/10 s');
+    assert.equal(q.charge(10, 0), 200);
+    assert.equal(q.charge(10, 300), 0, 'the debt is paid back by waiting');
   });
 
-  test('bytes per second, and one oversized message passes on a full bucket', () => {
+  test('bytes per second: a big message asks for a pause as long as its size takes at the rate, capped', () => {
     const q = new PublishQuota({ maxPublishRate: 0, maxPublishBytesRate: 1000 }, 0);
-    assert.equal(q.take(600, 0), true);
-    assert.equal(q.take(600, 0), false);
-    assert.equal(q.take(400, 0), true);
-    assert.equal(q.take(5000, 0), false);
-    assert.equal(q.take(5000, 1000), true, 'a full bucket lets a message bigger than the rate through');
+    assert.equal(q.charge(600, 0), 0);
+    assert.equal(q.charge(600, 0), 200);
+    assert.equal(q.charge(5000, 0), MAX_THROTTLE_MS, 'never one pause longer than the cap');
+    // the debt remains: 4200 bytes over, so the client is read again only after paying it off
+    assert.ok(q.charge(0, 1000) > 0);
+    assert.equal(q.charge(0, 6000), 0);
+  });
+
+  test('no limits: never a pause', () => {
+    assert.equal(PublishQuota.needed({ maxPublishRate: 0, maxPublishBytesRate: 0 }), false);
+    assert.equal(PublishQuota.needed({ maxPublishRate: 1, maxPublishBytesRate: 0 }), true);
   });
 });
