@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Which normative statements of MQTT 3.1.1 and 5.0 are named by at least one test.
 // A test names a statement by its ID in brackets, e.g. "[MQTT-3.1.2-24] closes a silent connection".
-// The version a name counts for: "(5.0)" or "(3.1.1)" in the same line, else a v5/ or v311/ folder,
-// else both versions.
+// The version a name counts for: the first "(5.0)" or "(3.1.1)" after the ID on its line, else a
+// v5/ or v311/ folder, else both versions.
 // Usage: npm run spec-coverage [-- --all] [-- --check]
 //   --all    also list statements that bind the client or both parties (default: server only)
 //   --check  exit 1 unless every server statement of MQTT 3.1.1 is covered
@@ -39,9 +39,10 @@ const ID = /\[(MQTT-\d+(?:\.\d+)*-\d+)\]/g;
 for (const file of testFiles('test')) {
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     for (const m of line.matchAll(ID)) {
+      // an ID counts for the first version marker after it on the line: "[A] [B] (3.1.1) [C] (5.0)"
+      const marker = /\((5\.0|3\.1\.1)\)/.exec(line.slice((m.index ?? 0) + m[0].length));
       let versions;
-      if (line.includes('(5.0)')) versions = ['5.0'];
-      else if (line.includes('(3.1.1)')) versions = ['3.1.1'];
+      if (marker) versions = [marker[1]];
       else {
         const v = VERSIONS.find((x) => file.includes(x.folder));
         versions = v ? [v.name] : VERSIONS.map((x) => x.name);

@@ -33,7 +33,7 @@ describe('codec: differential against mqtt-packet', () => {
     test(`MQTT ${version === 3 ? '3.1' : version === 4 ? '3.1.1' : '5.0'}: encoded by Midge, decoded by mqtt-packet to the same packet`, () => {
       fc.assert(
         fc.property(packetOf(version), (packet) => {
-          // mqtt-packet cannot read the 2-byte AUTH (code 0, no properties) the spec allows [MQTT-3.15.2-1];
+          // mqtt-packet cannot read the 2-byte AUTH (code 0, no properties) the spec allows;
           // that form is checked on its own below
           fc.pre(!(packet.type === 'auth' && packet.reasonCode === 0 && packet.properties === undefined));
           const bytes = encodePacket(packet, version);
