@@ -234,6 +234,12 @@ export class Channel implements SessionOwner {
       // [MQTT-3.2.2-19] [MQTT-3.2.2-20] diagnostics are the first thing to go when over the limit
       bytes = encodePacket(withoutDiagnostics(packet), this.version);
     }
+    if (bytes.length > this.clientMaxPacketSize && packet.type === 'connack' && packet.properties !== undefined) {
+      // a client with a tiny limit still gets its CONNACK: only what it cannot do without is kept
+      const { assignedClientIdentifier, authenticationMethod, authenticationData } = packet.properties;
+      bytes = encodePacket({ ...packet, properties: { assignedClientIdentifier, authenticationMethod, authenticationData } }, this.version);
+    }
+    // [MQTT-3.1.2-24] (5.0) never more than the client's Maximum Packet Size
     if (bytes.length > this.clientMaxPacketSize) return;
     this.conn.write(bytes);
   }

@@ -107,21 +107,21 @@ function accept(ch: Channel, p: PublishPacket, message: Message): Promise<void> 
  */
 function refused(ch: Channel, p: PublishPacket, reasonCode: number): undefined {
   ch.broker.counters.dropped.notAuthorized++;
-  acknowledge(ch, p, ch.version === 5 ? reasonCode : RC.Success);
+  acknowledge(ch, p, ch.version === 5 ? reasonCode : RC.Success, reasonCode === RC.PayloadFormatInvalid ? 'payload is not valid UTF-8' : 'not authorized');
   return undefined;
 }
 
-function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number): void {
+function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?: string): void {
   if (p.qos === 0) return;
   const packetId = p.packetId as number;
   if (p.qos === 1) {
     // [MQTT-4.3.2-4]
-    ch.send(ackPacket('puback', packetId, reasonCode));
+    ch.send(ackPacket('puback', packetId, reasonCode, reason));
     return;
   }
   // [MQTT-4.3.3-8] a PUBREC with an error code ends the exchange, so the id is not kept
   if (reasonCode < 0x80) (ch.session as Session).incomingQos2.add(packetId);
-  ch.send(ackPacket('pubrec', packetId, reasonCode));
+  ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
 }
 
 /** PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). */
@@ -131,8 +131,9 @@ export function handlePubrel(ch: Channel, p: AckPacket): void {
   ch.send(ackPacket('pubcomp', p.packetId, rc));
 }
 
-function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number): AckPacket {
-  return reasonCode === 0 ? { type, packetId } : { type, packetId, reasonCode };
+function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number, reason?: string): AckPacket {
+  if (reasonCode === 0) return { type, packetId };
+  return reason === undefined ? { type, packetId, reasonCode } : { type, packetId, reasonCode, properties: { reasonString: reason } };
 }
 
 /** Returns the topic to publish to, or undefined after closing the connection. */

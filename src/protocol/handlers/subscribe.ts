@@ -108,6 +108,7 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
   const v5 = ch.version === 5;
   const session = ch.session as Session;
   const reasonCodes: number[] = [];
+  let firstFailure: string | undefined;
   const retainedFor: Array<{ sub: Subscription; existed: boolean }> = [];
   for (let i = 0; i < checked.length; i++) {
     const c = checked[i] as Checked;
@@ -115,6 +116,7 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     if (failure === undefined && !allowed[i]) failure = RC.NotAuthorized;
     if (failure !== undefined || c.subscription === undefined) {
       reasonCodes.push(v5 ? (failure ?? RC.UnspecifiedError) : SUBACK_FAILURE_V4);
+      firstFailure ??= `"${c.request.topicFilter}": ${failureText(failure ?? RC.UnspecifiedError)}`;
       continue;
     }
     const sub = c.subscription;
@@ -123,7 +125,8 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     reasonCodes.push(sub.qos);
     retainedFor.push({ sub, existed });
   }
-  ch.send({ type: 'suback', packetId, reasonCodes });
+  // the channel drops the reason string when the client asked for no problem information or it would not fit
+  ch.send({ type: 'suback', packetId, reasonCodes, properties: v5 && firstFailure !== undefined ? { reasonString: firstFailure } : undefined });
 
   for (const { sub, existed } of retainedFor) {
     // No retained messages for shared subscriptions (5.0 section 4.8.2); Retain Handling 1 sends
@@ -136,5 +139,22 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
       // [MQTT-3.3.1-8] retained messages sent on subscribe carry RETAIN 1
       ch.deliver(message, Math.min(message.qos, sub.qos) as QoS, true, ids, undefined);
     }
+  }
+}
+
+function failureText(code: number): string {
+  switch (code) {
+    case RC.NotAuthorized:
+      return 'not authorized';
+    case RC.TopicFilterInvalid:
+      return 'invalid topic filter';
+    case RC.QuotaExceeded:
+      return 'subscription limit reached';
+    case RC.SharedSubscriptionsNotSupported:
+      return 'shared subscriptions are not available';
+    case RC.WildcardSubscriptionsNotSupported:
+      return 'wildcard subscriptions are not available';
+    default:
+      return 'refused';
   }
 }

@@ -14,5 +14,7 @@ export function handleUnsubscribe(ch: Channel, p: UnsubscribePacket): void {
     const existed = ch.broker.unsubscribe(session, filter);
     reasonCodes.push(existed ? RC.Success : RC.NoSubscriptionExisted);
   }
-  ch.send({ type: 'unsuback', packetId: p.packetId, reasonCodes: ch.version === 5 ? reasonCodes : [] });
+  const missing = p.topicFilters.filter((_f, i) => reasonCodes[i] === RC.NoSubscriptionExisted);
+  const properties = ch.version === 5 && missing.length > 0 ? { reasonString: `no subscription existed for "${missing[0]}"` } : undefined;
+  ch.send({ type: 'unsuback', packetId: p.packetId, reasonCodes: ch.version === 5 ? reasonCodes : [], properties });
 }
