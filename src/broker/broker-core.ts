@@ -113,13 +113,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   /**
    * Messages a departing shared-subscription member had not yet acknowledged (or had queued) go to
-   * other members of their group (5.0 section 4.8.2). A QoS 2 message whose PUBREL was sent stays:
-   * the client already has it.
+   * other members of their group (5.0 section 4.8.2). A QoS 2 message already sent stays with this
+   * client, to be completed when it reconnects ([MQTT-4.8.2-4]) or dropped with its session ([MQTT-4.8.2-5]).
    */
   private reassignShared(session: Session): void {
     if (session.inflight.size > 0) {
       for (const [packetId, entry] of session.inflight) {
-        if (entry.state !== 'publish' || entry.delivery.share === undefined) continue;
+        if (entry.state !== 'publish' || entry.delivery.share === undefined || entry.delivery.qos === 2) continue;
         if (this.router.reassignShared(entry.delivery, session)) {
           session.inflight.delete(packetId);
           session.packetIds.release(packetId);
