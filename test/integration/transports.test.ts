@@ -167,7 +167,7 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     await roundTrip(viaWss, plain, 'wss/x');
   });
 
-  test('[MQTT-6.0.0-1] (3.1.1) a text WebSocket frame closes the connection', async () => {
+  test('[MQTT-6.0.0-1] a text WebSocket frame closes the connection', async () => {
     const code = await new Promise<number>((resolve, reject) => {
       const s = new WebSocket(`ws://127.0.0.1:${ws}/mqtt`, ['mqtt']);
       s.once('open', () => s.send('not binary'));
@@ -177,7 +177,7 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.ok(code === 1003 || code === 1006, `closed with ${code}`);
   });
 
-  test('[MQTT-6.0.0-2] (3.1.1) MQTT packets split across and packed into WebSocket frames', async () => {
+  test('[MQTT-6.0.0-2] MQTT packets split across and packed into WebSocket frames', async () => {
     const s = new WebSocket(`ws://127.0.0.1:${ws}/mqtt`, ['mqtt']);
     await new Promise((r) => s.once('open', r));
     const connect = Buffer.from('101000044d5154540402003c000477732d66', 'hex');

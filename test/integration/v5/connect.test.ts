@@ -91,7 +91,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     assert.ok(await raw.waitClosed());
   });
 
-  test('[MQTT-3.2.2-8] [MQTT-3.14.0-1] refusals use Connect Reason Codes and no DISCONNECT is sent before a successful CONNACK', async () => {
+  test('[MQTT-3.1.4-2] [MQTT-3.2.2-8] [MQTT-3.14.0-1] an authentication refusal closes the connection; refusals use Connect Reason Codes and no DISCONNECT is sent before a successful CONNACK', async () => {
     const refused = await rawConnect(b.port, 5, { clientId: 'refused' });
     assert.ok(CONNECT_REASON_CODES.includes(refused.connack.reasonCode as number));
     assert.equal(refused.connack.reasonCode, 0x86);
