@@ -99,3 +99,21 @@ export async function eventually(check: () => boolean, timeoutMs = 3000, stepMs 
   }
   return true;
 }
+
+/**
+ * Receives up to `count` PUBLISH payloads as a well-behaved subscriber would (acknowledging QoS 1
+ * and 2, completing PUBREL), in arrival order.
+ */
+export async function receiveAcking(raw: RawClient, protocolVersion: 3 | 4 | 5, count: number, timeoutMs = 5000): Promise<string[]> {
+  const got: string[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < count && Date.now() < deadline) {
+    const p = (await raw.next(Math.max(1, deadline - Date.now()))) as Loose;
+    if (p.cmd === 'pubrel') raw.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, protocolVersion);
+    if (p.cmd !== 'publish') continue;
+    got.push(p.payload?.toString() ?? '');
+    if (p.qos === 1) raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, protocolVersion);
+    if (p.qos === 2) raw.sendPacket({ cmd: 'pubrec', messageId: p.messageId }, protocolVersion);
+  }
+  return got;
+}

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import type { RawClient } from '../../helpers/raw-client.js';
-import { drainFor, expectPacket, rawConnect, type Loose } from '../../helpers/raw-session.js';
+import { drainFor, expectPacket, rawConnect, receiveAcking, type Loose } from '../../helpers/raw-session.js';
 
 type Sub = { topic: string; qos: 0 | 1 | 2; nl?: boolean; rap?: boolean; rh?: 0 | 1 | 2 };
 const SUBACK_CODES = [0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8f, 0x91, 0x97, 0x9e, 0xa1, 0xa2];
@@ -294,16 +294,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     const pub = await client();
     const count = 200;
     for (let i = 0; i < count; i++) publish(pub, `ord5/${i % 3}`, String(i), (i % 3) as 0 | 1 | 2);
-    const got: number[] = [];
-    const deadline = Date.now() + 5000;
-    while (got.length < count && Date.now() < deadline) {
-      const p = (await sub.next(2000)) as Loose;
-      if (p.cmd === 'pubrel') sub.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, 5);
-      if (p.cmd !== 'publish') continue;
-      got.push(Number(p.payload?.toString()));
-      if (p.qos === 1) sub.sendPacket({ cmd: 'puback', messageId: p.messageId }, 5);
-      if (p.qos === 2) sub.sendPacket({ cmd: 'pubrec', messageId: p.messageId }, 5);
-    }
+    const got = (await receiveAcking(sub, 5, count)).map(Number);
     assert.deepEqual(got, Array.from({ length: count }, (_, i) => i));
     sub.close();
     pub.close();
