@@ -31,7 +31,7 @@ export function encodePacket(packet: Packet, version: ProtocolVersion): Buffer {
   const v5 = version === 5;
   const body = bodyOf(packet, v5);
   let first = TYPE_CODES[packet.type] << 4;
-  if (packet.type === 'publish') first |= (packet.dup ? 0x08 : 0) | (packet.qos << 1) | (packet.retain ? 1 : 0);
+  if (packet.type === 'publish') first |= (packet.dup && packet.qos > 0 ? 0x08 : 0) | (packet.qos << 1) | (packet.retain ? 1 : 0);
   else if (packet.type === 'pubrel' || packet.type === 'subscribe' || packet.type === 'unsubscribe') first |= 0x02;
   const buf = Buffer.allocUnsafe(1 + varintSize(body.size) + body.size);
   const w = new Writer(buf);

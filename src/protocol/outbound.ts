@@ -100,7 +100,9 @@ export class Outbound {
     const session = this.ch.session as Session;
     const entry = session.inflight.get(packetId);
     if (entry === undefined || entry.delivery.qos !== 2) {
-      if (this.ch.version === 5) this.ch.send({ type: 'pubrel', packetId, reasonCode: RC.PacketIdentifierNotFound });
+      if (this.ch.version === 5) {
+        this.ch.send({ type: 'pubrel', packetId, reasonCode: RC.PacketIdentifierNotFound, properties: { reasonString: 'unknown packet identifier' } });
+      }
       return;
     }
     if (reasonCode >= 0x80) {

@@ -128,7 +128,7 @@ function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?:
 export function handlePubrel(ch: Channel, p: AckPacket): void {
   const known = (ch.session as Session).incomingQos2.delete(p.packetId);
   const rc = known || ch.version !== 5 ? RC.Success : RC.PacketIdentifierNotFound;
-  ch.send(ackPacket('pubcomp', p.packetId, rc));
+  ch.send(ackPacket('pubcomp', p.packetId, rc, known ? undefined : 'unknown packet identifier'));
 }
 
 function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number, reason?: string): AckPacket {

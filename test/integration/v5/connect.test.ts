@@ -57,7 +57,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     assert.ok(await raw.waitClosed());
   });
 
-  test('[MQTT-3.1.4-1] a CONNECT with an unknown protocol name is closed without a CONNACK', async () => {
+  test('[MQTT-3.1.2-1] [MQTT-3.1.4-1] a CONNECT with an unknown protocol name is closed without a CONNACK', async () => {
     const raw = await RawClient.open(b.port, 5);
     raw.send(connectBytes(0x02, 'x', 'MQTZ'));
     assert.ok(await raw.waitClosed());
@@ -84,7 +84,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     two.raw.close();
   });
 
-  test('[MQTT-3.1.3-8] [MQTT-3.2.2-6] [MQTT-3.2.2-7] a rejected client id gets CONNACK 0x85, session present 0, and is closed', async () => {
+  test('[MQTT-3.1.3-8] [MQTT-3.2.2-6] [MQTT-3.2.2-7] [MQTT-4.13.2-1] a rejected client id gets CONNACK 0x85, session present 0, and is closed', async () => {
     const { raw, connack } = await rawConnect(b.port, 5, { clientId: 'x'.repeat(24), clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal(connack.reasonCode, 0x85);
     assert.equal(connack.sessionPresent, false);
@@ -111,7 +111,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     probe.raw.close();
   });
 
-  test('[MQTT-3.1.4-3] [MQTT-3.14.2-2] a CONNECT with the id of a connected client: the old one gets DISCONNECT 0x8E, without Session Expiry', async () => {
+  test('[MQTT-3.1.4-3] [MQTT-3.14.2-2] [MQTT-3.14.4-1] [MQTT-3.14.4-2] a CONNECT with the id of a connected client: the old one gets DISCONNECT 0x8E, without Session Expiry', async () => {
     const old = await rawConnect(b.port, 5, { clientId: 'taken' });
     const fresh = await rawConnect(b.port, 5, { clientId: 'taken' });
     assert.equal(fresh.connack.reasonCode, 0);
@@ -122,7 +122,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     fresh.raw.close();
   });
 
-  test('[MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.1.4-4] [MQTT-3.2.2-2] [MQTT-3.2.2-3] clean start and session present', async () => {
+  test('[MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.1.2-6] [MQTT-3.1.2-23] [MQTT-3.1.3-2] [MQTT-3.1.4-4] [MQTT-3.2.2-2] [MQTT-3.2.2-3] clean start and session present', async () => {
     const a = await rawConnect(b.port, 5, { clientId: 'sess5', clean: false, properties: { sessionExpiryInterval: 300 } });
     assert.equal(a.connack.sessionPresent, false, 'no session yet: a new one');
     await rawSubscribe(a.raw, 5, 1, [{ topic: 'sess5/#', qos: 1 }]);

@@ -41,7 +41,7 @@ describe('MQTT 5 enhanced authentication (5.0): SCRAM-SHA-256 over AUTH', () => 
     await b.close();
   });
 
-  test('[MQTT-4.12.0-2] [MQTT-4.12.0-5] a full exchange: AUTH 0x18 challenge, CONNACK 0x00 with the method and the server signature', async () => {
+  test('[MQTT-4.12.0-2] [MQTT-4.12.0-5] [MQTT-3.15.2-1] a full exchange: AUTH 0x18 challenge, CONNACK 0x00 with the method and the server signature', async () => {
     const { raw, scram, connack } = await scramConnect(b.port, 'alice', 'wonderland');
     assert.equal(connack.reasonCode, 0);
     assert.equal(connack.properties?.authenticationMethod, METHOD);

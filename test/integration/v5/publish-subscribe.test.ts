@@ -30,7 +30,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
   const publishes = async (raw: RawClient, ms = 250): Promise<Loose[]> => (await drainFor(raw, ms)).filter((p) => p.cmd === 'publish');
   const pause = (ms = 50): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-  test('[MQTT-3.8.4-1] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.9.3-2] one SUBACK with a Subscribe Reason Code per filter, in order', async () => {
+  test('[MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.8.4-7] [MQTT-3.9.3-1] [MQTT-3.9.3-2] one SUBACK with a Subscribe Reason Code per filter, in order', async () => {
     const raw = await client();
     const ack = await subscribe(raw, [{ topic: 'a/+', qos: 2 }, { topic: 'a/#/b', qos: 0 }, { topic: 'b', qos: 1 }, { topic: 'c', qos: 0 }]);
     assert.deepEqual(ack.granted, [2, 0x8f, 1, 0]);
@@ -81,7 +81,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     for (const c of [pub, live, late]) c.close();
   });
 
-  test('[MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain Handling 0 sends retained messages on every subscribe, 1 only for a new subscription, 2 never', async () => {
+  test('[MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] [MQTT-3.8.4-4] Retain Handling 0 sends retained messages on every subscribe, 1 only for a new subscription, 2 never', async () => {
     await b.broker.publish({ topic: 'rh5/x', payload: 'kept', retain: true });
     const count = async (raw: RawClient, rh: 0 | 1 | 2, id: number): Promise<number> => {
       await subscribe(raw, [{ topic: 'rh5/x', qos: 0, rh }], undefined, id);
@@ -108,7 +108,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     for (const c of [rap0, rap1, pub]) c.close();
   });
 
-  test('No Local: a client does not receive its own messages on a No Local subscription', async () => {
+  test('[MQTT-3.8.3-3] No Local: a client does not receive its own messages on a No Local subscription', async () => {
     const c = await client();
     await subscribe(c, [{ topic: 'nl5', qos: 0, nl: true }]);
     const other = await client();
@@ -230,7 +230,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
-  test('[MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-2] UNSUBSCRIBE: exact match, one UNSUBACK with a code per filter', async () => {
+  test('[MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2] UNSUBSCRIBE: exact match, one UNSUBACK with a code per filter', async () => {
     const sub = await client();
     await subscribe(sub, [{ topic: 'u5/a', qos: 0 }, { topic: 'u5/+', qos: 0 }]);
     sub.sendPacket({ cmd: 'unsubscribe', messageId: 77, unsubscriptions: ['u5/+', 'u5/none', 'u5/#'] }, 5);
@@ -263,7 +263,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
-  test('[MQTT-3.3.4-9] [MQTT-3.3.4-10] the client Receive Maximum bounds unacknowledged deliveries; PINGRESP is not held back', async () => {
+  test('[MQTT-3.3.4-9] [MQTT-3.3.4-10] [MQTT-4.9.0-1] [MQTT-4.9.0-2] [MQTT-4.9.0-3] the client Receive Maximum bounds unacknowledged deliveries; PINGRESP is not held back', async () => {
     const sub = await client({ properties: { receiveMaximum: 2 } });
     await subscribe(sub, [{ topic: 'rm5', qos: 1 }]);
     for (let i = 0; i < 5; i++) await b.broker.publish({ topic: 'rm5', payload: String(i), qos: 1 });
@@ -288,7 +288,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
-  test('[MQTT-4.6.0-5] [MQTT-4.6.0-6] messages from one publisher reach a subscriber in order, across QoS levels', async () => {
+  test('[MQTT-4.6.0-5] [MQTT-4.6.0-6] [MQTT-4.2.0-1] messages from one publisher reach a subscriber in order, across QoS levels', async () => {
     const sub = await client();
     await subscribe(sub, [{ topic: 'ord5/#', qos: 2 }]);
     const pub = await client();
@@ -316,7 +316,7 @@ describe('MQTT 5.0 shared subscription delivery guarantees (5.0)', () => {
     return raw;
   }
 
-  test('[MQTT-4.8.2-4] a QoS 2 message under way to a member that drops is completed with that member when it reconnects', async () => {
+  test('[MQTT-4.8.2-4] [MQTT-4.4.0-1] [MQTT-3.3.1-1] a QoS 2 message under way to a member that drops is completed with that member when it reconnects', async () => {
     const a = await member('q2-a', 2, { sessionExpiryInterval: 60 });
     await b.broker.publish({ topic: 'q2', payload: 'exactly once', qos: 2 });
     const got = await expectPacket(a, 'publish');
