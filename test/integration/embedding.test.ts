@@ -121,9 +121,10 @@ describe('embedding API: createBroker, hooks and events', () => {
     await assert.rejects(createBroker({ persistence: 'floppy' as never }), /persistence must be one of/);
   });
 
-  test('broker.publish refuses a topic with wildcards', async () => {
+  test('[MQTT-4.7.3-3] broker.publish refuses a topic with wildcards, or longer than 65,535 bytes', async () => {
     const broker = await createBroker();
     await assert.rejects(broker.publish({ topic: 'a/+', payload: 'x' }), /invalid topic/);
+    await assert.rejects(broker.publish({ topic: 'é'.repeat(32768), payload: 'x' }), /invalid topic/);
     await broker.close();
   });
 });

@@ -230,7 +230,7 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
-  test('[MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2] UNSUBSCRIBE: exact match, one UNSUBACK with a code per filter', async () => {
+  test('[MQTT-2.2.1-6] [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2] UNSUBSCRIBE: exact match, one UNSUBACK with a code per filter', async () => {
     const sub = await client();
     await subscribe(sub, [{ topic: 'u5/a', qos: 0 }, { topic: 'u5/+', qos: 0 }]);
     sub.sendPacket({ cmd: 'unsubscribe', messageId: 77, unsubscriptions: ['u5/+', 'u5/none', 'u5/#'] }, 5);
