@@ -1,0 +1,399 @@
+import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Delivery, Message, ShareRef } from '../session/message.js';
+import type { Subscription } from '../session/session.js';
+import { STORE_FORMAT, StoreError, type InflightRecord, type SessionRecord, type Store, type StoredSession, type StoredState, type WillRecord } from './store.js';
+
+/** A stored message row: the message without its encoding caches. */
+interface MessageRow {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  properties?: Message['properties'];
+  expiresAt?: number;
+  senderId?: string;
+}
+
+/** A queue or inflight row: the delivery decisions plus the id of the message row. */
+interface DeliveryRow {
+  m: number | undefined;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  ids?: number[];
+  share?: ShareRef;
+  state?: 'publish' | 'pubrel';
+}
+
+interface SessionIndex {
+  /** queue seq -> message id */
+  queue: Map<number, number>;
+  nextSeq: number;
+  /** packet id -> message id (undefined once in the PUBREL state) */
+  inflight: Map<number, number | undefined>;
+  subscriptions: Set<string>;
+  incoming: Set<number>;
+}
+
+type Key = string | number | Array<string | number>;
+
+/**
+ * The embedded on-disk store on LMDB: crash-safe copy-on-write B-trees, one environment per data
+ * dir. lmdb-js batches the puts of an event-loop turn into one transaction, so `commit()` is a
+ * group commit. Messages are stored once under a numeric id and referenced by queue, inflight and
+ * retained rows; the reference counts live in memory and are rebuilt at load.
+ */
+export class LmdbStore implements Store {
+  readonly kind = 'lmdb' as const;
+  private readonly env: RootDatabase;
+  private readonly meta: Database<unknown, string>;
+  private readonly messages: Database<MessageRow, number>;
+  private readonly sessions: Database<SessionRecord, string>;
+  private readonly subscriptions: Database<Subscription, Key>;
+  private readonly queue: Database<DeliveryRow, Key>;
+  private readonly inflight: Database<DeliveryRow, Key>;
+  private readonly incoming: Database<number, Key>;
+  private readonly retained: Database<number, string>;
+  private readonly wills: Database<WillRecord, string>;
+
+  private readonly ids = new WeakMap<Message, number>();
+  private readonly refs = new Map<number, number>();
+  private nextId = 1;
+  private readonly seqs = new WeakMap<Delivery, number>();
+  private readonly index = new Map<string, SessionIndex>();
+  private readonly retainedIds = new Map<string, number>();
+
+  private constructor(env: RootDatabase) {
+    this.env = env;
+    this.meta = env.openDB({ name: 'meta' });
+    this.messages = env.openDB({ name: 'msg', keyEncoding: 'uint32' });
+    this.sessions = env.openDB({ name: 'sess' });
+    this.subscriptions = env.openDB({ name: 'sub' });
+    this.queue = env.openDB({ name: 'queue' });
+    this.inflight = env.openDB({ name: 'inflight' });
+    this.incoming = env.openDB({ name: 'incoming' });
+    this.retained = env.openDB({ name: 'retained' });
+    this.wills = env.openDB({ name: 'will' });
+  }
+
+  /** Opens (or creates) the store in `dir`; an unusable dir is a StoreError, never an empty start. */
+  static open(dir: string): LmdbStore {
+    let env: RootDatabase;
+    checkDataFile(join(dir, 'data.mdb'));
+    try {
+      mkdirSync(dir, { recursive: true });
+      env = open({ path: dir, compression: false, maxDbs: 16 });
+    } catch (err) {
+      throw new StoreError(`cannot open the data dir ${dir}: ${(err as Error).message}`);
+    }
+    const store = new LmdbStore(env);
+    const format = store.meta.get('format');
+    if (format === undefined) {
+      if (store.sessions.getKeysCount() > 0 || store.messages.getKeysCount() > 0) {
+        throw new StoreError(`the data dir ${dir} has data but no format version: it was not written by Midge`);
+      }
+      store.meta.putSync('format', STORE_FORMAT);
+    } else if (typeof format !== 'number' || format > STORE_FORMAT) {
+      throw new StoreError(`the data dir ${dir} has format ${String(format)}, newer than this Midge reads (${STORE_FORMAT})`);
+    }
+    return store;
+  }
+
+  async load(): Promise<StoredState> {
+    try {
+      return this.loadAll();
+    } catch (err) {
+      throw new StoreError(`the data dir cannot be read: ${(err as Error).message}`);
+    }
+  }
+
+  private loadAll(): StoredState {
+    const messages = new Map<number, Message>();
+    for (const { key, value } of this.messages.getRange()) {
+      messages.set(key, toMessage(value));
+      if (key >= this.nextId) this.nextId = key + 1;
+    }
+    const byClient = new Map<string, StoredSession>();
+    for (const { key, value } of this.sessions.getRange()) {
+      byClient.set(key, { record: value, subscriptions: [], queue: [], inflight: [], incomingQos2: [] });
+      this.index.set(key, newIndex());
+    }
+    for (const { key, value } of this.subscriptions.getRange()) {
+      const [clientId] = key as [string, string];
+      const s = byClient.get(clientId);
+      if (s === undefined) continue;
+      s.subscriptions.push(value);
+      this.indexOf(clientId).subscriptions.add(value.filter);
+    }
+    for (const { key, value } of this.queue.getRange()) {
+      const [clientId, seq] = key as [string, number];
+      const s = byClient.get(clientId);
+      const message = value.m === undefined ? undefined : messages.get(value.m);
+      if (s === undefined || message === undefined) continue;
+      const delivery = toDelivery(value, message);
+      s.queue.push(delivery);
+      const ix = this.indexOf(clientId);
+      ix.queue.set(seq, value.m as number);
+      if (seq >= ix.nextSeq) ix.nextSeq = seq + 1;
+      this.seqs.set(delivery, seq);
+      this.countRef(value.m as number, message);
+    }
+    for (const { key, value } of this.inflight.getRange()) {
+      const [clientId, packetId] = key as [string, number];
+      const s = byClient.get(clientId);
+      if (s === undefined) continue;
+      const message = value.m === undefined ? undefined : messages.get(value.m);
+      if (value.state === 'publish' && message === undefined) continue;
+      const delivery = toDelivery(value, message ?? placeholderMessage());
+      s.inflight.push({ packetId, delivery, state: value.state ?? 'publish' });
+      this.indexOf(clientId).inflight.set(packetId, value.m);
+      if (value.m !== undefined && message !== undefined) this.countRef(value.m, message);
+    }
+    for (const { key } of this.incoming.getRange()) {
+      const [clientId, packetId] = key as [string, number];
+      const s = byClient.get(clientId);
+      if (s === undefined) continue;
+      s.incomingQos2.push(packetId);
+      this.indexOf(clientId).incoming.add(packetId);
+    }
+    const retained: Message[] = [];
+    for (const { key, value } of this.retained.getRange()) {
+      const message = messages.get(value);
+      if (message === undefined) continue;
+      retained.push(message);
+      this.retainedIds.set(key, value);
+      this.countRef(value, message);
+    }
+    // rows no reference reaches (a crash between writes of one turn cannot leave any, but be sure)
+    for (const id of messages.keys()) if (!this.refs.has(id)) void this.messages.remove(id);
+    const wills = [...this.wills.getRange()].map(({ value }) => value);
+    return { sessions: [...byClient.values()], retained, wills };
+  }
+
+  sessionSaved(record: SessionRecord): void {
+    if (!this.index.has(record.clientId)) this.index.set(record.clientId, newIndex());
+    void this.sessions.put(record.clientId, { ...record });
+  }
+
+  sessionRemoved(clientId: string): void {
+    const ix = this.index.get(clientId);
+    void this.sessions.remove(clientId);
+    if (ix === undefined) return;
+    this.index.delete(clientId);
+    for (const filter of ix.subscriptions) void this.subscriptions.remove([clientId, filter]);
+    for (const [seq, id] of ix.queue) {
+      void this.queue.remove([clientId, seq]);
+      this.unref(id);
+    }
+    for (const [packetId, id] of ix.inflight) {
+      void this.inflight.remove([clientId, packetId]);
+      if (id !== undefined) this.unref(id);
+    }
+    for (const packetId of ix.incoming) void this.incoming.remove([clientId, packetId]);
+  }
+
+  subscriptionAdded(clientId: string, subscription: Subscription): void {
+    this.indexOf(clientId).subscriptions.add(subscription.filter);
+    void this.subscriptions.put([clientId, subscription.filter], { ...subscription });
+  }
+
+  subscriptionRemoved(clientId: string, filter: string): void {
+    this.index.get(clientId)?.subscriptions.delete(filter);
+    void this.subscriptions.remove([clientId, filter]);
+  }
+
+  messageQueued(clientId: string, delivery: Delivery): void {
+    const ix = this.indexOf(clientId);
+    const seq = ix.nextSeq++;
+    const id = this.store(delivery.message);
+    this.seqs.set(delivery, seq);
+    ix.queue.set(seq, id);
+    void this.queue.put([clientId, seq], toRow(delivery, id));
+  }
+
+  messageUnqueued(clientId: string, delivery: Delivery): void {
+    const seq = this.seqs.get(delivery);
+    const ix = this.index.get(clientId);
+    if (seq === undefined || ix === undefined) return;
+    const id = ix.queue.get(seq);
+    if (id === undefined) return;
+    ix.queue.delete(seq);
+    void this.queue.remove([clientId, seq]);
+    this.unref(id);
+  }
+
+  inflightSet(clientId: string, entry: InflightRecord): void {
+    const ix = this.indexOf(clientId);
+    const before = ix.inflight.get(entry.packetId);
+    const had = ix.inflight.has(entry.packetId);
+    // in the PUBREL state only the packet id matters: the message reference is let go
+    const id = entry.state === 'publish' ? this.store(entry.delivery.message) : undefined;
+    ix.inflight.set(entry.packetId, id);
+    void this.inflight.put([clientId, entry.packetId], { ...toRow(entry.delivery, id), state: entry.state });
+    if (had && before !== undefined) this.unref(before);
+  }
+
+  inflightRemoved(clientId: string, packetId: number): void {
+    const ix = this.index.get(clientId);
+    if (ix === undefined || !ix.inflight.has(packetId)) return;
+    const id = ix.inflight.get(packetId);
+    ix.inflight.delete(packetId);
+    void this.inflight.remove([clientId, packetId]);
+    if (id !== undefined) this.unref(id);
+  }
+
+  incomingQos2Added(clientId: string, packetId: number): void {
+    this.indexOf(clientId).incoming.add(packetId);
+    void this.incoming.put([clientId, packetId], 1);
+  }
+
+  incomingQos2Removed(clientId: string, packetId: number): void {
+    this.index.get(clientId)?.incoming.delete(packetId);
+    void this.incoming.remove([clientId, packetId]);
+  }
+
+  retainedSet(message: Message): void {
+    const id = this.store(message);
+    const before = this.retainedIds.get(message.topic);
+    this.retainedIds.set(message.topic, id);
+    void this.retained.put(message.topic, id);
+    if (before !== undefined) this.unref(before);
+  }
+
+  retainedCleared(topic: string): void {
+    const before = this.retainedIds.get(topic);
+    if (before === undefined) return;
+    this.retainedIds.delete(topic);
+    void this.retained.remove(topic);
+    this.unref(before);
+  }
+
+  willSet(record: WillRecord): void {
+    void this.wills.put(record.clientId, { ...record });
+  }
+
+  willCleared(clientId: string): void {
+    void this.wills.remove(clientId);
+  }
+
+  async commit(): Promise<void> {
+    // every write so far sits in the current batch; this resolves once it is on disk
+    await this.env.flushed;
+  }
+
+  async close(): Promise<void> {
+    await this.env.flushed;
+    await this.env.close();
+  }
+
+  /** Takes a reference to a message, writing its row on the first one. */
+  private store(message: Message): number {
+    let id = this.ids.get(message);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(message, id);
+    }
+    this.ref(id, message);
+    return id;
+  }
+
+  private ref(id: number, message: Message): void {
+    const n = this.refs.get(id) ?? 0;
+    this.refs.set(id, n + 1);
+    if (n === 0) void this.messages.put(id, toRow2(message));
+  }
+
+  /** At load the rows exist already: only count. */
+  private countRef(id: number, message: Message): void {
+    this.refs.set(id, (this.refs.get(id) ?? 0) + 1);
+    this.ids.set(message, id);
+  }
+
+  private unref(id: number): void {
+    const n = (this.refs.get(id) ?? 0) - 1;
+    if (n > 0) {
+      this.refs.set(id, n);
+      return;
+    }
+    this.refs.delete(id);
+    void this.messages.remove(id);
+  }
+
+  private indexOf(clientId: string): SessionIndex {
+    let ix = this.index.get(clientId);
+    if (ix === undefined) {
+      ix = newIndex();
+      this.index.set(clientId, ix);
+    }
+    return ix;
+  }
+}
+
+function newIndex(): SessionIndex {
+  return { queue: new Map(), nextSeq: 1, inflight: new Map(), subscriptions: new Set(), incoming: new Set() };
+}
+
+function toRow2(m: Message): MessageRow {
+  const row: MessageRow = { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain };
+  if (m.properties !== undefined) row.properties = m.properties;
+  if (m.expiresAt !== undefined) row.expiresAt = m.expiresAt;
+  if (m.senderId !== undefined) row.senderId = m.senderId;
+  return row;
+}
+
+function toMessage(row: MessageRow): Message {
+  return {
+    topic: row.topic,
+    payload: Buffer.isBuffer(row.payload) ? row.payload : Buffer.from(row.payload as Uint8Array),
+    qos: row.qos,
+    retain: row.retain,
+    properties: row.properties,
+    expiresAt: row.expiresAt,
+    senderId: row.senderId,
+    frames: undefined,
+    framesExpiry: -1,
+  };
+}
+
+function toRow(d: Delivery, id: number | undefined): DeliveryRow {
+  const row: DeliveryRow = { m: id, qos: d.qos, retain: d.retain };
+  if (d.subscriptionIds !== undefined) row.ids = d.subscriptionIds;
+  if (d.share !== undefined) row.share = { shareGroup: d.share.shareGroup, topicFilter: d.share.topicFilter };
+  return row;
+}
+
+function toDelivery(row: DeliveryRow, message: Message): Delivery {
+  return { message, qos: row.qos, retain: row.retain, subscriptionIds: row.ids, share: row.share };
+}
+
+/** The message of a delivery in the PUBREL state is gone; only its packet id is used. */
+function placeholderMessage(): Message {
+  return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frames: undefined, framesExpiry: -1 };
+}
+
+/** LMDB's meta page magic, at byte 24 of the data file (after the page header). */
+const LMDB_MAGIC = 0xbeefc0de;
+
+/**
+ * LMDB trusts its data file and can crash the process on one that is not an LMDB file at all, so
+ * the magic number is checked first: a damaged or foreign file is an error, not a crash.
+ */
+function checkDataFile(path: string): void {
+  if (!existsSync(path)) return;
+  const head = Buffer.alloc(32);
+  let read = 0;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      read = readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw new StoreError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (read < head.length || head.readUInt32LE(24) !== LMDB_MAGIC) {
+    throw new StoreError(`${path} is corrupted or not a Midge data file`);
+  }
+}
