@@ -9,7 +9,10 @@ import { AdminView } from './admin/view.js';
 import { BrokerMetrics } from './metrics/prometheus.js';
 import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
-import { ConfigError, resolveConfig } from './config/load.js';
+import { resolveConfig } from './config/load.js';
+import { Durability } from './broker/durability.js';
+import { LmdbStore } from './persistence/lmdb-store.js';
+import type { Store, StoredState } from './persistence/store.js';
 import type { Limits, MidgeConfig } from './config/schema.js';
 import type { EnhancedAuthenticator } from './hooks/authenticator.js';
 import type { BrokerEvents, Hooks } from './hooks/types.js';
@@ -35,6 +38,8 @@ export interface BrokerOptions {
   mqtt5?: Mqtt5Options;
   /** a pino logger; by default warnings and errors go to stdout */
   logger?: Logger;
+  /** a store of your own for persistent state (overrides `persistence`) */
+  store?: Store;
 }
 
 export interface Mqtt5Options {
@@ -108,12 +113,14 @@ export class Broker {
   private readonly http: HttpEndpoint[] = [];
   private metricsRegistry: BrokerMetrics | undefined;
   private readonly admission: Admission;
+  private readonly store: Store | undefined;
 
-  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10) {
+  constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10, store?: Store) {
     this.config = config;
     this.logger = logger;
     this.admission = new Admission(config.limits);
-    this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators);
+    this.store = store;
+    this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
@@ -221,6 +228,8 @@ export class Broker {
     await Promise.all(this.listeners.map((l) => l.drain(CLOSE_GRACE_MS)));
     this.core.sessions.clear();
     this.core.wills.clear();
+    // sessions, queues and pending wills stay in the store for the next start
+    if (this.store !== undefined) await this.store.close();
     this.logger.info('stopped');
   }
 
@@ -234,6 +243,15 @@ export class Broker {
     return this;
   }
 
+  /** Brings back what the store kept; called once by createBroker, before the first listener opens. */
+  restore(state: StoredState): void {
+    this.core.restore(state);
+    const n = state.sessions.length;
+    if (n > 0 || state.retained.length > 0) {
+      this.logger.info({ sessions: n, retained: state.retained.length, wills: state.wills.length }, 'state restored');
+    }
+  }
+
   /** Counts for observability (and the tests). */
   get stats(): StatsSnapshot {
     return statsSnapshot(this.core, this.transportStats);
@@ -242,15 +260,15 @@ export class Broker {
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
-  const { hooks, logger, authenticators, mqtt5, sysInterval, ...settings } = options;
+  const { hooks, logger, authenticators, mqtt5, sysInterval, store: _store, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
-  if (config.persistence !== 'memory') {
-    throw new ConfigError(`persistence "${config.persistence}" is not available in this build; use "memory"`);
-  }
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
     throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);
   }
-  return new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval);
+  const store = options.store ?? (config.persistence === 'lmdb' ? LmdbStore.open(config.dataDir) : undefined);
+  const broker = new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval, store);
+  if (store !== undefined) broker.restore(await store.load());
+  return broker;
 }
 
 function protocolSettings(limits: Limits, mqtt5: Mqtt5Options): ProtocolSettings {

@@ -138,6 +138,6 @@ export class AdminView {
   }
 
   deleteRetained(topic: string): boolean {
-    return this.core.retained.delete(topic);
+    return this.core.deleteRetained(topic);
   }
 }

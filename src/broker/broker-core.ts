@@ -5,8 +5,10 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, type Delivery, type Message, type ShareRef } from '../session/message.js';
-import type { Session, Subscription } from '../session/session.js';
+import { createMessage, isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
+import { Session, type Subscription } from '../session/session.js';
+import type { StoredState } from '../persistence/store.js';
+import type { Durability } from './durability.js';
 import { RetainedStore } from './retained-store.js';
 import { Router } from './router.js';
 import { SessionRegistry } from './session-registry.js';
@@ -38,8 +40,12 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   private readonly hooks: Hooks;
   private readonly authenticators = new Map<string, EnhancedAuthenticator>();
 
-  constructor(settings: ProtocolSettings, hooks: Hooks, authenticators: readonly EnhancedAuthenticator[] = []) {
+  /** the store of persistent state, when the broker has one */
+  readonly durability: Durability | undefined;
+
+  constructor(settings: ProtocolSettings, hooks: Hooks, authenticators: readonly EnhancedAuthenticator[] = [], durability?: Durability) {
     super();
+    this.durability = durability;
     this.settings = settings;
     this.hooks = hooks;
     this.retained.maxMessages = settings.maxRetainedMessages;
@@ -47,6 +53,34 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     this.router = new Router((session, message, qos, retain, ids, share) => this.deliverTo(session, message, qos, retain, ids, share));
     this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
     this.wills = new WillScheduler((client, will) => this.publishWill(client, will));
+    if (durability !== undefined) {
+      this.wills.observer = {
+        pending: (client, will, fireAt) => durability.willPending(client, will, fireAt),
+        done: (clientId) => durability.willDone(clientId),
+      };
+    }
+  }
+
+  /** Rebuilds sessions, retained messages and pending wills from the store, before any listener opens. */
+  restore(state: StoredState): void {
+    const now = this.now();
+    for (const m of state.retained) if (!isExpired(m, now)) this.retained.apply(m);
+    for (const stored of state.sessions) {
+      const session = new Session(stored.record.clientId, stored.record.expiryInterval);
+      for (const sub of stored.subscriptions) this.router.add(session, sub);
+      for (const d of stored.queue) session.queue.push(d);
+      for (const e of stored.inflight) {
+        session.inflight.set(e.packetId, { delivery: e.delivery, state: e.state });
+        session.packetIds.claim(e.packetId);
+      }
+      for (const id of stored.incomingQos2) session.incomingQos2.add(id);
+      this.sessions.restore(session, stored.record.expiresAt);
+      this.durability?.adopt(session);
+    }
+    for (const w of state.wills) {
+      const client: ClientInfo = { id: w.clientId, username: w.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
+      this.wills.scheduleAt(client, w.will, w.fireAt ?? now);
+    }
   }
 
   now(): number {
@@ -85,6 +119,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession {
     const opened = this.sessions.open(owner, cleanStart, expiryInterval);
+    this.durability?.sessionOpened(opened.session);
     // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will
     if (opened.present) this.wills.cancel(owner.client.id);
     else this.wills.fire(owner.client.id);
@@ -106,6 +141,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       session.sink = undefined;
       this.reassignShared(session);
       this.sessions.detach(session);
+      if (this.sessions.get(session.clientId) === session) this.durability?.sessionDetached(session);
     }
     this.connected--;
     this.emit('clientDisconnected', owner.client, reason);
@@ -120,22 +156,21 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (session.inflight.size > 0) {
       for (const [packetId, entry] of session.inflight) {
         if (entry.state !== 'publish' || entry.delivery.share === undefined || entry.delivery.qos === 2) continue;
-        if (this.router.reassignShared(entry.delivery, session)) {
-          session.inflight.delete(packetId);
-          session.packetIds.release(packetId);
-        }
+        if (this.router.reassignShared(entry.delivery, session)) session.endInflight(packetId);
       }
     }
     if (session.queue.length > 0) {
       const keep: Delivery[] = [];
       for (let d = session.queue.shift(); d !== undefined; d = session.queue.shift()) {
         if (d.share === undefined || !this.router.reassignShared(d, session)) keep.push(d);
+        else if (d.qos > 0) session.journal?.unqueued(d);
       }
       for (const d of keep) session.queue.push(d);
     }
   }
 
   private sessionEnded(session: Session): void {
+    this.durability?.sessionEnded(session);
     this.router.removeAll(session);
     session.queue.clear();
     session.inflight.clear();
@@ -145,9 +180,27 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   // ---- messages -------------------------------------------------------------------------------
 
-  publish(message: Message): void {
-    if (message.retain && !this.retained.apply(message)) this.counters.retainedRefused++;
+  publish(message: Message): void | Promise<void> {
+    if (message.retain) {
+      if (!this.retained.apply(message)) this.counters.retainedRefused++;
+      else this.durability?.retained(message);
+    }
     this.routed += this.router.route(message);
+    // what this message changed is durable once the turn's group commit is
+    if (message.qos > 0 && this.durability?.onDisk === true) return this.durability.commit();
+    return undefined;
+  }
+
+  /** Resolves when every change so far is on disk; undefined when the broker keeps nothing on disk. */
+  committed(): Promise<void> | undefined {
+    return this.durability?.onDisk === true ? this.durability.commit() : undefined;
+  }
+
+  /** Removes a retained message (administration). */
+  deleteRetained(topic: string): boolean {
+    const existed = this.retained.delete(topic);
+    if (existed) this.durability?.retainedDeleted(topic);
+    return existed;
   }
 
   messageReceived(message: Message, client: ClientInfo): void {
@@ -157,6 +210,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   subscribe(session: Session, subscription: Subscription): boolean {
     const existed = this.router.add(session, subscription);
+    this.durability?.subscribed(session, subscription);
     if (session.sink !== undefined && this.listenerCount('subscribed') > 0) {
       this.emit('subscribed', (session.sink as SessionOwner).client, subscription.filter, subscription.qos);
     }
@@ -165,6 +219,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   unsubscribe(session: Session, filter: string): boolean {
     const existed = this.router.remove(session, filter);
+    if (existed) this.durability?.unsubscribed(session, filter);
     if (existed && session.sink !== undefined && this.listenerCount('unsubscribed') > 0) {
       this.emit('unsubscribed', (session.sink as SessionOwner).client, filter);
     }

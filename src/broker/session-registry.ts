@@ -69,6 +69,15 @@ export class SessionRegistry {
     this.armExpiry(session);
   }
 
+  /** A session read back from the store: offline, due to end at `expiresAt` (from now when unknown). */
+  restore(session: Session, expiresAt: number | undefined): void {
+    this.sessions.set(session.clientId, session);
+    if (session.expiryInterval === NEVER) return;
+    // a session that was online when the broker stopped counts as disconnected now
+    session.expiresAt = expiresAt ?? Date.now() + session.expiryInterval * 1000;
+    this.armExpiry(session);
+  }
+
   private armExpiry(session: Session): void {
     const wait = (session.expiresAt as number) - Date.now();
     // setTimeout holds at most ~24.8 days; longer intervals are re-armed when that passes.

@@ -7,6 +7,12 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
 }
 
+/** Told of wills that wait, so that they can outlive a restart. */
+export interface WillObserver {
+  pending(client: ClientInfo, will: Will, fireAt: number): void;
+  done(clientId: string): void;
+}
+
 /**
  * Wills waiting out their Will Delay Interval (5.0). A will is published when its delay passes or
  * when its session ends, whichever is first, and never if the client reconnects in time
@@ -15,6 +21,7 @@ interface Pending {
 export class WillScheduler {
   private readonly pending = new Map<string, Pending>();
   private readonly publish: (client: ClientInfo, will: Will) => void;
+  observer: WillObserver | undefined;
 
   constructor(publish: (client: ClientInfo, will: Will) => void) {
     this.publish = publish;
@@ -31,9 +38,17 @@ export class WillScheduler {
       this.publish(client, will);
       return;
     }
-    const timer = setTimeout(() => this.fire(clientId), Math.min(delaySeconds * 1000, 2 ** 31 - 1));
+    this.scheduleAt(client, will, Date.now() + delaySeconds * 1000);
+  }
+
+  /** A will due at an absolute time (also one restored from the store). */
+  scheduleAt(client: ClientInfo, will: Will, fireAt: number): void {
+    const clientId = client.id;
+    this.cancel(clientId);
+    const timer = setTimeout(() => this.fire(clientId), Math.max(0, Math.min(fireAt - Date.now(), 2 ** 31 - 1)));
     timer.unref();
     this.pending.set(clientId, { client, will, timer });
+    this.observer?.pending(client, will, fireAt);
   }
 
   /** The client reconnected to its session in time: the will is not sent. */
@@ -42,6 +57,7 @@ export class WillScheduler {
     if (p === undefined) return;
     clearTimeout(p.timer);
     this.pending.delete(clientId);
+    this.observer?.done(clientId);
   }
 
   /** The delay passed or the session ended: publish now if still pending. */
@@ -50,6 +66,7 @@ export class WillScheduler {
     if (p === undefined) return;
     clearTimeout(p.timer);
     this.pending.delete(clientId);
+    this.observer?.done(clientId);
     this.publish(p.client, p.will);
   }
 

@@ -52,12 +52,12 @@ export class Outbound {
       const d = queue.peek() as Delivery;
       if (isExpired(d.message, now)) {
         // [MQTT-3.3.2-5] an expired message is not delivered
-        queue.shift();
+        session.dequeue();
         this.ch.broker.counters.dropped.expired++;
         continue;
       }
       if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
-      queue.shift();
+      session.dequeue();
       this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share, true);
     }
   }
@@ -89,8 +89,7 @@ export class Outbound {
     const entry = session.inflight.get(packetId);
     if (entry === undefined || entry.state !== expected) return false;
     if (expected === 'publish' && entry.delivery.qos !== 1) return false;
-    session.inflight.delete(packetId);
-    session.packetIds.release(packetId);
+    session.endInflight(packetId);
     this.pump();
     return true;
   }
@@ -107,12 +106,12 @@ export class Outbound {
     }
     if (reasonCode >= 0x80) {
       // [MQTT-4.3.3-4] a PUBREC error ends the flow; the id may be reused
-      session.inflight.delete(packetId);
-      session.packetIds.release(packetId);
+      session.endInflight(packetId);
       this.pump();
       return;
     }
     entry.state = 'pubrel';
+    session.setInflight(packetId, entry);
     this.ch.send({ type: 'pubrel', packetId });
   }
 
@@ -151,7 +150,7 @@ export class Outbound {
       return;
     }
     const packetId = session.packetIds.allocate();
-    session.inflight.set(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
+    session.setInflight(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
     this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
   }
 }

@@ -107,6 +107,8 @@ export interface BrokerPort {
   closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void;
   /** Routes a message (and stores it when retained). A promise means: acknowledge after it settles. */
   publish(message: Message): void | Promise<void>;
+  /** Resolves when every change so far is durable; undefined when nothing is kept on disk. */
+  committed(): Promise<void> | undefined;
   /** Adds or replaces a subscription; returns true when it replaced an existing one. */
   subscribe(session: Session, subscription: Subscription): boolean;
   /** Returns true when the subscription existed. */

@@ -32,6 +32,18 @@ export interface DeliverySink {
   disconnect(reasonCode: number): void;
 }
 
+/**
+ * Where a persistent session records its changes (the durable store); sessions that end with their
+ * connection have none. QoS 0 deliveries are never recorded: they are not kept across restarts.
+ */
+export interface SessionJournal {
+  queued(delivery: Delivery): void;
+  unqueued(delivery: Delivery): void;
+  inflight(packetId: number, entry: InflightEntry): void;
+  inflightDone(packetId: number): void;
+  incomingQos2(packetId: number, pending: boolean): void;
+}
+
 /** 'displaced': queued, but the oldest QoS 0 message was dropped to make room */
 export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
 
@@ -54,6 +66,8 @@ export class Session {
   dropped = 0;
   /** set while the session is offline and due to expire (absolute ms) */
   expiresAt: number | undefined;
+  /** set for persistent sessions when the broker has a durable store */
+  journal: SessionJournal | undefined;
 
   // Scratch fields used by the router to merge overlapping subscriptions of one publish
   // without allocating a map per message.
@@ -76,17 +90,47 @@ export class Session {
    * with no QoS 0 message to drop, the new message is dropped. Either way the drop is counted.
    */
   enqueue(delivery: Delivery, max: number): EnqueueResult {
-    if (this.queue.length < max) {
-      this.queue.push(delivery);
-      return 'queued';
-    }
-    if (max > 0 && this.queue.removeFirst(isQos0) !== undefined) {
+    let result: EnqueueResult = 'queued';
+    if (this.queue.length >= max) {
+      if (max === 0 || this.queue.removeFirst(isQos0) === undefined) {
+        this.dropped++;
+        return 'dropped';
+      }
       this.dropped++;
-      this.queue.push(delivery);
-      return 'displaced';
+      result = 'displaced';
     }
-    this.dropped++;
-    return 'dropped';
+    this.queue.push(delivery);
+    if (delivery.qos > 0) this.journal?.queued(delivery);
+    return result;
+  }
+
+  /** Takes the oldest queued delivery (to send it, or because it expired). */
+  dequeue(): Delivery | undefined {
+    const d = this.queue.shift();
+    if (d !== undefined && d.qos > 0) this.journal?.unqueued(d);
+    return d;
+  }
+
+  /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
+  setInflight(packetId: number, entry: InflightEntry): void {
+    this.inflight.set(packetId, entry);
+    this.journal?.inflight(packetId, entry);
+  }
+
+  /** The exchange for `packetId` is over: the id is free again. */
+  endInflight(packetId: number): void {
+    if (!this.inflight.delete(packetId)) return;
+    this.packetIds.release(packetId);
+    this.journal?.inflightDone(packetId);
+  }
+
+  /** An incoming QoS 2 packet id answered with PUBREC; false when PUBREL released it. */
+  markIncomingQos2(packetId: number, pending: boolean): boolean {
+    const changed = pending ? !this.incomingQos2.has(packetId) : this.incomingQos2.has(packetId);
+    if (pending) this.incomingQos2.add(packetId);
+    else this.incomingQos2.delete(packetId);
+    if (changed) this.journal?.incomingQos2(packetId, pending);
+    return changed;
   }
 }
 

@@ -88,17 +88,30 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   return verdict ? accept(ch, p, message) : refused(ch, p, RC.NotAuthorized);
 }
 
-function accept(ch: Channel, p: PublishPacket, message: Message): Promise<void> | undefined {
+function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
   ch.broker.messageReceived(message, ch.client);
+  // a QoS 2 id is recorded before the commit, so a resend before PUBREC is known as a duplicate
+  if (p.qos === 2) (ch.session as Session).markIncomingQos2(p.packetId as number, true);
   const stored = ch.broker.publish(message);
   if (stored === undefined) {
     acknowledge(ch, p, RC.Success);
     return undefined;
   }
-  // Acknowledge only once the broker has made the message safe.
-  return stored.then(() => {
-    if (ch.state === 'connected') acknowledge(ch, p, RC.Success);
-  });
+  // Acknowledge only once the message is on disk. The channel goes on reading meanwhile, so every
+  // publish of this turn shares one commit; acknowledgements leave in the order commits finish.
+  if (p.qos === 1) ch.pendingQos1++;
+  void stored.then(
+    () => {
+      if (p.qos === 1) ch.pendingQos1--;
+      if (ch.state === 'connected') acknowledge(ch, p, RC.Success);
+    },
+    (err: unknown) => {
+      if (p.qos === 1) ch.pendingQos1--;
+      // not on disk: no acknowledgement; the client resends after reconnecting
+      ch.closeWith(RC.UnspecifiedError, `store failed: ${(err as Error).message}`);
+    },
+  );
+  return undefined;
 }
 
 /**
@@ -120,15 +133,25 @@ function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?:
     return;
   }
   // [MQTT-4.3.3-8] a PUBREC with an error code ends the exchange, so the id is not kept
-  if (reasonCode < 0x80) (ch.session as Session).incomingQos2.add(packetId);
+  if (reasonCode < 0x80) (ch.session as Session).markIncomingQos2(packetId, true);
   ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
 }
 
 /** PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). */
 export function handlePubrel(ch: Channel, p: AckPacket): void {
-  const known = (ch.session as Session).incomingQos2.delete(p.packetId);
+  const known = (ch.session as Session).markIncomingQos2(p.packetId, false);
   const rc = known || ch.version !== 5 ? RC.Success : RC.PacketIdentifierNotFound;
-  ch.send(ackPacket('pubcomp', p.packetId, rc, known ? undefined : 'unknown packet identifier'));
+  const pubcomp = ackPacket('pubcomp', p.packetId, rc, known ? undefined : 'unknown packet identifier');
+  // PUBCOMP only once the released id is on disk: a restart must not take a new message for a resend
+  const committed = known ? ch.broker.committed() : undefined;
+  if (committed === undefined) {
+    ch.send(pubcomp);
+    return;
+  }
+  void committed.then(
+    () => ch.state === 'connected' && ch.send(pubcomp),
+    () => ch.closeWith(RC.UnspecifiedError, 'store failed'),
+  );
 }
 
 function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number, reason?: string): AckPacket {

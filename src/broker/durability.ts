@@ -1,0 +1,126 @@
+import type { Will } from '../codec/packets.js';
+import type { ClientInfo } from '../hooks/types.js';
+import type { Store, StoredState } from '../persistence/store.js';
+import type { Delivery, Message } from '../session/message.js';
+import type { InflightEntry, Session, SessionJournal, Subscription } from '../session/session.js';
+
+/** A persistent session's journal: its changes, as store events under its client id. */
+class StoreJournal implements SessionJournal {
+  constructor(
+    private readonly store: Store,
+    private readonly clientId: string,
+  ) {}
+
+  queued(delivery: Delivery): void {
+    this.store.messageQueued(this.clientId, delivery);
+  }
+
+  unqueued(delivery: Delivery): void {
+    this.store.messageUnqueued(this.clientId, delivery);
+  }
+
+  inflight(packetId: number, entry: InflightEntry): void {
+    this.store.inflightSet(this.clientId, { packetId, delivery: entry.delivery, state: entry.state });
+  }
+
+  inflightDone(packetId: number): void {
+    this.store.inflightRemoved(this.clientId, packetId);
+  }
+
+  incomingQos2(packetId: number, pending: boolean): void {
+    if (pending) this.store.incomingQos2Added(this.clientId, packetId);
+    else this.store.incomingQos2Removed(this.clientId, packetId);
+  }
+}
+
+/**
+ * What the broker keeps in its store, and when: persistent sessions (expiry > 0) with everything
+ * under them, retained messages (not the broker's own $SYS ones) and wills waiting out a delay.
+ */
+export class Durability {
+  constructor(readonly store: Store) {}
+
+  /** Acknowledgements wait for the disk only when there is one. */
+  get onDisk(): boolean {
+    return this.store.kind !== 'memory';
+  }
+
+  /** The session was opened or its expiry changed: start, keep or stop recording it. */
+  sessionOpened(session: Session): void {
+    if (session.expiryInterval === 0) {
+      if (session.journal !== undefined) this.sessionEnded(session);
+      return;
+    }
+    if (session.journal === undefined) {
+      session.journal = new StoreJournal(this.store, session.clientId);
+      this.snapshot(session);
+    } else {
+      this.saveRecord(session);
+    }
+  }
+
+  /** A session read back from the store: recorded from now on, nothing written again. */
+  adopt(session: Session): void {
+    session.journal = new StoreJournal(this.store, session.clientId);
+    this.saveRecord(session);
+  }
+
+  /** The connection is gone; the session waits for its client until `expiresAt`. */
+  sessionDetached(session: Session): void {
+    if (session.journal !== undefined) this.saveRecord(session);
+  }
+
+  sessionEnded(session: Session): void {
+    if (session.journal === undefined) return;
+    session.journal = undefined;
+    this.store.sessionRemoved(session.clientId);
+  }
+
+  subscribed(session: Session, subscription: Subscription): void {
+    if (session.journal !== undefined) this.store.subscriptionAdded(session.clientId, subscription);
+  }
+
+  unsubscribed(session: Session, filter: string): void {
+    if (session.journal !== undefined) this.store.subscriptionRemoved(session.clientId, filter);
+  }
+
+  retained(message: Message): void {
+    if (message.topic.startsWith('$SYS/')) return;
+    if (message.payload.length === 0) this.store.retainedCleared(message.topic);
+    else this.store.retainedSet(message);
+  }
+
+  retainedDeleted(topic: string): void {
+    this.store.retainedCleared(topic);
+  }
+
+  willPending(client: ClientInfo, will: Will, fireAt: number): void {
+    this.store.willSet({ clientId: client.id, username: client.username, will, fireAt });
+  }
+
+  willDone(clientId: string): void {
+    this.store.willCleared(clientId);
+  }
+
+  commit(): Promise<void> {
+    return this.store.commit();
+  }
+
+  load(): Promise<StoredState> {
+    return this.store.load();
+  }
+
+  /** Writes the whole session: it becomes persistent with state it already has. */
+  private snapshot(session: Session): void {
+    this.saveRecord(session);
+    const journal = session.journal as SessionJournal;
+    for (const sub of session.subscriptions.values()) this.store.subscriptionAdded(session.clientId, sub);
+    for (const d of session.queue) if (d.qos > 0) journal.queued(d);
+    for (const [packetId, entry] of session.inflight) journal.inflight(packetId, entry);
+    for (const packetId of session.incomingQos2) journal.incomingQos2(packetId, true);
+  }
+
+  private saveRecord(session: Session): void {
+    this.store.sessionSaved({ clientId: session.clientId, expiryInterval: session.expiryInterval, expiresAt: session.expiresAt });
+  }
+}
