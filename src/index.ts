@@ -11,3 +11,7 @@ export type { ScramCredentials, ScramOptions } from './auth/scram-sha-256.js';
 export type { TlsPaths } from './transport/tls-material.js';
 export type { StatsSnapshot } from './broker/stats.js';
 export { VERSION } from './version.js';
+export { MemoryStore } from './persistence/memory-store.js';
+export { LmdbStore } from './persistence/lmdb-store.js';
+export { StoreError } from './persistence/store.js';
+export type { Store, StoredState, SessionRecord, InflightRecord, WillRecord } from './persistence/store.js';

@@ -9,12 +9,13 @@ export interface ServeArgs {
   version: boolean;
 }
 
-export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [--data-dir DIR] [--log-level L]
+export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [--data-dir DIR] [--persistence lmdb|memory] [--log-level L]
 
   -c, --config FILE     YAML or JSON configuration (settings and limits)
   -h, --host H          address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
   -p, --port N          MQTT over TCP port (default 1883; 0 picks a free port)
       --data-dir DIR    directory of the on-disk store (default ./data)
+      --persistence P   lmdb (on disk, the default) or memory (nothing survives a restart)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
       --help            print this help`;
@@ -33,6 +34,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         port: { type: 'string', short: 'p' },
         'data-dir': { type: 'string' },
         'log-level': { type: 'string' },
+        persistence: { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
@@ -47,5 +49,6 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v.port !== undefined) overrides.port = v.port;
   if (v['data-dir'] !== undefined) overrides.dataDir = v['data-dir'];
   if (v['log-level'] !== undefined) overrides.logLevel = v['log-level'];
+  if (v.persistence !== undefined) overrides.persistence = v.persistence;
   return { config: v.config, overrides, help: v.help ?? false, version: v.version ?? false };
 }

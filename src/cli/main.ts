@@ -2,12 +2,15 @@
 import { createBroker, type Broker } from '../app.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
+import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
 import { parseServeArgs, SERVE_USAGE } from './args.js';
 
-/** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake. */
+/** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake, 3 unusable data dir. */
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
+/** the data dir cannot be used (corrupted, unreadable, newer format): never start with empty state */
+const EXIT_DATA = 3;
 
 async function serve(argv: string[]): Promise<void> {
   const args = parseServeArgs(argv);
@@ -22,9 +25,18 @@ async function serve(argv: string[]): Promise<void> {
   const fromFile = args.config === undefined ? {} : loadConfigFile(args.config);
   const flags = Object.keys(args.overrides).length > 0;
   const source = args.config === undefined ? 'command line' : flags ? `${args.config} with command-line flags` : args.config;
-  const config = resolveConfig(mergeConfig(fromFile, args.overrides), source);
+  // the command line keeps state on disk unless told otherwise; the library defaults to memory
+  const config = resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(fromFile, args.overrides)), source);
   const logger = createLogger(config.logLevel);
-  const broker = await createBroker({ ...config, logger });
+  let broker: Broker;
+  try {
+    broker = await createBroker({ ...config, logger });
+  } catch (err) {
+    if (!(err instanceof StoreError)) throw err;
+    console.error(`midge: ${err.message}`);
+    process.exitCode = EXIT_DATA;
+    return;
+  }
   let address;
   try {
     address = await broker.listen();

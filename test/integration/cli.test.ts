@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,8 +19,9 @@ interface Run {
 
 const children = new Set<ChildProcess>();
 
-function run(args: string[]): Run {
-  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs the command line in a fresh directory of its own, so its ./data is its own too. */
+function run(args: string[], cwd = mkdtempSync(join(tmpdir(), 'midge-cwd-'))): Run {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let out = '';
@@ -123,6 +124,47 @@ describe('command line', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  test('the default store is on disk: a persistent session and its queued message survive a restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-data-'));
+    const first = run(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
+    const port1 = await listeningPort(first);
+    const sub = await rawConnect(port1, 4, { clientId: 'durable', clean: false });
+    sub.raw.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'keep', qos: 1 }] }, 4);
+    await expectPacket(sub.raw, 'suback');
+    sub.raw.close();
+    const pub = await rawConnect(port1, 4, { clientId: 'pub' });
+    pub.raw.sendPacket({ cmd: 'publish', topic: 'keep', payload: Buffer.from('across restarts'), qos: 1, messageId: 1 }, 4);
+    await expectPacket(pub.raw, 'puback');
+    pub.raw.close();
+    first.child.kill('SIGTERM');
+    assert.equal(await first.exit, 0);
+    const second = run(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
+    const port2 = await listeningPort(second);
+    const back = await rawConnect(port2, 4, { clientId: 'durable', clean: false });
+    assert.equal(back.connack.sessionPresent, true);
+    assert.equal((await expectPacket(back.raw, 'publish')).payload?.toString(), 'across restarts');
+    back.raw.close();
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exit, 0);
+  });
+
+  test('a data dir that is not Midge data: one line and exit code 3, never an empty start', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-data-'));
+    writeFileSync(join(dataDir, 'data.mdb'), Buffer.alloc(8192, 0x5a));
+    const r = run(['--port', '0', '--data-dir', dataDir]);
+    assert.equal(await r.exit, 3);
+    assert.match(r.stderr().trim(), /^midge: .*corrupted or not a Midge data file$/);
+  });
+
+  test('--persistence memory keeps nothing on disk', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'midge-cwd-'));
+    const r = run(['--port', '0', '--persistence', 'memory', '--log-level', 'silent'], cwd);
+    await listeningPort(r);
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+    assert.equal(existsSync(join(cwd, 'data')), false);
   });
 
   test('check-config accepts a good file and refuses a bad one with exit code 2', async () => {
