@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { createBroker, LmdbStore, MemoryStore, type Broker, type Store } from '../../src/index.js';
+import { drainFor, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
+
+interface Kind {
+  name: string;
+  /** a store for a fresh state */
+  fresh(): () => Store;
+}
+
+const KINDS: Kind[] = [
+  { name: 'memory store', fresh: () => { const s = new MemoryStore(); return () => s; } },
+  { name: 'lmdb store', fresh: () => { const dir = mkdtempSync(join(tmpdir(), 'midge-persist-')); return () => LmdbStore.open(dir); } },
+];
+
+async function start(store: () => Store): Promise<{ broker: Broker; port: number }> {
+  const broker = await createBroker({ store: store(), sysInterval: 0 });
+  const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+  return { broker, port };
+}
+
+const publishes = async (raw: Awaited<ReturnType<typeof rawConnect>>['raw'], ms = 300): Promise<Loose[]> =>
+  (await drainFor(raw, ms)).filter((p) => p.cmd === 'publish');
+
+for (const kind of KINDS) {
+  describe(`persistent state across a broker restart: ${kind.name}`, () => {
+    test('persistent sessions keep subscriptions, options and queued QoS 1/2 messages; retained messages stay; clean sessions go', async () => {
+      const store = kind.fresh();
+      let b = await start(store);
+      const v5 = await rawConnect(b.port, 5, { clientId: 'p5', clean: false, properties: { sessionExpiryInterval: 3600 } });
+      v5.raw.sendPacket({ cmd: 'subscribe', messageId: 1, properties: { subscriptionIdentifier: 9 }, subscriptions: [{ topic: 'p/#', qos: 2, rap: true }] }, 5);
+      await expectPacket(v5.raw, 'suback');
+      v5.raw.close();
+      const v4 = await rawConnect(b.port, 4, { clientId: 'p4', clean: false });
+      await rawSubscribe(v4.raw, 4, 1, [{ topic: 'p/+', qos: 1 }]);
+      v4.raw.close();
+      const gone = await rawConnect(b.port, 4, { clientId: 'clean', clean: true });
+      await rawSubscribe(gone.raw, 4, 1, [{ topic: 'p/#', qos: 1 }]);
+      gone.raw.close();
+      await new Promise((r) => setTimeout(r, 50));
+      await b.broker.publish({ topic: 'p/1', payload: 'one', qos: 1, retain: true });
+      await b.broker.publish({ topic: 'p/2', payload: 'two', qos: 2 });
+      await b.broker.publish({ topic: 'p/3', payload: 'zero', qos: 0 });
+      await b.broker.close();
+
+      b = await start(store);
+      const back5 = await rawConnect(b.port, 5, { clientId: 'p5', clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(back5.connack.sessionPresent, true);
+      const got5 = await publishes(back5.raw);
+      assert.deepEqual(got5.map((p) => [p.topic, p.payload?.toString(), p.qos]), [['p/1', 'one', 1], ['p/2', 'two', 2]]);
+      assert.equal(got5[0]?.retain, true, 'Retain As Published survived');
+      assert.deepEqual([(got5[0]?.properties as { subscriptionIdentifier?: number }).subscriptionIdentifier].flat(), [9]);
+      const back4 = await rawConnect(b.port, 4, { clientId: 'p4', clean: false });
+      assert.equal(back4.connack.sessionPresent, true);
+      assert.deepEqual((await publishes(back4.raw)).map((p) => p.topic), ['p/1', 'p/2']);
+      const clean = await rawConnect(b.port, 4, { clientId: 'clean', clean: false });
+      assert.equal(clean.connack.sessionPresent, false);
+      const late = await rawConnect(b.port, 4, { clientId: 'late' });
+      await rawSubscribe(late.raw, 4, 1, [{ topic: 'p/#', qos: 0 }]);
+      assert.deepEqual((await publishes(late.raw)).map((p) => [p.topic, p.payload?.toString()]), [['p/1', 'one']]);
+      for (const c of [back5, back4, clean, late]) c.raw.close();
+      await b.broker.close();
+    });
+
+    test('unacknowledged deliveries are resent with DUP and their packet ids; a PUBREL state is resumed', async () => {
+      const store = kind.fresh();
+      let b = await start(store);
+      const first = await rawConnect(b.port, 4, { clientId: 'inflight', clean: false });
+      await rawSubscribe(first.raw, 4, 1, [{ topic: 'i/#', qos: 2 }]);
+      await b.broker.publish({ topic: 'i/1', payload: 'unacked', qos: 1 });
+      await b.broker.publish({ topic: 'i/2', payload: 'released', qos: 2 });
+      const [q1, q2] = await publishes(first.raw);
+      first.raw.sendPacket({ cmd: 'pubrec', messageId: q2?.messageId }, 4);
+      await expectPacket(first.raw, 'pubrel');
+      first.raw.close();
+      await new Promise((r) => setTimeout(r, 50));
+      await b.broker.close();
+
+      b = await start(store);
+      const back = await rawConnect(b.port, 4, { clientId: 'inflight', clean: false });
+      const got = await drainFor(back.raw, 300);
+      assert.deepEqual(got.map((p) => [p.cmd, p.messageId, p.cmd === 'publish' ? p.dup : undefined]), [
+        ['publish', q1?.messageId, true],
+        ['pubrel', q2?.messageId, undefined],
+      ]);
+      back.raw.sendPacket({ cmd: 'puback', messageId: q1?.messageId }, 4);
+      back.raw.sendPacket({ cmd: 'pubcomp', messageId: q2?.messageId }, 4);
+      await b.broker.publish({ topic: 'i/3', payload: 'new', qos: 1 });
+      assert.equal((await expectPacket(back.raw, 'publish')).payload?.toString(), 'new');
+      back.raw.close();
+      await b.broker.close();
+    });
+
+    test('exactly once across a restart: an incoming QoS 2 id waiting for PUBREL is remembered', async () => {
+      const store = kind.fresh();
+      let b = await start(store);
+      const pub = await rawConnect(b.port, 4, { clientId: 'q2pub', clean: false });
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'once', payload: Buffer.from('1'), qos: 2, messageId: 77 }, 4);
+      await expectPacket(pub.raw, 'pubrec');
+      pub.raw.close();
+      await b.broker.close();
+
+      b = await start(store);
+      const sub = await rawConnect(b.port, 4, { clientId: 'q2sub' });
+      await rawSubscribe(sub.raw, 4, 1, [{ topic: 'once', qos: 2 }]);
+      const again = await rawConnect(b.port, 4, { clientId: 'q2pub', clean: false });
+      again.raw.sendPacket({ cmd: 'publish', topic: 'once', payload: Buffer.from('1'), qos: 2, messageId: 77, dup: true }, 4);
+      await expectPacket(again.raw, 'pubrec');
+      again.raw.sendPacket({ cmd: 'pubrel', messageId: 77 }, 4);
+      await expectPacket(again.raw, 'pubcomp');
+      assert.equal((await publishes(sub.raw)).length, 0, 'the resend is recognised as a duplicate');
+      sub.raw.close();
+      again.raw.close();
+      await b.broker.close();
+    });
+
+    test('session expiry keeps counting across a restart', async () => {
+      const store = kind.fresh();
+      let b = await start(store);
+      const first = await rawConnect(b.port, 5, { clientId: 'short', clean: false, properties: { sessionExpiryInterval: 1 } });
+      first.raw.close();
+      await new Promise((r) => setTimeout(r, 50));
+      await b.broker.close();
+      await new Promise((r) => setTimeout(r, 1200));
+      b = await start(store);
+      const back = await rawConnect(b.port, 5, { clientId: 'short', clean: false, properties: { sessionExpiryInterval: 1 } });
+      assert.equal(back.connack.sessionPresent, false);
+      back.raw.close();
+      await b.broker.close();
+    });
+
+    test('a will waiting out its delay is published after a restart, when the delay ends', async () => {
+      const store = kind.fresh();
+      let b = await start(store);
+      const dying = await rawConnect(b.port, 5, {
+        clientId: 'delayed', clean: false, properties: { sessionExpiryInterval: 60 },
+        will: { topic: 'will/after', payload: Buffer.from('late will'), qos: 1, retain: true, properties: { willDelayInterval: 1 } },
+      });
+      dying.raw.close();
+      await new Promise((r) => setTimeout(r, 100));
+      await b.broker.close();
+      b = await start(store);
+      await new Promise((r) => setTimeout(r, 1300));
+      const watcher = await rawConnect(b.port, 5, { clientId: 'watcher' });
+      await rawSubscribe(watcher.raw, 5, 1, [{ topic: 'will/after', qos: 1 }]);
+      assert.equal((await expectPacket(watcher.raw, 'publish')).payload?.toString(), 'late will');
+      watcher.raw.close();
+      await b.broker.close();
+    });
+  });
+}
