@@ -64,7 +64,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   /** Rebuilds sessions, retained messages and pending wills from the store, before any listener opens. */
   restore(state: StoredState): void {
     const now = this.now();
-    for (const m of state.retained) if (!isExpired(m, now)) this.retained.apply(m);
+    for (const m of state.retained) {
+      if (!isExpired(m, now)) this.retained.apply(m);
+      else this.durability?.retainedDeleted(m.topic);
+    }
     for (const stored of state.sessions) {
       const session = new Session(stored.record.clientId, stored.record.expiryInterval);
       for (const sub of stored.subscriptions) this.router.add(session, sub);
