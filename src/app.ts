@@ -11,6 +11,9 @@ import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
 import { Durability } from './broker/durability.js';
+import { Authentication } from './auth/authentication.js';
+import { LoginThrottle } from './auth/login-throttle.js';
+import { PasswordFile } from './auth/password-file.js';
 import { LmdbStore } from './persistence/lmdb-store.js';
 import type { Store, StoredState } from './persistence/store.js';
 import type { Limits, MidgeConfig } from './config/schema.js';
@@ -114,6 +117,7 @@ export class Broker {
   private metricsRegistry: BrokerMetrics | undefined;
   private readonly admission: Admission;
   private readonly store: Store | undefined;
+  private readonly passwords: PasswordFile | undefined;
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10, store?: Store) {
     this.config = config;
@@ -122,6 +126,11 @@ export class Broker {
     this.store = store;
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
+    this.passwords = config.passwordFile === '' ? undefined : new PasswordFile(config.passwordFile);
+    const allowAnonymous = config.allowAnonymous === '' ? this.passwords === undefined : config.allowAnonymous === 'true';
+    if (this.passwords !== undefined || !allowAnonymous) {
+      this.core.authentication = new Authentication(this.passwords, allowAnonymous, new LoginThrottle());
+    }
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
     );
@@ -193,6 +202,15 @@ export class Broker {
     this.http.push(endpoint);
     this.logger.info({ host: address.address, port: address.port }, 'http endpoint listening');
     return { host: address.address, port: address.port };
+  }
+
+  /**
+   * Reads the password file and the TLS certificates again (SIGHUP). A file with a mistake is
+   * refused and the previous version stays in force; the error says why.
+   */
+  reload(): void {
+    this.passwords?.reload();
+    this.reloadTls();
   }
 
   /** Reads TLS certificates and keys again; new handshakes use them, live connections go on. */

@@ -9,6 +9,7 @@ import { createMessage, isExpired, type Delivery, type Message, type ShareRef } 
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
+import type { Authentication } from '../auth/authentication.js';
 import { RetainedStore } from './retained-store.js';
 import { Router } from './router.js';
 import { SessionRegistry } from './session-registry.js';
@@ -103,9 +104,16 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.authenticators.get(method);
   }
 
-  authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket): MaybePromise<boolean> {
+  /** the password file and anonymous policy, checked before the authenticate hook */
+  authentication: Authentication | undefined;
+
+  authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket, certified = false): MaybePromise<boolean> {
     const hook = this.hooks.authenticate;
-    return hook === undefined ? true : guard(() => hook(client, credentials));
+    const runHook = (): MaybePromise<boolean> => (hook === undefined ? true : guard(() => hook(client, credentials)));
+    const builtIn = this.authentication?.check(client, credentials, certified) ?? true;
+    if (builtIn === true) return runHook();
+    if (builtIn === false) return false;
+    return builtIn.then((ok) => (ok ? runHook() : false));
   }
 
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean> {

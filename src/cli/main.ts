@@ -5,6 +5,8 @@ import { createLogger } from '../log.js';
 import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
 import { parseServeArgs, SERVE_USAGE } from './args.js';
+import { passwd } from './passwd.js';
+import { PasswordFileError } from '../auth/password-file.js';
 
 /** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake, 3 unusable data dir. */
 const EXIT_RUNTIME = 1;
@@ -32,6 +34,7 @@ async function serve(argv: string[]): Promise<void> {
   try {
     broker = await createBroker({ ...config, logger });
   } catch (err) {
+    if (err instanceof PasswordFileError) throw new ConfigError(err.message);
     if (!(err instanceof StoreError)) throw err;
     console.error(`midge: ${err.message}`);
     process.exitCode = EXIT_DATA;
@@ -74,6 +77,15 @@ function stopOnSignals(broker: Broker): void {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  // SIGHUP reads the password file and certificates again; a broken file leaves the old one in force
+  process.on('SIGHUP', () => {
+    try {
+      broker.reload();
+      broker.logger.info('reloaded');
+    } catch (err) {
+      broker.logger.error({ err: (err as Error).message }, 'reload failed; the previous files stay in force');
+    }
+  });
 }
 
 function isLoopback(host: string): boolean {
@@ -86,6 +98,10 @@ function hostForUrl(host: string): string {
 
 async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
+  if (first === 'passwd') {
+    await passwd(rest);
+    return;
+  }
   if (first === 'check-config') {
     const path = rest[0];
     if (path === undefined) throw new ConfigError('usage: midge check-config FILE');

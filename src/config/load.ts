@@ -82,6 +82,13 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
     case 'string':
       if (typeof value !== 'string' || value.length === 0) throw new ConfigError(`${source}: ${name} must be a non-empty string (got ${shown})`);
       return value;
+    case 'path':
+      if (typeof value !== 'string') throw new ConfigError(`${source}: ${name} must be a file path (got ${shown})`);
+      return value;
+    case 'boolean':
+      if (value === true || value === 'true') return 'true';
+      if (value === false || value === 'false') return 'false';
+      throw new ConfigError(`${source}: ${name} must be true or false (got ${shown})`);
     case 'enum':
       if (typeof value !== 'string' || !spec.values?.includes(value)) {
         throw new ConfigError(`${source}: ${name} must be one of ${spec.values?.join(', ')} (got ${shown})`);

@@ -28,13 +28,19 @@ export interface MidgeConfig {
   dataDir: string;
   logLevel: LogLevel;
   persistence: PersistenceKind;
+  /** Mosquitto-format password file ('' = none) */
+  passwordFile: string;
+  /** Mosquitto-format ACL file ('' = none) */
+  aclFile: string;
+  /** 'true' / 'false'; '' = allowed exactly when there is no password file */
+  allowAnonymous: '' | 'true' | 'false';
   limits: Limits;
 }
 
 /** One setting: its type, default, bounds and what it is for (drives validation, help and docs). */
 export interface SettingSpec {
   key: string;
-  type: 'integer' | 'string' | 'enum';
+  type: 'integer' | 'string' | 'enum' | 'path' | 'boolean';
   default: number | string;
   min?: number;
   max?: number;
@@ -70,6 +76,9 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'dataDir', type: 'string', default: './data', description: 'directory of the on-disk store' },
   { key: 'logLevel', type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'log level' },
   { key: 'persistence', type: 'enum', default: 'memory', values: ['memory', 'lmdb'], description: 'where sessions and messages are kept' },
+  { key: 'passwordFile', type: 'path', default: '', description: 'Mosquitto-format password file (users with $7$ or $6$ hashes)' },
+  { key: 'aclFile', type: 'path', default: '', description: 'Mosquitto-format ACL file (topic/pattern read|write|readwrite|deny rules)' },
+  { key: 'allowAnonymous', type: 'boolean', default: '', description: 'clients without a user name may connect (default: only when there is no password file)' },
 ];
 
 function defaultsOf(specs: readonly SettingSpec[]): Record<string, number | string> {

@@ -95,7 +95,8 @@ export interface BrokerPort {
   assignClientId(): string;
   /** the enhanced-authentication method of that name (5.0 CONNECT Authentication Method), if offered */
   authenticator(method: string): EnhancedAuthenticator | undefined;
-  authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket): MaybePromise<boolean>;
+  /** `certified`: the user name comes from a verified client certificate */
+  authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket, certified?: boolean): MaybePromise<boolean>;
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean>;
   authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean>;
   /** Takes over any live connection of the client id, then resumes or creates its session. */

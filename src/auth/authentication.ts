@@ -1,0 +1,33 @@
+import type { ClientInfo, Credentials, MaybePromise } from '../hooks/types.js';
+import type { LoginThrottle } from './login-throttle.js';
+import type { PasswordFile } from './password-file.js';
+
+/**
+ * The built-in login check, before any `authenticate` hook: the password file (when configured)
+ * and whether anonymous clients are let in. A refusal is answered late when the address keeps
+ * failing, which makes guessing slow without holding anything per attempt but a timer.
+ */
+export class Authentication {
+  constructor(
+    private readonly passwords: PasswordFile | undefined,
+    private readonly allowAnonymous: boolean,
+    private readonly throttle: LoginThrottle,
+  ) {}
+
+  check(client: ClientInfo, credentials: Credentials, certified: boolean): MaybePromise<boolean> {
+    if (this.accepts(client, credentials, certified)) {
+      this.throttle.succeeded(client.remoteAddress);
+      return true;
+    }
+    const wait = this.throttle.failed(client.remoteAddress);
+    return new Promise((resolve) => setTimeout(() => resolve(false), wait).unref());
+  }
+
+  private accepts(client: ClientInfo, credentials: Credentials, certified: boolean): boolean {
+    // a verified client certificate is the identity (its CN is the user name)
+    if (certified) return true;
+    if (credentials.username === undefined) return this.allowAnonymous;
+    if (this.passwords === undefined) return true;
+    return this.passwords.verify(credentials.username, credentials.password);
+  }
+}

@@ -1,0 +1,47 @@
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config/load.js';
+import { formatPasswordFile, hashPassword, parsePasswordFile } from '../auth/password-file.js';
+
+export const PASSWD_USAGE = `usage: midge passwd FILE USER [PASSWORD]     add USER or change its password (read from stdin when not given)
+       midge passwd --delete FILE USER        remove USER`;
+
+/** `midge passwd`: edits a Mosquitto-format password file, writing $7$ (PBKDF2-SHA512) hashes. */
+export async function passwd(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { delete: { type: 'boolean', short: 'D' }, help: { type: 'boolean' } } });
+  } catch (err) {
+    throw new ConfigError(`passwd: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (parsed.values.help) {
+    console.log(PASSWD_USAGE);
+    return;
+  }
+  const [file, user, given] = parsed.positionals;
+  if (file === undefined || user === undefined || parsed.positionals.length > 3) throw new ConfigError(PASSWD_USAGE.split('\n')[0] as string);
+  if (user.includes(':') || user.length === 0) throw new ConfigError(`passwd: a user name may not be empty or contain ":"`);
+  const users = existsSync(file) ? parsePasswordFile(readFileSync(file, 'utf8'), file) : new Map<string, string>();
+  if (parsed.values.delete) {
+    if (!users.delete(user)) throw new ConfigError(`passwd: no user "${user}" in ${file}`);
+  } else {
+    const password = given ?? (await readPassword());
+    if (password.length === 0) throw new ConfigError('passwd: the password is empty');
+    users.set(user, hashPassword(password));
+  }
+  // written whole to a temporary file, then renamed: a crash never leaves half a file
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, formatPasswordFile(users), { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/** The first line of stdin (a pipe, or typed at a prompt). */
+async function readPassword(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write('Password: ');
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += (chunk as Buffer).toString('utf8');
+    if (text.includes('\n')) break;
+  }
+  return text.split(/\r?\n/)[0] ?? '';
+}
