@@ -43,6 +43,10 @@ export interface BrokerOptions {
   logger?: Logger;
   /** a store of your own for persistent state (overrides `persistence`) */
   store?: Store;
+  /** Mosquitto-format password file */
+  passwordFile?: string;
+  /** clients without a user name may connect (default: only when there is no password file) */
+  allowAnonymous?: boolean | '' | 'true' | 'false';
 }
 
 export interface Mqtt5Options {

@@ -86,6 +86,7 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
       if (typeof value !== 'string') throw new ConfigError(`${source}: ${name} must be a file path (got ${shown})`);
       return value;
     case 'boolean':
+      if (value === '') return '';
       if (value === true || value === 'true') return 'true';
       if (value === false || value === 'false') return 'false';
       throw new ConfigError(`${source}: ${name} must be true or false (got ${shown})`);

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createBroker } from '../../src/index.js';
+import { rawConnect } from '../helpers/raw-session.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const children = new Set<ChildProcess>();
+
+function midgePasswd(...args: string[]): { status: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, 'passwd', ...args], { encoding: 'utf8' });
+  return { status: r.status, stderr: r.stderr };
+}
+
+async function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--log-level', 'silent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
+    if (m) return { child, port: Number(m[1]) };
+    if (Date.now() > deadline) throw new Error('broker did not start');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('password files and anonymous access', () => {
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+
+  test('midge passwd writes $7$ entries, updates and deletes users; the broker checks them', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    assert.equal(midgePasswd(file, 'alice', 'wonderland').status, 0);
+    assert.equal(midgePasswd(file, 'bob', 'first').status, 0);
+    assert.equal(midgePasswd(file, 'bob', 'second').status, 0);
+    assert.equal(midgePasswd(file, 'carol', 'c').status, 0);
+    assert.equal(midgePasswd('--delete', file, 'carol').status, 0);
+    const text = readFileSync(file, 'utf8');
+    assert.match(text, /^alice:\$7\$101\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+\nbob:\$7\$/);
+    assert.doesNotMatch(text, /carol/);
+    const missing = midgePasswd('--delete', file, 'nobody');
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /no user "nobody"/);
+
+    const { child, port } = await serve(['--password-file', file]);
+    const ok = await rawConnect(port, 4, { clientId: 'a', username: 'alice', password: 'wonderland' });
+    assert.equal(ok.connack.returnCode, 0);
+    const bob = await rawConnect(port, 5, { clientId: 'b', username: 'bob', password: 'second' });
+    assert.equal(bob.connack.reasonCode, 0);
+    const old = await rawConnect(port, 5, { clientId: 'b2', username: 'bob', password: 'first' });
+    assert.equal(old.connack.reasonCode, 0x86);
+    const deleted = await rawConnect(port, 4, { clientId: 'c', username: 'carol', password: 'c' });
+    assert.equal(deleted.connack.returnCode, 4);
+    const anonymous = await rawConnect(port, 4, { clientId: 'anon' });
+    assert.notEqual(anonymous.connack.returnCode, 0, 'with a password file, anonymous access is off');
+    for (const c of [ok, bob]) c.raw.close();
+    child.kill('SIGTERM');
+  });
+
+  test('--allow-anonymous true lets clients without a user name in, alongside the password file', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    midgePasswd(file, 'u', 'p');
+    const { child, port } = await serve(['--password-file', file, '--allow-anonymous', 'true']);
+    const anonymous = await rawConnect(port, 4, { clientId: 'anon' });
+    assert.equal(anonymous.connack.returnCode, 0);
+    const wrong = await rawConnect(port, 4, { clientId: 'w', username: 'u', password: 'x' });
+    assert.equal(wrong.connack.returnCode, 4, 'a user name given must still match');
+    anonymous.raw.close();
+    child.kill('SIGTERM');
+  });
+
+  test('SIGHUP reloads the password file: a user added while running can connect', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    midgePasswd(file, 'first', 'one');
+    const { child, port } = await serve(['--password-file', file]);
+    midgePasswd(file, 'later', 'two');
+    const before = await rawConnect(port, 4, { clientId: 'l1', username: 'later', password: 'two' });
+    assert.equal(before.connack.returnCode, 4);
+    child.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    const afterReload = await rawConnect(port, 4, { clientId: 'l2', username: 'later', password: 'two' });
+    assert.equal(afterReload.connack.returnCode, 0);
+    afterReload.raw.close();
+    child.kill('SIGTERM');
+  });
+
+  test('a password file with a mistake stops the start: one line naming it, exit code 2', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    const r = spawnSync(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--password-file', file], { encoding: 'utf8' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr.trim(), /^midge: cannot read the password file .*passwd: ENOENT$/);
+  });
+
+  test('wrong passwords in a loop are answered more and more slowly, and other clients are served meanwhile', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    midgePasswd(file, 'u', 'right');
+    const broker = await createBroker({ passwordFile: file });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const times: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const t0 = Date.now();
+      const bad = await rawConnect(port, 4, { clientId: `g${i}`, username: 'u', password: 'guess' });
+      times.push(Date.now() - t0);
+      assert.equal(bad.connack.returnCode, 4);
+      bad.raw.close();
+    }
+    assert.ok(times[3] as number >= 1400 && (times[3] as number) > (times[0] as number), `refusal times ${times.join(', ')} ms`);
+    const t0 = Date.now();
+    const good = await rawConnect(port, 4, { clientId: 'good', username: 'u', password: 'right' });
+    assert.equal(good.connack.returnCode, 0);
+    assert.ok(Date.now() - t0 < 1000, 'a right password is not slowed down');
+    good.raw.close();
+    await broker.close();
+  });
+
+  const mosquittoPasswd = spawnSync('mosquitto_passwd', ['-h']).error === undefined;
+  test('a password file written by mosquitto_passwd is read', { skip: mosquittoPasswd ? false : 'mosquitto_passwd is not installed' }, async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    const r = spawnSync('mosquitto_passwd', ['-c', '-b', file, 'mosq', 'uitto']);
+    assert.equal(r.status, 0, String(r.stderr));
+    const broker = await createBroker({ passwordFile: file });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const c = await rawConnect(port, 4, { clientId: 'm', username: 'mosq', password: 'uitto' });
+    assert.equal(c.connack.returnCode, 0);
+    c.raw.close();
+    await broker.close();
+  });
+});
