@@ -14,6 +14,7 @@ import { Durability } from './broker/durability.js';
 import { Authentication } from './auth/authentication.js';
 import { LoginThrottle } from './auth/login-throttle.js';
 import { PasswordFile } from './auth/password-file.js';
+import { AclFile } from './auth/acl-file.js';
 import { LmdbStore } from './persistence/lmdb-store.js';
 import type { Store, StoredState } from './persistence/store.js';
 import type { Limits, MidgeConfig } from './config/schema.js';
@@ -45,6 +46,8 @@ export interface BrokerOptions {
   store?: Store;
   /** Mosquitto-format password file */
   passwordFile?: string;
+  /** Mosquitto-format ACL file */
+  aclFile?: string;
   /** clients without a user name may connect (default: only when there is no password file) */
   allowAnonymous?: boolean | '' | 'true' | 'false';
 }
@@ -131,6 +134,7 @@ export class Broker {
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.passwords = config.passwordFile === '' ? undefined : new PasswordFile(config.passwordFile);
+    if (config.aclFile !== '') this.core.acl = new AclFile(config.aclFile);
     const allowAnonymous = config.allowAnonymous === '' ? this.passwords === undefined : config.allowAnonymous === 'true';
     if (this.passwords !== undefined || !allowAnonymous) {
       this.core.authentication = new Authentication(this.passwords, allowAnonymous, new LoginThrottle());
@@ -209,11 +213,12 @@ export class Broker {
   }
 
   /**
-   * Reads the password file and the TLS certificates again (SIGHUP). A file with a mistake is
+   * Reads the password file, the ACL file and the TLS certificates again (SIGHUP). A file with a mistake is
    * refused and the previous version stays in force; the error says why.
    */
   reload(): void {
     this.passwords?.reload();
+    this.core.acl?.reload();
     this.reloadTls();
   }
 

@@ -10,6 +10,8 @@ import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
 import type { Authentication } from '../auth/authentication.js';
+import type { AclFile } from '../auth/acl-file.js';
+import { parseSharedFilter } from '../topic/shared.js';
 import { RetainedStore } from './retained-store.js';
 import { Router } from './router.js';
 import { SessionRegistry } from './session-registry.js';
@@ -71,6 +73,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     for (const stored of state.sessions) {
       const session = new Session(stored.record.clientId, stored.record.expiryInterval);
+      session.username = stored.record.username;
       for (const sub of stored.subscriptions) this.router.add(session, sub);
       for (const d of stored.queue) session.queue.push(d);
       for (const e of stored.inflight) {
@@ -116,12 +119,21 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return builtIn.then((ok) => (ok ? runHook() : false));
   }
 
+  /** the ACL file, checked before the authorize hooks and at every delivery */
+  acl: AclFile | undefined;
+
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean> {
+    if (this.acl !== undefined && !this.acl.canWrite({ username: client.username, clientId: client.id }, message.topic)) return false;
     const hook = this.hooks.authorizePublish;
     return hook === undefined ? true : guard(() => hook(client, message));
   }
 
   authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean> {
+    if (this.acl !== undefined) {
+      const shared = parseSharedFilter(subscription.topicFilter);
+      const filter = shared !== null && typeof shared === 'object' ? shared.filter : subscription.topicFilter;
+      if (!this.acl.canSubscribe({ username: client.username, clientId: client.id }, filter)) return false;
+    }
     const hook = this.hooks.authorizeSubscribe;
     return hook === undefined ? true : guard(() => hook(client, subscription));
   }
@@ -130,6 +142,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession {
     const opened = this.sessions.open(owner, cleanStart, expiryInterval);
+    opened.session.username = owner.client.username;
     this.durability?.sessionOpened(opened.session);
     // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will
     if (opened.present) this.wills.cancel(owner.client.id);
@@ -242,6 +255,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   }
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
+    // read access is checked per delivery, so that a reloaded ACL applies to existing subscriptions
+    if (this.acl !== undefined && !this.acl.canRead({ username: session.username, clientId: session.clientId }, message.topic)) return;
     const sink = session.sink;
     if (sink !== undefined) {
       sink.deliver(message, qos, retain, ids, share);

@@ -1,6 +1,6 @@
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
-import type { Store, StoredState } from '../persistence/store.js';
+import type { SessionRecord, Store, StoredState } from '../persistence/store.js';
 import type { Delivery, Message } from '../session/message.js';
 import type { InflightEntry, Session, SessionJournal, Subscription } from '../session/session.js';
 
@@ -121,6 +121,8 @@ export class Durability {
   }
 
   private saveRecord(session: Session): void {
-    this.store.sessionSaved({ clientId: session.clientId, expiryInterval: session.expiryInterval, expiresAt: session.expiresAt });
+    const record: SessionRecord = { clientId: session.clientId, expiryInterval: session.expiryInterval, expiresAt: session.expiresAt };
+    if (session.username !== undefined) record.username = session.username;
+    this.store.sessionSaved(record);
   }
 }

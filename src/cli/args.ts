@@ -10,7 +10,7 @@ export interface ServeArgs {
 }
 
 export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [--data-dir DIR] [--persistence lmdb|memory]
-             [--password-file F] [--allow-anonymous true|false] [--log-level L]
+             [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -20,6 +20,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --data-dir DIR    directory of the on-disk store (default ./data)
       --persistence P   lmdb (on disk, the default) or memory (nothing survives a restart)
       --password-file F Mosquitto-format password file ($7$/$6$ hashes; see midge passwd)
+      --acl-file F      Mosquitto-format ACL file (user/topic/pattern rules)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -41,6 +42,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'log-level': { type: 'string' },
         persistence: { type: 'string' },
         'password-file': { type: 'string' },
+        'acl-file': { type: 'string' },
         'allow-anonymous': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -58,6 +60,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v['log-level'] !== undefined) overrides.logLevel = v['log-level'];
   if (v.persistence !== undefined) overrides.persistence = v.persistence;
   if (v['password-file'] !== undefined) overrides.passwordFile = v['password-file'];
+  if (v['acl-file'] !== undefined) overrides.aclFile = v['acl-file'];
   if (v['allow-anonymous'] !== undefined) overrides.allowAnonymous = v['allow-anonymous'];
   return { config: v.config, overrides, help: v.help ?? false, version: v.version ?? false };
 }

@@ -7,6 +7,7 @@ import { VERSION } from '../version.js';
 import { parseServeArgs, SERVE_USAGE } from './args.js';
 import { passwd } from './passwd.js';
 import { PasswordFileError } from '../auth/password-file.js';
+import { AclFileError } from '../auth/acl-file.js';
 
 /** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake, 3 unusable data dir. */
 const EXIT_RUNTIME = 1;
@@ -34,7 +35,7 @@ async function serve(argv: string[]): Promise<void> {
   try {
     broker = await createBroker({ ...config, logger });
   } catch (err) {
-    if (err instanceof PasswordFileError) throw new ConfigError(err.message);
+    if (err instanceof PasswordFileError || err instanceof AclFileError) throw new ConfigError(err.message);
     if (!(err instanceof StoreError)) throw err;
     console.error(`midge: ${err.message}`);
     process.exitCode = EXIT_DATA;

@@ -45,6 +45,8 @@ export interface SessionRecord {
   expiryInterval: number;
   /** absolute ms at which an offline session ends; undefined while online or never */
   expiresAt: number | undefined;
+  /** the user name the session was opened with (access checks while offline) */
+  username?: string | undefined;
 }
 
 export interface InflightRecord {

@@ -68,6 +68,8 @@ export class Session {
   expiresAt: number | undefined;
   /** set for persistent sessions when the broker has a durable store */
   journal: SessionJournal | undefined;
+  /** the user name of the client that last opened the session (for access checks while offline) */
+  username: string | undefined;
 
   // Scratch fields used by the router to merge overlapping subscriptions of one publish
   // without allocating a map per message.
