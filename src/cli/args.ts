@@ -5,6 +5,8 @@ export interface ServeArgs {
   config?: string;
   /** settings given as flags; they override the config file */
   overrides: Record<string, unknown>;
+  /** listeners asked for with --tls-port, --ws-port and --wss-port, in config-file form */
+  extraListeners: Array<Record<string, unknown>>;
   help: boolean;
   version: boolean;
 }
@@ -21,6 +23,9 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --persistence P   lmdb (on disk, the default) or memory (nothing survives a restart)
       --password-file F Mosquitto-format password file ($7$/$6$ hashes; see midge passwd)
       --acl-file F      Mosquitto-format ACL file (user/topic/pattern rules)
+      --tls-port N      also MQTT over TLS on port N (with --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert])
+      --ws-port N       also MQTT over WebSocket on port N (path /mqtt)
+      --wss-port N      also MQTT over secure WebSocket on port N (with --tls-cert and --tls-key)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -43,6 +48,13 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         persistence: { type: 'string' },
         'password-file': { type: 'string' },
         'acl-file': { type: 'string' },
+        'tls-port': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'tls-require-client-cert': { type: 'boolean' },
+        'ws-port': { type: 'string' },
+        'wss-port': { type: 'string' },
         'allow-anonymous': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -62,5 +74,31 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v['password-file'] !== undefined) overrides.passwordFile = v['password-file'];
   if (v['acl-file'] !== undefined) overrides.aclFile = v['acl-file'];
   if (v['allow-anonymous'] !== undefined) overrides.allowAnonymous = v['allow-anonymous'];
-  return { config: v.config, overrides, help: v.help ?? false, version: v.version ?? false };
+  const extra = extraListeners(v);
+  return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };
+}
+
+function portOf(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) throw new ConfigError(`command line: --${flag} must be a port between 0 and 65535 (got "${value}")`);
+  return n;
+}
+
+function extraListeners(v: Record<string, string | boolean | undefined>): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  const cert = v['tls-cert'] as string | undefined;
+  const key = v['tls-key'] as string | undefined;
+  const tls = (): Record<string, unknown> => {
+    if (cert === undefined || key === undefined) throw new ConfigError('command line: --tls-port and --wss-port need --tls-cert and --tls-key');
+    return {
+      cert,
+      key,
+      ...(v['tls-ca'] === undefined ? {} : { ca: v['tls-ca'] }),
+      requireClientCert: v['tls-require-client-cert'] === true,
+    };
+  };
+  if (v['tls-port'] !== undefined) out.push({ protocol: 'mqtts', port: portOf('tls-port', v['tls-port'] as string), tls: tls() });
+  if (v['ws-port'] !== undefined) out.push({ protocol: 'ws', port: portOf('ws-port', v['ws-port'] as string) });
+  if (v['wss-port'] !== undefined) out.push({ protocol: 'wss', port: portOf('wss-port', v['wss-port'] as string), tls: tls() });
+  return out;
 }

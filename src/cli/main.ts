@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { createBroker, type Broker } from '../app.js';
+import { createBroker, type Broker, type ListeningAddress } from '../app.js';
+import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { StoreError } from '../persistence/store.js';
@@ -41,19 +42,31 @@ async function serve(argv: string[]): Promise<void> {
     process.exitCode = EXIT_DATA;
     return;
   }
-  let address;
-  try {
-    address = await broker.listen();
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
-    console.error(`midge: cannot listen on ${config.host}:${config.port}: ${why}`);
-    await broker.close();
-    process.exitCode = EXIT_RUNTIME;
-    return;
+  // the config file's listeners replace the single host/port one; flags add to either
+  const extra = resolveListeners(args.extraListeners, 'command line', config.host);
+  const wanted: ListenerConfig[] = [
+    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined }]),
+    ...extra,
+  ];
+  const addresses: Array<ListeningAddress & { path: string }> = [];
+  for (const l of wanted) {
+    try {
+      const a = await broker.listen({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls });
+      addresses.push({ ...a, path: l.path });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      console.error(`midge: cannot listen on ${l.host}:${l.port}: ${why}`);
+      await broker.close();
+      process.exitCode = EXIT_RUNTIME;
+      return;
+    }
   }
-  console.log(`midge ${VERSION} listening on mqtt://${hostForUrl(address.host)}:${address.port}`);
-  if (isLoopback(address.host)) {
+  for (const a of addresses) {
+    const path = a.protocol === 'ws' || a.protocol === 'wss' ? a.path : '';
+    console.log(`midge ${VERSION} listening on ${a.protocol}://${hostForUrl(a.host)}:${a.port}${path}`);
+  }
+  if (addresses.every((a) => isLoopback(a.host))) {
     console.log('only this machine can connect; use --host 0.0.0.0 (or host: 0.0.0.0 in the config) to accept other machines');
   }
   stopOnSignals(broker);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { resolveListeners } from './listeners.js';
 import { DEFAULT_CONFIG, LIMIT_SPECS, TOP_SPECS, type MidgeConfig, type SettingSpec } from './schema.js';
 
 /** A configuration mistake, said in one line that names the setting. */
@@ -17,7 +18,7 @@ export function resolveConfig(input: unknown, source: string): MidgeConfig {
   const out: MidgeConfig = { ...DEFAULT_CONFIG, limits: { ...DEFAULT_CONFIG.limits } };
   const top = out as unknown as Record<string, unknown>;
   for (const [key, value] of Object.entries(obj)) {
-    if (value === undefined) continue;
+    if (value === undefined || key === 'listeners') continue;
     if (key === 'limits') {
       const limits = out.limits as unknown as Record<string, unknown>;
       for (const [lk, lv] of Object.entries(asObject(value, source, 'limits'))) {
@@ -28,6 +29,7 @@ export function resolveConfig(input: unknown, source: string): MidgeConfig {
     }
     top[key] = check(TOP_SPECS, key, value, source, '');
   }
+  if (obj.listeners !== undefined) out.listeners = resolveListeners(obj.listeners, source, out.host);
   return out;
 }
 

@@ -1,3 +1,5 @@
+import type { ListenerConfig } from './listeners.js';
+
 /** Per-client and broker-wide limits, each with a safe default. */
 export interface Limits {
   maxPacketSize: number;
@@ -34,6 +36,8 @@ export interface MidgeConfig {
   aclFile: string;
   /** 'true' / 'false'; '' = allowed exactly when there is no password file */
   allowAnonymous: '' | 'true' | 'false';
+  /** listeners the command line opens instead of the single host/port one (undefined = that one) */
+  listeners: ListenerConfig[] | undefined;
   limits: Limits;
 }
 
@@ -86,4 +90,4 @@ function defaultsOf(specs: readonly SettingSpec[]): Record<string, number | stri
 }
 
 export const DEFAULT_LIMITS: Limits = defaultsOf(LIMIT_SPECS) as unknown as Limits;
-export const DEFAULT_CONFIG: MidgeConfig = { ...(defaultsOf(TOP_SPECS) as unknown as Omit<MidgeConfig, 'limits'>), limits: DEFAULT_LIMITS };
+export const DEFAULT_CONFIG: MidgeConfig = { ...(defaultsOf(TOP_SPECS) as unknown as Omit<MidgeConfig, 'limits' | 'listeners'>), listeners: undefined, limits: DEFAULT_LIMITS };

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { eventually, expectPacket, rawConnect } from '../helpers/raw-session.js';
+import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
+import { createPki } from '../helpers/certs.js';
+import type { IClientOptions } from 'mqtt';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -165,6 +168,36 @@ describe('command line', () => {
     r.child.kill('SIGTERM');
     assert.equal(await r.exit, 0);
     assert.equal(existsSync(join(cwd, 'data')), false);
+  });
+
+  test('--tls-port and --ws-port open more listeners next to the TCP one, each printed', async () => {
+    const pki = createPki('cli-client');
+    const r = run(['--port', '0', '--persistence', 'memory', '--log-level', 'silent', '--tls-port', '0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--ws-port', '0']);
+    await listeningPort(r);
+    await eventually(() => /listening on ws:/.test(r.stdout()));
+    const tlsPort = Number(/listening on mqtts:\/\/[^\s]+:(\d+)/.exec(r.stdout())?.[1]);
+    const wsPort = Number(/listening on ws:\/\/[^\s]+:(\d+)\/mqtt/.exec(r.stdout())?.[1]);
+    const viaTls = await connectClient(tlsPort, { protocol: 'mqtts', ca: readFileSync(pki.ca), clientId: 'cli-tls' } as IClientOptions);
+    const viaWs = await connectClient(wsPort, { protocol: 'ws', path: '/mqtt', clientId: 'cli-ws' } as IClientOptions);
+    await viaWs.subscribeAsync('cli/x', { qos: 1 });
+    const got = nextMessages(viaWs, 1);
+    await viaTls.publishAsync('cli/x', 'across listeners', { qos: 1 });
+    assert.equal((await got)[0]?.payload.toString(), 'across listeners');
+    await closeClients();
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+  });
+
+  test('listeners from the config file replace the default one; a bad listener is one line and exit code 2', async () => {
+    const cfg = tmpFile('listeners.yaml', 'logLevel: silent\npersistence: memory\nlisteners:\n  - protocol: ws\n    port: 0\n    path: /broker\n');
+    const r = run(['--config', cfg]);
+    await eventually(() => /listening on ws:\/\/127\.0\.0\.1:\d+\/broker/.test(r.stdout()), 5000);
+    assert.doesNotMatch(r.stdout(), /listening on mqtt:/);
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+    await usageError(['--config', tmpFile('bad.yaml', 'listeners:\n  - protocol: mqtts\n    port: 8883\n')], /listeners\[0\]: a mqtts listener needs tls.cert and tls.key/);
+    await usageError(['--config', tmpFile('bad2.yaml', 'listeners:\n  - port: 1\n    colour: blue\n')], /listeners\[0\]: unknown setting "colour"/);
+    await usageError(['--tls-port', '8883'], /--tls-port and --wss-port need --tls-cert and --tls-key/);
   });
 
   test('check-config accepts a good file and refuses a bad one with exit code 2', async () => {

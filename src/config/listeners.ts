@@ -1,0 +1,60 @@
+import type { ListenerProtocol } from '../transport/listener.js';
+import type { TlsPaths } from '../transport/tls-material.js';
+import { ConfigError } from './load.js';
+
+/** One listener of the config file's `listeners` list. */
+export interface ListenerConfig {
+  protocol: ListenerProtocol;
+  host: string;
+  port: number;
+  maxConnections: number;
+  proxyProtocol: boolean;
+  /** WebSocket path */
+  path: string;
+  tls: TlsPaths | undefined;
+}
+
+const PROTOCOLS: readonly ListenerProtocol[] = ['mqtt', 'mqtts', 'ws', 'wss'];
+const KEYS = new Set(['protocol', 'host', 'port', 'maxConnections', 'proxyProtocol', 'path', 'tls']);
+const TLS_KEYS = new Set(['cert', 'key', 'ca', 'requireClientCert', 'certificateAsUsername']);
+
+/** Validates `listeners:`; every mistake is one line naming the listener and the setting. */
+export function resolveListeners(input: unknown, source: string, defaultHost: string): ListenerConfig[] {
+  if (!Array.isArray(input)) throw new ConfigError(`${source}: listeners must be a list`);
+  return input.map((raw, i) => {
+    const at = `${source}: listeners[${i}]`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${at} must be a mapping of settings`);
+    const l = raw as Record<string, unknown>;
+    for (const k of Object.keys(l)) if (!KEYS.has(k)) throw new ConfigError(`${at}: unknown setting "${k}"`);
+    const protocol = l.protocol ?? 'mqtt';
+    if (!PROTOCOLS.includes(protocol as ListenerProtocol)) throw new ConfigError(`${at}.protocol must be one of ${PROTOCOLS.join(', ')} (got ${JSON.stringify(protocol)})`);
+    const port = l.port;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`${at}.port must be an integer between 0 and 65535 (got ${JSON.stringify(port)})`);
+    const host = l.host ?? defaultHost;
+    if (typeof host !== 'string' || host === '') throw new ConfigError(`${at}.host must be a non-empty string`);
+    const maxConnections = l.maxConnections ?? 0;
+    if (typeof maxConnections !== 'number' || !Number.isInteger(maxConnections) || maxConnections < 0) throw new ConfigError(`${at}.maxConnections must be an integer >= 0`);
+    const proxyProtocol = l.proxyProtocol ?? false;
+    if (typeof proxyProtocol !== 'boolean') throw new ConfigError(`${at}.proxyProtocol must be true or false`);
+    const path = l.path ?? '/mqtt';
+    if (typeof path !== 'string' || !path.startsWith('/')) throw new ConfigError(`${at}.path must start with "/"`);
+    let tls: TlsPaths | undefined;
+    if (l.tls !== undefined) {
+      const t = l.tls as Record<string, unknown>;
+      if (typeof t !== 'object' || t === null) throw new ConfigError(`${at}.tls must be a mapping of settings`);
+      for (const k of Object.keys(t)) if (!TLS_KEYS.has(k)) throw new ConfigError(`${at}.tls: unknown setting "${k}"`);
+      for (const k of ['cert', 'key'] as const) if (typeof t[k] !== 'string') throw new ConfigError(`${at}.tls.${k} must be a file path`);
+      if (t.ca !== undefined && typeof t.ca !== 'string') throw new ConfigError(`${at}.tls.ca must be a file path`);
+      tls = {
+        cert: t.cert as string,
+        key: t.key as string,
+        ...(t.ca === undefined ? {} : { ca: t.ca as string }),
+        requireClientCert: t.requireClientCert === true,
+        certificateAsUsername: t.certificateAsUsername === true,
+      };
+      if (tls.requireClientCert === true && tls.ca === undefined) throw new ConfigError(`${at}.tls.requireClientCert needs tls.ca to verify client certificates`);
+    }
+    if ((protocol === 'mqtts' || protocol === 'wss') && tls === undefined) throw new ConfigError(`${at}: a ${String(protocol)} listener needs tls.cert and tls.key`);
+    return { protocol: protocol as ListenerProtocol, host, port, maxConnections, proxyProtocol, path, tls };
+  });
+}
