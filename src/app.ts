@@ -80,6 +80,8 @@ export interface ListenOptions {
   proxyProtocol?: boolean;
   /** WebSocket path (default /mqtt) */
   wsPath?: string;
+  /** clients without a user name may connect on this listener (default: the broker's policy) */
+  allowAnonymous?: boolean;
 }
 
 export interface HttpListenOptions {
@@ -125,6 +127,8 @@ export class Broker {
   private readonly admission: Admission;
   private readonly store: Store | undefined;
   private readonly passwords: PasswordFile | undefined;
+  /** stops watching certificate files */
+  private readonly unwatch: Array<() => void> = [];
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10, store?: Store) {
     this.config = config;
@@ -136,9 +140,8 @@ export class Broker {
     this.passwords = config.passwordFile === '' ? undefined : new PasswordFile(config.passwordFile);
     if (config.aclFile !== '') this.core.acl = new AclFile(config.aclFile);
     const allowAnonymous = config.allowAnonymous === '' ? this.passwords === undefined : config.allowAnonymous === 'true';
-    if (this.passwords !== undefined || !allowAnonymous) {
-      this.core.authentication = new Authentication(this.passwords, allowAnonymous, new LoginThrottle());
-    }
+    // always there: a listener may have an anonymous policy of its own
+    this.core.authentication = new Authentication(this.passwords, allowAnonymous, new LoginThrottle());
     this.core.on('clientConnected', (c) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, protocolVersion: c.protocolVersion, username: c.username }, 'client connected'),
     );
@@ -152,6 +155,7 @@ export class Broker {
     if (this.closed) throw new Error('broker is closed');
     const limits = this.config.limits;
     const protocol = options.protocol ?? 'mqtt';
+    const tls = options.tls === undefined ? undefined : new TlsFiles(options.tls);
     const listener = new Listener({
       protocol,
       host: options.host ?? this.config.host,
@@ -159,8 +163,9 @@ export class Broker {
       maxPacketSize: limits.maxPacketSize,
       connectTimeoutMs: limits.connectTimeoutMs,
       maxConnections: options.maxConnections ?? 0,
+      allowAnonymous: options.allowAnonymous,
       proxyProtocol: options.proxyProtocol ?? false,
-      tls: options.tls === undefined ? undefined : new TlsFiles(options.tls),
+      tls,
       wsPath: options.wsPath ?? '/mqtt',
       stats: this.transportStats,
       admit: () => this.admission.admit(this.openConnections()),
@@ -169,6 +174,17 @@ export class Broker {
     });
     // counted from the start, so that admission sees its connections
     this.listeners.push(listener);
+    if (tls !== undefined) {
+      this.unwatch.push(tls.watch(() => {
+        try {
+          tls.reload();
+          listener.reloadTls(tls);
+          this.logger.info({ cert: tls.paths.cert }, 'TLS certificate reloaded');
+        } catch (err) {
+          this.logger.error({ err: (err as Error).message }, 'TLS certificate reload failed; the previous one stays in use');
+        }
+      }));
+    }
     let address: AddressInfo;
     try {
       address = await listener.listen();
@@ -247,6 +263,7 @@ export class Broker {
     if (this.closed) return;
     this.closed = true;
     this.sys.stop();
+    for (const stop of this.unwatch) stop();
     await Promise.all(this.http.map((h) => h.close()));
     for (const l of this.listeners) l.stopAccepting();
     for (const session of [...this.core.sessions.values()]) {

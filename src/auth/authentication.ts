@@ -14,8 +14,9 @@ export class Authentication {
     private readonly throttle: LoginThrottle,
   ) {}
 
-  check(client: ClientInfo, credentials: Credentials, certified: boolean): MaybePromise<boolean> {
-    if (this.accepts(client, credentials, certified)) {
+  /** `allowAnonymous`: the listener's own policy, over the broker's */
+  check(client: ClientInfo, credentials: Credentials, certified: boolean, allowAnonymous?: boolean): MaybePromise<boolean> {
+    if (this.accepts(credentials, certified, allowAnonymous ?? this.allowAnonymous)) {
       this.throttle.succeeded(client.remoteAddress);
       return true;
     }
@@ -23,10 +24,10 @@ export class Authentication {
     return new Promise((resolve) => setTimeout(() => resolve(false), wait).unref());
   }
 
-  private accepts(client: ClientInfo, credentials: Credentials, certified: boolean): boolean {
+  private accepts(credentials: Credentials, certified: boolean, allowAnonymous: boolean): boolean {
     // a verified client certificate is the identity (its CN is the user name)
     if (certified) return true;
-    if (credentials.username === undefined) return this.allowAnonymous;
+    if (credentials.username === undefined) return allowAnonymous;
     if (this.passwords === undefined) return true;
     return this.passwords.verify(credentials.username, credentials.password);
   }

@@ -110,10 +110,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   /** the password file and anonymous policy, checked before the authenticate hook */
   authentication: Authentication | undefined;
 
-  authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket, certified = false): MaybePromise<boolean> {
+  authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket, certified = false, allowAnonymous?: boolean): MaybePromise<boolean> {
     const hook = this.hooks.authenticate;
     const runHook = (): MaybePromise<boolean> => (hook === undefined ? true : guard(() => hook(client, credentials)));
-    const builtIn = this.authentication?.check(client, credentials, certified) ?? true;
+    const builtIn = this.authentication?.check(client, credentials, certified, allowAnonymous) ?? true;
     if (builtIn === true) return runHook();
     if (builtIn === false) return false;
     return builtIn.then((ok) => (ok ? runHook() : false));

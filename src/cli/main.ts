@@ -45,13 +45,13 @@ async function serve(argv: string[]): Promise<void> {
   // the config file's listeners replace the single host/port one; flags add to either
   const extra = resolveListeners(args.extraListeners, 'command line', config.host);
   const wanted: ListenerConfig[] = [
-    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined }]),
+    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined, allowAnonymous: undefined }]),
     ...extra,
   ];
   const addresses: Array<ListeningAddress & { path: string }> = [];
   for (const l of wanted) {
     try {
-      const a = await broker.listen({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls });
+      const a = await broker.listen({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls, ...(l.allowAnonymous === undefined ? {} : { allowAnonymous: l.allowAnonymous }) });
       addresses.push({ ...a, path: l.path });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;

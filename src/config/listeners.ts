@@ -12,10 +12,12 @@ export interface ListenerConfig {
   /** WebSocket path */
   path: string;
   tls: TlsPaths | undefined;
+  /** undefined: the broker's policy */
+  allowAnonymous: boolean | undefined;
 }
 
 const PROTOCOLS: readonly ListenerProtocol[] = ['mqtt', 'mqtts', 'ws', 'wss'];
-const KEYS = new Set(['protocol', 'host', 'port', 'maxConnections', 'proxyProtocol', 'path', 'tls']);
+const KEYS = new Set(['protocol', 'host', 'port', 'maxConnections', 'proxyProtocol', 'path', 'tls', 'allowAnonymous']);
 const TLS_KEYS = new Set(['cert', 'key', 'ca', 'requireClientCert', 'certificateAsUsername']);
 
 /** Validates `listeners:`; every mistake is one line naming the listener and the setting. */
@@ -55,6 +57,8 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
       if (tls.requireClientCert === true && tls.ca === undefined) throw new ConfigError(`${at}.tls.requireClientCert needs tls.ca to verify client certificates`);
     }
     if ((protocol === 'mqtts' || protocol === 'wss') && tls === undefined) throw new ConfigError(`${at}: a ${String(protocol)} listener needs tls.cert and tls.key`);
-    return { protocol: protocol as ListenerProtocol, host, port, maxConnections, proxyProtocol, path, tls };
+    const allowAnonymous = l.allowAnonymous;
+    if (allowAnonymous !== undefined && typeof allowAnonymous !== 'boolean') throw new ConfigError(`${at}.allowAnonymous must be true or false`);
+    return { protocol: protocol as ListenerProtocol, host, port, maxConnections, proxyProtocol, path, tls, allowAnonymous };
   });
 }

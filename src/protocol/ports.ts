@@ -41,6 +41,8 @@ export interface ConnectionPort {
   readonly remoteAddress: string;
   /** the subject CN of a verified client certificate, when the listener uses it as the username */
   readonly certificateUsername: string | undefined;
+  /** the listener's own anonymous policy, when it has one */
+  readonly allowAnonymous: boolean | undefined;
   /** set when the connection is over a broker or listener limit: the CONNECT is refused with it */
   readonly refusal: { readonly reasonCode: number; readonly reason: string } | undefined;
   /** true while the socket's write buffer is above its high-water mark */
@@ -96,7 +98,7 @@ export interface BrokerPort {
   /** the enhanced-authentication method of that name (5.0 CONNECT Authentication Method), if offered */
   authenticator(method: string): EnhancedAuthenticator | undefined;
   /** `certified`: the user name comes from a verified client certificate */
-  authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket, certified?: boolean): MaybePromise<boolean>;
+  authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket, certified?: boolean, allowAnonymous?: boolean): MaybePromise<boolean>;
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean>;
   authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean>;
   /** Takes over any live connection of the client id, then resumes or creates its session. */

@@ -46,6 +46,7 @@ export class Connection implements ConnectionPort, WheelEntry {
   readonly socket: Duplex;
   readonly remoteAddress: string;
   readonly certificateUsername: string | undefined;
+  allowAnonymous: boolean | undefined = undefined;
   /** set by the listener when this connection is over a limit: the CONNECT is answered with this code */
   refusal: { reasonCode: number; reason: string } | undefined;
   readonly parser: PacketParser;

@@ -19,6 +19,8 @@ export interface ListenerOptions {
   port: number;
   maxPacketSize: number;
   connectTimeoutMs: number;
+  /** overrides the broker's anonymous policy for this listener */
+  allowAnonymous?: boolean | undefined;
   /** 0 = no limit of this listener's own */
   maxConnections: number;
   /** expect a PROXY protocol v1/v2 header before anything else (mqtt and mqtts) */
@@ -235,6 +237,7 @@ export class Listener implements ConnectionHost {
 
   private accept(stream: Duplex, peer: PeerInfo): void {
     const conn = new Connection(stream, peer, this, this.options.maxPacketSize, this.options.connectTimeoutMs);
+    conn.allowAnonymous = this.options.allowAnonymous;
     this.connections.add(conn);
     const max = this.options.maxConnections;
     conn.refusal =

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { TlsOptions } from 'node:tls';
 
 export interface TlsPaths {
@@ -41,6 +41,27 @@ export class TlsFiles {
     this.cert = next.cert;
     this.key = next.key;
     this.ca = next.ca;
+  }
+
+  /**
+   * Calls `onChange` when one of the files changes on disk (a renewed certificate). Polling, not
+   * inotify: certificate tools replace files by rename, which a watcher on the old inode misses.
+   */
+  watch(onChange: () => void, intervalMs = 2000): () => void {
+    const files = [this.paths.cert, this.paths.key, ...(this.paths.ca === undefined ? [] : [this.paths.ca])];
+    let pending: NodeJS.Timeout | undefined;
+    const listener = (curr: Stats, prev: Stats): void => {
+      if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino) return;
+      // a renewal writes cert and key one after the other: wait for both
+      if (pending !== undefined) clearTimeout(pending);
+      pending = setTimeout(onChange, 200);
+      pending.unref();
+    };
+    for (const f of files) watchFile(f, { interval: intervalMs, persistent: false }, listener);
+    return () => {
+      if (pending !== undefined) clearTimeout(pending);
+      for (const f of files) unwatchFile(f, listener);
+    };
   }
 
   serverOptions(): TlsOptions {

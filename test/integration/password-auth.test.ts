@@ -77,6 +77,22 @@ describe('password files and anonymous access', () => {
     child.kill('SIGTERM');
   });
 
+  test('a listener may have its own anonymous policy', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    midgePasswd(file, 'u', 'p');
+    const broker = await createBroker({ passwordFile: file });
+    const closed = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const open = await broker.listen({ port: 0, host: '127.0.0.1', allowAnonymous: true });
+    const refused = await rawConnect(closed.port, 4, { clientId: 'anon-1' });
+    assert.notEqual(refused.connack.returnCode, 0);
+    const let_in = await rawConnect(open.port, 4, { clientId: 'anon-2' });
+    assert.equal(let_in.connack.returnCode, 0);
+    const user = await rawConnect(open.port, 4, { clientId: 'u', username: 'u', password: 'p' });
+    assert.equal(user.connack.returnCode, 0);
+    for (const c of [let_in, user]) c.raw.close();
+    await broker.close();
+  });
+
   test('SIGHUP reloads the password file: a user added while running can connect', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
     midgePasswd(file, 'first', 'one');

@@ -128,6 +128,18 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.notEqual(first, second, 'new handshakes see the new certificate');
     await live.publishAsync('still/alive', 'yes', { qos: 1 });
     assert.ok(live.connected);
+    // renewed on disk again, with no reload call: the broker notices the files changed
+    const [cert2, key2] = pki.issueServer('renewed-again');
+    copyFileSync(cert2, pki.serverCert);
+    copyFileSync(key2, pki.serverKey);
+    let third = second;
+    const deadline = Date.now() + 8000;
+    while (third === second && Date.now() < deadline) {
+      await delay(250);
+      third = await serialOf();
+    }
+    assert.notEqual(third, second, 'a changed certificate file is picked up by itself');
+    assert.ok(live.connected);
   });
 
   test('a TLS client that stalls mid-handshake is cut off while others are served', async () => {

@@ -77,7 +77,7 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   ch.client = { id: clientId, username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion, connectedAt: Date.now(), keepAlive: p.keepAlive };
   const method = v5 ? props?.authenticationMethod : undefined;
   if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
-  const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p, ch.conn.certificateUsername !== undefined);
+  const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p, ch.conn.certificateUsername !== undefined, ch.conn.allowAnonymous);
   if (isPromise(verdict)) return settle(verdict).then((ok) => accept(ch, p, ok, clientId, assigned));
   accept(ch, p, verdict, clientId, assigned);
   return undefined;
