@@ -205,7 +205,12 @@ export class Broker {
 
   /** Prometheus metrics of this broker (created on first use). */
   get metrics(): BrokerMetrics {
-    return (this.metricsRegistry ??= new BrokerMetrics(() => this.stats));
+    if (this.metricsRegistry === undefined) {
+      const metrics = new BrokerMetrics(() => this.stats);
+      if (this.core.durability !== undefined) this.core.durability.observeCommit = (s) => metrics.commitSeconds.observe(s);
+      this.metricsRegistry = metrics;
+    }
+    return this.metricsRegistry;
   }
 
   /** Starts the HTTP endpoint: /metrics, /healthz, /readyz and, with a token, the admin API. */
@@ -236,6 +241,31 @@ export class Broker {
     this.passwords?.reload();
     this.core.acl?.reload();
     this.reloadTls();
+  }
+
+  /**
+   * Applies a new configuration (SIGHUP with a config file): the log level and every limit take
+   * effect at once (limits of a connection's own, like its inflight window, from its next connect).
+   * Returns the settings that changed but need a restart (addresses, store, files' paths).
+   */
+  updateConfig(next: MidgeConfig): string[] {
+    const current = this.config as { -readonly [K in keyof MidgeConfig]: MidgeConfig[K] };
+    if (next.logLevel !== current.logLevel) {
+      this.logger.level = next.logLevel;
+      current.logLevel = next.logLevel;
+    }
+    Object.assign(current.limits, next.limits);
+    Object.assign(this.core.settings, next.limits);
+    this.core.retained.maxMessages = next.limits.maxRetainedMessages;
+    this.admission.limits = { maxConnections: next.limits.maxConnections, maxConnectionRate: next.limits.maxConnectionRate };
+    for (const l of this.listeners) {
+      l.options.maxPacketSize = next.limits.maxPacketSize;
+      l.options.connectTimeoutMs = next.limits.connectTimeoutMs;
+    }
+    const fixed = ['host', 'port', 'dataDir', 'persistence', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
+    const needRestart: string[] = fixed.filter((k) => next[k] !== current[k]);
+    if (JSON.stringify(next.listeners) !== JSON.stringify(current.listeners)) needRestart.push('listeners');
+    return needRestart;
   }
 
   /** Reads TLS certificates and keys again; new handshakes use them, live connections go on. */

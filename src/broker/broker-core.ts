@@ -81,8 +81,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         session.packetIds.claim(e.packetId);
       }
       for (const id of stored.incomingQos2) session.incomingQos2.add(id);
-      this.sessions.restore(session, stored.record.expiresAt);
       this.durability?.adopt(session);
+      // a session whose deadline passed while the broker was down ends now, before any client can see it
+      if (this.sessions.restore(session, stored.record.expiresAt)) this.durability?.sessionDetached(session);
     }
     for (const w of state.wills) {
       const client: ClientInfo = { id: w.clientId, username: w.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };

@@ -62,7 +62,6 @@ export class Durability {
   /** A session read back from the store: recorded from now on, nothing written again. */
   adopt(session: Session): void {
     session.journal = new StoreJournal(this.store, session.clientId);
-    this.saveRecord(session);
   }
 
   /** The connection is gone; the session waits for its client until `expiresAt`. */
@@ -102,8 +101,23 @@ export class Durability {
     this.store.willCleared(clientId);
   }
 
+  /** told how long each group commit took (seconds), for the metrics */
+  observeCommit: ((seconds: number) => void) | undefined;
+  private turnCommit: Promise<void> | undefined;
+
+  /**
+   * One commit per event-loop turn: every caller of the same turn shares it (its writes are all in
+   * the store's current batch); a caller of a later turn gets a commit that covers its own writes.
+   */
   commit(): Promise<void> {
-    return this.store.commit();
+    if (this.turnCommit !== undefined) return this.turnCommit;
+    const started = process.hrtime.bigint();
+    const p = this.store.commit().then(() => this.observeCommit?.(Number(process.hrtime.bigint() - started) / 1e9));
+    this.turnCommit = p;
+    setImmediate(() => {
+      if (this.turnCommit === p) this.turnCommit = undefined;
+    });
+    return p;
   }
 
   load(): Promise<StoredState> {

@@ -69,13 +69,18 @@ export class SessionRegistry {
     this.armExpiry(session);
   }
 
-  /** A session read back from the store: offline, due to end at `expiresAt` (from now when unknown). */
-  restore(session: Session, expiresAt: number | undefined): void {
+  /** A session read back from the store: offline, due to end at `expiresAt` (from now when unknown); false if it ended already. */
+  restore(session: Session, expiresAt: number | undefined): boolean {
     this.sessions.set(session.clientId, session);
-    if (session.expiryInterval === NEVER) return;
+    if (session.expiryInterval === NEVER) return true;
     // a session that was online when the broker stopped counts as disconnected now
     session.expiresAt = expiresAt ?? Date.now() + session.expiryInterval * 1000;
+    if (session.expiresAt <= Date.now()) {
+      this.end(session);
+      return false;
+    }
     this.armExpiry(session);
+    return true;
   }
 
   private armExpiry(session: Session): void {

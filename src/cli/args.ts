@@ -13,6 +13,8 @@ export interface ServeArgs {
 
 export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [--data-dir DIR] [--persistence lmdb|memory]
              [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
+             [--tls-port N --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert]]
+             [--ws-port N] [--wss-port N] [--http-port N] [--admin-token T] [--sys-interval S]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -26,6 +28,9 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --tls-port N      also MQTT over TLS on port N (with --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert])
       --ws-port N       also MQTT over WebSocket on port N (path /mqtt)
       --wss-port N      also MQTT over secure WebSocket on port N (with --tls-cert and --tls-key)
+      --http-port N     HTTP endpoint: /metrics, /healthz, /readyz (127.0.0.1 unless httpHost says otherwise)
+      --admin-token T   turns on the admin API under /api/v1 (Authorization: Bearer T)
+      --sys-interval S  seconds between $SYS/broker updates (default 10, 0 = off)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -54,6 +59,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'tls-ca': { type: 'string' },
         'tls-require-client-cert': { type: 'boolean' },
         'ws-port': { type: 'string' },
+        'http-port': { type: 'string' },
+        'admin-token': { type: 'string' },
+        'sys-interval': { type: 'string' },
         'wss-port': { type: 'string' },
         'allow-anonymous': { type: 'string' },
         help: { type: 'boolean' },
@@ -73,6 +81,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v.persistence !== undefined) overrides.persistence = v.persistence;
   if (v['password-file'] !== undefined) overrides.passwordFile = v['password-file'];
   if (v['acl-file'] !== undefined) overrides.aclFile = v['acl-file'];
+  if (v['http-port'] !== undefined) overrides.httpPort = v['http-port'];
+  if (v['admin-token'] !== undefined) overrides.adminToken = v['admin-token'];
+  if (v['sys-interval'] !== undefined) overrides.sysInterval = v['sys-interval'];
   if (v['allow-anonymous'] !== undefined) overrides.allowAnonymous = v['allow-anonymous'];
   const extra = extraListeners(v);
   return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };

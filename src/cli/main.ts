@@ -2,6 +2,7 @@
 import { createBroker, type Broker, type ListeningAddress } from '../app.js';
 import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
+import type { MidgeConfig } from '../config/schema.js';
 import { createLogger } from '../log.js';
 import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
@@ -34,7 +35,7 @@ async function serve(argv: string[]): Promise<void> {
   const logger = createLogger(config.logLevel);
   let broker: Broker;
   try {
-    broker = await createBroker({ ...config, logger });
+    broker = await createBroker({ ...config, logger, sysInterval: config.sysInterval });
   } catch (err) {
     if (err instanceof PasswordFileError || err instanceof AclFileError) throw new ConfigError(err.message);
     if (!(err instanceof StoreError)) throw err;
@@ -42,6 +43,11 @@ async function serve(argv: string[]): Promise<void> {
     process.exitCode = EXIT_DATA;
     return;
   }
+  // signals are handled from here on: a SIGTERM while listeners open still closes cleanly
+  stopOnSignals(broker, () => {
+    const file = args.config === undefined ? {} : loadConfigFile(args.config);
+    return resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(file, args.overrides)), source);
+  });
   // the config file's listeners replace the single host/port one; flags add to either
   const extra = resolveListeners(args.extraListeners, 'command line', config.host);
   const wanted: ListenerConfig[] = [
@@ -66,13 +72,24 @@ async function serve(argv: string[]): Promise<void> {
     const path = a.protocol === 'ws' || a.protocol === 'wss' ? a.path : '';
     console.log(`midge ${VERSION} listening on ${a.protocol}://${hostForUrl(a.host)}:${a.port}${path}`);
   }
+  if (config.httpPort >= 0) {
+    try {
+      const http = await broker.listenHttp({ port: config.httpPort, host: config.httpHost, ...(config.adminToken === '' ? {} : { adminToken: config.adminToken }) });
+      console.log(`midge http endpoint on http://${hostForUrl(http.host)}:${http.port} (/metrics, /healthz, /readyz${config.adminToken === '' ? '' : ', /api/v1'})`);
+    } catch (err) {
+      console.error(`midge: cannot listen on ${config.httpHost}:${config.httpPort} for HTTP: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      await broker.close();
+      process.exitCode = EXIT_RUNTIME;
+      return;
+    }
+  }
   if (addresses.every((a) => isLoopback(a.host))) {
     console.log('only this machine can connect; use --host 0.0.0.0 (or host: 0.0.0.0 in the config) to accept other machines');
   }
-  stopOnSignals(broker);
+
 }
 
-function stopOnSignals(broker: Broker): void {
+function stopOnSignals(broker: Broker, readConfig: () => MidgeConfig): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -94,10 +111,12 @@ function stopOnSignals(broker: Broker): void {
   // SIGHUP reads the password file and certificates again; a broken file leaves the old one in force
   process.on('SIGHUP', () => {
     try {
+      const needRestart = broker.updateConfig(readConfig());
       broker.reload();
+      if (needRestart.length > 0) broker.logger.warn({ settings: needRestart }, 'changed settings that take effect only after a restart');
       broker.logger.info('reloaded');
     } catch (err) {
-      broker.logger.error({ err: (err as Error).message }, 'reload failed; the previous files stay in force');
+      broker.logger.error({ err: (err as Error).message }, 'reload failed; the previous configuration stays in force');
     }
   });
 }
@@ -119,8 +138,9 @@ async function main(argv: string[]): Promise<void> {
   if (first === 'check-config') {
     const path = rest[0];
     if (path === undefined) throw new ConfigError('usage: midge check-config FILE');
-    resolveConfig(loadConfigFile(path), path);
-    console.log(`${path}: ok`);
+    const effective = resolveConfig(mergeConfig({ persistence: 'lmdb' }, loadConfigFile(path)), path);
+    console.log(`${path}: ok; effective settings:`);
+    console.log(JSON.stringify({ ...effective, adminToken: effective.adminToken === '' ? '' : '(set)' }, null, 2));
     return;
   }
   await serve(argv);

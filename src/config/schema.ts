@@ -36,6 +36,13 @@ export interface MidgeConfig {
   aclFile: string;
   /** 'true' / 'false'; '' = allowed exactly when there is no password file */
   allowAnonymous: '' | 'true' | 'false';
+  /** HTTP endpoint (metrics, health, admin API): port, -1 = off */
+  httpPort: number;
+  httpHost: string;
+  /** '' = admin API off */
+  adminToken: string;
+  /** seconds between $SYS updates; 0 = off */
+  sysInterval: number;
   /** listeners the command line opens instead of the single host/port one (undefined = that one) */
   listeners: ListenerConfig[] | undefined;
   limits: Limits;
@@ -83,6 +90,10 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'passwordFile', type: 'path', default: '', description: 'Mosquitto-format password file (users with $7$ or $6$ hashes)' },
   { key: 'aclFile', type: 'path', default: '', description: 'Mosquitto-format ACL file (topic/pattern read|write|readwrite|deny rules)' },
   { key: 'allowAnonymous', type: 'boolean', default: '', description: 'clients without a user name may connect (default: only when there is no password file)' },
+  { key: 'httpPort', type: 'integer', default: -1, min: -1, max: 65535, description: 'HTTP port for /metrics, /healthz, /readyz and the admin API (-1 = off)' },
+  { key: 'httpHost', type: 'string', default: '127.0.0.1', description: 'address the HTTP endpoint binds' },
+  { key: 'adminToken', type: 'path', default: '', description: 'bearer token that turns on the admin API under /api/v1' },
+  { key: 'sysInterval', type: 'integer', default: 10, min: 0, max: 86400, description: 'seconds between $SYS/broker updates (0 = off)' },
 ];
 
 function defaultsOf(specs: readonly SettingSpec[]): Record<string, number | string> {
