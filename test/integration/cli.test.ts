@@ -129,7 +129,7 @@ describe('command line', () => {
     }
   });
 
-  test('the default store is on disk: a persistent session and its queued message survive a restart', async () => {
+  test('the default store is on disk: after SIGTERM no acknowledged message is left behind, a persistent session and its queue survive', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'midge-data-'));
     const first = run(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
     const port1 = await listeningPort(first);

@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createBroker, type Broker } from '../../src/index.js';
+import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
+
+const TOKEN = 'sekret-token';
+
+/** A metric's value from Prometheus text, summed over label sets that contain `labels`. */
+function metric(text: string, name: string, labels = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (!(rest.startsWith(' ') || rest.startsWith('{'))) continue;
+    if (labels !== '' && !rest.includes(labels)) continue;
+    sum += Number(line.split(' ').pop());
+  }
+  return sum;
+}
+
+describe('operations: metrics, health, admin API and $SYS over real HTTP and MQTT', () => {
+  let broker: Broker;
+  let port: number;
+  let http: string;
+  before(async () => {
+    broker = await createBroker({ sysInterval: 1 });
+    port = (await broker.listen({ port: 0, host: '127.0.0.1' })).port;
+    const h = await broker.listenHttp({ port: 0, adminToken: TOKEN });
+    http = `http://127.0.0.1:${h.port}`;
+  });
+  after(() => broker.close());
+
+  const api = (path: string, init: RequestInit = {}): Promise<Response> =>
+    fetch(`${http}/api/v1${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
+
+  test('/healthz and /readyz answer 200; /metrics moves when messages flow', async () => {
+    assert.equal((await fetch(`${http}/healthz`)).status, 200);
+    assert.equal((await fetch(`${http}/readyz`)).status, 200);
+    const before = await (await fetch(`${http}/metrics`)).text();
+    const sub = await rawConnect(port, 4, { clientId: 'm-sub' });
+    await rawSubscribe(sub.raw, 4, 1, [{ topic: 'm/#', qos: 1 }]);
+    const pub = await rawConnect(port, 4, { clientId: 'm-pub' });
+    for (let i = 0; i < 5; i++) {
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'm/x', payload: Buffer.from('12345'), qos: 1, messageId: i + 1 }, 4);
+      await expectPacket(pub.raw, 'puback');
+    }
+    await drainFor(sub.raw, 200);
+    const after = await (await fetch(`${http}/metrics`)).text();
+    assert.equal(metric(after, 'midge_messages_received_total', 'qos="1"') - metric(before, 'midge_messages_received_total', 'qos="1"'), 5);
+    assert.ok(metric(after, 'midge_messages_sent_total', 'qos="1"') - metric(before, 'midge_messages_sent_total', 'qos="1"') >= 5);
+    assert.ok(metric(after, 'midge_bytes_received_total') > metric(before, 'midge_bytes_received_total'));
+    assert.equal(metric(after, 'midge_connections'), metric(before, 'midge_connections') + 2);
+    assert.ok(metric(after, 'midge_inflight_messages') >= 5, 'the subscriber has not acknowledged');
+    assert.match(after, /midge_process_nodejs_eventloop_lag_seconds/);
+    sub.raw.close();
+    pub.raw.close();
+  });
+
+  test('the admin API needs the token, lists and finds clients, and disconnecting one closes a real connection (5.0: DISCONNECT 0x98)', async () => {
+    assert.equal((await fetch(`${http}/api/v1/clients`)).status, 401);
+    assert.equal((await api('/clients', { headers: { authorization: 'Bearer wrong' } })).status, 401);
+    const c = await rawConnect(port, 5, { clientId: 'admin-target', username: 'ops', keepalive: 30 });
+    await rawSubscribe(c.raw, 5, 1, [{ topic: 'a/b', qos: 1 }]);
+    const list = (await (await api('/clients?q=admin-')).json()) as { total: number; items: Array<Record<string, unknown>> };
+    assert.equal(list.total, 1);
+    assert.equal(list.items[0]?.id, 'admin-target');
+    assert.equal(list.items[0]?.username, 'ops');
+    assert.equal(list.items[0]?.protocolVersion, 5);
+    const subs = (await (await api('/clients/admin-target/subscriptions')).json()) as { items: Array<{ filter?: string; topicFilter?: string }> };
+    assert.equal(subs.items.length, 1);
+    const del = await api('/clients/admin-target', { method: 'DELETE' });
+    assert.equal(del.status, 200);
+    assert.equal((await expectPacket(c.raw, 'disconnect')).reasonCode, 0x98);
+    assert.ok(await c.raw.waitClosed());
+    assert.equal((await api('/clients/admin-target', { method: 'DELETE' })).status, 404);
+  });
+
+  test('admin publish, retained messages read and deleted, sessions listed and deleted; bad input gets a clear 4xx', async () => {
+    const pub = await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'admin/retained', payload: 'aGk=', encoding: 'base64', qos: 1, retain: true }) });
+    assert.equal(pub.status, 202);
+    const one = (await (await api('/retained/admin/retained')).json()) as { topic: string; payload?: string };
+    assert.equal(one.topic, 'admin/retained');
+    const listed = (await (await api('/retained?limit=500')).json()) as { items: Array<{ topic: string }> };
+    assert.ok(listed.items.some((r) => r.topic === 'admin/retained'));
+    assert.equal((await api('/retained/admin/retained', { method: 'DELETE' })).status, 200);
+    assert.equal((await api('/retained/admin/retained')).status, 404);
+
+    const s = await rawConnect(port, 4, { clientId: 'offline-admin', clean: false });
+    s.raw.close();
+    await eventually(() => broker.stats.clientsDisconnected > 0);
+    const sessions = (await (await api('/sessions')).json()) as { items: Array<{ clientId?: string; id?: string }> };
+    assert.ok(sessions.items.some((x) => (x.clientId ?? x.id) === 'offline-admin'));
+    assert.equal((await api('/sessions/offline-admin', { method: 'DELETE' })).status, 200);
+    const back = await rawConnect(port, 4, { clientId: 'offline-admin', clean: false });
+    assert.equal(back.connack.sessionPresent, false);
+    back.raw.close();
+
+    const bad = await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'x', payload: 'y', qos: 3 }) });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /qos/);
+    assert.equal((await api('/clients?limit=0')).status, 400);
+    assert.equal((await api('/nothing')).status, 404);
+    assert.equal((await api('/clients', { method: 'PATCH' })).status, 405);
+    assert.equal((await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'a/+', payload: 'x' }) })).status, 400);
+  });
+
+  test('$SYS topics with Mosquitto names are published every interval; clients cannot publish there', async () => {
+    const { raw } = await rawConnect(port, 4, { clientId: 'sys-watch' });
+    await rawSubscribe(raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
+    const got = (await drainFor(raw, 1500)).filter((p) => p.cmd === 'publish').map((p) => p.topic as string);
+    for (const t of ['$SYS/broker/version', '$SYS/broker/uptime', '$SYS/broker/clients/connected', '$SYS/broker/messages/received', '$SYS/broker/load/messages/received/1min', '$SYS/broker/subscriptions/count', '$SYS/broker/heap/current']) {
+      assert.ok(got.includes(t), `${t} in ${got.length} topics`);
+    }
+    raw.sendPacket({ cmd: 'publish', topic: '$SYS/broker/version', payload: Buffer.from('forged'), qos: 0, retain: true }, 4);
+    const again = (await drainFor(raw, 1200)).filter((p) => p.cmd === 'publish' && p.topic === '$SYS/broker/version');
+    assert.ok(again.every((p) => p.payload?.toString() !== 'forged'));
+    raw.close();
+  });
+});
+
+describe('operations: the command line', () => {
+  const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+  const children = new Set<ChildProcess>();
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+
+  test('SIGHUP with a changed ACL file changes what a connected client may do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-hup-'));
+    const acl = join(dir, 'acl');
+    writeFileSync(acl, 'pattern readwrite room/#\n');
+    const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--log-level', 'silent', '--acl-file', acl], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.add(child);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    assert.ok(await eventually(() => /listening on mqtt:/.test(out), 10_000));
+    const port = Number(/listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out)?.[1]);
+    const c = await rawConnect(port, 5, { clientId: 'hup' });
+    await rawSubscribe(c.raw, 5, 1, [{ topic: 'room/#', qos: 0 }]);
+    c.raw.sendPacket({ cmd: 'publish', topic: 'room/a', payload: Buffer.from('before'), qos: 1, messageId: 1 }, 5);
+    assert.equal((await expectPacket(c.raw, 'publish')).payload?.toString(), 'before');
+    assert.equal((await expectPacket(c.raw, 'puback')).reasonCode ?? 0, 0);
+    writeFileSync(acl, 'pattern read room/#\n');
+    child.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    c.raw.sendPacket({ cmd: 'publish', topic: 'room/a', payload: Buffer.from('after'), qos: 1, messageId: 2 }, 5);
+    assert.equal((await expectPacket(c.raw, 'puback')).reasonCode, 0x87, 'write access is gone');
+    c.raw.close();
+    child.kill('SIGTERM');
+  });
+});
