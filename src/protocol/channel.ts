@@ -255,7 +255,8 @@ export class Channel implements SessionOwner {
       const properties = this.problemInformation ? { reasonString: reason } : undefined;
       this.send({ type: 'disconnect', reasonCode, properties });
     }
-    this.terminate(reason);
+    // the log line carries the MQTT reason code, whatever the client's version
+    this.terminate(`${reason} (reason code 0x${reasonCode.toString(16).padStart(2, '0')})`);
   }
 
   /** Closes the network connection at once, publishing the will if one is set. */

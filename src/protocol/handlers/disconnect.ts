@@ -22,5 +22,5 @@ export function handleDisconnect(ch: Channel, p: DisconnectPacket): void {
     ch.will = undefined;
   }
   // [MQTT-3.14.4-1] the server closes the connection; it sends nothing back
-  ch.terminate('client disconnected');
+  ch.terminate(`client disconnected (reason code 0x${(p.reasonCode ?? 0).toString(16).padStart(2, '0')})`);
 }
