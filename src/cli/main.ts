@@ -8,6 +8,7 @@ import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
 import { parseServeArgs, SERVE_USAGE } from './args.js';
 import { passwd } from './passwd.js';
+import { bench } from './bench.js';
 import { PasswordFileError } from '../auth/password-file.js';
 import { AclFileError } from '../auth/acl-file.js';
 
@@ -131,6 +132,10 @@ function hostForUrl(host: string): string {
 
 async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
+  if (first === 'bench') {
+    await bench(rest);
+    process.exit(0);
+  }
   if (first === 'passwd') {
     await passwd(rest);
     return;

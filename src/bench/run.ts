@@ -1,0 +1,188 @@
+import { performance } from 'node:perf_hooks';
+import type { ProtocolVersion, QoS } from '../codec/index.js';
+import { BenchClient } from './bench-client.js';
+import { usageOf, type Usage } from './broker-usage.js';
+import { Tracker } from './tracker.js';
+
+export type Scenario = 'fanin' | 'fanout' | 'pairs' | 'conn';
+
+export interface BenchOptions {
+  scenario: Scenario;
+  host: string;
+  port: number;
+  version: ProtocolVersion;
+  qos: QoS;
+  /** payload bytes (at least 16: publisher, sequence and send time) */
+  size: number;
+  publishers: number;
+  subscribers: number;
+  /** total messages per second over all publishers; 0 = as fast as flow control allows */
+  rate: number;
+  /** seconds measured, after the warm-up */
+  duration: number;
+  warmup: number;
+  /** unacknowledged QoS 1/2 publishes per publisher */
+  inflight: number;
+  /** idle connections for the conn scenario */
+  connections: number;
+  /** the broker's process id, for its CPU and memory */
+  pid: number | undefined;
+}
+
+export interface BenchResult {
+  scenario: Scenario;
+  options: Omit<BenchOptions, 'pid'>;
+  publishedPerSecond: number;
+  deliveredPerSecond: number;
+  latencyMs: { p50: number; p99: number; p999: number };
+  lost: number;
+  duplicated: number;
+  outOfOrder: number;
+  broker: { cpuPercent: number; rssMiB: number; rssPerConnectionKiB?: number } | undefined;
+  /** share of one core the load generator used; near 100 it is the bottleneck */
+  generatorCpuPercent: number;
+  warnings: string[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Topic of publisher i, and the filter subscriber j uses, per scenario. */
+function topology(o: BenchOptions): { pubs: number; subs: number; topicOf: (p: number) => string; filterOf: (s: number) => string; listensTo: (s: number, p: number) => boolean } {
+  switch (o.scenario) {
+    case 'fanin':
+      return { pubs: o.publishers, subs: 1, topicOf: (p) => `bench/fanin/${p}`, filterOf: () => 'bench/fanin/+', listensTo: () => true };
+    case 'fanout':
+      return { pubs: 1, subs: o.subscribers, topicOf: () => 'bench/fanout', filterOf: () => 'bench/fanout', listensTo: () => true };
+    default:
+      return { pubs: o.publishers, subs: o.publishers, topicOf: (p) => `bench/pair/${p}`, filterOf: (s) => `bench/pair/${s}`, listensTo: (s, p) => s === p };
+  }
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  if (o.scenario === 'conn') return runConn(o);
+  const t = topology(o);
+  const tracker = new Tracker();
+  const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
+  const subs: BenchClient[] = [];
+  for (let s = 0; s < t.subs; s++) {
+    const c = await BenchClient.connect(o.port, o.host, `bs${run}${s}`, o.version);
+    await c.subscribe(t.filterOf(s), o.qos);
+    c.onMessage = (payload) => tracker.received(s, payload, performance.now());
+    subs.push(c);
+  }
+  const pubs: BenchClient[] = [];
+  for (let p = 0; p < t.pubs; p++) pubs.push(await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version));
+
+  const sent = new Array<number>(t.pubs).fill(0);
+  const acked = new Array<number>(t.pubs).fill(0);
+  let publishedInWindow = 0;
+  let stopped = false;
+  const perPublisherRate = o.rate / t.pubs;
+  const startedAt = performance.now();
+
+  const sendOne = (p: number): boolean => {
+    const ok = (pubs[p] as BenchClient).publish(t.topicOf(p), Tracker.payload(o.size, p, sent[p] as number, performance.now()), o.qos);
+    sent[p] = (sent[p] as number) + 1;
+    if (tracker.measuring) publishedInWindow++;
+    return ok;
+  };
+  const pump = (p: number): void => {
+    const c = pubs[p] as BenchClient;
+    while (!stopped) {
+      if (o.rate > 0) {
+        const due = Math.floor(((performance.now() - startedAt) / 1000) * perPublisherRate);
+        if ((sent[p] as number) >= due) return;
+      }
+      if (o.qos > 0 && c.inflight >= o.inflight) return;
+      if (!sendOne(p)) {
+        c.socket.once('drain', () => pump(p));
+        return;
+      }
+    }
+  };
+  pubs.forEach((c, p) => {
+    c.onAck = () => {
+      acked[p] = (acked[p] as number) + 1;
+      pump(p);
+    };
+  });
+  const ticker = o.rate > 0 ? setInterval(() => pubs.forEach((_c, p) => pump(p)), 5) : undefined;
+  pubs.forEach((_c, p) => pump(p));
+
+  await sleep(o.warmup * 1000);
+  tracker.measuring = true;
+  const cpu0 = process.cpuUsage();
+  const broker0: Usage | undefined = o.pid === undefined ? undefined : usageOf(o.pid);
+  const t0 = performance.now();
+  await sleep(o.duration * 1000);
+  const seconds = (performance.now() - t0) / 1000;
+  tracker.measuring = false;
+  const published = publishedInWindow;
+  const delivered = tracker.delivered;
+  const cpu = process.cpuUsage(cpu0);
+  const broker1 = o.pid === undefined ? undefined : usageOf(o.pid);
+  stopped = true;
+  if (ticker !== undefined) clearInterval(ticker);
+  // let what is in flight arrive before counting losses: wait until deliveries stop coming (at most 10 s)
+  for (let i = 0, before = -1; i < 100 && tracker.total !== before; i++) {
+    before = tracker.total;
+    await sleep(200);
+  }
+
+  let lost = 0;
+  if (o.qos > 0) {
+    for (let s = 0; s < t.subs; s++) for (let p = 0; p < t.pubs; p++) if (t.listensTo(s, p)) lost += tracker.lost(s, p, acked[p] as number);
+  }
+  for (const c of [...subs, ...pubs]) c.close();
+  const generatorCpuPercent = ((cpu.user + cpu.system) / 1e6 / seconds) * 100;
+  const warnings: string[] = [];
+  if (generatorCpuPercent > 90) warnings.push(`the load generator used ${generatorCpuPercent.toFixed(0)}% of a core: it may be the bottleneck, not the broker`);
+  if (o.qos === 0 && o.rate === 0) warnings.push('QoS 0 at full speed: deliveries the broker drops for slow subscribers count as lost');
+  return {
+    scenario: o.scenario,
+    options: withoutPid(o),
+    publishedPerSecond: published / seconds,
+    deliveredPerSecond: delivered / seconds,
+    latencyMs: tracker.percentiles(),
+    lost,
+    duplicated: tracker.duplicates,
+    outOfOrder: tracker.outOfOrder,
+    broker: brokerUsage(broker0, broker1, seconds),
+    generatorCpuPercent,
+    warnings,
+  };
+}
+
+async function runConn(o: BenchOptions): Promise<BenchResult> {
+  const before = o.pid === undefined ? undefined : usageOf(o.pid);
+  const clients: BenchClient[] = [];
+  const run = Date.now().toString(36);
+  for (let i = 0; i < o.connections; i += 100) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(100, o.connections - i) }, (_v, k) => BenchClient.connect(o.port, o.host, `bc${run}${i + k}`, o.version)),
+    );
+    clients.push(...batch);
+  }
+  await sleep(Math.max(1000, o.duration * 1000));
+  const after = o.pid === undefined ? undefined : usageOf(o.pid);
+  for (const c of clients) c.close();
+  const broker = brokerUsage(before, after, o.duration);
+  if (broker !== undefined && before !== undefined && after !== undefined) {
+    broker.rssPerConnectionKiB = (after.rssBytes - before.rssBytes) / 1024 / clients.length;
+  }
+  return {
+    scenario: 'conn', options: withoutPid(o), publishedPerSecond: 0, deliveredPerSecond: 0, latencyMs: { p50: NaN, p99: NaN, p999: NaN },
+    lost: 0, duplicated: 0, outOfOrder: 0, broker, generatorCpuPercent: NaN,
+    warnings: o.pid === undefined ? ['without --pid the memory per connection cannot be measured'] : [],
+  };
+}
+
+function brokerUsage(a: Usage | undefined, b: Usage | undefined, seconds: number): BenchResult['broker'] {
+  if (a === undefined || b === undefined) return undefined;
+  return { cpuPercent: ((b.cpuSeconds - a.cpuSeconds) / seconds) * 100, rssMiB: b.rssBytes / 1024 / 1024 };
+}
+
+function withoutPid(o: BenchOptions): Omit<BenchOptions, 'pid'> {
+  const { pid: _pid, ...rest } = o;
+  return rest;
+}

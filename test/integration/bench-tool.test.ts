@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { runBench, type BenchOptions } from '../../src/bench/run.js';
+import { startBroker, type TestBroker } from '../helpers/broker.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** Runs the command line without blocking: the broker under test lives in this process. */
+function midge(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN, ...args]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe('midge bench', () => {
+  let b: TestBroker;
+  before(async () => {
+    b = await startBroker({ limits: { maxQueuedMessages: 100000 } });
+  });
+  after(() => b.close());
+
+  const base = (over: Partial<BenchOptions>): BenchOptions => ({
+    scenario: 'fanin', host: '127.0.0.1', port: b.port, version: 4, qos: 1, size: 64, publishers: 4, subscribers: 4,
+    rate: 2000, duration: 0.6, warmup: 0.2, inflight: 50, connections: 50, pid: process.pid, ...over,
+  });
+
+  for (const scenario of ['fanin', 'fanout', 'pairs'] as const) {
+    test(`${scenario} at QoS 1 and a fixed rate: every message arrives once, in order, with latencies`, async () => {
+      const r = await runBench(base({ scenario }));
+      const fan = scenario === 'fanout' ? 4 : 1;
+      assert.ok(Math.abs(r.publishedPerSecond - 2000) < 600, `published ${r.publishedPerSecond}`);
+      assert.ok(Math.abs(r.deliveredPerSecond - 2000 * fan) < 600 * fan, `delivered ${r.deliveredPerSecond}`);
+      assert.equal(r.lost, 0);
+      assert.equal(r.duplicated, 0);
+      assert.equal(r.outOfOrder, 0);
+      assert.ok(r.latencyMs.p50 > 0 && r.latencyMs.p50 <= r.latencyMs.p99 && r.latencyMs.p99 <= r.latencyMs.p999);
+      assert.ok(r.broker !== undefined && r.broker.rssMiB > 0);
+    });
+  }
+
+  test('conn opens idle connections and reports memory per connection', async () => {
+    const r = await runBench(base({ scenario: 'conn', connections: 200, duration: 0.2 }));
+    assert.equal(r.scenario, 'conn');
+    assert.ok(r.broker?.rssPerConnectionKiB !== undefined);
+  });
+
+  test('the command line prints JSON, and refuses a bad option in one line (exit 2)', async () => {
+    const ok = await midge(['bench', 'pairs', '--port', String(b.port), '--publishers', '5', '--qos', '2', '--rate', '500', '--duration', '0.5', '--warmup', '0.1', '--json']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const r = JSON.parse(ok.stdout) as { scenario: string; lost: number; duplicated: number; deliveredPerSecond: number };
+    assert.equal(r.scenario, 'pairs');
+    assert.equal(r.lost, 0);
+    assert.equal(r.duplicated, 0);
+    assert.ok(r.deliveredPerSecond > 0);
+    const bad = await midge(['bench', 'storm']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr.trim(), /^midge: bench: the scenario must be one of fanin, fanout, pairs, conn$/);
+  });
+});
