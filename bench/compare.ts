@@ -1,0 +1,152 @@
+// Midge, Mosquitto (when installed) and Aedes side by side: each broker pinned to one core, the load
+// generator to the other, scenarios run alternately several times; prints medians and ratios.
+// Usage: npm run bench:compare [-- --runs 3 --duration 5 --brokers midge,mosquitto,aedes --scenarios fanin-q0,fanin-q1]
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    duration: { type: 'string', default: '5' },
+    brokers: { type: 'string', default: 'midge,mosquitto,aedes' },
+    scenarios: { type: 'string', default: 'fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs-q1,latency-q1,conn' },
+    port: { type: 'string', default: '18830' },
+  },
+});
+const RUNS = Number(values.runs);
+const PORT = Number(values.port);
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const AEDES = fileURLToPath(new URL('./aedes-server.js', import.meta.url));
+const BROKER_CPU = '0';
+const LOAD_CPU = '1';
+
+interface Scenario {
+  name: string;
+  args: string[];
+  /** what the table shows for it */
+  metric: 'delivered' | 'p99' | 'kib';
+}
+
+const SCENARIOS: Record<string, Scenario> = {
+  'fanin-q0': { name: 'fan-in QoS 0 (10 -> 1)', args: ['fanin', '--qos', '0', '--publishers', '10', '--rate', '200000'], metric: 'delivered' },
+  'fanin-q1': { name: 'fan-in QoS 1 (10 -> 1)', args: ['fanin', '--qos', '1', '--publishers', '10'], metric: 'delivered' },
+  'fanout-q0': { name: 'fan-out QoS 0 (1 -> 100)', args: ['fanout', '--qos', '0', '--subscribers', '100', '--rate', '2000'], metric: 'delivered' },
+  'fanout-q1': { name: 'fan-out QoS 1 (1 -> 100)', args: ['fanout', '--qos', '1', '--subscribers', '100', '--rate', '2000'], metric: 'delivered' },
+  'pairs-q1': { name: '1,000 pairs QoS 1', args: ['pairs', '--qos', '1', '--publishers', '1000', '--inflight', '10'], metric: 'delivered' },
+  'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000'], metric: 'p99' },
+  conn: { name: 'memory per idle connection (KiB, 10,000)', args: ['conn', '--connections', '10000'], metric: 'kib' },
+};
+
+function hasMosquitto(): boolean {
+  return spawnSync('mosquitto', ['-h']).error === undefined;
+}
+
+function waitForPort(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + 10_000;
+    const attempt = (): void => {
+      const s = createConnection({ port, host: '127.0.0.1' }, () => {
+        s.destroy();
+        resolve();
+      });
+      s.once('error', () => (Date.now() > deadline ? reject(new Error(`nothing listens on ${port}`)) : setTimeout(attempt, 50)));
+    };
+    attempt();
+  });
+}
+
+async function startBroker(name: string): Promise<ChildProcess> {
+  let cmd: string[];
+  if (name === 'midge') {
+    // queues deep enough that the broker's drop policy does not decide the result
+    const cfg = join(mkdtempSync(join(tmpdir(), 'midge-cmp-')), 'midge.yaml');
+    writeFileSync(cfg, 'limits:\n  maxQueuedMessages: 1000000\n  maxInflight: 1000\n');
+    cmd = [process.execPath, MAIN, '--config', cfg, '--port', String(PORT), '--persistence', 'memory', '--log-level', 'warn', '--sys-interval', '0'];
+  } else if (name === 'mosquitto') {
+    const cfg = join(mkdtempSync(join(tmpdir(), 'mosq-cmp-')), 'mosquitto.conf');
+    writeFileSync(cfg, `listener ${PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nsys_interval 0\n`);
+    cmd = ['mosquitto', '-c', cfg];
+  } else {
+    cmd = [process.execPath, AEDES, String(PORT)];
+  }
+  const child = spawn('taskset', ['-c', BROKER_CPU, ...cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitForPort(PORT);
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  child.kill('SIGTERM');
+  await new Promise((r) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => {
+      clearTimeout(t);
+      r(undefined);
+    });
+  });
+}
+
+function runLoad(s: Scenario, pid: number): Record<string, unknown> {
+  const r = spawnSync('taskset', ['-c', LOAD_CPU, process.execPath, MAIN, 'bench', ...s.args, '--port', String(PORT), '--duration', values.duration as string, '--warmup', '1', '--pid', String(pid), '--json'], { encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`bench failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+function value(s: Scenario, r: Record<string, unknown>): number {
+  if (s.metric === 'delivered') return r.deliveredPerSecond as number;
+  if (s.metric === 'p99') return (r.latencyMs as { p99: number }).p99;
+  return ((r.broker as { rssPerConnectionKiB?: number } | undefined)?.rssPerConnectionKiB ?? NaN);
+}
+
+const median = (xs: number[]): number => {
+  const a = [...xs].sort((p, q) => p - q);
+  return a.length === 0 ? NaN : (a[Math.floor(a.length / 2)] as number);
+};
+
+const brokers = (values.brokers as string).split(',').filter((b) => b !== 'mosquitto' || hasMosquitto());
+const scenarios = (values.scenarios as string).split(',').map((k) => {
+  const s = SCENARIOS[k];
+  if (s === undefined) throw new Error(`unknown scenario ${k}`);
+  return s;
+});
+const results = new Map<string, number[]>();
+const issues: string[] = [];
+for (const s of scenarios) {
+  for (let run = 0; run < RUNS; run++) {
+    // alternate the order, so that no broker always runs on a warmer or colder machine
+    const order = run % 2 === 0 ? brokers : [...brokers].reverse();
+    for (const b of order) {
+      const child = await startBroker(b);
+      try {
+        const r = runLoad(s, child.pid as number);
+        const key = `${s.name}\u0000${b}`;
+        results.set(key, [...(results.get(key) ?? []), value(s, r)]);
+        if ((r.lost as number) > 0 || (r.duplicated as number) > 0) issues.push(`${b}, ${s.name}: lost ${String(r.lost)}, duplicated ${String(r.duplicated)}`);
+        for (const w of (r.warnings as string[]) ?? []) if (w.includes('bottleneck')) issues.push(`${b}, ${s.name}: ${w}`);
+      } finally {
+        await stop(child);
+      }
+    }
+  }
+}
+
+const header = ['scenario', ...brokers.map((b) => `${b} (median of ${RUNS})`), ...brokers.filter((b) => b !== 'midge').map((b) => `midge / ${b}`)];
+console.log(`| ${header.join(' | ')} |`);
+console.log(`|${header.map(() => '---').join('|')}|`);
+for (const s of scenarios) {
+  const med = brokers.map((b) => median(results.get(`${s.name}\u0000${b}`) ?? []));
+  const midge = med[0] as number;
+  const ratios = brokers.slice(1).map((_b, i) => {
+    const other = med[i + 1] as number;
+    // higher is better for throughput, lower for latency and memory
+    return (s.metric === 'delivered' ? midge / other : other / midge).toFixed(2) + 'x';
+  });
+  const fmt = (n: number): string => (s.metric === 'delivered' ? Math.round(n).toLocaleString('en-US') : n.toFixed(2));
+  console.log(`| ${s.name} | ${med.map(fmt).join(' | ')} | ${ratios.join(' | ')} |`);
+}
+console.log('\nratios: above 1.00x means Midge is better (more messages, lower latency, less memory)');
+for (const i of issues) console.log(`note: ${i}`);
