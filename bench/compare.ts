@@ -69,7 +69,7 @@ async function startBroker(name: string): Promise<ChildProcess> {
     cmd = [process.execPath, MAIN, '--config', cfg, '--port', String(PORT), '--persistence', 'memory', '--log-level', 'warn', '--sys-interval', '0'];
   } else if (name === 'mosquitto') {
     const cfg = join(mkdtempSync(join(tmpdir(), 'mosq-cmp-')), 'mosquitto.conf');
-    writeFileSync(cfg, `listener ${PORT} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nsys_interval 0\n`);
+    writeFileSync(cfg, `listener ${PORT} 127.0.0.1\nallow_anonymous true\nlog_dest none\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nsys_interval 0\n`);
     cmd = ['mosquitto', '-c', cfg];
   } else {
     cmd = [process.execPath, AEDES, String(PORT)];

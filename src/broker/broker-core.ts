@@ -31,7 +31,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   readonly counters: MessageCounters = {
     received: [0, 0, 0],
     sent: [0, 0, 0],
-    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0 },
+    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0, rateLimited: 0 },
     throttled: 0,
     retainedRefused: 0,
   };

@@ -18,6 +18,8 @@ export interface Limits {
   maxConnectionRate: number;
   maxPublishRate: number;
   maxPublishBytesRate: number;
+  /** over a publish rate, 5.0 clients are refused (0x97) or slowed down; 3.1.1 clients are always slowed down */
+  publishRateAction: 'refuse' | 'throttle';
   maxRetainedMessages: number;
 }
 
@@ -76,8 +78,9 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'topicAliasMaximum', type: 'integer', default: 1024, min: 0, max: 65535, description: 'topic aliases a 5.0 client may use towards the broker' },
   { key: 'maxConnections', type: 'integer', default: 0, min: 0, max: U32, description: 'connections open at once over all listeners (0 = no limit; 0x97 beyond it)' },
   { key: 'maxConnectionRate', type: 'integer', default: 0, min: 0, max: U32, description: 'new connections per second (0 = no limit; 0x9F beyond it)' },
-  { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; a faster client is read from more slowly, nothing is dropped)' },
-  { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit; a faster client is read from more slowly)' },
+  { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; see publishRateAction)' },
+  { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit)' },
+  { key: 'publishRateAction', type: 'enum', default: 'refuse', values: ['refuse', 'throttle'], description: 'over a publish rate: refuse (5.0: PUBACK/PUBREC 0x97, QoS 0 dropped) or throttle (read from the client more slowly, nothing dropped); 3.1.1 clients, which cannot be told, are always throttled' },
   { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is delivered but not retained)' },
 ];
 

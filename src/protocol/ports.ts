@@ -22,6 +22,7 @@ export interface ProtocolSettings {
   /** per client, 0 = no limit */
   maxPublishRate: number;
   maxPublishBytesRate: number;
+  publishRateAction: 'refuse' | 'throttle';
   /** 0 = no limit */
   maxRetainedMessages: number;
   maximumQoS: QoS;
@@ -80,6 +81,8 @@ export interface MessageCounters {
     tooLarge: number;
     expired: number;
     notAuthorized: number;
+    /** 5.0 publishes refused for going over the client's publish rate */
+    rateLimited: number;
   };
   /** publishes that put their client over its publish rate (it was paused, nothing was dropped) */
   throttled: number;

@@ -1,7 +1,8 @@
 /**
- * Per-client publish rate limits (messages/s and bytes/s) as token buckets that may run into debt:
- * a client over its rate is slowed down by reading nothing more from it for a while, so no message
- * it sent is dropped or refused (EMQX's limiter works the same way). No timers here: two numbers
+ * Per-client publish rate limits (messages/s and bytes/s) as token buckets. Two ways to hold a
+ * client to them: `tryTake` refuses what is over the rate (5.0 can say so with 0x97), `charge` runs
+ * into debt and asks to stop reading from the client for a while, so that nothing it sent is dropped
+ * (EMQX's limiter works that way; it is the only way for 3.1.1, which has no refusal code). No timers here: two numbers
  * per client, refilled from the clock on each publish.
  */
 export interface PublishRateLimits {
@@ -32,15 +33,31 @@ export class PublishQuota {
     return limits.maxPublishRate > 0 || limits.maxPublishBytesRate > 0;
   }
 
-  /** Counts a message of `size` bytes; returns how long (ms) to stop reading from the client, 0 for not at all. */
-  charge(size: number, now: number): number {
+  /** Takes a message of `size` bytes if the rate allows it now; a refused one costs nothing. */
+  tryTake(size: number, now: number): boolean {
+    this.refill(now);
+    const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
+    if (rate > 0 && this.messages < 1) return false;
+    // a message bigger than a whole second's allowance still passes when the bucket is full
+    if (byteRate > 0 && this.bytes < Math.min(size, byteRate)) return false;
+    if (rate > 0) this.messages -= 1;
+    if (byteRate > 0) this.bytes -= size;
+    return true;
+  }
+
+  private refill(now: number): void {
     const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
     const elapsed = now - this.at;
-    if (elapsed > 0) {
-      this.at = now;
-      if (rate > 0) this.messages = Math.min(rate, this.messages + (elapsed * rate) / 1000);
-      if (byteRate > 0) this.bytes = Math.min(byteRate, this.bytes + (elapsed * byteRate) / 1000);
-    }
+    if (elapsed <= 0) return;
+    this.at = now;
+    if (rate > 0) this.messages = Math.min(rate, this.messages + (elapsed * rate) / 1000);
+    if (byteRate > 0) this.bytes = Math.min(byteRate, this.bytes + (elapsed * byteRate) / 1000);
+  }
+
+  /** Counts a message of `size` bytes; returns how long (ms) to stop reading from the client, 0 for not at all. */
+  charge(size: number, now: number): number {
+    this.refill(now);
+    const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
     let wait = 0;
     if (rate > 0) {
       this.messages -= 1;

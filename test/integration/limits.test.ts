@@ -233,6 +233,49 @@ describe('limits: connections, publish rates and retained messages', () => {
     }
   });
 
+  test('maxPublishRate, refuse (the default for 5.0): over the rate, PUBACK/PUBREC 0x97 and QoS 0 dropped; the rate refills', async () => {
+    const b = await startBroker({ limits: { maxPublishRate: 5 } });
+    try {
+      const sub = await rawConnect(b.port, 5, { clientId: 'refuse-sub' });
+      await rawSubscribe(sub.raw, 5, 1, [{ topic: 'rr/#', qos: 0 }]);
+      const pub = await rawConnect(b.port, 5, { clientId: 'refuse-pub' });
+      const codes: number[] = [];
+      for (let i = 1; i <= 8; i++) {
+        pub.raw.sendPacket({ cmd: 'publish', topic: 'rr/q1', payload: Buffer.from(String(i)), qos: 1, messageId: i }, 5);
+        codes.push((await expectPacket(pub.raw, 'puback')).reasonCode ?? 0);
+      }
+      assert.deepEqual(codes, [0, 0, 0, 0, 0, 0x97, 0x97, 0x97]);
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'rr/q2', payload: Buffer.from('x'), qos: 2, messageId: 20 }, 5);
+      assert.equal((await expectPacket(pub.raw, 'pubrec')).reasonCode, 0x97);
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'rr/q0', payload: Buffer.from('dropped'), qos: 0 }, 5);
+      assert.deepEqual((await publishes(sub.raw, 200)).map((p) => p.payload?.toString()), ['1', '2', '3', '4', '5']);
+      assert.ok((b.broker.stats.droppedByReason.rateLimited ?? 0) >= 5);
+      await new Promise((r) => setTimeout(r, 450));
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'rr/q1', payload: Buffer.from('later'), qos: 1, messageId: 30 }, 5);
+      assert.equal((await expectPacket(pub.raw, 'puback')).reasonCode ?? 0, 0, 'the rate refills');
+      sub.raw.close();
+      pub.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('maxPublishRate with publishRateAction throttle: 5.0 clients are slowed down instead, nothing dropped', async () => {
+    const b = await startBroker({ limits: { maxPublishRate: 20, publishRateAction: 'throttle' } });
+    try {
+      const pub = await rawConnect(b.port, 5, { clientId: 'throttle-pub' });
+      const t0 = Date.now();
+      for (let i = 1; i <= 40; i++) pub.raw.sendPacket({ cmd: 'publish', topic: 'tt', payload: Buffer.from('x'), qos: 1, messageId: i }, 5);
+      const codes: number[] = [];
+      for (let i = 0; i < 40; i++) codes.push((await expectPacket(pub.raw, 'puback', 5000)).reasonCode ?? 0);
+      assert.ok(codes.every((c) => c === 0));
+      assert.ok(Date.now() - t0 >= 700, 'the second half waited for the rate');
+      pub.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
   test('maxRetainedMessages: at the limit a new topic is delivered but not retained; held topics still change', async () => {
     const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 0 });
     try {

@@ -18,10 +18,19 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   const v5 = ch.version === 5;
 
   if (ch.publishQuota !== undefined) {
-    const wait = ch.publishQuota.charge(p.payload.length + p.topic.length, ch.broker.now());
-    if (wait > 0) {
-      ch.broker.counters.throttled++;
-      ch.throttle(wait);
+    const size = p.payload.length + p.topic.length;
+    if (v5 && settings.publishRateAction === 'refuse') {
+      if (!ch.publishQuota.tryTake(size, ch.broker.now())) {
+        ch.broker.counters.dropped.rateLimited++;
+        acknowledge(ch, p, RC.QuotaExceeded, 'publish rate exceeded');
+        return undefined;
+      }
+    } else {
+      const wait = ch.publishQuota.charge(size, ch.broker.now());
+      if (wait > 0) {
+        ch.broker.counters.throttled++;
+        ch.throttle(wait);
+      }
     }
   }
   if (p.qos > settings.maximumQoS) {
