@@ -251,6 +251,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return existed;
   }
 
+  retainedHasRoom(topic: string): boolean {
+    return this.retained.hasRoomFor(topic);
+  }
+
   retainedMessages(topicFilter: string): Message[] {
     return this.retained.match(topicFilter, this.now());
   }

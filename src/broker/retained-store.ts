@@ -20,13 +20,16 @@ export class RetainedStore {
       this.tree.delete(message.topic);
       return true;
     }
-    const max = this.maxMessages;
     // at the limit only topics already held may change; the broker's own $ topics are always kept
-    if (max > 0 && this.tree.size >= max && message.topic.charCodeAt(0) !== 0x24 && this.tree.get(message.topic) === undefined) {
-      return false;
-    }
+    if (!this.hasRoomFor(message.topic)) return false;
     this.tree.set(message.topic, message);
     return true;
+  }
+
+  /** Whether a retained message on `topic` would be stored (false only at the limit, for a new topic). */
+  hasRoomFor(topic: string): boolean {
+    const max = this.maxMessages;
+    return max === 0 || this.tree.size < max || topic.charCodeAt(0) === 0x24 || this.tree.get(topic) !== undefined;
   }
 
   get(topic: string): Message | undefined {

@@ -81,7 +81,7 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; see publishRateAction)' },
   { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit)' },
   { key: 'publishRateAction', type: 'enum', default: 'refuse', values: ['refuse', 'throttle'], description: 'over a publish rate: refuse (5.0: PUBACK/PUBREC 0x97, QoS 0 dropped) or throttle (read from the client more slowly, nothing dropped); 3.1.1 clients, which cannot be told, are always throttled' },
-  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is delivered but not retained)' },
+  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is refused to 5.0 clients with 0x97, delivered but not retained from 3.1.1 clients)' },
 ];
 
 export const TOP_SPECS: readonly SettingSpec[] = [

@@ -119,6 +119,8 @@ export interface BrokerPort {
   subscribe(session: Session, subscription: Subscription): boolean;
   /** Returns true when the subscription existed. */
   unsubscribe(session: Session, filter: string): boolean;
+  /** Whether a retained message on `topic` would be stored (the retained limit). */
+  retainedHasRoom(topic: string): boolean;
   /** Retained messages matching a filter, expired ones left out. */
   retainedMessages(topicFilter: string): Message[];
   /** Observability: a message was accepted from a client. */

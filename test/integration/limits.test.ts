@@ -276,7 +276,7 @@ describe('limits: connections, publish rates and retained messages', () => {
     }
   });
 
-  test('maxRetainedMessages: at the limit a new topic is delivered but not retained; held topics still change', async () => {
+  test('maxRetainedMessages: at the limit a new topic is refused to 5.0 clients (0x97) and delivered but not retained for others; held topics still change', async () => {
     const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 0 });
     try {
       await b.broker.publish({ topic: 'keep/1', payload: 'a', retain: true });
@@ -292,8 +292,15 @@ describe('limits: connections, publish rates and retained messages', () => {
       await rawSubscribe(late.raw, 4, 1, [{ topic: 'keep/#', qos: 0 }]);
       const got = (await publishes(late.raw)).map((p) => `${p.topic}=${p.payload?.toString()}`).sort();
       assert.deepEqual(got, ['keep/1=a', 'keep/2=b2']);
+      // a 5.0 client is told: PUBACK 0x97, and the message is not sent on either
+      const v5 = await rawConnect(b.port, 5, { clientId: 'ret-v5' });
+      v5.raw.sendPacket({ cmd: 'publish', topic: 'keep/4', payload: Buffer.from('d'), qos: 1, messageId: 1, retain: true }, 5);
+      assert.equal((await expectPacket(v5.raw, 'puback')).reasonCode, 0x97);
+      v5.raw.sendPacket({ cmd: 'publish', topic: 'keep/1', payload: Buffer.from('a2'), qos: 1, messageId: 2, retain: true }, 5);
+      assert.equal((await expectPacket(v5.raw, 'puback')).reasonCode ?? 0, 0, 'a held topic may still change');
       live.raw.close();
       late.raw.close();
+      v5.raw.close();
     } finally {
       await b.close();
     }

@@ -74,6 +74,12 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     return undefined;
   }
 
+  if (v5 && p.retain && p.payload.length > 0 && !ch.broker.retainedHasRoom(topic)) {
+    // 5.0 can say the retained limit was reached; the message is not half-accepted (sent but not kept)
+    ch.broker.counters.retainedRefused++;
+    acknowledge(ch, p, RC.QuotaExceeded, 'retained message limit reached');
+    return undefined;
+  }
   if (topic.charCodeAt(0) === 0x24 /* $ */) {
     // `$` topics belong to the broker ($SYS); clients may not publish there.
     return refused(ch, p, RC.NotAuthorized);
