@@ -1,34 +1,20 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { RawClient } from '../helpers/raw-client.js';
+import { killMidges, spawnMidge } from '../helpers/cli.js';
 import { expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const ROUNDS = 4;
-const children = new Set<ChildProcess>();
 
 /** Starts the broker as a child process on `dataDir`; resolves with its port. */
-async function startBroker(dataDir: string): Promise<{ child: ChildProcess; port: number }> {
+function startBroker(dataDir: string): ReturnType<typeof spawnMidge> {
   // queues deep enough for the whole run: a full queue would drop messages by design
   const config = join(dataDir, '..', `${dataDir.split('/').pop() ?? 'x'}.yaml`);
   writeFileSync(config, 'limits:\n  maxQueuedMessages: 1000000\n');
-  const child = spawn(process.execPath, [MAIN, '--config', config, '--port', '0', '--data-dir', dataDir, '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
-    if (m) return { child, port: Number(m[1]) };
-    if (Date.now() > deadline) throw new Error(`broker did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  return spawnMidge(['--config', config, '--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
 }
 
 /**
@@ -87,9 +73,7 @@ async function drain(port: number, clientId: string): Promise<number[]> {
 }
 
 describe('crash safety', () => {
-  after(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  after(killMidges);
 
   test(`a broker killed ${ROUNDS} times under QoS 1/2 load loses no acknowledged message and duplicates no QoS 2 one`, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'midge-crash-'));

@@ -1,40 +1,25 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { createBroker } from '../../src/index.js';
 import { rawConnect } from '../helpers/raw-session.js';
+import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const children = new Set<ChildProcess>();
 
 function midgePasswd(...args: string[]): { status: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, 'passwd', ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [MIDGE_MAIN, 'passwd', ...args], { encoding: 'utf8' });
   return { status: r.status, stderr: r.stderr };
 }
 
-async function serve(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--log-level', 'silent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
-    if (m) return { child, port: Number(m[1]) };
-    if (Date.now() > deadline) throw new Error('broker did not start');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+function serve(args: string[]): ReturnType<typeof spawnMidge> {
+  return spawnMidge(['--port', '0', '--persistence', 'memory', '--log-level', 'silent', ...args]);
 }
 
 describe('password files and anonymous access', () => {
-  after(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  after(killMidges);
 
   test('midge passwd writes $7$ entries, updates and deletes users; the broker checks them', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
@@ -110,7 +95,7 @@ describe('password files and anonymous access', () => {
 
   test('a password file with a mistake stops the start: one line naming it, exit code 2', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
-    const r = spawnSync(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--password-file', file], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [MIDGE_MAIN, '--port', '0', '--persistence', 'memory', '--password-file', file], { encoding: 'utf8' });
     assert.equal(r.status, 2);
     assert.match(r.stderr.trim(), /^midge: cannot read the password file .*passwd: ENOENT$/);
   });

@@ -172,8 +172,8 @@ describe('MQTT 5.0 QoS flows and reason codes (5.0)', () => {
     assert.equal((await expectPacket(pub, 'disconnect')).reasonCode, 0x82);
   });
 
-  test('[MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.6.2-1] [MQTT-3.7.2-1] [MQTT-3.14.2-1] reason codes the server sends come from each packet list', async () => {
-    const c = await client();
+  /** Makes the server answer with an error code on each of PUBACK, PUBREC, PUBCOMP, PUBREL and DISCONNECT. */
+  async function provokeErrors(c: RawClient): Promise<Loose[]> {
     c.sendPacket({ cmd: 'publish', topic: 'deny/x', payload: Buffer.from('x'), qos: 1, messageId: 1 }, 5);
     const puback = await expectPacket(c, 'puback');
     c.sendPacket({ cmd: 'publish', topic: 'deny/x', payload: Buffer.from('x'), qos: 2, messageId: 2 }, 5);
@@ -183,7 +183,11 @@ describe('MQTT 5.0 QoS flows and reason codes (5.0)', () => {
     c.sendPacket({ cmd: 'pubrec', messageId: 998 }, 5);
     const pubrel = await expectPacket(c, 'pubrel');
     c.sendPacket({ cmd: 'publish', topic: 'a/+', payload: Buffer.from('x'), qos: 0 }, 5);
-    const disconnect = await expectPacket(c, 'disconnect');
+    return [puback, pubrec, pubcomp, pubrel, await expectPacket(c, 'disconnect')];
+  }
+
+  test('[MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.6.2-1] [MQTT-3.7.2-1] [MQTT-3.14.2-1] reason codes the server sends come from each packet list', async () => {
+    const [puback, pubrec, pubcomp, pubrel, disconnect] = (await provokeErrors(await client())) as [Loose, Loose, Loose, Loose, Loose];
     assert.ok(PUBACK_CODES.includes(puback.reasonCode ?? 0) && puback.reasonCode === 0x87);
     assert.ok(PUBACK_CODES.includes(pubrec.reasonCode ?? 0) && pubrec.reasonCode === 0x87);
     assert.equal(pubcomp.reasonCode, 0x92);
@@ -193,18 +197,7 @@ describe('MQTT 5.0 QoS flows and reason codes (5.0)', () => {
 
   test('[MQTT-3.4.2-2] [MQTT-3.4.2-3] [MQTT-3.5.2-2] [MQTT-3.5.2-3] [MQTT-3.6.2-2] [MQTT-3.6.2-3] [MQTT-3.7.2-2] [MQTT-3.7.2-3] [MQTT-3.14.2-3] [MQTT-3.14.2-4] diagnostics are left out when they would exceed the client Maximum Packet Size', async () => {
     for (const max of [1000, 8]) {
-      const c = await client({ properties: { maximumPacketSize: max } });
-      c.sendPacket({ cmd: 'publish', topic: 'deny/x', payload: Buffer.from('x'), qos: 1, messageId: 1 }, 5);
-      const puback = await expectPacket(c, 'puback');
-      c.sendPacket({ cmd: 'publish', topic: 'deny/x', payload: Buffer.from('x'), qos: 2, messageId: 2 }, 5);
-      const pubrec = await expectPacket(c, 'pubrec');
-      c.sendPacket({ cmd: 'pubrel', messageId: 999 }, 5);
-      const pubcomp = await expectPacket(c, 'pubcomp');
-      c.sendPacket({ cmd: 'pubrec', messageId: 998 }, 5);
-      const pubrel = await expectPacket(c, 'pubrel');
-      c.sendPacket({ cmd: 'publish', topic: 'a/+', payload: Buffer.from('x'), qos: 0 }, 5);
-      const disconnect = await expectPacket(c, 'disconnect');
-      for (const p of [puback, pubrec, pubcomp, pubrel, disconnect]) {
+      for (const p of await provokeErrors(await client({ properties: { maximumPacketSize: max } }))) {
         if (max === 1000) assert.ok(reasonOf(p) !== undefined, `${p.cmd} has a reason string when it fits`);
         else assert.equal(reasonOf(p), undefined, `${p.cmd} has none when it would not fit`);
         assert.equal((p.properties as { userProperties?: unknown } | undefined)?.userProperties, undefined);

@@ -1,0 +1,28 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled command line. */
+export const MIDGE_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+const children = new Set<ChildProcess>();
+
+/** Starts `midge` with `args`; resolves with the process and its first MQTT port once it listens. */
+export async function spawnMidge(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
+    if (m) return { child, port: Number(m[1]) };
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`midge did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Kills every process spawnMidge started and that still runs (for `after`). */
+export function killMidges(): void {
+  for (const c of children) c.kill('SIGKILL');
+}
