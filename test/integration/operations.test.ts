@@ -130,6 +130,29 @@ describe('operations: the command line', () => {
     for (const c of children) c.kill('SIGKILL');
   });
 
+  test('SIGHUP applies a changed log level and limits from the config file, and names what needs a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-hup-'));
+    const cfg = join(dir, 'midge.yaml');
+    writeFileSync(cfg, 'logLevel: silent\npersistence: memory\nport: 0\nlimits:\n  maxClientIdLength: 23\n');
+    const child = spawn(process.execPath, [MAIN, '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.add(child);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    assert.ok(await eventually(() => /listening on mqtt:/.test(out), 10_000));
+    const port = Number(/listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out)?.[1]);
+    const longId = 'x'.repeat(30);
+    assert.equal((await rawConnect(port, 5, { clientId: longId })).connack.reasonCode, 0x85);
+    writeFileSync(cfg, 'logLevel: info\npersistence: memory\nport: 1\nlimits:\n  maxClientIdLength: 64\n');
+    child.kill('SIGHUP');
+    assert.ok(await eventually(() => /"msg":"reloaded"/.test(out), 3000), out);
+    assert.match(out, /"settings":\["port"\].*only after a restart/);
+    const ok = await rawConnect(port, 5, { clientId: longId });
+    assert.equal(ok.connack.reasonCode, 0, 'the new limit applies');
+    assert.ok(await eventually(() => /"msg":"client connected"/.test(out), 3000), 'info lines are logged now');
+    ok.raw.close();
+    child.kill('SIGTERM');
+  });
+
   test('SIGHUP with a changed ACL file changes what a connected client may do', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'midge-hup-'));
     const acl = join(dir, 'acl');
