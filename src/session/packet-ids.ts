@@ -2,55 +2,39 @@ const MAX_ID = 65535;
 
 /**
  * Packet identifiers of one session's outgoing QoS 1/2 messages ([MQTT-2.3.1-2] (3.1.1): a new
- * packet gets an id not in use). A bitmap of 65536 bits, created on first use, so sessions that
- * never send QoS 1/2 carry none of it; the next id is searched from the last one given.
+ * packet gets an id not in use). The ids in use are at most the inflight window, so a small set
+ * holds them, and the next id is searched from the last one given: the search meets only ids still
+ * in flight. (A bitmap of all 65535 ids costs 8 KB per session, and freeing it whenever the window
+ * empties made every lone QoS 1 delivery allocate one.)
  */
 export class PacketIdAllocator {
-  private bits: Uint32Array | undefined;
+  private readonly used = new Set<number>();
   private last = 0;
-  private used = 0;
 
   get inUse(): number {
-    return this.used;
+    return this.used.size;
   }
 
   allocate(): number {
-    if (this.used >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
-    const bits = (this.bits ??= new Uint32Array(2048));
+    if (this.used.size >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
     let id = this.last;
-    for (;;) {
-      id = id === MAX_ID ? 1 : id + 1;
-      const word = id >>> 5;
-      const mask = 1 << (id & 31);
-      if (((bits[word] as number) & mask) === 0) {
-        bits[word] = (bits[word] as number) | mask;
-        this.used++;
-        this.last = id;
-        return id;
-      }
-    }
+    do id = id === MAX_ID ? 1 : id + 1;
+    while (this.used.has(id));
+    this.used.add(id);
+    this.last = id;
+    return id;
   }
 
   release(id: number): void {
-    const bits = this.bits;
-    if (bits === undefined || id < 1 || id > MAX_ID) return;
-    const word = id >>> 5;
-    const mask = 1 << (id & 31);
-    if (((bits[word] as number) & mask) === 0) return;
-    bits[word] = (bits[word] as number) & ~mask;
-    if (--this.used === 0) this.bits = undefined;
+    this.used.delete(id);
   }
 
   /** Marks an id as in use (state restored from storage). */
   claim(id: number): void {
-    if (id < 1 || id > MAX_ID || this.isInUse(id)) return;
-    const bits = (this.bits ??= new Uint32Array(2048));
-    bits[id >>> 5] = (bits[id >>> 5] as number) | (1 << (id & 31));
-    this.used++;
+    if (id >= 1 && id <= MAX_ID) this.used.add(id);
   }
 
   isInUse(id: number): boolean {
-    const bits = this.bits;
-    return bits !== undefined && id >= 1 && id <= MAX_ID && ((bits[id >>> 5] as number) & (1 << (id & 31))) !== 0;
+    return this.used.has(id);
   }
 }
