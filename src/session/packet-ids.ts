@@ -8,33 +8,35 @@ const MAX_ID = 65535;
  * empties made every lone QoS 1 delivery allocate one.)
  */
 export class PacketIdAllocator {
-  private readonly used = new Set<number>();
+  /** created on first use: sessions that never send QoS 1/2 carry none */
+  private used: Set<number> | undefined;
   private last = 0;
 
   get inUse(): number {
-    return this.used.size;
+    return this.used?.size ?? 0;
   }
 
   allocate(): number {
-    if (this.used.size >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
+    const used = (this.used ??= new Set<number>());
+    if (used.size >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
     let id = this.last;
     do id = id === MAX_ID ? 1 : id + 1;
-    while (this.used.has(id));
-    this.used.add(id);
+    while (used.has(id));
+    used.add(id);
     this.last = id;
     return id;
   }
 
   release(id: number): void {
-    this.used.delete(id);
+    this.used?.delete(id);
   }
 
   /** Marks an id as in use (state restored from storage). */
   claim(id: number): void {
-    if (id >= 1 && id <= MAX_ID) this.used.add(id);
+    if (id >= 1 && id <= MAX_ID) (this.used ??= new Set<number>()).add(id);
   }
 
   isInUse(id: number): boolean {
-    return this.used.has(id);
+    return this.used?.has(id) === true;
   }
 }
