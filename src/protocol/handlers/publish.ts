@@ -147,8 +147,8 @@ function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?:
     ch.send(ackPacket('puback', packetId, reasonCode, reason));
     return;
   }
-  // [MQTT-4.3.3-8] a PUBREC with an error code ends the exchange, so the id is not kept
-  if (reasonCode < 0x80) (ch.session as Session).markIncomingQos2(packetId, true);
+  // [MQTT-4.3.3-8] the id waits for PUBREL only after a success, and accept() recorded it already;
+  // a PUBREC with an error code ends the exchange
   ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
 }
 
