@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
+import { createMessage, isExpired, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
@@ -184,14 +184,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         if (this.router.reassignShared(entry.delivery, session)) session.endInflight(packetId);
       }
     }
-    if (session.queue.length > 0) {
-      const keep: Delivery[] = [];
-      for (let d = session.queue.shift(); d !== undefined; d = session.queue.shift()) {
-        if (d.share === undefined || !this.router.reassignShared(d, session)) keep.push(d);
-        else if (d.qos > 0) session.journal?.unqueued(d);
-      }
-      for (const d of keep) session.queue.push(d);
-    }
+    if (session.queue.length > 0) session.takeQueued((d) => d.share !== undefined && this.router.reassignShared(d, session));
   }
 
   private sessionEnded(session: Session): void {
@@ -212,8 +205,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     this.routed += this.router.route(message);
     // what this message changed is durable once the turn's group commit is
-    if (message.qos > 0 && this.durability?.onDisk === true) return this.durability.commit();
-    return undefined;
+    return message.qos > 0 ? this.committed() : undefined;
   }
 
   /** Resolves when every change so far is on disk; undefined when the broker keeps nothing on disk. */
@@ -261,7 +253,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
     // read access is checked per delivery, so that a reloaded ACL applies to existing subscriptions
-    if (this.acl !== undefined && !this.acl.canRead({ username: session.username, clientId: session.clientId }, message.topic)) return;
+    if (this.acl !== undefined && !this.acl.canRead(session, message.topic)) return;
     const sink = session.sink;
     if (sink !== undefined) {
       sink.deliver(message, qos, retain, ids, share);

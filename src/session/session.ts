@@ -113,6 +113,16 @@ export class Session {
     return d;
   }
 
+  /** Removes, in order, the queued deliveries `take` accepts (it has dealt with them); the rest keep their places. */
+  takeQueued(take: (d: Delivery) => boolean): void {
+    const keep: Delivery[] = [];
+    for (let d = this.queue.shift(); d !== undefined; d = this.queue.shift()) {
+      if (!take(d)) keep.push(d);
+      else if (d.qos > 0) this.journal?.unqueued(d);
+    }
+    for (const d of keep) this.queue.push(d);
+  }
+
   /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
   setInflight(packetId: number, entry: InflightEntry): void {
     this.inflight.set(packetId, entry);
@@ -128,11 +138,11 @@ export class Session {
 
   /** An incoming QoS 2 packet id answered with PUBREC; false when PUBREL released it. */
   markIncomingQos2(packetId: number, pending: boolean): boolean {
-    const changed = pending ? !this.incomingQos2.has(packetId) : this.incomingQos2.has(packetId);
+    if (pending === this.incomingQos2.has(packetId)) return false;
     if (pending) this.incomingQos2.add(packetId);
     else this.incomingQos2.delete(packetId);
-    if (changed) this.journal?.incomingQos2(packetId, pending);
-    return changed;
+    this.journal?.incomingQos2(packetId, pending);
+    return true;
   }
 }
 

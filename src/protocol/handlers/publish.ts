@@ -17,22 +17,6 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   const session = ch.session as Session;
   const v5 = ch.version === 5;
 
-  if (ch.publishQuota !== undefined) {
-    const size = p.payload.length + p.topic.length;
-    if (v5 && settings.publishRateAction === 'refuse') {
-      if (!ch.publishQuota.tryTake(size, ch.broker.now())) {
-        ch.broker.counters.dropped.rateLimited++;
-        acknowledge(ch, p, RC.QuotaExceeded, 'publish rate exceeded');
-        return undefined;
-      }
-    } else {
-      const wait = ch.publishQuota.charge(size, ch.broker.now());
-      if (wait > 0) {
-        ch.broker.counters.throttled++;
-        ch.throttle(wait);
-      }
-    }
-  }
   if (p.qos > settings.maximumQoS) {
     // [MQTT-3.2.2-11]
     ch.closeWith(RC.QoSNotSupported, `QoS ${p.qos} is above the maximum QoS ${settings.maximumQoS}`);
@@ -74,6 +58,23 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     return undefined;
   }
 
+  // rate limits apply to well-formed publishes that are not resends of a QoS 2 message already taken
+  if (ch.publishQuota !== undefined) {
+    const size = p.payload.length + topic.length;
+    if (v5 && settings.publishRateAction === 'refuse') {
+      if (!ch.publishQuota.tryTake(size, ch.broker.now())) {
+        ch.broker.counters.dropped.rateLimited++;
+        acknowledge(ch, p, RC.QuotaExceeded, 'publish rate exceeded');
+        return undefined;
+      }
+    } else {
+      const wait = ch.publishQuota.charge(size, ch.broker.now());
+      if (wait > 0) {
+        ch.broker.counters.throttled++;
+        ch.throttle(wait);
+      }
+    }
+  }
   if (v5 && p.retain && p.payload.length > 0 && !ch.broker.retainedHasRoom(topic)) {
     // 5.0 can say the retained limit was reached; the message is not half-accepted (sent but not kept)
     ch.broker.counters.retainedRefused++;
