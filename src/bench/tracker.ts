@@ -1,3 +1,11 @@
+/** What one subscriber received from one publisher. */
+interface Stream {
+  /** sequence numbers seen, as a growing bitmap */
+  seen: Uint8Array;
+  last: number;
+  unique: number;
+}
+
 /**
  * What subscribers received, per publisher: duplicates and reordering from sequence numbers,
  * losses against what the publishers had acknowledged, and end-to-end latency samples.
@@ -10,44 +18,44 @@ export class Tracker {
   outOfOrder = 0;
   private latencies: Float64Array = new Float64Array(1 << 16);
   private samples = 0;
-  /** per (subscriber, publisher): sequence numbers seen, as a growing bitmap */
-  private readonly seen = new Map<number, Uint8Array>();
-  private readonly last = new Map<number, number>();
-  private readonly unique = new Map<number, number>();
+  /** indexed by subscriber, then publisher */
+  private readonly streams: Array<Array<Stream | undefined> | undefined> = [];
   measuring = false;
 
   /** Payload layout: u32 publisher, u32 sequence, f64 send time (ms, performance.now()). */
-  static payload(size: number, publisher: number, seq: number, now: number): Buffer {
-    const b = Buffer.alloc(Math.max(16, size));
-    b.writeUInt32BE(publisher, 0);
-    b.writeUInt32BE(seq, 4);
-    b.writeDoubleBE(now, 8);
-    return b;
+  static stamp(buf: Buffer, at: number, publisher: number, seq: number, now: number): void {
+    buf.writeUInt32BE(publisher, at);
+    buf.writeUInt32BE(seq, at + 4);
+    buf.writeDoubleBE(now, at + 8);
   }
 
-  received(subscriber: number, payload: Buffer, now: number): void {
-    if (payload.length < 16) return;
+  /** A payload received by `subscriber`: buf[start, end). */
+  received(subscriber: number, buf: Buffer, start: number, end: number, now: number): void {
+    if (end - start < 16) return;
     this.total++;
-    const publisher = payload.readUInt32BE(0);
-    const seq = payload.readUInt32BE(4);
-    const key = subscriber * 1_000_003 + publisher;
-    let bits = this.seen.get(key);
-    if (bits === undefined || (seq >> 3) >= bits.length) {
-      const grown = new Uint8Array(Math.max(1024, ((seq >> 3) + 1) * 2));
-      if (bits !== undefined) grown.set(bits);
-      bits = grown;
-      this.seen.set(key, bits);
+    const publisher = buf.readUInt32BE(start);
+    const seq = buf.readUInt32BE(start + 4);
+    const bySubscriber = (this.streams[subscriber] ??= []);
+    let s = bySubscriber[publisher];
+    if (s === undefined) {
+      s = { seen: new Uint8Array(1024), last: -1, unique: 0 };
+      bySubscriber[publisher] = s;
+    }
+    if ((seq >> 3) >= s.seen.length) {
+      const grown = new Uint8Array(((seq >> 3) + 1) * 2);
+      grown.set(s.seen);
+      s.seen = grown;
     }
     const mask = 1 << (seq & 7);
+    const bits = s.seen;
     if (((bits[seq >> 3] as number) & mask) !== 0) {
       this.duplicates++;
       return;
     }
     bits[seq >> 3] = (bits[seq >> 3] as number) | mask;
-    this.unique.set(key, (this.unique.get(key) ?? 0) + 1);
-    const last = this.last.get(key) ?? -1;
-    if (seq < last) this.outOfOrder++;
-    else this.last.set(key, seq);
+    s.unique++;
+    if (seq < s.last) this.outOfOrder++;
+    else s.last = seq;
     if (!this.measuring) return;
     this.delivered++;
     if (this.samples === this.latencies.length) {
@@ -55,12 +63,12 @@ export class Tracker {
       grown.set(this.latencies);
       this.latencies = grown;
     }
-    this.latencies[this.samples++] = now - payload.readDoubleBE(8);
+    this.latencies[this.samples++] = now - buf.readDoubleBE(start + 8);
   }
 
   /** Messages a subscriber should have had from a publisher but did not get. */
   lost(subscriber: number, publisher: number, expected: number): number {
-    return Math.max(0, expected - (this.unique.get(subscriber * 1_000_003 + publisher) ?? 0));
+    return Math.max(0, expected - (this.streams[subscriber]?.[publisher]?.unique ?? 0));
   }
 
   /** Latency percentiles in ms. */

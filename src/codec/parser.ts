@@ -22,7 +22,7 @@ export class PacketParser {
   maxPacketSize: number;
   error: ProtocolError | undefined;
   /** chunks of an incomplete frame carried over, joined only once the whole frame is here */
-  private pending: Buffer[] = [];
+  private pending: Buffer[] | undefined;
   private pendingLength = 0;
   /** size of the frame being collected, once its fixed header has been read (0 = unknown) */
   private needed = 0;
@@ -39,13 +39,14 @@ export class PacketParser {
     if (this.pendingLength > 0) {
       if (this.pendingLength + chunk.length < this.needed) {
         // still short of the frame: keep the chunk, no copying yet
-        this.pending.push(chunk);
+        (this.pending as Buffer[]).push(chunk);
         this.pendingLength += chunk.length;
         return out;
       }
-      this.pending.push(chunk);
-      buf = Buffer.concat(this.pending, this.pendingLength + chunk.length);
-      this.pending = [];
+      const parts = this.pending as Buffer[];
+      parts.push(chunk);
+      buf = Buffer.concat(parts, this.pendingLength + chunk.length);
+      this.pending = undefined;
       this.pendingLength = 0;
     }
     this.needed = 0;
@@ -94,7 +95,7 @@ export class PacketParser {
         this.error = new ProtocolError(MALFORMED, `malformed packet: ${String(err)}`);
         this.error.cause = err;
       }
-      this.pending = [];
+      this.pending = undefined;
       this.pendingLength = 0;
       return out;
     }

@@ -6,6 +6,8 @@ import type { AuthConversation } from '../hooks/authenticator.js';
 import type { ClientInfo } from '../hooks/types.js';
 import type { Message, ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
+import { Deque } from '../session/deque.js';
+import { LazyMap } from '../session/lazy-collections.js';
 import { handleAck } from './handlers/acks.js';
 import { handleAuth } from './handlers/auth.js';
 import { handleConnect } from './handlers/connect.js';
@@ -42,7 +44,7 @@ export class Channel implements SessionOwner {
   /** Session Expiry Interval in force for this connection (seconds) */
   sessionExpiry = 0;
   /** 5.0 inbound topic aliases */
-  readonly topicAliases = new Map<number, string>();
+  readonly topicAliases = new LazyMap<number, string>();
   /** 5.0 enhanced authentication: the method named in CONNECT, and the exchange under way */
   authMethod: string | undefined;
   authConversation: AuthConversation | undefined;
@@ -53,7 +55,7 @@ export class Channel implements SessionOwner {
   readonly outbound: Outbound;
 
   private busy = false;
-  private backlog: Packet[] = [];
+  private readonly backlog = new Deque<Packet>();
   private paused = false;
   /** reading is stopped for a while because the client publishes faster than its rate */
   private throttled = false;
@@ -211,7 +213,7 @@ export class Channel implements SessionOwner {
         return;
       }
     }
-    if (this.state === 'closed') this.backlog.length = 0;
+    if (this.state === 'closed') this.backlog.clear();
     if (this.paused && this.backlog.length === 0 && !this.throttled) {
       this.paused = false;
       this.conn.resumeReading();
@@ -269,7 +271,7 @@ export class Channel implements SessionOwner {
   private endSession(reason: string): void {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
-    this.backlog.length = 0;
+    this.backlog.clear();
     const session = this.session;
     if (wasConnected && session !== undefined) {
       this.session = undefined;

@@ -53,10 +53,12 @@ export class Deque<T> {
       const at = (this.head + i) & mask;
       const item = buf[at] as T;
       if (!pred(item)) continue;
-      for (let j = i; j < this.len - 1; j++) {
-        buf[(this.head + j) & mask] = buf[(this.head + j + 1) & mask];
+      // close the gap from the front: O(i), so dropping the oldest (the usual case) is O(1)
+      for (let j = i; j > 0; j--) {
+        buf[(this.head + j) & mask] = buf[(this.head + j - 1) & mask];
       }
-      buf[(this.head + this.len - 1) & mask] = undefined;
+      buf[this.head] = undefined;
+      this.head = (this.head + 1) & mask;
       this.len--;
       return item;
     }

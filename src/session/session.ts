@@ -1,5 +1,6 @@
 import type { QoS } from '../codec/packets.js';
 import { Deque } from './deque.js';
+import { LazyMap, LazySet } from './lazy-collections.js';
 import type { Delivery, Message, ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 
@@ -53,12 +54,12 @@ export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
  */
 export class Session {
   readonly clientId: string;
-  readonly subscriptions = new Map<string, Subscription>();
-  readonly inflight = new Map<number, InflightEntry>();
+  readonly subscriptions = new LazyMap<string, Subscription>();
+  readonly inflight = new LazyMap<number, InflightEntry>();
   readonly queue = new Deque<Delivery>();
   readonly packetIds = new PacketIdAllocator();
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
-  readonly incomingQos2 = new Set<number>();
+  readonly incomingQos2 = new LazySet<number>();
   /** seconds; 0 = ends with the connection, 0xFFFFFFFF = never expires */
   expiryInterval: number;
   sink: DeliverySink | undefined;

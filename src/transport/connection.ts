@@ -38,6 +38,27 @@ export interface ConnectionHost {
   closed(conn: Connection): void;
 }
 
+// The socket listeners are shared by every connection and find theirs through the socket: four
+// closures per connection would cost more memory than the rest of an idle connection's state.
+const OWNER = Symbol('midge.connection');
+type OwnedSocket = Duplex & { [OWNER]: Connection };
+
+function onSocketData(this: Duplex, chunk: Buffer): void {
+  (this as OwnedSocket)[OWNER].onData(chunk);
+}
+
+function onSocketDrain(this: Duplex): void {
+  (this as OwnedSocket)[OWNER].handler?.handleDrain();
+}
+
+function onSocketError(): void {
+  // 'close' follows; the reason is not the peer's business
+}
+
+function onSocketClose(this: Duplex): void {
+  (this as OwnedSocket)[OWNER].onClose();
+}
+
 /**
  * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
  * is handled before anything is flushed, and writes leave in one batch per event-loop turn.
@@ -65,16 +86,16 @@ export class Connection implements ConnectionPort, WheelEntry {
     this.refusal = undefined;
     this.parser = new PacketParser({ maxPacketSize });
     this.deadline = Date.now() + connectTimeoutMs;
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => this.handler?.handleDrain());
-    socket.on('error', () => {
-      // 'close' follows; the reason is not the peer's business
-    });
-    socket.on('close', () => this.onClose());
+    (socket as OwnedSocket)[OWNER] = this;
+    socket.on('data', onSocketData);
+    socket.on('drain', onSocketDrain);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     host.watch(this);
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal called from the shared socket listeners */
+  onData(chunk: Buffer): void {
     const handler = this.handler;
     if (handler === undefined || this.closing) return;
     this.host.stats.bytesReceived += chunk.length;
@@ -88,7 +109,8 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (err !== undefined) handler.handleProtocolError(err);
   }
 
-  private onClose(): void {
+  /** @internal */
+  onClose(): void {
     this.closing = true;
     this.host.unwatch(this);
     this.host.closed(this);

@@ -113,7 +113,9 @@ export class Listener implements ConnectionHost {
         break;
       }
     }
-    this.server.on('connection', (socket: Socket) => this.track(socket));
+    // a plain socket is a Connection from its first moment, and drain() closes those: tracking it
+    // again would cost every idle connection a listener and a set entry
+    if (options.protocol !== 'mqtt' || options.proxyProtocol === true) this.server.on('connection', (socket: Socket) => this.track(socket));
   }
 
   private track(socket: Socket): void {

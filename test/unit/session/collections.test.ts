@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { Deque } from '../../../src/session/deque.js';
+import { LazyMap, LazySet } from '../../../src/session/lazy-collections.js';
+
+type Op = { op: 'push' | 'unshift'; v: number } | { op: 'shift' | 'clear' } | { op: 'removeFirst'; mod: number };
+
+const ops = fc.array(
+  fc.oneof(
+    fc.record({ op: fc.constantFrom('push' as const, 'unshift' as const), v: fc.nat(1000) }),
+    fc.record({ op: fc.constantFrom('shift' as const, 'clear' as const) }),
+    fc.record({ op: fc.constant('removeFirst' as const), mod: fc.integer({ min: 1, max: 5 }) }),
+  ),
+  { maxLength: 400 },
+);
+
+describe('session collections', () => {
+  test('property: the queue deque behaves as an array, removeFirst keeping the order of the rest', () => {
+    fc.assert(
+      fc.property(ops, (list: Op[]) => {
+        const d = new Deque<number>();
+        const model: number[] = [];
+        for (const o of list) {
+          switch (o.op) {
+            case 'push': d.push(o.v); model.push(o.v); break;
+            case 'unshift': d.unshift(o.v); model.unshift(o.v); break;
+            case 'shift': assert.equal(d.shift(), model.shift()); break;
+            case 'clear': d.clear(); model.length = 0; break;
+            case 'removeFirst': {
+              const at = model.findIndex((v) => v % o.mod === 0);
+              const expected = at < 0 ? undefined : model.splice(at, 1)[0];
+              assert.equal(d.removeFirst((v) => v % o.mod === 0), expected);
+            }
+          }
+          assert.equal(d.length, model.length);
+          assert.equal(d.peek(), model[0]);
+        }
+        assert.deepEqual([...d], model);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('dropping the oldest of a full 100,000-entry queue costs no scan of the rest', () => {
+    const d = new Deque<number>();
+    for (let i = 0; i < 100_000; i++) d.push(i);
+    // quadratic behaviour here would take minutes; linear in the drops takes milliseconds
+    for (let i = 0; i < 100_000; i++) {
+      assert.equal(d.removeFirst(() => true), i);
+      d.push(100_000 + i);
+    }
+    assert.equal(d.peek(), 100_000);
+    assert.equal(d.length, 100_000);
+  });
+
+  test('lazy map and set answer like Map and Set, before and after their first entry', () => {
+    const m = new LazyMap<string, number>();
+    assert.equal(m.size, 0);
+    assert.equal(m.get('a'), undefined);
+    assert.equal(m.has('a'), false);
+    assert.equal(m.delete('a'), false);
+    assert.deepEqual([...m], []);
+    assert.deepEqual([...m.keys(), ...m.values()], []);
+    m.set('a', 1).set('b', 2);
+    assert.deepEqual([...m], [['a', 1], ['b', 2]]);
+    assert.deepEqual([...m.keys()], ['a', 'b']);
+    assert.deepEqual([...m.values()], [1, 2]);
+    assert.equal(m.delete('a'), true);
+    assert.equal(m.size, 1);
+    m.clear();
+    assert.equal(m.size, 0);
+
+    const s = new LazySet<number>();
+    assert.equal(s.has(1), false);
+    assert.deepEqual([...s], []);
+    s.add(1).add(2).add(1);
+    assert.deepEqual([...s], [1, 2]);
+    assert.equal(s.delete(2), true);
+    assert.equal(s.size, 1);
+    s.clear();
+    assert.deepEqual([...s.values()], []);
+  });
+});
