@@ -23,6 +23,8 @@ export interface BenchOptions {
   warmup: number;
   /** unacknowledged QoS 1/2 publishes per publisher */
   inflight: number;
+  /** most publishes one publisher hands to a single socket write (a paced or windowed burst) */
+  batch: number;
   /** idle connections for the conn scenario */
   connections: number;
   /** the broker's process id, for its CPU and memory */
@@ -38,14 +40,17 @@ export interface BenchResult {
   lost: number;
   duplicated: number;
   outOfOrder: number;
-  broker: { cpuPercent: number; rssMiB: number; rssPerConnectionKiB?: number } | undefined;
+  broker: {
+    cpuPercent: number;
+    rssMiB: number;
+    /** conn: memory per connection after `duration` seconds idle, and right after connecting */
+    rssPerConnectionKiB?: number;
+    rssPerConnectionJustConnectedKiB?: number;
+  } | undefined;
   /** share of one core the load generator used; near 100 it is the bottleneck */
   generatorCpuPercent: number;
   warnings: string[];
 }
-
-/** publishes per write: enough to amortise the write, few enough to keep the rate smooth */
-const BATCH = 32;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -92,7 +97,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const c = pubs[p] as BenchClient;
     if (draining[p] === true) return;
     while (!stopped) {
-      let n = BATCH;
+      let n = o.batch;
       if (o.rate > 0) n = Math.min(n, Math.floor(((performance.now() - startedAt) / 1000) * perPublisherRate) - (sent[p] as number));
       if (o.qos > 0) n = Math.min(n, o.inflight - c.inflight);
       if (n <= 0) return;
@@ -174,12 +179,16 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
     );
     clients.push(...batch);
   }
+  // Right after a burst of connections a garbage-collected broker still holds the garbage of the
+  // burst; what a fleet of idle devices costs is the memory once the broker has been idle a while.
+  const connected = o.pid === undefined ? undefined : usageOf(o.pid);
   await sleep(Math.max(1000, o.duration * 1000));
   const after = o.pid === undefined ? undefined : usageOf(o.pid);
   for (const c of clients) c.close();
   const broker = brokerUsage(before, after, o.duration);
-  if (broker !== undefined && before !== undefined && after !== undefined) {
+  if (broker !== undefined && before !== undefined && after !== undefined && connected !== undefined) {
     broker.rssPerConnectionKiB = (after.rssBytes - before.rssBytes) / 1024 / clients.length;
+    broker.rssPerConnectionJustConnectedKiB = (connected.rssBytes - before.rssBytes) / 1024 / clients.length;
   }
   return {
     scenario: 'conn', options: withoutPid(o), publishedPerSecond: 0, deliveredPerSecond: 0, latencyMs: { p50: NaN, p99: NaN, p999: NaN },

@@ -13,9 +13,11 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
   --subscribers N     fanout: subscribers (default 100)
   --rate R            messages per second over all publishers; 0 = as fast as acks allow (default 0)
   --inflight N        unacknowledged QoS 1/2 publishes per publisher (default 100)
+  --batch N           publishes a publisher hands to one socket write, at most (default 32)
   --duration S        seconds measured (default 10)
   --warmup S          seconds before measuring (default 2)
-  --connections N     conn: idle connections to open (default 10000)
+  --connections N     conn: idle connections to open (default 10000); memory is read after
+                      --duration seconds idle, and right after connecting
   --pid PID           the broker's process id, for its CPU and memory
   --json              one JSON object instead of the table`;
 
@@ -38,7 +40,7 @@ export async function bench(argv: string[]): Promise<void> {
       strict: true,
       options: {
         ...Object.fromEntries(
-          ['host', 'port', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
+          ['host', 'port', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
         json: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -66,6 +68,7 @@ export async function bench(argv: string[]): Promise<void> {
     subscribers: num('subscribers', s('subscribers'), 100, 1, 100_000),
     rate: num('rate', s('rate'), 0, 0, 1e9),
     inflight: num('inflight', s('inflight'), 100, 1, 65535),
+    batch: num('batch', s('batch'), 32, 1, 65535),
     duration: num('duration', s('duration'), 10, 0.1, 86400),
     warmup: num('warmup', s('warmup'), 2, 0, 3600),
     connections: num('connections', s('connections'), 10_000, 1, 1_000_000),
@@ -88,7 +91,7 @@ function table(r: BenchResult): string {
     );
   }
   if (r.broker !== undefined) {
-    lines.push(`  broker      ${f(r.broker.cpuPercent)}% CPU, ${f(r.broker.rssMiB, 1)} MiB resident` + (r.broker.rssPerConnectionKiB === undefined ? '' : `, ${f(r.broker.rssPerConnectionKiB, 2)} KiB per connection`));
+    lines.push(`  broker      ${f(r.broker.cpuPercent)}% CPU, ${f(r.broker.rssMiB, 1)} MiB resident` + (r.broker.rssPerConnectionKiB === undefined ? '' : `, ${f(r.broker.rssPerConnectionKiB, 2)} KiB per connection after ${r.options.duration} s idle (${f(r.broker.rssPerConnectionJustConnectedKiB ?? NaN, 2)} right after connecting)`));
   }
   for (const w of r.warnings) lines.push(`  note: ${w}`);
   return lines.join('\n');

@@ -28,7 +28,7 @@ describe('midge bench', () => {
 
   const base = (over: Partial<BenchOptions>): BenchOptions => ({
     scenario: 'fanin', host: '127.0.0.1', port: b.port, version: 4, qos: 1, size: 64, publishers: 4, subscribers: 4,
-    rate: 2000, duration: 0.6, warmup: 0.2, inflight: 50, connections: 50, pid: process.pid, ...over,
+    rate: 2000, duration: 0.6, warmup: 0.2, inflight: 50, batch: 32, connections: 50, pid: process.pid, ...over,
   });
 
   for (const scenario of ['fanin', 'fanout', 'pairs'] as const) {
@@ -45,10 +45,21 @@ describe('midge bench', () => {
     });
   }
 
+  for (const [version, qos] of [[5, 2], [5, 0], [3, 1]] as const) {
+    test(`MQTT ${version === 5 ? '5.0' : '3.1'} at QoS ${qos}: the in-place frame scanner counts every message once`, async () => {
+      const r = await runBench(base({ scenario: 'pairs', version, qos, batch: 7 }));
+      assert.ok(Math.abs(r.deliveredPerSecond - 2000) < 600, `delivered ${r.deliveredPerSecond}`);
+      assert.equal(r.lost, 0);
+      assert.equal(r.duplicated, 0);
+      assert.equal(r.outOfOrder, 0);
+    });
+  }
+
   test('conn opens idle connections and reports memory per connection', async () => {
     const r = await runBench(base({ scenario: 'conn', connections: 200, duration: 0.2 }));
     assert.equal(r.scenario, 'conn');
     assert.ok(r.broker?.rssPerConnectionKiB !== undefined);
+    assert.ok(r.broker.rssPerConnectionJustConnectedKiB !== undefined);
   });
 
   test('the command line prints JSON, and refuses a bad option in one line (exit 2)', async () => {
