@@ -141,7 +141,12 @@ export class Channel implements SessionOwner {
 
   /** Socket drained: queued deliveries may go out. */
   handleDrain(): void {
-    if (this.state === 'connected') this.outbound.pump();
+    if (this.state !== 'connected') return;
+    this.outbound.pump();
+    // Writes normally leave once per event-loop turn, but a turn can read many publishers' input
+    // while this client gets one refill: flushing now lets the next 'drain' come in the same turn,
+    // so a backlogged subscriber is fed as fast as its socket takes it.
+    this.conn.flush();
   }
 
   private dispatch(packet: Packet): Promise<void> | undefined {
