@@ -2,6 +2,9 @@
 // Field names follow the MQTT 5.0 specification; 3.1/3.1.1 packets use the same shapes
 // with the version-specific fields (properties, reason codes) left out.
 
+/** No MQTT packet is larger: 5 fixed-header bytes plus the largest remaining length. */
+export const LARGEST_PACKET = 268_435_460;
+
 export type ProtocolVersion = 3 | 4 | 5;
 export type QoS = 0 | 1 | 2;
 

@@ -351,6 +351,8 @@ function toMessage(row: MessageRow): Message {
     properties: row.properties,
     expiresAt: row.expiresAt,
     senderId: row.senderId,
+    frame: undefined,
+    frameSlot: -1,
     frames: undefined,
     framesExpiry: -1,
   };
@@ -369,7 +371,7 @@ function toDelivery(row: DeliveryRow, message: Message): Delivery {
 
 /** The message of a delivery in the PUBREL state is gone; only its packet id is used. */
 function placeholderMessage(): Message {
-  return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frames: undefined, framesExpiry: -1 };
+  return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
 }
 
 /** LMDB's meta page magic, at byte 24 of the data file (after the page header). */

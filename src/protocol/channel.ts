@@ -1,5 +1,5 @@
 import { encodePacket } from '../codec/encoder.js';
-import type { ConnectPacket, Packet, Properties, ProtocolVersion, QoS, Will } from '../codec/packets.js';
+import { LARGEST_PACKET, type ConnectPacket, type Packet, type Properties, type ProtocolVersion, type QoS, type Will } from '../codec/packets.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
 import { RC, RC3 } from '../codec/reason-codes.js';
 import type { AuthConversation } from '../hooks/authenticator.js';
@@ -40,7 +40,8 @@ export class Channel implements SessionOwner {
   /** 5.0: the client asked for no reason strings / user properties on most packets */
   problemInformation = true;
   /** 5.0: the client's limits on what we send */
-  clientMaxPacketSize = Infinity;
+  // a small integer rather than Infinity: no boxed number per connection
+  clientMaxPacketSize = LARGEST_PACKET;
   /** Session Expiry Interval in force for this connection (seconds) */
   sessionExpiry = 0;
   /** 5.0 inbound topic aliases */
@@ -248,6 +249,21 @@ export class Channel implements SessionOwner {
     }
     // [MQTT-3.1.2-24] (5.0) never more than the client's Maximum Packet Size
     if (bytes.length > this.clientMaxPacketSize) return;
+    this.conn.write(bytes);
+  }
+
+  /**
+   * PUBACK, PUBREC, PUBREL or PUBCOMP with reason Success and no properties: four bytes, the same
+   * in every version (5.0 section 3.4.2.1 lets a Success reason code without properties be left out), written without
+   * building a packet object. This is the per-message reply of every QoS 1/2 flow.
+   */
+  sendAck(firstByte: number, packetId: number): void {
+    if (this.clientMaxPacketSize < 4) return;
+    const bytes = Buffer.allocUnsafe(4);
+    bytes[0] = firstByte;
+    bytes[1] = 2;
+    bytes[2] = packetId >> 8;
+    bytes[3] = packetId & 0xff;
     this.conn.write(bytes);
   }
 

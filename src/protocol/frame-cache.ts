@@ -25,24 +25,35 @@ export function frameFor(
     return encodePublishFrame(message.topic, message.payload, qos, retain, 5, outgoingProperties(message, remaining, subscriptionIds));
   }
   const slot = (v5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
-  let frames = message.frames;
-  if (frames === undefined) {
-    frames = message.frames = new Array<PublishFrame | undefined>(12);
-  } else if (v5 && remaining !== message.framesExpiry) {
-    for (let i = 6; i < 12; i++) frames[i] = undefined;
+  if (v5 && remaining !== message.framesExpiry) {
+    // the 5.0 frames carry the remaining expiry in seconds: rebuild them when it has changed
+    if (message.frameSlot >= 6) {
+      message.frame = undefined;
+      message.frameSlot = -1;
+    }
+    const frames = message.frames;
+    if (frames !== undefined) for (let i = 6; i < 12; i++) frames[i] = undefined;
+    message.framesExpiry = remaining;
   }
-  if (v5) message.framesExpiry = remaining;
-  let frame = frames[slot];
-  if (frame === undefined) {
-    frame = encodePublishFrame(
-      message.topic,
-      message.payload,
-      qos,
-      retain,
-      version,
-      v5 ? outgoingProperties(message, remaining, undefined) : undefined,
-    );
-    frames[slot] = frame;
+  if (message.frameSlot === slot) return message.frame as PublishFrame;
+  const first = message.frame === undefined;
+  if (!first) {
+    const cached = message.frames?.[slot];
+    if (cached !== undefined) return cached;
+  }
+  const frame = encodePublishFrame(
+    message.topic,
+    message.payload,
+    qos,
+    retain,
+    version,
+    v5 ? outgoingProperties(message, remaining, undefined) : undefined,
+  );
+  if (first) {
+    message.frame = frame;
+    message.frameSlot = slot;
+  } else {
+    (message.frames ??= new Array<PublishFrame | undefined>(12))[slot] = frame;
   }
   return frame;
 }

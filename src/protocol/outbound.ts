@@ -1,5 +1,5 @@
 import type { QoS } from '../codec/packets.js';
-import { headWithPacketId } from '../codec/publish-frame.js';
+import { headWithPacketId, INLINE_PAYLOAD, packetWithId, wholeFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
 import { isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
@@ -72,7 +72,7 @@ export class Outbound {
     const now = this.ch.broker.now();
     for (const [packetId, entry] of session.inflight) {
       if (entry.state === 'pubrel') {
-        this.ch.send({ type: 'pubrel', packetId });
+        this.ch.sendAck(0x62, packetId);
         continue;
       }
       const d = entry.delivery;
@@ -112,7 +112,7 @@ export class Outbound {
     }
     entry.state = 'pubrel';
     session.setInflight(packetId, entry);
-    this.ch.send({ type: 'pubrel', packetId });
+    this.ch.sendAck(0x62, packetId);
   }
 
   private send(
@@ -145,12 +145,15 @@ export class Outbound {
       }
     }
     this.ch.broker.counters.sent[qos]++;
+    const small = frame.payload.length <= INLINE_PAYLOAD;
     if (qos === 0) {
-      this.ch.conn.writeFrame(frame.head, frame.payload);
+      if (small) this.ch.conn.write(wholeFrame(frame));
+      else this.ch.conn.writeFrame(frame.head, frame.payload);
       return;
     }
     const packetId = session.packetIds.allocate();
     session.setInflight(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
-    this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
+    if (small) this.ch.conn.write(packetWithId(frame, packetId, false));
+    else this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
   }
 }

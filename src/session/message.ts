@@ -17,7 +17,12 @@ export interface Message {
   readonly expiresAt: number | undefined;
   /** client id of the publisher (No Local); undefined for messages published by the broker itself */
   readonly senderId: string | undefined;
-  /** Encoded frames by shape, filled lazily by the protocol layer (see frame-cache.ts). */
+  /**
+   * Encoded frames by shape, filled lazily by the protocol layer (see frame-cache.ts): the first
+   * shape in `frame` (most messages only ever need one), the others in `frames` by shape.
+   */
+  frame: PublishFrame | undefined;
+  frameSlot: number;
   frames: Array<PublishFrame | undefined> | undefined;
   /** Remaining-expiry value (seconds) the cached 5.0 frames carry. */
   framesExpiry: number;
@@ -41,6 +46,8 @@ export function createMessage(
     properties,
     expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
     senderId,
+    frame: undefined,
+    frameSlot: -1,
     frames: undefined,
     framesExpiry: -1,
   };

@@ -2,6 +2,7 @@ import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import { PublishQuota } from '../publish-quota.js';
 import type { Channel } from '../channel.js';
+import { LARGEST_PACKET } from '../../codec/packets.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { checkTopicName } from '../../topic/validate.js';
 import { OutboundAliases } from '../outbound-aliases.js';
@@ -96,7 +97,7 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
   let expiry: number;
   if (v5) {
     expiry = Math.min(props?.sessionExpiryInterval ?? 0, settings.maxSessionExpiryInterval);
-    ch.clientMaxPacketSize = props?.maximumPacketSize ?? Infinity;
+    ch.clientMaxPacketSize = props?.maximumPacketSize ?? LARGEST_PACKET;
     ch.outbound.window = Math.min(props?.receiveMaximum ?? 65535, settings.maxInflight);
     // [MQTT-3.1.2-27] (5.0) no aliases unless the client said how many it takes
     const aliasMax = props?.topicAliasMaximum ?? 0;

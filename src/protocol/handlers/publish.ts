@@ -145,12 +145,14 @@ function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?:
   const packetId = p.packetId as number;
   if (p.qos === 1) {
     // [MQTT-4.3.2-4]
-    ch.send(ackPacket('puback', packetId, reasonCode, reason));
+    if (reasonCode === RC.Success) ch.sendAck(0x40, packetId);
+    else ch.send(ackPacket('puback', packetId, reasonCode, reason));
     return;
   }
   // [MQTT-4.3.3-8] the id waits for PUBREL only after a success, and accept() recorded it already;
   // a PUBREC with an error code ends the exchange
-  ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
+  if (reasonCode === RC.Success) ch.sendAck(0x50, packetId);
+  else ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
 }
 
 /** PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). */
