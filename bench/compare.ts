@@ -133,6 +133,8 @@ const scenarios = (values.scenarios as string).split(',').map((k) => {
 });
 const results = new Map<string, number[]>();
 const issues: string[] = [];
+/** per run: each side's CPU in throughput runs, memory right after connecting */
+const cpuNotes: string[] = [];
 for (const s of scenarios) {
   for (let run = 0; run < RUNS; run++) {
     // alternate the order, so that no broker always runs on a warmer or colder machine
@@ -144,7 +146,15 @@ for (const s of scenarios) {
         const key = `${s.name}\u0000${b}`;
         results.set(key, [...(results.get(key) ?? []), value(s, r)]);
         if ((r.lost as number) > 0 || (r.duplicated as number) > 0) issues.push(`${b}, ${s.name}: lost ${String(r.lost)}, duplicated ${String(r.duplicated)}`);
-        for (const w of (r.warnings as string[]) ?? []) if (w.includes('bottleneck')) issues.push(`${b}, ${s.name}: ${w}`);
+        const brokerCpu = (r.broker as { cpuPercent?: number } | undefined)?.cpuPercent ?? NaN;
+        const generatorCpu = r.generatorCpuPercent as number;
+        // a saturated generator only clouds the result when the broker still had room
+        if (s.metric === 'delivered' && generatorCpu > 90 && !(brokerCpu >= 90)) {
+          issues.push(`${b}, ${s.name}: the load generator used ${generatorCpu.toFixed(0)}% of its core and the broker ${brokerCpu.toFixed(0)}% of its own: the generator may have been the limit`);
+        }
+        if (s.metric === 'delivered') cpuNotes.push(`${b}, ${s.name}: broker ${brokerCpu.toFixed(0)}%, generator ${generatorCpu.toFixed(0)}%`);
+        const justConnected = (r.broker as { rssPerConnectionJustConnectedKiB?: number } | undefined)?.rssPerConnectionJustConnectedKiB;
+        if (justConnected !== undefined) cpuNotes.push(`${b}, ${s.name}: ${justConnected.toFixed(2)} KiB per connection right after connecting`);
       } finally {
         await stop(child);
       }
@@ -168,3 +178,5 @@ for (const s of scenarios) {
 }
 console.log('\nratios: above 1.00x means Midge is better (more messages, lower latency, less memory)');
 for (const i of issues) console.log(`note: ${i}`);
+console.log('\nper run (CPU as % of one core):');
+for (const n of cpuNotes) console.log(`  ${n}`);
