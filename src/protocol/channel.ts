@@ -142,12 +142,7 @@ export class Channel implements SessionOwner {
 
   /** Socket drained: queued deliveries may go out. */
   handleDrain(): void {
-    if (this.state !== 'connected') return;
-    this.outbound.pump();
-    // Writes normally leave once per event-loop turn, but a turn can read many publishers' input
-    // while this client gets one refill: flushing now lets the next 'drain' come in the same turn,
-    // so a backlogged subscriber is fed as fast as its socket takes it.
-    this.conn.flush();
+    if (this.state === 'connected') this.outbound.pump();
   }
 
   private dispatch(packet: Packet): Promise<void> | undefined {
@@ -254,8 +249,8 @@ export class Channel implements SessionOwner {
 
   /**
    * PUBACK, PUBREC, PUBREL or PUBCOMP with reason Success and no properties: four bytes, the same
-   * in every version (5.0 section 3.4.2.1 lets a Success reason code without properties be left out), written without
-   * building a packet object. This is the per-message reply of every QoS 1/2 flow.
+   * in every version (5.0 section 3.4.2.1 lets a Success reason code without properties be left
+   * out), written without building a packet object. This is the per-message reply of QoS 1/2.
    */
   sendAck(firstByte: number, packetId: number): void {
     if (this.clientMaxPacketSize < 4) return;

@@ -51,8 +51,6 @@ export interface ConnectionPort {
   write(bytes: Buffer): void;
   /** a PUBLISH as head + shared payload, written without copying the payload */
   writeFrame(head: Buffer, payload: Buffer): void;
-  /** send what this turn wrote now instead of at the end of the turn */
-  flush(): void;
   /** keep alive in seconds (0 = none): the connection is timed out after 1.5x without a packet */
   setKeepAlive(seconds: number): void;
   pauseReading(): void;

@@ -143,10 +143,6 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (payload.length > 0) this.socket.write(payload);
   }
 
-  flush(): void {
-    if (this.socket.writableCorked > 0) this.socket.uncork();
-  }
-
   setKeepAlive(seconds: number): void {
     // [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): one and a half times the keep alive
     this.keepAliveMs = seconds * 1500;
