@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { encodePacket } from '../../../src/codec/encoder.js';
+import { encodePublishFrame, headWithPacketId, packetWithId, wholeFrame } from '../../../src/codec/publish-frame.js';
+import type { ProtocolVersion, QoS } from '../../../src/codec/packets.js';
+import { frameFor } from '../../../src/protocol/frame-cache.js';
+import { createMessage } from '../../../src/session/message.js';
+
+describe('outgoing PUBLISH frames', () => {
+  test('property: one buffer (small payloads) and head + payload (large ones) carry the bytes the encoder writes', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<ProtocolVersion>(3, 4, 5),
+        fc.constantFrom<QoS>(0, 1, 2),
+        fc.boolean(),
+        fc.boolean(),
+        fc.integer({ min: 1, max: 65535 }),
+        fc.constantFrom(0, 1, 16, 1023, 1024, 1025, 4000),
+        fc.string({ minLength: 1, maxLength: 40 }).filter((t) => !t.includes('+') && !t.includes('#') && !t.includes('\u0000')),
+        (version, qos, retain, dup, packetId, size, topic) => {
+          const payload = Buffer.alloc(size, 0x5a);
+          const frame = encodePublishFrame(topic, payload, qos, retain, version);
+          const expected = encodePacket({ type: 'publish', topic, payload, qos, retain, dup: qos > 0 && dup, ...(qos > 0 ? { packetId } : {}) }, version);
+          if (qos === 0) {
+            assert.deepEqual(wholeFrame(frame), expected);
+            assert.equal(wholeFrame(frame), wholeFrame(frame), 'built once, shared by every subscriber');
+          } else {
+            assert.deepEqual(packetWithId(frame, packetId, dup), expected);
+            assert.deepEqual(Buffer.concat([headWithPacketId(frame, packetId, dup), frame.payload]), expected);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  test('a message keeps its first shape in one slot and further shapes apart; 5.0 frames follow the remaining expiry', () => {
+    const m = createMessage('a/b', Buffer.from('hi'), 1, false, { messageExpiryInterval: 60 }, 0, undefined);
+    const v4q1 = frameFor(m, 4, 1, false, undefined, 0);
+    assert.equal(frameFor(m, 4, 1, false, undefined, 0), v4q1);
+    assert.equal(m.frames, undefined, 'one shape needs no array');
+    const v4q0 = frameFor(m, 4, 0, false, undefined, 0);
+    assert.notEqual(v4q0, v4q1);
+    assert.equal(frameFor(m, 4, 0, false, undefined, 0), v4q0);
+    const v5 = frameFor(m, 5, 1, false, undefined, 0);
+    assert.equal(frameFor(m, 5, 1, false, undefined, 500), v5, 'still 60 s left');
+    const later = frameFor(m, 5, 1, false, undefined, 30_000);
+    assert.notEqual(later, v5, '[MQTT-3.3.2-6] the expiry sent on is what is left of it');
+    assert.deepEqual(later.head, encodePublishFrame('a/b', Buffer.from('hi'), 1, false, 5, { messageExpiryInterval: 30 }).head);
+    assert.equal(frameFor(m, 4, 1, false, undefined, 30_000), v4q1, '3.1.1 frames carry no expiry and stay');
+  });
+});
