@@ -61,7 +61,7 @@ function onSocketClose(this: Duplex): void {
 
 /**
  * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
- * is handled before anything is flushed, and writes leave in one batch per event-loop turn.
+ * is handled before anything is flushed, then what the chunk caused leaves in one write per socket.
  */
 export class Connection implements ConnectionPort, WheelEntry {
   readonly socket: Duplex;
@@ -103,10 +103,11 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = Date.now() + this.keepAliveMs;
     for (let i = 0; i < packets.length; i++) {
       handler.handleIn(packets[i] as Packet);
-      if (this.closing) return;
+      if (this.closing) break;
     }
     const err = this.parser.error;
-    if (err !== undefined) handler.handleProtocolError(err);
+    if (err !== undefined && !this.closing) handler.handleProtocolError(err);
+    this.host.batcher.flush();
   }
 
   /** @internal */
