@@ -53,12 +53,7 @@ export function encodePublishFrame(
 export function headWithPacketId(frame: PublishFrame, packetId: number, dup: boolean): Buffer {
   const head = Buffer.allocUnsafe(frame.head.length);
   frame.head.copy(head);
-  if (dup) head[0] = (head[0] as number) | 0x08;
-  if (frame.pidOffset >= 0) {
-    head[frame.pidOffset] = packetId >> 8;
-    head[frame.pidOffset + 1] = packetId & 0xff;
-  }
-  return head;
+  return stampPacketId(head, frame, packetId, dup);
 }
 
 /** Head and payload in one buffer, built once per frame and written to every subscriber. */
@@ -75,10 +70,13 @@ export function wholeFrame(frame: PublishFrame): Buffer {
 
 /** Head (with this packet identifier and DUP flag) and payload in one new buffer. */
 export function packetWithId(frame: PublishFrame, packetId: number, dup: boolean): Buffer {
-  const h = frame.head.length;
-  const out = Buffer.allocUnsafe(h + frame.payload.length);
+  const out = Buffer.allocUnsafe(frame.head.length + frame.payload.length);
   frame.head.copy(out);
-  frame.payload.copy(out, h);
+  frame.payload.copy(out, frame.head.length);
+  return stampPacketId(out, frame, packetId, dup);
+}
+
+function stampPacketId(out: Buffer, frame: PublishFrame, packetId: number, dup: boolean): Buffer {
   if (dup) out[0] = (out[0] as number) | 0x08;
   if (frame.pidOffset >= 0) {
     out[frame.pidOffset] = packetId >> 8;

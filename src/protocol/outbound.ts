@@ -1,5 +1,5 @@
 import type { QoS } from '../codec/packets.js';
-import { headWithPacketId, INLINE_PAYLOAD, packetWithId, wholeFrame } from '../codec/publish-frame.js';
+import { headWithPacketId, INLINE_PAYLOAD, packetWithId, wholeFrame, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
 import { isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
@@ -78,7 +78,7 @@ export class Outbound {
       const d = entry.delivery;
       const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, now);
       this.ch.broker.counters.sent[d.qos]++;
-      this.ch.conn.writeFrame(headWithPacketId(frame, packetId, true), frame.payload);
+      this.writePublish(frame, packetId, true);
     }
     this.pump();
   }
@@ -145,15 +145,26 @@ export class Outbound {
       }
     }
     this.ch.broker.counters.sent[qos]++;
-    const small = frame.payload.length <= INLINE_PAYLOAD;
     if (qos === 0) {
-      if (small) this.ch.conn.write(wholeFrame(frame));
-      else this.ch.conn.writeFrame(frame.head, frame.payload);
+      this.writePublish(frame, 0, false);
       return;
     }
     const packetId = session.packetIds.allocate();
     session.setInflight(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
-    if (small) this.ch.conn.write(packetWithId(frame, packetId, false));
-    else this.ch.conn.writeFrame(headWithPacketId(frame, packetId, false), frame.payload);
+    this.writePublish(frame, packetId, false);
+  }
+
+  /** One write for a small payload (QoS 0: the frame's shared buffer), head + payload otherwise. */
+  private writePublish(frame: PublishFrame, packetId: number, dup: boolean): void {
+    const conn = this.ch.conn;
+    const small = frame.payload.length <= INLINE_PAYLOAD;
+    if (frame.pidOffset < 0) {
+      if (small) conn.write(wholeFrame(frame));
+      else conn.writeFrame(frame.head, frame.payload);
+    } else if (small) {
+      conn.write(packetWithId(frame, packetId, dup));
+    } else {
+      conn.writeFrame(headWithPacketId(frame, packetId, dup), frame.payload);
+    }
   }
 }
