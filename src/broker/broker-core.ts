@@ -208,7 +208,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return message.qos > 0 ? this.committed() : undefined;
   }
 
-  /** Resolves when every change so far is on disk; undefined when the broker keeps nothing on disk. */
+  /** Resolves when every change so far is on disk; undefined when nothing is waiting to get there. */
   committed(): Promise<void> | undefined {
     return this.durability?.onDisk === true ? this.durability.commit() : undefined;
   }

@@ -7,9 +7,13 @@ import type { InflightEntry, Session, SessionJournal, Subscription } from '../se
 /** A persistent session's journal: its changes, as store events under its client id. */
 class StoreJournal implements SessionJournal {
   constructor(
-    private readonly store: Store,
+    private readonly durability: Durability,
     private readonly clientId: string,
   ) {}
+
+  private get store(): Store {
+    return this.durability.changed();
+  }
 
   queued(delivery: Delivery): void {
     this.store.messageQueued(this.clientId, delivery);
@@ -38,7 +42,18 @@ class StoreJournal implements SessionJournal {
  * under them, retained messages (not the broker's own $SYS ones) and wills waiting out a delay.
  */
 export class Durability {
+  /** written to since the last commit was asked for */
+  private dirty = false;
+  /** the latest commit not yet finished */
+  private flushing: Promise<void> | undefined;
+
   constructor(readonly store: Store) {}
+
+  /** The store, for a write: the next commit has something to wait for. */
+  changed(): Store {
+    this.dirty = true;
+    return this.store;
+  }
 
   /** Acknowledgements wait for the disk only when there is one. */
   get onDisk(): boolean {
@@ -52,7 +67,7 @@ export class Durability {
       return;
     }
     if (session.journal === undefined) {
-      session.journal = new StoreJournal(this.store, session.clientId);
+      session.journal = new StoreJournal(this, session.clientId);
       this.snapshot(session);
     } else {
       this.saveRecord(session);
@@ -61,7 +76,7 @@ export class Durability {
 
   /** A session read back from the store: recorded from now on, nothing written again. */
   adopt(session: Session): void {
-    session.journal = new StoreJournal(this.store, session.clientId);
+    session.journal = new StoreJournal(this, session.clientId);
   }
 
   /** The connection is gone; the session waits for its client until `expiresAt`. */
@@ -72,33 +87,33 @@ export class Durability {
   sessionEnded(session: Session): void {
     if (session.journal === undefined) return;
     session.journal = undefined;
-    this.store.sessionRemoved(session.clientId);
+    this.changed().sessionRemoved(session.clientId);
   }
 
   subscribed(session: Session, subscription: Subscription): void {
-    if (session.journal !== undefined) this.store.subscriptionAdded(session.clientId, subscription);
+    if (session.journal !== undefined) this.changed().subscriptionAdded(session.clientId, subscription);
   }
 
   unsubscribed(session: Session, filter: string): void {
-    if (session.journal !== undefined) this.store.subscriptionRemoved(session.clientId, filter);
+    if (session.journal !== undefined) this.changed().subscriptionRemoved(session.clientId, filter);
   }
 
   retained(message: Message): void {
     if (message.topic.startsWith('$SYS/')) return;
-    if (message.payload.length === 0) this.store.retainedCleared(message.topic);
-    else this.store.retainedSet(message);
+    if (message.payload.length === 0) this.changed().retainedCleared(message.topic);
+    else this.changed().retainedSet(message);
   }
 
   retainedDeleted(topic: string): void {
-    this.store.retainedCleared(topic);
+    this.changed().retainedCleared(topic);
   }
 
   willPending(client: ClientInfo, will: Will, fireAt: number): void {
-    this.store.willSet({ clientId: client.id, username: client.username, will, fireAt });
+    this.changed().willSet({ clientId: client.id, username: client.username, will, fireAt });
   }
 
   willDone(clientId: string): void {
-    this.store.willCleared(clientId);
+    this.changed().willCleared(clientId);
   }
 
   /** told how long each group commit took (seconds), for the metrics */
@@ -106,14 +121,24 @@ export class Durability {
   private turnCommit: Promise<void> | undefined;
 
   /**
-   * One commit per event-loop turn: every caller of the same turn shares it (its writes are all in
-   * the store's current batch); a caller of a later turn gets a commit that covers its own writes.
+   * Resolves when every change so far is on disk; undefined when nothing is on its way there, so a
+   * QoS 1 publish that nobody stores is acknowledged at once instead of after an empty commit.
+   * Without new writes the latest unfinished commit is returned: acknowledgements waiting for it
+   * leave first, keeping them in the order their PUBLISHes came ([MQTT-4.6.0-2]). Callers of one
+   * event-loop turn share a commit (its writes are all in the store's current batch).
    */
-  commit(): Promise<void> {
+  commit(): Promise<void> | undefined {
+    if (!this.dirty) return this.flushing;
+    this.dirty = false;
     if (this.turnCommit !== undefined) return this.turnCommit;
     const started = process.hrtime.bigint();
     const p = this.store.commit().then(() => this.observeCommit?.(Number(process.hrtime.bigint() - started) / 1e9));
+    const finished = (): void => {
+      if (this.flushing === p) this.flushing = undefined;
+    };
+    p.then(finished, finished);
     this.turnCommit = p;
+    this.flushing = p;
     setImmediate(() => {
       if (this.turnCommit === p) this.turnCommit = undefined;
     });
@@ -128,7 +153,7 @@ export class Durability {
   private snapshot(session: Session): void {
     this.saveRecord(session);
     const journal = session.journal as SessionJournal;
-    for (const sub of session.subscriptions.values()) this.store.subscriptionAdded(session.clientId, sub);
+    for (const sub of session.subscriptions.values()) this.changed().subscriptionAdded(session.clientId, sub);
     for (const d of session.queue) if (d.qos > 0) journal.queued(d);
     for (const [packetId, entry] of session.inflight) journal.inflight(packetId, entry);
     for (const packetId of session.incomingQos2) journal.incomingQos2(packetId, true);
@@ -137,6 +162,6 @@ export class Durability {
   private saveRecord(session: Session): void {
     const record: SessionRecord = { clientId: session.clientId, expiryInterval: session.expiryInterval, expiresAt: session.expiresAt };
     if (session.username !== undefined) record.username = session.username;
-    this.store.sessionSaved(record);
+    this.changed().sessionSaved(record);
   }
 }
