@@ -3,6 +3,7 @@ import type { ProtocolVersion, QoS } from '../codec/index.js';
 import { BenchClient } from './bench-client.js';
 import { usageOf, type Usage } from './broker-usage.js';
 import { Tracker } from './tracker.js';
+import { dueCount } from './pacing.js';
 
 export type Scenario = 'fanin' | 'fanout' | 'pairs' | 'conn';
 
@@ -66,6 +67,9 @@ function topology(o: BenchOptions): { pubs: number; subs: number; topicOf: (p: n
   }
 }
 
+/** How often a fixed-rate run sends what is due (the timer's finest step). */
+const PACE_MS = 1;
+
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   if (o.scenario === 'conn') return runConn(o);
   const t = topology(o);
@@ -91,6 +95,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   let stopped = false;
   const perPublisherRate = o.rate / t.pubs;
   const startedAt = performance.now();
+  const due = (p: number): number => dueCount(performance.now() - startedAt, perPublisherRate, p, t.pubs);
 
   const draining: boolean[] = [];
   const pump = (p: number): void => {
@@ -98,7 +103,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     if (draining[p] === true) return;
     while (!stopped) {
       let n = o.batch;
-      if (o.rate > 0) n = Math.min(n, Math.floor(((performance.now() - startedAt) / 1000) * perPublisherRate) - (sent[p] as number));
+      if (o.rate > 0) n = Math.min(n, due(p) - (sent[p] as number));
       if (o.qos > 0) n = Math.min(n, o.inflight - c.inflight);
       if (n <= 0) return;
       const first = sent[p] as number;
@@ -122,7 +127,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       pump(p);
     };
   });
-  const ticker = o.rate > 0 ? setInterval(() => pubs.forEach((_c, p) => pump(p)), 5) : undefined;
+  const ticker = o.rate > 0 ? setInterval(() => pubs.forEach((_c, p) => pump(p)), PACE_MS) : undefined;
   pubs.forEach((_c, p) => pump(p));
 
   await sleep(o.warmup * 1000);
