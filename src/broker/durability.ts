@@ -11,29 +11,25 @@ class StoreJournal implements SessionJournal {
     private readonly clientId: string,
   ) {}
 
-  private get store(): Store {
-    return this.durability.changed();
-  }
-
   queued(delivery: Delivery): void {
-    this.store.messageQueued(this.clientId, delivery);
+    this.durability.changed().messageQueued(this.clientId, delivery);
   }
 
   unqueued(delivery: Delivery): void {
-    this.store.messageUnqueued(this.clientId, delivery);
+    this.durability.changed().messageUnqueued(this.clientId, delivery);
   }
 
   inflight(packetId: number, entry: InflightEntry): void {
-    this.store.inflightSet(this.clientId, { packetId, delivery: entry.delivery, state: entry.state });
+    this.durability.changed().inflightSet(this.clientId, { packetId, delivery: entry.delivery, state: entry.state });
   }
 
   inflightDone(packetId: number): void {
-    this.store.inflightRemoved(this.clientId, packetId);
+    this.durability.changed().inflightRemoved(this.clientId, packetId);
   }
 
   incomingQos2(packetId: number, pending: boolean): void {
-    if (pending) this.store.incomingQos2Added(this.clientId, packetId);
-    else this.store.incomingQos2Removed(this.clientId, packetId);
+    if (pending) this.durability.changed().incomingQos2Added(this.clientId, packetId);
+    else this.durability.changed().incomingQos2Removed(this.clientId, packetId);
   }
 }
 
@@ -47,7 +43,7 @@ export class Durability {
   /** the latest commit not yet finished */
   private flushing: Promise<void> | undefined;
 
-  constructor(readonly store: Store) {}
+  constructor(private readonly store: Store) {}
 
   /** The store, for a write: the next commit has something to wait for. */
   changed(): Store {
