@@ -78,7 +78,6 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const d of stored.queue) session.queue.push(d);
       for (const e of stored.inflight) {
         session.inflight.set(e.packetId, { delivery: e.delivery, state: e.state });
-        session.packetIds.claim(e.packetId);
       }
       for (const id of stored.incomingQos2) session.incomingQos2.add(id);
       this.durability?.adopt(session);

@@ -149,8 +149,7 @@ export class Outbound {
       this.writePublish(frame, 0, false);
       return;
     }
-    const packetId = session.packetIds.allocate();
-    session.setInflight(packetId, { delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
+    const packetId = session.startInflight({ delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
     this.writePublish(frame, packetId, false);
   }
 

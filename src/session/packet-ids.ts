@@ -1,42 +1,30 @@
 const MAX_ID = 65535;
 
+/** The ids in use: a session's inflight map, read without copying. */
+export interface IdsInUse {
+  has(id: number): boolean;
+  readonly size: number;
+}
+
 /**
  * Packet identifiers of one session's outgoing QoS 1/2 messages ([MQTT-2.3.1-2] (3.1.1): a new
- * packet gets an id not in use). The ids in use are at most the inflight window, so a small set
- * holds them, and the next id is searched from the last one given: the search meets only ids still
- * in flight. (A bitmap of all 65535 ids costs 8 KB per session, and freeing it whenever the window
- * empties made every lone QoS 1 delivery allocate one.)
+ * packet gets an id not in use). An id is in use exactly while its message is in flight, so the
+ * inflight map is the record of them; this only remembers where the last search ended, so that
+ * the next one meets only ids still in flight.
  */
 export class PacketIdAllocator {
-  /** created on first use: sessions that never send QoS 1/2 carry none */
-  private used: Set<number> | undefined;
   private last = 0;
 
-  get inUse(): number {
-    return this.used?.size ?? 0;
-  }
+  constructor(private readonly inUse: IdsInUse) {}
 
-  allocate(): number {
-    const used = (this.used ??= new Set<number>());
-    if (used.size >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
+  /** An id not in flight; it is in use once the caller puts its message in flight. */
+  next(): number {
+    const inUse = this.inUse;
+    if (inUse.size >= MAX_ID) throw new Error('all 65535 packet identifiers are in use');
     let id = this.last;
     do id = id === MAX_ID ? 1 : id + 1;
-    while (used.has(id));
-    used.add(id);
+    while (inUse.has(id));
     this.last = id;
     return id;
-  }
-
-  release(id: number): void {
-    this.used?.delete(id);
-  }
-
-  /** Marks an id as in use (state restored from storage). */
-  claim(id: number): void {
-    if (id >= 1 && id <= MAX_ID) (this.used ??= new Set<number>()).add(id);
-  }
-
-  isInUse(id: number): boolean {
-    return this.used?.has(id) === true;
   }
 }

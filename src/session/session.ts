@@ -57,7 +57,7 @@ export class Session {
   readonly subscriptions = new LazyMap<string, Subscription>();
   readonly inflight = new LazyMap<number, InflightEntry>();
   readonly queue = new Deque<Delivery>();
-  readonly packetIds = new PacketIdAllocator();
+  private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
   readonly incomingQos2 = new LazySet<number>();
   /** seconds; 0 = ends with the connection, 0xFFFFFFFF = never expires */
@@ -124,6 +124,13 @@ export class Session {
     for (const d of keep) this.queue.push(d);
   }
 
+  /** A QoS 1/2 message about to be sent: records it in flight under a free packet id, returned. */
+  startInflight(entry: InflightEntry): number {
+    const packetId = this.packetIds.next();
+    this.setInflight(packetId, entry);
+    return packetId;
+  }
+
   /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
   setInflight(packetId: number, entry: InflightEntry): void {
     this.inflight.set(packetId, entry);
@@ -133,7 +140,6 @@ export class Session {
   /** The exchange for `packetId` is over: the id is free again. */
   endInflight(packetId: number): void {
     if (!this.inflight.delete(packetId)) return;
-    this.packetIds.release(packetId);
     this.journal?.inflightDone(packetId);
   }
 
