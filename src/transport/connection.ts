@@ -107,7 +107,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     }
     const err = this.parser.error;
     if (err !== undefined && !this.closing) handler.handleProtocolError(err);
-    this.host.batcher.flush();
+    this.host.batcher.chunkDone();
   }
 
   /** @internal */
@@ -134,6 +134,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     this.host.batcher.cork(this.socket);
     this.host.stats.bytesSent += bytes.length;
     this.socket.write(bytes);
+    this.host.batcher.wrote(this.socket);
   }
 
   writeFrame(head: Buffer, payload: Buffer): void {
@@ -142,6 +143,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     this.host.stats.bytesSent += head.length + payload.length;
     this.socket.write(head);
     if (payload.length > 0) this.socket.write(payload);
+    this.host.batcher.wrote(this.socket);
   }
 
   setKeepAlive(seconds: number): void {

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { describe, test } from 'node:test';
+import { WriteBatcher } from '../../../src/transport/write-batcher.js';
+
+/** A writable that records each call that reached it: one entry per syscall a socket would make. */
+function recorder(): { stream: Writable; calls: number[] } {
+  const calls: number[] = [];
+  const stream = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      calls.push(chunk.length);
+      cb();
+    },
+    writev(chunks, cb) {
+      calls.push(chunks.reduce((n, c) => n + (c.chunk as Buffer).length, 0));
+      cb();
+    },
+  });
+  return { stream, calls };
+}
+
+function write(batcher: WriteBatcher, stream: Writable, bytes: number): void {
+  batcher.cork(stream);
+  stream.write(Buffer.alloc(bytes));
+  batcher.wrote(stream);
+}
+
+describe('write batcher', () => {
+  test('what several chunks of input send to one socket in a turn leaves in one write at the end of the turn', async () => {
+    const batcher = new WriteBatcher();
+    const sub = recorder();
+    for (let chunk = 0; chunk < 10; chunk++) {
+      write(batcher, sub.stream, 70);
+      batcher.chunkDone();
+    }
+    assert.deepEqual(sub.calls, [], 'nothing leaves before the turn ends');
+    await nextTurn();
+    assert.deepEqual(sub.calls, [700]);
+  });
+
+  test('a socket holding a full write (16 KB) is written at once, without waiting for the turn to end', () => {
+    const batcher = new WriteBatcher();
+    const sub = recorder();
+    write(batcher, sub.stream, 10_000);
+    assert.deepEqual(sub.calls, []);
+    write(batcher, sub.stream, 7_000);
+    assert.deepEqual(sub.calls, [17_000]);
+  });
+
+  test('once 32 sockets hold output, everything leaves when the chunk of input is done', async () => {
+    const batcher = new WriteBatcher();
+    const few = Array.from({ length: 31 }, recorder);
+    for (const r of few) write(batcher, r.stream, 4);
+    batcher.chunkDone();
+    assert.ok(few.every((r) => r.calls.length === 0), '31 corked sockets wait for the end of the turn');
+    const last = recorder();
+    write(batcher, last.stream, 4);
+    batcher.chunkDone();
+    assert.ok([...few, last].every((r) => r.calls.length === 1 && r.calls[0] === 4));
+    await nextTurn();
+    assert.ok([...few, last].every((r) => r.calls.length === 1), 'nothing is written twice');
+  });
+
+  test('writes after a flush in the same turn are corked again and leave at the end of the turn, in order', async () => {
+    const batcher = new WriteBatcher();
+    const sub = recorder();
+    write(batcher, sub.stream, 16_384);
+    write(batcher, sub.stream, 10);
+    write(batcher, sub.stream, 20);
+    assert.deepEqual(sub.calls, [16_384]);
+    await nextTurn();
+    assert.deepEqual(sub.calls, [16_384, 30]);
+  });
+});
