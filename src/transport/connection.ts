@@ -61,7 +61,7 @@ function onSocketClose(this: Duplex): void {
 
 /**
  * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
- * is handled before anything is flushed, then what the chunk caused leaves in one write per socket.
+ * is handled in turn; what they write is corked and leaves through the write batcher.
  */
 export class Connection implements ConnectionPort, WheelEntry {
   readonly socket: Duplex;
