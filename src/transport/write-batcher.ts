@@ -20,14 +20,17 @@ export class WriteBatcher {
   };
 
   /** Sends what every corked socket holds. */
-  flush(): void {
+  private flush(): void {
     const list = this.corked;
     if (list.length === 0) return;
     this.corked = [];
     for (let i = 0; i < list.length; i++) (list[i] as Writable).uncork();
   }
 
-  /** Called after each chunk of input has been handled. */
+  /**
+   * Called after each chunk of input has been handled. A socket written at once for holding 16 KB
+   * and corked again later in the turn counts twice: a turn that full has little left to gain.
+   */
   chunkDone(): void {
     if (this.corked.length >= MAX_CORKED_SOCKETS) this.flush();
   }
