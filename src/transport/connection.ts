@@ -131,19 +131,15 @@ export class Connection implements ConnectionPort, WheelEntry {
 
   write(bytes: Buffer): void {
     if (this.closing) return;
-    this.host.batcher.cork(this.socket);
     this.host.stats.bytesSent += bytes.length;
-    this.socket.write(bytes);
-    this.host.batcher.wrote(this.socket);
+    this.host.batcher.write(this.socket, bytes);
   }
 
   writeFrame(head: Buffer, payload: Buffer): void {
     if (this.closing) return;
-    this.host.batcher.cork(this.socket);
     this.host.stats.bytesSent += head.length + payload.length;
-    this.socket.write(head);
-    if (payload.length > 0) this.socket.write(payload);
-    this.host.batcher.wrote(this.socket);
+    this.host.batcher.write(this.socket, head);
+    if (payload.length > 0) this.host.batcher.write(this.socket, payload);
   }
 
   setKeepAlive(seconds: number): void {

@@ -35,14 +35,14 @@ export class WriteBatcher {
     if (this.corked.length >= MAX_CORKED_SOCKETS) this.flush();
   }
 
-  /** Called after writing to `socket`: output that reached a full write's worth goes now. */
-  wrote(socket: Writable): void {
-    if (socket.writableLength >= FULL_WRITE_BYTES && socket.writableCorked > 0) socket.uncork();
+  /** Writes through the cork: what reaches a full write's worth (16 KB) goes at once. */
+  write(socket: Writable, bytes: Buffer): void {
+    if (socket.writableCorked === 0) this.cork(socket);
+    socket.write(bytes);
+    if (socket.writableLength >= FULL_WRITE_BYTES) socket.uncork();
   }
 
-  /** Call before writing to `socket`; returns immediately if it is already corked this turn. */
-  cork(socket: Writable): void {
-    if (socket.writableCorked > 0) return;
+  private cork(socket: Writable): void {
     socket.cork();
     this.corked.push(socket);
     if (!this.scheduled) {

@@ -22,9 +22,7 @@ function recorder(): { stream: Writable; calls: number[] } {
 }
 
 function write(batcher: WriteBatcher, stream: Writable, bytes: number): void {
-  batcher.cork(stream);
-  stream.write(Buffer.alloc(bytes));
-  batcher.wrote(stream);
+  batcher.write(stream, Buffer.alloc(bytes));
 }
 
 describe('write batcher', () => {
