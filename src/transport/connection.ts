@@ -43,7 +43,8 @@ export interface ConnectionHost {
 const OWNER = Symbol('midge.connection');
 type OwnedSocket = Duplex & { [OWNER]: Connection };
 
-function onSocketData(this: Duplex, chunk: Buffer): void {
+/** Hands a chunk read from a connection's socket to the connection (also the direct reader of plain TCP). */
+export function onSocketData(this: Duplex, chunk: Buffer): void {
   (this as OwnedSocket)[OWNER].onData(chunk);
 }
 

@@ -4,7 +4,8 @@ import { createServer as createNetServer, type AddressInfo, type Server, type So
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
-import { Connection, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
+import { Connection, onSocketData, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
+import { readDirectly } from './direct-read.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { TimerWheel } from './timer-wheel.js';
 import type { TlsFiles } from './tls-material.js';
@@ -74,7 +75,11 @@ export class Listener implements ConnectionHost {
     };
     switch (options.protocol) {
       case 'mqtt':
-        this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
+        // paused so that no read happens before the socket is re-wrapped for direct reads
+        this.server = createNetServer(
+          { noDelay: true, highWaterMark: WRITE_HIGH_WATER, pauseOnConnect: !options.proxyProtocol },
+          (s) => this.onSocket(s),
+        );
         break;
       case 'mqtts':
         if (options.proxyProtocol) {
@@ -179,11 +184,13 @@ export class Listener implements ConnectionHost {
   }
 
   private onSocket(socket: Socket): void {
-    socket.setNoDelay(true);
     if (!this.options.proxyProtocol) {
-      this.accept(socket, this.peerOf(socket, undefined));
+      const direct = readDirectly(socket, this.server as Server, onSocketData, WRITE_HIGH_WATER);
+      direct.setNoDelay(true);
+      this.accept(direct, this.peerOf(direct, undefined));
       return;
     }
+    socket.setNoDelay(true);
     socket.on('error', () => undefined);
     const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs);
     timer.unref();
