@@ -62,7 +62,7 @@ function onSocketClose(this: Duplex): void {
 
 /**
  * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
- * is handled in turn; what they write is corked and leaves through the write batcher.
+ * is handled in turn; what they write is held and leaves through the write batcher.
  */
 export class Connection implements ConnectionPort, WheelEntry {
   readonly socket: Duplex;
@@ -169,6 +169,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     this.host.unwatch(this);
     const socket = this.socket;
     // Let what was written (CONNACK or DISCONNECT with its reason) reach the peer, then go.
+    this.host.batcher.release(socket);
     socket.once('finish', () => socket.destroy());
     socket.end();
     setTimeout(() => socket.destroy(), 2000).unref();

@@ -1,53 +1,71 @@
 import type { Writable } from 'node:stream';
 
-const MAX_CORKED_SOCKETS = 32;
+const MAX_WAITING_SOCKETS = 32;
 const FULL_WRITE_BYTES = 16384;
 
+const PENDING = Symbol('midge.pendingOutput');
+const PENDING_BYTES = Symbol('midge.pendingBytes');
+type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: number };
+
 /**
- * Corks a socket on its first write and uncorks it at the end of the event-loop turn, so that what
- * many sockets' input sends to one socket in a turn (fan-in: every publisher's messages to one
- * subscriber) leaves in one write instead of one syscall per input chunk. Output does not wait that
- * long once it is large (a socket holding 16 KB leaves at once) or spread over many sockets (at 32
- * corked sockets everything leaves after the chunk of input), so a busy turn neither holds
- * thousands of buffers alive nor keeps every reply back until it ends.
+ * Holds what is written to a socket until the end of the event-loop turn, so that what many
+ * sockets' input sends to one socket in a turn (fan-in: every publisher's messages to one
+ * subscriber) leaves in one write instead of one syscall per input chunk. The bytes wait here, not
+ * in the socket's cork: a stream's cork keeps a record and a callback per write and writes them out
+ * through writev, which cost more than copying a few small frames into one buffer. Output does not
+ * wait that long once it is large (a socket holding 16 KB is written at once) or spread over many
+ * sockets (at 32 waiting sockets everything leaves after the chunk of input), so a busy turn
+ * neither holds thousands of buffers alive nor keeps every reply back until it ends.
  */
 export class WriteBatcher {
-  private corked: Writable[] = [];
+  private waiting: Batched[] = [];
   private scheduled = false;
   private readonly flushAll = (): void => {
     this.scheduled = false;
     this.flush();
   };
 
-  /** Sends what every corked socket holds. */
+  /** Writes what every socket holds. */
   private flush(): void {
-    const list = this.corked;
+    const list = this.waiting;
     if (list.length === 0) return;
-    this.corked = [];
-    for (let i = 0; i < list.length; i++) (list[i] as Writable).uncork();
+    this.waiting = [];
+    for (let i = 0; i < list.length; i++) this.release(list[i] as Batched);
   }
 
   /**
    * Called after each chunk of input has been handled. A socket written at once for holding 16 KB
-   * and corked again later in the turn counts twice: a turn that full has little left to gain.
+   * and written to again later in the turn counts twice: a turn that full has little left to gain.
    */
   chunkDone(): void {
-    if (this.corked.length >= MAX_CORKED_SOCKETS) this.flush();
+    if (this.waiting.length >= MAX_WAITING_SOCKETS) this.flush();
   }
 
-  /** Writes through the cork: what reaches a full write's worth (16 KB) goes at once. */
+  /** Queues bytes for the socket; what reaches a full write's worth (16 KB) goes at once. */
   write(socket: Writable, bytes: Buffer): void {
-    if (socket.writableCorked === 0) this.cork(socket);
-    socket.write(bytes);
-    if (socket.writableLength >= FULL_WRITE_BYTES) socket.uncork();
+    const s = socket as Batched;
+    const pending = s[PENDING];
+    if (pending === undefined) {
+      s[PENDING] = [bytes];
+      s[PENDING_BYTES] = bytes.length;
+      this.waiting.push(s);
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(this.flushAll);
+      }
+    } else {
+      pending.push(bytes);
+      s[PENDING_BYTES] = (s[PENDING_BYTES] as number) + bytes.length;
+    }
+    if ((s[PENDING_BYTES] as number) >= FULL_WRITE_BYTES) this.release(s);
   }
 
-  private cork(socket: Writable): void {
-    socket.cork();
-    this.corked.push(socket);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flushAll);
-    }
+  /** Writes what the socket holds now: before it is ended, so that nothing written is left behind. */
+  release(socket: Writable): void {
+    const s = socket as Batched;
+    const pending = s[PENDING];
+    if (pending === undefined) return;
+    s[PENDING] = undefined;
+    socket.write(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, s[PENDING_BYTES]));
   }
 }

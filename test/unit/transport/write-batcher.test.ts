@@ -61,7 +61,7 @@ describe('write batcher', () => {
     assert.ok([...few, last].every((r) => r.calls.length === 1), 'nothing is written twice');
   });
 
-  test('writes after a flush in the same turn are corked again and leave at the end of the turn, in order', async () => {
+  test('writes after a flush in the same turn are held again and leave at the end of the turn, in order', async () => {
     const batcher = new WriteBatcher();
     const sub = recorder();
     write(batcher, sub.stream, 16_384);
@@ -70,5 +70,17 @@ describe('write batcher', () => {
     assert.deepEqual(sub.calls, [16_384]);
     await nextTurn();
     assert.deepEqual(sub.calls, [16_384, 30]);
+  });
+
+  test('release() writes what a socket holds at once, so that ending it right after loses nothing', async () => {
+    const batcher = new WriteBatcher();
+    const sub = recorder();
+    write(batcher, sub.stream, 5);
+    write(batcher, sub.stream, 7);
+    batcher.release(sub.stream);
+    sub.stream.end();
+    assert.deepEqual(sub.calls, [12]);
+    await nextTurn();
+    assert.deepEqual(sub.calls, [12], 'the end of the turn has nothing left to write');
   });
 });
