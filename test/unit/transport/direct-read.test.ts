@@ -38,6 +38,15 @@ async function until(check: () => boolean, what: string): Promise<void> {
   assert.fail(`timed out waiting for ${what}`);
 }
 
+/** A direct server with one client connected and accepted. */
+async function oneClient(): Promise<{ server: Server; client: Socket; a: Accepted }> {
+  const { server, port, accepted } = await directServer();
+  const client = connect(port, '127.0.0.1');
+  await once(client, 'connect');
+  await until(() => accepted.length === 1, 'accept');
+  return { server, client, a: accepted[0] as Accepted };
+}
+
 /** Closes the server, failing instead of hanging when an accepted socket still counts as open. */
 async function closed(server: Server): Promise<void> {
   let done = false;
@@ -65,10 +74,7 @@ describe('direct reads of plain TCP sockets', () => {
   });
 
   test('the server closes once the re-wrapped sockets have closed', async () => {
-    const { server, port, accepted } = await directServer();
-    const client = connect(port, '127.0.0.1');
-    await once(client, 'connect');
-    await until(() => accepted.length === 1, 'accept');
+    const { server, client, a } = await oneClient();
     let done = false;
     server.close(() => (done = true));
     await sleep(50);
@@ -78,11 +84,7 @@ describe('direct reads of plain TCP sockets', () => {
   });
 
   test('pause() stops reads and resume() brings what arrived meanwhile', async () => {
-    const { server, port, accepted } = await directServer();
-    const client = connect(port, '127.0.0.1');
-    await once(client, 'connect');
-    await until(() => accepted.length === 1, 'accept');
-    const a = accepted[0] as Accepted;
+    const { server, client, a } = await oneClient();
     client.write('one');
     await until(() => a.chunks.length === 1, 'first read');
     a.socket.pause();
@@ -96,14 +98,11 @@ describe('direct reads of plain TCP sockets', () => {
   });
 
   test('the peer closing its side ends and closes the socket', async () => {
-    const { server, port, accepted } = await directServer();
-    const client = connect(port, '127.0.0.1');
-    await once(client, 'connect');
-    await until(() => accepted.length === 1, 'accept');
-    const socketClosed = once((accepted[0] as Accepted).socket, 'close');
+    const { server, client, a } = await oneClient();
+    const socketClosed = once(a.socket, 'close');
     client.end('bye');
     await socketClosed;
-    assert.equal(Buffer.concat((accepted[0] as Accepted).chunks).toString(), 'bye');
+    assert.equal(Buffer.concat(a.chunks).toString(), 'bye');
     await closed(server);
   });
 
