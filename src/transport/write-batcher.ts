@@ -12,7 +12,8 @@ type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: 
  * sockets' input sends to one socket in a turn (fan-in: every publisher's messages to one
  * subscriber) leaves in one write instead of one syscall per input chunk. The bytes wait here, not
  * in the socket's cork: a stream's cork keeps a record and a callback per write and writes them out
- * through writev, which cost more than copying a few small frames into one buffer. Output does not
+ * through writev, which cost more than copying a few small frames into one buffer (a turn's output
+of 16 KB or more still goes through the cork, so a large payload is not copied). Output does not
  * wait that long once it is large (a socket holding 16 KB is written at once) or spread over many
  * sockets (at 32 waiting sockets everything leaves after the chunk of input), so a busy turn
  * neither holds thousands of buffers alive nor keeps every reply back until it ends.
@@ -66,6 +67,16 @@ export class WriteBatcher {
     const pending = s[PENDING];
     if (pending === undefined) return;
     s[PENDING] = undefined;
-    socket.write(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, s[PENDING_BYTES]));
+    const bytes = s[PENDING_BYTES] as number;
+    if (pending.length === 1) {
+      socket.write(pending[0] as Buffer);
+    } else if (bytes < FULL_WRITE_BYTES) {
+      socket.write(Buffer.concat(pending, bytes));
+    } else {
+      // a large payload is not worth copying: the cork sends the pieces in one writev
+      socket.cork();
+      for (let i = 0; i < pending.length; i++) socket.write(pending[i] as Buffer);
+      socket.uncork();
+    }
   }
 }

@@ -83,4 +83,26 @@ describe('write batcher', () => {
     await nextTurn();
     assert.deepEqual(sub.calls, [12], 'the end of the turn has nothing left to write');
   });
+
+  test('a large payload is handed to the socket as it is, not copied into one buffer with its header', () => {
+    const batcher = new WriteBatcher();
+    const seen: Buffer[] = [];
+    const stream = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _enc, cb) {
+        seen.push(chunk);
+        cb();
+      },
+      writev(chunks, cb) {
+        for (const c of chunks) seen.push(c.chunk as Buffer);
+        cb();
+      },
+    });
+    const head = Buffer.alloc(5);
+    const payload = Buffer.alloc(100_000);
+    batcher.write(stream, head);
+    batcher.write(stream, payload);
+    assert.equal(seen.length, 2);
+    assert.ok(seen[1] === payload, 'the payload was copied');
+  });
 });
