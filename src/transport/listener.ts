@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Connection, onSocketData, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
-import { readDirectly } from './direct-read.js';
+import { directReads } from './direct-read.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { TimerWheel } from './timer-wheel.js';
 import type { TlsFiles } from './tls-material.js';
@@ -43,6 +43,7 @@ const TICK_MS = 250;
 const WRITE_HIGH_WATER = 64 * 1024;
 /** RFC: an MQTT over WebSocket client offers "mqtt" (3.1.1, 5.0) or "mqttv3.1" (3.1). */
 const SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];
+const readDirectly = directReads(onSocketData);
 
 /**
  * One listening endpoint: MQTT over TCP, TLS, WebSocket or secure WebSocket. Owns the accepted
@@ -185,7 +186,7 @@ export class Listener implements ConnectionHost {
 
   private onSocket(socket: Socket): void {
     if (!this.options.proxyProtocol) {
-      const direct = readDirectly(socket, this.server as Server, onSocketData, WRITE_HIGH_WATER);
+      const direct = readDirectly(socket, this.server as Server, WRITE_HIGH_WATER);
       direct.setNoDelay(true);
       this.accept(direct, this.peerOf(direct, undefined));
       return;

@@ -3,20 +3,28 @@ import { once } from 'node:events';
 import { connect, createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { readDirectly } from '../../../src/transport/direct-read.js';
+import { directReads } from '../../../src/transport/direct-read.js';
 
 interface Accepted {
   socket: Socket;
   chunks: Buffer[];
 }
 
+const chunksOf = new Map<Socket, Buffer[]>();
+function keep(this: Socket, chunk: Buffer): void {
+  (chunksOf.get(this) as Buffer[]).push(chunk);
+}
+const readDirectly = directReads(keep);
+
 /** A server whose sockets are read directly; every chunk is kept, as the parser keeps payload views. */
 async function directServer(): Promise<{ server: Server; port: number; accepted: Accepted[] }> {
   const accepted: Accepted[] = [];
   const server = createServer({ pauseOnConnect: true }, (s) => {
-    const entry: Accepted = { socket: s, chunks: [] };
-    entry.socket = readDirectly(s, server, (chunk) => entry.chunks.push(chunk), 64 * 1024);
-    entry.socket.on('data', (chunk: Buffer) => entry.chunks.push(chunk));
+    const socket = readDirectly(s, server, 64 * 1024);
+    const entry: Accepted = { socket, chunks: [] };
+    chunksOf.set(socket, entry.chunks);
+    // as a connection does: the same reader takes 'data' where the socket could not be moved
+    socket.on('data', keep);
     accepted.push(entry);
   });
   server.listen(0, '127.0.0.1');
@@ -109,7 +117,7 @@ describe('direct reads of plain TCP sockets', () => {
   test('a socket with no handle to move is resumed and returned as it is', () => {
     const s = new Socket();
     s.pause();
-    const r = readDirectly(s, createServer(), () => assert.fail('the reader is only for direct reads'), 1024);
+    const r = directReads(() => assert.fail('the reader is only for direct reads'))(s, createServer(), 1024);
     assert.equal(r, s);
     assert.equal(s.isPaused(), false);
   });
