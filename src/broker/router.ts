@@ -70,14 +70,21 @@ export class Router {
     session.subscriptions.clear();
   }
 
-  /** Routes one message to every matching subscription; returns how many sessions it reached. */
+  /**
+   * Routes one message to every matching subscription; returns how many sessions it reached. The
+   * arrays it collects into are the router's own, so a delivery must not route again (none does:
+   * sessions queue and connections batch their writes).
+   */
   route(message: Message): number {
     const matches = this.matches;
     const targets = this.targets;
     const seq = ++this.seq;
-    this.direct.match(message.topic, matches);
-    for (let i = 0; i < matches.length; i++) {
+    const found = this.direct.match(message.topic, matches);
+    let count = 0;
+    for (let i = 0; i < found; i++) {
       const { session, sub } = matches[i] as RouteEntry;
+      // the slot is reused by the next message; emptied so it keeps no ended session alive
+      matches[i] = undefined as unknown as RouteEntry;
       // [MQTT-3.8.3-3] No Local: not back to the publisher's own connection
       if (sub.noLocal && session.clientId === message.senderId) continue;
       const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
@@ -86,37 +93,36 @@ export class Router {
         session.routeQos = qos;
         session.routeRetainAsPublished = sub.retainAsPublished;
         session.routeSubIds = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
-        targets.push(session);
+        targets[count++] = session;
       } else {
         if (qos > session.routeQos) session.routeQos = qos;
         if (sub.retainAsPublished) session.routeRetainAsPublished = true;
         if (sub.subscriptionId !== undefined) (session.routeSubIds ??= []).push(sub.subscriptionId);
       }
     }
-    matches.length = 0;
-    let count = targets.length;
-    for (let i = 0; i < targets.length; i++) {
+    for (let i = 0; i < count; i++) {
       const s = targets[i] as Session;
+      targets[i] = undefined as unknown as Session;
       // [MQTT-3.3.1-9] (3.1.1) / [MQTT-3.3.1-12] (5.0): RETAIN is cleared unless Retain As Published
       this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds, undefined);
       s.routeSubIds = undefined;
     }
-    targets.length = 0;
     if (this.shared.size > 0) count += this.routeShared(message);
     return count;
   }
 
   private routeShared(message: Message): number {
     const groups = this.groups;
-    this.shared.match(message.topic, groups);
+    const found = this.shared.match(message.topic, groups);
     let count = 0;
-    for (let i = 0; i < groups.length; i++) {
-      const entry = pickMember(groups[i] as SharedGroup, undefined);
+    for (let i = 0; i < found; i++) {
+      const group = groups[i] as SharedGroup;
+      groups[i] = undefined as unknown as SharedGroup;
+      const entry = pickMember(group, undefined);
       if (entry === undefined) continue;
       this.deliverShared(entry, message);
       count++;
     }
-    groups.length = 0;
     return count;
   }
 

@@ -85,14 +85,15 @@ function decodePublish(r: Reader, flags: number, version: ProtocolVersion): Publ
 
 const EMPTY = Buffer.alloc(0);
 
-function packetId(r: Reader, what: string): number {
+/** `type` is the packet's type name, upper-cased only for an error: acks pass through here by the thousand */
+function packetId(r: Reader, type: string): number {
   const id = r.u16();
-  if (id === 0) throw malformed(`${what} with packet identifier 0`);
+  if (id === 0) throw malformed(`${type.toUpperCase()} with packet identifier 0`);
   return id;
 }
 
 function decodeAck(r: Reader, type: AckPacket['type'], version: ProtocolVersion): AckPacket {
-  const packet: AckPacket = { type, packetId: packetId(r, type.toUpperCase()) };
+  const packet: AckPacket = { type, packetId: packetId(r, type) };
   if (version === 5) {
     if (r.remaining > 0) {
       const code = r.byte();
@@ -110,7 +111,7 @@ function decodeAck(r: Reader, type: AckPacket['type'], version: ProtocolVersion)
 }
 
 function decodeSubscribe(r: Reader, version: ProtocolVersion): SubscribePacket {
-  const packet: SubscribePacket = { type: 'subscribe', packetId: packetId(r, 'SUBSCRIBE'), subscriptions: [] };
+  const packet: SubscribePacket = { type: 'subscribe', packetId: packetId(r, 'subscribe'), subscriptions: [] };
   if (version === 5) {
     const properties = readProperties(r, 'subscribe');
     if (properties !== undefined) packet.properties = properties;
@@ -140,7 +141,7 @@ function decodeSubscribe(r: Reader, version: ProtocolVersion): SubscribePacket {
 }
 
 function decodeUnsubscribe(r: Reader, version: ProtocolVersion): Packet {
-  const id = packetId(r, 'UNSUBSCRIBE');
+  const id = packetId(r, 'unsubscribe');
   const properties = version === 5 ? readProperties(r, 'unsubscribe') : undefined;
   const topicFilters: string[] = [];
   while (r.remaining > 0) topicFilters.push(r.utf8());

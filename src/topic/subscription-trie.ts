@@ -76,9 +76,13 @@ export class SubscriptionTrie<V> {
     return true;
   }
 
-  /** Appends the value of every (filter, key) whose filter matches the topic name. */
-  match(topic: string, out: V[]): void {
-    walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24 /* $ */, out);
+  /**
+   * Writes the value of every (filter, key) whose filter matches the topic name to out[0..n) and
+   * returns n. What `out` holds past n is left as it was: a router reuses one array for every
+   * message, and truncating it (`length = 0`) costs a runtime call and its backing store each time.
+   */
+  match(topic: string, out: V[]): number {
+    return walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24 /* $ */, out, 0);
   }
 
   *entries(): IterableIterator<[string, string, V]> {
@@ -105,29 +109,33 @@ function isEmpty<V>(n: Node<V>): boolean {
   return n.values === undefined && n.children === undefined && n.plus === undefined && n.hash === undefined;
 }
 
-function pushAll<V>(values: Map<string, V> | undefined, out: V[]): void {
-  if (values === undefined) return;
-  for (const v of values.values()) out.push(v);
+function putAll<V>(values: Map<string, V> | undefined, out: V[], n: number): number {
+  if (values === undefined) return n;
+  for (const v of values.values()) out[n++] = v;
+  return n;
 }
 
-/** `start` is where the next topic level begins, or -1 once the whole topic has been consumed. */
-function walk<V>(node: Node<V>, topic: string, start: number, dollar: boolean, out: V[]): void {
+/**
+ * `start` is where the next topic level begins, or -1 once the whole topic has been consumed; `n`
+ * is how many matches `out` holds so far, and the new count is returned.
+ */
+function walk<V>(node: Node<V>, topic: string, start: number, dollar: boolean, out: V[], n: number): number {
   if (start < 0) {
-    pushAll(node.values, out);
+    n = putAll(node.values, out, n);
     // "a/#" also matches "a" itself
-    if (node.hash !== undefined) pushAll(node.hash.values, out);
-    return;
+    return node.hash === undefined ? n : putAll(node.hash.values, out, n);
   }
   // [MQTT-4.7.2-1] a leading wildcard does not match a topic starting with '$'
   const wildcardsAllowed = !(dollar && start === 0);
-  if (node.hash !== undefined && wildcardsAllowed) pushAll(node.hash.values, out);
+  if (node.hash !== undefined && wildcardsAllowed) n = putAll(node.hash.values, out, n);
   const end = topic.indexOf('/', start);
   const next = end < 0 ? -1 : end + 1;
   if (node.children !== undefined) {
     const child = node.children.get(end < 0 ? topic.slice(start) : topic.slice(start, end));
-    if (child !== undefined) walk(child, topic, next, dollar, out);
+    if (child !== undefined) n = walk(child, topic, next, dollar, out, n);
   }
-  if (node.plus !== undefined && wildcardsAllowed) walk(node.plus, topic, next, dollar, out);
+  if (node.plus !== undefined && wildcardsAllowed) n = walk(node.plus, topic, next, dollar, out, n);
+  return n;
 }
 
 function* entriesOf<V>(node: Node<V>, levels: string[]): IterableIterator<[string, string, V]> {
