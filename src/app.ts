@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';

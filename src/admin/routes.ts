@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { QoS } from '../codec/packets.js';
 import { HttpError } from './http-error.js';
 import type { AdminView } from './view.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { RC } from '../codec/reason-codes.js';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { SessionOwner } from '../protocol/ports.js';

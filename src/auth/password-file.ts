@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { createHash, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from '../hooks/authenticator.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { decodePacket } from '../codec/decode.js';
 import { encodePacket, type Packet, type ProtocolVersion, type QoS } from '../codec/index.js';

@@ -1,3 +1,4 @@
+import process from 'node:process';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 import type { SessionRecord, Store, StoredState } from '../persistence/store.js';

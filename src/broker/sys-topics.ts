@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { TransportStats } from '../transport/connection.js';
 import { createMessage } from '../session/message.js';
 import type { BrokerCore } from './broker-core.js';

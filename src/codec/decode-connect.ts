@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { ConnectPacket, ConnackPacket, ProtocolVersion, QoS, Will } from './packets.js';
 import { MALFORMED, Reader, malformed } from './primitives.js';
 import { readProperties } from './properties.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { decodeConnack, decodeConnect } from './decode-connect.js';
 import type { AckPacket, Packet, ProtocolVersion, PublishPacket, QoS, SubscribePacket, SubscriptionRequest } from './packets.js';
 import { PROTOCOL_ERROR, Reader, malformed } from './primitives.js';

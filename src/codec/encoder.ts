@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { ConnectPacket, ConnackPacket, Packet, Properties, ProtocolVersion, PublishPacket, SubscribePacket } from './packets.js';
 import { Writer, utf8Length, varintSize } from './primitives.js';
 import { propertiesLength, writeProperties } from './properties.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { decodePacket } from './decode.js';
 import type { Packet, ProtocolVersion } from './packets.js';
 import { MALFORMED, malformed } from './primitives.js';

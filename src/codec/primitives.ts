@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 import { ProtocolError } from './protocol-error.js';
 
 export const MALFORMED = 0x81;

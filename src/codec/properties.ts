@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { PacketType, Properties, UserProperties } from './packets.js';
 import { PROTOCOL_ERROR, Reader, Writer, malformed, utf8Length, varintSize } from './primitives.js';
 import { ProtocolError } from './protocol-error.js';

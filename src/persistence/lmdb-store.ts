@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { encodePacket } from '../codec/encoder.js';
 import { LARGEST_PACKET, type ConnectPacket, type Packet, type Properties, type ProtocolVersion, type QoS, type Will } from '../codec/packets.js';
 import type { ProtocolError } from '../codec/protocol-error.js';

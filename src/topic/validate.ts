@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 /** Limits on topic names and filters (bytes are UTF-8 bytes). */
 export interface TopicLimits {
   maxTopicLength: number;

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { Socket, type Server } from 'node:net';
 
 /** Takes each read of a directly read socket; `this` is the socket. */

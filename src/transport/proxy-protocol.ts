@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 /**
  * PROXY protocol v1 (text) and v2 (binary) headers, as sent by HAProxy, AWS NLB and others in
  * front of a broker: they carry the real client address. Spec: haproxy.org/download/2.9/doc/proxy-protocol.txt

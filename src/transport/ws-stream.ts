@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 

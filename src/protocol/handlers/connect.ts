@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import { PublishQuota } from '../publish-quota.js';
