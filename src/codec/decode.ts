@@ -69,7 +69,9 @@ function decodePublish(r: Reader, flags: number, version: ProtocolVersion): Publ
   // [MQTT-3.3.1-2] DUP is 0 for QoS 0
   if (dup && qos === 0) throw malformed('PUBLISH QoS 0 with DUP set');
   const topic = r.utf8();
-  const packet: PublishPacket = { type: 'publish', topic, payload: EMPTY, qos: qos as QoS, retain: (flags & 0x01) !== 0, dup };
+  // every PUBLISH has the same fields, set or undefined, so that the code reading packets sees one
+  // object shape instead of four (with or without id, with or without properties)
+  const packet: PublishPacket = { type: 'publish', topic, payload: EMPTY, qos: qos as QoS, retain: (flags & 0x01) !== 0, dup, packetId: undefined, properties: undefined };
   if (qos > 0) {
     const id = r.u16();
     // [MQTT-2.3.1-1] (3.1.1) / [MQTT-2.2.1-3] (5.0)
@@ -94,7 +96,7 @@ function packetId(r: Reader, type: string): number {
 }
 
 function decodeAck(r: Reader, type: AckPacket['type'], version: ProtocolVersion): AckPacket {
-  const packet: AckPacket = { type, packetId: packetId(r, type) };
+  const packet: AckPacket = { type, packetId: packetId(r, type), reasonCode: undefined, properties: undefined };
   if (version === 5) {
     if (r.remaining > 0) {
       const code = r.byte();
