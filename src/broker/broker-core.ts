@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, isExpired, type Message, type ShareRef } from '../session/message.js';
+import { createMessage, isExpired, ownedMessage, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
@@ -200,7 +200,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   publish(message: Message): void | Promise<void> {
     if (message.retain) {
       if (!this.retained.apply(message)) this.counters.retainedRefused++;
-      else this.durability?.retained(message);
+      else this.durability?.retained(this.retained.get(message.topic) ?? message);
     }
     this.routed += this.router.route(message);
     // what this message changed is durable once the turn's group commit is
@@ -250,6 +250,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.retained.match(topicFilter, this.now());
   }
 
+  /** the last message queued for offline sessions, and its copy that owns its bytes */
+  private offlineSource: Message | undefined;
+  private offlineCopy: Message | undefined;
+
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
     // read access is checked per delivery, so that a reloaded ACL applies to existing subscriptions
     if (this.acl !== undefined && !this.acl.canRead(session, message.topic)) return;
@@ -260,7 +264,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
     if (qos === 0) return;
-    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
+    // it may wait there for days: one copy that owns its bytes, shared by every offline session
+    if (this.offlineSource !== message) {
+      this.offlineSource = message;
+      this.offlineCopy = ownedMessage(message);
+    }
+    const kept = this.offlineCopy as Message;
+    if (session.enqueue({ message: kept, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
       this.counters.dropped.queueFull++;
     }
   }

@@ -1,4 +1,5 @@
 import type { Properties, ProtocolVersion, QoS } from '../codec/packets.js';
+import { Buffer } from 'node:buffer';
 import type { PublishFrame } from '../codec/publish-frame.js';
 
 /**
@@ -51,6 +52,35 @@ export function createMessage(
     frames: undefined,
     framesExpiry: -1,
   };
+}
+
+/**
+ * Bytes the broker keeps after the turn that received them (a retained message, a will, a message
+ * queued for an offline session) must not stay a view of the read they arrived in: the view keeps
+ * the whole read (up to 64 KB, or an 8 KB allocation pool) alive for as long as the message lives,
+ * so that many small long-lived messages would hold many times their size.
+ */
+export function ownBytes(bytes: Buffer): Buffer {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes;
+  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  copy.set(bytes);
+  return copy;
+}
+
+/** Properties whose Correlation Data (the one binary property a message carries) is its own. */
+export function ownProperties(properties: Properties | undefined): Properties | undefined {
+  const data = properties?.correlationData;
+  if (data === undefined) return properties;
+  const owned = ownBytes(data);
+  return owned === data ? properties : { ...properties, correlationData: owned };
+}
+
+/** The message itself when its bytes are its own, else a copy that owns them (no cached frames). */
+export function ownedMessage(message: Message): Message {
+  const payload = ownBytes(message.payload);
+  const properties = ownProperties(message.properties);
+  if (payload === message.payload && properties === message.properties) return message;
+  return { ...message, payload, properties, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
 }
 
 export function isExpired(message: Message, now: number): boolean {

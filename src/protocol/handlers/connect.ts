@@ -8,6 +8,7 @@ import { isPromise, settle } from '../maybe-promise.js';
 import { checkTopicName } from '../../topic/validate.js';
 import { OutboundAliases } from '../outbound-aliases.js';
 import { startConnectAuth } from './auth.js';
+import { ownBytes, ownProperties } from '../../session/message.js';
 
 /**
  * CONNECT: validate, authenticate (possibly asynchronously), then open or resume the session and
@@ -117,7 +118,8 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     keepAlive = settings.maxKeepAlive;
     serverKeepAlive = keepAlive;
   }
-  ch.will = p.will;
+  // the will lives as long as the connection: its bytes must not keep the CONNECT's read alive
+  ch.will = p.will === undefined ? undefined : { ...p.will, payload: ownBytes(p.will.payload), properties: ownProperties(p.will.properties) };
   if (keepAlive !== p.keepAlive) ch.client = { ...ch.client, keepAlive };
 
   const { session, present } = ch.broker.openSession(ch, p.cleanStart, expiry);
