@@ -199,8 +199,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   publish(message: Message): void | Promise<void> {
     if (message.retain) {
-      if (!this.retained.apply(message)) this.counters.retainedRefused++;
-      else this.durability?.retained(this.retained.get(message.topic) ?? message);
+      // the retained copy owns its bytes (apply would make it so); the store is given the same copy
+      const kept = ownedMessage(message);
+      if (!this.retained.apply(kept)) this.counters.retainedRefused++;
+      else this.durability?.retained(kept);
     }
     this.routed += this.router.route(message);
     // what this message changed is durable once the turn's group commit is

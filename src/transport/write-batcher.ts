@@ -14,7 +14,7 @@ type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: 
  * subscriber) leaves in one write instead of one syscall per input chunk. The bytes wait here, not
  * in the socket's cork: a stream's cork keeps a record and a callback per write and writes them out
  * through writev, which cost more than copying a few small frames into one buffer (a turn's output
-of 16 KB or more still goes through the cork, so a large payload is not copied). Output does not
+ * of 16 KB or more still goes through the cork, so a large payload is not copied). Output does not
  * wait that long once it is large (a socket holding 16 KB is written at once) or spread over many
  * sockets (at 32 waiting sockets everything leaves after the chunk of input), so a busy turn
  * neither holds thousands of buffers alive nor keeps every reply back until it ends.
