@@ -31,7 +31,8 @@ export class Outbound {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    if (session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
+    const kept = this.ch.broker.queued(message);
+    if (session.enqueue({ message: kept, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
       this.ch.broker.counters.dropped.queueFull++;
     }
   }

@@ -83,6 +83,21 @@ export function ownedMessage(message: Message): Message {
   return { ...message, payload, properties, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
 }
 
+/**
+ * Whether the bytes are a small part of a large read: a view that would keep many times its own
+ * size alive. A view of an allocation pool (8 KB) is not counted: it holds at most that much.
+ */
+export function pinsLargeRead(bytes: Buffer): boolean {
+  const whole = bytes.buffer.byteLength;
+  return whole > 8192 && bytes.byteLength * 4 < whole;
+}
+
+/** Whether a message's payload or Correlation Data would keep a large read alive (see pinsLargeRead). */
+export function messagePinsLargeRead(message: Message): boolean {
+  const data = message.properties?.correlationData;
+  return pinsLargeRead(message.payload) || (data !== undefined && pinsLargeRead(data));
+}
+
 export function isExpired(message: Message, now: number): boolean {
   return message.expiresAt !== undefined && message.expiresAt <= now;
 }

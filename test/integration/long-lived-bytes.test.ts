@@ -66,3 +66,63 @@ test('a retained message, a message queued for an offline session and a pending 
     await b.close();
   }
 });
+
+test('messages queued for a client that stops acknowledging own their bytes when they arrived as a small part of a large read; a small read is kept as it is', async () => {
+  const store = new MemoryStore();
+  const b = await startBroker({ store, limits: { maxInflight: 1 } });
+  try {
+    // a persistent session that stays online and never acknowledges: one message in flight, the rest queued
+    const stuck = await RawClient.open(b.port, 4);
+    stuck.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId: 'stuck', keepalive: 60 });
+    stuck.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'keep/#', qos: 1 }] });
+    const until = Date.now() + 3000;
+    while (!stuck.received.some((p) => p.cmd === 'suback') && Date.now() < until) await delay(10);
+    assert.ok(stuck.received.some((p) => p.cmd === 'suback'), 'subscribed');
+
+    const gen = (p: object): Buffer => mqttPacket.generate(p as mqttPacket.Packet, { protocolVersion: 4 });
+    const publish = (topic: string, payload: Buffer, messageId: number): Buffer =>
+      gen({ cmd: 'publish', topic, payload, qos: 1, messageId, retain: false, dup: false });
+    const pub = await RawClient.open(b.port, 4);
+    pub.send(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'bulk', keepalive: 60 }));
+    const acked = async (n: number): Promise<void> => {
+      const deadline = Date.now() + 5000;
+      while (pub.received.filter((p) => p.cmd === 'puback').length < n && Date.now() < deadline) await delay(10);
+      assert.equal(pub.received.filter((p) => p.cmd === 'puback').length, n, 'publishes acknowledged');
+    };
+    // one small read: two small messages
+    pub.send(Buffer.concat([publish('keep/small', Buffer.from('s1'), 1), publish('keep/small', Buffer.from('s2'), 2)]));
+    await acked(2);
+    // one large read: 30 KB for nobody, then two small messages for the stuck client
+    pub.send(Buffer.concat([
+      gen({ cmd: 'publish', topic: 'bulk', payload: Buffer.alloc(30_000, 7), qos: 0, retain: false, dup: false }),
+      publish('keep/large', Buffer.from('l1'), 3),
+      publish('keep/large', Buffer.from('l2'), 4),
+    ]));
+    await acked(4);
+
+    const state = await store.load();
+    const queue = state.sessions.find((s) => s.record.clientId === 'stuck')?.queue ?? [];
+    const payloads = (topic: string): Buffer[] => queue.filter((d) => d.message.topic === topic).map((d) => d.message.payload);
+    const large = payloads('keep/large');
+    assert.deepEqual(large.map(String), ['l1', 'l2'], 'both messages of the large read are queued');
+    for (const p of large) assert.ok(owns(p), `a queued payload is a view of a ${p.buffer.byteLength}-byte read`);
+    // the first small message is in flight; the second waits, still a view of its small read
+    const small = payloads('keep/small');
+    assert.deepEqual(small.map(String), ['s2']);
+    assert.ok(!owns(small[0] as Buffer) && (small[0] as Buffer).buffer.byteLength <= 8192, 'a small read is not copied');
+
+    // acknowledging lets every queued message through, in order
+    for (let id = 1; id <= 4; id++) {
+      const deadline = Date.now() + 3000;
+      while (stuck.received.filter((p) => p.cmd === 'publish').length < id && Date.now() < deadline) await delay(10);
+      const got = stuck.received.filter((p) => p.cmd === 'publish')[id - 1] as mqttPacket.IPublishPacket | undefined;
+      assert.ok(got !== undefined, `message ${id} delivered`);
+      assert.equal(String(got.payload), ['s1', 's2', 'l1', 'l2'][id - 1]);
+      stuck.sendPacket({ cmd: 'puback', messageId: got.messageId });
+    }
+    stuck.close();
+    pub.close();
+  } finally {
+    await b.close();
+  }
+});
