@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, isExpired, messagePinsLargeRead, ownedMessage, type Message, type ShareRef } from '../session/message.js';
+import { createMessage, isExpired, ownBytesInPlace, ownedMessage, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
@@ -165,7 +165,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       session.sink = undefined;
       this.reassignShared(session);
       this.sessions.detach(session);
-      if (this.sessions.get(session.clientId) === session) this.durability?.sessionDetached(session);
+      if (this.sessions.get(session.clientId) === session) {
+        this.durability?.sessionDetached(session);
+        // what it holds now may wait until the client returns
+        session.ownPendingBytes();
+      }
     }
     this.connected--;
     this.emit('clientDisconnected', owner.client, reason);
@@ -252,28 +256,6 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.retained.match(topicFilter, this.now());
   }
 
-  /** the last message a queue kept a copy of, and that copy (every queue it goes to shares it) */
-  private keptSource: Message | undefined;
-  private keptCopy: Message | undefined;
-
-  private keptCopyOf(message: Message): Message {
-    if (this.keptSource !== message) {
-      this.keptSource = message;
-      this.keptCopy = ownedMessage(message);
-    }
-    return this.keptCopy as Message;
-  }
-
-  /**
-   * The message as an online session's queue keeps it. Such a queue usually empties within
-   * moments, so the read the message arrived in is kept with it unless that read is many times
-   * the message's size: a client that stops reading would otherwise hold up to a 64 KB read for
-   * each of its queued messages.
-   */
-  queued(message: Message): Message {
-    return messagePinsLargeRead(message) ? this.keptCopyOf(message) : message;
-  }
-
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
     // read access is checked per delivery, so that a reloaded ACL applies to existing subscriptions
     if (this.acl !== undefined && !this.acl.canRead(session, message.topic)) return;
@@ -284,9 +266,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
     if (qos === 0) return;
-    // it may wait there for days: one copy that owns its bytes, shared by every offline session
-    const kept = this.keptCopyOf(message);
-    if (session.enqueue({ message: kept, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
+    // it may wait there for days: its bytes move out of the read they came in (once, for every session)
+    ownBytesInPlace(message);
+    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
       this.counters.dropped.queueFull++;
     }
   }

@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import { headWithPacketId, INLINE_PAYLOAD, packetWithId, wholeFrame, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
-import { isExpired, type Delivery, type Message, type ShareRef } from '../session/message.js';
+import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { Channel } from './channel.js';
 import { aliasedFrame, frameFor } from './frame-cache.js';
@@ -31,8 +31,11 @@ export class Outbound {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    const kept = this.ch.broker.queued(message);
-    if (session.enqueue({ message: kept, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
+    // Such a queue usually empties within moments, so the message keeps the read it arrived in,
+    // unless it is a small part of a large one: a client that stops reading would otherwise hold
+    // up to a 64 KB read for each of its queued messages.
+    if (messagePinsLargeRead(message)) ownBytesInPlace(message);
+    if (session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
       this.ch.broker.counters.dropped.queueFull++;
     }
   }

@@ -123,8 +123,6 @@ export interface BrokerPort {
   retainedHasRoom(topic: string): boolean;
   /** Retained messages matching a filter, expired ones left out. */
   retainedMessages(topicFilter: string): Message[];
-  /** The message as an online session's queue should keep it: a copy when it holds a large read alive. */
-  queued(message: Message): Message;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
 }

@@ -4,7 +4,8 @@ import type { PublishFrame } from '../codec/publish-frame.js';
 
 /**
  * One published application message, shared by every subscriber it is routed to.
- * Immutable once published: queues and inflight windows hold references, never copies.
+ * What it carries never changes once published: queues and inflight windows hold references, never
+ * copies. Only where its bytes live may change (ownBytesInPlace).
  */
 export interface Message {
   readonly topic: string;
@@ -90,6 +91,25 @@ export function ownedMessage(message: Message): Message {
 export function pinsLargeRead(bytes: Buffer): boolean {
   const whole = bytes.buffer.byteLength;
   return whole > 8192 && bytes.byteLength * 4 < whole;
+}
+
+/**
+ * Moves the message's payload and Correlation Data out of the read they arrived in, in place, for a
+ * message that is going to wait: every queue, inflight window and store record holding it keeps
+ * the same object and the same content. Its cached frames, views of that read too, are dropped and
+ * built again on the next send.
+ */
+export function ownBytesInPlace(message: Message): void {
+  const payload = ownBytes(message.payload);
+  const properties = ownProperties(message.properties);
+  if (payload === message.payload && properties === message.properties) return;
+  const m = message as { -readonly [K in keyof Message]: Message[K] };
+  m.payload = payload;
+  m.properties = properties;
+  m.frame = undefined;
+  m.frameSlot = -1;
+  m.frames = undefined;
+  m.framesExpiry = -1;
 }
 
 /** Whether a message's payload or Correlation Data would keep a large read alive (see pinsLargeRead). */

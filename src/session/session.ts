@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import { Deque } from './deque.js';
 import { LazyMap, LazySet } from './lazy-collections.js';
-import type { Delivery, Message, ShareRef } from './message.js';
+import { ownBytesInPlace, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 
 /** One subscription of a session, as granted. */
@@ -105,6 +105,16 @@ export class Session {
     this.queue.push(delivery);
     if (delivery.qos > 0) this.journal?.queued(delivery);
     return result;
+  }
+
+  /**
+   * Moves every message this session holds (in flight or queued) out of the read it arrived in:
+   * called when the client goes and the session stays, so that what waits for its return does not
+   * keep those reads alive.
+   */
+  ownPendingBytes(): void {
+    if (this.inflight.size > 0) for (const entry of this.inflight.values()) ownBytesInPlace(entry.delivery.message);
+    if (this.queue.length > 0) for (const d of this.queue) ownBytesInPlace(d.message);
   }
 
   /** Takes the oldest queued delivery (to send it, or because it expired). */

@@ -67,7 +67,7 @@ test('a retained message, a message queued for an offline session and a pending 
   }
 });
 
-test('messages queued for a client that stops acknowledging own their bytes when they arrived as a small part of a large read; a small read is kept as it is', async () => {
+test('messages waiting for a client that stops acknowledging own their bytes when they are a small part of a large read, and all of them once the client goes', async () => {
   const store = new MemoryStore();
   const b = await startBroker({ store, limits: { maxInflight: 1 } });
   try {
@@ -111,16 +111,28 @@ test('messages queued for a client that stops acknowledging own their bytes when
     assert.deepEqual(small.map(String), ['s2']);
     assert.ok(!owns(small[0] as Buffer) && (small[0] as Buffer).buffer.byteLength <= 8192, 'a small read is not copied');
 
-    // acknowledging lets every queued message through, in order
-    for (let id = 1; id <= 4; id++) {
+    // the client goes and its session stays: what waits for it no longer holds any read
+    stuck.socket.destroy();
+    await delay(200);
+    const offline = (await store.load()).sessions.find((s) => s.record.clientId === 'stuck');
+    assert.ok(offline !== undefined, 'the session stays');
+    const inflight = offline.inflight.map((r) => r.delivery.message.payload);
+    assert.deepEqual(inflight.map(String), ['s1']);
+    const waiting = [...inflight, ...offline.queue.map((d) => d.message.payload)];
+    for (const p of waiting) assert.ok(owns(p), `${String(p)} is a view of a ${p.buffer.byteLength}-byte buffer`);
+
+    // back again: the message in flight is sent again, then the queue, in order
+    const back = await RawClient.open(b.port, 4);
+    back.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId: 'stuck', keepalive: 60 });
+    for (let n = 1; n <= 4; n++) {
       const deadline = Date.now() + 3000;
-      while (stuck.received.filter((p) => p.cmd === 'publish').length < id && Date.now() < deadline) await delay(10);
-      const got = stuck.received.filter((p) => p.cmd === 'publish')[id - 1] as mqttPacket.IPublishPacket | undefined;
-      assert.ok(got !== undefined, `message ${id} delivered`);
-      assert.equal(String(got.payload), ['s1', 's2', 'l1', 'l2'][id - 1]);
-      stuck.sendPacket({ cmd: 'puback', messageId: got.messageId });
+      while (back.received.filter((p) => p.cmd === 'publish').length < n && Date.now() < deadline) await delay(10);
+      const got = back.received.filter((p) => p.cmd === 'publish')[n - 1] as mqttPacket.IPublishPacket | undefined;
+      assert.ok(got !== undefined, `message ${n} delivered`);
+      assert.equal(String(got.payload), ['s1', 's2', 'l1', 'l2'][n - 1]);
+      back.sendPacket({ cmd: 'puback', messageId: got.messageId });
     }
-    stuck.close();
+    back.close();
     pub.close();
   } finally {
     await b.close();
