@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, isExpired, ownBytesInPlace, ownedMessage, type Message, type ShareRef } from '../session/message.js';
+import { createMessage, isExpired, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
@@ -203,10 +203,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   publish(message: Message): void | Promise<void> {
     if (message.retain) {
-      // the retained copy owns its bytes (apply would make it so); the store is given the same copy
-      const kept = ownedMessage(message);
-      if (!this.retained.apply(kept)) this.counters.retainedRefused++;
-      else this.durability?.retained(kept);
+      // kept, its bytes are moved out of the read they came in (before any frame is built of them)
+      if (!this.retained.apply(message)) this.counters.retainedRefused++;
+      else this.durability?.retained(message);
     }
     this.routed += this.router.route(message);
     // what this message changed is durable once the turn's group commit is

@@ -1,4 +1,4 @@
-import { isExpired, ownedMessage, type Message } from '../session/message.js';
+import { isExpired, ownBytesInPlace, type Message } from '../session/message.js';
 import { TopicTree } from '../topic/topic-tree.js';
 
 /** Retained messages, one per topic, looked up by subscription filter. */
@@ -22,7 +22,8 @@ export class RetainedStore {
     }
     // at the limit only topics already held may change; the broker's own $ topics are always kept
     if (!this.hasRoomFor(message.topic)) return false;
-    this.tree.set(message.topic, ownedMessage(message));
+    ownBytesInPlace(message);
+    this.tree.set(message.topic, message);
     return true;
   }
 

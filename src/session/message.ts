@@ -56,8 +56,8 @@ export function createMessage(
 }
 
 /**
- * Bytes the broker keeps after the turn that received them (a retained message, a will, a message
- * queued for an offline session) must not stay a view of the read they arrived in: the view keeps
+ * Bytes the broker keeps after the turn that received them (a retained message, a will, what waits
+ * for a client that is away) must not stay a view of the read they arrived in: the view keeps
  * the whole read (up to 64 KB, or an 8 KB allocation pool) alive for as long as the message lives,
  * so that many small long-lived messages would hold many times their size.
  */
@@ -76,19 +76,11 @@ export function ownProperties(properties: Properties | undefined): Properties | 
   return owned === data ? properties : { ...properties, correlationData: owned };
 }
 
-/** The message itself when its bytes are its own, else a copy that owns them (no cached frames). */
-export function ownedMessage(message: Message): Message {
-  const payload = ownBytes(message.payload);
-  const properties = ownProperties(message.properties);
-  if (payload === message.payload && properties === message.properties) return message;
-  return { ...message, payload, properties, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
-}
-
 /**
  * Whether the bytes are a small part of a large read: a view that would keep many times its own
  * size alive. A view of an allocation pool (8 KB) is not counted: it holds at most that much.
  */
-export function pinsLargeRead(bytes: Buffer): boolean {
+function pinsLargeRead(bytes: Buffer): boolean {
   const whole = bytes.buffer.byteLength;
   return whole > 8192 && bytes.byteLength * 4 < whole;
 }
