@@ -121,6 +121,11 @@ function value(s: Scenario, r: Record<string, unknown>): number {
   return ((r.broker as { rssPerConnectionKiB?: number } | undefined)?.rssPerConnectionKiB ?? NaN);
 }
 
+/** Midge's figure against another's, above 1 when Midge's is better: higher throughput, lower latency, CPU and memory. */
+function ratio(s: Scenario, midge: number, other: number): number {
+  return s.metric === 'delivered' ? midge / other : other / midge;
+}
+
 const median = (xs: number[]): number => {
   const a = [...xs].sort((p, q) => p - q);
   return a.length === 0 ? NaN : (a[Math.floor(a.length / 2)] as number);
@@ -169,15 +174,25 @@ console.log(`|${header.map(() => '---').join('|')}|`);
 for (const s of scenarios) {
   const med = brokers.map((b) => median(results.get(`${s.name}\u0000${b}`) ?? []));
   const midge = med[0] as number;
-  const ratios = brokers.slice(1).map((_b, i) => {
-    const other = med[i + 1] as number;
-    // higher is better for throughput, lower for latency and memory
-    return (s.metric === 'delivered' ? midge / other : other / midge).toFixed(2) + 'x';
-  });
+  const ratios = brokers.slice(1).map((_b, i) => ratio(s, midge, med[i + 1] as number).toFixed(2) + 'x');
   const fmt = (n: number): string => (s.metric === 'delivered' ? Math.round(n).toLocaleString('en-US') : n.toFixed(2));
   console.log(`| ${s.name} | ${med.map(fmt).join(' | ')} | ${ratios.join(' | ')} |`);
 }
 console.log('\nratios: above 1.00x means Midge is better (more messages, lower latency, less memory)');
+// Each run's brokers ran back to back, so a run's ratio is taken on one state of a shared, noisy
+// machine; its median, and how many runs Midge was ahead in, drift less than the medians above.
+if (RUNS > 1 && brokers.length > 1) {
+  console.log('\nrun by run (median of each run\'s ratio; runs in which Midge was ahead):');
+  for (const s of scenarios) {
+    const ours = results.get(`${s.name}\u0000${brokers[0] as string}`) ?? [];
+    const against = brokers.slice(1).map((b) => {
+      const theirs = results.get(`${s.name}\u0000${b}`) ?? [];
+      const ratios = ours.map((v, i) => ratio(s, v, theirs[i] as number));
+      return `${b} ${median(ratios).toFixed(2)}x (ahead in ${ratios.filter((r) => r > 1).length} of ${ratios.length})`;
+    });
+    console.log(`  ${s.name}: ${against.join(', ')}`);
+  }
+}
 for (const i of issues) console.log(`note: ${i}`);
 console.log('\nper run (CPU as % of one core):');
 for (const n of cpuNotes) console.log(`  ${n}`);
