@@ -203,7 +203,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   publish(message: Message): void | Promise<void> {
     if (message.retain) {
-      // kept, its bytes are moved out of the read they came in (before any frame is built of them)
+      // apply() moves a kept message's bytes out of its read before any frame is built of them
       if (!this.retained.apply(message)) this.counters.retainedRefused++;
       else this.durability?.retained(message);
     }

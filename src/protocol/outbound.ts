@@ -31,9 +31,9 @@ export class Outbound {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    // Such a queue usually empties within moments, so the message keeps the read it arrived in,
-    // unless it is a small part of a large one: a client that stops reading would otherwise hold
-    // up to a 64 KB read for each of its queued messages.
+    // A connected client's queue usually empties within moments, so the message keeps the read it
+    // arrived in, unless it is a small part of a large one: a client that stops reading would
+    // otherwise hold up to a 64 KB read for each of its queued messages.
     if (messagePinsLargeRead(message)) ownBytesInPlace(message);
     if (session.enqueue({ message, qos, retain, subscriptionIds, share }, this.ch.broker.settings.maxQueuedMessages) !== 'queued') {
       this.ch.broker.counters.dropped.queueFull++;
