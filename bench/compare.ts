@@ -1,8 +1,11 @@
 // Midge, Mosquitto (when installed) and Aedes side by side: each broker pinned to one core, the load
 // generator to the other, scenarios run alternately several times; prints medians and ratios.
 // Usage: npm run bench:compare [-- --runs 3 --duration 5 --brokers midge,mosquitto,aedes --scenarios fanin-q0,fanin-q1]
+// `--brokers` also takes forwarder-node and forwarder-c (fan-in scenarios only): programs that do
+// nothing but pass each PUBLISH on (bench/forwarder.ts, bench/forwarder.c), the floor of what a
+// Node or a C program pays on this machine with this generator.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +25,9 @@ const RUNS = Number(values.runs);
 const PORT = Number(values.port);
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const AEDES = fileURLToPath(new URL('./aedes-server.js', import.meta.url));
+const FORWARDER_JS = fileURLToPath(new URL('./forwarder.js', import.meta.url));
+// compiled output sits in dist/bench; the C source stays in bench/
+const FORWARDER_C = fileURLToPath(new URL('../../bench/forwarder.c', import.meta.url));
 const BROKER_CPU = '0';
 const LOAD_CPU = '1';
 
@@ -36,28 +42,41 @@ interface Scenario {
    * dropping what a slow subscriber cannot take is what QoS 0 allows and what users run with.
    */
   deepQueues: boolean;
+  /** every publisher to one subscriber: what the forwarders can stand in for */
+  fanIn?: true;
 }
 
 // Full-speed scenarios offer more than any of the brokers can take (fan-out: 5,000 msg/s to 100
 // subscribers is 500,000 deliveries/s offered), so each delivers at its own limit. The fixed-rate
 // cpu-* scenarios compare broker CPU time per delivery at loads every broker keeps up with.
 const SCENARIOS: Record<string, Scenario> = {
-  'cpu-fanin-q0': { name: 'broker CPU µs per delivery, fan-in QoS 0 at 50,000 msg/s', args: ['fanin', '--qos', '0', '--publishers', '10', '--rate', '50000'], metric: 'cpu', deepQueues: false },
-  'cpu-fanin-q1': { name: 'broker CPU µs per delivery, fan-in QoS 1 at 20,000 msg/s', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '20000'], metric: 'cpu', deepQueues: true },
+  'cpu-fanin-q0': { name: 'broker CPU µs per delivery, fan-in QoS 0 at 50,000 msg/s', args: ['fanin', '--qos', '0', '--publishers', '10', '--rate', '50000'], metric: 'cpu', deepQueues: false, fanIn: true },
+  'cpu-fanin-q1': { name: 'broker CPU µs per delivery, fan-in QoS 1 at 20,000 msg/s', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '20000'], metric: 'cpu', deepQueues: true, fanIn: true },
   'cpu-fanout-q1': { name: 'broker CPU µs per delivery, fan-out QoS 1 at 500 x 100 msg/s', args: ['fanout', '--qos', '1', '--subscribers', '100', '--rate', '500'], metric: 'cpu', deepQueues: true },
   'cpu-pairs-q1': { name: 'broker CPU µs per delivery, 1,000 pairs QoS 1 at 10,000 msg/s', args: ['pairs', '--qos', '1', '--publishers', '1000', '--rate', '10000', '--inflight', '10'], metric: 'cpu', deepQueues: true },
-  'fanin-q0': { name: 'fan-in QoS 0 (10 -> 1), 1,000,000 msg/s offered', args: ['fanin', '--qos', '0', '--publishers', '10', '--rate', '1000000'], metric: 'delivered', deepQueues: false },
-  'fanin-q1': { name: 'fan-in QoS 1 (10 -> 1), 100 in flight per publisher', args: ['fanin', '--qos', '1', '--publishers', '10'], metric: 'delivered', deepQueues: true },
+  'fanin-q0': { name: 'fan-in QoS 0 (10 -> 1), 1,000,000 msg/s offered', args: ['fanin', '--qos', '0', '--publishers', '10', '--rate', '1000000'], metric: 'delivered', deepQueues: false, fanIn: true },
+  'fanin-q1': { name: 'fan-in QoS 1 (10 -> 1), 100 in flight per publisher', args: ['fanin', '--qos', '1', '--publishers', '10'], metric: 'delivered', deepQueues: true, fanIn: true },
   'fanout-q0': { name: 'fan-out QoS 0 (1 -> 100), 5,000 msg/s in', args: ['fanout', '--qos', '0', '--subscribers', '100', '--rate', '5000'], metric: 'delivered', deepQueues: false },
   'fanout-q1': { name: 'fan-out QoS 1 (1 -> 100), 5,000 msg/s in', args: ['fanout', '--qos', '1', '--subscribers', '100', '--rate', '5000'], metric: 'delivered', deepQueues: true },
   'pairs-q1': { name: '1,000 pairs QoS 1, 10 in flight per publisher', args: ['pairs', '--qos', '1', '--publishers', '1000', '--inflight', '10'], metric: 'delivered', deepQueues: true },
   // a p99 from 5 s swings by up to 2x between runs of the same broker here; 15 s runs steady it
-  'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--duration', '15'], metric: 'p99', deepQueues: true },
+  'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
   conn: { name: 'memory per idle connection (KiB, 19,000 connections, after 30 s idle)', args: ['conn', '--connections', '19000', '--duration', '30'], metric: 'kib', deepQueues: false },
 };
 
 function hasMosquitto(): boolean {
   return spawnSync('mosquitto', ['-h']).error === undefined;
+}
+
+/** Builds the C forwarder once per run of this script; undefined when there is no C compiler. */
+let forwarderBinary: string | undefined | null = null;
+function cForwarder(): string | undefined {
+  if (forwarderBinary !== null) return forwarderBinary;
+  const out = join(mkdtempSync(join(tmpdir(), 'midge-fwd-')), 'forwarder');
+  const cc = spawnSync('cc', ['-O2', '-o', out, FORWARDER_C], { encoding: 'utf8' });
+  forwarderBinary = cc.status === 0 && existsSync(out) ? out : undefined;
+  if (forwarderBinary === undefined) console.error(`forwarder-c left out: cc could not build ${FORWARDER_C}${cc.error ? ` (${cc.error.message})` : `: ${cc.stderr.trim()}`}`);
+  return forwarderBinary;
 }
 
 function waitForPort(port: number): Promise<void> {
@@ -84,6 +103,10 @@ async function startBroker(name: string, deepQueues: boolean): Promise<ChildProc
     const cfg = join(mkdtempSync(join(tmpdir(), 'mosq-cmp-')), 'mosquitto.conf');
     writeFileSync(cfg, `listener ${PORT} 127.0.0.1\nallow_anonymous true\nlog_dest none\nmax_inflight_messages 1000\nsys_interval 0\n${deepQueues ? 'max_queued_messages 1000000\n' : ''}`);
     cmd = ['mosquitto', '-c', cfg];
+  } else if (name === 'forwarder-node') {
+    cmd = [process.execPath, FORWARDER_JS, String(PORT)];
+  } else if (name === 'forwarder-c') {
+    cmd = [cForwarder() as string, String(PORT)];
   } else {
     cmd = [process.execPath, AEDES, String(PORT)];
   }
@@ -131,7 +154,13 @@ const median = (xs: number[]): number => {
   return a.length === 0 ? NaN : (a[Math.floor(a.length / 2)] as number);
 };
 
-const brokers = (values.brokers as string).split(',').filter((b) => b !== 'mosquitto' || hasMosquitto());
+const KNOWN = ['midge', 'mosquitto', 'aedes', 'forwarder-node', 'forwarder-c'];
+const brokers = (values.brokers as string).split(',').filter((b) => {
+  if (!KNOWN.includes(b)) throw new Error(`unknown broker ${b} (known: ${KNOWN.join(', ')})`);
+  return (b !== 'mosquitto' || hasMosquitto()) && (b !== 'forwarder-c' || cForwarder() !== undefined);
+});
+if (brokers[0] !== 'midge') throw new Error('--brokers must start with midge: every ratio is taken against it');
+const isForwarder = (b: string): boolean => b.startsWith('forwarder-');
 const scenarios = (values.scenarios as string).split(',').map((k) => {
   const s = SCENARIOS[k];
   if (s === undefined) throw new Error(`unknown scenario ${k}`);
@@ -146,6 +175,7 @@ for (const s of scenarios) {
     // alternate the order, so that no broker always runs on a warmer or colder machine
     const order = run % 2 === 0 ? brokers : [...brokers].reverse();
     for (const b of order) {
+      if (isForwarder(b) && s.fanIn !== true) continue;
       const child = await startBroker(b, s.deepQueues);
       try {
         const r = runLoad(s, child.pid as number);
@@ -174,8 +204,9 @@ console.log(`|${header.map(() => '---').join('|')}|`);
 for (const s of scenarios) {
   const med = brokers.map((b) => median(results.get(`${s.name}\u0000${b}`) ?? []));
   const midge = med[0] as number;
-  const ratios = brokers.slice(1).map((_b, i) => ratio(s, midge, med[i + 1] as number).toFixed(2) + 'x');
-  const fmt = (n: number): string => (s.metric === 'delivered' ? Math.round(n).toLocaleString('en-US') : n.toFixed(2));
+  // a forwarder has no figure for a scenario it cannot stand in for
+  const ratios = brokers.slice(1).map((_b, i) => (Number.isNaN(med[i + 1]) ? '-' : ratio(s, midge, med[i + 1] as number).toFixed(2) + 'x'));
+  const fmt = (n: number): string => (Number.isNaN(n) ? '-' : s.metric === 'delivered' ? Math.round(n).toLocaleString('en-US') : n.toFixed(2));
   console.log(`| ${s.name} | ${med.map(fmt).join(' | ')} | ${ratios.join(' | ')} |`);
 }
 console.log('\nratios: above 1.00x means Midge is better (more messages, lower latency, less memory)');
@@ -185,7 +216,7 @@ if (RUNS > 1 && brokers.length > 1) {
   console.log('\nrun by run (median of each run\'s ratio; runs in which Midge was ahead):');
   for (const s of scenarios) {
     const ours = results.get(`${s.name}\u0000${brokers[0] as string}`) ?? [];
-    const against = brokers.slice(1).map((b) => {
+    const against = brokers.slice(1).filter((b) => results.has(`${s.name}\u0000${b}`)).map((b) => {
       const theirs = results.get(`${s.name}\u0000${b}`) ?? [];
       const ratios = ours.map((v, i) => ratio(s, v, theirs[i] as number));
       return `${b} ${median(ratios).toFixed(2)}x (ahead in ${ratios.filter((r) => r > 1).length} of ${ratios.length})`;
