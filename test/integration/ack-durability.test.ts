@@ -12,6 +12,8 @@ import { drainFor, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw
  */
 class WatchedStore {
   commits = 0;
+  /** commits still to fail, as a full disk would */
+  failing = 0;
   private gate: Promise<void> | undefined;
   private open: (() => void) | undefined;
   readonly store: Store;
@@ -22,6 +24,10 @@ class WatchedStore {
         if (key === 'commit') {
           return async (): Promise<void> => {
             this.commits++;
+            if (this.failing > 0) {
+              this.failing--;
+              throw new Error('no space left on device');
+            }
             const gate = this.gate;
             await target.commit();
             if (gate !== undefined) await gate;
@@ -94,6 +100,32 @@ describe('acknowledgements and the disk (lmdb store)', () => {
 
     const back = await rawConnect(b.port, 4, { clientId: 'keeper', clean: false });
     assert.equal((await expectPacket(back.raw, 'publish')).payload?.toString(), 'stored');
+    back.raw.close();
+  });
+  test('[MQTT-4.8.0-2] (3.1.1) a commit that fails closes the publisher\'s connection without a PUBACK, and the resend is taken', async () => {
+    const b = await start();
+    brokers.push(b.broker);
+    const offline = await rawConnect(b.port, 4, { clientId: 'keeper-480', clean: false });
+    await rawSubscribe(offline.raw, 4, 1, [{ topic: 'disk/#', qos: 1 }]);
+    offline.raw.close();
+    const pub = await rawConnect(b.port, 4, { clientId: 'disk-pub', clean: false });
+    await new Promise((r) => setTimeout(r, 50));
+
+    b.watched.failing = 1;
+    const publish = { cmd: 'publish', topic: 'disk/a', payload: Buffer.from('kept'), qos: 1, messageId: 9, retain: false } as const;
+    pub.raw.sendPacket({ ...publish, dup: false }, 4);
+    assert.ok(await pub.raw.waitClosed(), 'a store error is transient: the connection is closed');
+    assert.deepEqual(pub.raw.received.filter((p) => p.cmd === 'puback'), [], 'nothing the disk did not take is acknowledged');
+
+    // the client resends after reconnecting, as it must for an unacknowledged QoS 1 publish
+    const again = await rawConnect(b.port, 4, { clientId: 'disk-pub', clean: false });
+    again.raw.sendPacket({ ...publish, dup: true }, 4);
+    assert.equal((await expectPacket(again.raw, 'puback')).messageId, 9);
+    again.raw.close();
+
+    const back = await rawConnect(b.port, 4, { clientId: 'keeper-480', clean: false });
+    const got = (await drainFor(back.raw, 300)).filter((p) => p.cmd === 'publish');
+    assert.ok(got.length >= 1 && got.every((p) => p.payload?.toString() === 'kept'), 'the message reaches the stored session');
     back.raw.close();
   });
 });

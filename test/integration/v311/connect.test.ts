@@ -204,4 +204,33 @@ describe('MQTT 3.1.1 CONNECT and CONNACK (3.1.1)', () => {
     assert.equal(will.payload?.toString(), 'gone', 'a malformed DISCONNECT is not a normal one');
     watcher.raw.close();
   });
+
+  test('[MQTT-3.1.2-21] [MQTT-3.1.4-1] the password flag without a password closes the connection without a CONNACK', async () => {
+    const raw = await RawClient.open(b.port, 4);
+    // flags c2: user name, password, clean session; the payload ends after the user name
+    raw.send('10100004 4d515454 04c2 003c 000161 000175'.replace(/ /g, ''));
+    assert.ok(await raw.waitClosed());
+    assert.equal(raw.received.length, 0);
+  });
+
+  test('[MQTT-3.1.2-20] [MQTT-3.1.4-1] a password present without its flag closes the connection without a CONNACK', async () => {
+    const raw = await RawClient.open(b.port, 4);
+    // flags 82: user name and clean session, no password flag; a password follows the user name
+    raw.send('10130004 4d515454 0482 003c 000161 000175 000170'.replace(/ /g, ''));
+    assert.ok(await raw.waitClosed());
+    assert.equal(raw.received.length, 0);
+  });
+
+  test('[MQTT-4.8.0-1] a protocol violation after CONNECT closes the connection and nothing sent behind it is processed', async () => {
+    const watcher = await rawConnect(b.port, 4, { clientId: 'will-watch-480' });
+    await rawSubscribe(watcher.raw, 4, 1, [{ topic: 'v480/#', qos: 0 }]);
+    const { raw } = await rawConnect(b.port, 4, { clientId: 'violator', will: { topic: 'v480/will', payload: Buffer.from('gone'), qos: 0, retain: false } });
+    // a PUBREL must have flags 0010; 0000 is malformed. A retained PUBLISH rides behind it.
+    raw.send(Buffer.concat([Buffer.from('60020001', 'hex'), retainedPublish('v480/after', 'late')]));
+    assert.ok(await raw.waitClosed());
+    const seen = (await drainFor(watcher.raw, 300)).filter((p) => p.cmd === 'publish').map((p) => p.topic);
+    assert.deepEqual(seen, ['v480/will'], 'the will is published, the PUBLISH behind the violation is not');
+    assert.equal(await retainedOn('v480/after'), false);
+    watcher.raw.close();
+  });
 });

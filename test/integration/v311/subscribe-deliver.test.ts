@@ -4,6 +4,13 @@ import { startBroker, type TestBroker } from '../../helpers/broker.js';
 import type { RawClient } from '../../helpers/raw-client.js';
 import { drainFor, expectPacket, rawConnect, receiveAcking, rawSubscribe, type Loose } from '../../helpers/raw-session.js';
 
+/** A QoS 1 or 2 PUBLISH of payload "p" with the given packet identifier. */
+function mqttPublish(topic: string, qos: 1 | 2, id: number): Buffer {
+  const t = Buffer.from(topic);
+  const body = Buffer.concat([Buffer.from([0, t.length]), t, Buffer.from([id >> 8, id & 0xff]), Buffer.from('p')]);
+  return Buffer.concat([Buffer.from([0x30 | (qos << 1), body.length]), body]);
+}
+
 describe('MQTT 3.1.1 subscriptions and delivery (3.1.1)', () => {
   let b: TestBroker;
   let n = 0;
@@ -234,5 +241,39 @@ describe('MQTT 3.1.1 subscriptions and delivery (3.1.1)', () => {
     assert.deepEqual(got, Array.from({ length: count }, (_, i) => i));
     sub.close();
     pub.close();
+  });
+  test('[MQTT-2.3.1-6] PUBACK, PUBREC and PUBREL carry the packet identifier of the PUBLISH they answer', async () => {
+    const sub = await client();
+    await rawSubscribe(sub, 4, 1, [{ topic: 'pid/q2', qos: 2 }]);
+    const pub = await client();
+    // identifiers out of order and at the ends of the range, QoS 1 and 2 interleaved in one write
+    const sent: Array<[1 | 2, number]> = [[1, 700], [2, 12], [1, 3], [2, 40000], [1, 65535]];
+    pub.send(Buffer.concat(sent.map(([qos, id]) => mqttPublish(qos === 2 ? 'pid/q2' : 'pid/q1', qos, id))));
+    const acks = (await drainFor(pub, 300)).map((p) => [p.cmd, p.messageId]);
+    assert.deepEqual(acks, [['puback', 700], ['pubrec', 12], ['puback', 3], ['pubrec', 40000], ['puback', 65535]]);
+    pub.sendPacket({ cmd: 'pubrel', messageId: 40000 }, 4);
+    assert.equal((await expectPacket(pub, 'pubcomp')).messageId, 40000);
+    pub.sendPacket({ cmd: 'pubrel', messageId: 12 }, 4);
+    assert.equal((await expectPacket(pub, 'pubcomp')).messageId, 12);
+    // the server's own QoS 2 deliveries: its PUBREL names the PUBLISH it sent
+    const delivered = await publishes(sub);
+    assert.equal(delivered.length, 2);
+    for (const d of [...delivered].reverse()) {
+      sub.sendPacket({ cmd: 'pubrec', messageId: d.messageId }, 4);
+      assert.equal((await expectPacket(sub, 'pubrel')).messageId, d.messageId);
+      sub.sendPacket({ cmd: 'pubcomp', messageId: d.messageId }, 4);
+    }
+    sub.close();
+    pub.close();
+  });
+
+  test('[MQTT-2.3.1-7] SUBACK and UNSUBACK carry the packet identifier of the SUBSCRIBE and UNSUBSCRIBE', async () => {
+    const raw = await client();
+    raw.sendPacket({ cmd: 'subscribe', messageId: 4242, subscriptions: [{ topic: 'ids7/a', qos: 1 }] }, 4);
+    raw.sendPacket({ cmd: 'unsubscribe', messageId: 17, unsubscriptions: ['ids7/a'] }, 4);
+    raw.sendPacket({ cmd: 'subscribe', messageId: 65535, subscriptions: [{ topic: 'ids7/b', qos: 0 }] }, 4);
+    const answers = (await drainFor(raw, 300)).map((p) => [p.cmd, p.messageId]);
+    assert.deepEqual(answers, [['suback', 4242], ['unsuback', 17], ['suback', 65535]]);
+    raw.close();
   });
 });
