@@ -161,7 +161,6 @@ export class Listener implements ConnectionHost {
     else (this.server as TlsServer).setSecureContext(options);
   }
 
-  /** Stops accepting; existing connections are left to the caller. */
   /** Stops accepting new connections; live ones go on until drain(). */
   stopAccepting(): void {
     if (this.serverClosed !== undefined) return;
