@@ -242,6 +242,7 @@ describe('MQTT 3.1.1 subscriptions and delivery (3.1.1)', () => {
     sub.close();
     pub.close();
   });
+
   test('[MQTT-2.3.1-6] PUBACK, PUBREC and PUBREL carry the packet identifier of the PUBLISH they answer', async () => {
     const sub = await client();
     await rawSubscribe(sub, 4, 1, [{ topic: 'pid/q2', qos: 2 }]);
