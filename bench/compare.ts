@@ -225,5 +225,5 @@ if (RUNS > 1 && brokers.length > 1) {
   }
 }
 for (const i of issues) console.log(`note: ${i}`);
-console.log('\nper run (CPU as % of one core):');
+if (cpuNotes.length > 0) console.log('\nper run (CPU as % of one core):');
 for (const n of cpuNotes) console.log(`  ${n}`);
