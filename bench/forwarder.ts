@@ -1,16 +1,19 @@
 // The least a Node program can do for the fan-in scenarios, as a floor to measure brokers against:
 // every PUBLISH is passed on unchanged to the last client that subscribed, and a QoS 1 PUBLISH is
-// acknowledged, right after each read. No routing, no sessions, no QoS 2: not a broker, only what
-// Node's socket layer costs. Reads take Midge's own path (directReads).
+// acknowledged. No routing, no sessions, no QoS 2: not a broker. Reads and writes take Midge's own
+// paths (directReads, and the WriteBatcher's one write per socket per turn), so what Midge costs
+// beyond this is its own handling of each message.
 // Usage: node dist/bench/forwarder.js PORT
 import { Buffer } from 'node:buffer';
 import { createServer, type Socket } from 'node:net';
 import { directReads } from '../src/transport/direct-read.js';
+import { WriteBatcher } from '../src/transport/write-batcher.js';
 
 const port = Number(process.argv[2] ?? 1883);
 let subscriber: Socket | undefined;
 const pending = new WeakMap<Socket, Buffer>();
 const v5 = new WeakSet<Socket>();
+const batcher = new WriteBatcher();
 
 function onRead(this: Socket, chunk: Buffer): void {
   const rest = pending.get(this);
@@ -53,8 +56,9 @@ function onRead(this: Socket, chunk: Buffer): void {
     pos = i + remaining;
   }
   if (pos < buf.length) pending.set(this, buf.subarray(pos));
-  if (forward.length > 0 && subscriber !== undefined) subscriber.write(forward.length === 1 ? (forward[0] as Buffer) : Buffer.concat(forward));
-  if (acks.length > 0) this.write(Buffer.from(acks));
+  if (forward.length > 0 && subscriber !== undefined) batcher.write(subscriber, forward.length === 1 ? (forward[0] as Buffer) : Buffer.concat(forward));
+  if (acks.length > 0) batcher.write(this, Buffer.from(acks));
+  batcher.chunkDone();
 }
 
 const readDirectly = directReads(onRead);
