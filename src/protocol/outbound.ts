@@ -51,6 +51,8 @@ export class Outbound {
     const session = this.ch.session;
     if (session === undefined) return;
     const queue = session.queue;
+    // called after every acknowledgement: most find nothing queued, and need no clock
+    if (queue.length === 0) return;
     const now = this.ch.broker.now();
     while (queue.length > 0) {
       const d = queue.peek() as Delivery;
@@ -128,7 +130,8 @@ export class Outbound {
     share: ShareRef | undefined,
     fromQueue: boolean,
   ): void {
-    const now = this.ch.broker.now();
+    // only a message that can expire needs the time (the check and the 5.0 frame's remaining expiry)
+    const now = message.expiresAt === undefined ? 0 : this.ch.broker.now();
     if (!fromQueue && isExpired(message, now)) return;
     let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, now);
     const maxSize = this.ch.clientMaxPacketSize;
