@@ -143,6 +143,15 @@ export class Writer {
   /** A string whose UTF-8 byte length the caller measured. */
   utf8(s: string, byteLength: number): void {
     this.u16(byteLength);
+    // A short ASCII string (its UTF-8 length is its length) is cheaper copied here than through a
+    // call into the runtime's UTF-8 encoder: every outgoing PUBLISH writes its topic this way.
+    if (byteLength === s.length && byteLength <= 64) {
+      const buf = this.buf;
+      let pos = this.pos;
+      for (let i = 0; i < byteLength; i++) buf[pos++] = s.charCodeAt(i);
+      this.pos = pos;
+      return;
+    }
     this.pos += this.buf.write(s, this.pos, byteLength, 'utf8');
   }
 
