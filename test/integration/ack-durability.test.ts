@@ -56,6 +56,13 @@ async function start(): Promise<{ broker: Broker; port: number; watched: Watched
   return { broker, port, watched };
 }
 
+/** A persistent session subscribed at QoS 1 whose client has gone: what matches is stored for it. */
+async function leaveStoredSession(port: number, clientId: string, filter: string): Promise<void> {
+  const offline = await rawConnect(port, 4, { clientId, clean: false });
+  await rawSubscribe(offline.raw, 4, 1, [{ topic: filter, qos: 1 }]);
+  offline.raw.close();
+}
+
 describe('acknowledgements and the disk (lmdb store)', () => {
   const brokers: Broker[] = [];
   after(async () => {
@@ -83,9 +90,7 @@ describe('acknowledgements and the disk (lmdb store)', () => {
   test('[MQTT-4.6.0-2] a QoS 1 publish that a persistent session stores is acknowledged only after the commit, and a later one waits behind it', async () => {
     const b = await start();
     brokers.push(b.broker);
-    const offline = await rawConnect(b.port, 4, { clientId: 'keeper', clean: false });
-    await rawSubscribe(offline.raw, 4, 1, [{ topic: 'kept/#', qos: 1 }]);
-    offline.raw.close();
+    await leaveStoredSession(b.port, 'keeper', 'kept/#');
     const pub = await rawConnect(b.port, 4, { clientId: 'ordered-pub' });
     await new Promise((r) => setTimeout(r, 50));
 
@@ -102,12 +107,11 @@ describe('acknowledgements and the disk (lmdb store)', () => {
     assert.equal((await expectPacket(back.raw, 'publish')).payload?.toString(), 'stored');
     back.raw.close();
   });
+
   test('[MQTT-4.8.0-2] (3.1.1) a commit that fails closes the publisher\'s connection without a PUBACK, and the resend is taken', async () => {
     const b = await start();
     brokers.push(b.broker);
-    const offline = await rawConnect(b.port, 4, { clientId: 'keeper-480', clean: false });
-    await rawSubscribe(offline.raw, 4, 1, [{ topic: 'disk/#', qos: 1 }]);
-    offline.raw.close();
+    await leaveStoredSession(b.port, 'keeper-480', 'disk/#');
     const pub = await rawConnect(b.port, 4, { clientId: 'disk-pub', clean: false });
     await new Promise((r) => setTimeout(r, 50));
 
