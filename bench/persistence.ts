@@ -123,7 +123,7 @@ async function restartTime(): Promise<{ fillSeconds: number; readySeconds: numbe
   const store = LmdbStore.open(dataDir);
   const perSession = Math.ceil(QUEUED / SESSIONS);
   // a few hundred distinct messages, each queued to many sessions, as fan-out produces
-  const messages = Array.from({ length: 500 }, (_, i) => createMessage(`fleet/${i}`, Buffer.alloc(100, 0x62), 1, false, undefined, Date.now(), 'bench'));
+  const messages = Array.from({ length: 500 }, (_, i) => createMessage(`fleet/${i}`, Buffer.alloc(100, 0x62), 1, false, undefined, { now: Date.now }, 'bench'));
   let queued = 0;
   for (let s = 0; s < SESSIONS; s++) {
     const clientId = `device-${s}`;

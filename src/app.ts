@@ -284,7 +284,7 @@ export class Broker {
     const invalid = checkTopicName(options.topic, this.config.limits);
     if (invalid !== null) throw new Error(`invalid topic "${options.topic}": ${invalid}`);
     const payload = typeof options.payload === 'string' ? Buffer.from(options.payload) : options.payload;
-    const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, Date.now(), undefined);
+    const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, this.core, undefined);
     if (this.core.listenerCount('messagePublished') > 0) this.core.emit('messagePublished', message, undefined);
     this.core.publish(message);
   }

@@ -66,9 +66,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   /** Rebuilds sessions, retained messages and pending wills from the store, before any listener opens. */
   restore(state: StoredState): void {
-    const now = this.now();
     for (const m of state.retained) {
-      if (!isExpired(m, now)) this.retained.apply(m);
+      if (!isExpired(m, this)) this.retained.apply(m);
       else this.durability?.retainedDeleted(m.topic);
     }
     for (const stored of state.sessions) {
@@ -84,6 +83,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       // a session whose deadline passed while the broker was down ends now, before any client can see it
       if (this.sessions.restore(session, stored.record.expiresAt)) this.durability?.sessionDetached(session);
     }
+    const now = this.now();
     for (const w of state.wills) {
       const client: ClientInfo = { id: w.clientId, username: w.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
       this.wills.scheduleAt(client, w.will, w.fireAt ?? now);
@@ -252,7 +252,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   }
 
   retainedMessages(topicFilter: string): Message[] {
-    return this.retained.match(topicFilter, this.now());
+    return this.retained.match(topicFilter, this);
   }
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
@@ -274,7 +274,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   private publishWill(client: ClientInfo, will: Will): void {
     const properties = willMessageProperties(will.properties);
-    const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this.now(), client.id);
+    const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this, client.id);
     const verdict = this.authorizePublish(client, message);
     if (verdict === true) this.publish(message);
     else if (verdict !== false) void verdict.then((ok) => ok && this.publish(message));

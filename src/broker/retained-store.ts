@@ -1,4 +1,4 @@
-import { isExpired, ownBytesInPlace, type Message } from '../session/message.js';
+import { isExpired, ownBytesInPlace, type Clock, type Message } from '../session/message.js';
 import { TopicTree } from '../topic/topic-tree.js';
 
 /** Retained messages, one per topic, looked up by subscription filter. */
@@ -42,15 +42,15 @@ export class RetainedStore {
   }
 
   /** Messages matching a filter; expired ones are removed on the way ([MQTT-3.3.2-5]). */
-  match(filter: string, now: number): Message[] {
+  match(filter: string, clock: Clock): Message[] {
     const found: Message[] = [];
     this.tree.matchFilter(filter, found);
     let expired = false;
-    for (const m of found) if (isExpired(m, now)) expired = true;
+    for (const m of found) if (isExpired(m, clock)) expired = true;
     if (!expired) return found;
     const live: Message[] = [];
     for (const m of found) {
-      if (isExpired(m, now)) this.tree.delete(m.topic);
+      if (isExpired(m, clock)) this.tree.delete(m.topic);
       else live.push(m);
     }
     return live;

@@ -74,7 +74,7 @@ export class SysTopics {
       values.push([`load/bytes/sent/${name}`, round(this.loads.bytesOut[name])]);
     }
     for (const [name, value] of values) {
-      const message = createMessage(`$SYS/broker/${name}`, Buffer.from(String(value)), 0, true, undefined, now, undefined);
+      const message = createMessage(`$SYS/broker/${name}`, Buffer.from(String(value)), 0, true, undefined, this.core, undefined);
       void this.core.publish(message);
     }
   }

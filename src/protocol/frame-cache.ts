@@ -1,6 +1,6 @@
 import type { Properties, ProtocolVersion, QoS } from '../codec/packets.js';
 import { encodePublishFrame, type PublishFrame } from '../codec/publish-frame.js';
-import type { Message } from '../session/message.js';
+import { remainingExpiry, type Clock, type Message } from '../session/message.js';
 
 /**
  * The encoded PUBLISH for one (version, QoS, retain) shape of a message, built once and shared by
@@ -14,13 +14,10 @@ export function frameFor(
   qos: QoS,
   retain: boolean,
   subscriptionIds: number[] | undefined,
-  now: number,
+  clock: Clock,
 ): PublishFrame {
   const v5 = version === 5;
-  let remaining = -1;
-  if (v5 && message.expiresAt !== undefined) {
-    remaining = Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
-  }
+  const remaining = v5 ? remainingExpiry(message, clock) : -1;
   if (v5 && subscriptionIds !== undefined) {
     return encodePublishFrame(message.topic, message.payload, qos, retain, 5, outgoingProperties(message, remaining, subscriptionIds));
   }
@@ -81,11 +78,11 @@ export function aliasedFrame(
   qos: QoS,
   retain: boolean,
   subscriptionIds: number[] | undefined,
-  now: number,
+  clock: Clock,
   alias: number,
   topicKnown: boolean,
 ): PublishFrame {
-  const remaining = message.expiresAt === undefined ? -1 : Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
+  const remaining = remainingExpiry(message, clock);
   const properties: Properties = { ...outgoingProperties(message, remaining, subscriptionIds), topicAlias: alias };
   return encodePublishFrame(topicKnown ? '' : message.topic, message.payload, qos, retain, 5, properties);
 }

@@ -51,12 +51,9 @@ export class Outbound {
     const session = this.ch.session;
     if (session === undefined) return;
     const queue = session.queue;
-    // called after every acknowledgement: most find nothing queued, and need no clock
-    if (queue.length === 0) return;
-    const now = this.ch.broker.now();
     while (queue.length > 0) {
       const d = queue.peek() as Delivery;
-      if (isExpired(d.message, now)) {
+      if (isExpired(d.message, this.ch.broker)) {
         // [MQTT-3.3.2-5] an expired message is not delivered
         session.dequeue();
         this.ch.broker.counters.dropped.expired++;
@@ -75,14 +72,13 @@ export class Outbound {
   resume(): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    const now = this.ch.broker.now();
     for (const [packetId, entry] of session.inflight) {
       if (entry.state === 'pubrel') {
         this.ch.sendAck(0x62, packetId);
         continue;
       }
       const d = entry.delivery;
-      const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, now);
+      const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, this.ch.broker);
       this.ch.broker.counters.sent[d.qos]++;
       this.writePublish(frame, packetId, true);
     }
@@ -130,10 +126,9 @@ export class Outbound {
     share: ShareRef | undefined,
     fromQueue: boolean,
   ): void {
-    // only a message that can expire needs the time (the check and the 5.0 frame's remaining expiry)
-    const now = message.expiresAt === undefined ? 0 : this.ch.broker.now();
-    if (!fromQueue && isExpired(message, now)) return;
-    let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, now);
+    const clock = this.ch.broker;
+    if (!fromQueue && isExpired(message, clock)) return;
+    let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, clock);
     const maxSize = this.ch.clientMaxPacketSize;
     if (frame.head.length + frame.payload.length > maxSize) {
       // [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a packet too large for the client is dropped as if sent
@@ -145,10 +140,10 @@ export class Outbound {
     if (aliases !== undefined && message.topic.length > 2) {
       const known = aliases.known(message.topic);
       if (known !== 0) {
-        frame = aliasedFrame(message, qos, retain, subscriptionIds, now, known, true);
+        frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, known, true);
       } else if (frame.head.length + frame.payload.length + 4 <= maxSize) {
         // the alias property adds at most 4 bytes to the first send: only assign one when that fits
-        frame = aliasedFrame(message, qos, retain, subscriptionIds, now, aliases.assign(message.topic), false);
+        frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, aliases.assign(message.topic), false);
       }
     }
     this.ch.broker.counters.sent[qos]++;

@@ -30,13 +30,21 @@ export interface Message {
   framesExpiry: number;
 }
 
+/**
+ * Where expiry reads the time. It is read only for a message that carries an expiry: on the path of
+ * every other message the clock is not consulted at all.
+ */
+export interface Clock {
+  now(): number;
+}
+
 export function createMessage(
   topic: string,
   payload: Buffer,
   qos: QoS,
   retain: boolean,
   properties: Properties | undefined,
-  now: number,
+  clock: Clock,
   senderId: string | undefined,
 ): Message {
   const expiry = properties?.messageExpiryInterval;
@@ -46,7 +54,7 @@ export function createMessage(
     qos,
     retain,
     properties,
-    expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
+    expiresAt: expiry === undefined ? undefined : clock.now() + expiry * 1000,
     senderId,
     frame: undefined,
     frameSlot: -1,
@@ -110,8 +118,13 @@ export function messagePinsLargeRead(message: Message): boolean {
   return pinsLargeRead(message.payload) || (data !== undefined && pinsLargeRead(data));
 }
 
-export function isExpired(message: Message, now: number): boolean {
-  return message.expiresAt !== undefined && message.expiresAt <= now;
+export function isExpired(message: Message, clock: Clock): boolean {
+  return message.expiresAt !== undefined && message.expiresAt <= clock.now();
+}
+
+/** Whole seconds of a message's expiry left, or -1 for a message that does not expire. */
+export function remainingExpiry(message: Message, clock: Clock): number {
+  return message.expiresAt === undefined ? -1 : Math.max(0, Math.ceil((message.expiresAt - clock.now()) / 1000));
 }
 
 /** The shared subscription a delivery came through, so it can go to another member. */

@@ -91,9 +91,7 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   }
 
   const properties = v5 ? forwardedProperties(p.properties) : undefined;
-  // the time goes into the message only as its expiry
-  const now = properties?.messageExpiryInterval === undefined ? 0 : ch.broker.now();
-  const message = createMessage(topic, p.payload, p.qos, p.retain, properties, now, ch.client.id);
+  const message = createMessage(topic, p.payload, p.qos, p.retain, properties, ch.broker, ch.client.id);
   const verdict = ch.broker.authorizePublish(ch.client, message);
   if (isPromise(verdict)) {
     if (p.qos === 1) ch.pendingQos1++;

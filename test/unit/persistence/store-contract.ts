@@ -12,9 +12,10 @@ export interface StoreHarness {
 }
 
 const NOW = 1_700_000_000_000;
+const CLOCK = { now: (): number => NOW };
 
 function message(topic: string, payload = topic, qos: 0 | 1 | 2 = 1): Message {
-  return createMessage(topic, Buffer.from(payload), qos, false, undefined, NOW, 'publisher');
+  return createMessage(topic, Buffer.from(payload), qos, false, undefined, CLOCK, 'publisher');
 }
 
 function delivery(m: Message, qos: 0 | 1 | 2 = 1): Delivery {
@@ -123,7 +124,7 @@ export function storeContract(name: string, h: StoreHarness): void {
     const rich = createMessage('r/1', Buffer.from([0, 255, 1]), 2, true, {
       payloadFormatIndicator: 0, contentType: 'application/octet-stream', responseTopic: 'reply', correlationData: Buffer.from('cd'),
       userProperties: [['k', 'v'], ['k', 'w']], messageExpiryInterval: 60,
-    }, NOW, 'client-9');
+    }, CLOCK, 'client-9');
     s.retainedSet(message('r/1', 'old'));
     s.retainedSet(rich);
     s.retainedSet(message('r/2'));

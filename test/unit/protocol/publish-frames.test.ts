@@ -5,7 +5,10 @@ import { encodePacket } from '../../../src/codec/encoder.js';
 import { encodePublishFrame, headWithPacketId, packetWithId, wholeFrame } from '../../../src/codec/publish-frame.js';
 import type { ProtocolVersion, QoS } from '../../../src/codec/packets.js';
 import { frameFor } from '../../../src/protocol/frame-cache.js';
-import { createMessage } from '../../../src/session/message.js';
+import { createMessage, type Clock } from '../../../src/session/message.js';
+
+/** A clock stopped at `ms`. */
+const at = (ms: number): Clock => ({ now: () => ms });
 
 describe('outgoing PUBLISH frames', () => {
   test('property: one buffer (small payloads) and head + payload (large ones) carry the bytes the encoder writes', () => {
@@ -36,18 +39,18 @@ describe('outgoing PUBLISH frames', () => {
   });
 
   test('a message keeps its first shape in one slot and further shapes apart; 5.0 frames follow the remaining expiry', () => {
-    const m = createMessage('a/b', Buffer.from('hi'), 1, false, { messageExpiryInterval: 60 }, 0, undefined);
-    const v4q1 = frameFor(m, 4, 1, false, undefined, 0);
-    assert.equal(frameFor(m, 4, 1, false, undefined, 0), v4q1);
+    const m = createMessage('a/b', Buffer.from('hi'), 1, false, { messageExpiryInterval: 60 }, at(0), undefined);
+    const v4q1 = frameFor(m, 4, 1, false, undefined, at(0));
+    assert.equal(frameFor(m, 4, 1, false, undefined, at(0)), v4q1);
     assert.equal(m.frames, undefined, 'one shape needs no array');
-    const v4q0 = frameFor(m, 4, 0, false, undefined, 0);
+    const v4q0 = frameFor(m, 4, 0, false, undefined, at(0));
     assert.notEqual(v4q0, v4q1);
-    assert.equal(frameFor(m, 4, 0, false, undefined, 0), v4q0);
-    const v5 = frameFor(m, 5, 1, false, undefined, 0);
-    assert.equal(frameFor(m, 5, 1, false, undefined, 500), v5, 'still 60 s left');
-    const later = frameFor(m, 5, 1, false, undefined, 30_000);
+    assert.equal(frameFor(m, 4, 0, false, undefined, at(0)), v4q0);
+    const v5 = frameFor(m, 5, 1, false, undefined, at(0));
+    assert.equal(frameFor(m, 5, 1, false, undefined, at(500)), v5, 'still 60 s left');
+    const later = frameFor(m, 5, 1, false, undefined, at(30_000));
     assert.notEqual(later, v5, '[MQTT-3.3.2-6] the expiry sent on is what is left of it');
     assert.deepEqual(later.head, encodePublishFrame('a/b', Buffer.from('hi'), 1, false, 5, { messageExpiryInterval: 30 }).head);
-    assert.equal(frameFor(m, 4, 1, false, undefined, 30_000), v4q1, '3.1.1 frames carry no expiry and stay');
+    assert.equal(frameFor(m, 4, 1, false, undefined, at(30_000)), v4q1, '3.1.1 frames carry no expiry and stay');
   });
 });

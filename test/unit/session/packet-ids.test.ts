@@ -5,7 +5,7 @@ import { createMessage } from '../../../src/session/message.js';
 import { Session, type InflightEntry } from '../../../src/session/session.js';
 
 const entry = (): InflightEntry => ({
-  delivery: { message: createMessage('t', Buffer.from('x'), 1, false, undefined, 0, 'sender'), qos: 1, retain: false, subscriptionIds: undefined, share: undefined },
+  delivery: { message: createMessage('t', Buffer.from('x'), 1, false, undefined, { now: () => 0 }, 'sender'), qos: 1, retain: false, subscriptionIds: undefined, share: undefined },
   state: 'publish',
 });
 
