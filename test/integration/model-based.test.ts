@@ -3,31 +3,48 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { QoS } from '../../src/codec/packets.js';
+import type { ClientInfo } from '../../src/index.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 
 // Random sequences of what clients do (connect with a clean or a kept session, subscribe with
-// overlapping wildcards, unsubscribe, publish at every QoS with and without RETAIN, disconnect
-// while others publish), run against a real broker by MQTT.js clients and against a model of what
-// MQTT 3.1.1 promises. After every step each client must have received exactly what the model says
-// it is owed: no message lost, none duplicated, none where no subscription asked for it.
+// overlapping wildcards and, in 5.0, subscription options, unsubscribe, publish at every QoS with
+// and without RETAIN, disconnect while others publish), run against a real broker by MQTT.js clients
+// and against a model of what MQTT 3.1.1 and 5.0 promise. After every step each client must have
+// received exactly what the model says it is owed: no message lost, none duplicated, none where no
+// subscription asked for it, each with the QoS and RETAIN flag the model gives it.
 
 const CLIENTS = 3;
 const TOPICS = ['a', 'a/b', 'a/c', 'b/b'];
 const FILTERS = ['a', 'a/+', 'a/#', '#', '+/b', 'b/b', '+'];
 
+type Version = 4 | 5;
+/** `keep`: 5.0 Session Expiry Interval above 0 (3.1.1 keeps a session exactly when it is not clean) */
+type Connect = { kind: 'connect'; client: number; clean: boolean; keep: boolean };
 type Command =
-  | { kind: 'connect'; client: number; clean: boolean }
+  | Connect
   | { kind: 'disconnect'; client: number }
-  | { kind: 'subscribe'; client: number; filter: string; qos: QoS }
+  /** nl, rap, rh: 5.0 No Local, Retain As Published, Retain Handling (not sent in 3.1.1) */
+  | { kind: 'subscribe'; client: number; filter: string; qos: QoS; nl: boolean; rap: boolean; rh: 0 | 1 | 2 }
   | { kind: 'unsubscribe'; client: number; filter: string }
   | { kind: 'publish'; client: number; topic: string; qos: QoS; retain: boolean; empty: boolean };
 
 const client = fc.integer({ min: 0, max: CLIENTS - 1 });
 const qos = fc.constantFrom<QoS>(0, 1, 2);
 const command: fc.Arbitrary<Command> = fc.oneof(
-  { arbitrary: fc.record({ kind: fc.constant('connect' as const), client, clean: fc.boolean() }), weight: 3 },
+  { arbitrary: fc.record({ kind: fc.constant('connect' as const), client, clean: fc.boolean(), keep: fc.boolean() }), weight: 3 },
   { arbitrary: fc.record({ kind: fc.constant('disconnect' as const), client }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('subscribe' as const), client, filter: fc.constantFrom(...FILTERS), qos }), weight: 3 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('subscribe' as const),
+      client,
+      filter: fc.constantFrom(...FILTERS),
+      qos,
+      nl: fc.boolean(),
+      rap: fc.boolean(),
+      rh: fc.constantFrom<0 | 1 | 2>(0, 1, 2),
+    }),
+    weight: 3,
+  },
   { arbitrary: fc.record({ kind: fc.constant('unsubscribe' as const), client, filter: fc.constantFrom(...FILTERS) }), weight: 1 },
   {
     arbitrary: fc.record({
@@ -54,8 +71,14 @@ function matches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
+interface SubscriptionModel {
+  qos: QoS;
+  nl: boolean;
+  rap: boolean;
+}
+
 interface SessionModel {
-  readonly subscriptions: Map<string, QoS>;
+  readonly subscriptions: Map<string, SubscriptionModel>;
   /** messages owed while the client is away (QoS 1 and 2 only) */
   queued: string[];
   persistent: boolean;
@@ -73,11 +96,14 @@ const min = (a: QoS, b: QoS): QoS => (a < b ? a : b);
 
 class Run {
   private readonly clients: ClientState[] = Array.from({ length: CLIENTS }, () => ({ connection: undefined, session: undefined, expected: [], received: [] }));
-  private readonly retained = new Map<string, { payload: string; qos: QoS }>();
+  private readonly retained = new Map<string, { payload: string; qos: QoS; from: ClientState }>();
   private sent = 0;
   readonly log: string[] = [];
 
-  constructor(private readonly b: TestBroker) {}
+  constructor(
+    private readonly b: TestBroker,
+    private readonly version: Version,
+  ) {}
 
   async step(cmd: Command): Promise<void> {
     const c = this.clients[cmd.client] as ClientState;
@@ -85,13 +111,25 @@ class Run {
     switch (cmd.kind) {
       case 'connect': {
         if (c.connection !== undefined) return;
+        const v5 = this.version === 5;
+        const keep = v5 ? cmd.keep : !cmd.clean;
         // [MQTT-3.1.2-6] a clean session starts empty; [MQTT-3.1.2-4] otherwise the stored one resumes
         const present = !cmd.clean && c.session !== undefined;
-        if (!present) c.session = { subscriptions: new Map(), queued: [], persistent: !cmd.clean };
+        if (!present) c.session = { subscriptions: new Map(), queued: [], persistent: keep };
         const session = c.session as SessionModel;
+        // 5.0: the expiry of this CONNECT is the one that applies when the connection ends
+        session.persistent = keep;
         c.expected.push(...session.queued);
         session.queued = [];
-        const conn = mqtt.connect({ host: '127.0.0.1', port: this.b.port, clientId: id, clean: cmd.clean, protocolVersion: 4, reconnectPeriod: 0 });
+        const conn = mqtt.connect({
+          host: '127.0.0.1',
+          port: this.b.port,
+          clientId: id,
+          clean: cmd.clean,
+          protocolVersion: this.version,
+          reconnectPeriod: 0,
+          ...(v5 ? { properties: { sessionExpiryInterval: keep ? 3600 : 0 } } : {}),
+        });
         conn.on('message', (topic, payload, packet) => c.received.push(delivery(topic, payload.toString(), packet.qos, packet.retain)));
         const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
           conn.once('connect', resolve);
@@ -106,14 +144,7 @@ class Run {
         const conn = c.connection;
         if (conn === undefined) return;
         await this.settled();
-        const gone = new Promise<void>((resolve) => {
-          const onGone = (info: { id: string }): void => {
-            if (info.id !== id) return;
-            this.b.broker.off('clientDisconnected', onGone);
-            resolve();
-          };
-          this.b.broker.on('clientDisconnected', onGone);
-        });
+        const gone = this.brokerSaw('clientDisconnected', id);
         await conn.endAsync();
         await gone;
         c.connection = undefined;
@@ -124,12 +155,19 @@ class Run {
       case 'subscribe': {
         const conn = c.connection;
         if (conn === undefined) return;
-        const granted = await conn.subscribeAsync(cmd.filter, { qos: cmd.qos });
+        const v5 = this.version === 5;
+        const granted = await conn.subscribeAsync(cmd.filter, v5 ? { qos: cmd.qos, nl: cmd.nl, rap: cmd.rap, rh: cmd.rh } : { qos: cmd.qos });
         assert.equal(granted[0]?.qos, cmd.qos, `${id}: granted QoS for ${cmd.filter}`);
-        (c.session as SessionModel).subscriptions.set(cmd.filter, cmd.qos);
-        // [MQTT-3.3.1-6] [MQTT-3.8.4-3] retained messages matching the filter follow, at most at the granted QoS
+        const subscriptions = (c.session as SessionModel).subscriptions;
+        const existed = subscriptions.has(cmd.filter);
+        subscriptions.set(cmd.filter, v5 ? { qos: cmd.qos, nl: cmd.nl, rap: cmd.rap } : { qos: cmd.qos, nl: false, rap: false });
+        // [MQTT-3.3.1-6] (3.1.1) [MQTT-3.8.4-3] retained messages matching the filter follow, at most at
+        // the granted QoS; 5.0 [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] as Retain Handling says
+        const sendRetained = !v5 || cmd.rh === 0 || (cmd.rh === 1 && !existed);
         for (const [topic, r] of this.retained) {
-          if (matches(cmd.filter, topic)) c.expected.push(delivery(topic, r.payload, min(r.qos, cmd.qos), true));
+          // No Local holds back the client's own retained messages too: sending one is forwarding it
+          if (v5 && cmd.nl && r.from === c) continue;
+          if (sendRetained && matches(cmd.filter, topic)) c.expected.push(delivery(topic, r.payload, min(r.qos, cmd.qos), true));
         }
         break;
       }
@@ -148,24 +186,48 @@ class Run {
           const session = other.session;
           if (session === undefined) continue;
           let best = -1;
-          for (const [filter, granted] of session.subscriptions) if (matches(filter, cmd.topic) && granted > best) best = granted;
+          let retainAsPublished = false;
+          for (const [filter, sub] of session.subscriptions) {
+            // 5.0 [MQTT-3.8.3-3] No Local: not back to the publisher's own client id
+            if (!matches(filter, cmd.topic) || (sub.nl && other === c)) continue;
+            if (sub.qos > best) best = sub.qos;
+            if (sub.rap) retainAsPublished = true;
+          }
           if (best < 0) continue;
-          // [MQTT-3.3.5-1] one copy, at the highest QoS granted by the matching subscriptions; RETAIN
-          // cleared for an established subscription [MQTT-3.3.1-9]
-          const d = delivery(cmd.topic, payload, min(cmd.qos, best as QoS), false);
+          // [MQTT-3.3.5-1] (3.1.1) [MQTT-3.3.4-2] (5.0) one copy, at the highest QoS granted by the
+          // matching subscriptions; RETAIN cleared for an established subscription ([MQTT-3.3.1-9]
+          // in 3.1.1), kept when one asked for Retain As Published (5.0 [MQTT-3.3.1-12] [MQTT-3.3.1-13])
+          const d = delivery(cmd.topic, payload, min(cmd.qos, best as QoS), cmd.retain && retainAsPublished);
           if (other.connection !== undefined) other.expected.push(d);
           else if (session.persistent && min(cmd.qos, best as QoS) > 0) session.queued.push(d);
         }
         if (cmd.retain) {
           // [MQTT-3.3.1-10] [MQTT-3.3.1-11] an empty retained payload removes what the topic kept
           if (payload === '') this.retained.delete(cmd.topic);
-          else this.retained.set(cmd.topic, { payload, qos: cmd.qos });
+          else this.retained.set(cmd.topic, { payload, qos: cmd.qos, from: c });
         }
+        // a QoS 0 publish is done on the client's side once written: wait for the broker to take it,
+        // or a later step on another connection could overtake it
+        const taken = this.brokerSaw('messagePublished', id);
         await conn.publishAsync(cmd.topic, payload, { qos: cmd.qos, retain: cmd.retain });
+        await taken;
         break;
       }
     }
     await this.settled();
+  }
+
+  /** Resolves when the broker emits `event` for client `id` (it routes a message right after saying so). */
+  private brokerSaw(event: 'clientDisconnected' | 'messagePublished', id: string): Promise<void> {
+    return new Promise((resolve) => {
+      const listener = (...args: unknown[]): void => {
+        const client = (event === 'clientDisconnected' ? args[0] : args[1]) as ClientInfo | undefined;
+        if (client?.id !== id) return;
+        this.b.broker.off(event, listener);
+        resolve();
+      };
+      this.b.broker.on(event, listener);
+    });
   }
 
   /** Waits until every client has at least what it is owed, then checks it has no more. */
@@ -185,23 +247,28 @@ class Run {
   }
 }
 
-describe('model-based: random client sessions against what MQTT 3.1.1 promises', () => {
-  test('[MQTT-4.5.0-1] [MQTT-3.1.2-5] [MQTT-3.3.5-1] [MQTT-3.3.1-6] every delivery owed arrives exactly once, and nothing else', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.array(fc.boolean(), { minLength: CLIENTS, maxLength: CLIENTS }), fc.array(command, { minLength: 15, maxLength: 40, size: 'max' }), async (clean, commands) => {
-        const b = await startBroker({ sysInterval: 0 });
-        const run = new Run(b);
-        try {
-          // every client starts connected: commands of a client that is away do nothing
-          for (let i = 0; i < CLIENTS; i++) await run.step({ kind: 'connect', client: i, clean: clean[i] as boolean });
-          for (const cmd of commands) await run.step(cmd);
-          await run.settled(100);
-        } finally {
-          await run.close();
-          await b.close();
-        }
-      }),
-      { numRuns: 40 },
-    );
-  });
+async function check(version: Version): Promise<void> {
+  const start = fc.array(fc.record({ clean: fc.boolean(), keep: fc.boolean() }), { minLength: CLIENTS, maxLength: CLIENTS });
+  await fc.assert(
+    fc.asyncProperty(start, fc.array(command, { minLength: 15, maxLength: 40, size: 'max' }), async (first, commands) => {
+      const b = await startBroker({ sysInterval: 0 });
+      const run = new Run(b, version);
+      try {
+        // every client starts connected: commands of a client that is away do nothing
+        for (let i = 0; i < CLIENTS; i++) await run.step({ kind: 'connect', client: i, ...(first[i] as { clean: boolean; keep: boolean }) });
+        for (const cmd of commands) await run.step(cmd);
+        await run.settled(100);
+      } finally {
+        await run.close();
+        await b.close();
+      }
+    }),
+    { numRuns: 40 },
+  );
+}
+
+describe('model-based: random client sessions against what MQTT promises', () => {
+  test('3.1.1 [MQTT-4.5.0-1] [MQTT-3.1.2-5] [MQTT-3.3.5-1] [MQTT-3.3.1-6] every delivery owed arrives exactly once, and nothing else', () => check(4));
+  test('5.0 [MQTT-4.5.0-1] [MQTT-3.1.2-23] [MQTT-3.3.4-2] [MQTT-3.8.3-3] [MQTT-3.3.1-10] [MQTT-3.3.1-13] every delivery owed arrives exactly once, with its subscriptions\' options', () =>
+    check(5));
 });
