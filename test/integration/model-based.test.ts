@@ -139,34 +139,21 @@ class Run {
     const id = `c${cmd.client}`;
     switch (cmd.kind) {
       case 'connect': {
-        if (c.connection !== undefined) return;
-        const v5 = this.version === 5;
-        const keep = v5 ? cmd.keep : !cmd.clean;
-        // [MQTT-3.1.2-6] a clean session starts empty; [MQTT-3.1.2-4] otherwise the stored one resumes
-        const present = !cmd.clean && c.session !== undefined;
-        if (!present) c.session = { subscriptions: new Map(), queued: [], persistent: keep };
-        const session = c.session as SessionModel;
-        // 5.0: the expiry of this CONNECT is the one that applies when the connection ends
-        session.persistent = keep;
-        c.expected.push(...session.queued);
-        session.queued = [];
-        const conn = mqtt.connect({
-          host: '127.0.0.1',
-          port: this.b.port,
-          clientId: id,
-          clean: cmd.clean,
-          protocolVersion: this.version,
-          reconnectPeriod: 0,
-          ...(v5 ? { properties: { sessionExpiryInterval: keep ? 3600 : 0 } } : {}),
-        });
-        conn.on('message', (topic, payload, packet) => c.received.push(delivery(topic, payload.toString(), packet.qos, packet.retain)));
-        const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
-          conn.once('connect', resolve);
-          conn.once('error', reject);
-        });
-        c.connection = conn;
-        // [MQTT-3.2.2-2] [MQTT-3.2.2-1]
-        assert.equal(connack.sessionPresent, present, `${id}: session present`);
+        const old = c.connection;
+        if (old !== undefined) {
+          // [MQTT-3.1.4-2] the same client id again: the broker closes the connection it had, and a
+          // session that was to end with that connection ends with it
+          await this.settled();
+          await old.unsubscribeAsync('model/barrier');
+          const closed = new Promise<void>((resolve) => old.once('close', () => resolve()));
+          c.connection = undefined;
+          if (c.session?.persistent !== true) c.session = undefined;
+          await this.connect(c, id, cmd);
+          await closed;
+          old.end(true);
+          break;
+        }
+        await this.connect(c, id, cmd);
         break;
       }
       case 'disconnect': {
@@ -244,6 +231,36 @@ class Run {
       }
     }
     await this.settled();
+  }
+
+  private async connect(c: ClientState, id: string, cmd: Connect): Promise<void> {
+    const v5 = this.version === 5;
+    const keep = v5 ? cmd.keep : !cmd.clean;
+    // [MQTT-3.1.2-6] a clean session starts empty; [MQTT-3.1.2-4] otherwise the stored one resumes
+    const present = !cmd.clean && c.session !== undefined;
+    if (!present) c.session = { subscriptions: new Map(), queued: [], persistent: keep };
+    const session = c.session as SessionModel;
+    // 5.0: the expiry of this CONNECT is the one that applies when the connection ends
+    session.persistent = keep;
+    c.expected.push(...session.queued);
+    session.queued = [];
+    const conn = mqtt.connect({
+      host: '127.0.0.1',
+      port: this.b.port,
+      clientId: id,
+      clean: cmd.clean,
+      protocolVersion: this.version,
+      reconnectPeriod: 0,
+      ...(v5 ? { properties: { sessionExpiryInterval: keep ? 3600 : 0 } } : {}),
+    });
+    conn.on('message', (topic, payload, packet) => c.received.push(delivery(topic, payload.toString(), packet.qos, packet.retain)));
+    const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
+      conn.once('connect', resolve);
+      conn.once('error', reject);
+    });
+    c.connection = conn;
+    // [MQTT-3.2.2-2] [MQTT-3.2.2-1]
+    assert.equal(connack.sessionPresent, present, `${id}: session present`);
   }
 
   /** Resolves when the broker emits `event` for client `id` (it routes a message right after saying so). */
