@@ -9,10 +9,11 @@ import type { QoS } from '../../src/codec/packets.js';
 import type { ClientInfo } from '../../src/index.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 
-// Random sequences of what clients do (connect with a clean or a kept session, subscribe with
-// overlapping wildcards and, in 5.0, subscription options, unsubscribe, publish at every QoS with
-// and without RETAIN, disconnect while others publish), run against a real broker by MQTT.js clients
-// and against a model of what MQTT 3.1.1 and 5.0 promise. After every step each client must have
+// Random sequences of what clients do (connect with a clean or a kept session, or take an online
+// one over; subscribe with overlapping wildcards and, in 5.0, subscription options; unsubscribe;
+// publish at every QoS with and without RETAIN; disconnect while others publish) and of broker
+// restarts, run against a real broker by MQTT.js clients and against a model of what MQTT 3.1.1
+// and 5.0 promise. After every step each client must have
 // received exactly what the model says it is owed: no message lost, none duplicated, none where no
 // subscription asked for it, each with the QoS and RETAIN flag the model gives it.
 
@@ -100,11 +101,19 @@ interface ClientState {
 const delivery = (topic: string, payload: string, q: QoS, retain: boolean): string => `${topic} "${payload}" qos ${q}${retain ? ' retained' : ''}`;
 const min = (a: QoS, b: QoS): QoS => (a < b ? a : b);
 
+/**
+ * A client acknowledges a delivery after it has it: a request answered on the same connection shows
+ * the broker has read that acknowledgement too. Without this a connection could end with a delivery
+ * still unacknowledged in the broker's eyes, and the broker would rightly send it again later.
+ */
+async function acknowledged(conn: MqttClient): Promise<void> {
+  await conn.unsubscribeAsync('model/barrier');
+}
+
 class Run {
-  readonly clients: ClientState[] = Array.from({ length: CLIENTS }, () => ({ connection: undefined, session: undefined, expected: [], received: [] }));
+  private readonly clients: ClientState[] = Array.from({ length: CLIENTS }, () => ({ connection: undefined, session: undefined, expected: [], received: [] }));
   private readonly retained = new Map<string, { payload: string; qos: QoS; from: ClientState }>();
   private sent = 0;
-  readonly log: string[] = [];
 
   constructor(
     private b: TestBroker,
@@ -121,10 +130,7 @@ class Run {
     if (cmd.kind === 'restart') {
       if (this.restart === undefined) return;
       await this.settled();
-      // A client acknowledges a delivery after it has it: a request answered on the same connection
-      // shows the broker has read that acknowledgement too. Without it the broker could stop with
-      // the delivery still unacknowledged, and rightly send it again afterwards.
-      await Promise.all(this.clients.map((c) => c.connection?.unsubscribeAsync('model/barrier')));
+      await Promise.all(this.clients.map((c) => c.connection && acknowledged(c.connection)));
       await this.b.close();
       for (const c of this.clients) {
         c.connection?.end(true);
@@ -144,7 +150,7 @@ class Run {
           // [MQTT-3.1.4-2] the same client id again: the broker closes the connection it had, and a
           // session that was to end with that connection ends with it
           await this.settled();
-          await old.unsubscribeAsync('model/barrier');
+          await acknowledged(old);
           const closed = new Promise<void>((resolve) => old.once('close', () => resolve()));
           c.connection = undefined;
           if (c.session?.persistent !== true) c.session = undefined;
@@ -218,7 +224,7 @@ class Run {
           else if (session.persistent && min(cmd.qos, best as QoS) > 0) session.queued.push(d);
         }
         if (cmd.retain) {
-          // [MQTT-3.3.1-10] [MQTT-3.3.1-11] an empty retained payload removes what the topic kept
+          // [MQTT-3.3.1-10] [MQTT-3.3.1-11] (3.1.1) an empty retained payload removes what the topic kept
           if (payload === '') this.retained.delete(cmd.topic);
           else this.retained.set(cmd.topic, { payload, qos: cmd.qos, from: c });
         }
