@@ -135,7 +135,8 @@ class Run {
       for (const c of this.clients) {
         c.connection?.end(true);
         c.connection = undefined;
-        // [MQTT-4.1.0-1] a kept session and what it is owed outlive the broker; the others end here
+        // [MQTT-4.1.0-1] (3.1.1) [MQTT-3.1.2-23] (5.0) a kept session and what it is owed outlive the
+        // broker; the others end here
         if (c.session?.persistent !== true) c.session = undefined;
       }
       this.b = await this.restart();
@@ -147,7 +148,7 @@ class Run {
       case 'connect': {
         const old = c.connection;
         if (old !== undefined) {
-          // [MQTT-3.1.4-2] the same client id again: the broker closes the connection it had, and a
+          // [MQTT-3.1.4-2] (3.1.1) [MQTT-3.1.4-3] (5.0) the same client id again: the broker closes the connection it had, and a
           // session that was to end with that connection ends with it
           await this.settled();
           await acknowledged(old);
@@ -184,7 +185,7 @@ class Run {
         const existed = subscriptions.has(cmd.filter);
         subscriptions.set(cmd.filter, v5 ? { qos: cmd.qos, nl: cmd.nl, rap: cmd.rap } : { qos: cmd.qos, nl: false, rap: false });
         // [MQTT-3.3.1-6] (3.1.1) [MQTT-3.8.4-3] retained messages matching the filter follow, at most at
-        // the granted QoS; 5.0 [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] as Retain Handling says
+        // the granted QoS; [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] (5.0) as Retain Handling says
         const sendRetained = !v5 || cmd.rh === 0 || (cmd.rh === 1 && !existed);
         for (const [topic, r] of this.retained) {
           // No Local holds back the client's own retained messages too: sending one is forwarding it
@@ -210,7 +211,7 @@ class Run {
           let best = -1;
           let retainAsPublished = false;
           for (const [filter, sub] of session.subscriptions) {
-            // 5.0 [MQTT-3.8.3-3] No Local: not back to the publisher's own client id
+            // [MQTT-3.8.3-3] (5.0) No Local: not back to the publisher's own client id
             if (!matches(filter, cmd.topic) || (sub.nl && other === c)) continue;
             if (sub.qos > best) best = sub.qos;
             if (sub.rap) retainAsPublished = true;
@@ -218,7 +219,7 @@ class Run {
           if (best < 0) continue;
           // [MQTT-3.3.5-1] (3.1.1) [MQTT-3.3.4-2] (5.0) one copy, at the highest QoS granted by the
           // matching subscriptions; RETAIN cleared for an established subscription ([MQTT-3.3.1-9]
-          // in 3.1.1), kept when one asked for Retain As Published (5.0 [MQTT-3.3.1-12] [MQTT-3.3.1-13])
+          // (3.1.1)), kept when one asked for Retain As Published ([MQTT-3.3.1-12] [MQTT-3.3.1-13] (5.0))
           const d = delivery(cmd.topic, payload, min(cmd.qos, best as QoS), cmd.retain && retainAsPublished);
           if (other.connection !== undefined) other.expected.push(d);
           else if (session.persistent && min(cmd.qos, best as QoS) > 0) session.queued.push(d);
@@ -242,7 +243,8 @@ class Run {
   private async connect(c: ClientState, id: string, cmd: Connect): Promise<void> {
     const v5 = this.version === 5;
     const keep = v5 ? cmd.keep : !cmd.clean;
-    // [MQTT-3.1.2-6] a clean session starts empty; [MQTT-3.1.2-4] otherwise the stored one resumes
+    // [MQTT-3.1.2-6] (3.1.1) [MQTT-3.1.2-4] (5.0) a clean session starts empty; [MQTT-3.1.2-4] (3.1.1)
+    // [MQTT-3.1.2-5] (5.0) otherwise the stored one resumes
     const present = !cmd.clean && c.session !== undefined;
     if (!present) c.session = { subscriptions: new Map(), queued: [], persistent: keep };
     const session = c.session as SessionModel;
@@ -265,7 +267,7 @@ class Run {
       conn.once('error', reject);
     });
     c.connection = conn;
-    // [MQTT-3.2.2-2] [MQTT-3.2.2-1]
+    // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (3.1.1) [MQTT-3.2.2-2] [MQTT-3.2.2-3] (5.0)
     assert.equal(connack.sessionPresent, present, `${id}: session present`);
   }
 
@@ -322,9 +324,9 @@ async function check(version: Version, restarts: boolean, numRuns: number): Prom
 }
 
 describe('model-based: random client sessions against what MQTT promises', () => {
-  test('3.1.1 [MQTT-4.5.0-1] [MQTT-3.1.2-5] [MQTT-3.3.5-1] [MQTT-3.3.1-6] every delivery owed arrives exactly once, and nothing else', () => check(4, false, 40));
-  test('5.0 [MQTT-4.5.0-1] [MQTT-3.1.2-23] [MQTT-3.3.4-2] [MQTT-3.8.3-3] [MQTT-3.3.1-10] [MQTT-3.3.1-13] every delivery owed arrives exactly once, with its subscriptions\' options', () =>
+  test('[MQTT-4.5.0-1] [MQTT-3.1.2-5] [MQTT-3.3.5-1] [MQTT-3.3.1-6] (3.1.1) every delivery owed arrives exactly once, and nothing else', () => check(4, false, 40));
+  test('[MQTT-4.5.0-1] [MQTT-3.1.2-23] [MQTT-3.3.4-2] [MQTT-3.8.3-3] [MQTT-3.3.1-10] [MQTT-3.3.1-13] (5.0) every delivery owed arrives exactly once, with its subscriptions\' options', () =>
     check(5, false, 40));
-  test('3.1.1 [MQTT-4.1.0-1] kept sessions, what they are owed and retained messages survive broker restarts (lmdb)', () => check(4, true, 30));
-  test('5.0 [MQTT-4.1.0-1] kept sessions, what they are owed and retained messages survive broker restarts (lmdb)', () => check(5, true, 30));
+  test('[MQTT-4.1.0-1] (3.1.1) kept sessions, what they are owed and retained messages survive broker restarts (lmdb)', () => check(4, true, 30));
+  test('[MQTT-3.1.2-23] (5.0) kept sessions, what they are owed and retained messages survive broker restarts (lmdb)', () => check(5, true, 30));
 });

@@ -14,7 +14,7 @@ describe('broker smoke: publish and subscribe over TCP with MQTT.js', () => {
 
   for (const protocolVersion of [3, 4, 5] as const) {
     for (const qos of [0, 1, 2] as const) {
-      test(`[MQTT-7.0.0-2] v${protocolVersion} QoS ${qos} message reaches a subscriber: MQTT.js with its defaults, no extension needed`, async () => {
+      test(`[MQTT-7.0.0-2] (3.1.1) v${protocolVersion} QoS ${qos} message reaches a subscriber: MQTT.js with its defaults, no extension needed`, async () => {
         const sub = await connectClient(b.port, { protocolVersion, clientId: `sub-${protocolVersion}-${qos}` });
         await sub.subscribeAsync(`smoke/${protocolVersion}/${qos}`, { qos });
         const pub = await connectClient(b.port, { protocolVersion, clientId: `pub-${protocolVersion}-${qos}` });

@@ -49,7 +49,7 @@ describe('outgoing PUBLISH frames', () => {
     const v5 = frameFor(m, 5, 1, false, undefined, at(0));
     assert.equal(frameFor(m, 5, 1, false, undefined, at(500)), v5, 'still 60 s left');
     const later = frameFor(m, 5, 1, false, undefined, at(30_000));
-    assert.notEqual(later, v5, '[MQTT-3.3.2-6] the expiry sent on is what is left of it');
+    assert.notEqual(later, v5, '[MQTT-3.3.2-6] (5.0) the expiry sent on is what is left of it');
     assert.deepEqual(later.head, encodePublishFrame('a/b', Buffer.from('hi'), 1, false, 5, { messageExpiryInterval: 30 }).head);
     assert.equal(frameFor(m, 4, 1, false, undefined, at(30_000)), v4q1, '3.1.1 frames carry no expiry and stay');
   });

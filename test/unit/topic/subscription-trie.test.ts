@@ -26,7 +26,7 @@ const filterOf = fc
 const filtersOf = fc.array(fc.oneof(filterOf, fc.constantFrom('#', '+', '+/#', '$SYS/#')), { minLength: 1, maxLength: 12 });
 
 describe('topic: subscription trie', () => {
-  test('[MQTT-4.7.1-2] [MQTT-4.7.1-3] [MQTT-4.7.2-1] [MQTT-4.7.3-4] matches exactly the filters section 4.7 matches', () => {
+  test('[MQTT-4.7.1-2] [MQTT-4.7.1-3] (3.1.1) [MQTT-4.7.1-2] (5.0) [MQTT-4.7.2-1] [MQTT-4.7.3-4] matches exactly the filters section 4.7 matches', () => {
     fc.assert(
       fc.property(filtersOf, fc.array(topicOf, { minLength: 1, maxLength: 6 }), (filters, topics) => {
         const trie = new SubscriptionTrie<string>();
