@@ -157,11 +157,6 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       // Already taken over: the new connection owns the session now.
       if (will !== undefined) this.wills.schedule(owner.client, will, 0);
     } else {
-      if (will !== undefined) {
-        // [MQTT-3.1.3-9] the will waits out its delay, but never outlives the session
-        const delay = Math.min(will.properties?.willDelayInterval ?? 0, session.expiryInterval);
-        this.wills.schedule(owner.client, will, delay);
-      }
       session.sink = undefined;
       this.reassignShared(session);
       this.sessions.detach(session);
@@ -169,6 +164,14 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         this.durability?.sessionDetached(session);
         // what it holds now may wait until the client returns
         session.ownPendingBytes();
+      }
+      // Only now, with the session away from the closed connection: a will that matches the
+      // client's own kept subscriptions is queued for its return ([MQTT-3.1.2-5]), not handed to
+      // the connection that is gone.
+      if (will !== undefined) {
+        // [MQTT-3.1.3-9] the will waits out its delay, but never outlives the session
+        const delay = Math.min(will.properties?.willDelayInterval ?? 0, session.expiryInterval);
+        this.wills.schedule(owner.client, will, delay);
       }
     }
     this.connected--;

@@ -45,6 +45,20 @@ describe('MQTT 3.1.1 wills and retained messages (3.1.1)', () => {
     watcher.close();
   });
 
+  test('[MQTT-3.1.2-5] a will matching the client\'s own kept subscription waits in its session for its return', async () => {
+    const first = await rawConnect(b.port, 4, { clientId: 'will-self', clean: false, will: WILL('w/self', false, 1) });
+    await rawSubscribe(first.raw, 4, 1, [{ topic: 'w/self', qos: 1 }]);
+    first.raw.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const again = await rawConnect(b.port, 4, { clientId: 'will-self', clean: false });
+    assert.equal(again.connack.sessionPresent, true);
+    const got = await expectPacket(again.raw, 'publish');
+    assert.equal(got.topic, 'w/self');
+    assert.equal(got.payload?.toString(), 'will');
+    assert.equal(got.qos, 1);
+    again.raw.close();
+  });
+
   test('[MQTT-3.1.2-17] a will with will retain 1 is published as a retained message', async () => {
     const { raw } = await rawConnect(b.port, 4, { clientId: 'will-ret', will: WILL('w/ret', true, 1) });
     raw.close();
