@@ -9,10 +9,10 @@ import type { QoS } from '../../src/codec/packets.js';
 import type { ClientInfo } from '../../src/index.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 
-// Random sequences of what clients do (connect with a clean or a kept session, or take an online
-// one over; subscribe with overlapping wildcards and, in 5.0, subscription options; unsubscribe;
-// publish at every QoS with and without RETAIN; disconnect while others publish) and of broker
-// restarts, run against a real broker by MQTT.js clients and against a model of what MQTT 3.1.1
+// Random sequences of what clients do (connect with a clean or a kept session and maybe a will,
+// or take an online one over; subscribe with overlapping wildcards and, in 5.0, subscription
+// options; unsubscribe; publish at every QoS with and without RETAIN; disconnect, or drop the
+// connection so that the will goes out, while others publish) and of broker restarts, run against a real broker by MQTT.js clients and against a model of what MQTT 3.1.1
 // and 5.0 promise. After every step each client must have
 // received exactly what the model says it is owed: no message lost, none duplicated, none where no
 // subscription asked for it, each with the QoS and RETAIN flag the model gives it.
@@ -23,10 +23,17 @@ const FILTERS = ['a', 'a/+', 'a/#', '#', '+/b', 'b/b', '+'];
 
 type Version = 4 | 5;
 /** `keep`: 5.0 Session Expiry Interval above 0 (3.1.1 keeps a session exactly when it is not clean) */
-type Connect = { kind: 'connect'; client: number; clean: boolean; keep: boolean };
+interface WillSpec {
+  topic: string;
+  qos: QoS;
+  retain: boolean;
+}
+type Connect = { kind: 'connect'; client: number; clean: boolean; keep: boolean; will?: WillSpec | undefined };
 type Command =
   | Connect
   | { kind: 'disconnect'; client: number }
+  /** the connection closes without DISCONNECT: its will goes out */
+  | { kind: 'drop'; client: number }
   /** nl, rap, rh: 5.0 No Local, Retain As Published, Retain Handling (not sent in 3.1.1) */
   | { kind: 'subscribe'; client: number; filter: string; qos: QoS; nl: boolean; rap: boolean; rh: 0 | 1 | 2 }
   | { kind: 'unsubscribe'; client: number; filter: string }
@@ -36,9 +43,11 @@ type Command =
 
 const client = fc.integer({ min: 0, max: CLIENTS - 1 });
 const qos = fc.constantFrom<QoS>(0, 1, 2);
+const will = fc.option(fc.record({ topic: fc.constantFrom(...TOPICS), qos, retain: fc.boolean() }), { nil: undefined, freq: 2 });
 const command: fc.Arbitrary<Command> = fc.oneof(
-  { arbitrary: fc.record({ kind: fc.constant('connect' as const), client, clean: fc.boolean(), keep: fc.boolean() }), weight: 3 },
+  { arbitrary: fc.record({ kind: fc.constant('connect' as const), client, clean: fc.boolean(), keep: fc.boolean(), will }), weight: 3 },
   { arbitrary: fc.record({ kind: fc.constant('disconnect' as const), client }), weight: 2 },
+  { arbitrary: fc.record({ kind: fc.constant('drop' as const), client }), weight: 1 },
   {
     arbitrary: fc.record({
       kind: fc.constant('subscribe' as const),
@@ -93,6 +102,8 @@ interface SessionModel {
 
 interface ClientState {
   connection: MqttClient | undefined;
+  /** the will of the open connection, with its payload */
+  will: (WillSpec & { payload: string }) | undefined;
   session: SessionModel | undefined;
   expected: string[];
   received: string[];
@@ -111,7 +122,7 @@ async function acknowledged(conn: MqttClient): Promise<void> {
 }
 
 class Run {
-  private readonly clients: ClientState[] = Array.from({ length: CLIENTS }, () => ({ connection: undefined, session: undefined, expected: [], received: [] }));
+  private readonly clients: ClientState[] = Array.from({ length: CLIENTS }, () => ({ connection: undefined, will: undefined, session: undefined, expected: [], received: [] }));
   private readonly retained = new Map<string, { payload: string; qos: QoS; from: ClientState }>();
   private sent = 0;
 
@@ -153,8 +164,7 @@ class Run {
           await this.settled();
           await acknowledged(old);
           const closed = new Promise<void>((resolve) => old.once('close', () => resolve()));
-          c.connection = undefined;
-          if (c.session?.persistent !== true) c.session = undefined;
+          this.connectionLost(c);
           await this.connect(c, id, cmd);
           await closed;
           old.end(true);
@@ -171,8 +181,22 @@ class Run {
         await conn.endAsync();
         await gone;
         c.connection = undefined;
+        // [MQTT-3.1.2-10] (3.1.1) DISCONNECT discards the will
+        c.will = undefined;
         // a clean session ends with its connection
         if (c.session?.persistent !== true) c.session = undefined;
+        break;
+      }
+      case 'drop': {
+        const conn = c.connection;
+        if (conn === undefined) return;
+        await this.settled();
+        await acknowledged(conn);
+        const gone = this.brokerSaw('clientDisconnected', id);
+        conn.stream.destroy();
+        await gone;
+        conn.end(true);
+        this.connectionLost(c);
         break;
       }
       case 'subscribe': {
@@ -205,30 +229,7 @@ class Run {
         const conn = c.connection;
         if (conn === undefined) return;
         const payload = cmd.empty ? '' : `m${++this.sent}`;
-        for (const other of this.clients) {
-          const session = other.session;
-          if (session === undefined) continue;
-          let best = -1;
-          let retainAsPublished = false;
-          for (const [filter, sub] of session.subscriptions) {
-            // [MQTT-3.8.3-3] (5.0) No Local: not back to the publisher's own client id
-            if (!matches(filter, cmd.topic) || (sub.nl && other === c)) continue;
-            if (sub.qos > best) best = sub.qos;
-            if (sub.rap) retainAsPublished = true;
-          }
-          if (best < 0) continue;
-          // [MQTT-3.3.5-1] (3.1.1) [MQTT-3.3.4-2] (5.0) one copy, at the highest QoS granted by the
-          // matching subscriptions; RETAIN cleared for an established subscription ([MQTT-3.3.1-9]
-          // (3.1.1)), kept when one asked for Retain As Published ([MQTT-3.3.1-12] [MQTT-3.3.1-13] (5.0))
-          const d = delivery(cmd.topic, payload, min(cmd.qos, best as QoS), cmd.retain && retainAsPublished);
-          if (other.connection !== undefined) other.expected.push(d);
-          else if (session.persistent && min(cmd.qos, best as QoS) > 0) session.queued.push(d);
-        }
-        if (cmd.retain) {
-          // [MQTT-3.3.1-10] [MQTT-3.3.1-11] (3.1.1) an empty retained payload removes what the topic kept
-          if (payload === '') this.retained.delete(cmd.topic);
-          else this.retained.set(cmd.topic, { payload, qos: cmd.qos, from: c });
-        }
+        this.route(c, cmd.topic, payload, cmd.qos, cmd.retain);
         // a QoS 0 publish is done on the client's side once written: wait for the broker to take it,
         // or a later step on another connection could overtake it
         const taken = this.brokerSaw('messagePublished', id);
@@ -238,6 +239,48 @@ class Run {
       }
     }
     await this.settled();
+  }
+
+  /** What a message published by `from` owes every session, and what it does to the retained store. */
+  private route(from: ClientState, topic: string, payload: string, q: QoS, retain: boolean): void {
+    for (const other of this.clients) {
+      const session = other.session;
+      if (session === undefined) continue;
+      let best = -1;
+      let retainAsPublished = false;
+      for (const [filter, sub] of session.subscriptions) {
+        // [MQTT-3.8.3-3] (5.0) No Local: not back to the publisher's own client id
+        if (!matches(filter, topic) || (sub.nl && other === from)) continue;
+        if (sub.qos > best) best = sub.qos;
+        if (sub.rap) retainAsPublished = true;
+      }
+      if (best < 0) continue;
+      // [MQTT-3.3.5-1] (3.1.1) [MQTT-3.3.4-2] (5.0) one copy, at the highest QoS granted by the
+      // matching subscriptions; RETAIN cleared for an established subscription ([MQTT-3.3.1-9]
+      // (3.1.1)), kept when one asked for Retain As Published ([MQTT-3.3.1-12] [MQTT-3.3.1-13] (5.0))
+      const d = delivery(topic, payload, min(q, best as QoS), retain && retainAsPublished);
+      if (other.connection !== undefined) other.expected.push(d);
+      else if (session.persistent && min(q, best as QoS) > 0) session.queued.push(d);
+    }
+    if (retain) {
+      // [MQTT-3.3.1-10] [MQTT-3.3.1-11] (3.1.1) an empty retained payload removes what the topic kept
+      if (payload === '') this.retained.delete(topic);
+      else this.retained.set(topic, { payload, qos: q, from });
+    }
+  }
+
+
+  /**
+   * The connection closed without DISCONNECT (dropped, or taken over): the session is left as it
+   * would be after a DISCONNECT, then the will goes out ([MQTT-3.1.2-8] (3.1.1)), so a will that
+   * matches the client's own kept subscriptions waits in its session ([MQTT-3.1.2-5] (3.1.1)).
+   */
+  private connectionLost(c: ClientState): void {
+    c.connection = undefined;
+    if (c.session?.persistent !== true) c.session = undefined;
+    const w = c.will;
+    c.will = undefined;
+    if (w !== undefined) this.route(c, w.topic, w.payload, w.qos, w.retain);
   }
 
   private async connect(c: ClientState, id: string, cmd: Connect): Promise<void> {
@@ -252,7 +295,11 @@ class Run {
     session.persistent = keep;
     c.expected.push(...session.queued);
     session.queued = [];
+    // wills go out as the broker shuts down, in an order the model does not follow: none with restarts
+    const spec = this.restart === undefined ? cmd.will : undefined;
+    c.will = spec === undefined ? undefined : { ...spec, payload: `w${++this.sent}` };
     const conn = mqtt.connect({
+      ...(c.will === undefined ? {} : { will: { topic: c.will.topic, payload: Buffer.from(c.will.payload), qos: c.will.qos, retain: c.will.retain } }),
       host: '127.0.0.1',
       port: this.b.port,
       clientId: id,
