@@ -6,6 +6,7 @@
 // Usage: node dist/bench/forwarder.js PORT
 import { Buffer } from 'node:buffer';
 import { createServer, type Socket } from 'node:net';
+import { scanFrames } from '../src/bench/frame-scan.js';
 import { directReads } from '../src/transport/direct-read.js';
 import { WriteBatcher } from '../src/transport/write-batcher.js';
 
@@ -21,21 +22,8 @@ function onRead(this: Socket, chunk: Buffer): void {
   pending.delete(this);
   const forward: Buffer[] = [];
   const acks: number[] = [];
-  let pos = 0;
-  while (pos + 2 <= buf.length) {
-    let remaining = 0;
-    let i = pos + 1;
-    let complete = false;
-    for (let k = 0, mult = 1; k < 4 && i < buf.length; k++, i++, mult *= 128) {
-      remaining += ((buf[i] as number) & 127) * mult;
-      if (((buf[i] as number) & 128) === 0) {
-        complete = true;
-        i++;
-        break;
-      }
-    }
-    if (!complete || i + remaining > buf.length) break;
-    const first = buf[pos] as number;
+  const pos = scanFrames(buf, (start, i, end) => {
+    const first = buf[start] as number;
     const type = first >> 4;
     if (type === 1) {
       // the protocol level follows the 6-byte protocol name "MQTT"
@@ -44,17 +32,16 @@ function onRead(this: Socket, chunk: Buffer): void {
     } else if (type === 8) {
       subscriber = this;
       const id = [buf[i] as number, buf[i + 1] as number];
-      const granted = (buf[i + remaining - 1] as number) & 3;
+      const granted = (buf[end - 1] as number) & 3;
       this.write(Buffer.from(v5.has(this) ? [0x90, 4, ...id, 0, granted] : [0x90, 3, ...id, granted]));
     } else if (type === 3) {
       if (((first >> 1) & 3) > 0) {
         const id = i + 2 + buf.readUInt16BE(i);
         acks.push(0x40, 2, buf[id] as number, buf[id + 1] as number);
       }
-      forward.push(buf.subarray(pos, i + remaining));
+      forward.push(buf.subarray(start, end));
     }
-    pos = i + remaining;
-  }
+  });
   if (pos < buf.length) pending.set(this, buf.subarray(pos));
   if (forward.length > 0 && subscriber !== undefined) batcher.write(subscriber, forward.length === 1 ? (forward[0] as Buffer) : Buffer.concat(forward));
   if (acks.length > 0) batcher.write(this, Buffer.from(acks));

@@ -11,6 +11,7 @@ import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { scanFrames } from '../src/bench/frame-scan.js';
 import { encodePacket } from '../src/codec/encoder.js';
 import type { ProtocolVersion, QoS } from '../src/codec/packets.js';
 import { createBroker } from '../src/index.js';
@@ -91,17 +92,8 @@ let delivered = 0;
 const acks: Buffer[] = [];
 subscriber.received = (bytes) => {
   // every PUBLISH in what was written: count it and queue its acknowledgement for the next turn
-  for (let pos = 0; pos < bytes.length; ) {
-    let len = 0;
-    let mult = 1;
-    let i = pos + 1;
-    for (;;) {
-      const b = bytes[i++] as number;
-      len += (b & 127) * mult;
-      mult *= 128;
-      if ((b & 128) === 0) break;
-    }
-    const first = bytes[pos] as number;
+  scanFrames(bytes, (start, i) => {
+    const first = bytes[start] as number;
     if (first >> 4 === 3) {
       delivered++;
       const qos = (first >> 1) & 3;
@@ -112,8 +104,7 @@ subscriber.received = (bytes) => {
     } else if (first >> 4 === 6) {
       acks.push(Buffer.from([0x70, 2, bytes[i] as number, bytes[i + 1] as number]));
     }
-    pos = i + len;
-  }
+  });
 };
 const publishers = Array.from({ length: PUBLISHERS }, (_, i) => open(`pub${i}`));
 await turn();

@@ -2,6 +2,9 @@ import { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { decodePacket } from '../codec/decode.js';
 import { encodePacket, type Packet, type ProtocolVersion, type QoS } from '../codec/index.js';
+import { scanFrames } from './frame-scan.js';
+
+const NO_BYTES = Buffer.alloc(0);
 
 /**
  * A lean MQTT client for load generation. Connecting and subscribing go through the broker's own
@@ -21,6 +24,9 @@ export class BenchClient {
   private rest: Buffer | undefined;
   private acks = Buffer.allocUnsafe(4096);
   private acksLength = 0;
+  /** the chunk being scanned, and the QoS 1/2 exchanges it completed */
+  private scanned: Buffer = NO_BYTES;
+  private completed = 0;
   private waiting: ((p: Packet) => boolean) | undefined;
   private waitDone: (() => void) | undefined;
   private template: Buffer | undefined;
@@ -122,76 +128,64 @@ export class BenchClient {
       buf = Buffer.concat([this.rest, chunk]);
       this.rest = undefined;
     }
-    const len = buf.length;
-    let pos = 0;
-    let completed = 0;
-    while (pos + 2 <= len) {
-      let remaining = 0;
-      let mult = 1;
-      let i = pos + 1;
-      let complete = false;
-      for (let k = 0; k < 4 && i < len; k++, i++) {
-        const b = buf[i] as number;
-        remaining += (b & 0x7f) * mult;
-        mult *= 128;
-        if ((b & 0x80) === 0) {
-          complete = true;
-          i++;
-          break;
-        }
-      }
-      if (!complete || i + remaining > len) break;
-      const first = buf[pos] as number;
-      const end = i + remaining;
-      switch (first >> 4) {
-        case 3: {
-          const qos = (first >> 1) & 3;
-          let p = i + 2 + buf.readUInt16BE(i);
-          if (qos > 0) {
-            this.ack(qos === 1 ? 0x40 : 0x50, buf, p);
-            p += 2;
-          }
-          if (this.version === 5) {
-            // property length (a variable byte integer), then the properties
-            let plen = 0;
-            let m = 1;
-            for (;;) {
-              const b = buf[p++] as number;
-              plen += (b & 0x7f) * m;
-              m *= 128;
-              if ((b & 0x80) === 0) break;
-            }
-            p += plen;
-          }
-          this.onMessage(buf, p, end);
-          break;
-        }
-        case 4: // PUBACK
-        case 7: // PUBCOMP
-          completed++;
-          break;
-        case 5: // PUBREC
-          this.ack(0x62, buf, i);
-          break;
-        case 6: // PUBREL
-          this.ack(0x70, buf, i);
-          break;
-        default:
-          if (this.waiting !== undefined && this.waiting(decodePacket(first, buf, i, end, this.version))) {
-            this.waiting = undefined;
-            this.waitDone?.();
-          }
-      }
-      pos = end;
-    }
-    if (pos < len) this.rest = buf.subarray(pos);
+    this.scanned = buf;
+    this.completed = 0;
+    const pos = scanFrames(buf, this.onFrame);
+    this.scanned = NO_BYTES;
+    if (pos < buf.length) this.rest = buf.subarray(pos);
     if (this.acksLength > 0) {
       this.socket.write(Buffer.from(this.acks.subarray(0, this.acksLength)));
       this.acksLength = 0;
     }
+    const completed = this.completed;
     if (completed > 0) {
       this.inflight -= completed;
       this.onAcks(completed);
     }
   }
+
+  /** One frame of the chunk being scanned (`scanned`). */
+  private readonly onFrame = (start: number, i: number, end: number): void => {
+    const buf = this.scanned;
+    const first = buf[start] as number;
+    switch (first >> 4) {
+      case 3: {
+        const qos = (first >> 1) & 3;
+        let p = i + 2 + buf.readUInt16BE(i);
+        if (qos > 0) {
+          this.ack(qos === 1 ? 0x40 : 0x50, buf, p);
+          p += 2;
+        }
+        if (this.version === 5) {
+          // property length (a variable byte integer), then the properties
+          let plen = 0;
+          let m = 1;
+          for (;;) {
+            const b = buf[p++] as number;
+            plen += (b & 0x7f) * m;
+            m *= 128;
+            if ((b & 0x80) === 0) break;
+          }
+          p += plen;
+        }
+        this.onMessage(buf, p, end);
+        break;
+      }
+      case 4: // PUBACK
+      case 7: // PUBCOMP
+        this.completed++;
+        break;
+      case 5: // PUBREC
+        this.ack(0x62, buf, i);
+        break;
+      case 6: // PUBREL
+        this.ack(0x70, buf, i);
+        break;
+      default:
+        if (this.waiting !== undefined && this.waiting(decodePacket(first, buf, i, end, this.version))) {
+          this.waiting = undefined;
+          this.waitDone?.();
+        }
+    }
+  };
 }
