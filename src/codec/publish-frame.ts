@@ -4,17 +4,26 @@ import { Writer, utf8Length, varintSize } from './primitives.js';
 import { propertiesLength, writeProperties } from './properties.js';
 
 /**
- * A PUBLISH split into its head (fixed header, topic, packet-id slot, properties) and its payload,
- * so one encoding serves every subscriber of the same shape: the head is small and the payload
- * is written by reference, never copied.
+ * A PUBLISH encoded once and shared by every subscriber of the same shape. A small payload is
+ * copied in after the head, so that a delivery is one buffer and one write; a large one stays
+ * apart and is written by reference after the head, never copied.
  */
 export interface PublishFrame {
-  readonly head: Buffer;
+  /** the whole packet when `inline`, the head alone (fixed header, topic, packet-id slot, properties) otherwise */
+  readonly bytes: Buffer;
   readonly payload: Buffer;
-  /** offset of the 2-byte packet identifier in head, or -1 for QoS 0 */
+  /** the payload is inside `bytes` */
+  readonly inline: boolean;
+  /** length of the whole packet */
+  readonly size: number;
+  /** offset of the 2-byte packet identifier in `bytes`, or -1 for QoS 0 */
   readonly pidOffset: number;
-  /** head and a small payload in one buffer, made on first use (see `wholeFrame`) */
-  whole?: Buffer;
+  /**
+   * A QoS 1/2 frame's `bytes` went to one subscriber with its packet identifier written in: that
+   * write owns them, and every later send of the frame is a copy. Most QoS 1/2 messages have one
+   * subscriber, which so costs no copy.
+   */
+  taken: boolean;
 }
 
 /**
@@ -36,8 +45,10 @@ export function encodePublishFrame(
   const propsLen = v5 ? propertiesLength(properties) : 0;
   const variable = 2 + topicLen + (qos > 0 ? 2 : 0) + (v5 ? varintSize(propsLen) + propsLen : 0);
   const remaining = variable + payload.length;
-  const head = Buffer.allocUnsafe(1 + varintSize(remaining) + variable);
-  const w = new Writer(head);
+  const headLength = 1 + varintSize(remaining) + variable;
+  const inline = payload.length <= INLINE_PAYLOAD;
+  const bytes = Buffer.allocUnsafe(inline ? headLength + payload.length : headLength);
+  const w = new Writer(bytes);
   w.byte(0x30 | (qos << 1) | (retain ? 1 : 0));
   w.varint(remaining);
   w.utf8(topic, topicLen);
@@ -47,41 +58,26 @@ export function encodePublishFrame(
     w.u16(0);
   }
   if (v5) writeProperties(w, properties, propsLen);
-  return { head, payload, pidOffset, whole: undefined };
+  if (inline) payload.copy(bytes, headLength);
+  return { bytes, payload, inline, size: headLength + payload.length, pidOffset, taken: false };
 }
 
-/** A copy of the head with this packet identifier and DUP flag; the shared frame is untouched. */
-export function headWithPacketId(frame: PublishFrame, packetId: number, dup: boolean): Buffer {
-  const head = Buffer.allocUnsafe(frame.head.length);
-  frame.head.copy(head);
-  return stampPacketId(head, frame, packetId, dup);
-}
-
-/** Head and payload in one buffer, built once per frame and written to every subscriber. */
-export function wholeFrame(frame: PublishFrame): Buffer {
-  let whole = frame.whole;
-  if (whole === undefined) {
-    whole = Buffer.allocUnsafe(frame.head.length + frame.payload.length);
-    frame.head.copy(whole);
-    frame.payload.copy(whole, frame.head.length);
-    frame.whole = whole;
+/**
+ * What to write for one delivery of the frame: `bytes` (followed by `payload` unless inline) with
+ * this packet identifier and DUP flag. QoS 0 shares the frame's bytes with every subscriber; QoS
+ * 1/2 gives them to the first send and a copy to every other (see `taken`).
+ */
+export function frameBytes(frame: PublishFrame, packetId: number, dup: boolean): Buffer {
+  if (frame.pidOffset < 0) return frame.bytes;
+  let out = frame.bytes;
+  if (frame.taken || dup) {
+    out = Buffer.allocUnsafe(out.length);
+    frame.bytes.copy(out);
+    if (dup) out[0] = (out[0] as number) | 0x08;
+  } else {
+    frame.taken = true;
   }
-  return whole;
-}
-
-/** Head (with this packet identifier and DUP flag) and payload in one new buffer. */
-export function packetWithId(frame: PublishFrame, packetId: number, dup: boolean): Buffer {
-  const out = Buffer.allocUnsafe(frame.head.length + frame.payload.length);
-  frame.head.copy(out);
-  frame.payload.copy(out, frame.head.length);
-  return stampPacketId(out, frame, packetId, dup);
-}
-
-function stampPacketId(out: Buffer, frame: PublishFrame, packetId: number, dup: boolean): Buffer {
-  if (dup) out[0] = (out[0] as number) | 0x08;
-  if (frame.pidOffset >= 0) {
-    out[frame.pidOffset] = packetId >> 8;
-    out[frame.pidOffset + 1] = packetId & 0xff;
-  }
+  out[frame.pidOffset] = packetId >> 8;
+  out[frame.pidOffset + 1] = packetId & 0xff;
   return out;
 }

@@ -1,5 +1,5 @@
 import type { QoS } from '../codec/packets.js';
-import { headWithPacketId, INLINE_PAYLOAD, packetWithId, wholeFrame, type PublishFrame } from '../codec/publish-frame.js';
+import { frameBytes, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
 import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
@@ -130,7 +130,7 @@ export class Outbound {
     if (!fromQueue && isExpired(message, clock)) return;
     let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, clock);
     const maxSize = this.ch.clientMaxPacketSize;
-    if (frame.head.length + frame.payload.length > maxSize) {
+    if (frame.size > maxSize) {
       // [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a packet too large for the client is dropped as if sent
       session.dropped++;
       this.ch.broker.counters.dropped.tooLarge++;
@@ -141,7 +141,7 @@ export class Outbound {
       const known = aliases.known(message.topic);
       if (known !== 0) {
         frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, known, true);
-      } else if (frame.head.length + frame.payload.length + 4 <= maxSize) {
+      } else if (frame.size + 4 <= maxSize) {
         // the alias property adds at most 4 bytes to the first send: only assign one when that fits
         frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, aliases.assign(message.topic), false);
       }
@@ -155,17 +155,10 @@ export class Outbound {
     this.writePublish(frame, packetId, false);
   }
 
-  /** One write for a small payload (QoS 0: the frame's shared buffer), head + payload otherwise. */
+  /** One write for a small payload (the frame's bytes hold it), head and payload otherwise. */
   private writePublish(frame: PublishFrame, packetId: number, dup: boolean): void {
-    const conn = this.ch.conn;
-    const small = frame.payload.length <= INLINE_PAYLOAD;
-    if (frame.pidOffset < 0) {
-      if (small) conn.write(wholeFrame(frame));
-      else conn.writeFrame(frame.head, frame.payload);
-    } else if (small) {
-      conn.write(packetWithId(frame, packetId, dup));
-    } else {
-      conn.writeFrame(headWithPacketId(frame, packetId, dup), frame.payload);
-    }
+    const bytes = frameBytes(frame, packetId, dup);
+    if (frame.inline) this.ch.conn.write(bytes);
+    else this.ch.conn.writeFrame(bytes, frame.payload);
   }
 }
