@@ -1,5 +1,6 @@
 import type { QoS } from '../codec/packets.js';
 import { Deque } from './deque.js';
+import { InflightWindow } from './inflight-window.js';
 import { LazyMap, LazySet } from './lazy-collections.js';
 import { ownBytesInPlace, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
@@ -55,7 +56,7 @@ export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
 export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
-  readonly inflight = new LazyMap<number, InflightEntry>();
+  readonly inflight = new InflightWindow<InflightEntry>();
   readonly queue = new Deque<Delivery>();
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { InflightWindow } from '../../../src/session/inflight-window.js';
+
+type Op = { kind: 'set'; id: number; value: number } | { kind: 'delete'; id: number } | { kind: 'clear' };
+
+// Ids from a few crowded neighbourhoods, multiples of the table sizes apart, so that they collide,
+// probe past each other and wrap around the end of the table.
+const id = fc.oneof(
+  fc.integer({ min: 1, max: 40 }),
+  fc.integer({ min: 0, max: 30 }).map((k) => 1 + k * 64),
+  fc.integer({ min: 65500, max: 65535 }),
+);
+const op: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), id, value: fc.nat() }) },
+  { weight: 5, arbitrary: fc.record({ kind: fc.constant('delete' as const), id }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const }) },
+);
+
+describe('inflight window', () => {
+  test('property: answers as a Map does, and iterates in the order ids went in flight', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 400 }), (ops) => {
+        const w = new InflightWindow<number>();
+        const model = new Map<number, number>();
+        for (const o of ops) {
+          if (o.kind === 'set') {
+            w.set(o.id, o.value);
+            model.set(o.id, o.value);
+          } else if (o.kind === 'delete') {
+            assert.equal(w.delete(o.id), model.delete(o.id));
+          } else {
+            w.clear();
+            model.clear();
+          }
+          assert.equal(w.size, model.size);
+          for (const k of model.keys()) {
+            assert.ok(w.has(k));
+            assert.equal(w.get(k), model.get(k));
+          }
+        }
+        assert.deepEqual([...w], [...model]);
+        assert.deepEqual([...w.values()], [...model.values()]);
+        for (let k = 1; k <= 65535; k++) if (!model.has(k)) assert.equal(w.has(k), false, `id ${k} is not in flight`);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  test('walking the window while ids are released sees each entry once, as of the start', () => {
+    const w = new InflightWindow<string>();
+    for (let i = 1; i <= 20; i++) w.set(i * 16, `m${i}`);
+    const seen: number[] = [];
+    for (const [k] of w) {
+      seen.push(k);
+      w.delete(k);
+      w.delete(k + 16);
+    }
+    assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => (i + 1) * 16));
+    assert.equal(w.size, 0);
+  });
+});
