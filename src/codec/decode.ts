@@ -22,11 +22,16 @@ const TYPES = ['', 'connect', 'connack', 'publish', 'puback', 'pubrec', 'pubrel'
  * Decodes one complete packet body. `first` is the fixed header's first byte, the body is
  * buf[start, end). Throws ProtocolError for anything the specification calls malformed.
  */
-export function decodePacket(first: number, buf: Buffer, start: number, end: number, version: ProtocolVersion): Packet {
+/** The topic of the last PUBLISH a parser decoded, kept per connection for `Reader.utf8Repeated`. */
+export interface TopicMemo {
+  lastTopic: string;
+}
+
+export function decodePacket(first: number, buf: Buffer, start: number, end: number, version: ProtocolVersion, memo?: TopicMemo): Packet {
   const type = first >> 4;
   const flags = first & 0x0f;
   const r = new Reader(buf, start, end);
-  if (type === 3) return decodePublish(r, flags, version);
+  if (type === 3) return decodePublish(r, flags, version, memo);
   // [MQTT-2.2.2-1] [MQTT-2.2.2-2] reserved flag bits: 0010 for PUBREL, SUBSCRIBE, UNSUBSCRIBE, 0000 otherwise
   const expected = type === 6 || type === 8 || type === 10 ? 0x02 : 0x00;
   if (flags !== expected) throw malformed(`invalid fixed header flags for ${TYPES[type]?.toUpperCase() || 'reserved packet type'}`);
@@ -61,14 +66,14 @@ export function decodePacket(first: number, buf: Buffer, start: number, end: num
   }
 }
 
-function decodePublish(r: Reader, flags: number, version: ProtocolVersion): PublishPacket {
+function decodePublish(r: Reader, flags: number, version: ProtocolVersion, memo: TopicMemo | undefined): PublishPacket {
   const qos = (flags >> 1) & 0x03;
   // [MQTT-3.3.1-4]
   if (qos === 3) throw malformed('PUBLISH with QoS 3');
   const dup = (flags & 0x08) !== 0;
   // [MQTT-3.3.1-2] DUP is 0 for QoS 0
   if (dup && qos === 0) throw malformed('PUBLISH QoS 0 with DUP set');
-  const topic = r.utf8();
+  const topic = memo === undefined ? r.utf8() : (memo.lastTopic = r.utf8Repeated(memo.lastTopic));
   // every PUBLISH has the same fields, set or undefined, so that the code reading packets sees one
   // object shape instead of four (with or without id, with or without properties)
   const packet: PublishPacket = { type: 'publish', topic, payload: EMPTY, qos: qos as QoS, retain: (flags & 0x01) !== 0, dup, packetId: undefined, properties: undefined };

@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { decodePacket } from './decode.js';
+import { decodePacket, type TopicMemo } from './decode.js';
 import type { Packet, ProtocolVersion } from './packets.js';
 import { MALFORMED, malformed } from './primitives.js';
 import { ProtocolError } from './protocol-error.js';
@@ -18,10 +18,12 @@ export interface ParserOptions {
  * claims to be larger than the limit is refused after at most 5 bytes. Payloads of packets that
  * arrive whole are views into the chunk, not copies.
  */
-export class PacketParser {
+export class PacketParser implements TopicMemo {
   protocolVersion: ProtocolVersion;
   maxPacketSize: number;
   error: ProtocolError | undefined;
+  /** a publisher mostly repeats its topic: the last one is reused rather than decoded again */
+  lastTopic = '';
   /** chunks of an incomplete frame carried over, joined only once the whole frame is here */
   private pending: Buffer[] | undefined;
   private pendingLength = 0;
@@ -83,7 +85,7 @@ export class PacketParser {
           break;
         }
         const first = buf[pos] as number;
-        const packet = decodePacket(first, buf, i, i + remaining, this.protocolVersion);
+        const packet = decodePacket(first, buf, i, i + remaining, this.protocolVersion, this);
         if (packet.type === 'connect') this.protocolVersion = packet.protocolVersion;
         out.push(packet);
         pos = i + remaining;

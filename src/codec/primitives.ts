@@ -80,6 +80,27 @@ export class Reader {
     return decodeUtf8(this.buf, start, end);
   }
 
+  /**
+   * A string field that is usually the same as `previous` (a publisher's topic, message after
+   * message): when the bytes are that string's, it is returned instead of decoding another copy.
+   * Only an all-ASCII `previous` can match, so that bytes of any other shape are always decoded
+   * and checked.
+   */
+  utf8Repeated(previous: string): string {
+    const len = this.u16();
+    const start = this.pos;
+    const end = start + len;
+    if (end > this.end) throw malformed('string runs past the packet');
+    this.pos = end;
+    if (len !== previous.length || len === 0) return decodeUtf8(this.buf, start, end);
+    const buf = this.buf;
+    for (let i = 0; i < len; i++) {
+      const b = buf[start + i] as number;
+      if (b !== previous.charCodeAt(i) || b >= 0x80) return decodeUtf8(buf, start, end);
+    }
+    return previous;
+  }
+
   rest(): Buffer {
     const out = this.buf.subarray(this.pos, this.end);
     this.pos = this.end;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { PacketParser, ProtocolError, type ProtocolVersion } from '../../../src/codec/index.js';
+import fc from 'fast-check';
+import { encodePacket, PacketParser, ProtocolError, type ProtocolVersion } from '../../../src/codec/index.js';
 
 /** Parses hex bytes; returns the error the parser settled on, or undefined. */
 function errorOf(hex: string, version: ProtocolVersion, maxPacketSize = 1 << 20): ProtocolError | undefined {
@@ -89,6 +90,29 @@ describe('codec: malformed packets are refused with a protocol error', () => {
     const [p] = parser.push(Buffer.from('3006 0004 efbbbf61 78'.replace(/ /g, ''), 'hex'));
     assert.equal(parser.error, undefined);
     assert.equal((p as { topic: string }).topic, '\ufeffa');
+  });
+
+  test('[MQTT-1.5.3-1] (3.1.1) a topic whose bytes are the last topic\'s characters is still checked as UTF-8', () => {
+    // "\u00e9" decodes from C3 A9; a lone E9 byte is one char of the same code but not UTF-8
+    const parser = new PacketParser({ maxPacketSize: 1024, protocolVersion: 4 });
+    const [p] = parser.push(Buffer.from('30050002c3a978', 'hex'));
+    assert.equal((p as { topic: string }).topic, '\u00e9');
+    assert.deepEqual(parser.push(Buffer.from('30040001e978', 'hex')), []);
+    assert.equal(parser.error?.reasonCode, 0x81);
+  });
+
+  test('property: a connection\'s topics decode the same whether or not they repeat the last one', () => {
+    const topics = fc.constantFrom('a/b', 'a/c', 'b/b', 'a/bc', '\u00e9/b', 'x\u00e9/', 'a/\u00e9', 'caf\u00e9', '\u6771/b');
+    fc.assert(
+      fc.property(fc.array(topics, { minLength: 1, maxLength: 20 }), fc.constantFrom<ProtocolVersion>(4, 5), (list, version) => {
+        const parser = new PacketParser({ maxPacketSize: 1024, protocolVersion: version });
+        const bytes = Buffer.concat(list.map((topic) => encodePacket({ type: 'publish', topic, payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, version)));
+        const got = parser.push(bytes).map((p) => (p as { topic: string }).topic);
+        assert.equal(parser.error, undefined);
+        assert.deepEqual(got, list);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   test('a remaining length of more than 4 bytes is malformed', () => {
