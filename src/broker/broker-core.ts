@@ -12,6 +12,7 @@ import type { Durability } from './durability.js';
 import type { Authentication } from '../auth/authentication.js';
 import type { AclFile } from '../auth/acl-file.js';
 import { parseSharedFilter } from '../topic/shared.js';
+import type { MatchMemo } from '../topic/subscription-trie.js';
 import { RetainedStore } from './retained-store.js';
 import { Router } from './router.js';
 import { SessionRegistry } from './session-registry.js';
@@ -204,13 +205,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   // ---- messages -------------------------------------------------------------------------------
 
-  publish(message: Message): void | Promise<void> {
+  publish(message: Message, memo?: MatchMemo): void | Promise<void> {
     if (message.retain) {
       // apply() moves a kept message's bytes out of its read before any frame is built of them
       if (!this.retained.apply(message)) this.counters.retainedRefused++;
       else this.durability?.retained(message);
     }
-    this.routed += this.router.route(message);
+    this.routed += this.router.route(message, memo);
     // what this message changed is durable once the turn's group commit is
     return message.qos > 0 ? this.committed() : undefined;
   }

@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Session, Subscription } from '../session/session.js';
-import { SubscriptionTrie } from '../topic/subscription-trie.js';
+import { SubscriptionTrie, type MatchMemo } from '../topic/subscription-trie.js';
 
 export interface RouteEntry {
   readonly session: Session;
@@ -75,11 +75,11 @@ export class Router {
    * arrays it collects into are the router's own, so a delivery must not route again (none does:
    * sessions queue and connections batch their writes).
    */
-  route(message: Message): number {
+  route(message: Message, memo?: MatchMemo): number {
     const matches = this.matches;
     const targets = this.targets;
     const seq = ++this.seq;
-    const found = this.direct.match(message.topic, matches);
+    const found = this.direct.match(message.topic, matches, memo);
     let count = 0;
     for (let i = 0; i < found; i++) {
       const { session, sub } = matches[i] as RouteEntry;

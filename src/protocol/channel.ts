@@ -9,6 +9,7 @@ import type { Message, ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { Deque } from '../session/deque.js';
 import { LazyMap } from '../session/lazy-collections.js';
+import type { MatchMemo } from '../topic/subscription-trie.js';
 import { handleAck } from './handlers/acks.js';
 import { handleAuth } from './handlers/auth.js';
 import { handleConnect } from './handlers/connect.js';
@@ -63,6 +64,8 @@ export class Channel implements SessionOwner {
   private throttled = false;
   /** set at CONNECT when publish rates are limited */
   publishQuota: PublishQuota | undefined;
+  /** what this client's last topic matched (see MatchMemo); made at its first publish */
+  matchMemo: MatchMemo | undefined;
 
   constructor(conn: ConnectionPort, broker: BrokerPort) {
     this.conn = conn;

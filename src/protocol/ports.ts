@@ -2,6 +2,7 @@ import type { ConnectPacket, QoS, Will } from '../codec/packets.js';
 import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { ClientInfo, Credentials, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import type { Message } from '../session/message.js';
+import type { MatchMemo } from '../topic/subscription-trie.js';
 import type { DeliverySink, Session, Subscription } from '../session/session.js';
 
 /** The limits and capabilities the protocol engine enforces and advertises. */
@@ -111,8 +112,11 @@ export interface BrokerPort {
    * the session ends now if its expiry interval is 0.
    */
   closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void;
-  /** Routes a message (and stores it when retained). A promise means: acknowledge after it settles. */
-  publish(message: Message): void | Promise<void>;
+  /**
+   * Routes a message (and stores it when retained). A promise means: acknowledge after it settles.
+   * `memo` is the publisher's own, so that a topic it repeats is not matched again.
+   */
+  publish(message: Message, memo?: MatchMemo): void | Promise<void>;
   /** Resolves when every change so far is durable; undefined when nothing is kept on disk. */
   committed(): Promise<void> | undefined;
   /** Adds or replaces a subscription; returns true when it replaced an existing one. */

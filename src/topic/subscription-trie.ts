@@ -11,6 +11,23 @@ function newNode<V>(): Node<V> {
 }
 
 /**
+ * What one topic matched, kept by its publisher: a device or service mostly publishes to the same
+ * topic over and over, and while no subscription has changed since, the trie need not be walked
+ * again for it. Only filled on the topic's second use in a row, so a publisher of ever-new topics
+ * costs a string comparison and nothing more.
+ */
+export class MatchMemo {
+  topic = '';
+  /** the trie's version the values are good for; -1 = none */
+  version = -1;
+  values: readonly unknown[] = NONE;
+}
+
+const NONE: readonly unknown[] = [];
+/** a topic with more matches than this is not kept: walking costs little next to delivering to them */
+const MEMO_MAX = 16;
+
+/**
  * Subscription filters by level, for routing: `match` visits only the branches the topic can
  * reach, so its cost follows the topic's depth and the number of matches, never the number of
  * subscriptions. Each (filter, key) holds one value.
@@ -18,6 +35,8 @@ function newNode<V>(): Node<V> {
 export class SubscriptionTrie<V> {
   private readonly root: Node<V> = newNode();
   private count = 0;
+  /** changes with every set and delete, so that no MatchMemo outlives what it saw */
+  private version = 0;
 
   get size(): number {
     return this.count;
@@ -40,6 +59,7 @@ export class SubscriptionTrie<V> {
       }
     }
     const values = (node.values ??= new Map());
+    this.version++;
     const isNew = !values.has(key);
     values.set(key, value);
     if (isNew) this.count++;
@@ -59,6 +79,7 @@ export class SubscriptionTrie<V> {
       if (node === undefined) return false;
     }
     if (node.values === undefined || !node.values.delete(key)) return false;
+    this.version++;
     this.count--;
     if (node.values.size === 0) node.values = undefined;
     // prune nodes left empty so churn does not grow memory
@@ -81,8 +102,25 @@ export class SubscriptionTrie<V> {
    * returns n. What `out` holds past n is left as it was: a router reuses one array for every
    * message, and truncating it (`length = 0`) costs a runtime call and its backing store each time.
    */
-  match(topic: string, out: V[]): number {
-    return walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24 /* $ */, out, 0);
+  match(topic: string, out: V[], memo?: MatchMemo): number {
+    if (memo === undefined) return walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24 /* $ */, out, 0);
+    if (memo.topic !== topic) {
+      memo.topic = topic;
+      memo.version = -1;
+      memo.values = NONE;
+      return walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24, out, 0);
+    }
+    if (memo.version === this.version) {
+      const values = memo.values as readonly V[];
+      for (let i = 0; i < values.length; i++) out[i] = values[i] as V;
+      return values.length;
+    }
+    const n = walk(this.root, topic, 0, topic.charCodeAt(0) === 0x24, out, 0);
+    if (n <= MEMO_MAX) {
+      memo.values = out.slice(0, n);
+      memo.version = this.version;
+    }
+    return n;
   }
 
   *entries(): IterableIterator<[string, string, V]> {

@@ -3,6 +3,7 @@ import type { AckPacket, Properties, PublishPacket } from '../../codec/packets.j
 import { RC } from '../../codec/reason-codes.js';
 import { createMessage, type Message } from '../../session/message.js';
 import type { Session } from '../../session/session.js';
+import { MatchMemo } from '../../topic/subscription-trie.js';
 import { checkTopicName } from '../../topic/validate.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
@@ -108,7 +109,7 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
   ch.broker.messageReceived(message, ch.client);
   // a QoS 2 id is recorded before the commit, so a resend before PUBREC is known as a duplicate
   if (p.qos === 2) (ch.session as Session).markIncomingQos2(p.packetId as number, true);
-  const stored = ch.broker.publish(message);
+  const stored = ch.broker.publish(message, (ch.matchMemo ??= new MatchMemo()));
   if (stored === undefined) {
     acknowledge(ch, p, RC.Success);
     return undefined;

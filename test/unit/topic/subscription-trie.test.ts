@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { SubscriptionTrie } from '../../../src/topic/subscription-trie.js';
+import { MatchMemo, SubscriptionTrie } from '../../../src/topic/subscription-trie.js';
 
 /** Section 4.7 matching, level by level, written apart from the trie so the two can disagree. */
 function matches(filter: string, topic: string): boolean {
@@ -56,6 +56,34 @@ describe('topic: subscription trie', () => {
     assert.equal(trie.match('b', out), 0);
     assert.equal(trie.match('a', out), 1, '"a/#" matches "a" itself');
     assert.equal(out[0], 'hash');
+  });
+
+  test('property: a publisher\'s memo answers as a fresh walk does, while subscriptions come, change and go between its publishes', () => {
+    type Op = { kind: 'publish'; topic: string } | { kind: 'set'; filter: string; key: string; value: number } | { kind: 'delete'; filter: string; key: string };
+    const key = fc.constantFrom('k1', 'k2', 'k3');
+    // a few topics, so that most publishes repeat the one before
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      { weight: 5, arbitrary: fc.record({ kind: fc.constant('publish' as const), topic: fc.constantFrom('a/b', 'a/b', 'a/b', 'sensor/a', '$SYS/a') }) },
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant('set' as const), filter: fc.oneof(filterOf, fc.constant('a/b')), key, value: fc.nat(9) }) },
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), filter: fc.oneof(filterOf, fc.constant('a/b')), key }) },
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+        const trie = new SubscriptionTrie<string>();
+        const memo = new MatchMemo();
+        const out: string[] = [];
+        const fresh: string[] = [];
+        for (const o of ops) {
+          if (o.kind === 'set') trie.set(o.filter, o.key, `${o.filter}:${o.key}:${o.value}`);
+          else if (o.kind === 'delete') trie.delete(o.filter, o.key);
+          else {
+            const got = out.slice(0, trie.match(o.topic, out, memo)).sort();
+            assert.deepEqual(got, fresh.slice(0, trie.match(o.topic, fresh)).sort(), `topic ${o.topic}`);
+          }
+        }
+      }),
+      { numRuns: 1000 },
+    );
   });
 
   test('a value replaced or deleted is no longer found, and pruning keeps other filters', () => {
