@@ -79,7 +79,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const e of stored.inflight) {
         session.inflight.set(e.packetId, { delivery: e.delivery, state: e.state });
       }
-      for (const id of stored.incomingQos2) session.incomingQos2.add(id);
+      for (const id of stored.incomingQos2) session.incomingQos2.set(id, true);
       this.durability?.adopt(session);
       // a session whose deadline passed while the broker was down ends now, before any client can see it
       if (this.sessions.restore(session, stored.record.expiresAt)) this.durability?.sessionDetached(session);

@@ -153,7 +153,7 @@ export class Durability {
     for (const sub of session.subscriptions.values()) this.changed().subscriptionAdded(session.clientId, sub);
     for (const d of session.queue) if (d.qos > 0) journal.queued(d);
     for (const [packetId, entry] of session.inflight) journal.inflight(packetId, entry);
-    for (const packetId of session.incomingQos2) journal.incomingQos2(packetId, true);
+    for (const packetId of session.incomingQos2.keys()) journal.incomingQos2(packetId, true);
   }
 
   private saveRecord(session: Session): void {

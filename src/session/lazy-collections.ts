@@ -1,7 +1,7 @@
-// An empty Map or Set still carries a hash table of about 200 bytes. Most connections never use
-// most of their collections (topic aliases, QoS 2 ids, even inflight on a QoS 0 client), and with
-// tens of thousands of idle devices those tables are a large share of the memory per connection.
-// These wrappers allocate the real collection on the first insert and answer reads without one.
+// An empty Map still carries a hash table of about 200 bytes. Most connections never use most of
+// their maps (topic aliases, even subscriptions on a publisher), and with tens of thousands of idle
+// devices those tables are a large share of the memory per connection. This wrapper allocates the
+// real Map on the first insert and answers reads without one.
 
 const NO_ENTRIES: readonly never[] = [];
 
@@ -47,38 +47,5 @@ export class LazyMap<K, V> implements Iterable<[K, V]> {
 
   [Symbol.iterator](): IterableIterator<[K, V]> {
     return this.entries();
-  }
-}
-
-export class LazySet<T> implements Iterable<T> {
-  private set: Set<T> | undefined;
-
-  get size(): number {
-    return this.set === undefined ? 0 : this.set.size;
-  }
-
-  has(value: T): boolean {
-    return this.set !== undefined && this.set.has(value);
-  }
-
-  add(value: T): this {
-    (this.set ??= new Set()).add(value);
-    return this;
-  }
-
-  delete(value: T): boolean {
-    return this.set !== undefined && this.set.delete(value);
-  }
-
-  clear(): void {
-    this.set?.clear();
-  }
-
-  values(): IterableIterator<T> {
-    return this.set === undefined ? NO_ENTRIES.values() : this.set.values();
-  }
-
-  [Symbol.iterator](): IterableIterator<T> {
-    return this.values();
   }
 }

@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import { Deque } from './deque.js';
-import { InflightWindow } from './inflight-window.js';
-import { LazyMap, LazySet } from './lazy-collections.js';
+import { PacketIdMap } from './packet-id-map.js';
+import { LazyMap } from './lazy-collections.js';
 import { ownBytesInPlace, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 
@@ -56,11 +56,11 @@ export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
 export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
-  readonly inflight = new InflightWindow<InflightEntry>();
+  readonly inflight = new PacketIdMap<InflightEntry>();
   readonly queue = new Deque<Delivery>();
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
-  readonly incomingQos2 = new LazySet<number>();
+  readonly incomingQos2 = new PacketIdMap<true>();
   /** seconds; 0 = ends with the connection, 0xFFFFFFFF = never expires */
   expiryInterval: number;
   sink: DeliverySink | undefined;
@@ -157,7 +157,7 @@ export class Session {
   /** An incoming QoS 2 packet id answered with PUBREC; false when PUBREL released it. */
   markIncomingQos2(packetId: number, pending: boolean): boolean {
     if (pending === this.incomingQos2.has(packetId)) return false;
-    if (pending) this.incomingQos2.add(packetId);
+    if (pending) this.incomingQos2.set(packetId, true);
     else this.incomingQos2.delete(packetId);
     this.journal?.incomingQos2(packetId, pending);
     return true;

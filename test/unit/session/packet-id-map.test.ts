@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { InflightWindow } from '../../../src/session/inflight-window.js';
+import { PacketIdMap } from '../../../src/session/packet-id-map.js';
 
 type Op = { kind: 'set'; id: number; value: number } | { kind: 'delete'; id: number } | { kind: 'clear' };
 
@@ -18,11 +18,11 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const }) },
 );
 
-describe('inflight window', () => {
+describe('packet id map', () => {
   test('property: answers as a Map does, and iterates in the order ids went in flight', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 400 }), (ops) => {
-        const w = new InflightWindow<number>();
+        const w = new PacketIdMap<number>();
         const model = new Map<number, number>();
         for (const o of ops) {
           if (o.kind === 'set') {
@@ -42,6 +42,7 @@ describe('inflight window', () => {
         }
         assert.deepEqual([...w], [...model]);
         assert.deepEqual([...w.values()], [...model.values()]);
+        assert.deepEqual([...w.keys()], [...model.keys()]);
         for (let k = 1; k <= 65535; k++) if (!model.has(k)) assert.equal(w.has(k), false, `id ${k} is not in flight`);
       }),
       { numRuns: 200 },
@@ -49,7 +50,7 @@ describe('inflight window', () => {
   });
 
   test('walking the window while ids are released sees each entry once, as of the start', () => {
-    const w = new InflightWindow<string>();
+    const w = new PacketIdMap<string>();
     for (let i = 1; i <= 20; i++) w.set(i * 16, `m${i}`);
     const seen: number[] = [];
     for (const [k] of w) {

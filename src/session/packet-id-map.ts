@@ -1,18 +1,22 @@
 /**
- * A session's outgoing QoS 1/2 messages by packet identifier, iterated in the order they were first
- * put in flight (what [MQTT-4.4.0-1] resends follow). It replaces a Map: with the usual window of
- * one or a few messages, every delivery set one key and its acknowledgement deleted it, and V8
- * reallocates a small Map's table as it empties and fills again, which made the pair cost about ten
- * times the work here. Ids are handed out in sequence, so they fall into distinct slots of an
- * open-addressed table (linear probing, deletion by shifting back: no tombstones to clean up).
- * Nothing is allocated before the first message, so an idle connection pays for none of it.
+ * Values by MQTT packet identifier (1-65535), iterated in the order the ids were added: a session's
+ * outgoing QoS 1/2 messages in flight (whose resends [MQTT-4.4.0-1] follow that order) and its
+ * incoming QoS 2 ids awaiting PUBREL. It replaces a Map: with the usual window of one or a few
+ * messages, every message added one key and its acknowledgement deleted it, and V8 reallocates a
+ * small Map's table as it empties and fills again, which made the pair cost about ten times the
+ * work here. Ids come in sequence, so they fall into distinct slots of an open-addressed table
+ * (linear probing, deletion by shifting back: no tombstones to clean up). Nothing is allocated
+ * before the first id, so an idle connection pays for none of it.
  */
-export class InflightWindow<V> implements Iterable<[number, V]> {
+// stands in for the slot arrays until the first id: nothing is written to it
+const NONE: never[] = [];
+
+export class PacketIdMap<V> implements Iterable<[number, V]> {
   /** packet id per slot; 0 = free (ids are 1-65535) */
   private ids: number[] | undefined;
-  private items: Array<V | undefined> = [];
-  /** when each slot's id went in flight, for the iteration order */
-  private order: number[] = [];
+  private items: Array<V | undefined> = NONE;
+  /** when each slot's id was added, for the iteration order */
+  private order: number[] = NONE;
   private mask = 0;
   private count = 0;
   private clock = 0;
@@ -96,6 +100,10 @@ export class InflightWindow<V> implements Iterable<[number, V]> {
     const order = this.order;
     slots.sort((a, b) => (order[a] as number) - (order[b] as number));
     return slots.map((i): [number, V] => [ids[i] as number, this.items[i] as V]).values();
+  }
+
+  keys(): IterableIterator<number> {
+    return Array.from(this.entries(), ([k]) => k).values();
   }
 
   values(): IterableIterator<V> {
