@@ -220,6 +220,26 @@ describe('MQTT 3.1.1 subscriptions and delivery (3.1.1)', () => {
     pub.close();
   });
 
+  test('[MQTT-2.3.1-2] (3.1.1) subscribers sent one message each get it under their own free packet identifier', async () => {
+    // one encoded frame serves both; the first delivery writes its bytes, the second a copy
+    const first = await client();
+    await rawSubscribe(first, 4, 1, [{ topic: 'frame/#', qos: 1 }]);
+    const pub = await client();
+    // two deliveries to `first` left unacknowledged: its next free id is 3, while `second` starts at 1
+    publish(pub, 'frame/busy', 'x', 1, 1);
+    publish(pub, 'frame/busy', 'y', 1, 2);
+    assert.deepEqual((await publishes(first, 200)).map((p) => p.messageId), [1, 2]);
+    const second = await client();
+    await rawSubscribe(second, 4, 1, [{ topic: 'frame/one', qos: 1 }]);
+    for (let i = 0; i < 3; i++) publish(pub, 'frame/one', `m${i}`, 1, 10 + i);
+    const [atFirst, atSecond] = await Promise.all([publishes(first, 300), publishes(second, 300)]);
+    assert.deepEqual(atFirst.map((p) => [p.messageId, p.payload?.toString()]), [[3, 'm0'], [4, 'm1'], [5, 'm2']]);
+    assert.deepEqual(atSecond.map((p) => [p.messageId, p.payload?.toString()]), [[1, 'm0'], [2, 'm1'], [3, 'm2']]);
+    first.close();
+    second.close();
+    pub.close();
+  });
+
   test('[MQTT-3.3.1-3] the DUP flag of an incoming PUBLISH is not passed on to subscribers', async () => {
     const sub = await client();
     await rawSubscribe(sub, 4, 1, [{ topic: 'dup/in', qos: 1 }]);
