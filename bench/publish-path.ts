@@ -66,6 +66,8 @@ const broker = await createBroker({ sysInterval: 0, limits: { maxQueuedMessages:
 const core = (broker as unknown as { core: BrokerCore }).core;
 const host: ConnectionHost = {
   batcher: new WriteBatcher(),
+  // no deadlines are watched here (watch does nothing): a fixed clock does
+  lateNow: Date.now(),
   stats: { bytesReceived: 0, bytesSent: 0 },
   watch: () => undefined,
   unwatch: () => undefined,

@@ -32,6 +32,12 @@ export interface TransportStats {
 export interface ConnectionHost {
   readonly batcher: WriteBatcher;
   readonly stats: TransportStats;
+  /**
+   * The time (ms) to count a keep-alive deadline from: the clock read at the host's last tick,
+   * plus one tick, so that a deadline set from it is never early and at most a tick late. Reading
+   * the clock itself for every read of every connection cost about 60 ns a read here.
+   */
+  readonly lateNow: number;
   /** start watching the connection's deadline */
   watch(conn: Connection): void;
   unwatch(conn: Connection): void;
@@ -101,7 +107,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (handler === undefined || this.closing) return;
     this.host.stats.bytesReceived += chunk.length;
     const packets = this.parser.push(chunk);
-    if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = Date.now() + this.keepAliveMs;
+    if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
     for (let i = 0; i < packets.length; i++) {
       handler.handleIn(packets[i] as Packet);
       if (this.closing) break;

@@ -55,6 +55,7 @@ export class Listener implements ConnectionHost {
   readonly connections = new Set<Connection>();
   readonly options: ListenerOptions;
   readonly stats: TransportStats;
+  lateNow = Date.now() + TICK_MS;
   private readonly wheel = new TimerWheel<Connection>(TICK_MS);
   private readonly server: Server | HttpServer;
   private secureContext: SecureContext | undefined;
@@ -147,7 +148,11 @@ export class Listener implements ConnectionHost {
         this.server.off('error', onError);
         // errors before this point reject listen(); later ones are logged
         this.server.on('error', (err) => this.options.onError(err, 'listener'));
-        this.ticker = setInterval(() => this.wheel.advance(Date.now(), (c) => c.expire()), TICK_MS);
+        this.ticker = setInterval(() => {
+          const now = Date.now();
+          this.lateNow = now + TICK_MS;
+          this.wheel.advance(now, (c) => c.expire());
+        }, TICK_MS);
         this.ticker.unref();
         resolve(this.server.address() as AddressInfo);
       });
