@@ -18,15 +18,15 @@ const AUTH_CODES = new Set([0x00, 0x18, 0x19]);
 
 const TYPES = ['', 'connect', 'connack', 'publish', 'puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'suback', 'unsubscribe', 'unsuback', 'pingreq', 'pingresp', 'disconnect', 'auth'] as const;
 
-/**
- * Decodes one complete packet body. `first` is the fixed header's first byte, the body is
- * buf[start, end). Throws ProtocolError for anything the specification calls malformed.
- */
 /** The topic of the last PUBLISH a parser decoded, kept per connection for `Reader.utf8Repeated`. */
 export interface TopicMemo {
   lastTopic: string;
 }
 
+/**
+ * Decodes one complete packet body. `first` is the fixed header's first byte, the body is
+ * buf[start, end). Throws ProtocolError for anything the specification calls malformed.
+ */
 export function decodePacket(first: number, buf: Buffer, start: number, end: number, version: ProtocolVersion, memo?: TopicMemo): Packet {
   const type = first >> 4;
   const flags = first & 0x0f;

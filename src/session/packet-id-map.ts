@@ -1,3 +1,8 @@
+// stands in for the slot arrays until the first id: nothing is written to it
+const NONE: never[] = [];
+/** slots an empty table keeps (a window of up to 32 ids) */
+const KEPT_CAPACITY = 64;
+
 /**
  * Values by MQTT packet identifier (1-65535), iterated in the order the ids were added: a session's
  * outgoing QoS 1/2 messages in flight (whose resends [MQTT-4.4.0-1] follow that order) and its
@@ -8,9 +13,6 @@
  * (linear probing, deletion by shifting back: no tombstones to clean up). Nothing is allocated
  * before the first id, so an idle connection pays for none of it.
  */
-// stands in for the slot arrays until the first id: nothing is written to it
-const NONE: never[] = [];
-
 export class PacketIdMap<V> implements Iterable<[number, V]> {
   /** packet id per slot; 0 = free (ids are 1-65535) */
   private ids: number[] | undefined;
@@ -79,14 +81,19 @@ export class PacketIdMap<V> implements Iterable<[number, V]> {
     }
     ids[hole] = 0;
     values[hole] = undefined;
-    if (--this.count === 0) this.clock = 0;
+    if (--this.count === 0) {
+      this.clock = 0;
+      // a table grown for a burst is given back once it empties; a small one is kept for the next id
+      if (ids.length > KEPT_CAPACITY) this.clear();
+    }
     return true;
   }
 
   clear(): void {
-    if (this.ids === undefined) return;
-    this.ids.fill(0);
-    this.items.fill(undefined);
+    this.ids = undefined;
+    this.items = NONE;
+    this.order = NONE;
+    this.mask = 0;
     this.count = 0;
     this.clock = 0;
   }

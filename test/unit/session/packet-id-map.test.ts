@@ -49,6 +49,22 @@ describe('packet id map', () => {
     );
   });
 
+  test('a table grown for a burst of ids is given back once it empties, and works on from empty', () => {
+    const w = new PacketIdMap<number>();
+    for (let id = 1; id <= 1000; id++) w.set(id, id);
+    const slots = (): number => (w as unknown as { ids: number[] | undefined }).ids?.length ?? 0;
+    assert.equal(slots(), 2048);
+    for (let id = 1000; id >= 1; id--) assert.equal(w.delete(id), true);
+    assert.equal(w.size, 0);
+    assert.equal(slots(), 0, 'the 2,048 slots are released');
+    assert.equal(w.has(5), false);
+    w.set(7, 70).set(3, 30);
+    assert.deepEqual([...w], [[7, 70], [3, 30]]);
+    w.delete(7);
+    w.delete(3);
+    assert.equal(slots(), 8, 'a small table is kept for the next id');
+  });
+
   test('walking the window while ids are released sees each entry once, as of the start', () => {
     const w = new PacketIdMap<string>();
     for (let i = 1; i <= 20; i++) w.set(i * 16, `m${i}`);
