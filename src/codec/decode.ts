@@ -18,7 +18,7 @@ const AUTH_CODES = new Set([0x00, 0x18, 0x19]);
 
 const TYPES = ['', 'connect', 'connack', 'publish', 'puback', 'pubrec', 'pubrel', 'pubcomp', 'subscribe', 'suback', 'unsubscribe', 'unsuback', 'pingreq', 'pingresp', 'disconnect', 'auth'] as const;
 
-/** The topic of the last PUBLISH a parser decoded, kept per connection for `Reader.utf8Repeated`. */
+/** The topic of the last PUBLISH a parser decoded, kept per connection for `Reader.utf8`. */
 export interface TopicMemo {
   lastTopic: string;
 }
@@ -73,7 +73,7 @@ function decodePublish(r: Reader, flags: number, version: ProtocolVersion, memo:
   const dup = (flags & 0x08) !== 0;
   // [MQTT-3.3.1-2] DUP is 0 for QoS 0
   if (dup && qos === 0) throw malformed('PUBLISH QoS 0 with DUP set');
-  const topic = memo === undefined ? r.utf8() : (memo.lastTopic = r.utf8Repeated(memo.lastTopic));
+  const topic = memo === undefined ? r.utf8() : (memo.lastTopic = r.utf8(memo.lastTopic));
   // every PUBLISH has the same fields, set or undefined, so that the code reading packets sees one
   // object shape instead of four (with or without id, with or without properties)
   const packet: PublishPacket = { type: 'publish', topic, payload: EMPTY, qos: qos as QoS, retain: (flags & 0x01) !== 0, dup, packetId: undefined, properties: undefined };

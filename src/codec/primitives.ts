@@ -70,23 +70,14 @@ export class Reader {
     return out;
   }
 
-  /** A UTF-8 string field: well-formed UTF-8 and no U+0000 ([MQTT-1.5.3-1/2], [MQTT-1.5.4-1/2]). */
-  utf8(): string {
-    const len = this.u16();
-    const start = this.pos;
-    const end = start + len;
-    if (end > this.end) throw malformed('string runs past the packet');
-    this.pos = end;
-    return decodeUtf8(this.buf, start, end);
-  }
-
   /**
-   * A string field that is usually the same as `previous` (a publisher's topic, message after
+   * A UTF-8 string field: well-formed UTF-8 and no U+0000 ([MQTT-1.5.3-1/2], [MQTT-1.5.4-1/2]).
+   * `previous` is a string the field is often equal to (a publisher's topic, message after
    * message): when the bytes are that string's, it is returned instead of decoding another copy.
    * Only an all-ASCII `previous` can match, so that bytes of any other shape are always decoded
    * and checked.
    */
-  utf8Repeated(previous: string): string {
+  utf8(previous = ''): string {
     const len = this.u16();
     const start = this.pos;
     const end = start + len;
