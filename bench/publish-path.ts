@@ -15,10 +15,6 @@ import { scanFrames } from '../src/bench/frame-scan.js';
 import { encodePacket } from '../src/codec/encoder.js';
 import type { ProtocolVersion, QoS } from '../src/codec/packets.js';
 import { createBroker } from '../src/index.js';
-import { Channel } from '../src/protocol/channel.js';
-import type { BrokerCore } from '../src/broker/broker-core.js';
-import { Connection, onSocketData, type ConnectionHost } from '../src/transport/connection.js';
-import { WriteBatcher } from '../src/transport/write-batcher.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,6 +36,8 @@ if (![0, 1, 2].includes(QOS) || ![3, 4, 5].includes(VERSION) || !(MESSAGES > 0) 
 
 /** The socket side of a connection: what the broker writes is handed to `received`. */
 class MemorySocket extends EventEmitter {
+  readonly readableObjectMode = false;
+  readonly readableEncoding = null;
   writableNeedDrain = false;
   received: (bytes: Buffer) => void = () => undefined;
   write(bytes: Buffer): boolean {
@@ -49,9 +47,10 @@ class MemorySocket extends EventEmitter {
   cork(): void {}
   uncork(): void {}
   end(): this {
-    return this;
+    return this.destroy();
   }
   destroy(): this {
+    this.emit('close');
     return this;
   }
   pause(): this {
@@ -63,26 +62,16 @@ class MemorySocket extends EventEmitter {
 }
 
 const broker = await createBroker({ sysInterval: 0, limits: { maxQueuedMessages: 1_000_000, maxInflight: 1000 } });
-const core = (broker as unknown as { core: BrokerCore }).core;
-const host: ConnectionHost = {
-  batcher: new WriteBatcher(),
-  // no deadlines are watched here (watch does nothing): a fixed clock does
-  lateNow: Date.now(),
-  stats: { bytesReceived: 0, bytesSent: 0 },
-  watch: () => undefined,
-  unwatch: () => undefined,
-  closed: () => undefined,
-};
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 /** Bytes from the client, as a read of its socket hands them to the broker. */
-const feed = (socket: MemorySocket, bytes: Buffer): void => onSocketData.call(socket as unknown as Duplex, bytes);
+const feed = (socket: MemorySocket, bytes: Buffer): void => {
+  socket.emit('data', bytes);
+};
 
 function open(clientId: string): MemorySocket {
   const socket = new MemorySocket();
-  const conn = new Connection(socket as unknown as Duplex, { remoteAddress: '127.0.0.1:1' }, host, 1 << 20, 10_000);
-  conn.allowAnonymous = true;
-  conn.handler = new Channel(conn, core);
+  broker.handle(socket as unknown as Duplex, { remoteAddress: '127.0.0.1:1' });
   feed(socket, encodePacket({ type: 'connect', protocolName: VERSION === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: VERSION, clientId, cleanStart: true, keepAlive: 60 }, VERSION));
   return socket;
 }

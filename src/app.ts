@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
-import type { AddressInfo } from 'node:net';
+import { Socket, type AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
 import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
@@ -27,6 +28,7 @@ import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
 import type { TransportStats } from './transport/connection.js';
 import { Admission } from './transport/admission.js';
+import { ConnectionPool } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 
@@ -99,6 +101,13 @@ export interface ListeningAddress {
   port: number;
 }
 
+export interface HandleOptions {
+  /** who is on the other end, for logs and login throttling (default: the socket's address, else "stream") */
+  remoteAddress?: string;
+  /** overrides the broker's anonymous policy for this connection */
+  allowAnonymous?: boolean;
+}
+
 export interface PublishOptions {
   topic: string;
   payload: Buffer | string;
@@ -119,6 +128,8 @@ export class Broker {
   readonly logger: Logger;
   private readonly core: BrokerCore;
   private readonly listeners: Listener[] = [];
+  /** the streams handed over by handle(): created on first use */
+  private handled: ConnectionPool | undefined;
   /** bytes in and out over every listener */
   readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
   private closed = false;
@@ -164,6 +175,7 @@ export class Broker {
       maxPacketSize: limits.maxPacketSize,
       connectTimeoutMs: limits.connectTimeoutMs,
       maxConnections: options.maxConnections ?? 0,
+      name: 'listener',
       allowAnonymous: options.allowAnonymous,
       proxyProtocol: options.proxyProtocol ?? false,
       tls,
@@ -198,9 +210,51 @@ export class Broker {
     return { protocol, host: address.address, port: address.port };
   }
 
+  /**
+   * Serves MQTT over a stream the application accepted itself: a socket from a server of its own (a
+   * Unix domain socket, a port it already listens on), a WebSocket on its own HTTP server
+   * (`createWebSocketStream` of `ws`), an in-process pipe. The connection is under the broker's
+   * limits, keep alive and close() like any listener's. A stream handed to a closed broker is
+   * destroyed.
+   */
+  handle(stream: Duplex, options: HandleOptions = {}): void {
+    if (stream.readableObjectMode || stream.readableEncoding !== null) {
+      throw new TypeError('handle() needs a byte stream: this one is in object mode or decodes text');
+    }
+    if (this.closed) {
+      stream.destroy();
+      return;
+    }
+    let pool = this.handled;
+    if (pool === undefined) {
+      const limits = this.config.limits;
+      pool = new ConnectionPool({
+        maxPacketSize: limits.maxPacketSize,
+        connectTimeoutMs: limits.connectTimeoutMs,
+        maxConnections: 0,
+        name: 'handled',
+        stats: this.transportStats,
+        admit: () => this.admission.admit(this.openConnections()),
+        attach: (conn) => new Channel(conn, this.core),
+      });
+      pool.startTicking();
+      this.handled = pool;
+    }
+    const remoteAddress =
+      options.remoteAddress ??
+      (stream instanceof Socket && stream.remoteAddress !== undefined ? `${stream.remoteAddress}:${stream.remotePort ?? ''}` : 'stream');
+    // read at CONNECT, so setting it after accepting is in time
+    pool.accept(stream, { remoteAddress }).allowAnonymous = options.allowAnonymous;
+  }
+
+  /** Every set of connections: the listeners' and the handled streams'. */
+  private pools(): ConnectionPool[] {
+    return this.handled === undefined ? this.listeners : [...this.listeners, this.handled];
+  }
+
   private openConnections(): number {
     let n = 0;
-    for (const l of this.listeners) n += l.connectionCount;
+    for (const p of this.pools()) n += p.connectionCount;
     return n;
   }
 
@@ -259,9 +313,9 @@ export class Broker {
     Object.assign(this.core.settings, next.limits);
     this.core.retained.maxMessages = next.limits.maxRetainedMessages;
     this.admission.limits = { maxConnections: next.limits.maxConnections, maxConnectionRate: next.limits.maxConnectionRate };
-    for (const l of this.listeners) {
-      l.options.maxPacketSize = next.limits.maxPacketSize;
-      l.options.connectTimeoutMs = next.limits.connectTimeoutMs;
+    for (const p of this.pools()) {
+      p.options.maxPacketSize = next.limits.maxPacketSize;
+      p.options.connectTimeoutMs = next.limits.connectTimeoutMs;
     }
     const fixed = ['host', 'port', 'dataDir', 'persistence', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
     const needRestart: string[] = fixed.filter((k) => next[k] !== current[k]);
@@ -300,7 +354,7 @@ export class Broker {
     for (const session of [...this.core.sessions.values()]) {
       (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);
     }
-    await Promise.all(this.listeners.map((l) => l.drain(CLOSE_GRACE_MS)));
+    await Promise.all(this.pools().map((p) => p.drain(CLOSE_GRACE_MS)));
     this.core.sessions.clear();
     this.core.wills.clear();
     // sessions, queues and pending wills stay in the store for the next start

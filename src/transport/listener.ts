@@ -5,41 +5,28 @@ import { createServer as createNetServer, type AddressInfo, type Server, type So
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
-import { Connection, onSocketData, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
+import { onSocketData, type PeerInfo } from './connection.js';
+import { ConnectionPool, type PoolOptions } from './connection-pool.js';
 import { directReads } from './direct-read.js';
 import { parseProxyHeader } from './proxy-protocol.js';
-import { TimerWheel } from './timer-wheel.js';
 import type { TlsFiles } from './tls-material.js';
-import { WriteBatcher } from './write-batcher.js';
 import { WebSocketDuplex } from './ws-stream.js';
 
 export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';
 
-export interface ListenerOptions {
+export interface ListenerOptions extends PoolOptions {
   protocol: ListenerProtocol;
   host: string;
   port: number;
-  maxPacketSize: number;
-  connectTimeoutMs: number;
-  /** overrides the broker's anonymous policy for this listener */
-  allowAnonymous?: boolean | undefined;
-  /** 0 = no limit of this listener's own */
-  maxConnections: number;
   /** expect a PROXY protocol v1/v2 header before anything else (mqtt and mqtts) */
   proxyProtocol: boolean;
   /** for mqtts and wss */
   tls?: TlsFiles;
   /** for ws and wss */
   wsPath: string;
-  stats: TransportStats;
-  /** asked for each new connection: a refusal means the CONNECT is answered with that code */
-  admit(listener: Listener, peer: PeerInfo): { reasonCode: number; reason: string } | undefined;
-  /** builds the protocol side of a new connection */
-  attach(conn: Connection): PacketHandler;
   onError(err: Error, where: string): void;
 }
 
-const TICK_MS = 250;
 /** Per-socket write buffer before a subscriber counts as congested (QoS 0 then waits in its queue). */
 const WRITE_HIGH_WATER = 64 * 1024;
 /** RFC: an MQTT over WebSocket client offers "mqtt" (3.1.1, 5.0) or "mqttv3.1" (3.1). */
@@ -50,23 +37,16 @@ const readDirectly = directReads(onSocketData);
  * One listening endpoint: MQTT over TCP, TLS, WebSocket or secure WebSocket. Owns the accepted
  * connections and their keep-alive timers; what happens on them is the protocol channel's business.
  */
-export class Listener implements ConnectionHost {
-  readonly batcher = new WriteBatcher();
-  readonly connections = new Set<Connection>();
-  readonly options: ListenerOptions;
-  readonly stats: TransportStats;
-  lateNow = Date.now() + TICK_MS;
-  private readonly wheel = new TimerWheel<Connection>(TICK_MS);
+export class Listener extends ConnectionPool {
+  declare readonly options: ListenerOptions;
   private readonly server: Server | HttpServer;
   private secureContext: SecureContext | undefined;
-  private ticker: NodeJS.Timeout | undefined;
   private serverClosed: Promise<void> | undefined;
   /** every accepted socket, including those still in a TLS handshake or PROXY header, so close() never waits on them */
   private readonly sockets = new Set<Socket>();
 
   constructor(options: ListenerOptions) {
-    this.options = options;
-    this.stats = options.stats;
+    super(options);
     const tls = options.tls;
     if ((options.protocol === 'mqtts' || options.protocol === 'wss') && tls === undefined) {
       throw new Error(`a ${options.protocol} listener needs a certificate and a key`);
@@ -131,11 +111,6 @@ export class Listener implements ConnectionHost {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
-  /** MQTT connections open on this listener */
-  get connectionCount(): number {
-    return this.connections.size;
-  }
-
   get protocol(): ListenerProtocol {
     return this.options.protocol;
   }
@@ -148,12 +123,7 @@ export class Listener implements ConnectionHost {
         this.server.off('error', onError);
         // errors before this point reject listen(); later ones are logged
         this.server.on('error', (err) => this.options.onError(err, 'listener'));
-        this.ticker = setInterval(() => {
-          const now = Date.now();
-          this.lateNow = now + TICK_MS;
-          this.wheel.advance(now, (c) => c.expire());
-        }, TICK_MS);
-        this.ticker.unref();
+        this.startTicking();
         resolve(this.server.address() as AddressInfo);
       });
     });
@@ -178,13 +148,8 @@ export class Listener implements ConnectionHost {
   }
 
   /** Waits until every connection has closed, destroying stragglers after `timeoutMs`. */
-  async drain(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.connections.size > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    for (const c of this.connections) c.socket.destroy();
-    if (this.ticker !== undefined) clearInterval(this.ticker);
+  override async drain(timeoutMs: number): Promise<void> {
+    await super.drain(timeoutMs);
     for (const s of this.sockets) s.destroy();
     await this.serverClosed;
   }
@@ -248,29 +213,5 @@ export class Listener implements ConnectionHost {
       if (typeof cn === 'string' && cn.length > 0) return { remoteAddress, certificateUsername: cn };
     }
     return { remoteAddress };
-  }
-
-  private accept(stream: Duplex, peer: PeerInfo): void {
-    const conn = new Connection(stream, peer, this, this.options.maxPacketSize, this.options.connectTimeoutMs);
-    conn.allowAnonymous = this.options.allowAnonymous;
-    this.connections.add(conn);
-    const max = this.options.maxConnections;
-    conn.refusal =
-      max > 0 && this.connections.size > max
-        ? { reasonCode: 0x97, reason: `listener connection limit (${max}) reached` }
-        : this.options.admit(this, peer);
-    conn.handler = this.options.attach(conn);
-  }
-
-  watch(conn: Connection): void {
-    this.wheel.add(conn);
-  }
-
-  unwatch(conn: Connection): void {
-    this.wheel.remove(conn);
-  }
-
-  closed(conn: Connection): void {
-    this.connections.delete(conn);
   }
 }

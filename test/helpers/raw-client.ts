@@ -30,9 +30,11 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static open(port: number, protocolVersion = 4): Promise<RawClient> {
+  /** A loopback TCP port, or the path of a Unix domain socket. */
+  static open(port: number | string, protocolVersion = 4): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ port, host: '127.0.0.1' }, () => resolve(new RawClient(socket, protocolVersion)));
+      const where = typeof port === 'string' ? { path: port } : { port, host: '127.0.0.1' };
+      const socket = connect(where, () => resolve(new RawClient(socket, protocolVersion)));
       socket.once('error', reject);
     });
   }

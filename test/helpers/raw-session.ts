@@ -28,7 +28,7 @@ export interface RawConnectOptions {
 
 /** Opens a raw connection, sends CONNECT and returns the client with the CONNACK it got. */
 export async function rawConnect(
-  port: number,
+  port: number | string,
   protocolVersion: 3 | 4 | 5,
   options: RawConnectOptions = {},
 ): Promise<{ raw: RawClient; connack: Loose }> {
