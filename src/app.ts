@@ -73,6 +73,8 @@ export interface Mqtt5Options {
 export interface ListenOptions {
   port?: number;
   host?: string;
+  /** a Unix domain socket's path, in place of host and port (a stale socket file is replaced) */
+  socket?: string;
   /** 'mqtt' (TCP, the default), 'mqtts' (TLS), 'ws' or 'wss' (WebSocket on path /mqtt) */
   protocol?: ListenerProtocol;
   /** certificate, key and optional CA files for mqtts and wss */
@@ -97,8 +99,12 @@ export interface HttpListenOptions {
 
 export interface ListeningAddress {
   protocol: ListenerProtocol;
+  /** '' for a Unix socket */
   host: string;
+  /** 0 for a Unix socket */
   port: number;
+  /** the Unix socket's path, when the listener is one */
+  socket?: string;
 }
 
 export interface HandleOptions {
@@ -172,6 +178,7 @@ export class Broker {
       protocol,
       host: options.host ?? this.config.host,
       port: options.port ?? this.config.port,
+      socket: options.socket,
       maxPacketSize: limits.maxPacketSize,
       connectTimeoutMs: limits.connectTimeoutMs,
       maxConnections: options.maxConnections ?? 0,
@@ -198,7 +205,7 @@ export class Broker {
         }
       }));
     }
-    let address: AddressInfo;
+    let address: AddressInfo | string;
     try {
       address = await listener.listen();
     } catch (err) {
@@ -206,6 +213,10 @@ export class Broker {
       throw err;
     }
     this.sys.start();
+    if (typeof address === 'string') {
+      this.logger.info({ protocol, socket: address }, 'listening');
+      return { protocol, host: '', port: 0, socket: address };
+    }
     this.logger.info({ protocol, host: address.address, port: address.port }, 'listening');
     return { protocol, host: address.address, port: address.port };
   }

@@ -52,18 +52,19 @@ async function serve(argv: string[]): Promise<void> {
   // the config file's listeners replace the single host/port one; flags add to either
   const extra = resolveListeners(args.extraListeners, 'command line', config.host);
   const wanted: ListenerConfig[] = [
-    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined, allowAnonymous: undefined }]),
+    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, socket: undefined, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined, allowAnonymous: undefined }]),
     ...extra,
   ];
   const addresses: Array<ListeningAddress & { path: string }> = [];
   for (const l of wanted) {
     try {
-      const a = await broker.listen({ protocol: l.protocol, host: l.host, port: l.port, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls, ...(l.allowAnonymous === undefined ? {} : { allowAnonymous: l.allowAnonymous }) });
+      const where = l.socket === undefined ? { host: l.host, port: l.port } : { socket: l.socket };
+      const a = await broker.listen({ protocol: l.protocol, ...where, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls, ...(l.allowAnonymous === undefined ? {} : { allowAnonymous: l.allowAnonymous }) });
       addresses.push({ ...a, path: l.path });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      console.error(`midge: cannot listen on ${l.host}:${l.port}: ${why}`);
+      console.error(`midge: cannot listen on ${l.socket ?? `${l.host}:${l.port}`}: ${why}`);
       await broker.close();
       process.exitCode = EXIT_RUNTIME;
       return;
@@ -71,7 +72,8 @@ async function serve(argv: string[]): Promise<void> {
   }
   for (const a of addresses) {
     const path = a.protocol === 'ws' || a.protocol === 'wss' ? a.path : '';
-    console.log(`midge ${VERSION} listening on ${a.protocol}://${hostForUrl(a.host)}:${a.port}${path}`);
+    const where = a.socket === undefined ? `${a.protocol}://${hostForUrl(a.host)}:${a.port}${path}` : `${a.protocol} over Unix socket ${a.socket}${path === '' ? '' : ` (path ${path})`}`;
+    console.log(`midge ${VERSION} listening on ${where}`);
   }
   if (config.httpPort >= 0) {
     try {
@@ -84,7 +86,7 @@ async function serve(argv: string[]): Promise<void> {
       return;
     }
   }
-  if (addresses.every((a) => isLoopback(a.host))) {
+  if (addresses.every((a) => a.socket !== undefined || isLoopback(a.host))) {
     console.log('only this machine can connect; use --host 0.0.0.0 (or host: 0.0.0.0 in the config) to accept other machines');
   }
 

@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import type { ListenerProtocol } from '../transport/listener.js';
 import type { TlsPaths } from '../transport/tls-material.js';
 import { ConfigError } from './load.js';
@@ -7,6 +8,8 @@ export interface ListenerConfig {
   protocol: ListenerProtocol;
   host: string;
   port: number;
+  /** a Unix domain socket's path, in place of host and port */
+  socket: string | undefined;
   maxConnections: number;
   proxyProtocol: boolean;
   /** WebSocket path */
@@ -17,7 +20,7 @@ export interface ListenerConfig {
 }
 
 const PROTOCOLS: readonly ListenerProtocol[] = ['mqtt', 'mqtts', 'ws', 'wss'];
-const KEYS = new Set(['protocol', 'host', 'port', 'maxConnections', 'proxyProtocol', 'path', 'tls', 'allowAnonymous']);
+const KEYS = new Set(['protocol', 'host', 'port', 'socket', 'maxConnections', 'proxyProtocol', 'path', 'tls', 'allowAnonymous']);
 const TLS_KEYS = new Set(['cert', 'key', 'ca', 'requireClientCert', 'certificateAsUsername']);
 
 /** Validates `listeners:`; every mistake is one line naming the listener and the setting. */
@@ -30,10 +33,16 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
     for (const k of Object.keys(l)) if (!KEYS.has(k)) throw new ConfigError(`${at}: unknown setting "${k}"`);
     const protocol = l.protocol ?? 'mqtt';
     if (!PROTOCOLS.includes(protocol as ListenerProtocol)) throw new ConfigError(`${at}.protocol must be one of ${PROTOCOLS.join(', ')} (got ${JSON.stringify(protocol)})`);
-    const port = l.port;
+    const socket = l.socket;
+    if (socket !== undefined) {
+      if (typeof socket !== 'string' || !isAbsolute(socket)) throw new ConfigError(`${at}.socket must be an absolute file path (got ${JSON.stringify(socket)})`);
+      // a resolved socket listener reads host '' and port 0, and may be resolved again (createBroker)
+      if ((l.port !== undefined && l.port !== 0) || (l.host !== undefined && l.host !== '')) throw new ConfigError(`${at}: a listener takes either socket or host and port, not both`);
+    }
+    const port = socket === undefined ? l.port : 0;
     if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`${at}.port must be an integer between 0 and 65535 (got ${JSON.stringify(port)})`);
-    const host = l.host ?? defaultHost;
-    if (typeof host !== 'string' || host === '') throw new ConfigError(`${at}.host must be a non-empty string`);
+    const host = socket === undefined ? l.host ?? defaultHost : '';
+    if (typeof host !== 'string' || (host === '' && socket === undefined)) throw new ConfigError(`${at}.host must be a non-empty string`);
     const maxConnections = l.maxConnections ?? 0;
     if (typeof maxConnections !== 'number' || !Number.isInteger(maxConnections) || maxConnections < 0) throw new ConfigError(`${at}.maxConnections must be an integer >= 0`);
     const proxyProtocol = l.proxyProtocol ?? false;
@@ -59,6 +68,6 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
     if ((protocol === 'mqtts' || protocol === 'wss') && tls === undefined) throw new ConfigError(`${at}: a ${String(protocol)} listener needs tls.cert and tls.key`);
     const allowAnonymous = l.allowAnonymous;
     if (allowAnonymous !== undefined && typeof allowAnonymous !== 'boolean') throw new ConfigError(`${at}.allowAnonymous must be true or false`);
-    return { protocol: protocol as ListenerProtocol, host, port, maxConnections, proxyProtocol, path, tls, allowAnonymous };
+    return { protocol: protocol as ListenerProtocol, host, port, socket, maxConnections, proxyProtocol, path, tls, allowAnonymous };
   });
 }

@@ -1,7 +1,8 @@
 import { Buffer } from 'node:buffer';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { lstat, unlink } from 'node:fs/promises';
+import { createConnection, createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
@@ -18,6 +19,8 @@ export interface ListenerOptions extends PoolOptions {
   protocol: ListenerProtocol;
   host: string;
   port: number;
+  /** a Unix domain socket's path, in place of host and port */
+  socket?: string | undefined;
   /** expect a PROXY protocol v1/v2 header before anything else (mqtt and mqtts) */
   proxyProtocol: boolean;
   /** for mqtts and wss */
@@ -115,18 +118,24 @@ export class Listener extends ConnectionPool {
     return this.options.protocol;
   }
 
-  listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
+  /** Resolves with the TCP address bound, or the socket's path. */
+  async listen(): Promise<AddressInfo | string> {
+    const socket = this.options.socket;
+    if (socket !== undefined) await removeStaleSocket(socket);
+    await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once('error', onError);
-      this.server.listen(this.options.port, this.options.host, () => {
+      const ready = (): void => {
         this.server.off('error', onError);
         // errors before this point reject listen(); later ones are logged
         this.server.on('error', (err) => this.options.onError(err, 'listener'));
         this.startTicking();
-        resolve(this.server.address() as AddressInfo);
-      });
+        resolve();
+      };
+      if (socket !== undefined) this.server.listen(socket, ready);
+      else this.server.listen(this.options.port, this.options.host, ready);
     });
+    return this.server.address() as AddressInfo | string;
   }
 
   /** New certificate and key (SIGHUP or changed files): new handshakes use them, live ones go on. */
@@ -206,12 +215,34 @@ export class Listener extends ConnectionPool {
   }
 
   private peerOf(socket: Socket, proxied: string | undefined): PeerInfo {
-    const remoteAddress = proxied ?? `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`;
+    const local = this.options.socket;
+    const remoteAddress = proxied ?? (local !== undefined ? `unix:${local}` : `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`);
     const tls = this.options.tls;
     if (tls?.certificateAsUsername === true && socket instanceof TLSSocket && socket.authorized) {
       const cn = socket.getPeerCertificate().subject?.CN;
       if (typeof cn === 'string' && cn.length > 0) return { remoteAddress, certificateUsername: cn };
     }
     return { remoteAddress };
+  }
+}
+
+/**
+ * A socket file left by a broker that did not close (a crash, a kill) would refuse the bind: one
+ * nothing answers on is removed. One a live server answers on stays, and the bind reports it.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const answered = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (answered) return;
+  try {
+    if ((await lstat(path)).isSocket()) await unlink(path);
+  } catch {
+    // no file there: nothing to remove
   }
 }

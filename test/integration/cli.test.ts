@@ -200,6 +200,36 @@ describe('command line', () => {
     await usageError(['--tls-port', '8883'], /--tls-port and --wss-port need --tls-cert and --tls-key/);
   });
 
+  test('a Unix socket listener: printed, served, kept from a live broker, and its stale file from a killed one replaced', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-sock-'));
+    const socket = join(dir, 'midge.sock');
+    const cfg = tmpFile('unix.yaml', `logLevel: silent\npersistence: memory\nlisteners:\n  - socket: ${socket}\n  - port: 0\n`);
+    const first = run(['--config', cfg]);
+    assert.ok(await eventually(() => first.stdout().includes(`listening on mqtt over Unix socket ${socket}`), 5000), first.stderr());
+    assert.match(first.stdout(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
+    const { raw, connack } = await rawConnect(socket, 5, { clientId: 'local' });
+    assert.equal(connack.reasonCode, 0);
+    raw.close();
+    // a second broker on the same path: the live one keeps it
+    const second = run(['--config', cfg]);
+    assert.equal(await second.exit, 1);
+    assert.equal(second.stderr().trim(), `midge: cannot listen on ${socket}: address already in use`);
+    // killed, the first leaves its socket file behind; the next start replaces it
+    first.child.kill('SIGKILL');
+    await first.exit;
+    assert.ok(existsSync(socket), 'a killed broker leaves its socket file');
+    const third = run(['--config', cfg]);
+    assert.ok(await eventually(() => third.stdout().includes(`listening on mqtt over Unix socket ${socket}`), 5000), third.stderr());
+    const again = await rawConnect(socket, 4, { clientId: 'local-again' });
+    assert.equal(again.connack.returnCode, 0);
+    again.raw.close();
+    third.child.kill('SIGTERM');
+    assert.equal(await third.exit, 0);
+    assert.ok(!existsSync(socket), 'a broker that stops removes its socket file');
+    await usageError(['--config', tmpFile('rel.yaml', 'listeners:\n  - socket: midge.sock\n')], /listeners\[0\]\.socket must be an absolute file path/);
+    await usageError(['--config', tmpFile('both.yaml', `listeners:\n  - socket: ${socket}\n    port: 1883\n`)], /listeners\[0\]: a listener takes either socket or host and port, not both/);
+  });
+
   test('check-config accepts a good file and refuses a bad one with exit code 2', async () => {
     const good = run(['check-config', tmpFile('ok.yaml', 'port: 1884\n')]);
     assert.equal(await good.exit, 0);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import mqtt from 'mqtt';
@@ -242,6 +244,32 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     const raw = await RawClient.open(proxied, 4);
     raw.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'no-header' });
     assert.ok(await raw.waitClosed());
+  });
+
+  test('Unix socket listeners: MQTT.js over mqtt, and MQTT over WebSocket, on socket files', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-unix-'));
+    const plain = await broker.listen({ socket: join(dir, 'mqtt.sock') });
+    assert.deepEqual(plain, { protocol: 'mqtt', host: '', port: 0, socket: join(dir, 'mqtt.sock') });
+    const local = await new Promise<mqtt.MqttClient>((resolve, reject) => {
+      const c = new mqtt.MqttClient(() => netConnect(join(dir, 'mqtt.sock')), { clientId: 'unix-local', reconnectPeriod: 0 });
+      c.once('connect', () => resolve(c));
+      c.once('error', reject);
+    });
+    const remote = await connectClient(tcp, { clientId: 'unix-remote' });
+    await roundTrip(local, remote, 'unix/in');
+    assert.equal(connected.find((c) => c.id === 'unix-local')?.remoteAddress, `unix:${join(dir, 'mqtt.sock')}`);
+    await local.endAsync();
+    await broker.listen({ socket: join(dir, 'ws.sock'), protocol: 'ws' });
+    const socket = new WebSocket(`ws+unix:${join(dir, 'ws.sock')}:/mqtt`, 'mqtt');
+    await new Promise((resolve, reject) => {
+      socket.once('open', resolve);
+      socket.once('error', reject);
+    });
+    const answer = new Promise<Buffer>((resolve) => socket.once('message', (data) => resolve(data as Buffer)));
+    // CONNECT, 3.1.1, clean, keep alive 0, client id "u"
+    socket.send(Buffer.from('100d00044d51545404020000000175', 'hex'));
+    assert.equal((await answer).toString('hex'), '20020000');
+    socket.close();
   });
 
   test('a listener connection limit: the next 5.0 client gets CONNACK 0x97, a 3.1.1 client return code 3', async () => {
