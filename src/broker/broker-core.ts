@@ -75,7 +75,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       const session = new Session(stored.record.clientId, stored.record.expiryInterval);
       session.username = stored.record.username;
       for (const sub of stored.subscriptions) this.router.add(session, sub);
-      for (const d of stored.queue) session.queue.push(d);
+      for (const d of stored.queue) session.restoreQueued(d);
       for (const e of stored.inflight) {
         session.inflight.set(e.packetId, { delivery: e.delivery, state: e.state });
       }
@@ -197,7 +197,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   private sessionEnded(session: Session): void {
     this.durability?.sessionEnded(session);
     this.router.removeAll(session);
-    session.queue.clear();
+    session.clearQueue();
     session.inflight.clear();
     session.incomingQos2.clear();
     this.wills.fire(session.clientId);
@@ -271,9 +271,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (qos === 0) return;
     // it may wait there for days: its bytes move out of the read they came in (once, for every session)
     ownBytesInPlace(message);
-    if (session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages) !== 'queued') {
-      this.counters.dropped.queueFull++;
-    }
+    this.counters.dropped.queueFull += session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages, this.settings.maxQueuedBytes);
   }
 
   private publishWill(client: ClientInfo, will: Will): void {

@@ -14,6 +14,8 @@ export interface StatsSnapshot {
   messagesStored: number;
   inflight: number;
   queued: number;
+  /** payload bytes of the queued messages */
+  queuedBytes: number;
   messagesReceived: number;
   messagesReceivedByQos: [number, number, number];
   messagesSent: number;
@@ -31,10 +33,12 @@ export interface StatsSnapshot {
 export function statsSnapshot(core: BrokerCore, transport: TransportStats): StatsSnapshot {
   let inflight = 0;
   let queued = 0;
+  let queuedBytes = 0;
   let offline = 0;
   for (const s of core.sessions.values()) {
     inflight += s.inflight.size;
     queued += s.queue.length;
+    queuedBytes += s.queuedBytes;
     if (s.sink === undefined) offline++;
   }
   const c = core.counters;
@@ -50,6 +54,7 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats): Stat
     messagesStored: inflight + queued,
     inflight,
     queued,
+    queuedBytes,
     messagesReceived: sum(c.received),
     messagesReceivedByQos: [...c.received],
     messagesSent: sum(c.sent),

@@ -36,6 +36,7 @@ export class BrokerMetrics {
     gauge('midge_retained_messages', 'Retained messages stored', (s) => s.retained);
     gauge('midge_inflight_messages', 'QoS 1/2 messages sent and not yet acknowledged', (s) => s.inflight);
     gauge('midge_queued_messages', 'Messages waiting in session queues', (s) => s.queued);
+    gauge('midge_queued_bytes', 'Payload bytes of the messages waiting in session queues', (s) => s.queuedBytes);
     const byQos = (name: string, help: string, read: (s: StatsSnapshot) => number[]): void => {
       new Counter({
         name,

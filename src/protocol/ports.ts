@@ -11,6 +11,8 @@ export interface ProtocolSettings {
   receiveMaximum: number;
   maxInflight: number;
   maxQueuedMessages: number;
+  /** payload bytes queued per session; 0 = no bound but the message count */
+  maxQueuedBytes: number;
   maxTopicLength: number;
   maxTopicLevels: number;
   maxClientIdLength: number;

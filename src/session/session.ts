@@ -46,9 +46,6 @@ export interface SessionJournal {
   incomingQos2(packetId: number, pending: boolean): void;
 }
 
-/** 'displaced': queued, but the oldest QoS 0 message was dropped to make room */
-export type EnqueueResult = 'queued' | 'displaced' | 'dropped';
-
 /**
  * The state MQTT keeps per client identifier, independent of any network connection:
  * subscriptions, the outgoing inflight window, the bounded queue, and QoS 2 receiver state.
@@ -57,7 +54,10 @@ export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
   readonly inflight = new PacketIdMap<InflightEntry>();
+  /** read freely; changed only through the methods below, which keep `queuedBytes` */
   readonly queue = new Deque<Delivery>();
+  /** payload bytes of the queued messages */
+  queuedBytes = 0;
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
   readonly incomingQos2 = new PacketIdMap<true>();
@@ -90,22 +90,53 @@ export class Session {
   }
 
   /**
-   * Queues a delivery, bounded by `max`. When full, the oldest QoS 0 message makes room;
-   * with no QoS 0 message to drop, the new message is dropped. Either way the drop is counted.
+   * Queues a delivery, bounded by `max` messages and `maxBytes` payload bytes (0 = no byte bound;
+   * an empty queue takes one message of any size). When full, the oldest QoS 0 messages make
+   * room if dropping them is enough; otherwise the new message is dropped and they stay. Returns
+   * how many messages were dropped, each counted.
    */
-  enqueue(delivery: Delivery, max: number): EnqueueResult {
-    let result: EnqueueResult = 'queued';
-    if (this.queue.length >= max) {
-      if (max === 0 || this.queue.removeFirst(isQos0) === undefined) {
-        this.dropped++;
-        return 'dropped';
+  enqueue(delivery: Delivery, max: number, maxBytes = 0): number {
+    const size = delivery.message.payload.length;
+    let evict = 0;
+    if (full(this.queue.length, this.queuedBytes, size, max, maxBytes)) {
+      let count = this.queue.length;
+      let bytes = this.queuedBytes;
+      for (const d of this.queue) {
+        if (!full(count, bytes, size, max, maxBytes)) break;
+        if (d.qos !== 0) continue;
+        count--;
+        bytes -= d.message.payload.length;
+        evict++;
       }
-      this.dropped++;
-      result = 'displaced';
+      if (full(count, bytes, size, max, maxBytes)) {
+        this.dropped++;
+        return 1;
+      }
+      for (let i = 0; i < evict; i++) {
+        const old = this.queue.removeFirst(isQos0) as Delivery;
+        this.queuedBytes -= old.message.payload.length;
+        this.dropped++;
+      }
     }
-    this.queue.push(delivery);
+    this.push(delivery);
     if (delivery.qos > 0) this.journal?.queued(delivery);
-    return result;
+    return evict;
+  }
+
+  /** A delivery the store kept for this session, queued again at start. */
+  restoreQueued(delivery: Delivery): void {
+    this.push(delivery);
+  }
+
+  /** The session ended: nothing it queued is owed any more. */
+  clearQueue(): void {
+    this.queue.clear();
+    this.queuedBytes = 0;
+  }
+
+  private push(delivery: Delivery): void {
+    this.queue.push(delivery);
+    this.queuedBytes += delivery.message.payload.length;
   }
 
   /**
@@ -121,7 +152,9 @@ export class Session {
   /** Takes the oldest queued delivery (to send it, or because it expired). */
   dequeue(): Delivery | undefined {
     const d = this.queue.shift();
-    if (d !== undefined && d.qos > 0) this.journal?.unqueued(d);
+    if (d === undefined) return undefined;
+    this.queuedBytes -= d.message.payload.length;
+    if (d.qos > 0) this.journal?.unqueued(d);
     return d;
   }
 
@@ -132,7 +165,8 @@ export class Session {
       if (!take(d)) keep.push(d);
       else if (d.qos > 0) this.journal?.unqueued(d);
     }
-    for (const d of keep) this.queue.push(d);
+    this.queuedBytes = 0;
+    for (const d of keep) this.push(d);
   }
 
   /** A QoS 1/2 message about to be sent: records it in flight under a free packet id, returned. */
@@ -162,6 +196,11 @@ export class Session {
     this.journal?.incomingQos2(packetId, pending);
     return true;
   }
+}
+
+/** Whether a queue of `count` messages and `bytes` payload bytes has no room for `size` more. */
+function full(count: number, bytes: number, size: number, max: number, maxBytes: number): boolean {
+  return count >= max || (maxBytes > 0 && count > 0 && bytes + size > maxBytes);
 }
 
 function isQos0(d: Delivery): boolean {

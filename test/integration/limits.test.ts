@@ -97,6 +97,60 @@ describe('limits: bounded memory per client', () => {
     raw.close();
   });
 
+  test('maxQueuedBytes: an offline session queues payload bytes up to the limit, QoS 0 gives way first, and the overflow is counted', async () => {
+    const own = await startBroker({ limits: { maxQueuedBytes: 100, maxInflight: 2 } });
+    try {
+      const first = await rawConnect(own.port, 5, { clientId: 'bytes', clean: false, properties: { sessionExpiryInterval: 60 } });
+      await rawSubscribe(first.raw, 5, 1, [{ topic: 'qb/#', qos: 1 }]);
+      first.raw.send('e000');
+      await first.raw.waitClosed();
+      // three of 30 bytes fit in 100; the fourth is dropped, as nothing of QoS 0 waits to make room
+      for (let i = 0; i < 4; i++) await own.broker.publish({ topic: 'qb/1', payload: `${i}`.repeat(30), qos: 1 });
+      assert.equal(own.broker.stats.queuedBytes, 90);
+      assert.equal(own.broker.stats.droppedByReason.queueFull, 1);
+      const back = await rawConnect(own.port, 5, { clientId: 'bytes', clean: false, properties: { sessionExpiryInterval: 60 } });
+      const got: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        for (const p of await publishes(back.raw, 150)) {
+          got.push(p.payload?.toString() ?? '');
+          back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 5);
+        }
+      }
+      assert.deepEqual(got, ['0', '1', '2'].map((c) => c.repeat(30)));
+      assert.equal(own.broker.stats.queuedBytes, 0);
+      // connected and not acknowledging: 2 in flight, then the queue, where QoS 0 messages wait
+      // behind a QoS 1 one (order is kept) and give way to the next QoS 1 one
+      for (let i = 0; i < 2; i++) await own.broker.publish({ topic: 'qb/1', payload: `f${i}`, qos: 1 });
+      await own.broker.publish({ topic: 'qb/1', payload: 'g'.repeat(10), qos: 1 });
+      for (let i = 0; i < 3; i++) await own.broker.publish({ topic: 'qb/0', payload: `${i}`.repeat(30), qos: 0 });
+      assert.equal(own.broker.stats.queuedBytes, 100);
+      await own.broker.publish({ topic: 'qb/1', payload: 'w'.repeat(60), qos: 1 });
+      // 100 + 60 > 100: the two oldest QoS 0 messages made room
+      assert.equal(own.broker.stats.droppedByReason.queueFull, 3);
+      assert.equal(own.broker.stats.queuedBytes, 100);
+      const late: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        for (const p of await publishes(back.raw, 150)) {
+          late.push(p.payload?.toString() ?? '');
+          if (p.qos === 1) back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 5);
+        }
+      }
+      assert.deepEqual(late, ['f0', 'f1', 'g'.repeat(10), '2'.repeat(30), 'w'.repeat(60)]);
+      // a message larger than the whole limit still goes into an empty queue, and fills it
+      const big = await rawConnect(own.port, 5, { clientId: 'big', clean: false, properties: { sessionExpiryInterval: 60 } });
+      await rawSubscribe(big.raw, 5, 1, [{ topic: 'qb/big', qos: 1 }]);
+      big.raw.send('e000');
+      await big.raw.waitClosed();
+      await own.broker.publish({ topic: 'qb/big', payload: 'b'.repeat(150), qos: 1 });
+      await own.broker.publish({ topic: 'qb/big', payload: 'small', qos: 1 });
+      assert.equal(own.broker.stats.queuedBytes, 150);
+      assert.equal(own.broker.stats.droppedByReason.queueFull, 4);
+      back.raw.close();
+    } finally {
+      await own.close();
+    }
+  });
+
   test('topic length and levels: a longer topic name closes a 3.1.1 client and gets DISCONNECT 0x90 in 5.0; filters get SUBACK 0x80 / 0x8F', async () => {
     const v5 = await rawConnect(b.port, 5, { clientId: 'tl5' });
     const ack5 = await rawSubscribe(v5.raw, 5, 1, [{ topic: 'a/b/c/d/e', qos: 0 }, { topic: 'x'.repeat(65), qos: 0 }, { topic: 'a/b/c/d', qos: 0 }]);

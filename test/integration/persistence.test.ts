@@ -48,6 +48,9 @@ for (const kind of KINDS) {
       await b.broker.close();
 
       b = await start(store);
+      // 'one' and 'two' for each of p5 and p4
+      assert.equal(b.broker.stats.queued, 4);
+      assert.equal(b.broker.stats.queuedBytes, 12);
       const back5 = await rawConnect(b.port, 5, { clientId: 'p5', clean: false, properties: { sessionExpiryInterval: 3600 } });
       assert.equal(back5.connack.sessionPresent, true);
       const got5 = await publishes(back5.raw);
