@@ -256,6 +256,9 @@ export class Broker {
       (stream instanceof Socket && stream.remoteAddress !== undefined ? `${stream.remoteAddress}:${stream.remotePort ?? ''}` : 'stream');
     // read at CONNECT, so setting it after accepting is in time
     pool.accept(stream, { remoteAddress }).allowAnonymous = options.allowAnonymous;
+    // MQTT has no half-closed connection: a peer that ended its side is gone. A socket closes by
+    // itself then, but not every stream does (ws's createWebSocketStream only ends).
+    stream.on('end', destroyStream);
   }
 
   /** Every set of connections: the listeners' and the handled streams'. */
@@ -396,6 +399,10 @@ export class Broker {
   get stats(): StatsSnapshot {
     return statsSnapshot(this.core, this.transportStats);
   }
+}
+
+function destroyStream(this: Duplex): void {
+  this.destroy();
 }
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import mqtt, { MqttClient, type IClientOptions } from 'mqtt';
-import { WebSocketServer, createWebSocketStream } from 'ws';
+import mqttPacket from 'mqtt-packet';
+import WebSocket, { WebSocketServer, createWebSocketStream } from 'ws';
 import { createBroker, type Broker } from '../../src/index.js';
 import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
 import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
@@ -89,7 +90,30 @@ describe('embedding: broker.handle(stream) serves streams the application accept
     assert.equal((await got)[0]?.payload.toString(), 'hello page');
     const page = await fetch(`http://127.0.0.1:${port}/`);
     assert.equal(await page.text(), 'the application\'s page\n');
+    // the client leaving ends the stream without closing it: the broker must still see it go
+    const gone = new Promise<string>((resolve) => broker.on('clientDisconnected', (c) => resolve(c.id)));
     await client.endAsync();
+    assert.equal(await gone, 'browser-like');
+    assert.equal(broker.stats.clientsConnected, 0);
+    // a WebSocket dropped without DISCONNECT: its stream only ends, and the will still goes out
+    const watcher = await new Promise<MqttClient>((resolve, reject) => {
+      const c = mqtt.connect(`ws://127.0.0.1:${port}/app/mqtt`, { clientId: 'watcher', reconnectPeriod: 0 });
+      c.once('connect', () => resolve(c));
+      c.once('error', reject);
+    });
+    await watcher.subscribeAsync('wills/#', { qos: 1 });
+    const will = nextMessages(watcher, 1);
+    const raw = new WebSocket(`ws://127.0.0.1:${port}/app/mqtt`, 'mqtt');
+    await new Promise((resolve, reject) => {
+      raw.once('open', resolve);
+      raw.once('error', reject);
+    });
+    const connack = new Promise<Buffer>((resolve) => raw.once('message', (data) => resolve(data as Buffer)));
+    raw.send(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'dropped', clean: true, keepalive: 0, will: { topic: 'wills/dropped', payload: Buffer.from('gone'), qos: 1, retain: false } }));
+    assert.equal((await connack).toString('hex'), '20020000');
+    raw.terminate();
+    assert.equal((await will)[0]?.payload.toString(), 'gone');
+    await watcher.endAsync();
     await broker.close();
     wss.close();
     http.close();
