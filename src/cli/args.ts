@@ -5,7 +5,7 @@ export interface ServeArgs {
   config?: string;
   /** settings given as flags; they override the config file */
   overrides: Record<string, unknown>;
-  /** listeners asked for with --tls-port, --ws-port and --wss-port, in config-file form */
+  /** listeners asked for with --tls-port, --ws-port, --wss-port and --socket, in config-file form */
   extraListeners: Array<Record<string, unknown>>;
   help: boolean;
   version: boolean;
@@ -14,7 +14,7 @@ export interface ServeArgs {
 export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [--data-dir DIR] [--persistence lmdb|memory]
              [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
              [--tls-port N --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert]]
-             [--ws-port N] [--wss-port N] [--http-port N] [--admin-token T] [--sys-interval S]
+             [--ws-port N] [--wss-port N] [--socket PATH] [--http-port N] [--admin-token T] [--sys-interval S]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -28,6 +28,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --tls-port N      also MQTT over TLS on port N (with --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert])
       --ws-port N       also MQTT over WebSocket on port N (path /mqtt)
       --wss-port N      also MQTT over secure WebSocket on port N (with --tls-cert and --tls-key)
+      --socket PATH     also MQTT on the Unix domain socket PATH (absolute)
       --http-port N     HTTP endpoint: /metrics, /healthz, /readyz (127.0.0.1 unless httpHost says otherwise)
       --admin-token T   turns on the admin API under /api/v1 (Authorization: Bearer T)
       --sys-interval S  seconds between $SYS/broker updates (default 10, 0 = off)
@@ -63,6 +64,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'admin-token': { type: 'string' },
         'sys-interval': { type: 'string' },
         'wss-port': { type: 'string' },
+        socket: { type: 'string' },
         'allow-anonymous': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -111,5 +113,6 @@ function extraListeners(v: Record<string, string | boolean | undefined>): Array<
   if (v['tls-port'] !== undefined) out.push({ protocol: 'mqtts', port: portOf('tls-port', v['tls-port'] as string), tls: tls() });
   if (v['ws-port'] !== undefined) out.push({ protocol: 'ws', port: portOf('ws-port', v['ws-port'] as string) });
   if (v['wss-port'] !== undefined) out.push({ protocol: 'wss', port: portOf('wss-port', v['wss-port'] as string), tls: tls() });
+  if (v.socket !== undefined) out.push({ socket: v.socket });
   return out;
 }

@@ -227,6 +227,16 @@ describe('command line', () => {
     assert.equal(await third.exit, 0);
     assert.ok(!existsSync(socket), 'a broker that stops removes its socket file');
     await usageError(['--config', tmpFile('rel.yaml', 'listeners:\n  - socket: midge.sock\n')], /listeners\[0\]\.socket must be an absolute file path/);
+    await usageError(['--socket', 'midge.sock'], /command line: listeners\[0\]\.socket must be an absolute file path/);
+    // --socket adds to the TCP listener
+    const flag = run(['--persistence', 'memory', '--port', '0', '--socket', join(dir, 'flag.sock')]);
+    assert.ok(await eventually(() => flag.stdout().includes(`listening on mqtt over Unix socket ${join(dir, 'flag.sock')}`), 5000), flag.stderr());
+    assert.match(flag.stdout(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
+    const viaFlag = await rawConnect(join(dir, 'flag.sock'), 4, { clientId: 'flag' });
+    assert.equal(viaFlag.connack.returnCode, 0);
+    viaFlag.raw.close();
+    flag.child.kill('SIGTERM');
+    assert.equal(await flag.exit, 0);
     await usageError(['--config', tmpFile('both.yaml', `listeners:\n  - socket: ${socket}\n    port: 1883\n`)], /listeners\[0\]: a listener takes either socket or host and port, not both/);
   });
 
