@@ -290,7 +290,7 @@ export class Broker {
       port: options.port ?? 8080,
       adminToken: options.adminToken,
       metrics: this.metrics,
-      ready: () => !this.closed && this.listeners.length > 0,
+      ready: () => !this.closed && (this.listeners.length > 0 || this.handled !== undefined),
       api: {
         view: new AdminView(this.core),
         publish: (m) => this.publish(m),

@@ -181,6 +181,18 @@ describe('embedding: broker.handle(stream) serves streams the application accept
     await closing;
   });
 
+  test('/readyz: a broker that only serves handled streams is ready once it serves one', async () => {
+    const broker = await newBroker();
+    const http = await broker.listenHttp({ port: 0 });
+    const ready = async (): Promise<number> => (await fetch(`http://127.0.0.1:${http.port}/readyz`)).status;
+    assert.equal(await ready(), 503);
+    const path = await unixServer(broker);
+    const { raw } = await rawConnect(path, 4, { clientId: 'first' });
+    assert.equal(await ready(), 200);
+    raw.close();
+    await broker.close();
+  });
+
   test('bad input: a text or object-mode stream is refused with a TypeError; a closed broker destroys what it is handed', async () => {
     const broker = await newBroker();
     assert.throws(() => broker.handle(new PassThrough({ objectMode: true })), /byte stream/);
