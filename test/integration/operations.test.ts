@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -107,6 +107,29 @@ describe('operations: metrics, health, admin API and $SYS over real HTTP and MQT
     assert.equal((await api('/nothing')).status, 404);
     assert.equal((await api('/clients', { method: 'PATCH' })).status, 405);
     assert.equal((await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'a/+', payload: 'x' }) })).status, 400);
+  });
+
+  test('docs/operations.md lists every metric and every $SYS topic the broker publishes, and no other', async () => {
+    const doc = readFileSync(fileURLToPath(new URL('../../../docs/operations.md', import.meta.url)), 'utf8');
+    const text = await (await fetch(`${http}/metrics`)).text();
+    const served = new Set(text.split('\n').filter((l) => l.startsWith('# TYPE midge_') && !l.startsWith('# TYPE midge_process_')).map((l) => l.split(' ')[2] as string));
+    served.delete('midge_scrape_marker');
+    const table = doc.slice(doc.indexOf('## Metrics'), doc.indexOf('## Admin API'));
+    const documented = new Set([...table.matchAll(/^\| `(midge_[a-z_]+)(?:\{[a-z]+\})?`(?:, `(midge_[a-z_]+)`)?/gm)].flatMap((m) => [m[1], m[2]]).filter((n): n is string => n !== undefined));
+    assert.deepEqual([...documented].sort(), [...served].sort());
+    const { raw } = await rawConnect(port, 4, { clientId: 'sys-doc' });
+    await rawSubscribe(raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
+    const topics = new Set((await drainFor(raw, 1500)).filter((p) => p.cmd === 'publish').map((p) => (p.topic as string).slice('$SYS/broker/'.length)));
+    raw.close();
+    const sys = doc.slice(doc.indexOf('## `$SYS` topics'));
+    const named = new Set<string>();
+    for (const [, name] of sys.matchAll(/`([a-z][a-z /]*[a-z](?:\/W)?)`/g)) {
+      if (name === undefined) continue;
+      if (name.endsWith('/W')) for (const w of ['1min', '5min', '15min']) named.add(name.replace(/W$/, w));
+      else named.add(name);
+    }
+    for (const t of topics) assert.ok(named.has(t), `$SYS/broker/${t} is published but not in docs/operations.md`);
+    for (const n of named) if (!['1min', '5min', '15min'].includes(n)) assert.ok(topics.has(n), `docs/operations.md names $SYS/broker/${n}, which is not published`);
   });
 
   test('$SYS topics with Mosquitto names are published every interval; clients cannot publish there', async () => {
