@@ -37,8 +37,9 @@ const SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];
 const readDirectly = directReads(onSocketData);
 
 /**
- * One listening endpoint: MQTT over TCP, TLS, WebSocket or secure WebSocket. Owns the accepted
- * connections and their keep-alive timers; what happens on them is the protocol channel's business.
+ * One listening endpoint: MQTT over TCP, TLS, WebSocket or secure WebSocket, on a port or a Unix
+ * domain socket. Owns the accepted connections and their keep-alive timers; what happens on them
+ * is the protocol channel's business.
  */
 export class Listener extends ConnectionPool {
   declare readonly options: ListenerOptions;
