@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { createBroker, type Broker, type ListeningAddress } from '../app.js';
 import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
@@ -63,7 +65,9 @@ async function serve(argv: string[]): Promise<void> {
       addresses.push({ ...a, path: l.path });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      // libuv reports a Unix socket in a missing directory as EACCES
+      const noDir = l.socket !== undefined && !existsSync(dirname(l.socket));
+      const why = e.code === 'EADDRINUSE' ? 'address already in use' : noDir ? `no directory ${dirname(l.socket as string)}` : e.code === 'EACCES' ? 'permission denied' : e.message;
       console.error(`midge: cannot listen on ${l.socket ?? `${l.host}:${l.port}`}: ${why}`);
       await broker.close();
       process.exitCode = EXIT_RUNTIME;

@@ -228,6 +228,9 @@ describe('command line', () => {
     assert.ok(!existsSync(socket), 'a broker that stops removes its socket file');
     await usageError(['--config', tmpFile('rel.yaml', 'listeners:\n  - socket: midge.sock\n')], /listeners\[0\]\.socket must be an absolute file path/);
     await usageError(['--socket', 'midge.sock'], /command line: listeners\[0\]\.socket must be an absolute file path/);
+    const nowhere = run(['--persistence', 'memory', '--port', '0', '--socket', join(dir, 'missing', 'm.sock')]);
+    assert.equal(await nowhere.exit, 1);
+    assert.equal(nowhere.stderr().trim(), `midge: cannot listen on ${join(dir, 'missing', 'm.sock')}: no directory ${join(dir, 'missing')}`);
     // --socket adds to the TCP listener
     const flag = run(['--persistence', 'memory', '--port', '0', '--socket', join(dir, 'flag.sock')]);
     assert.ok(await eventually(() => flag.stdout().includes(`listening on mqtt over Unix socket ${join(dir, 'flag.sock')}`), 5000), flag.stderr());
