@@ -46,6 +46,15 @@ function clientOver(path: string, options: IClientOptions = {}): Promise<MqttCli
   });
 }
 
+/** MQTT.js over WebSocket to the application's own HTTP server of the WebSocket test. */
+function wsClient(port: number, clientId: string): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const c = mqtt.connect(`ws://127.0.0.1:${port}/app/mqtt`, { clientId, reconnectPeriod: 0 });
+    c.once('connect', () => resolve(c));
+    c.once('error', reject);
+  });
+}
+
 after(async () => {
   await closeClients();
   await Promise.all(brokers.map((b) => b.close()));
@@ -79,28 +88,20 @@ describe('embedding: broker.handle(stream) serves streams the application accept
     wss.on('connection', (ws, req) => broker.handle(createWebSocketStream(ws), { remoteAddress: `${req.socket.remoteAddress}:${req.socket.remotePort}` }));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     const { port } = http.address() as AddressInfo;
-    const client = await new Promise<MqttClient>((resolve, reject) => {
-      const c = mqtt.connect(`ws://127.0.0.1:${port}/app/mqtt`, { clientId: 'browser-like', reconnectPeriod: 0 });
-      c.once('connect', () => resolve(c));
-      c.once('error', reject);
-    });
+    const client = await wsClient(port, 'browser-like');
     await client.subscribeAsync('page/+', { qos: 1 });
     const got = nextMessages(client, 1);
     await broker.publish({ topic: 'page/1', payload: 'hello page', qos: 1 });
     assert.equal((await got)[0]?.payload.toString(), 'hello page');
     const page = await fetch(`http://127.0.0.1:${port}/`);
     assert.equal(await page.text(), 'the application\'s page\n');
-    // the client leaving ends the stream without closing it: the broker must still see it go
+    // a client that says DISCONNECT is seen to go
     const gone = new Promise<string>((resolve) => broker.on('clientDisconnected', (c) => resolve(c.id)));
     await client.endAsync();
     assert.equal(await gone, 'browser-like');
     assert.equal(broker.stats.clientsConnected, 0);
     // a WebSocket dropped without DISCONNECT: its stream only ends, and the will still goes out
-    const watcher = await new Promise<MqttClient>((resolve, reject) => {
-      const c = mqtt.connect(`ws://127.0.0.1:${port}/app/mqtt`, { clientId: 'watcher', reconnectPeriod: 0 });
-      c.once('connect', () => resolve(c));
-      c.once('error', reject);
-    });
+    const watcher = await wsClient(port, 'watcher');
     await watcher.subscribeAsync('wills/#', { qos: 1 });
     const will = nextMessages(watcher, 1);
     const raw = new WebSocket(`ws://127.0.0.1:${port}/app/mqtt`, 'mqtt');
