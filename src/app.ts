@@ -112,6 +112,12 @@ export interface HandleOptions {
   remoteAddress?: string;
   /** overrides the broker's anonymous policy for this connection */
   allowAnonymous?: boolean;
+  /**
+   * an identity the application has verified itself (its own TLS server's client certificate, a
+   * proxy's authenticated user): the client's user name, with no password asked, as a listener's
+   * `certificateAsUsername` does
+   */
+  verifiedUsername?: string;
 }
 
 export interface PublishOptions {
@@ -255,7 +261,8 @@ export class Broker {
       options.remoteAddress ??
       (stream instanceof Socket && stream.remoteAddress !== undefined ? `${stream.remoteAddress}:${stream.remotePort ?? ''}` : 'stream');
     // read at CONNECT, so setting it after accepting is in time
-    pool.accept(stream, { remoteAddress }).allowAnonymous = options.allowAnonymous;
+    const peer = options.verifiedUsername === undefined ? { remoteAddress } : { remoteAddress, certificateUsername: options.verifiedUsername };
+    pool.accept(stream, peer).allowAnonymous = options.allowAnonymous;
     // MQTT has no half-closed connection: a peer that ended its side is gone. A socket closes by
     // itself then, but not every stream does (ws's createWebSocketStream only ends).
     stream.on('end', destroyStream);

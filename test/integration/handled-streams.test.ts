@@ -157,6 +157,26 @@ describe('embedding: broker.handle(stream) serves streams the application accept
     await broker.close();
   });
 
+  test('verifiedUsername: the application\'s verified identity is the client\'s user name, with no password asked', async () => {
+    const seen: Array<string | undefined> = [];
+    const broker = await newBroker({ allowAnonymous: false });
+    broker.on('clientConnected', (c) => seen.push(c.username));
+    const verified = await unixServer(broker, { verifiedUsername: 'device-7' });
+    const plain = await unixServer(broker);
+    // no user name in the CONNECT, and anonymous clients are refused: the verified one is in
+    const ok = await rawConnect(verified, 5, { clientId: 'v' });
+    assert.equal(ok.connack.reasonCode, 0);
+    // a user name the client claims gives way to the verified one
+    const claims = await rawConnect(verified, 5, { clientId: 'w', username: 'someone-else' });
+    assert.equal(claims.connack.reasonCode, 0);
+    assert.deepEqual(seen, ['device-7', 'device-7']);
+    const refused = await rawConnect(plain, 5, { clientId: 'p' });
+    assert.equal(refused.connack.reasonCode, 0x86);
+    claims.raw.close();
+    ok.raw.close();
+    await broker.close();
+  });
+
   test('a malformed packet on a handled stream closes that stream only', async () => {
     const broker = await newBroker();
     const path = await unixServer(broker);
