@@ -26,7 +26,7 @@ import { Channel } from './protocol/channel.js';
 import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
 import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
-import type { TransportStats } from './transport/connection.js';
+import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission } from './transport/admission.js';
 import { ConnectionPool } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
@@ -238,6 +238,7 @@ export class Broker {
     if (stream.readableObjectMode || stream.readableEncoding !== null) {
       throw new TypeError('handle() needs a byte stream: this one is in object mode or decodes text');
     }
+    if (isServed(stream)) throw new TypeError('handle() was given a stream the broker already serves');
     if (this.closed) {
       stream.destroy();
       return;

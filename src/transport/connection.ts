@@ -49,6 +49,11 @@ export interface ConnectionHost {
 const OWNER = Symbol('midge.connection');
 type OwnedSocket = Duplex & { [OWNER]: Connection };
 
+/** Whether a connection already serves this stream. */
+export function isServed(stream: Duplex): boolean {
+  return (stream as Partial<OwnedSocket>)[OWNER] !== undefined;
+}
+
 /** Hands a chunk read from a connection's socket to the connection (also the direct reader of plain TCP). */
 export function onSocketData(this: Duplex, chunk: Buffer): void {
   (this as OwnedSocket)[OWNER].onData(chunk);

@@ -214,12 +214,16 @@ describe('embedding: broker.handle(stream) serves streams the application accept
     await broker.close();
   });
 
-  test('bad input: a text or object-mode stream is refused with a TypeError; a closed broker destroys what it is handed', async () => {
+  test('bad input: a text or object-mode stream, or one handed twice, is refused with a TypeError; a closed broker destroys what it is handed', async () => {
     const broker = await newBroker();
     assert.throws(() => broker.handle(new PassThrough({ objectMode: true })), /byte stream/);
     const text = new PassThrough();
     text.setEncoding('utf8');
     assert.throws(() => broker.handle(text), /byte stream/);
+    const twice = new PassThrough();
+    broker.handle(twice);
+    assert.throws(() => broker.handle(twice), /already serves/);
+    twice.destroy();
     await broker.close();
     const late = new PassThrough();
     broker.handle(late);
