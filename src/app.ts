@@ -28,7 +28,7 @@ import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission } from './transport/admission.js';
-import { ConnectionPool } from './transport/connection-pool.js';
+import { ConnectionPool, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 
@@ -177,7 +177,6 @@ export class Broker {
   /** Starts a listener (MQTT over TCP unless told otherwise); resolves with the address actually bound. */
   async listen(options: ListenOptions = {}): Promise<ListeningAddress> {
     if (this.closed) throw new Error('broker is closed');
-    const limits = this.config.limits;
     const protocol = options.protocol ?? 'mqtt';
     const tls = options.tls === undefined ? undefined : new TlsFiles(options.tls);
     const listener = new Listener({
@@ -185,17 +184,11 @@ export class Broker {
       host: options.host ?? this.config.host,
       port: options.port ?? this.config.port,
       socket: options.socket,
-      maxPacketSize: limits.maxPacketSize,
-      connectTimeoutMs: limits.connectTimeoutMs,
-      maxConnections: options.maxConnections ?? 0,
-      name: 'listener',
+      ...this.poolOptions('listener', options.maxConnections ?? 0),
       allowAnonymous: options.allowAnonymous,
       proxyProtocol: options.proxyProtocol ?? false,
       tls,
       wsPath: options.wsPath ?? '/mqtt',
-      stats: this.transportStats,
-      admit: () => this.admission.admit(this.openConnections()),
-      attach: (conn) => new Channel(conn, this.core),
       onError: (err, where) => this.logger.error({ err, where }, 'listener error'),
     });
     // counted from the start, so that admission sees its connections
@@ -245,16 +238,7 @@ export class Broker {
     }
     let pool = this.handled;
     if (pool === undefined) {
-      const limits = this.config.limits;
-      pool = new ConnectionPool({
-        maxPacketSize: limits.maxPacketSize,
-        connectTimeoutMs: limits.connectTimeoutMs,
-        maxConnections: 0,
-        name: 'handled',
-        stats: this.transportStats,
-        admit: () => this.admission.admit(this.openConnections()),
-        attach: (conn) => new Channel(conn, this.core),
-      });
+      pool = new ConnectionPool(this.poolOptions('handled', 0));
       pool.startTicking();
       this.handled = pool;
     }
@@ -267,6 +251,20 @@ export class Broker {
     // MQTT has no half-closed connection: a peer that ended its side is gone. A socket closes by
     // itself then, but not every stream does (ws's createWebSocketStream only ends).
     stream.on('end', destroyStream);
+  }
+
+  /** What every set of connections shares: the broker's limits, admission and protocol engine. */
+  private poolOptions(name: string, maxConnections: number): PoolOptions {
+    const limits = this.config.limits;
+    return {
+      maxPacketSize: limits.maxPacketSize,
+      connectTimeoutMs: limits.connectTimeoutMs,
+      maxConnections,
+      name,
+      stats: this.transportStats,
+      admit: () => this.admission.admit(this.openConnections()),
+      attach: (conn) => new Channel(conn, this.core),
+    };
   }
 
   /** Every set of connections: the listeners' and the handled streams'. */
