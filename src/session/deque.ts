@@ -44,25 +44,11 @@ export class Deque<T> {
     this.len = 0;
   }
 
-  /** Removes and returns the first element matching `pred`, keeping the others in order. */
-  removeFirst(pred: (item: T) => boolean): T | undefined {
+  /** The element `i` places from the front, or undefined. */
+  at(i: number): T | undefined {
     const buf = this.buf;
-    if (buf === undefined) return undefined;
-    const mask = buf.length - 1;
-    for (let i = 0; i < this.len; i++) {
-      const at = (this.head + i) & mask;
-      const item = buf[at] as T;
-      if (!pred(item)) continue;
-      // close the gap from the front: O(i), so dropping the oldest (the usual case) is O(1)
-      for (let j = i; j > 0; j--) {
-        buf[(this.head + j) & mask] = buf[(this.head + j - 1) & mask];
-      }
-      buf[this.head] = undefined;
-      this.head = (this.head + 1) & mask;
-      this.len--;
-      return item;
-    }
-    return undefined;
+    if (buf === undefined || i < 0 || i >= this.len) return undefined;
+    return buf[(this.head + i) & (buf.length - 1)];
   }
 
   *[Symbol.iterator](): IterableIterator<T> {

@@ -1,5 +1,5 @@
 import type { QoS } from '../codec/packets.js';
-import { Deque } from './deque.js';
+import { DeliveryQueue } from './delivery-queue.js';
 import { PacketIdMap } from './packet-id-map.js';
 import { LazyMap } from './lazy-collections.js';
 import { ownBytesInPlace, type Delivery, type Message, type ShareRef } from './message.js';
@@ -54,10 +54,8 @@ export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
   readonly inflight = new PacketIdMap<InflightEntry>();
-  /** read freely; changed only through the methods below, which keep `queuedBytes` */
-  readonly queue = new Deque<Delivery>();
-  /** payload bytes of the queued messages */
-  queuedBytes = 0;
+  /** read freely; changed only through the methods below, which keep the journal */
+  readonly queue = new DeliveryQueue();
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
   readonly incomingQos2 = new PacketIdMap<true>();
@@ -96,47 +94,38 @@ export class Session {
    * how many messages were dropped, each counted.
    */
   enqueue(delivery: Delivery, max: number, maxBytes = 0): number {
+    const queue = this.queue;
     const size = delivery.message.payload.length;
     let evict = 0;
-    if (full(this.queue.length, this.queuedBytes, size, max, maxBytes)) {
-      let count = this.queue.length;
-      let bytes = this.queuedBytes;
-      for (const d of this.queue) {
-        if (!full(count, bytes, size, max, maxBytes)) break;
-        if (d.qos !== 0) continue;
-        count--;
-        bytes -= d.message.payload.length;
-        evict++;
-      }
-      if (full(count, bytes, size, max, maxBytes)) {
+    if (full(queue.length, queue.bytes, size, max, maxBytes)) {
+      if (full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
         this.dropped++;
         return 1;
       }
-      for (let i = 0; i < evict; i++) {
-        const old = this.queue.removeFirst(isQos0) as Delivery;
-        this.queuedBytes -= old.message.payload.length;
+      while (full(queue.length, queue.bytes, size, max, maxBytes)) {
+        queue.shiftLossy();
         this.dropped++;
+        evict++;
       }
     }
-    this.push(delivery);
+    queue.push(delivery);
     if (delivery.qos > 0) this.journal?.queued(delivery);
     return evict;
   }
 
+  /** payload bytes of the queued messages */
+  get queuedBytes(): number {
+    return this.queue.bytes;
+  }
+
   /** A delivery the store kept for this session, queued again at start. */
   restoreQueued(delivery: Delivery): void {
-    this.push(delivery);
+    this.queue.push(delivery);
   }
 
   /** The session ended: nothing it queued is owed any more. */
   clearQueue(): void {
     this.queue.clear();
-    this.queuedBytes = 0;
-  }
-
-  private push(delivery: Delivery): void {
-    this.queue.push(delivery);
-    this.queuedBytes += delivery.message.payload.length;
   }
 
   /**
@@ -153,7 +142,6 @@ export class Session {
   dequeue(): Delivery | undefined {
     const d = this.queue.shift();
     if (d === undefined) return undefined;
-    this.queuedBytes -= d.message.payload.length;
     if (d.qos > 0) this.journal?.unqueued(d);
     return d;
   }
@@ -165,8 +153,7 @@ export class Session {
       if (!take(d)) keep.push(d);
       else if (d.qos > 0) this.journal?.unqueued(d);
     }
-    this.queuedBytes = 0;
-    for (const d of keep) this.push(d);
+    for (const d of keep) this.queue.push(d);
   }
 
   /** A QoS 1/2 message about to be sent: records it in flight under a free packet id, returned. */
@@ -201,8 +188,4 @@ export class Session {
 /** Whether a queue of `count` messages and `bytes` payload bytes has no room for `size` more. */
 function full(count: number, bytes: number, size: number, max: number, maxBytes: number): boolean {
   return count >= max || (maxBytes > 0 && count > 0 && bytes + size > maxBytes);
-}
-
-function isQos0(d: Delivery): boolean {
-  return d.qos === 0;
 }

@@ -31,9 +31,11 @@ describe('session queue bounds', () => {
         const s = new Session('c', 0);
         let n = 0;
         let dropped = 0;
+        const model: Delivery[] = [];
         for (const o of ops) {
           if (o.kind === 'enqueue') {
             const before = [...s.queue];
+            assert.deepEqual(before, model);
             const d = delivery(o.size, o.qos, n++);
             const lost = s.enqueue(d, max, maxBytes);
             dropped += lost;
@@ -42,6 +44,7 @@ describe('session queue bounds', () => {
             // what left the queue to make room was QoS 0, oldest first
             const gone = before.filter((x) => !after.includes(x));
             assert.equal(lost, gone.length + (queued ? 0 : 1));
+            if (queued) assert.deepEqual(after, [...before.filter((x) => !gone.includes(x)), d]);
             for (const g of gone) assert.equal(g.qos, 0);
             const qos0Before = before.filter((x) => x.qos === 0);
             assert.deepEqual(gone, qos0Before.slice(0, gone.length));
@@ -54,13 +57,20 @@ describe('session queue bounds', () => {
               const bytesWith = withOneMore.reduce((sum, x) => sum + x.message.payload.length, 0) + o.size;
               assert.ok(withOneMore.length + 1 > max || (maxBytes > 0 && bytesWith > maxBytes), 'one QoS 0 message too many made room');
             }
+            if (queued) model.splice(0, model.length, ...after);
+            else assert.deepEqual(after, before);
           } else if (o.kind === 'dequeue') {
-            s.dequeue();
+            assert.equal(s.queue.peek(), model[0]);
+            assert.equal(s.dequeue(), model.shift());
           } else if (o.kind === 'takeQos0') {
             s.takeQueued((d) => d.qos === 0);
+            model.splice(0, model.length, ...model.filter((d) => d.qos !== 0));
           } else {
             s.clearQueue();
+            model.length = 0;
           }
+          // the queue keeps arrival order across QoS levels, whatever left it
+          assert.deepEqual([...s.queue], model);
           const bytes = [...s.queue].reduce((sum, d) => sum + d.message.payload.length, 0);
           assert.equal(s.queuedBytes, bytes);
           assert.ok(s.queue.length <= max);
@@ -70,5 +80,29 @@ describe('session queue bounds', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  // Quadratic behaviour in these two would take minutes; what they do in O(1) per message takes
+  // milliseconds.
+  test('a queue full of 100,000 QoS 1 messages refuses each newcomer without walking the queue', { timeout: 20_000 }, () => {
+    const s = new Session('c', 0);
+    for (let i = 0; i < 100_000; i++) s.enqueue(delivery(1, 1, i), 100_000);
+    for (let i = 0; i < 100_000; i++) assert.equal(s.enqueue(delivery(1, 1, i), 100_000), 1);
+    assert.equal(s.queue.length, 100_000);
+    assert.equal(s.dropped, 100_000);
+  });
+
+  test('the oldest QoS 0 message behind 100,000 QoS 1 messages makes room without a scan', { timeout: 20_000 }, () => {
+    const s = new Session('c', 0);
+    const max = 150_000;
+    for (let i = 0; i < 100_000; i++) s.enqueue(delivery(1, 1, i), max);
+    for (let i = 0; i < 50_000; i++) s.enqueue(delivery(1, 0, i), max);
+    let last: Delivery | undefined;
+    for (let i = 0; i < 100_000; i++) assert.equal(s.enqueue((last = delivery(1, 0, 50_000 + i)), max), 1);
+    assert.equal(s.queue.length, max);
+    const order = [...s.queue];
+    assert.equal(order[0]?.qos, 1);
+    assert.equal(order[100_000]?.message.topic, 't/100000');
+    assert.equal(order[max - 1], last);
   });
 });

@@ -1,0 +1,117 @@
+import { Deque } from './deque.js';
+import type { Delivery } from './message.js';
+
+/** Deliveries by kind, each with its tag (its place in arrival order) in the matching ring. */
+interface Rings {
+  readonly lossy: Deque<Delivery>;
+  readonly lossyTags: Deque<number>;
+  readonly owed: Deque<Delivery>;
+  readonly owedTags: Deque<number>;
+}
+
+/**
+ * A session's queue: the deliveries waiting for its client, oldest first, with their payload bytes
+ * counted. QoS 0 deliveries wait in a ring of their own, apart from QoS 1/2 ones, each tagged with
+ * its place in arrival order, so that a full queue knows at once how much dropping QoS 0 messages
+ * could free and drops the oldest of them in O(1) wherever it stands. With one ring, every message
+ * refused by a queue full of QoS 1 messages (an offline device's, typically) walked the whole queue
+ * looking for QoS 0 ones, up to `maxQueuedMessages` steps per message per such session. The rings
+ * exist from the first message on: most sessions never queue anything.
+ */
+export class DeliveryQueue {
+  private rings: Rings | undefined;
+  private nextTag = 0;
+  private count = 0;
+  /** payload bytes of every queued delivery */
+  bytes = 0;
+  /** payload bytes of the queued QoS 0 deliveries */
+  lossyBytes = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  /** queued QoS 0 deliveries, the ones a full queue may drop */
+  get lossyLength(): number {
+    return this.rings === undefined ? 0 : this.rings.lossy.length;
+  }
+
+  push(d: Delivery): void {
+    const r = (this.rings ??= { lossy: new Deque(), lossyTags: new Deque(), owed: new Deque(), owedTags: new Deque() });
+    const size = d.message.payload.length;
+    this.count++;
+    this.bytes += size;
+    if (d.qos === 0) {
+      r.lossy.push(d);
+      r.lossyTags.push(this.nextTag++);
+      this.lossyBytes += size;
+    } else {
+      r.owed.push(d);
+      r.owedTags.push(this.nextTag++);
+    }
+  }
+
+  peek(): Delivery | undefined {
+    const r = this.rings;
+    if (r === undefined) return undefined;
+    return lossyFirst(r) ? r.lossy.peek() : r.owed.peek();
+  }
+
+  shift(): Delivery | undefined {
+    const r = this.rings;
+    if (r === undefined) return undefined;
+    if (lossyFirst(r)) return this.shiftLossy();
+    const d = r.owed.shift();
+    if (d === undefined) return undefined;
+    r.owedTags.shift();
+    this.removed(d.message.payload.length);
+    return d;
+  }
+
+  /** Removes the oldest QoS 0 delivery, wherever it stands. */
+  shiftLossy(): Delivery | undefined {
+    const r = this.rings;
+    const d = r?.lossy.shift();
+    if (d === undefined) return undefined;
+    (r as Rings).lossyTags.shift();
+    const size = d.message.payload.length;
+    this.lossyBytes -= size;
+    this.removed(size);
+    return d;
+  }
+
+  clear(): void {
+    this.rings = undefined;
+    this.nextTag = 0;
+    this.count = 0;
+    this.bytes = 0;
+    this.lossyBytes = 0;
+  }
+
+  /** In queue order; the queue must not change while this runs. */
+  *[Symbol.iterator](): IterableIterator<Delivery> {
+    const r = this.rings;
+    if (r === undefined) return;
+    const { lossy, lossyTags, owed, owedTags } = r;
+    let i = 0;
+    let j = 0;
+    while (i < lossy.length || j < owed.length) {
+      if (j >= owed.length || (i < lossy.length && (lossyTags.at(i) as number) < (owedTags.at(j) as number))) yield lossy.at(i++) as Delivery;
+      else yield owed.at(j++) as Delivery;
+    }
+  }
+
+  private removed(size: number): void {
+    this.bytes -= size;
+    // tags restart once the queue is empty, which keeps them small integers
+    if (--this.count === 0) this.nextTag = 0;
+  }
+}
+
+/** Whether the oldest delivery is QoS 0. */
+function lossyFirst(r: Rings): boolean {
+  const l = r.lossyTags.peek();
+  if (l === undefined) return false;
+  const o = r.owedTags.peek();
+  return o === undefined || l < o;
+}
