@@ -271,7 +271,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (qos === 0) return;
     // it may wait there for days: its bytes move out of the read they came in (once, for every session)
     ownBytesInPlace(message);
-    this.counters.dropped.queueFull += session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings.maxQueuedMessages, this.settings.maxQueuedBytes);
+    session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);
   }
 
   private publishWill(client: ClientInfo, will: Will): void {

@@ -35,8 +35,8 @@ export class Outbound {
     // arrived in, unless it is a small part of a large one: a client that stops reading would
     // otherwise hold up to a 64 KB read for each of its queued messages.
     if (messagePinsLargeRead(message)) ownBytesInPlace(message);
-    const settings = this.ch.broker.settings;
-    this.ch.broker.counters.dropped.queueFull += session.enqueue({ message, qos, retain, subscriptionIds, share }, settings.maxQueuedMessages, settings.maxQueuedBytes);
+    const broker = this.ch.broker;
+    session.enqueue({ message, qos, retain, subscriptionIds, share }, broker.settings, broker, broker.counters.dropped);
   }
 
   /** Free inflight room, nothing waiting: a shared-subscription message sent here goes out at once. */

@@ -1,5 +1,5 @@
 import { Deque } from './deque.js';
-import type { Delivery } from './message.js';
+import type { Clock, Delivery } from './message.js';
 
 /** Deliveries by kind, each with its tag (its place in arrival order) in the matching ring. */
 interface Rings {
@@ -26,6 +26,8 @@ export class DeliveryQueue {
   bytes = 0;
   /** payload bytes of the queued QoS 0 deliveries */
   lossyBytes = 0;
+  /** no queued message expires before this (ms); Infinity while none can expire */
+  private earliestExpiry = Infinity;
 
   get length(): number {
     return this.count;
@@ -39,6 +41,8 @@ export class DeliveryQueue {
   push(d: Delivery): void {
     const r = (this.rings ??= { lossy: new Deque(), lossyTags: new Deque(), owed: new Deque(), owedTags: new Deque() });
     const size = d.message.payload.length;
+    const expiresAt = d.message.expiresAt;
+    if (expiresAt !== undefined && expiresAt < this.earliestExpiry) this.earliestExpiry = expiresAt;
     this.count++;
     this.bytes += size;
     if (d.qos === 0) {
@@ -86,6 +90,45 @@ export class DeliveryQueue {
     this.count = 0;
     this.bytes = 0;
     this.lossyBytes = 0;
+    this.earliestExpiry = Infinity;
+  }
+
+  /**
+   * Takes out every delivery whose message has expired, handing each to `removed`. The clock is
+   * read, and the queue walked, only once the earliest expiry it holds may have passed, so a queue
+   * of messages that do not expire costs nothing here.
+   */
+  removeExpired(clock: Clock, removed: (d: Delivery) => void): void {
+    const r = this.rings;
+    if (r === undefined || this.earliestExpiry === Infinity) return;
+    const now = clock.now();
+    if (now < this.earliestExpiry) return;
+    const lossy = this.sweep(r.lossy, r.lossyTags, now, removed);
+    const owed = this.sweep(r.owed, r.owedTags, now, removed);
+    this.earliestExpiry = Math.min(lossy, owed);
+    if (this.count === 0) this.nextTag = 0;
+  }
+
+  /** Keeps a ring's live deliveries in order; returns the earliest expiry among them. */
+  private sweep(ring: Deque<Delivery>, tags: Deque<number>, now: number, removed: (d: Delivery) => void): number {
+    let earliest = Infinity;
+    for (let n = ring.length; n > 0; n--) {
+      const d = ring.shift() as Delivery;
+      const tag = tags.shift() as number;
+      const expiresAt = d.message.expiresAt;
+      if (expiresAt === undefined || expiresAt > now) {
+        if (expiresAt !== undefined && expiresAt < earliest) earliest = expiresAt;
+        ring.push(d);
+        tags.push(tag);
+        continue;
+      }
+      const size = d.message.payload.length;
+      if (d.qos === 0) this.lossyBytes -= size;
+      this.bytes -= size;
+      this.count--;
+      removed(d);
+    }
+    return earliest;
   }
 
   /** In queue order; the queue must not change while this runs. */

@@ -2,7 +2,7 @@ import type { QoS } from '../codec/packets.js';
 import { DeliveryQueue } from './delivery-queue.js';
 import { PacketIdMap } from './packet-id-map.js';
 import { LazyMap } from './lazy-collections.js';
-import { ownBytesInPlace, type Delivery, type Message, type ShareRef } from './message.js';
+import { ownBytesInPlace, type Clock, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 
 /** One subscription of a session, as granted. */
@@ -44,6 +44,19 @@ export interface SessionJournal {
   inflight(packetId: number, entry: InflightEntry): void;
   inflightDone(packetId: number): void;
   incomingQos2(packetId: number, pending: boolean): void;
+}
+
+/** The bounds of a session's queue. */
+export interface QueueLimits {
+  readonly maxQueuedMessages: number;
+  /** 0 = no byte bound */
+  readonly maxQueuedBytes: number;
+}
+
+/** Where a session's queue counts what it drops, by reason. */
+export interface QueueDrops {
+  queueFull: number;
+  expired: number;
 }
 
 /**
@@ -88,29 +101,35 @@ export class Session {
   }
 
   /**
-   * Queues a delivery, bounded by `max` messages and `maxBytes` payload bytes (0 = no byte bound;
-   * an empty queue takes one message of any size). When full, the oldest QoS 0 messages make
-   * room if dropping them is enough; otherwise the new message is dropped and they stay. Returns
-   * how many messages were dropped, each counted.
+   * Queues a delivery, bounded by `maxQueuedMessages` and `maxQueuedBytes` (0 = no byte bound; an
+   * empty queue takes one message of any size), and counts in `drops` what did not stay. When
+   * full, expired messages go first ([MQTT-3.3.2-5]: they are deleted, so they hold no room), then
+   * the oldest QoS 0 messages if dropping them is enough; otherwise the new message is dropped and
+   * they stay.
    */
-  enqueue(delivery: Delivery, max: number, maxBytes = 0): number {
+  enqueue(delivery: Delivery, limits: QueueLimits, clock: Clock, drops: QueueDrops): void {
     const queue = this.queue;
     const size = delivery.message.payload.length;
-    let evict = 0;
+    const max = limits.maxQueuedMessages;
+    const maxBytes = limits.maxQueuedBytes;
     if (full(queue.length, queue.bytes, size, max, maxBytes)) {
+      queue.removeExpired(clock, (d) => {
+        drops.expired++;
+        if (d.qos > 0) this.journal?.unqueued(d);
+      });
       if (full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
         this.dropped++;
-        return 1;
+        drops.queueFull++;
+        return;
       }
       while (full(queue.length, queue.bytes, size, max, maxBytes)) {
         queue.shiftLossy();
         this.dropped++;
-        evict++;
+        drops.queueFull++;
       }
     }
     queue.push(delivery);
     if (delivery.qos > 0) this.journal?.queued(delivery);
-    return evict;
   }
 
   /** payload bytes of the queued messages */

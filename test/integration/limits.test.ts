@@ -76,6 +76,32 @@ describe('limits: bounded memory per client', () => {
     back.raw.close();
   });
 
+  test('[MQTT-3.3.2-5] expired messages in a full offline queue make room: a fresh message is queued, not refused', async () => {
+    const first = await rawConnect(b.port, 5, { clientId: 'queue-expiry', clean: false, properties: { sessionExpiryInterval: 300 } });
+    await rawSubscribe(first.raw, 5, 1, [{ topic: 'qe/#', qos: 1 }]);
+    first.raw.sendPacket({ cmd: 'disconnect', reasonCode: 0 }, 5);
+    await first.raw.waitClosed();
+    const full = b.broker.stats.droppedByReason.queueFull ?? 0;
+    const expired = b.broker.stats.droppedByReason.expired ?? 0;
+    // a lasting message first, then stale ones that fill the queue behind it
+    await b.broker.publish({ topic: 'qe/1', payload: 'lasting', qos: 1 });
+    for (let i = 0; i < 9; i++) await b.broker.publish({ topic: 'qe/1', payload: `stale${i}`, qos: 1, properties: { messageExpiryInterval: 1 } });
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    for (let i = 0; i < 3; i++) await b.broker.publish({ topic: 'qe/1', payload: `fresh${i}`, qos: 1 });
+    assert.equal((b.broker.stats.droppedByReason.queueFull ?? 0) - full, 0);
+    assert.equal((b.broker.stats.droppedByReason.expired ?? 0) - expired, 9);
+    const back = await rawConnect(b.port, 5, { clientId: 'queue-expiry', clean: false, properties: { sessionExpiryInterval: 300 } });
+    const got: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      for (const p of await publishes(back.raw, 200)) {
+        got.push(p.payload?.toString() ?? '');
+        back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId, reasonCode: 0 }, 5);
+      }
+    }
+    assert.deepEqual(got, ['lasting', 'fresh0', 'fresh1', 'fresh2']);
+    back.raw.close();
+  });
+
   test('a full queue of a connected client drops its oldest QoS 0 message first', async () => {
     const { raw } = await rawConnect(b.port, 4, { clientId: 'queue-live' });
     await rawSubscribe(raw, 4, 1, [{ topic: 'ql/#', qos: 1 }]);

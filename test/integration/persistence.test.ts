@@ -17,8 +17,8 @@ const KINDS: Kind[] = [
   { name: 'lmdb store', fresh: () => { const dir = mkdtempSync(join(tmpdir(), 'midge-persist-')); return () => LmdbStore.open(dir); } },
 ];
 
-async function start(store: () => Store): Promise<{ broker: Broker; port: number }> {
-  const broker = await createBroker({ store: store(), sysInterval: 0 });
+async function start(store: () => Store, maxQueuedMessages?: number): Promise<{ broker: Broker; port: number }> {
+  const broker = await createBroker({ store: store(), sysInterval: 0, limits: { maxQueuedMessages } });
   const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
   return { broker, port };
 }
@@ -119,6 +119,29 @@ for (const kind of KINDS) {
       sub.raw.close();
       again.raw.close();
       await b.broker.close();
+    });
+
+    test('[MQTT-3.3.2-5] expired messages a full queue let go stay gone after a restart', async () => {
+      const store = kind.fresh();
+      let b = await start(store, 2);
+      const first = await rawConnect(b.port, 5, { clientId: 'expiring', clean: false, properties: { sessionExpiryInterval: 3600 } });
+      await rawSubscribe(first.raw, 5, 1, [{ topic: 'e/#', qos: 1 }]);
+      first.raw.close();
+      await new Promise((r) => setTimeout(r, 50));
+      for (const n of [1, 2]) await b.broker.publish({ topic: 'e/1', payload: `stale${n}`, qos: 1, properties: { messageExpiryInterval: 1 } });
+      await new Promise((r) => setTimeout(r, 1100));
+      await b.broker.publish({ topic: 'e/1', payload: 'fresh', qos: 1 });
+      await b.broker.close();
+
+      b = await start(store, 2);
+      try {
+        assert.equal(b.broker.stats.queued, 1);
+        const back = await rawConnect(b.port, 5, { clientId: 'expiring', clean: false, properties: { sessionExpiryInterval: 3600 } });
+        assert.deepEqual((await publishes(back.raw)).map((p) => p.payload?.toString()), ['fresh']);
+        back.raw.close();
+      } finally {
+        await b.broker.close();
+      }
     });
 
     test('session expiry keeps counting across a restart', async () => {

@@ -4,101 +4,167 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { QoS } from '../../../src/codec/packets.js';
 import { createMessage, type Delivery } from '../../../src/session/message.js';
-import { Session } from '../../../src/session/session.js';
+import { Session, type QueueDrops } from '../../../src/session/session.js';
 
-const clock = { now: () => 0 };
-const delivery = (size: number, qos: QoS, n: number): Delivery => ({
-  message: createMessage(`t/${n}`, Buffer.alloc(size, n % 256), qos, false, undefined, clock, undefined),
+const clock = { time: 0, now(): number {
+  return this.time;
+} };
+const delivery = (size: number, qos: QoS, n: number, ttl?: number): Delivery => ({
+  message: createMessage(`t/${n}`, Buffer.alloc(size, n % 256), qos, false, ttl === undefined ? undefined : { messageExpiryInterval: ttl }, clock, undefined),
   qos,
   retain: false,
   subscriptionIds: undefined,
   share: undefined,
 });
+const sizeOf = (list: Delivery[]): number => list.reduce((sum, d) => sum + d.message.payload.length, 0);
+const isFull = (list: Delivery[], size: number, max: number, maxBytes: number): boolean =>
+  list.length >= max || (maxBytes > 0 && list.length > 0 && sizeOf(list) + size > maxBytes);
+const expired = (d: Delivery): boolean => d.message.expiresAt !== undefined && d.message.expiresAt <= clock.now();
 
-type Op = { kind: 'enqueue'; size: number; qos: QoS } | { kind: 'dequeue' } | { kind: 'takeQos0' } | { kind: 'clear' };
+/** Queues `d` and returns how many messages the queue refused or dropped for room. */
+function enqueue(s: Session, d: Delivery, max: number, maxBytes = 0, drops: QueueDrops = { queueFull: 0, expired: 0 }): number {
+  const before = drops.queueFull;
+  s.enqueue(d, { maxQueuedMessages: max, maxQueuedBytes: maxBytes }, clock, drops);
+  return drops.queueFull - before;
+}
+
+type Op =
+  | { kind: 'enqueue'; size: number; qos: QoS; ttl: number | undefined }
+  | { kind: 'dequeue' }
+  | { kind: 'takeQos0' }
+  | { kind: 'clear' }
+  | { kind: 'tick'; seconds: number };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { arbitrary: fc.record({ kind: fc.constant('enqueue' as const), size: fc.integer({ min: 0, max: 120 }), qos: fc.constantFrom<QoS>(0, 1, 2) }), weight: 6 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('enqueue' as const),
+      size: fc.integer({ min: 0, max: 120 }),
+      qos: fc.constantFrom<QoS>(0, 1, 2),
+      ttl: fc.option(fc.integer({ min: 1, max: 4 }), { nil: undefined, freq: 2 }),
+    }),
+    weight: 6,
+  },
   { arbitrary: fc.constant({ kind: 'dequeue' as const }), weight: 2 },
   { arbitrary: fc.constant({ kind: 'takeQos0' as const }), weight: 1 },
   { arbitrary: fc.constant({ kind: 'clear' as const }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('tick' as const), seconds: fc.integer({ min: 1, max: 2 }) }), weight: 1 },
 );
 
 describe('session queue bounds', () => {
-  test('queued bytes always equal the payloads queued; the message and byte bounds hold; drops are counted and QoS 0 goes first', () => {
+  test('[MQTT-3.3.2-5] queued bytes equal the payloads queued; the bounds hold; a full queue lets expired messages go, then the oldest QoS 0 ones; order is kept', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 300 }), fc.array(op, { maxLength: 80 }), (max, maxBytes, ops) => {
+        clock.time = 0;
         const s = new Session('c', 0);
+        const drops: QueueDrops = { queueFull: 0, expired: 0 };
         let n = 0;
         let dropped = 0;
+        let expiredCount = 0;
+        // what the queue holds, in order
         const model: Delivery[] = [];
         for (const o of ops) {
           if (o.kind === 'enqueue') {
             const before = [...s.queue];
             assert.deepEqual(before, model);
-            const d = delivery(o.size, o.qos, n++);
-            const lost = s.enqueue(d, max, maxBytes);
+            const d = delivery(o.size, o.qos, n++, o.ttl);
+            const wasFull = isFull(before, o.size, max, maxBytes);
+            const lost = enqueue(s, d, max, maxBytes, drops);
             dropped += lost;
             const after = [...s.queue];
             const queued = after.includes(d);
-            // what left the queue to make room was QoS 0, oldest first
             const gone = before.filter((x) => !after.includes(x));
-            assert.equal(lost, gone.length + (queued ? 0 : 1));
-            if (queued) assert.deepEqual(after, [...before.filter((x) => !gone.includes(x)), d]);
-            for (const g of gone) assert.equal(g.qos, 0);
-            const qos0Before = before.filter((x) => x.qos === 0);
-            assert.deepEqual(gone, qos0Before.slice(0, gone.length));
+            // a full queue lets every expired message go; a queue with room keeps them for now
+            const expiredGone = gone.filter(expired);
+            assert.deepEqual(expiredGone, wasFull ? before.filter(expired) : []);
+            expiredCount += expiredGone.length;
+            // what else left to make room was QoS 0, oldest first
+            const evicted = gone.filter((x) => !expiredGone.includes(x));
+            const live = before.filter((x) => !expiredGone.includes(x));
+            assert.equal(lost, evicted.length + (queued ? 0 : 1));
+            assert.deepEqual(evicted, live.filter((x) => x.qos === 0).slice(0, evicted.length));
             // a QoS 0 message is not thrown out for a newcomer that is then refused anyway
-            if (!queued) assert.equal(gone.length, 0);
+            if (!queued) assert.equal(evicted.length, 0);
             // and none is thrown out while the newcomer fits without it
-            if (queued && gone.length > 0) {
+            if (queued && evicted.length > 0) {
               const kept = after.filter((x) => x !== d);
-              const withOneMore = [gone[gone.length - 1] as Delivery, ...kept];
-              const bytesWith = withOneMore.reduce((sum, x) => sum + x.message.payload.length, 0) + o.size;
-              assert.ok(withOneMore.length + 1 > max || (maxBytes > 0 && bytesWith > maxBytes), 'one QoS 0 message too many made room');
+              assert.ok(isFull([evicted[evicted.length - 1] as Delivery, ...kept], o.size, max, maxBytes), 'one QoS 0 message too many made room');
             }
-            if (queued) model.splice(0, model.length, ...after);
-            else assert.deepEqual(after, before);
+            assert.deepEqual(after, queued ? [...before.filter((x) => !gone.includes(x)), d] : before.filter((x) => !gone.includes(x)));
+            model.splice(0, model.length, ...after);
           } else if (o.kind === 'dequeue') {
             assert.equal(s.queue.peek(), model[0]);
             assert.equal(s.dequeue(), model.shift());
           } else if (o.kind === 'takeQos0') {
             s.takeQueued((d) => d.qos === 0);
             model.splice(0, model.length, ...model.filter((d) => d.qos !== 0));
-          } else {
+          } else if (o.kind === 'clear') {
             s.clearQueue();
             model.length = 0;
+          } else {
+            clock.time += o.seconds * 1000;
           }
           // the queue keeps arrival order across QoS levels, whatever left it
           assert.deepEqual([...s.queue], model);
-          const bytes = [...s.queue].reduce((sum, d) => sum + d.message.payload.length, 0);
-          assert.equal(s.queuedBytes, bytes);
+          assert.equal(s.queuedBytes, sizeOf(model));
           assert.ok(s.queue.length <= max);
-          if (maxBytes > 0 && s.queue.length > 1) assert.ok(bytes <= maxBytes, `${bytes} bytes queued over ${maxBytes}`);
+          if (maxBytes > 0 && s.queue.length > 1) assert.ok(sizeOf(model) <= maxBytes, `${sizeOf(model)} bytes queued over ${maxBytes}`);
         }
         assert.equal(s.dropped, dropped);
+        assert.equal(drops.queueFull, dropped);
+        assert.equal(drops.expired, expiredCount);
       }),
       { numRuns: 500 },
     );
   });
 
-  // Quadratic behaviour in these two would take minutes; what they do in O(1) per message takes
+  test('[MQTT-3.3.2-5] a message that outlives one clean-up of a full queue goes at the next once it has expired', () => {
+    clock.time = 0;
+    const s = new Session('c', 0);
+    const drops = { queueFull: 0, expired: 0 };
+    const [a, b, c, d] = [delivery(1, 1, 0, 1), delivery(1, 1, 1, 3), delivery(1, 1, 2), delivery(1, 1, 3)];
+    enqueue(s, a as Delivery, 2, 0, drops);
+    enqueue(s, b as Delivery, 2, 0, drops);
+    clock.time = 1000;
+    enqueue(s, c as Delivery, 2, 0, drops);
+    assert.deepEqual([...s.queue], [b, c]);
+    clock.time = 3000;
+    enqueue(s, d as Delivery, 2, 0, drops);
+    assert.deepEqual([...s.queue], [c, d]);
+    assert.deepEqual(drops, { queueFull: 0, expired: 2 });
+  });
+
+  // Quadratic behaviour in these three would take minutes; what they do in O(1) per message takes
   // milliseconds.
   test('a queue full of 100,000 QoS 1 messages refuses each newcomer without walking the queue', { timeout: 20_000 }, () => {
+    clock.time = 0;
     const s = new Session('c', 0);
-    for (let i = 0; i < 100_000; i++) s.enqueue(delivery(1, 1, i), 100_000);
-    for (let i = 0; i < 100_000; i++) assert.equal(s.enqueue(delivery(1, 1, i), 100_000), 1);
+    for (let i = 0; i < 100_000; i++) enqueue(s, delivery(1, 1, i), 100_000);
+    for (let i = 0; i < 100_000; i++) assert.equal(enqueue(s, delivery(1, 1, i), 100_000), 1);
     assert.equal(s.queue.length, 100_000);
     assert.equal(s.dropped, 100_000);
   });
 
+  test('a full queue of 100,000 messages that expire later refuses newcomers without walking the queue', { timeout: 20_000 }, () => {
+    clock.time = 0;
+    const s = new Session('c', 0);
+    for (let i = 0; i < 100_000; i++) enqueue(s, delivery(1, 1, i, 60), 100_000);
+    for (let i = 0; i < 100_000; i++) assert.equal(enqueue(s, delivery(1, 1, i), 100_000), 1);
+    clock.time += 60_000;
+    const drops = { queueFull: 0, expired: 0 };
+    assert.equal(enqueue(s, delivery(1, 1, 0), 100_000, 0, drops), 0);
+    assert.deepEqual(drops, { queueFull: 0, expired: 100_000 });
+    assert.equal(s.queue.length, 1);
+  });
+
   test('the oldest QoS 0 message behind 100,000 QoS 1 messages makes room without a scan', { timeout: 20_000 }, () => {
+    clock.time = 0;
     const s = new Session('c', 0);
     const max = 150_000;
-    for (let i = 0; i < 100_000; i++) s.enqueue(delivery(1, 1, i), max);
-    for (let i = 0; i < 50_000; i++) s.enqueue(delivery(1, 0, i), max);
+    for (let i = 0; i < 100_000; i++) enqueue(s, delivery(1, 1, i), max);
+    for (let i = 0; i < 50_000; i++) enqueue(s, delivery(1, 0, i), max);
     let last: Delivery | undefined;
-    for (let i = 0; i < 100_000; i++) assert.equal(s.enqueue((last = delivery(1, 0, 50_000 + i)), max), 1);
+    for (let i = 0; i < 100_000; i++) assert.equal(enqueue(s, (last = delivery(1, 0, 50_000 + i)), max), 1);
     assert.equal(s.queue.length, max);
     const order = [...s.queue];
     assert.equal(order[0]?.qos, 1);
