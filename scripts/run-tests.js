@@ -21,9 +21,14 @@ if (files.length === 0) {
   console.error('no test files found (did the build run?)');
   process.exit(1);
 }
+// A test that fails while its broker or sockets are still open must fail the run, not hang it:
+// the runner exits once the tests are done, and a test stuck on a wait times out. Node has these
+// flags from 20.14 on; older runtimes run without them.
+const supported = (flag) => spawnSync(process.execPath, [flag, '-e', '0'], { stdio: 'ignore' }).status === 0;
+const guards = ['--test-force-exit', '--test-timeout=180000'].filter(supported);
 const res = spawnSync(
   process.execPath,
-  ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  ['--test', '--test-concurrency=2', '--test-reporter=spec', ...guards, ...files],
   { stdio: 'inherit' },
 );
 process.exit(res.status ?? 1);
