@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { Socket, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
@@ -28,7 +28,7 @@ import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission } from './transport/admission.js';
-import { ConnectionPool, type PoolOptions } from './transport/connection-pool.js';
+import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 
@@ -242,9 +242,7 @@ export class Broker {
       pool.startTicking();
       this.handled = pool;
     }
-    const remoteAddress =
-      options.remoteAddress ??
-      (stream instanceof Socket && stream.remoteAddress !== undefined ? `${stream.remoteAddress}:${stream.remotePort ?? ''}` : 'stream');
+    const remoteAddress = options.remoteAddress ?? tcpPeerAddress(stream) ?? 'stream';
     // read at CONNECT, so setting it after accepting is in time
     const peer = options.verifiedUsername === undefined ? { remoteAddress } : { remoteAddress, certificateUsername: options.verifiedUsername };
     pool.accept(stream, peer).allowAnonymous = options.allowAnonymous;

@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Refusal } from './admission.js';
 import { Connection, type ConnectionHost, type PacketHandler, type PeerInfo, type TransportStats } from './connection.js';
@@ -21,6 +22,11 @@ export interface PoolOptions {
 }
 
 export const TICK_MS = 250;
+
+/** "host:port" of a TCP peer; undefined for any other stream, and for a Unix socket's peer, which has no address. */
+export function tcpPeerAddress(stream: Duplex): string | undefined {
+  return stream instanceof Socket && stream.remoteAddress !== undefined ? `${stream.remoteAddress}:${stream.remotePort ?? ''}` : undefined;
+}
 
 /**
  * A set of MQTT connections sharing one write batcher and one keep-alive wheel: a listener's, or

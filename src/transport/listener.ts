@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { onSocketData, type PeerInfo } from './connection.js';
-import { ConnectionPool, type PoolOptions } from './connection-pool.js';
+import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './connection-pool.js';
 import { directReads } from './direct-read.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import type { TlsFiles } from './tls-material.js';
@@ -217,7 +217,7 @@ export class Listener extends ConnectionPool {
 
   private peerOf(socket: Socket, proxied: string | undefined): PeerInfo {
     const local = this.options.socket;
-    const remoteAddress = proxied ?? (local !== undefined ? `unix:${local}` : `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`);
+    const remoteAddress = proxied ?? (local !== undefined ? `unix:${local}` : (tcpPeerAddress(socket) ?? 'unknown'));
     const tls = this.options.tls;
     if (tls?.certificateAsUsername === true && socket instanceof TLSSocket && socket.authorized) {
       const cn = socket.getPeerCertificate().subject?.CN;
