@@ -267,8 +267,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       sink.deliver(message, qos, retain, ids, share);
       return;
     }
-    // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 is not.
-    if (qos === 0) return;
+    // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 only when
+    // configured, which the specification allows and EMQX and HiveMQ do by default.
+    if (qos === 0 && this.settings.offlineQos0 === 'drop') return;
     // it may wait there for days: its bytes move out of the read they came in (once, for every session)
     ownBytesInPlace(message);
     session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);

@@ -7,6 +7,8 @@ export interface Limits {
   maxInflight: number;
   maxQueuedMessages: number;
   maxQueuedBytes: number;
+  /** QoS 0 messages for an offline persistent session: dropped, or queued with the QoS 1/2 ones */
+  offlineQos0: 'drop' | 'queue';
   maxTopicLength: number;
   maxTopicLevels: number;
   maxClientIdLength: number;
@@ -70,6 +72,7 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxInflight', type: 'integer', default: 64, min: 1, max: 65535, description: 'unacknowledged QoS 1/2 messages the broker sends to one client before queueing' },
   { key: 'maxQueuedMessages', type: 'integer', default: 1000, min: 0, max: U32, description: 'messages queued per session; when full the oldest QoS 0 goes first' },
   { key: 'maxQueuedBytes', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'payload bytes queued per session (0 = no limit but maxQueuedMessages); when full the oldest QoS 0 goes first' },
+  { key: 'offlineQos0', type: 'enum', default: 'drop', values: ['drop', 'queue'], description: 'QoS 0 messages for an offline persistent session: drop them, or queue them with its QoS 1/2 messages under the same limits (QoS 0 goes first when full; not kept across a restart)' },
   { key: 'maxTopicLength', type: 'integer', default: 65535, min: 1, max: 65535, description: 'longest topic name or filter, in UTF-8 bytes' },
   { key: 'maxTopicLevels', type: 'integer', default: 128, min: 1, max: 65535, description: 'most levels in a topic name or filter' },
   { key: 'maxClientIdLength', type: 'integer', default: 256, min: 23, max: 65535, description: 'longest client identifier, in UTF-8 bytes' },

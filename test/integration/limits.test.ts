@@ -176,6 +176,48 @@ describe('limits: bounded memory per client', () => {
     }
   });
 
+  test('offlineQos0: QoS 0 messages for an offline session are dropped by default, or queued in order with QoS 1 ones and dropped first when full', async () => {
+    const own = await startBroker({ limits: { offlineQos0: 'queue', maxQueuedMessages: 4 } });
+    try {
+      const away = async (port: number, version: 4 | 5, clientId: string): Promise<void> => {
+        const first = await rawConnect(port, version, { clientId, clean: false, properties: version === 5 ? { sessionExpiryInterval: 60 } : undefined });
+        await rawSubscribe(first.raw, version, 1, [{ topic: 'oq/#', qos: 1 }]);
+        first.raw.send('e000');
+        await first.raw.waitClosed();
+      };
+      /** Every PUBLISH until 300 ms pass without one, QoS 1 ones acknowledged, as [payload, qos]. */
+      const collect = async (port: number, version: 4 | 5, clientId: string): Promise<Array<[string, number]>> => {
+        const back = await rawConnect(port, version, { clientId, clean: false, properties: version === 5 ? { sessionExpiryInterval: 60 } : undefined });
+        const got: Array<[string, number]> = [];
+        for (let batch = await publishes(back.raw, 300); batch.length > 0; batch = await publishes(back.raw, 300)) {
+          for (const p of batch) {
+            got.push([p.payload?.toString() ?? '', p.qos as number]);
+            if (p.qos === 1) back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, version);
+          }
+        }
+        back.raw.close();
+        return got;
+      };
+      // the default: QoS 0 does not wait for an offline session
+      await away(b.port, 4, 'oq-default');
+      await b.broker.publish({ topic: 'oq/1', payload: 'zero', qos: 0 });
+      await b.broker.publish({ topic: 'oq/1', payload: 'one', qos: 1 });
+      assert.deepEqual(await collect(b.port, 4, 'oq-default'), [['one', 1]]);
+
+      for (const version of [4, 5] as const) await away(own.port, version, `oq-${version}`);
+      for (const [payload, qos] of [['a0', 0], ['b1', 1], ['c0', 0], ['d1', 1], ['e1', 1], ['f0', 0]] as const) {
+        await own.broker.publish({ topic: 'oq/1', payload, qos });
+      }
+      // e1 found the queue full and took a0's place; f0 took c0's
+      assert.equal(own.broker.stats.droppedByReason.queueFull, 4);
+      for (const version of [4, 5] as const) {
+        assert.deepEqual(await collect(own.port, version, `oq-${version}`), [['b1', 1], ['d1', 1], ['e1', 1], ['f0', 0]]);
+      }
+    } finally {
+      await own.close();
+    }
+  });
+
   test('topic length and levels: a longer topic name closes a 3.1.1 client and gets DISCONNECT 0x90 in 5.0; filters get SUBACK 0x80 / 0x8F', async () => {
     const v5 = await rawConnect(b.port, 5, { clientId: 'tl5' });
     const ack5 = await rawSubscribe(v5.raw, 5, 1, [{ topic: 'a/b/c/d/e', qos: 0 }, { topic: 'x'.repeat(65), qos: 0 }, { topic: 'a/b/c/d', qos: 0 }]);
