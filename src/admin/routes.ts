@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import type { QoS } from '../codec/packets.js';
 import { HttpError } from './http-error.js';
-import type { AdminView } from './view.js';
+import type { AdminView, Page } from './view.js';
 
 export interface ApiContext {
   view: AdminView;
@@ -24,12 +24,11 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
   switch (collection) {
     case 'clients': {
       if (id === undefined && method === 'GET') {
-        const q = query.get('q');
-        const rows = view.clients().filter((c) => q === null || c.id.includes(q) || (c.username ?? '').includes(q));
-        return ok(page(rows, query));
+        const { offset, limit } = pageWindow(query);
+        return ok(view.clients(query.get('q'), offset, limit));
       }
       if (id !== undefined && sub === undefined && method === 'GET') {
-        const row = view.clients().find((c) => c.id === id);
+        const row = view.client(id);
         if (row === undefined) throw new HttpError(404, `no connected client "${id}"`);
         return ok(row);
       }
@@ -45,7 +44,10 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
       break;
     }
     case 'sessions': {
-      if (id === undefined && method === 'GET') return ok(page(view.sessions(), query));
+      if (id === undefined && method === 'GET') {
+        const { offset, limit } = pageWindow(query);
+        return ok(view.sessions(offset, limit));
+      }
       if (id !== undefined && method === 'DELETE') {
         if (!view.deleteSession(id)) throw new HttpError(404, `no session for client "${id}"`);
         return ok({ deleted: id });
@@ -55,7 +57,10 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
     case 'retained': {
       // the topic is the rest of the path, so it may contain '/'
       const topic = parts.slice(1).join('/');
-      if (topic === '' && method === 'GET') return ok(page(view.retained(), query));
+      if (topic === '' && method === 'GET') {
+        const { offset, limit } = pageWindow(query);
+        return ok(view.retained(offset, limit));
+      }
       if (topic !== '' && method === 'GET') {
         const row = view.retainedMessage(topic);
         if (row === undefined) throw new HttpError(404, `no retained message on "${topic}"`);
@@ -89,9 +94,16 @@ function ok(body: unknown): ApiResult {
   return { status: 200, body };
 }
 
-function page<T>(rows: T[], query: QueryLike): { total: number; offset: number; limit: number; items: T[] } {
-  const limit = intParam(query, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
-  const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+/** The page a listing asks for: `offset` and `limit` (1 to 1,000, 100 by default). */
+function pageWindow(query: QueryLike): { offset: number; limit: number } {
+  return {
+    limit: intParam(query, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT),
+    offset: intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+function page<T>(rows: T[], query: QueryLike): Page<T> {
+  const { offset, limit } = pageWindow(query);
   return { total: rows.length, offset, limit, items: rows.slice(offset, offset + limit) };
 }
 

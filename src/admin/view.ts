@@ -2,6 +2,17 @@ import { Buffer } from 'node:buffer';
 import { RC } from '../codec/reason-codes.js';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { SessionOwner } from '../protocol/ports.js';
+import type { Message } from '../session/message.js';
+import type { Session } from '../session/session.js';
+import { pageOf } from './page-of.js';
+
+/** One page of a listing sorted by key, and how many rows the whole listing has. */
+export interface Page<T> {
+  total: number;
+  offset: number;
+  limit: number;
+  items: T[];
+}
 
 export interface ClientRow {
   id: string;
@@ -50,25 +61,33 @@ export interface RetainedRow {
 export class AdminView {
   constructor(private readonly core: BrokerCore) {}
 
-  clients(): ClientRow[] {
-    const rows: ClientRow[] = [];
+  /** Connected clients by id; `query` keeps those whose id or user name contains it. */
+  clients(query: string | null, offset: number, limit: number): Page<ClientRow> {
+    const ids: string[] = [];
     for (const s of this.core.sessions.values()) {
       const owner = s.sink as SessionOwner | undefined;
       if (owner === undefined) continue;
-      const c = owner.client;
-      rows.push({
-        id: c.id,
-        username: c.username ?? null,
-        address: c.remoteAddress,
-        protocolVersion: c.protocolVersion,
-        connectedAt: new Date(c.connectedAt).toISOString(),
-        keepAlive: c.keepAlive,
-        inflight: s.inflight.size,
-        queued: s.queue.length,
-        subscriptions: s.subscriptions.size,
-      });
+      if (query === null || s.clientId.includes(query) || (owner.client.username ?? '').includes(query)) ids.push(s.clientId);
     }
-    return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return { total: ids.length, offset, limit, items: pageOf(ids, offset, limit).map((id) => this.client(id) as ClientRow) };
+  }
+
+  client(clientId: string): ClientRow | undefined {
+    const s = this.core.sessions.get(clientId);
+    const owner = s?.sink as SessionOwner | undefined;
+    if (s === undefined || owner === undefined) return undefined;
+    const c = owner.client;
+    return {
+      id: c.id,
+      username: c.username ?? null,
+      address: c.remoteAddress,
+      protocolVersion: c.protocolVersion,
+      connectedAt: new Date(c.connectedAt).toISOString(),
+      keepAlive: c.keepAlive,
+      inflight: s.inflight.size,
+      queued: s.queue.length,
+      subscriptions: s.subscriptions.size,
+    };
   }
 
   /** Closes a client's connection (5.0: DISCONNECT 0x98 Administrative action). */
@@ -92,20 +111,12 @@ export class AdminView {
     }));
   }
 
-  sessions(): SessionRow[] {
-    const rows: SessionRow[] = [];
-    for (const s of this.core.sessions.values()) {
-      rows.push({
-        clientId: s.clientId,
-        connected: s.sink !== undefined,
-        expiryInterval: s.expiryInterval,
-        expiresAt: s.expiresAt === undefined ? null : new Date(s.expiresAt).toISOString(),
-        subscriptions: s.subscriptions.size,
-        inflight: s.inflight.size,
-        queued: s.queue.length,
-      });
-    }
-    return rows.sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0));
+  /** Every session, connected or not, by client id. */
+  sessions(offset: number, limit: number): Page<SessionRow> {
+    const ids: string[] = [];
+    for (const s of this.core.sessions.values()) ids.push(s.clientId);
+    const items = pageOf(ids, offset, limit).map((id) => sessionRow(this.core.sessions.get(id) as Session));
+    return { total: ids.length, offset, limit, items };
   }
 
   /** Ends a session for good; a connected client is disconnected first. */
@@ -118,10 +129,15 @@ export class AdminView {
     return true;
   }
 
-  retained(): RetainedRow[] {
-    const rows: RetainedRow[] = [];
-    for (const m of this.core.retained.values()) rows.push({ topic: m.topic, qos: m.qos, payloadBytes: m.payload.length });
-    return rows.sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0));
+  /** Retained messages by topic, without their payloads. */
+  retained(offset: number, limit: number): Page<RetainedRow> {
+    const topics: string[] = [];
+    for (const m of this.core.retained.values()) topics.push(m.topic);
+    const items = pageOf(topics, offset, limit).map((topic) => {
+      const m = this.core.retained.get(topic) as Message;
+      return { topic: m.topic, qos: m.qos, payloadBytes: m.payload.length };
+    });
+    return { total: topics.length, offset, limit, items };
   }
 
   retainedMessage(topic: string): RetainedRow | undefined {
@@ -141,4 +157,16 @@ export class AdminView {
   deleteRetained(topic: string): boolean {
     return this.core.deleteRetained(topic);
   }
+}
+
+function sessionRow(s: Session): SessionRow {
+  return {
+    clientId: s.clientId,
+    connected: s.sink !== undefined,
+    expiryInterval: s.expiryInterval,
+    expiresAt: s.expiresAt === undefined ? null : new Date(s.expiresAt).toISOString(),
+    subscriptions: s.subscriptions.size,
+    inflight: s.inflight.size,
+    queued: s.queue.length,
+  };
 }
