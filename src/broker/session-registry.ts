@@ -1,6 +1,7 @@
 import { RC } from '../codec/reason-codes.js';
 import type { OpenedSession, SessionOwner } from '../protocol/ports.js';
 import { Session } from '../session/session.js';
+import { ExpirySchedule } from './expiry-schedule.js';
 
 const NEVER = 0xffffffff;
 
@@ -11,7 +12,9 @@ const NEVER = 0xffffffff;
  */
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
-  private readonly expiryTimers = new Map<Session, NodeJS.Timeout>();
+  private readonly expiries = new ExpirySchedule((session) => {
+    if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session);
+  });
   private readonly onEnd: (session: Session) => void;
 
   constructor(onEnd: (session: Session) => void) {
@@ -66,7 +69,7 @@ export class SessionRegistry {
     }
     if (interval === NEVER) return;
     session.expiresAt = Date.now() + interval * 1000;
-    this.armExpiry(session);
+    this.expiries.add(session);
   }
 
   /** A session read back from the store: offline, due to end at `expiresAt` (from now when unknown); false if it ended already. */
@@ -79,21 +82,8 @@ export class SessionRegistry {
       this.end(session);
       return false;
     }
-    this.armExpiry(session);
+    this.expiries.add(session);
     return true;
-  }
-
-  private armExpiry(session: Session): void {
-    const wait = (session.expiresAt as number) - Date.now();
-    // setTimeout holds at most ~24.8 days; longer intervals are re-armed when that passes.
-    const timer = setTimeout(() => {
-      this.expiryTimers.delete(session);
-      if (session.sink !== undefined || this.sessions.get(session.clientId) !== session) return;
-      if (session.expiresAt !== undefined && session.expiresAt > Date.now()) this.armExpiry(session);
-      else this.end(session);
-    }, Math.max(0, Math.min(wait, 2 ** 31 - 1)));
-    timer.unref();
-    this.expiryTimers.set(session, timer);
   }
 
   /** Removes a session for good. */
@@ -104,16 +94,11 @@ export class SessionRegistry {
   }
 
   clear(): void {
-    for (const t of this.expiryTimers.values()) clearTimeout(t);
-    this.expiryTimers.clear();
+    this.expiries.clear();
   }
 
   private cancelExpiry(session: Session): void {
+    this.expiries.remove(session);
     session.expiresAt = undefined;
-    const t = this.expiryTimers.get(session);
-    if (t !== undefined) {
-      clearTimeout(t);
-      this.expiryTimers.delete(session);
-    }
   }
 }

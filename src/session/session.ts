@@ -79,6 +79,8 @@ export class Session {
   dropped = 0;
   /** set while the session is offline and due to expire (absolute ms) */
   expiresAt: number | undefined;
+  /** its place in the broker's expiry schedule while it waits to expire; -1 when not there */
+  expirySlot = -1;
   /** set for persistent sessions when the broker has a durable store */
   journal: SessionJournal | undefined;
   /** the user name of the client that last opened the session (for access checks while offline) */
