@@ -8,7 +8,7 @@ import type { ClientInfo } from '../hooks/types.js';
 import type { Message, ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { Deque } from '../session/deque.js';
-import { LazyMap } from '../session/lazy-collections.js';
+import { LazyMap } from '../collections/lazy-map.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { handleAck } from './handlers/acks.js';
 import { handleAuth } from './handlers/auth.js';

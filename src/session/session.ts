@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import { DeliveryQueue } from './delivery-queue.js';
 import { PacketIdMap } from './packet-id-map.js';
-import { LazyMap } from './lazy-collections.js';
+import { LazyMap } from '../collections/lazy-map.js';
 import { ownBytesInPlace, type Clock, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 

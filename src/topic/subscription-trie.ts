@@ -1,9 +1,11 @@
+import { LazyMap } from '../collections/lazy-map.js';
+
 interface Node<V> {
-  children: Map<string, Node<V>> | undefined;
+  children: LazyMap<string, Node<V>> | undefined;
   plus: Node<V> | undefined;
   hash: Node<V> | undefined;
   /** values of the filter ending here, by key (client id or share group) */
-  values: Map<string, V> | undefined;
+  values: LazyMap<string, V> | undefined;
 }
 
 function newNode<V>(): Node<V> {
@@ -49,7 +51,7 @@ export class SubscriptionTrie<V> {
       if (level === '+') node = node.plus ??= newNode();
       else if (level === '#') node = node.hash ??= newNode();
       else {
-        const children = (node.children ??= new Map());
+        const children = (node.children ??= new LazyMap());
         let child = children.get(level);
         if (child === undefined) {
           child = newNode();
@@ -58,7 +60,7 @@ export class SubscriptionTrie<V> {
         node = child;
       }
     }
-    const values = (node.values ??= new Map());
+    const values = (node.values ??= new LazyMap());
     this.version++;
     const isNew = !values.has(key);
     values.set(key, value);
@@ -147,10 +149,8 @@ function isEmpty<V>(n: Node<V>): boolean {
   return n.values === undefined && n.children === undefined && n.plus === undefined && n.hash === undefined;
 }
 
-function putAll<V>(values: Map<string, V> | undefined, out: V[], n: number): number {
-  if (values === undefined) return n;
-  for (const v of values.values()) out[n++] = v;
-  return n;
+function putAll<V>(values: LazyMap<string, V> | undefined, out: V[], n: number): number {
+  return values === undefined ? n : values.copyValues(out, n);
 }
 
 /**

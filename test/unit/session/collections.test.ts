@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { Deque } from '../../../src/session/deque.js';
-import { LazyMap } from '../../../src/session/lazy-collections.js';
+import { LazyMap } from '../../../src/collections/lazy-map.js';
 
 type Op = { op: 'push' | 'unshift'; v: number } | { op: 'shift' | 'clear' } | { op: 'at'; i: number };
 
@@ -54,5 +54,47 @@ describe('session collections', () => {
     assert.equal(m.size, 1);
     m.clear();
     assert.equal(m.size, 0);
+  });
+
+  test('property: the lazy map answers like a Map through any sequence of sets, deletes and clears', () => {
+    type MapOp = { op: 'set'; k: string; v: number } | { op: 'delete'; k: string } | { op: 'clear' };
+    const key = fc.constantFrom('a', 'b', 'c', 'd');
+    const mapOps = fc.array(
+      fc.oneof(
+        { arbitrary: fc.record({ op: fc.constant('set' as const), k: key, v: fc.nat(100) }), weight: 4 },
+        { arbitrary: fc.record({ op: fc.constant('delete' as const), k: key }), weight: 3 },
+        { arbitrary: fc.record({ op: fc.constant('clear' as const) }), weight: 1 },
+      ),
+      { maxLength: 60 },
+    );
+    fc.assert(
+      fc.property(mapOps, (list: MapOp[]) => {
+        const m = new LazyMap<string, number>();
+        const model = new Map<string, number>();
+        for (const o of list) {
+          if (o.op === 'set') {
+            assert.equal(m.set(o.k, o.v), m);
+            model.set(o.k, o.v);
+          } else if (o.op === 'delete') {
+            assert.equal(m.delete(o.k), model.delete(o.k));
+          } else {
+            m.clear();
+            model.clear();
+          }
+          assert.equal(m.size, model.size);
+          for (const k of ['a', 'b', 'c', 'd']) {
+            assert.equal(m.get(k), model.get(k));
+            assert.equal(m.has(k), model.has(k));
+          }
+          assert.deepEqual([...m], [...model]);
+          assert.deepEqual([...m.keys()], [...model.keys()]);
+          assert.deepEqual([...m.values()], [...model.values()]);
+          const out = [-1];
+          assert.equal(m.copyValues(out, 1), model.size + 1);
+          assert.deepEqual(out, [-1, ...model.values()]);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
