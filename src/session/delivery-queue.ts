@@ -94,23 +94,25 @@ export class DeliveryQueue {
   }
 
   /**
-   * Takes out every delivery whose message has expired, handing each to `removed`. The clock is
-   * read, and the queue walked, only once the earliest expiry it holds may have passed, so a queue
-   * of messages that do not expire costs nothing here.
+   * Takes out every delivery whose message has expired and returns them; undefined when nothing
+   * could have. The clock is read, and the queue walked, only once the earliest expiry it holds
+   * may have passed, so a queue of messages that do not expire costs nothing here.
    */
-  removeExpired(clock: Clock, removed: (d: Delivery) => void): void {
+  removeExpired(clock: Clock): Delivery[] | undefined {
     const r = this.rings;
-    if (r === undefined || this.earliestExpiry === Infinity) return;
+    if (r === undefined || this.earliestExpiry === Infinity) return undefined;
     const now = clock.now();
-    if (now < this.earliestExpiry) return;
+    if (now < this.earliestExpiry) return undefined;
+    const removed: Delivery[] = [];
     const lossy = this.sweep(r.lossy, r.lossyTags, now, removed);
     const owed = this.sweep(r.owed, r.owedTags, now, removed);
     this.earliestExpiry = Math.min(lossy, owed);
     if (this.count === 0) this.nextTag = 0;
+    return removed;
   }
 
-  /** Keeps a ring's live deliveries in order; returns the earliest expiry among them. */
-  private sweep(ring: Deque<Delivery>, tags: Deque<number>, now: number, removed: (d: Delivery) => void): number {
+  /** Keeps a ring's live deliveries in order, adding the expired ones to `removed`; returns the earliest expiry among the live. */
+  private sweep(ring: Deque<Delivery>, tags: Deque<number>, now: number, removed: Delivery[]): number {
     let earliest = Infinity;
     for (let n = ring.length; n > 0; n--) {
       const d = ring.shift() as Delivery;
@@ -126,7 +128,7 @@ export class DeliveryQueue {
       if (d.qos === 0) this.lossyBytes -= size;
       this.bytes -= size;
       this.count--;
-      removed(d);
+      removed.push(d);
     }
     return earliest;
   }

@@ -17,13 +17,6 @@ export class Deque<T> {
     this.len++;
   }
 
-  unshift(item: T): void {
-    const buf = this.ensureRoom();
-    this.head = (this.head - 1) & (buf.length - 1);
-    buf[this.head] = item;
-    this.len++;
-  }
-
   shift(): T | undefined {
     if (this.len === 0) return undefined;
     const buf = this.buf as Array<T | undefined>;

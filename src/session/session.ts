@@ -115,10 +115,11 @@ export class Session {
     const max = limits.maxQueuedMessages;
     const maxBytes = limits.maxQueuedBytes;
     if (full(queue.length, queue.bytes, size, max, maxBytes)) {
-      queue.removeExpired(clock, (d) => {
-        drops.expired++;
-        if (d.qos > 0) this.journal?.unqueued(d);
-      });
+      const expired = queue.removeExpired(clock);
+      if (expired !== undefined) {
+        drops.expired += expired.length;
+        for (const d of expired) if (d.qos > 0) this.journal?.unqueued(d);
+      }
       if (full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
         this.dropped++;
         drops.queueFull++;
