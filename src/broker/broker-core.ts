@@ -72,13 +72,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       else this.durability?.retainedDeleted(m.topic);
     }
     for (const stored of state.sessions) {
-      const session = new Session(stored.record.clientId, stored.record.expiryInterval);
+      const session = new Session(stored.record.clientId, stored.record.expiryInterval, this.sessions.totals);
       session.username = stored.record.username;
       for (const sub of stored.subscriptions) this.router.add(session, sub);
       for (const d of stored.queue) session.restoreQueued(d);
-      for (const e of stored.inflight) {
-        session.inflight.set(e.packetId, { delivery: e.delivery, state: e.state });
-      }
+      for (const e of stored.inflight) session.restoreInflight(e.packetId, { delivery: e.delivery, state: e.state });
       for (const id of stored.incomingQos2) session.incomingQos2.set(id, true);
       this.durability?.adopt(session);
       // a session whose deadline passed while the broker was down ends now, before any client can see it
@@ -158,7 +156,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       // Already taken over: the new connection owns the session now.
       if (will !== undefined) this.wills.schedule(owner.client, will, 0);
     } else {
-      session.sink = undefined;
+      this.sessions.goOffline(session);
       this.reassignShared(session);
       this.sessions.detach(session);
       if (this.sessions.get(session.clientId) === session) {
@@ -197,9 +195,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   private sessionEnded(session: Session): void {
     this.durability?.sessionEnded(session);
     this.router.removeAll(session);
-    session.clearQueue();
-    session.inflight.clear();
-    session.incomingQos2.clear();
+    session.clear();
     this.wills.fire(session.clientId);
   }
 

@@ -1,6 +1,6 @@
 import { RC } from '../codec/reason-codes.js';
 import type { OpenedSession, SessionOwner } from '../protocol/ports.js';
-import { Session } from '../session/session.js';
+import { Session, type SessionTotals } from '../session/session.js';
 import { ExpirySchedule } from './expiry-schedule.js';
 
 const NEVER = 0xffffffff;
@@ -16,6 +16,9 @@ export class SessionRegistry {
     if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session);
   });
   private readonly onEnd: (session: Session) => void;
+  /** what every session here holds, kept by the sessions themselves */
+  readonly totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
+  private attached = 0;
 
   constructor(onEnd: (session: Session) => void) {
     this.onEnd = onEnd;
@@ -23,6 +26,11 @@ export class SessionRegistry {
 
   get size(): number {
     return this.sessions.size;
+  }
+
+  /** sessions here with a connection */
+  get online(): number {
+    return this.attached;
   }
 
   get(clientId: string): Session | undefined {
@@ -49,19 +57,28 @@ export class SessionRegistry {
     }
     const present = session !== undefined;
     if (session === undefined) {
-      session = new Session(clientId, expiryInterval);
+      session = new Session(clientId, expiryInterval, this.totals);
       this.sessions.set(clientId, session);
     } else {
       this.cancelExpiry(session);
       session.expiryInterval = expiryInterval;
     }
+    // a connection taken over has closed by now (synchronously), so the session has none
+    if (session.sink === undefined) this.attached++;
     session.sink = owner;
     return { session, present };
   }
 
+  /** The session's connection is gone; the session stays until detach() says for how long. */
+  goOffline(session: Session): void {
+    if (session.sink === undefined) return;
+    session.sink = undefined;
+    if (this.sessions.get(session.clientId) === session) this.attached--;
+  }
+
   /** The session's connection is gone: end it now (expiry 0) or when its interval passes. */
   detach(session: Session): void {
-    session.sink = undefined;
+    this.goOffline(session);
     const interval = session.expiryInterval;
     if (interval === 0) {
       this.end(session);
@@ -89,7 +106,11 @@ export class SessionRegistry {
   /** Removes a session for good. */
   end(session: Session): void {
     this.cancelExpiry(session);
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (this.sessions.get(session.clientId) === session) {
+      this.sessions.delete(session.clientId);
+      // its connection, if it still has one, closes later and finds the session gone
+      if (session.sink !== undefined) this.attached--;
+    }
     this.onEnd(session);
   }
 

@@ -31,22 +31,13 @@ export interface StatsSnapshot {
 }
 
 export function statsSnapshot(core: BrokerCore, transport: TransportStats): StatsSnapshot {
-  let inflight = 0;
-  let queued = 0;
-  let queuedBytes = 0;
-  let offline = 0;
-  for (const s of core.sessions.values()) {
-    inflight += s.inflight.size;
-    queued += s.queue.length;
-    queuedBytes += s.queuedBytes;
-    if (s.sink === undefined) offline++;
-  }
+  const { inflight, queued, queuedBytes } = core.sessions.totals;
   const c = core.counters;
   const dropped = { ...c.dropped };
   const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
   return {
     clientsConnected: core.connected,
-    clientsDisconnected: offline,
+    clientsDisconnected: core.sessions.size - core.sessions.online,
     clientsMaximum: core.maxConnected,
     sessions: core.sessions.size,
     subscriptions: core.router.subscriptionCount,

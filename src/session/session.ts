@@ -46,6 +46,17 @@ export interface SessionJournal {
   incomingQos2(packetId: number, pending: boolean): void;
 }
 
+/**
+ * What the sessions of one broker hold between them, kept up to date by each session as it changes,
+ * so that stats, metrics and $SYS read them without walking every session (24-30 ms with a
+ * million of them, every $SYS interval and every scrape).
+ */
+export interface SessionTotals {
+  queued: number;
+  queuedBytes: number;
+  inflight: number;
+}
+
 /** The bounds of a session's queue. */
 export interface QueueLimits {
   readonly maxQueuedMessages: number;
@@ -66,9 +77,11 @@ export interface QueueDrops {
 export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
+  /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly inflight = new PacketIdMap<InflightEntry>();
-  /** read freely; changed only through the methods below, which keep the journal */
+  /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly queue = new DeliveryQueue();
+  private readonly totals: SessionTotals;
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
   readonly incomingQos2 = new PacketIdMap<true>();
@@ -93,9 +106,11 @@ export class Session {
   routeRetainAsPublished = false;
   routeSubIds: number[] | undefined;
 
-  constructor(clientId: string, expiryInterval: number) {
+  /** `totals` is the broker's; a session on its own counts only itself. */
+  constructor(clientId: string, expiryInterval: number, totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 }) {
     this.clientId = clientId;
     this.expiryInterval = expiryInterval;
+    this.totals = totals;
   }
 
   get online(): boolean {
@@ -115,6 +130,8 @@ export class Session {
     const max = limits.maxQueuedMessages;
     const maxBytes = limits.maxQueuedBytes;
     if (full(queue.length, queue.bytes, size, max, maxBytes)) {
+      const count = queue.length;
+      const bytes = queue.bytes;
       const expired = queue.removeExpired(clock);
       if (expired !== undefined) {
         drops.expired += expired.length;
@@ -123,6 +140,7 @@ export class Session {
       if (full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
         this.dropped++;
         drops.queueFull++;
+        this.countQueueChange(count, bytes);
         return;
       }
       while (full(queue.length, queue.bytes, size, max, maxBytes)) {
@@ -130,9 +148,22 @@ export class Session {
         this.dropped++;
         drops.queueFull++;
       }
+      this.countQueueChange(count, bytes);
     }
-    queue.push(delivery);
+    this.push(delivery);
     if (delivery.qos > 0) this.journal?.queued(delivery);
+  }
+
+  private push(delivery: Delivery): void {
+    this.queue.push(delivery);
+    this.totals.queued++;
+    this.totals.queuedBytes += delivery.message.payload.length;
+  }
+
+  /** Adds to the broker's totals what the queue gained (or lost) since it held `count` messages of `bytes` bytes. */
+  private countQueueChange(count: number, bytes: number): void {
+    this.totals.queued += this.queue.length - count;
+    this.totals.queuedBytes += this.queue.bytes - bytes;
   }
 
   /** payload bytes of the queued messages */
@@ -142,12 +173,24 @@ export class Session {
 
   /** A delivery the store kept for this session, queued again at start. */
   restoreQueued(delivery: Delivery): void {
-    this.queue.push(delivery);
+    this.push(delivery);
   }
 
-  /** The session ended: nothing it queued is owed any more. */
-  clearQueue(): void {
+  /** A message the store kept in flight for this session, restored at start. */
+  restoreInflight(packetId: number, entry: InflightEntry): void {
+    const before = this.inflight.size;
+    this.inflight.set(packetId, entry);
+    this.totals.inflight += this.inflight.size - before;
+  }
+
+  /** The session ended: nothing it queued or had in flight is owed any more. */
+  clear(): void {
+    this.totals.queued -= this.queue.length;
+    this.totals.queuedBytes -= this.queue.bytes;
     this.queue.clear();
+    this.totals.inflight -= this.inflight.size;
+    this.inflight.clear();
+    this.incomingQos2.clear();
   }
 
   /**
@@ -164,18 +207,23 @@ export class Session {
   dequeue(): Delivery | undefined {
     const d = this.queue.shift();
     if (d === undefined) return undefined;
+    this.totals.queued--;
+    this.totals.queuedBytes -= d.message.payload.length;
     if (d.qos > 0) this.journal?.unqueued(d);
     return d;
   }
 
   /** Removes, in order, the queued deliveries `take` accepts (it has dealt with them); the rest keep their places. */
   takeQueued(take: (d: Delivery) => boolean): void {
+    const count = this.queue.length;
+    const bytes = this.queue.bytes;
     const keep: Delivery[] = [];
     for (let d = this.queue.shift(); d !== undefined; d = this.queue.shift()) {
       if (!take(d)) keep.push(d);
       else if (d.qos > 0) this.journal?.unqueued(d);
     }
     for (const d of keep) this.queue.push(d);
+    this.countQueueChange(count, bytes);
   }
 
   /** A QoS 1/2 message about to be sent: records it in flight under a free packet id, returned. */
@@ -187,13 +235,16 @@ export class Session {
 
   /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
   setInflight(packetId: number, entry: InflightEntry): void {
+    const before = this.inflight.size;
     this.inflight.set(packetId, entry);
+    this.totals.inflight += this.inflight.size - before;
     this.journal?.inflight(packetId, entry);
   }
 
   /** The exchange for `packetId` is over: the id is free again. */
   endInflight(packetId: number): void {
     if (!this.inflight.delete(packetId)) return;
+    this.totals.inflight--;
     this.journal?.inflightDone(packetId);
   }
 

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { QoS } from '../../../src/codec/packets.js';
 import { createMessage, type Delivery } from '../../../src/session/message.js';
-import { Session, type QueueDrops } from '../../../src/session/session.js';
+import { Session, type QueueDrops, type SessionTotals } from '../../../src/session/session.js';
 
 const clock = { time: 0, now(): number {
   return this.time;
@@ -56,7 +56,11 @@ describe('session queue bounds', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 300 }), fc.array(op, { maxLength: 80 }), (max, maxBytes, ops) => {
         clock.time = 0;
-        const s = new Session('c', 0);
+        // two sessions share the totals, as a broker's do; the other one holds a message throughout
+        const totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
+        const other = new Session('other', 0, totals);
+        other.enqueue(delivery(7, 1, 1000, undefined), { maxQueuedMessages: 10, maxQueuedBytes: 0 }, clock, { queueFull: 0, expired: 0 });
+        const s = new Session('c', 0, totals);
         const drops: QueueDrops = { queueFull: 0, expired: 0 };
         let n = 0;
         let dropped = 0;
@@ -99,7 +103,7 @@ describe('session queue bounds', () => {
             s.takeQueued((d) => d.qos === 0);
             model.splice(0, model.length, ...model.filter((d) => d.qos !== 0));
           } else if (o.kind === 'clear') {
-            s.clearQueue();
+            s.clear();
             model.length = 0;
           } else {
             clock.time += o.seconds * 1000;
@@ -107,6 +111,8 @@ describe('session queue bounds', () => {
           // the queue keeps arrival order across QoS levels, whatever left it
           assert.deepEqual([...s.queue], model);
           assert.equal(s.queuedBytes, sizeOf(model));
+          assert.equal(totals.queued, model.length + 1, 'the broker-wide count drifted');
+          assert.equal(totals.queuedBytes, sizeOf(model) + 7, 'the broker-wide byte count drifted');
           assert.ok(s.queue.length <= max);
           if (maxBytes > 0 && s.queue.length > 1) assert.ok(sizeOf(model) <= maxBytes, `${sizeOf(model)} bytes queued over ${maxBytes}`);
         }
