@@ -160,6 +160,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       this.reassignShared(session);
       this.sessions.detach(session);
       if (this.sessions.get(session.clientId) === session) {
+        // QoS 0 messages an offline session would not be given are not kept for it either, even
+        // those queued behind its inflight window while it was connected (as Mosquitto does)
+        if (this.settings.offlineQos0 === 'drop' && session.queue.lossyLength > 0) session.takeQueued((d) => d.qos === 0);
         this.durability?.sessionDetached(session);
         // what it holds now may wait until the client returns
         session.ownPendingBytes();

@@ -218,6 +218,47 @@ describe('limits: bounded memory per client', () => {
     }
   });
 
+  test('offlineQos0: QoS 0 messages still queued when a persistent session goes offline are dropped by default, kept with queue', async () => {
+    for (const mode of ['drop', 'queue'] as const) {
+      const own = await startBroker({ limits: { offlineQos0: mode, maxInflight: 1 } });
+      try {
+        for (const version of [4, 5] as const) {
+          const clientId = `oq-left-${version}`;
+          const connect = (): ReturnType<typeof rawConnect> =>
+            rawConnect(own.port, version, { clientId, clean: false, properties: version === 5 ? { sessionExpiryInterval: 60 } : undefined });
+          const first = await connect();
+          await rawSubscribe(first.raw, version, 1, [{ topic: 'oql/#', qos: 1 }]);
+          // p1 takes the one inflight slot and is not acknowledged; the rest wait in the queue, z0 among them
+          for (const [payload, qos] of [['p1', 1], ['q2', 1], ['z0', 0], ['q3', 1]] as const) {
+            await own.broker.publish({ topic: `oql/${version}`, payload, qos });
+          }
+          assert.equal(own.broker.stats.queued, 3);
+          first.raw.send('e000');
+          await first.raw.waitClosed();
+          assert.ok(await eventually(() => own.broker.stats.clientsDisconnected === 1));
+          assert.equal(own.broker.stats.queued, mode === 'drop' ? 2 : 3);
+          const back = await connect();
+          const got: string[] = [];
+          for (let batch = await publishes(back.raw, 300); batch.length > 0; batch = await publishes(back.raw, 300)) {
+            for (const p of batch) {
+              got.push(p.payload?.toString() ?? '');
+              if (p.qos === 1) back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, version);
+            }
+          }
+          assert.deepEqual(got, mode === 'drop' ? ['p1', 'q2', 'q3'] : ['p1', 'q2', 'z0', 'q3']);
+          back.raw.close();
+          // the session ends with this client's clean start, so the next version starts from nothing
+          const gone = await rawConnect(own.port, version, { clientId, clean: true });
+          gone.raw.send('e000');
+          await gone.raw.waitClosed();
+          assert.ok(await eventually(() => own.broker.stats.sessions === 0));
+        }
+      } finally {
+        await own.close();
+      }
+    }
+  });
+
   test('topic length and levels: a longer topic name closes a 3.1.1 client and gets DISCONNECT 0x90 in 5.0; filters get SUBACK 0x80 / 0x8F', async () => {
     const v5 = await rawConnect(b.port, 5, { clientId: 'tl5' });
     const ack5 = await rawSubscribe(v5.raw, 5, 1, [{ topic: 'a/b/c/d/e', qos: 0 }, { topic: 'x'.repeat(65), qos: 0 }, { topic: 'a/b/c/d', qos: 0 }]);
