@@ -1,12 +1,61 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { ExpirySchedule } from '../../../src/broker/expiry-schedule.js';
+import { ExpirySchedule, MAX_DUE_PER_TURN } from '../../../src/broker/expiry-schedule.js';
 import { Session } from '../../../src/session/session.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('session expiry schedule', () => {
+  test('deadlines that fall together end a bounded number of sessions per turn, the rest in later turns, in order', async () => {
+    const count = 2 * MAX_DUE_PER_TURN + 500;
+    const ended: Session[] = [];
+    const batches: number[] = [];
+    let batch = 0;
+    const schedule = new ExpirySchedule((session) => {
+      if (batch === 0) {
+        // runs once the turn that ended these sessions is over
+        queueMicrotask(() => {
+          batches.push(batch);
+          batch = 0;
+        });
+      }
+      batch++;
+      ended.push(session);
+    });
+    const at = Date.now() + 20;
+    const sessions: Session[] = [];
+    for (let i = 0; i < count; i++) {
+      const s = new Session(`c${i}`, 1);
+      s.expiresAt = at + (i % 3 === 0 ? 0 : 1);
+      sessions.push(s);
+      schedule.add(s);
+    }
+    for (let waited = 0; ended.length < count && waited < 3000; waited += 10) await sleep(10);
+    assert.equal(ended.length, count);
+    assert.equal(new Set(ended).size, count, 'a session ended twice');
+    for (let i = 1; i < count; i++) assert.ok((ended[i - 1]?.expiresAt as number) <= (ended[i]?.expiresAt as number), 'out of deadline order');
+    assert.ok(batches.length >= 3, `ended in ${batches.length} turns: ${batches.join(', ')}`);
+    assert.ok(Math.max(...batches) <= MAX_DUE_PER_TURN, `a turn ended ${Math.max(...batches)} sessions`);
+    assert.equal(schedule.size, 0);
+    schedule.clear();
+  });
+
+  test('clear() stops a schedule that is part way through a large batch of deadlines', async () => {
+    let ended = 0;
+    const schedule = new ExpirySchedule(() => {
+      ended++;
+      if (ended === MAX_DUE_PER_TURN) schedule.clear();
+    });
+    for (let i = 0; i < 3 * MAX_DUE_PER_TURN; i++) {
+      const s = new Session(`c${i}`, 1);
+      s.expiresAt = Date.now();
+      schedule.add(s);
+    }
+    await sleep(50);
+    assert.equal(ended, MAX_DUE_PER_TURN);
+  });
+
   test('property: each scheduled session comes due once, not before its time; removed ones never do', async () => {
     await fc.assert(
       fc.asyncProperty(
