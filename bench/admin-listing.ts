@@ -1,5 +1,5 @@
-// What one page of the admin API's listings costs with many sessions: the time the request holds
-// the event loop, during which no client's traffic moves.
+// What one page of the admin API's listings, and one scrape of /metrics, cost with many sessions:
+// the time the request holds the event loop, during which no client's traffic moves.
 // Usage: npm run build && node dist/bench/admin-listing.js [--sessions 1000000] [--requests 5]
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
@@ -28,7 +28,7 @@ async function timed(path: string): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < REQUESTS; i++) {
     const start = performance.now();
-    const res = await fetch(`http://127.0.0.1:${port}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${token}` } });
     if (res.status !== 200) throw new Error(`${path}: HTTP ${res.status}`);
     await res.arrayBuffer();
     times.push(performance.now() - start);
@@ -38,8 +38,10 @@ async function timed(path: string): Promise<number[]> {
 
 console.log(`${broker.stats.sessions} sessions, ${REQUESTS} requests each, median ms:`);
 for (const path of ['/sessions?limit=100', '/sessions?offset=500000&limit=100', '/clients?limit=100', '/clients/device-1']) {
-  const times = await timed(path);
+  const times = await timed(`/api/v1${path}`);
   console.log(`  GET /api/v1${path}: ${(times[Math.floor(times.length / 2)] as number).toFixed(1)}`);
 }
+const scrapes = await timed('/metrics');
+console.log(`  GET /metrics: ${(scrapes[Math.floor(scrapes.length / 2)] as number).toFixed(1)}`);
 await device.endAsync();
 await broker.close();
