@@ -85,7 +85,7 @@ export class AdminView {
       connectedAt: new Date(c.connectedAt).toISOString(),
       keepAlive: c.keepAlive,
       inflight: s.inflight.size,
-      queued: s.queue.length,
+      queued: s.waiting,
       subscriptions: s.subscriptions.size,
     };
   }
@@ -167,6 +167,6 @@ function sessionRow(s: Session): SessionRow {
     expiresAt: s.expiresAt === undefined ? null : new Date(s.expiresAt).toISOString(),
     subscriptions: s.subscriptions.size,
     inflight: s.inflight.size,
-    queued: s.queue.length,
+    queued: s.waiting,
   };
 }

@@ -243,6 +243,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   unsubscribe(session: Session, filter: string): boolean {
     const existed = this.router.remove(session, filter);
+    // [MQTT-3.10.4-2] nothing more is sent for it, retained messages still owed included
+    session.forgetRetained(filter);
     if (existed) this.durability?.unsubscribed(session, filter);
     if (existed && session.sink !== undefined && this.listenerCount('unsubscribed') > 0) {
       this.emit('unsubscribed', (session.sink as SessionOwner).client, filter);
@@ -252,6 +254,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   retainedHasRoom(topic: string): boolean {
     return this.retained.hasRoomFor(topic);
+  }
+
+  get retainedCount(): number {
+    return this.retained.size;
   }
 
   retainedMessages(topicFilter: string): Message[] {

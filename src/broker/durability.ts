@@ -151,6 +151,8 @@ export class Durability {
     this.saveRecord(session);
     const journal = session.journal as SessionJournal;
     for (const sub of session.subscriptions.values()) this.changed().subscriptionAdded(session.clientId, sub);
+    // retained messages owed go out before the queue, so they come back first
+    if (session.retained !== undefined) for (const d of session.retained) if (d.qos > 0) journal.queued(d);
     for (const d of session.queue) if (d.qos > 0) journal.queued(d);
     for (const [packetId, entry] of session.inflight) journal.inflight(packetId, entry);
     for (const packetId of session.incomingQos2.keys()) journal.incomingQos2(packetId, true);

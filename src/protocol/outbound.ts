@@ -26,8 +26,9 @@ export class Outbound {
   deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined, share: ShareRef | undefined): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    // Order is kept per session: once anything waits in the queue, newcomers wait behind it.
-    if (session.queue.length === 0 && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
+    // Order is kept per session: once anything waits in the queue, or retained messages are owed,
+    // newcomers wait behind it.
+    if (session.queue.length === 0 && session.retained === undefined && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
@@ -42,13 +43,49 @@ export class Outbound {
   /** Free inflight room, nothing waiting: a shared-subscription message sent here goes out at once. */
   get hasCapacity(): boolean {
     const session = this.ch.session;
-    return session !== undefined && session.queue.length === 0 && session.inflight.size < this.window && !this.ch.conn.congested;
+    return (
+      session !== undefined &&
+      session.queue.length === 0 &&
+      session.retained === undefined &&
+      session.inflight.size < this.window &&
+      !this.ch.conn.congested
+    );
   }
 
-  /** Moves queued messages into the window while the client can take them. */
+  /**
+   * The retained messages a SUBSCRIBE matched, owed to the client and sent as it takes them,
+   * ahead of what arrives for it later. `qos` is the QoS granted.
+   */
+  oweRetained(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined): void {
+    const session = this.ch.session;
+    if (session === undefined) return;
+    const broker = this.ch.broker;
+    // owed over all filters: up to one copy of the store's references, or the queue's bound if larger
+    const refused = session.oweRetained(filter, messages, qos, subscriptionIds, Math.max(broker.settings.maxQueuedMessages, broker.retainedCount));
+    if (refused > 0) {
+      session.dropped += refused;
+      broker.counters.dropped.queueFull += refused;
+    }
+    this.pump();
+  }
+
+  /** Moves owed retained messages, then queued ones, into the window while the client can take them. */
   pump(): void {
     const session = this.ch.session;
     if (session === undefined) return;
+    const owed = session.retained;
+    if (owed !== undefined) {
+      for (let d = owed.peek(); d !== undefined; d = owed.peek()) {
+        if (isExpired(d.message, this.ch.broker)) {
+          session.takeRetained();
+          this.ch.broker.counters.dropped.expired++;
+          continue;
+        }
+        if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) return;
+        session.takeRetained();
+        this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, undefined, true);
+      }
+    }
     const queue = session.queue;
     while (queue.length > 0) {
       const d = queue.peek() as Delivery;

@@ -131,6 +131,8 @@ export interface BrokerPort {
   retainedHasRoom(topic: string): boolean;
   /** Retained messages matching a filter, expired ones left out. */
   retainedMessages(topicFilter: string): Message[];
+  /** retained messages stored */
+  readonly retainedCount: number;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
 }

@@ -4,6 +4,7 @@ import { PacketIdMap } from './packet-id-map.js';
 import { LazyMap } from '../collections/lazy-map.js';
 import { ownBytesInPlace, type Clock, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
+import { RetainedBacklog } from './retained-backlog.js';
 
 /** One subscription of a session, as granted. */
 export interface Subscription {
@@ -81,6 +82,11 @@ export class Session {
   readonly inflight = new PacketIdMap<InflightEntry>();
   /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly queue = new DeliveryQueue();
+  /**
+   * Retained messages owed for recent SUBSCRIBEs, sent before anything queued after them;
+   * undefined while none are. Changed only through the methods below.
+   */
+  retained: RetainedBacklog | undefined;
   private readonly totals: SessionTotals;
   private readonly packetIds = new PacketIdAllocator(this.inflight);
   /** incoming QoS 2 packet ids answered with PUBREC and waiting for PUBREL */
@@ -183,8 +189,70 @@ export class Session {
     this.totals.inflight += this.inflight.size - before;
   }
 
+  /**
+   * Owes the client the retained messages a SUBSCRIBE to `filter` matched (at most at the QoS
+   * granted, with RETAIN 1 [MQTT-3.3.1-8]), in place of what an earlier SUBSCRIBE of that filter
+   * still owed. At most `limit` are owed at once over all filters; returns how many did not fit.
+   * A persistent session's journal keeps the QoS 1/2 ones like queued messages, so that they
+   * survive a restart (they come back queued).
+   */
+  oweRetained(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined, limit: number): number {
+    this.forgetRetained(filter);
+    const room = limit - (this.retained?.count ?? 0);
+    const accepted = Math.max(0, Math.min(room, messages.length));
+    if (accepted === 0) return messages.length;
+    const deliveries: Delivery[] = new Array(accepted);
+    for (let i = 0; i < accepted; i++) {
+      const message = messages[i] as Message;
+      deliveries[i] = { message, qos: (message.qos < qos ? message.qos : qos) as QoS, retain: true, subscriptionIds, share: undefined };
+    }
+    const owed = (this.retained ??= new RetainedBacklog());
+    const bytes = owed.bytes;
+    owed.add(filter, deliveries);
+    this.totals.queued += accepted;
+    this.totals.queuedBytes += owed.bytes - bytes;
+    const journal = this.journal;
+    if (journal !== undefined) for (const d of deliveries) if (d.qos > 0) journal.queued(d);
+    return messages.length - accepted;
+  }
+
+  /** Takes the next retained message owed (it is being sent, or has expired). */
+  takeRetained(): Delivery | undefined {
+    const owed = this.retained;
+    const d = owed?.shift();
+    if (owed === undefined || d === undefined) return undefined;
+    this.totals.queued--;
+    this.totals.queuedBytes -= d.message.payload.length;
+    if (owed.count === 0) this.retained = undefined;
+    if (d.qos > 0) this.journal?.unqueued(d);
+    return d;
+  }
+
+  /** What is still owed for `filter` is not any more (unsubscribed, or subscribed again). */
+  forgetRetained(filter: string): void {
+    const owed = this.retained;
+    if (owed === undefined) return;
+    const bytes = owed.bytes;
+    const removed = owed.remove(filter);
+    this.totals.queued -= removed.length;
+    this.totals.queuedBytes -= bytes - owed.bytes;
+    if (owed.count === 0) this.retained = undefined;
+    const journal = this.journal;
+    if (journal !== undefined) for (const d of removed) if (d.qos > 0) journal.unqueued(d);
+  }
+
+  /** messages waiting for the client: queued, and retained ones owed */
+  get waiting(): number {
+    return this.queue.length + (this.retained?.count ?? 0);
+  }
+
   /** The session ended: nothing it queued or had in flight is owed any more. */
   clear(): void {
+    if (this.retained !== undefined) {
+      this.totals.queued -= this.retained.count;
+      this.totals.queuedBytes -= this.retained.bytes;
+      this.retained = undefined;
+    }
     this.totals.queued -= this.queue.length;
     this.totals.queuedBytes -= this.queue.bytes;
     this.queue.clear();

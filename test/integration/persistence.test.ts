@@ -28,6 +28,43 @@ const publishes = async (raw: Awaited<ReturnType<typeof rawConnect>>['raw'], ms 
 
 for (const kind of KINDS) {
   describe(`persistent state across a broker restart: ${kind.name}`, () => {
+    test('[MQTT-4.1.0-1] retained messages a persistent session is still owed after its SUBSCRIBE are owed after a restart, beyond the queue bound', async () => {
+      const store = kind.fresh();
+      let b = await start(store, 20);
+      try {
+        for (let i = 0; i < 300; i++) await b.broker.publish({ topic: `owed/${i}`, payload: `v${i}`, qos: 1, retain: true });
+        for (const version of [4, 5] as const) {
+          const options = { clientId: `owed-${version}`, clean: false, properties: version === 5 ? { sessionExpiryInterval: 3600 } : undefined };
+          const first = await rawConnect(b.port, version, options);
+          await rawSubscribe(first.raw, version, 1, [{ topic: 'owed/#', qos: 1 }]);
+          // the inflight window's worth arrives and is not acknowledged; the rest is owed
+          assert.ok((await publishes(first.raw)).length > 0);
+          first.raw.close();
+        }
+        await new Promise((r) => setTimeout(r, 50));
+        await b.broker.close();
+
+        b = await start(store, 20);
+        for (const version of [4, 5] as const) {
+          const options = { clientId: `owed-${version}`, clean: false, properties: version === 5 ? { sessionExpiryInterval: 3600 } : undefined };
+          const back = await rawConnect(b.port, version, options);
+          assert.equal(back.connack.sessionPresent, true);
+          const got = new Set<string>();
+          for (let batch = await publishes(back.raw); batch.length > 0; batch = await publishes(back.raw)) {
+            for (const p of batch) {
+              got.add(p.payload?.toString() ?? '');
+              back.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, version);
+            }
+          }
+          assert.equal(got.size, 300, `${version}: ${got.size} of 300`);
+          back.raw.close();
+        }
+        assert.equal(b.broker.stats.droppedByReason.queueFull, 0);
+      } finally {
+        await b.broker.close();
+      }
+    });
+
     test('persistent sessions keep subscriptions, options and queued QoS 1/2 messages; retained messages stay; clean sessions go', async () => {
       const store = kind.fresh();
       let b = await start(store);

@@ -133,12 +133,10 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     // them only for a new subscription, 2 never ([MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]).
     if (sub.shareGroup !== undefined) continue;
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && existed)) continue;
-    const ids = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
-    for (const message of ch.broker.retainedMessages(sub.topicFilter)) {
-      if (sub.noLocal && message.senderId === ch.client.id) continue;
-      // [MQTT-3.3.1-8] retained messages sent on subscribe carry RETAIN 1
-      ch.deliver(message, Math.min(message.qos, sub.qos) as QoS, true, ids, undefined);
-    }
+    let messages = ch.broker.retainedMessages(sub.topicFilter);
+    if (sub.noLocal) messages = messages.filter((m) => m.senderId !== ch.client.id);
+    if (messages.length === 0) continue;
+    ch.outbound.oweRetained(sub.filter, messages, sub.qos, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
   }
 }
 
