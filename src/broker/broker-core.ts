@@ -260,8 +260,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.retained.size;
   }
 
-  retainedMessages(topicFilter: string): Message[] {
-    return this.retained.match(topicFilter, this);
+  retainedMessages(topicFilter: string, reader: Session): Message[] {
+    const found = this.retained.match(topicFilter, this);
+    // a filter the client may read can still cover topics it may not (a deny rule inside it)
+    const acl = this.acl;
+    return acl === undefined ? found : found.filter((m) => acl.canRead(reader, m.topic));
   }
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {

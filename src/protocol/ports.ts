@@ -129,8 +129,8 @@ export interface BrokerPort {
   unsubscribe(session: Session, filter: string): boolean;
   /** Whether a retained message on `topic` would be stored (the retained limit). */
   retainedHasRoom(topic: string): boolean;
-  /** Retained messages matching a filter, expired ones left out. */
-  retainedMessages(topicFilter: string): Message[];
+  /** Retained messages matching a filter that `reader` may read, expired ones left out. */
+  retainedMessages(topicFilter: string, reader: Session): Message[];
   /** retained messages stored */
   readonly retainedCount: number;
   /** Observability: a message was accepted from a client. */

@@ -42,4 +42,24 @@ describe('ACL file enforcement', () => {
     for (const c of [r5, r4, w5, w4]) c.raw.close();
     await broker.close();
   });
+
+  test('a retained message on a topic the client may not read is not sent on subscribe, though the filter is one it may read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-acl-'));
+    const path = join(dir, 'acl');
+    writeFileSync(path, 'user reader\ntopic read plant/#\ntopic deny plant/secret/#\n');
+    const broker = await createBroker({ aclFile: path, sysInterval: 0 });
+    try {
+      const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+      for (const topic of ['plant/a', 'plant/secret/key', 'plant/b']) await broker.publish({ topic, payload: topic, qos: 1, retain: true });
+      for (const version of [4, 5] as const) {
+        const { raw } = await rawConnect(port, version, { clientId: `rr${version}`, username: 'reader' });
+        assert.deepEqual((await rawSubscribe(raw, version, 1, [{ topic: 'plant/#', qos: 0 }])).granted, [0]);
+        const got = (await drainFor(raw, 300)).filter((p) => p.cmd === 'publish').map((p) => p.topic).sort();
+        assert.deepEqual(got, ['plant/a', 'plant/b']);
+        raw.close();
+      }
+    } finally {
+      await broker.close();
+    }
+  });
 });

@@ -133,7 +133,7 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     // them only for a new subscription, 2 never ([MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]).
     if (sub.shareGroup !== undefined) continue;
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && existed)) continue;
-    let messages = ch.broker.retainedMessages(sub.topicFilter);
+    let messages = ch.broker.retainedMessages(sub.topicFilter, session);
     if (sub.noLocal) messages = messages.filter((m) => m.senderId !== ch.client.id);
     if (messages.length === 0) continue;
     ch.outbound.oweRetained(sub.filter, messages, sub.qos, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
