@@ -27,7 +27,8 @@ import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
 import { createMessage } from './session/message.js';
 import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
-import { Admission } from './transport/admission.js';
+import { Admission, type Refusal } from './transport/admission.js';
+import { MemoryGuard } from './broker/memory-guard.js';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
@@ -128,6 +129,8 @@ export interface PublishOptions {
   properties?: Properties;
 }
 
+const MEMORY_FULL: Refusal = { reasonCode: RC.QuotaExceeded, reason: 'memory limit reached' };
+
 /** How long close() waits for clients to take their DISCONNECT before cutting them off. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -149,6 +152,7 @@ export class Broker {
   private readonly http: HttpEndpoint[] = [];
   private metricsRegistry: BrokerMetrics | undefined;
   private readonly admission: Admission;
+  private readonly memory: MemoryGuard;
   private readonly store: Store | undefined;
   private readonly passwords: PasswordFile | undefined;
   /** stops watching certificate files */
@@ -160,6 +164,17 @@ export class Broker {
     this.admission = new Admission(config.limits);
     this.store = store;
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
+    this.memory = new MemoryGuard(
+      () => this.config.limits.maxMemory,
+      (full, used, limit) => {
+        this.core.memoryFull = full;
+        this.core.retained.memoryFull = full;
+        const mb = (n: number): string => `${Math.round(n / 1048576)} MB`;
+        if (full) logger.warn({ used, limit }, `memory limit reached (${mb(used)} of ${mb(limit)}): new connections are refused and messages that would wait in a queue are dropped`);
+        else logger.info({ used, limit }, `memory back under the limit (${mb(used)} of ${mb(limit)}): taking new connections and queueing again`);
+      },
+    );
+    this.memory.start();
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.passwords = config.passwordFile === '' ? undefined : new PasswordFile(config.passwordFile);
     if (config.aclFile !== '') this.core.acl = new AclFile(config.aclFile);
@@ -260,7 +275,7 @@ export class Broker {
       maxConnections,
       name,
       stats: this.transportStats,
-      admit: () => this.admission.admit(this.openConnections()),
+      admit: () => (this.core.memoryFull ? MEMORY_FULL : this.admission.admit(this.openConnections())),
       attach: (conn) => new Channel(conn, this.core),
     };
   }
@@ -366,6 +381,7 @@ export class Broker {
     if (this.closed) return;
     this.closed = true;
     this.sys.stop();
+    this.memory.stop();
     for (const stop of this.unwatch) stop();
     await Promise.all(this.http.map((h) => h.close()));
     for (const l of this.listeners) l.stopAccepting();

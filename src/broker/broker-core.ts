@@ -32,7 +32,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   readonly counters: MessageCounters = {
     received: [0, 0, 0],
     sent: [0, 0, 0],
-    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0, rateLimited: 0 },
+    dropped: { queueFull: 0, tooLarge: 0, expired: 0, notAuthorized: 0, rateLimited: 0, memoryLimit: 0 },
     throttled: 0,
     retainedRefused: 0,
   };
@@ -40,6 +40,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   routed = 0;
   /** most clients connected at once since start */
   maxConnected = 0;
+  /** set while the broker is over `maxMemory`: nothing more waits in queues */
+  memoryFull = false;
   connected = 0;
   private readonly hooks: Hooks;
   private readonly authenticators = new Map<string, EnhancedAuthenticator>();
@@ -278,6 +280,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     // Offline persistent session: QoS 1 and 2 are kept for it ([MQTT-3.1.2-5]); QoS 0 only when
     // configured, which the specification allows and EMQX and HiveMQ do by default.
     if (qos === 0 && this.settings.offlineQos0 === 'drop') return;
+    if (this.memoryFull) {
+      session.dropped++;
+      this.counters.dropped.memoryLimit++;
+      return;
+    }
     // it may wait there for days: its bytes move out of the read they came in (once, for every session)
     ownBytesInPlace(message);
     session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);

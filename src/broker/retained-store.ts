@@ -6,6 +6,8 @@ export class RetainedStore {
   private readonly tree = new TopicTree<Message>();
   /** 0 = no limit */
   maxMessages = 0;
+  /** set while the broker is over its memory limit: no new topics */
+  memoryFull = false;
 
   get size(): number {
     return this.tree.size;
@@ -27,10 +29,11 @@ export class RetainedStore {
     return true;
   }
 
-  /** Whether a retained message on `topic` would be stored (false only at the limit, for a new topic). */
+  /** Whether a retained message on `topic` would be stored (false only at a limit, for a new topic). */
   hasRoomFor(topic: string): boolean {
     const max = this.maxMessages;
-    return max === 0 || this.tree.size < max || topic.charCodeAt(0) === 0x24 || this.tree.get(topic) !== undefined;
+    const room = max === 0 || this.tree.size < max;
+    return (room && !this.memoryFull) || topic.charCodeAt(0) === 0x24 || this.tree.get(topic) !== undefined;
   }
 
   get(topic: string): Message | undefined {

@@ -26,6 +26,8 @@ export interface StatsSnapshot {
   publishesThrottled: number;
   /** retained messages not stored because the retained limit was reached */
   retainedRefused: number;
+  /** the broker is over `limits.maxMemory` and takes on nothing more */
+  memoryLimitReached: boolean;
   bytesReceived: number;
   bytesSent: number;
 }
@@ -54,6 +56,7 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats): Stat
     droppedByReason: dropped,
     publishesThrottled: c.throttled,
     retainedRefused: c.retainedRefused,
+    memoryLimitReached: core.memoryFull,
     bytesReceived: transport.bytesReceived,
     bytesSent: transport.bytesSent,
   };

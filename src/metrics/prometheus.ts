@@ -37,6 +37,7 @@ export class BrokerMetrics {
     gauge('midge_inflight_messages', 'QoS 1/2 messages sent and not yet acknowledged', (s) => s.inflight);
     gauge('midge_queued_messages', 'Messages waiting in session queues', (s) => s.queued);
     gauge('midge_queued_bytes', 'Payload bytes of the messages waiting in session queues', (s) => s.queuedBytes);
+    gauge('midge_memory_limit_reached', '1 while the broker is over limits.maxMemory and takes on nothing more', (s) => (s.memoryLimitReached ? 1 : 0));
     const byQos = (name: string, help: string, read: (s: StatsSnapshot) => number[]): void => {
       new Counter({
         name,

@@ -35,8 +35,13 @@ export class Outbound {
     // A connected client's queue usually empties within moments, so the message keeps the read it
     // arrived in, unless it is a small part of a large one: a client that stops reading would
     // otherwise hold up to a 64 KB read for each of its queued messages.
-    if (messagePinsLargeRead(message)) ownBytesInPlace(message);
     const broker = this.ch.broker;
+    if (broker.memoryFull) {
+      session.dropped++;
+      broker.counters.dropped.memoryLimit++;
+      return;
+    }
+    if (messagePinsLargeRead(message)) ownBytesInPlace(message);
     session.enqueue({ message, qos, retain, subscriptionIds, share }, broker.settings, broker, broker.counters.dropped);
   }
 
@@ -61,10 +66,12 @@ export class Outbound {
     if (session === undefined) return;
     const broker = this.ch.broker;
     // owed over all filters: up to one copy of the store's references, or the queue's bound if larger
-    const refused = session.oweRetained(filter, messages, qos, subscriptionIds, Math.max(broker.settings.maxQueuedMessages, broker.retainedCount));
+    const limit = broker.memoryFull ? 0 : Math.max(broker.settings.maxQueuedMessages, broker.retainedCount);
+    const refused = session.oweRetained(filter, messages, qos, subscriptionIds, limit);
     if (refused > 0) {
       session.dropped += refused;
-      broker.counters.dropped.queueFull += refused;
+      if (broker.memoryFull) broker.counters.dropped.memoryLimit += refused;
+      else broker.counters.dropped.queueFull += refused;
     }
     this.pump();
   }

@@ -88,10 +88,12 @@ export interface MessageCounters {
     notAuthorized: number;
     /** 5.0 publishes refused for going over the client's publish rate */
     rateLimited: number;
+    /** deliveries that would have waited in a queue while the broker was over maxMemory */
+    memoryLimit: number;
   };
   /** publishes that put their client over its publish rate (it was paused, nothing was dropped) */
   throttled: number;
-  /** retained messages not stored because maxRetainedMessages was reached (they were still delivered) */
+  /** retained messages not stored because maxRetainedMessages or maxMemory was reached (they were still delivered) */
   retainedRefused: number;
 }
 
@@ -133,6 +135,8 @@ export interface BrokerPort {
   retainedMessages(topicFilter: string, reader: Session): Message[];
   /** retained messages stored */
   readonly retainedCount: number;
+  /** true while the broker is over its memory limit: nothing more may wait in a queue */
+  readonly memoryFull: boolean;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
 }

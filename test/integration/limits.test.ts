@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { memoryInUse } from '../../src/broker/memory-guard.js';
+import { resolveConfig } from '../../src/config/load.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
@@ -331,6 +333,59 @@ describe('limits: bounded memory per client', () => {
 });
 
 describe('limits: connections, publish rates and retained messages', () => {
+  test('maxMemory: past it new connections get 0x97 / 3, messages that would wait in a queue and new retained topics are refused, live deliveries go on; raising it resumes', async () => {
+    // room for about 40 queued 1 MB payloads beyond what this process already holds
+    const b = await startBroker({ sysInterval: 0, limits: { maxMemory: memoryInUse() + 40 * 1048576, maxQueuedMessages: 1000 } });
+    try {
+      const away = await rawConnect(b.port, 5, { clientId: 'mem-away', clean: false, properties: { sessionExpiryInterval: 600 } });
+      await rawSubscribe(away.raw, 5, 1, [{ topic: 'mem/#', qos: 1 }]);
+      away.raw.send('e000');
+      await away.raw.waitClosed();
+      const live = await rawConnect(b.port, 5, { clientId: 'mem-live' });
+      await rawSubscribe(live.raw, 5, 1, [{ topic: 'mem/live', qos: 0 }]);
+      const pub = await rawConnect(b.port, 5, { clientId: 'mem-pub' });
+
+      let sent = 0;
+      while (!b.broker.stats.memoryLimitReached && sent < 400) {
+        await b.broker.publish({ topic: 'mem/queued', payload: Buffer.alloc(1048576, sent), qos: 1 });
+        sent++;
+        if (sent % 10 === 0) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(await eventually(() => b.broker.stats.memoryLimitReached, 3000), `not reached after ${sent} MB queued`);
+
+      // nothing more waits in the offline session's queue
+      const queued = b.broker.stats.queued;
+      const before = b.broker.stats.droppedByReason.memoryLimit;
+      for (let i = 0; i < 5; i++) await b.broker.publish({ topic: 'mem/queued', payload: 'x', qos: 1 });
+      assert.equal(b.broker.stats.queued, queued);
+      assert.equal(b.broker.stats.droppedByReason.memoryLimit, before + 5);
+      // a connected client that can take a message still gets it
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'mem/live', payload: Buffer.from('still'), qos: 0 }, 5);
+      assert.equal((await expectPacket(live.raw, 'publish')).payload?.toString(), 'still');
+      // a retained message on a new topic is refused; one on a topic already held would replace it
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'mem/new-retained', payload: Buffer.from('r'), qos: 1, retain: true, messageId: 1 }, 5);
+      assert.equal((await expectPacket(pub.raw, 'puback')).reasonCode, 0x97);
+      // new connections are refused with the reason
+      const v5 = await rawConnect(b.port, 5, { clientId: 'mem-new5' });
+      assert.equal(v5.connack.reasonCode, 0x97);
+      assert.ok(await v5.raw.waitClosed());
+      const v4 = await rawConnect(b.port, 4, { clientId: 'mem-new4' });
+      assert.equal(v4.connack.returnCode, 3);
+      assert.ok(await v4.raw.waitClosed());
+      const http = await b.broker.listenHttp({ port: 0 });
+      assert.match(await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text(), /midge_memory_limit_reached 1/);
+
+      // a new limit (SIGHUP with a config file) applies within a second
+      b.broker.updateConfig(resolveConfig({ sysInterval: 0, limits: { maxMemory: 0, maxQueuedMessages: 1000 } }, 'test'));
+      assert.ok(await eventually(() => !b.broker.stats.memoryLimitReached, 3000));
+      const again = await rawConnect(b.port, 5, { clientId: 'mem-again' });
+      assert.equal(again.connack.reasonCode ?? 0, 0);
+      for (const c of [again, live, pub]) c.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
   test('maxConnections: the connection over the limit gets CONNACK 0x97 (5.0) or return code 3 (3.1.1) and is closed', async () => {
     const b = await startBroker({ limits: { maxConnections: 2 } });
     try {
