@@ -392,6 +392,7 @@ export class Broker {
     this.core.sessions.clear();
     this.core.wills.clear();
     // sessions, queues and pending wills stay in the store for the next start
+    this.core.durability?.flushOwed();
     if (this.store !== undefined) await this.store.close();
     this.logger.info('stopped');
   }

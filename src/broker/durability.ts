@@ -3,7 +3,7 @@ import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 import type { SessionRecord, Store, StoredState } from '../persistence/store.js';
 import type { Delivery, Message } from '../session/message.js';
-import type { InflightEntry, Session, SessionJournal, Subscription } from '../session/session.js';
+import { OWED_JOURNAL_SLICE, type InflightEntry, type Session, type SessionJournal, type Subscription } from '../session/session.js';
 
 /** A persistent session's journal: its changes, as store events under its client id. */
 class StoreJournal implements SessionJournal {
@@ -32,6 +32,10 @@ class StoreJournal implements SessionJournal {
     if (pending) this.durability.changed().incomingQos2Added(this.clientId, packetId);
     else this.durability.changed().incomingQos2Removed(this.clientId, packetId);
   }
+
+  journalLater(session: Session): void {
+    this.durability.journalOwedLater(session);
+  }
 }
 
 /**
@@ -44,7 +48,40 @@ export class Durability {
   /** the latest commit not yet finished */
   private flushing: Promise<void> | undefined;
 
+  /** sessions owing retained messages not journaled yet */
+  private readonly owing = new Set<Session>();
+  private owingScheduled = false;
+
   constructor(private readonly store: Store) {}
+
+  /** Journals a slice of what the session owes in each later turn, until all of it is there. */
+  journalOwedLater(session: Session): void {
+    this.owing.add(session);
+    if (this.owingScheduled) return;
+    this.owingScheduled = true;
+    setImmediate(this.journalOwedSlice);
+  }
+
+  private readonly journalOwedSlice = (): void => {
+    this.owingScheduled = false;
+    let budget = OWED_JOURNAL_SLICE;
+    for (const session of this.owing) {
+      if (budget <= 0) break;
+      const done = session.journalOwed(budget);
+      budget -= done;
+      if (done === 0 || session.retained?.unjournaled !== true || session.journal === undefined) this.owing.delete(session);
+    }
+    if (this.owing.size > 0 && !this.owingScheduled) {
+      this.owingScheduled = true;
+      setImmediate(this.journalOwedSlice);
+    }
+  };
+
+  /** Journals everything still owed at once: the store is about to close. */
+  flushOwed(): void {
+    for (const session of this.owing) session.journalOwed(Infinity);
+    this.owing.clear();
+  }
 
   /** The store, for a write: the next commit has something to wait for. */
   changed(): Store {
@@ -152,7 +189,8 @@ export class Durability {
     const journal = session.journal as SessionJournal;
     for (const sub of session.subscriptions.values()) this.changed().subscriptionAdded(session.clientId, sub);
     // retained messages owed go out before the queue, so they come back first
-    if (session.retained !== undefined) for (const d of session.retained) if (d.qos > 0) journal.queued(d);
+    session.retained?.forgetJournal();
+    session.retained?.journalAhead(journal, Infinity);
     for (const d of session.queue) if (d.qos > 0) journal.queued(d);
     for (const [packetId, entry] of session.inflight) journal.inflight(packetId, entry);
     for (const packetId of session.incomingQos2.keys()) journal.incomingQos2(packetId, true);

@@ -45,7 +45,12 @@ export interface SessionJournal {
   inflight(packetId: number, entry: InflightEntry): void;
   inflightDone(packetId: number): void;
   incomingQos2(packetId: number, pending: boolean): void;
+  /** The session owes retained messages not journaled yet: have `journalOwed` called in later turns. */
+  journalLater(session: Session): void;
 }
+
+/** Owed retained messages journaled in one go; the rest follow in later turns. */
+export const OWED_JOURNAL_SLICE = 1000;
 
 /**
  * What the sessions of one broker hold between them, kept up to date by each session as it changes,
@@ -194,7 +199,7 @@ export class Session {
    * granted, with RETAIN 1 [MQTT-3.3.1-8]), in place of what an earlier SUBSCRIBE of that filter
    * still owed. At most `limit` are owed at once over all filters; returns how many did not fit.
    * A persistent session's journal keeps the QoS 1/2 ones like queued messages, so that they
-   * survive a restart (they come back queued).
+   * survive a restart (they come back queued): the first 1,000 at once, the rest a slice per turn.
    */
   oweRetained(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined, limit: number): number {
     this.forgetRetained(filter);
@@ -212,19 +217,32 @@ export class Session {
     this.totals.queued += accepted;
     this.totals.queuedBytes += owed.bytes - bytes;
     const journal = this.journal;
-    if (journal !== undefined) for (const d of deliveries) if (d.qos > 0) journal.queued(d);
+    if (journal !== undefined) {
+      owed.journalAhead(journal, OWED_JOURNAL_SLICE);
+      if (owed.unjournaled) journal.journalLater(this);
+    }
     return messages.length - accepted;
+  }
+
+  /**
+   * Puts up to `max` more of the retained messages owed into the journal (what `journalLater`
+   * asked for); returns how many it went past, 0 once all are there.
+   */
+  journalOwed(max: number): number {
+    const journal = this.journal;
+    const owed = this.retained;
+    if (journal === undefined || owed === undefined) return 0;
+    return owed.journalAhead(journal, max);
   }
 
   /** Takes the next retained message owed (it is being sent, or has expired). */
   takeRetained(): Delivery | undefined {
     const owed = this.retained;
-    const d = owed?.shift();
+    const d = owed?.shift(this.journal);
     if (owed === undefined || d === undefined) return undefined;
     this.totals.queued--;
     this.totals.queuedBytes -= d.message.payload.length;
     if (owed.count === 0) this.retained = undefined;
-    if (d.qos > 0) this.journal?.unqueued(d);
     return d;
   }
 
@@ -233,12 +251,9 @@ export class Session {
     const owed = this.retained;
     if (owed === undefined) return;
     const bytes = owed.bytes;
-    const removed = owed.remove(filter);
-    this.totals.queued -= removed.length;
+    this.totals.queued -= owed.remove(filter, this.journal);
     this.totals.queuedBytes -= bytes - owed.bytes;
     if (owed.count === 0) this.retained = undefined;
-    const journal = this.journal;
-    if (journal !== undefined) for (const d of removed) if (d.qos > 0) journal.unqueued(d);
   }
 
   /** messages waiting for the client: queued, and retained ones owed */

@@ -118,4 +118,30 @@ describe('crash safety', () => {
     check.raw.close();
     b.child.kill('SIGTERM');
   });
+
+  test('[MQTT-4.1.0-1] retained messages a persistent session was owed after a SUBSCRIBE are still owed after the broker is killed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-crash-owed-'));
+    let b = await startBroker(dataDir);
+    const COUNT = 2500;
+    const pub = await rawConnect(b.port, 4, { clientId: 'owed-publisher' });
+    for (let i = 0; i < COUNT; i += 100) {
+      for (let j = i; j < i + 100; j++) pub.raw.sendPacket({ cmd: 'publish', topic: `owed/${j}`, payload: Buffer.from(String(j)), qos: 1, messageId: j + 1, retain: true }, 4);
+      for (let j = i; j < i + 100; j++) await expectPacket(pub.raw, 'puback', 10_000);
+    }
+    pub.raw.close();
+
+    // more are owed than are journaled in one go: the rest must reach the store in the next turns
+    const sub = await rawConnect(b.port, 4, { clientId: 'owed-sub', clean: false });
+    await rawSubscribe(sub.raw, 4, 1, [{ topic: 'owed/#', qos: 1 }]);
+    await expectPacket(sub.raw, 'publish');
+    await new Promise((r) => setTimeout(r, 500));
+    b.child.kill('SIGKILL');
+    await new Promise<void>((resolve) => (b.child.exitCode !== null || b.child.signalCode !== null ? resolve() : b.child.once('exit', () => resolve())));
+    sub.raw.close();
+
+    b = await startBroker(dataDir);
+    const got = await drain(b.port, 'owed-sub');
+    assert.equal(new Set(got).size, COUNT, `${new Set(got).size} of ${COUNT} arrived`);
+    b.child.kill('SIGTERM');
+  });
 });

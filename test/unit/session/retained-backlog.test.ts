@@ -14,6 +14,7 @@ const op = fc.oneof(
   { arbitrary: fc.constant({ kind: 'take' as const }), weight: 4 },
   { arbitrary: fc.record({ kind: fc.constant('forget' as const), filter: fc.constantFrom('a/#', 'b/#', '#') }), weight: 1 },
   { arbitrary: fc.constant({ kind: 'clear' as const }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('journal' as const), max: fc.integer({ min: 0, max: 8 }) }), weight: 2 },
 );
 
 describe('retained messages owed to a session', () => {
@@ -30,7 +31,11 @@ describe('retained messages owed to a session', () => {
           inflight: () => undefined,
           inflightDone: () => undefined,
           incomingQos2: () => undefined,
+          journalLater: () => {
+            later = true;
+          },
         };
+        let later = false;
         // what is owed, in order, with the filter and QoS it is owed for
         let model: Array<{ m: Message; filter: string; qos: QoS }> = [];
         let n = 0;
@@ -58,6 +63,8 @@ describe('retained messages owed to a session', () => {
           } else if (o.kind === 'forget') {
             model = model.filter((e) => e.filter !== o.filter);
             s.forgetRetained(o.filter);
+          } else if (o.kind === 'journal') {
+            s.journalOwed(o.max);
           } else {
             model = [];
             s.clear();
@@ -68,9 +75,15 @@ describe('retained messages owed to a session', () => {
           assert.equal(s.waiting, model.length);
           assert.ok(model.length <= Math.max(limit, 0));
           assert.equal(totals.queued, model.length, 'the broker-wide count drifted');
-          assert.deepEqual([...journaled].map((d) => d.message), model.filter((e) => Math.min(e.m.qos, e.qos) > 0).map((e) => e.m), 'the journal is not what is owed');
+          // the journal holds the oldest of what is owed, in order: all of it once asked for all
+          const owedQos12 = model.filter((e) => Math.min(e.m.qos, e.qos) > 0).map((e) => e.m);
+          const inJournal = [...journaled].map((d) => d.message);
+          assert.deepEqual(inJournal, owedQos12.slice(0, inJournal.length), 'the journal is not the front of what is owed');
+          if (inJournal.length < owedQos12.length) assert.ok(later, 'owed messages left out of the journal with no later turn asked for');
           assert.equal(totals.queuedBytes, model.reduce((a, e) => a + e.m.payload.length, 0), 'the broker-wide byte count drifted');
         }
+        s.journalOwed(Infinity);
+        assert.deepEqual([...journaled].map((d) => d.message), model.filter((e) => Math.min(e.m.qos, e.qos) > 0).map((e) => e.m));
       }),
       { numRuns: 300 },
     );
