@@ -32,15 +32,15 @@ export class Outbound {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
-    // A connected client's queue usually empties within moments, so the message keeps the read it
-    // arrived in, unless it is a small part of a large one: a client that stops reading would
-    // otherwise hold up to a 64 KB read for each of its queued messages.
     const broker = this.ch.broker;
     if (broker.memoryFull) {
       session.dropped++;
       broker.counters.dropped.memoryLimit++;
       return;
     }
+    // A connected client's queue usually empties within moments, so the message keeps the read it
+    // arrived in, unless it is a small part of a large one: a client that stops reading would
+    // otherwise hold up to a 64 KB read for each of its queued messages.
     if (messagePinsLargeRead(message)) ownBytesInPlace(message);
     session.enqueue({ message, qos, retain, subscriptionIds, share }, broker.settings, broker, broker.counters.dropped);
   }
