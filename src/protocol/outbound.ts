@@ -1,7 +1,7 @@
 import type { QoS } from '../codec/packets.js';
 import { frameBytes, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
-import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Delivery, type Message, type ShareRef } from '../session/message.js';
+import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { Channel } from './channel.js';
 import { aliasedFrame, frameFor } from './frame-cache.js';
@@ -80,30 +80,17 @@ export class Outbound {
   pump(): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    const owed = session.retained;
-    if (owed !== undefined) {
-      for (let d = owed.peek(); d !== undefined; d = owed.peek()) {
-        if (isExpired(d.message, this.ch.broker)) {
-          session.takeRetained();
-          this.ch.broker.counters.dropped.expired++;
-          continue;
-        }
-        if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) return;
-        session.takeRetained();
-        this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, undefined, true);
-      }
-    }
-    const queue = session.queue;
-    while (queue.length > 0) {
-      const d = queue.peek() as Delivery;
+    // most calls (one per acknowledgement) find nothing waiting
+    if (session.queue.length === 0 && session.retained === undefined) return;
+    for (let d = session.nextWaiting(); d !== undefined; d = session.nextWaiting()) {
       if (isExpired(d.message, this.ch.broker)) {
         // [MQTT-3.3.2-5] an expired message is not delivered
-        session.dequeue();
+        session.takeWaiting();
         this.ch.broker.counters.dropped.expired++;
         continue;
       }
       if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
-      session.dequeue();
+      session.takeWaiting();
       this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share, true);
     }
   }

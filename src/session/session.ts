@@ -256,6 +256,16 @@ export class Session {
     if (owed.count === 0) this.retained = undefined;
   }
 
+  /** The next message waiting for the client: retained ones owed first, then the queue. */
+  nextWaiting(): Delivery | undefined {
+    return this.retained !== undefined ? this.retained.peek() : this.queue.peek();
+  }
+
+  /** Takes what nextWaiting() gave (it is being sent, or has expired). */
+  takeWaiting(): Delivery | undefined {
+    return this.retained !== undefined ? this.takeRetained() : this.dequeue();
+  }
+
   /** messages waiting for the client: queued, and retained ones owed */
   get waiting(): number {
     return this.queue.length + (this.retained?.count ?? 0);
