@@ -170,11 +170,12 @@ export class Broker {
         this.core.memoryFull = full;
         this.core.retained.memoryFull = full;
         const mb = (n: number): string => `${Math.round(n / 1048576)} MB`;
-        if (full) logger.warn({ used, limit }, `memory limit reached (${mb(used)} of ${mb(limit)}): new connections are refused and messages that would wait in a queue are dropped`);
+        if (full) logger.warn({ used, limit }, `memory limit reached (${mb(used)} of ${mb(limit)}${this.config.limits.maxMemory > 0 ? '' : ', 85% of the heap limit'}): new connections are refused and messages that would wait in a queue are dropped`);
         else logger.info({ used, limit }, `memory back under the limit (${mb(used)} of ${mb(limit)}): taking new connections and queueing again`);
       },
     );
     this.memory.start();
+    this.core.memoryCheck = () => this.memory.check();
     this.sys = new SysTopics(this.core, this.transportStats, VERSION, sysInterval);
     this.passwords = config.passwordFile === '' ? undefined : new PasswordFile(config.passwordFile);
     if (config.aclFile !== '') this.core.acl = new AclFile(config.aclFile);

@@ -40,8 +40,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   routed = 0;
   /** most clients connected at once since start */
   maxConnected = 0;
-  /** set while the broker is over `maxMemory`: nothing more waits in queues */
+  /** set while the broker is over its memory bound: nothing more waits in queues */
   memoryFull = false;
+  /** measures memory at once (the composition root's guard), updating memoryFull */
+  memoryCheck: (() => void) | undefined;
   connected = 0;
   private readonly hooks: Hooks;
   private readonly authenticators = new Map<string, EnhancedAuthenticator>();
@@ -256,6 +258,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   retainedHasRoom(topic: string): boolean {
     return this.retained.hasRoomFor(topic);
+  }
+
+  checkMemory(): boolean {
+    this.memoryCheck?.();
+    return this.memoryFull;
   }
 
   get retainedCount(): number {

@@ -88,7 +88,7 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit)' },
   { key: 'publishRateAction', type: 'enum', default: 'refuse', values: ['refuse', 'throttle'], description: 'over a publish rate: refuse (5.0: PUBACK/PUBREC 0x97, QoS 0 dropped) or throttle (read from the client more slowly, nothing dropped); 3.1.1 clients, which cannot be told, are always throttled' },
   { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is refused to 5.0 clients with 0x97, delivered but not retained from 3.1.1 clients)' },
-  { key: 'maxMemory', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'bytes of JavaScript heap and buffers (0 = no limit); past it new connections are refused (0x97), messages that would wait in a queue are dropped and new retained topics refused, until use falls below 90% of it' },
+  { key: 'maxMemory', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'bytes of JavaScript heap and buffers (0: the heap alone, at 85% of its limit); past it new connections are refused (0x97), messages that would wait in a queue are dropped and new retained topics refused, until use falls below 90% of it' },
 ];
 
 export const TOP_SPECS: readonly SettingSpec[] = [

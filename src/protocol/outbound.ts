@@ -7,6 +7,9 @@ import type { Channel } from './channel.js';
 import { aliasedFrame, frameFor } from './frame-cache.js';
 import type { OutboundAliases } from './outbound-aliases.js';
 
+/** Retained messages owed at once beyond which memory is measured first. */
+const LARGE_OWE = 10_000;
+
 /**
  * Server-to-client message flow for one connection: the inflight window (the client's Receive
  * Maximum, capped by ours), the bounded session queue behind it, and acknowledgements. A slow
@@ -65,12 +68,16 @@ export class Outbound {
     const session = this.ch.session;
     if (session === undefined) return;
     const broker = this.ch.broker;
+    // A large batch is weighed against memory now, not at the next periodic check: a burst of
+    // subscribers to a filter matching a million retained messages would otherwise be owed them
+    // all (some 70 MB each) before the guard looked.
+    const full = messages.length > LARGE_OWE ? broker.checkMemory() : broker.memoryFull;
     // owed over all filters: up to one copy of the store's references, or the queue's bound if larger
-    const limit = broker.memoryFull ? 0 : Math.max(broker.settings.maxQueuedMessages, broker.retainedCount);
+    const limit = full ? 0 : Math.max(broker.settings.maxQueuedMessages, broker.retainedCount);
     const refused = session.oweRetained(filter, messages, qos, subscriptionIds, limit);
     if (refused > 0) {
       session.dropped += refused;
-      if (broker.memoryFull) broker.counters.dropped.memoryLimit += refused;
+      if (full) broker.counters.dropped.memoryLimit += refused;
       else broker.counters.dropped.queueFull += refused;
     }
     this.pump();

@@ -137,6 +137,8 @@ export interface BrokerPort {
   readonly retainedCount: number;
   /** true while the broker is over its memory limit: nothing more may wait in a queue */
   readonly memoryFull: boolean;
+  /** Measures memory now, before something large is taken on; returns memoryFull. */
+  checkMemory(): boolean;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { resolveConfig } from '../../src/config/load.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe, receiveAcking, type Loose } from '../helpers/raw-session.js';
@@ -160,6 +161,26 @@ describe('retained messages owed on subscribe: all of them, in order, with flow 
       assert.deepEqual((await drainFor(raw, 300)).filter((p) => p.cmd === 'publish'), []);
       assert.equal(b.broker.stats.droppedByReason.expired, 95);
       assert.equal(b.broker.stats.queued, 0);
+      raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('a SUBSCRIBE owing more than 10,000 retained messages weighs memory first: over the bound they are refused and counted, not owed', async () => {
+    const b = await withRetained('rm', 12_000);
+    try {
+      const { raw } = await rawConnect(b.port, 5, { clientId: 'rm' });
+      // a bound already passed, and not yet seen by the once-a-second check
+      b.broker.updateConfig(resolveConfig({ sysInterval: 0, limits: { ...LIMITS, maxMemory: 1 } }, 'test'));
+      await rawSubscribe(raw, 5, 1, [{ topic: 'rm/#', qos: 1 }]);
+      assert.equal(b.broker.stats.droppedByReason.memoryLimit, 12_000);
+      assert.equal(b.broker.stats.queued, 0);
+      assert.deepEqual((await drainFor(raw, 200)).filter((p) => p.cmd === 'publish'), []);
+      b.broker.updateConfig(resolveConfig({ sysInterval: 0, limits: LIMITS }, 'test'));
+      assert.ok(await eventually(() => !b.broker.stats.memoryLimitReached, 3000));
+      await rawSubscribe(raw, 5, 2, [{ topic: 'rm/#', qos: 1 }]);
+      assert.equal((await receiveAcking(raw, 5, 12_000, 20_000)).length, 12_000);
       raw.close();
     } finally {
       await b.close();
