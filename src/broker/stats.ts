@@ -26,7 +26,7 @@ export interface StatsSnapshot {
   publishesThrottled: number;
   /** retained messages not stored because the retained limit was reached */
   retainedRefused: number;
-  /** the broker is over `limits.maxMemory` and takes on nothing more */
+  /** the broker is over its memory bound (`limits.maxMemory`, or 85% of the heap limit) and takes on nothing more */
   memoryLimitReached: boolean;
   bytesReceived: number;
   bytesSent: number;
