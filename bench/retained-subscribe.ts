@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { createBroker, LmdbStore } from '../src/index.js';
+import { watchLoopHold } from './loop-hold.js';
 
 const { values } = parseArgs({
   options: {
@@ -33,20 +34,14 @@ let received = 0;
 client.on('message', () => received++);
 await new Promise((r) => setTimeout(r, 200));
 
-let last = performance.now();
-let longest = 0;
-const ticker = setInterval(() => {
-  const now = performance.now();
-  if (now - last > longest) longest = now - last;
-  last = now;
-}, 1);
+const hold = watchLoopHold();
 const start = performance.now();
 await client.subscribeAsync('sensors/#', { qos: 1 });
 for (let before = -1; received !== before; ) {
   before = received;
   await new Promise((r) => setTimeout(r, 500));
 }
-clearInterval(ticker);
+const longest = hold.stop();
 const seconds = (performance.now() - start - 500) / 1000;
 console.log(
   `${RETAINED} retained, ${values.persistent ? 'persistent' : 'clean'} subscriber, ${values.store} store: ${received} received in ${seconds.toFixed(2)} s, ` +
