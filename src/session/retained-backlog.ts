@@ -1,4 +1,5 @@
-import type { Delivery } from './message.js';
+import type { QoS } from '../codec/packets.js';
+import type { Delivery, Message } from './message.js';
 
 /** Where a persistent session's owed QoS 1/2 deliveries are recorded (its SessionJournal). */
 interface Journal {
@@ -6,13 +7,20 @@ interface Journal {
   unqueued(delivery: Delivery): void;
 }
 
-/** The deliveries of the retained messages one SUBSCRIBE matched, owed from `next` on. */
+/**
+ * The retained messages one SUBSCRIBE matched, owed from `next` on. Each waits as the bare message
+ * (8 bytes of array) until it is about to be sent or journaled, when it becomes its delivery in
+ * place: a Delivery costs some 70 bytes, and a subscriber owed a million would hold 70 MB.
+ */
 interface Batch {
   readonly filter: string;
-  readonly deliveries: Delivery[];
+  readonly entries: Array<Message | Delivery | undefined>;
   next: number;
-  /** those before this index are in the journal (the QoS 1/2 ones) */
+  /** entries before this index are in the journal (the QoS 1/2 ones) */
   journaled: number;
+  /** the QoS granted to the subscription */
+  readonly qos: QoS;
+  readonly subscriptionIds: number[] | undefined;
 }
 
 /**
@@ -32,31 +40,32 @@ export class RetainedBacklog {
   /** their payload bytes */
   bytes = 0;
 
-  add(filter: string, deliveries: Delivery[]): void {
-    if (deliveries.length === 0) return;
-    this.batches.push({ filter, deliveries, next: 0, journaled: 0 });
-    this.count += deliveries.length;
-    this.bytes += payloadBytes(deliveries, 0);
+  /** Owes `messages` (kept as they are, not copied) at most at `qos`, with RETAIN 1 [MQTT-3.3.1-8]. */
+  add(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined): void {
+    if (messages.length === 0) return;
+    this.batches.push({ filter, entries: messages, next: 0, journaled: 0, qos, subscriptionIds });
+    this.count += messages.length;
+    for (const m of messages) this.bytes += m.payload.length;
   }
 
   /** The next delivery owed, or undefined. */
   peek(): Delivery | undefined {
     const b = this.batches[0];
-    return b === undefined ? undefined : b.deliveries[b.next];
+    return b === undefined ? undefined : deliveryAt(b, b.next);
   }
 
   /** Takes the next delivery owed (it is being sent, or will not be), out of `journal` too. */
   shift(journal: Journal | undefined): Delivery | undefined {
     const b = this.batches[0];
     if (b === undefined) return undefined;
-    const d = b.deliveries[b.next] as Delivery;
+    const d = deliveryAt(b, b.next);
     if (journal !== undefined && d.qos > 0 && b.next < b.journaled) journal.unqueued(d);
     // the batch no longer keeps alive a message since replaced in the store
-    b.deliveries[b.next] = undefined as unknown as Delivery;
+    b.entries[b.next] = undefined;
     b.next++;
     this.count--;
     this.bytes -= d.message.payload.length;
-    if (b.next === b.deliveries.length) this.batches.shift();
+    if (b.next === b.entries.length) this.batches.shift();
     return d;
   }
 
@@ -66,12 +75,13 @@ export class RetainedBacklog {
     for (let i = 0; i < this.batches.length; i++) {
       const b = this.batches[i] as Batch;
       if (b.filter !== filter) continue;
-      if (journal !== undefined) {
-        for (let j = b.next; j < b.journaled; j++) if ((b.deliveries[j] as Delivery).qos > 0) journal.unqueued(b.deliveries[j] as Delivery);
+      for (let j = b.next; j < b.entries.length; j++) {
+        const d = deliveryAt(b, j);
+        if (journal !== undefined && j < b.journaled && d.qos > 0) journal.unqueued(d);
+        this.bytes -= d.message.payload.length;
       }
-      removed += b.deliveries.length - b.next;
-      this.count -= b.deliveries.length - b.next;
-      this.bytes -= payloadBytes(b.deliveries, b.next);
+      removed += b.entries.length - b.next;
+      this.count -= b.entries.length - b.next;
       this.batches.splice(i--, 1);
     }
     return removed;
@@ -82,8 +92,8 @@ export class RetainedBacklog {
     let done = 0;
     for (const b of this.batches) {
       if (b.journaled < b.next) b.journaled = b.next;
-      while (b.journaled < b.deliveries.length && done < max) {
-        const d = b.deliveries[b.journaled++] as Delivery;
+      while (b.journaled < b.entries.length && done < max) {
+        const d = deliveryAt(b, b.journaled++);
         if (d.qos > 0) journal.queued(d);
         done++;
       }
@@ -99,13 +109,16 @@ export class RetainedBacklog {
 
   /** Some owed delivery is not in the journal yet. */
   get unjournaled(): boolean {
-    for (const b of this.batches) if (b.journaled < b.deliveries.length) return true;
+    for (const b of this.batches) if (b.journaled < b.entries.length) return true;
     return false;
   }
 }
 
-function payloadBytes(deliveries: Delivery[], from: number): number {
-  let bytes = 0;
-  for (let i = from; i < deliveries.length; i++) bytes += (deliveries[i] as Delivery).message.payload.length;
-  return bytes;
+/** The entry at `i` as its delivery, made in place on first need so that it keeps one identity. */
+function deliveryAt(b: Batch, i: number): Delivery {
+  const e = b.entries[i] as Message | Delivery;
+  if ('message' in e) return e;
+  const d: Delivery = { message: e, qos: (e.qos < b.qos ? e.qos : b.qos) as QoS, retain: true, subscriptionIds: b.subscriptionIds, share: undefined };
+  b.entries[i] = d;
+  return d;
 }

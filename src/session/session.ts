@@ -198,22 +198,20 @@ export class Session {
    * Owes the client the retained messages a SUBSCRIBE to `filter` matched (at most at the QoS
    * granted, with RETAIN 1 [MQTT-3.3.1-8]), in place of what an earlier SUBSCRIBE of that filter
    * still owed. At most `limit` are owed at once over all filters; returns how many did not fit.
+   * `messages` becomes the backlog's own (cut to those that fit).
    * A persistent session's journal keeps the QoS 1/2 ones like queued messages, so that they
    * survive a restart (they come back queued): the first 1,000 at once, the rest a slice per turn.
    */
   oweRetained(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined, limit: number): number {
     this.forgetRetained(filter);
+    const offered = messages.length;
     const room = limit - (this.retained?.count ?? 0);
-    const accepted = Math.max(0, Math.min(room, messages.length));
-    if (accepted === 0) return messages.length;
-    const deliveries: Delivery[] = new Array(accepted);
-    for (let i = 0; i < accepted; i++) {
-      const message = messages[i] as Message;
-      deliveries[i] = { message, qos: (message.qos < qos ? message.qos : qos) as QoS, retain: true, subscriptionIds, share: undefined };
-    }
+    const accepted = Math.max(0, Math.min(room, offered));
+    if (accepted === 0) return offered;
+    if (accepted < offered) messages.length = accepted;
     const owed = (this.retained ??= new RetainedBacklog());
     const bytes = owed.bytes;
-    owed.add(filter, deliveries);
+    owed.add(filter, messages, qos, subscriptionIds);
     this.totals.queued += accepted;
     this.totals.queuedBytes += owed.bytes - bytes;
     const journal = this.journal;
@@ -221,7 +219,7 @@ export class Session {
       owed.journalAhead(journal, OWED_JOURNAL_SLICE);
       if (owed.unjournaled) journal.journalLater(this);
     }
-    return messages.length - accepted;
+    return offered - accepted;
   }
 
   /**
