@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { memoryInUse } from '../../src/broker/memory-guard.js';
+import { createBroker, LmdbStore } from '../../src/index.js';
 import { resolveConfig } from '../../src/config/load.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -333,6 +337,39 @@ describe('limits: bounded memory per client', () => {
 });
 
 describe('limits: connections, publish rates and retained messages', () => {
+  test('a 3.1.1 client sending more unacknowledged QoS 1 publishes than the receive maximum is read more slowly, not disconnected; 5.0 gets 0x93', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-rm-'));
+    const broker = await createBroker({ store: LmdbStore.open(dir), sysInterval: 0, limits: { receiveMaximum: 50 } });
+    try {
+      const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+      const sub = await rawConnect(port, 4, { clientId: 'rm-sub' });
+      await rawSubscribe(sub.raw, 4, 1, [{ topic: 'rm/#', qos: 0 }]);
+      const v4 = await rawConnect(port, 4, { clientId: 'rm-v4' });
+      // 500 in one go, ten times the receive maximum, retained so that each waits for the store's commit
+      for (let i = 1; i <= 500; i++) v4.raw.sendPacket({ cmd: 'publish', topic: `rm/${i}`, payload: Buffer.from(String(i)), qos: 1, messageId: i, retain: true }, 4);
+      const acks: number[] = [];
+      while (acks.length < 500) acks.push((await expectPacket(v4.raw, 'puback', 10_000)).messageId as number);
+      assert.deepEqual(acks, Array.from({ length: 500 }, (_, i) => i + 1), 'acknowledged in order');
+      assert.equal(v4.raw.closed, false);
+      const got = (await drainFor(sub.raw, 300)).filter((p) => p.cmd === 'publish');
+      assert.equal(got.length, 500);
+
+      const v5 = await rawConnect(port, 5, { clientId: 'rm-v5' });
+      for (let i = 1; i <= 500; i++) v5.raw.sendPacket({ cmd: 'publish', topic: `rm/${i}`, payload: Buffer.from('x'), qos: 1, messageId: i, retain: true }, 5);
+      let disconnect: Loose | undefined;
+      for (let p = (await v5.raw.next(10_000)) as Loose; ; p = (await v5.raw.next(10_000)) as Loose) {
+        if (p.cmd === 'disconnect') {
+          disconnect = p;
+          break;
+        }
+      }
+      assert.equal(disconnect?.reasonCode, 0x93);
+      for (const c of [sub, v4]) c.raw.close();
+    } finally {
+      await broker.close();
+    }
+  });
+
   test('maxMemory: past it new connections get 0x97 / 3, messages that would wait in a queue and new retained topics are refused, live deliveries go on; raising it resumes', async () => {
     // room for about 40 queued 1 MB payloads beyond what this process already holds
     const b = await startBroker({ sysInterval: 0, limits: { maxMemory: memoryInUse() + 40 * 1048576, maxQueuedMessages: 1000 } });

@@ -53,10 +53,17 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     ch.send({ type: 'pubrec', packetId: p.packetId as number });
     return undefined;
   }
-  if (p.qos > 0 && ch.pendingQos1 + session.incomingQos2.size >= settings.receiveMaximum) {
-    // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 publishes than our Receive Maximum
+  if (p.qos > 0 && v5 && ch.pendingQos1 + session.incomingQos2.size >= settings.receiveMaximum) {
+    // more unacknowledged QoS 1/2 publishes than the Receive Maximum we told the client (4.9)
     ch.closeWith(RC.ReceiveMaximumExceeded, 'receive maximum exceeded');
     return undefined;
+  }
+  if (p.qos === 1 && !v5 && ch.pendingQos1 >= settings.receiveMaximum) {
+    // 3.1.1 has no Receive Maximum to tell a client that sends faster than the store commits:
+    // it is read no further until the commit under way lands (its QoS 2 state is bounded by the
+    // packet id space, and PUBRELs must go on being read)
+    const committed = ch.broker.committed();
+    if (committed !== undefined) return committed.then(() => (ch.state === 'connected' ? handlePublish(ch, p) : undefined));
   }
 
   // rate limits apply to well-formed publishes that are not resends of a QoS 2 message already taken
