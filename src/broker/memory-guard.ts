@@ -18,9 +18,8 @@ export function readMemory(): MemoryReading {
 }
 
 /** Bytes the process holds in JavaScript objects and buffers, what `maxMemory` bounds. */
-export function memoryInUse(): number {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.external;
+export function memoryInUse(r: MemoryReading = readMemory()): number {
+  return r.heapUsed + r.external;
 }
 
 /** The share of V8's heap limit the broker guards itself at when no `maxMemory` is set. */
@@ -66,7 +65,7 @@ export class MemoryGuard {
   check(): boolean {
     const r = this.read();
     const max = this.maxMemory();
-    const used = max > 0 ? r.heapUsed + r.external : r.heapUsed;
+    const used = max > 0 ? memoryInUse(r) : r.heapUsed;
     const limit = max > 0 ? max : r.heapLimit * HEAP_SHARE;
     if (!this.full && used > limit) this.set(true, used, limit);
     else if (this.full && used < limit * RESUME_AT) this.set(false, used, limit);

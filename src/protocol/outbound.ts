@@ -31,7 +31,7 @@ export class Outbound {
     if (session === undefined) return;
     // Order is kept per session: once anything waits in the queue, or retained messages are owed,
     // newcomers wait behind it.
-    if (session.queue.length === 0 && session.retained === undefined && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
+    if (!session.hasWaiting && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
@@ -53,8 +53,7 @@ export class Outbound {
     const session = this.ch.session;
     return (
       session !== undefined &&
-      session.queue.length === 0 &&
-      session.retained === undefined &&
+      !session.hasWaiting &&
       session.inflight.size < this.window &&
       !this.ch.conn.congested
     );
@@ -88,7 +87,7 @@ export class Outbound {
     const session = this.ch.session;
     if (session === undefined) return;
     // most calls (one per acknowledgement) find nothing waiting
-    if (session.queue.length === 0 && session.retained === undefined) return;
+    if (!session.hasWaiting) return;
     for (let d = session.nextWaiting(); d !== undefined; d = session.nextWaiting()) {
       if (isExpired(d.message, this.ch.broker)) {
         // [MQTT-3.3.2-5] an expired message is not delivered

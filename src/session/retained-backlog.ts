@@ -1,6 +1,12 @@
 import type { QoS } from '../codec/packets.js';
 import type { Delivery, Message } from './message.js';
 
+/** The broker-wide counts the backlog adds to and takes from as it changes (SessionTotals). */
+interface Totals {
+  queued: number;
+  queuedBytes: number;
+}
+
 /** Where a persistent session's owed QoS 1/2 deliveries are recorded (its SessionJournal). */
 interface Journal {
   queued(delivery: Delivery): void;
@@ -35,17 +41,27 @@ interface Batch {
  */
 export class RetainedBacklog {
   private readonly batches: Batch[] = [];
+  private readonly totals: Totals;
   /** deliveries owed */
   count = 0;
   /** their payload bytes */
   bytes = 0;
 
+  /** `totals` are the broker's: what is owed here counts in them until it leaves. */
+  constructor(totals: Totals) {
+    this.totals = totals;
+  }
+
   /** Owes `messages` (kept as they are, not copied) at most at `qos`, with RETAIN 1 [MQTT-3.3.1-8]. */
   add(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined): void {
     if (messages.length === 0) return;
     this.batches.push({ filter, entries: messages, next: 0, journaled: 0, qos, subscriptionIds });
+    let bytes = 0;
+    for (const m of messages) bytes += m.payload.length;
     this.count += messages.length;
-    for (const m of messages) this.bytes += m.payload.length;
+    this.bytes += bytes;
+    this.totals.queued += messages.length;
+    this.totals.queuedBytes += bytes;
   }
 
   /** The next delivery owed, or undefined. */
@@ -65,26 +81,39 @@ export class RetainedBacklog {
     b.next++;
     this.count--;
     this.bytes -= d.message.payload.length;
+    this.totals.queued--;
+    this.totals.queuedBytes -= d.message.payload.length;
     if (b.next === b.entries.length) this.batches.shift();
     return d;
   }
 
-  /** Removes what is still owed for `filter` (unsubscribed, or subscribed again), out of `journal` too; returns how many. */
-  remove(filter: string, journal: Journal | undefined): number {
-    let removed = 0;
+  /** Removes what is still owed for `filter` (unsubscribed, or subscribed again), out of `journal` too. */
+  remove(filter: string, journal: Journal | undefined): void {
     for (let i = 0; i < this.batches.length; i++) {
       const b = this.batches[i] as Batch;
       if (b.filter !== filter) continue;
+      let bytes = 0;
       for (let j = b.next; j < b.entries.length; j++) {
         const d = deliveryAt(b, j);
         if (journal !== undefined && j < b.journaled && d.qos > 0) journal.unqueued(d);
-        this.bytes -= d.message.payload.length;
+        bytes += d.message.payload.length;
       }
-      removed += b.entries.length - b.next;
-      this.count -= b.entries.length - b.next;
+      const left = b.entries.length - b.next;
+      this.count -= left;
+      this.bytes -= bytes;
+      this.totals.queued -= left;
+      this.totals.queuedBytes -= bytes;
       this.batches.splice(i--, 1);
     }
-    return removed;
+  }
+
+  /** Owes nothing any more (the session ended; its journal goes as a whole). */
+  clear(): void {
+    this.totals.queued -= this.count;
+    this.totals.queuedBytes -= this.bytes;
+    this.batches.length = 0;
+    this.count = 0;
+    this.bytes = 0;
   }
 
   /** Puts up to `max` owed deliveries not yet in `journal` there, oldest first; returns how many it went past. */

@@ -205,15 +205,11 @@ export class Session {
   oweRetained(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined, limit: number): number {
     this.forgetRetained(filter);
     const offered = messages.length;
-    const room = limit - (this.retained?.count ?? 0);
-    const accepted = Math.max(0, Math.min(room, offered));
+    const accepted = Math.max(0, Math.min(limit - (this.retained?.count ?? 0), offered));
     if (accepted === 0) return offered;
     if (accepted < offered) messages.length = accepted;
-    const owed = (this.retained ??= new RetainedBacklog());
-    const bytes = owed.bytes;
+    const owed = (this.retained ??= new RetainedBacklog(this.totals));
     owed.add(filter, messages, qos, subscriptionIds);
-    this.totals.queued += accepted;
-    this.totals.queuedBytes += owed.bytes - bytes;
     const journal = this.journal;
     if (journal !== undefined) {
       owed.journalAhead(journal, OWED_JOURNAL_SLICE);
@@ -236,10 +232,8 @@ export class Session {
   /** Takes the next retained message owed (it is being sent, or has expired). */
   takeRetained(): Delivery | undefined {
     const owed = this.retained;
-    const d = owed?.shift(this.journal);
-    if (owed === undefined || d === undefined) return undefined;
-    this.totals.queued--;
-    this.totals.queuedBytes -= d.message.payload.length;
+    if (owed === undefined) return undefined;
+    const d = owed.shift(this.journal);
     if (owed.count === 0) this.retained = undefined;
     return d;
   }
@@ -248,9 +242,7 @@ export class Session {
   forgetRetained(filter: string): void {
     const owed = this.retained;
     if (owed === undefined) return;
-    const bytes = owed.bytes;
-    this.totals.queued -= owed.remove(filter, this.journal);
-    this.totals.queuedBytes -= bytes - owed.bytes;
+    owed.remove(filter, this.journal);
     if (owed.count === 0) this.retained = undefined;
   }
 
@@ -264,6 +256,11 @@ export class Session {
     return this.retained !== undefined ? this.takeRetained() : this.dequeue();
   }
 
+  /** Something waits for the client (queued, or retained and owed): newcomers go behind it. */
+  get hasWaiting(): boolean {
+    return this.queue.length > 0 || this.retained !== undefined;
+  }
+
   /** messages waiting for the client: queued, and retained ones owed */
   get waiting(): number {
     return this.queue.length + (this.retained?.count ?? 0);
@@ -271,11 +268,8 @@ export class Session {
 
   /** The session ended: nothing it queued or had in flight is owed any more. */
   clear(): void {
-    if (this.retained !== undefined) {
-      this.totals.queued -= this.retained.count;
-      this.totals.queuedBytes -= this.retained.bytes;
-      this.retained = undefined;
-    }
+    this.retained?.clear();
+    this.retained = undefined;
     this.totals.queued -= this.queue.length;
     this.totals.queuedBytes -= this.queue.bytes;
     this.queue.clear();
