@@ -67,9 +67,9 @@ export class Durability {
     let budget = OWED_JOURNAL_SLICE;
     for (const session of this.owing) {
       if (budget <= 0) break;
-      const done = session.journalOwed(budget);
-      budget -= done;
-      if (done === 0 || session.retained?.unjournaled !== true || session.journal === undefined) this.owing.delete(session);
+      budget -= session.journalOwed(budget);
+      // done with it once all it owes is journaled, or it has no journal any more (it ended)
+      if (session.journal === undefined || session.retained?.unjournaled !== true) this.owing.delete(session);
     }
     if (this.owing.size > 0 && !this.owingScheduled) {
       this.owingScheduled = true;
