@@ -29,6 +29,8 @@ import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission, type Refusal } from './transport/admission.js';
 import { MemoryGuard } from './broker/memory-guard.js';
+import { RedisCluster, type ClusterStats } from './cluster/redis-cluster.js';
+import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
@@ -54,6 +56,12 @@ export interface BrokerOptions {
   aclFile?: string;
   /** clients without a user name may connect (default: only when there is no password file) */
   allowAnonymous?: boolean | '' | 'true' | 'false';
+  /** redis:// URL of the Redis server shared by the nodes of a cluster (default: a single node) */
+  clusterRedis?: string;
+  /** this node's name in the cluster, stable across restarts (default: host name and MQTT port) */
+  clusterNodeId?: string;
+  /** prefix of the cluster's Redis keys and channels (default 'midge') */
+  clusterPrefix?: string;
 }
 
 export interface Mqtt5Options {
@@ -155,6 +163,7 @@ export class Broker {
   private readonly memory: MemoryGuard;
   private readonly store: Store | undefined;
   private readonly passwords: PasswordFile | undefined;
+  private cluster: RedisCluster | undefined;
   /** stops watching certificate files */
   private readonly unwatch: Array<() => void> = [];
 
@@ -351,7 +360,7 @@ export class Broker {
       p.options.maxPacketSize = next.limits.maxPacketSize;
       p.options.connectTimeoutMs = next.limits.connectTimeoutMs;
     }
-    const fixed = ['host', 'port', 'dataDir', 'persistence', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
+    const fixed = ['host', 'port', 'dataDir', 'persistence', 'clusterRedis', 'clusterNodeId', 'clusterPrefix', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
     const needRestart: string[] = fixed.filter((k) => next[k] !== current[k]);
     if (JSON.stringify(next.listeners) !== JSON.stringify(current.listeners)) needRestart.push('listeners');
     return needRestart;
@@ -390,6 +399,7 @@ export class Broker {
       (session.sink as SessionOwner | undefined)?.disconnect(RC.ServerShuttingDown);
     }
     await Promise.all(this.pools().map((p) => p.drain(CLOSE_GRACE_MS)));
+    await this.cluster?.stop();
     this.core.sessions.clear();
     this.core.wills.clear();
     // sessions, queues and pending wills stay in the store for the next start
@@ -417,6 +427,27 @@ export class Broker {
     }
   }
 
+  /**
+   * Joins the cluster named by `clusterRedis`; called once by createBroker, after restore() and
+   * before the first listener opens.
+   */
+  async joinCluster(): Promise<void> {
+    const config = this.config;
+    const cluster = new RedisCluster(this.core, {
+      redis: config.clusterRedis,
+      nodeId: config.clusterNodeId === '' ? `${hostname()}:${config.port}` : config.clusterNodeId,
+      prefix: config.clusterPrefix,
+    }, this.logger);
+    await cluster.start();
+    this.cluster = cluster;
+  }
+
+  /** This node's view of its cluster; undefined for a single node. */
+  get clusterStats(): (ClusterStats & { nodeId: string }) | undefined {
+    const c = this.cluster;
+    return c === undefined ? undefined : { nodeId: c.nodeId, ...c.stats };
+  }
+
   /** Counts for observability (and the tests). */
   get stats(): StatsSnapshot {
     return statsSnapshot(this.core, this.transportStats);
@@ -437,6 +468,14 @@ export async function createBroker(options: BrokerOptions = {}): Promise<Broker>
   const store = options.store ?? (config.persistence === 'lmdb' ? LmdbStore.open(config.dataDir) : undefined);
   const broker = new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval, store);
   if (store !== undefined) broker.restore(await store.load());
+  if (config.clusterRedis !== '') {
+    try {
+      await broker.joinCluster();
+    } catch (err) {
+      await broker.close();
+      throw err;
+    }
+  }
   return broker;
 }
 

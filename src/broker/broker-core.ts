@@ -14,7 +14,8 @@ import type { AclFile } from '../auth/acl-file.js';
 import { parseSharedFilter } from '../topic/shared.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { RetainedStore } from './retained-store.js';
-import { Router } from './router.js';
+import { Router, type SharedSelector } from './router.js';
+import type { ClusterPort } from './cluster-port.js';
 import { SessionRegistry } from './session-registry.js';
 import { WillScheduler } from './wills.js';
 
@@ -47,6 +48,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   connected = 0;
   private readonly hooks: Hooks;
   private readonly authenticators = new Map<string, EnhancedAuthenticator>();
+
+  /** the cluster this broker is a node of, when it is one */
+  cluster: ClusterPort | undefined;
 
   /** the store of persistent state, when the broker has one */
   readonly durability: Durability | undefined;
@@ -204,6 +208,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     this.router.removeAll(session);
     session.clear();
     this.wills.fire(session.clientId);
+    this.cluster?.sessionEnded(session.clientId);
+  }
+
+  claimSession(clientId: string, cleanStart: boolean): Promise<void> | undefined {
+    return this.cluster?.claim(clientId, cleanStart);
   }
 
   // ---- messages -------------------------------------------------------------------------------
@@ -212,9 +221,12 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (message.retain) {
       // apply() moves a kept message's bytes out of its read before any frame is built of them
       if (!this.retained.apply(message)) this.counters.retainedRefused++;
-      else this.durability?.retained(message);
+      else {
+        this.durability?.retained(message);
+        this.cluster?.retainedChanged(message);
+      }
     }
-    this.routed += this.router.route(message, memo);
+    this.routed += this.cluster === undefined ? this.router.route(message, memo) : this.cluster.route(message, memo);
     // what this message changed is durable once the turn's group commit is
     return message.qos > 0 ? this.committed() : undefined;
   }
@@ -227,8 +239,27 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   /** Removes a retained message (administration). */
   deleteRetained(topic: string): boolean {
     const existed = this.retained.delete(topic);
-    if (existed) this.durability?.retainedDeleted(topic);
+    if (existed) {
+      this.durability?.retainedDeleted(topic);
+      this.cluster?.retainedDeleted(topic);
+    }
     return existed;
+  }
+
+  /** A message another node of the cluster routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
+  routeRemote(message: Message, shared: SharedSelector): void {
+    this.routed += this.router.route(message, undefined, shared);
+  }
+
+  /** A retained message set (undefined: cleared) on another node of the cluster. */
+  applyRemoteRetained(topic: string, message: Message | undefined): void {
+    if (message === undefined) {
+      if (this.retained.delete(topic)) this.durability?.retainedDeleted(topic);
+    } else if (this.retained.apply(message)) {
+      this.durability?.retained(message);
+    } else {
+      this.counters.retainedRefused++;
+    }
   }
 
   messageReceived(message: Message, client: ClientInfo): void {

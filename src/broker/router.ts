@@ -10,8 +10,22 @@ export interface RouteEntry {
 
 /** One `$share/{group}/{filter}`: each message goes to one member. */
 interface SharedGroup {
+  readonly topicFilter: string;
+  readonly name: string;
   readonly members: RouteEntry[];
   next: number;
+}
+
+/** Which shared groups of this node take a message (in a cluster, another node's member may take it instead). */
+export type SharedSelector = (topicFilter: string, group: string) => boolean;
+
+/**
+ * Told when this node starts or stops having subscribers for a filter (a shared one as
+ * `$share/{group}/{filter}`): what a cluster's route table needs, and nothing per message.
+ */
+export interface RouteObserver {
+  added(filter: string): void;
+  removed(filter: string): void;
 }
 
 /** Where routed messages go: to the live connection, or to the queue of an offline session. */
@@ -37,9 +51,32 @@ export class Router {
   private readonly targets: Session[] = [];
   private seq = 0;
   private readonly deliverTo: DeliverFn;
+  /** direct subscriptions per filter, so the observer hears only of the first and the last (kept only while observed) */
+  private readonly filterCounts = new Map<string, number>();
+  private observer: RouteObserver | undefined;
 
   constructor(deliverTo: DeliverFn) {
     this.deliverTo = deliverTo;
+  }
+
+  /** Starts telling `observer` of filters gained and lost; it is told at once of every filter held now. */
+  observe(observer: RouteObserver): void {
+    this.filterCounts.clear();
+    for (const [filter] of this.direct.entries()) this.filterCounts.set(filter, (this.filterCounts.get(filter) ?? 0) + 1);
+    this.observer = observer;
+    for (const filter of this.filters()) observer.added(filter);
+  }
+
+  /** every filter this node has subscribers for, shared ones as `$share/{group}/{filter}` */
+  *filters(): IterableIterator<string> {
+    if (this.observer === undefined) {
+      const seen = new Set<string>();
+      for (const [filter] of this.direct.entries()) seen.add(filter);
+      yield* seen;
+    } else {
+      yield* this.filterCounts.keys();
+    }
+    for (const [, , group] of this.shared.entries()) yield `$share/${group.name}/${group.topicFilter}`;
   }
 
   get subscriptionCount(): number {
@@ -75,7 +112,7 @@ export class Router {
    * arrays it collects into are the router's own, so a delivery must not route again (none does:
    * sessions queue and connections batch their writes).
    */
-  route(message: Message, memo?: MatchMemo): number {
+  route(message: Message, memo?: MatchMemo, shared?: SharedSelector): number {
     const matches = this.matches;
     const targets = this.targets;
     const seq = ++this.seq;
@@ -107,17 +144,18 @@ export class Router {
       this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds, undefined);
       s.routeSubIds = undefined;
     }
-    if (this.shared.size > 0) count += this.routeShared(message);
+    if (this.shared.size > 0) count += this.routeShared(message, shared);
     return count;
   }
 
-  private routeShared(message: Message): number {
+  private routeShared(message: Message, select: SharedSelector | undefined): number {
     const groups = this.groups;
     const found = this.shared.match(message.topic, groups);
     let count = 0;
     for (let i = 0; i < found; i++) {
       const group = groups[i] as SharedGroup;
       groups[i] = undefined as unknown as SharedGroup;
+      if (select !== undefined && !select(group.topicFilter, group.name)) continue;
       const entry = pickMember(group, undefined);
       if (entry === undefined) continue;
       this.deliverShared(entry, message);
@@ -149,13 +187,19 @@ export class Router {
 
   private link(session: Session, sub: Subscription): void {
     if (sub.shareGroup === undefined) {
-      this.direct.set(sub.topicFilter, session.clientId, { session, sub });
+      const isNew = this.direct.set(sub.topicFilter, session.clientId, { session, sub });
+      const observer = this.observer;
+      if (observer === undefined || !isNew) return;
+      const n = this.filterCounts.get(sub.topicFilter) ?? 0;
+      this.filterCounts.set(sub.topicFilter, n + 1);
+      if (n === 0) observer.added(sub.topicFilter);
       return;
     }
     let group = this.shared.get(sub.topicFilter, sub.shareGroup);
     if (group === undefined) {
-      group = { members: [], next: 0 };
+      group = { topicFilter: sub.topicFilter, name: sub.shareGroup, members: [], next: 0 };
       this.shared.set(sub.topicFilter, sub.shareGroup, group);
+      this.observer?.added(sub.filter);
     }
     group.members.push({ session, sub });
     this.sharedMembers++;
@@ -163,7 +207,14 @@ export class Router {
 
   private unlink(session: Session, sub: Subscription): void {
     if (sub.shareGroup === undefined) {
-      this.direct.delete(sub.topicFilter, session.clientId);
+      if (!this.direct.delete(sub.topicFilter, session.clientId) || this.observer === undefined) return;
+      const n = (this.filterCounts.get(sub.topicFilter) ?? 1) - 1;
+      if (n > 0) {
+        this.filterCounts.set(sub.topicFilter, n);
+      } else {
+        this.filterCounts.delete(sub.topicFilter);
+        this.observer?.removed(sub.topicFilter);
+      }
       return;
     }
     const group = this.shared.get(sub.topicFilter, sub.shareGroup);
@@ -172,7 +223,10 @@ export class Router {
     if (i < 0) return;
     group.members.splice(i, 1);
     this.sharedMembers--;
-    if (group.members.length === 0) this.shared.delete(sub.topicFilter, sub.shareGroup);
+    if (group.members.length === 0) {
+      this.shared.delete(sub.topicFilter, sub.shareGroup);
+      this.observer?.removed(sub.filter);
+    }
   }
 }
 

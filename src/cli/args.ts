@@ -15,6 +15,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
              [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
              [--tls-port N --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert]]
              [--ws-port N] [--wss-port N] [--socket PATH] [--http-port N] [--admin-token T] [--sys-interval S]
+             [--cluster-redis URL [--cluster-node-id ID] [--cluster-prefix P]]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -32,6 +33,9 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --http-port N     HTTP endpoint: /metrics, /healthz, /readyz (127.0.0.1 unless httpHost says otherwise)
       --admin-token T   turns on the admin API under /api/v1 (Authorization: Bearer T)
       --sys-interval S  seconds between $SYS/broker updates (default 10, 0 = off)
+      --cluster-redis URL  join the cluster whose nodes share the Redis server at URL (redis://host:6379)
+      --cluster-node-id ID this node's name in the cluster, stable across restarts (default host:port)
+      --cluster-prefix P   prefix of the cluster's Redis keys and channels (default midge)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -66,6 +70,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'wss-port': { type: 'string' },
         socket: { type: 'string' },
         'allow-anonymous': { type: 'string' },
+        'cluster-redis': { type: 'string' },
+        'cluster-node-id': { type: 'string' },
+        'cluster-prefix': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
@@ -87,6 +94,9 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v['admin-token'] !== undefined) overrides.adminToken = v['admin-token'];
   if (v['sys-interval'] !== undefined) overrides.sysInterval = v['sys-interval'];
   if (v['allow-anonymous'] !== undefined) overrides.allowAnonymous = v['allow-anonymous'];
+  if (v['cluster-redis'] !== undefined) overrides.clusterRedis = v['cluster-redis'];
+  if (v['cluster-node-id'] !== undefined) overrides.clusterNodeId = v['cluster-node-id'];
+  if (v['cluster-prefix'] !== undefined) overrides.clusterPrefix = v['cluster-prefix'];
   const extra = extraListeners(v);
   return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };
 }

@@ -31,6 +31,7 @@ export function resolveConfig(input: unknown, source: string): MidgeConfig {
     top[key] = check(TOP_SPECS, key, value, source, '');
   }
   if (obj.listeners !== undefined) out.listeners = resolveListeners(obj.listeners, source, out.host);
+  checkCluster(out, source);
   return out;
 }
 
@@ -98,6 +99,19 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
         throw new ConfigError(`${source}: ${name} must be one of ${spec.values?.join(', ')} (got ${shown})`);
       }
       return value;
+  }
+}
+
+function checkCluster(config: MidgeConfig, source: string): void {
+  if (config.clusterRedis !== '' && !/^rediss?:\/\/[^\s]+$/.test(config.clusterRedis)) {
+    throw new ConfigError(`${source}: clusterRedis must be a redis:// or rediss:// URL (got ${JSON.stringify(config.clusterRedis)})`);
+  }
+  // node ids and the prefix go into Redis keys, channel names and line-based route messages
+  if (config.clusterNodeId !== '' && !/^[A-Za-z0-9._:-]{1,128}$/.test(config.clusterNodeId)) {
+    throw new ConfigError(`${source}: clusterNodeId must be 1 to 128 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterNodeId)})`);
+  }
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(config.clusterPrefix)) {
+    throw new ConfigError(`${source}: clusterPrefix must be 1 to 64 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterPrefix)})`);
   }
 }
 

@@ -49,6 +49,12 @@ export interface MidgeConfig {
   adminToken: string;
   /** seconds between $SYS updates; 0 = off */
   sysInterval: number;
+  /** redis:// URL of the Redis server a cluster's nodes share ('' = a single node) */
+  clusterRedis: string;
+  /** this node's name in the cluster ('' = host name and MQTT port) */
+  clusterNodeId: string;
+  /** prefix of the cluster's Redis keys and channels */
+  clusterPrefix: string;
   /** listeners the command line opens instead of the single host/port one (undefined = that one) */
   listeners: ListenerConfig[] | undefined;
   limits: Limits;
@@ -103,6 +109,9 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'httpPort', type: 'integer', default: -1, min: -1, max: 65535, description: 'HTTP port for /metrics, /healthz, /readyz and the admin API (-1 = off)' },
   { key: 'httpHost', type: 'string', default: '127.0.0.1', description: 'address the HTTP endpoint binds' },
   { key: 'adminToken', type: 'path', default: '', description: 'bearer token that turns on the admin API under /api/v1' },
+  { key: 'clusterRedis', type: 'path', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster (empty: a single node)' },
+  { key: 'clusterNodeId', type: 'path', default: '', description: "this node's name in the cluster, stable across restarts (empty: host name and MQTT port)" },
+  { key: 'clusterPrefix', type: 'string', default: 'midge', description: "prefix of the cluster's Redis keys and channels (clusters sharing a Redis server need different ones)" },
   { key: 'sysInterval', type: 'integer', default: 10, min: 0, max: 86400, description: 'seconds between $SYS/broker updates (0 = off)' },
 ];
 

@@ -111,6 +111,11 @@ export interface BrokerPort {
   authenticate(client: ClientInfo, credentials: Credentials, connect: ConnectPacket, certified?: boolean, allowAnonymous?: boolean): MaybePromise<boolean>;
   authorizePublish(client: ClientInfo, message: PublishInfo): MaybePromise<boolean>;
   authorizeSubscribe(client: ClientInfo, subscription: SubscribeInfo): MaybePromise<boolean>;
+  /**
+   * Before openSession: in a cluster, the client id is taken from any other node holding it (its
+   * connection closed there, its session moved here). Undefined when there is nothing to wait for.
+   */
+  claimSession(clientId: string, cleanStart: boolean): Promise<void> | undefined;
   /** Takes over any live connection of the client id, then resumes or creates its session. */
   openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession;
   /**

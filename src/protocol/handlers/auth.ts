@@ -64,12 +64,11 @@ function run(ch: Channel, outcome: AuthOutcome | Promise<AuthOutcome>, reauth: b
       () => apply(ch, { kind: 'failure', reason: 'authentication error' }, reauth),
     );
   }
-  apply(ch, outcome, reauth);
-  return undefined;
+  return apply(ch, outcome, reauth);
 }
 
-function apply(ch: Channel, outcome: AuthOutcome, reauth: boolean): void {
-  if (ch.state === 'closed') return;
+function apply(ch: Channel, outcome: AuthOutcome, reauth: boolean): Promise<void> | undefined {
+  if (ch.state === 'closed') return undefined;
   const method = ch.authMethod as string;
   if (outcome.kind === 'continue') {
     // [MQTT-4.12.0-2]
@@ -93,6 +92,6 @@ function apply(ch: Channel, outcome: AuthOutcome, reauth: boolean): void {
   }
   const pending = ch.pendingConnect;
   ch.pendingConnect = undefined;
-  if (pending === undefined) return;
-  accept(ch, pending.packet, true, pending.clientId, pending.assigned, outcome.data);
+  if (pending === undefined) return undefined;
+  return accept(ch, pending.packet, true, pending.clientId, pending.assigned, outcome.data);
 }

@@ -82,16 +82,28 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   if (method !== undefined) return startConnectAuth(ch, p, method, clientId, assigned);
   const verdict = ch.broker.authenticate(ch.client, { username: p.username, password: p.password }, p, ch.conn.certificateUsername !== undefined, ch.conn.allowAnonymous);
   if (isPromise(verdict)) return settle(verdict).then((ok) => accept(ch, p, ok, clientId, assigned));
-  accept(ch, p, verdict, clientId, assigned);
-  return undefined;
+  return accept(ch, p, verdict, clientId, assigned);
 }
 
-export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: string, assigned: boolean, authData?: Buffer): void {
-  if (ch.state !== 'connecting' && ch.state !== 'authenticating') return;
+/** The client is let in: once no other node of a cluster holds its client id, its session opens here. */
+export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId: string, assigned: boolean, authData?: Buffer): Promise<void> | undefined {
+  if (ch.state !== 'connecting' && ch.state !== 'authenticating') return undefined;
   if (!allowed) {
     refuse(ch, RC.BadUserNameOrPassword, 'not authorized');
-    return;
+    return undefined;
   }
+  const claimed = ch.broker.claimSession(clientId, p.cleanStart);
+  if (claimed === undefined) {
+    open(ch, p, clientId, assigned, authData);
+    return undefined;
+  }
+  return claimed.then(() => {
+    // the client may have gone while its session was fetched
+    if (ch.state === 'connecting' || ch.state === 'authenticating') open(ch, p, clientId, assigned, authData);
+  });
+}
+
+function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean, authData: Buffer | undefined): void {
   const settings = ch.broker.settings;
   const v5 = p.protocolVersion === 5;
   const props = p.properties;

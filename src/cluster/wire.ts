@@ -1,0 +1,151 @@
+import type { Buffer } from 'node:buffer';
+import { Packr } from 'msgpackr';
+import type { Properties, QoS } from '../codec/packets.js';
+import type { Delivery, Message, ShareRef } from '../session/message.js';
+import type { Subscription } from '../session/session.js';
+
+/**
+ * What nodes of a cluster send each other through Redis, in MessagePack. Times travel as time
+ * left, not as instants, so that nodes whose clocks differ a little agree on when a message expires.
+ */
+
+// plain maps and arrays: nothing of one node's record layout is assumed by another
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+interface WireMessage {
+  t: string;
+  p: Buffer;
+  q: QoS;
+  r: boolean;
+  /** publisher's client id (No Local) */
+  s?: string;
+  /** ms of life left */
+  x?: number;
+  o?: Properties;
+}
+
+function toWire(m: Message, now: number): WireMessage {
+  const w: WireMessage = { t: m.topic, p: m.payload, q: m.qos, r: m.retain };
+  if (m.senderId !== undefined) w.s = m.senderId;
+  if (m.expiresAt !== undefined) w.x = Math.max(0, m.expiresAt - now);
+  if (m.properties !== undefined) w.o = m.properties;
+  return w;
+}
+
+function fromWire(w: WireMessage, now: number): Message {
+  return {
+    topic: w.t,
+    payload: w.p,
+    qos: w.q,
+    retain: w.r,
+    properties: w.o,
+    expiresAt: w.x === undefined ? undefined : now + w.x,
+    senderId: w.s,
+    frame: undefined,
+    frameSlot: -1,
+    frames: undefined,
+    framesExpiry: -1,
+  };
+}
+
+/** A message, packed once for every node it goes to. */
+export function packMessage(m: Message, now: number): Buffer {
+  return packr.pack(toWire(m, now));
+}
+
+export function unpackMessage(bytes: Buffer, now: number): Message {
+  return fromWire(packr.unpack(bytes) as WireMessage, now);
+}
+
+/**
+ * A retained message as kept in Redis, with its expiry as an instant: it may be read long after it
+ * was written, so time left would mean nothing (nodes' clocks are assumed close, as NTP keeps them).
+ */
+export function packStoredMessage(m: Message): Buffer {
+  return packMessage(m, 0);
+}
+
+export function unpackStoredMessage(bytes: Buffer): Message {
+  return unpackMessage(bytes, 0);
+}
+
+/** What one node sends another on the node's own channel. */
+export type NodeFrame =
+  /** a published message and the shared groups (`$share/{group}/{filter}`) the receiver delivers it to */
+  | { kind: 'message'; body: Buffer; groups: string[] | null }
+  /** a client is connecting to `from`: close its connection here and hand its session over */
+  | { kind: 'takeover'; requestId: number; from: string; clientId: string; cleanStart: boolean }
+  /** the answer: the session, or null when there is none to hand over */
+  | { kind: 'session'; requestId: number; session: SessionTransfer | null };
+
+export function packFrame(frame: NodeFrame): Buffer {
+  switch (frame.kind) {
+    case 'message':
+      return packr.pack(['M', frame.groups, frame.body]);
+    case 'takeover':
+      return packr.pack(['T', frame.requestId, frame.from, frame.clientId, frame.cleanStart]);
+    case 'session':
+      return packr.pack(['S', frame.requestId, frame.session]);
+  }
+}
+
+/** Decodes a frame; throws on bytes that are not one (another version, another program). */
+export function unpackFrame(bytes: Buffer): NodeFrame {
+  const a = packr.unpack(bytes) as unknown[];
+  if (!Array.isArray(a)) throw new Error('not a cluster frame');
+  switch (a[0]) {
+    case 'M':
+      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer };
+    case 'T':
+      return { kind: 'takeover', requestId: a[1] as number, from: a[2] as string, clientId: a[3] as string, cleanStart: a[4] as boolean };
+    case 'S':
+      return { kind: 'session', requestId: a[1] as number, session: a[2] as SessionTransfer | null };
+    default:
+      throw new Error(`unknown cluster frame ${String(a[0])}`);
+  }
+}
+
+/** A retained message set (or cleared: body null) on some node, as every node applies it. */
+export interface RetainedChange {
+  origin: string;
+  topic: string;
+  body: Buffer | null;
+}
+
+export function packRetained(change: RetainedChange): Buffer {
+  return packr.pack([change.origin, change.topic, change.body]);
+}
+
+export function unpackRetained(bytes: Buffer): RetainedChange {
+  const a = packr.unpack(bytes) as [string, string, Buffer | null];
+  if (!Array.isArray(a) || typeof a[1] !== 'string') throw new Error('not a retained change');
+  return { origin: a[0], topic: a[1], body: a[2] };
+}
+
+/** Everything a session holds, moved from the node its client left to the one it connected to. */
+export interface SessionTransfer {
+  expiryInterval: number;
+  username: string | null;
+  subscriptions: Subscription[];
+  /** in the order they are to be sent */
+  queue: WireDelivery[];
+  inflight: Array<{ packetId: number; state: 'publish' | 'pubrel'; delivery: WireDelivery }>;
+  incomingQos2: number[];
+}
+
+interface WireDelivery {
+  m: WireMessage;
+  q: QoS;
+  r: boolean;
+  i: number[] | null;
+  s: ShareRef | null;
+}
+
+export function toWireDelivery(d: Delivery, now: number): WireDelivery {
+  const share = d.share === undefined ? null : { shareGroup: d.share.shareGroup, topicFilter: d.share.topicFilter };
+  return { m: toWire(d.message, now), q: d.qos, r: d.retain, i: d.subscriptionIds ?? null, s: share };
+}
+
+export function fromWireDelivery(w: WireDelivery, now: number): Delivery {
+  return { message: fromWire(w.m, now), qos: w.q, retain: w.r, subscriptionIds: w.i ?? undefined, share: w.s ?? undefined };
+}
