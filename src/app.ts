@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
-import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
+import { statsSnapshot, type ClusterCounts, type StatsSnapshot } from './broker/stats.js';
 import { SysTopics } from './broker/sys-topics.js';
 import { VERSION } from './version.js';
 import { HttpEndpoint } from './admin/http-server.js';
@@ -29,7 +29,7 @@ import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission, type Refusal } from './transport/admission.js';
 import { MemoryGuard } from './broker/memory-guard.js';
-import { RedisCluster, type ClusterStats } from './cluster/redis-cluster.js';
+import { RedisCluster } from './cluster/redis-cluster.js';
 import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
@@ -443,14 +443,14 @@ export class Broker {
   }
 
   /** This node's view of its cluster; undefined for a single node. */
-  get clusterStats(): (ClusterStats & { nodeId: string }) | undefined {
+  get clusterStats(): (ClusterCounts & { nodeId: string; remoteRoutes: number }) | undefined {
     const c = this.cluster;
-    return c === undefined ? undefined : { nodeId: c.nodeId, ...c.stats };
+    return c === undefined ? undefined : { nodeId: c.nodeId, ...c.stats, remoteRoutes: c.remoteRoutes };
   }
 
   /** Counts for observability (and the tests). */
   get stats(): StatsSnapshot {
-    return statsSnapshot(this.core, this.transportStats);
+    return statsSnapshot(this.core, this.transportStats, this.cluster?.stats);
   }
 }
 

@@ -30,9 +30,26 @@ export interface StatsSnapshot {
   memoryLimitReached: boolean;
   bytesReceived: number;
   bytesSent: number;
+  /** this node's view of its cluster; undefined for a single node */
+  cluster: ClusterCounts | undefined;
 }
 
-export function statsSnapshot(core: BrokerCore, transport: TransportStats): StatsSnapshot {
+/** What a cluster node counts of its cluster. */
+export interface ClusterCounts {
+  /** nodes alive, this one included */
+  nodes: number;
+  /** messages sent to other nodes, one per node */
+  forwarded: number;
+  /** messages other nodes sent here */
+  received: number;
+  /** messages not sent to a node because Redis could not take them */
+  forwardFailed: number;
+  /** sessions handed to other nodes / taken from them */
+  sessionsHandedOver: number;
+  sessionsTakenOver: number;
+}
+
+export function statsSnapshot(core: BrokerCore, transport: TransportStats, cluster?: ClusterCounts): StatsSnapshot {
   const { inflight, queued, queuedBytes } = core.sessions.totals;
   const c = core.counters;
   const dropped = { ...c.dropped };
@@ -59,5 +76,6 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats): Stat
     memoryLimitReached: core.memoryFull,
     bytesReceived: transport.bytesReceived,
     bytesSent: transport.bytesSent,
+    cluster: cluster === undefined ? undefined : { ...cluster },
   };
 }

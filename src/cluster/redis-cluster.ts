@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { ClusterPort } from '../broker/cluster-port.js';
 import type { RouteObserver } from '../broker/router.js';
+import type { ClusterCounts } from '../broker/stats.js';
 import type { Message } from '../session/message.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
@@ -26,18 +27,6 @@ export interface ClusterOptions {
   handoverTimeoutMs?: number;
 }
 
-export interface ClusterStats {
-  nodes: number;
-  /** messages sent to other nodes, one per node */
-  forwarded: number;
-  /** messages other nodes sent here */
-  received: number;
-  /** messages not sent to a node because Redis could not take them */
-  forwardFailed: number;
-  /** sessions handed to other nodes / taken from them */
-  sessionsHandedOver: number;
-  sessionsTakenOver: number;
-}
 
 const HEARTBEAT_MS = 1000;
 /** forwards waiting on Redis past this are dropped (counted), so a stalled Redis cannot exhaust memory */
@@ -74,7 +63,7 @@ return 0`;
  */
 export class RedisCluster implements ClusterPort, RouteObserver {
   readonly nodeId: string;
-  readonly stats: ClusterStats = { nodes: 1, forwarded: 0, received: 0, forwardFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
+  readonly stats: ClusterCounts = { nodes: 1, forwarded: 0, received: 0, forwardFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
   private readonly core: BrokerCore;
   private readonly logger: Logger;
   private readonly options: Required<ClusterOptions>;
@@ -88,6 +77,7 @@ export class RedisCluster implements ClusterPort, RouteObserver {
   private started = false;
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
+  private lastError = '';
   private pendingForwards = 0;
   private nextRequest = 1;
   private readonly requests = new Map<number, (s: SessionTransfer | null) => void>();
@@ -108,7 +98,20 @@ export class RedisCluster implements ClusterPort, RouteObserver {
     this.cmd.defineCommand('midgeHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
     this.cmd.defineCommand('midgeClaimIfFree', { numberOfKeys: 1, lua: CLAIM_IF_FREE });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
-    for (const conn of [this.cmd, this.sub]) conn.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'cluster: Redis connection error'));
+    for (const conn of [this.cmd, this.sub]) {
+      conn.on('error', (err: Error) => {
+        this.lastError = err.message;
+        // at start the error is thrown; once joined, each one is worth a line
+        if (this.started && !this.stopping) this.logger.warn({ err: err.message }, 'cluster: Redis connection error');
+      });
+    }
+  }
+
+  /** routes (node, filter) of other nodes known here */
+  get remoteRoutes(): number {
+    let n = 0;
+    for (const node of this.index.nodes) if (node !== this.nodeId) n += this.index.filtersOf(node).size;
+    return n;
   }
 
   private key(name: string): string {
@@ -124,7 +127,7 @@ export class RedisCluster implements ClusterPort, RouteObserver {
     } catch (err) {
       this.cmd.disconnect();
       this.sub.disconnect();
-      throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${(err as Error).message}`);
+      throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || (err as Error).message}`);
     }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
     await this.sub.subscribe(this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes'));
@@ -201,6 +204,14 @@ export class RedisCluster implements ClusterPort, RouteObserver {
   }
 
   private async loadRetained(): Promise<void> {
+    // A Redis without the cluster's marker is new, or lost its data (restarted without
+    // persistence): what this node holds is put back rather than taken for cleared.
+    const fresh = (await this.cmd.set(this.key('cluster'), String(Date.now()), 'NX')) === 'OK';
+    if (fresh) {
+      const key = this.key('retained');
+      const writes = [...this.core.retained.values()].filter((m) => !isLocalTopic(m.topic)).map((m) => this.cmd.hsetnx(key, m.topic, packStoredMessage(m)));
+      await Promise.all(writes);
+    }
     const seen = new Set<string>();
     let cursor = '0';
     do {
@@ -213,7 +224,7 @@ export class RedisCluster implements ClusterPort, RouteObserver {
       }
     } while (cursor !== '0');
     // what was cleared while this node was away
-    for (const m of [...this.core.retained.values()]) {
+    if (!fresh) for (const m of [...this.core.retained.values()]) {
       if (!seen.has(m.topic) && !isLocalTopic(m.topic)) this.core.applyRemoteRetained(m.topic, undefined);
     }
   }

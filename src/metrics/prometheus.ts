@@ -67,6 +67,13 @@ export class BrokerMetrics {
     };
     total('midge_bytes_received_total', 'Bytes read from clients', (s) => s.bytesReceived);
     total('midge_bytes_sent_total', 'Bytes written to clients', (s) => s.bytesSent);
+    if (stats().cluster !== undefined) {
+      gauge('midge_cluster_nodes', 'Nodes of the cluster alive, this one included', (s) => s.cluster?.nodes ?? 0);
+      total('midge_cluster_messages_forwarded_total', 'Messages sent to other nodes (one per node)', (s) => s.cluster?.forwarded ?? 0);
+      total('midge_cluster_messages_received_total', 'Messages other nodes sent here', (s) => s.cluster?.received ?? 0);
+      total('midge_cluster_forward_failures_total', 'Messages not sent to a node because Redis could not take them', (s) => s.cluster?.forwardFailed ?? 0);
+      total('midge_cluster_sessions_taken_over_total', 'Sessions moved here from other nodes with their clients', (s) => s.cluster?.sessionsTakenOver ?? 0);
+    }
     this.commitSeconds = new Histogram({
       name: 'midge_store_commit_seconds',
       help: 'Persistence group-commit latency',

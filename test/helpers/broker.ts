@@ -16,6 +16,14 @@ export async function startBroker(options: BrokerOptions = {}): Promise<TestBrok
 }
 
 const clients = new Set<MqttClient>();
+const connacks = new WeakMap<MqttClient, mqtt.IConnackPacket>();
+
+/** The CONNACK a client of connectClient was let in with. */
+export function connackOf(client: MqttClient): mqtt.IConnackPacket {
+  const ack = connacks.get(client);
+  if (ack === undefined) throw new Error('not a client of connectClient');
+  return ack;
+}
 
 /** An MQTT.js client, resolved once CONNACK arrives (rejected on error). */
 export function connectClient(port: number, options: IClientOptions = {}): Promise<MqttClient> {
@@ -35,7 +43,8 @@ export function connectClient(port: number, options: IClientOptions = {}): Promi
       reject(err);
     };
     client.once('error', onError);
-    client.once('connect', () => {
+    client.once('connect', (connack) => {
+      connacks.set(client, connack);
       client.off('error', onError);
       resolve(client);
     });

@@ -1,38 +1,340 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { closeClients, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { createBroker } from '../../src/index.js';
+import { closeClients, collectFor, connackOf, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { killMidges, spawnMidge } from '../helpers/cli.js';
+import { eventually, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
-describe('cluster over Redis', { skip: skipWithoutRedis }, () => {
+describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
   let redis: TestRedis;
+  const nodes: TestBroker[] = [];
+  let prefixes = 0;
+
   before(async () => {
     redis = await startRedis();
   });
-  after(async () => {
+  afterEach(async () => {
     await closeClients();
+    await Promise.all(nodes.splice(0).map((n) => n.close()));
+  });
+  after(async () => {
+    killMidges();
     await redis?.stop();
   });
 
-  async function node(name: string, prefix: string): Promise<TestBroker> {
-    return startBroker({ clusterRedis: redis.url, clusterNodeId: name, clusterPrefix: prefix, sysInterval: 0 });
+  /** `count` nodes of a cluster of their own (a fresh key prefix per test). */
+  async function cluster(count: number, options: Record<string, unknown> = {}): Promise<TestBroker[]> {
+    const prefix = `c${++prefixes}`;
+    const out: TestBroker[] = [];
+    for (let i = 0; i < count; i++) {
+      const n = await startBroker({ clusterRedis: redis.url, clusterNodeId: `n${i}`, clusterPrefix: prefix, sysInterval: 0, ...options });
+      nodes.push(n);
+      out.push(n);
+    }
+    return out;
   }
 
-  test('a message published on one node reaches a subscriber on another', async () => {
-    const a = await node('a', 't1');
-    const b = await node('b', 't1');
+  /** Waits until `node` knows `count` routes of other nodes. */
+  async function routesKnown(node: TestBroker, count: number): Promise<void> {
+    assert.ok(await eventually(() => node.broker.clusterStats?.remoteRoutes === count, 3000), `routes known: ${node.broker.clusterStats?.remoteRoutes}, expected ${count}`);
+  }
+
+  test('[MQTT-4.5.0-1] a message published on one node reaches the matching subscribers on the others, QoS 0, 1 and 2, 3.1.1 and 5.0', async () => {
+    const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
+    const s4 = await connectClient(b.port, { clientId: 'sub4', protocolVersion: 4 });
+    const s5 = await connectClient(c.port, { clientId: 'sub5', protocolVersion: 5 });
+    await s4.subscribeAsync('plant/+/temp', { qos: 2 });
+    await s5.subscribeAsync('plant/#', { qos: 2 });
+    await routesKnown(a, 2);
+    const pub = await connectClient(a.port, { clientId: 'pub', protocolVersion: 5 });
+    const got4 = nextMessages(s4, 3);
+    const got5 = nextMessages(s5, 3);
+    for (const qos of [0, 1, 2] as const) await pub.publishAsync('plant/1/temp', `q${qos}`, { qos });
+    for (const got of [await got4, await got5]) {
+      assert.deepEqual(got.map((m) => m.payload.toString()), ['q0', 'q1', 'q2']);
+      assert.deepEqual(got.map((m) => m.packet.qos), [0, 1, 2]);
+    }
+  });
+
+  test('[MQTT-4.6.0-6] messages from one publisher arrive at a subscriber on another node in the order they were published', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const sub = await connectClient(b.port, { clientId: 'ord-sub' });
+    await sub.subscribeAsync('ord', { qos: 1 });
+    await routesKnown(a, 1);
+    const pub = await connectClient(a.port, { clientId: 'ord-pub' });
+    const got = nextMessages(sub, 500, 10_000);
+    for (let i = 0; i < 500; i++) pub.publish('ord', String(i), { qos: (i % 2) as 0 | 1 });
+    assert.deepEqual((await got).map((m) => Number(m.payload.toString())), Array.from({ length: 500 }, (_, i) => i));
+  });
+
+  test('5.0 properties, message expiry and No Local ([MQTT-3.8.3-3]) hold across nodes', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const sub = await connectClient(b.port, { clientId: 'props-sub', protocolVersion: 5 });
+    await sub.subscribeAsync('req/#', { qos: 1 });
+    // the same client id cannot be on two nodes, so No Local is checked with the publisher's id on the receiving node
+    const self = await connectClient(b.port, { clientId: 'self', protocolVersion: 5 });
+    await self.subscribeAsync('req/#', { qos: 1, nl: true });
+    await routesKnown(a, 1);
+    const pub = await connectClient(a.port, { clientId: 'self-pub', protocolVersion: 5 });
+    const got = nextMessages(sub, 1);
+    const selfGot = collectFor(self, 300);
+    await pub.publishAsync('req/1', 'x', {
+      qos: 1,
+      properties: { userProperties: { k: 'v' }, correlationData: Buffer.from([1, 2, 3]), responseTopic: 'resp/1', contentType: 'text/plain', messageExpiryInterval: 60, payloadFormatIndicator: true },
+    });
+    const [m] = await got;
+    const p = m?.packet.properties;
+    assert.deepEqual({ ...p?.userProperties }, { k: 'v' });
+    assert.deepEqual(p?.correlationData, Buffer.from([1, 2, 3]));
+    assert.equal(p?.responseTopic, 'resp/1');
+    assert.equal(p?.contentType, 'text/plain');
+    assert.ok(p?.messageExpiryInterval !== undefined && p.messageExpiryInterval <= 60 && p.messageExpiryInterval >= 59);
+    // a subscriber without No Local on the receiving node gets it; only the publisher's own id is skipped
+    assert.equal((await selfGot).length, 1);
+  });
+
+  test('a message goes only to nodes with a matching subscriber, and stops going once the last one unsubscribes', async () => {
+    const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
+    const sub = await connectClient(b.port, { clientId: 'only-b' });
+    await sub.subscribeAsync('only/#', { qos: 0 });
+    await routesKnown(a, 1);
+    await routesKnown(c, 1);
+    const pub = await connectClient(a.port, { clientId: 'only-pub' });
+    const got = nextMessages(sub, 10);
+    for (let i = 0; i < 10; i++) await pub.publishAsync('only/x', String(i), { qos: 1 });
+    await got;
+    assert.equal(b.broker.clusterStats?.received, 10);
+    assert.equal(c.broker.clusterStats?.received, 0, 'a node without subscribers is not sent the messages');
+    assert.equal(a.broker.clusterStats?.forwarded, 10);
+    await sub.unsubscribeAsync('only/#');
+    await routesKnown(a, 0);
+    for (let i = 0; i < 10; i++) await pub.publishAsync('only/x', String(i), { qos: 1 });
+    assert.equal(a.broker.clusterStats?.forwarded, 10, 'nothing forwarded once no node subscribes');
+    const http = await a.broker.listenHttp({ port: 0 });
+    const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+    assert.match(text, /^midge_cluster_nodes 3$/m);
+    assert.match(text, /^midge_cluster_messages_forwarded_total 10$/m);
+  });
+
+  test('[MQTT-3.3.1-5] [MQTT-3.3.1-6] a retained message set on one node is sent to subscribers on any node, and cleared everywhere by an empty one', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const pub = await connectClient(a.port, { clientId: 'ret-pub' });
+    await pub.publishAsync('ret/1', 'kept', { qos: 1, retain: true });
+    await pub.publishAsync('ret/2', 'gone', { qos: 1, retain: true });
+    assert.ok(await eventually(() => b.broker.stats.retained === 2));
+    const sub = await connectClient(b.port, { clientId: 'ret-sub' });
+    const got = nextMessages(sub, 2);
+    await sub.subscribeAsync('ret/#', { qos: 1 });
+    assert.deepEqual((await got).map((m) => m.payload.toString()).sort(), ['gone', 'kept']);
+    // cleared on the other node
+    const other = await connectClient(b.port, { clientId: 'ret-clear' });
+    await other.publishAsync('ret/2', '', { qos: 1, retain: true });
+    assert.ok(await eventually(() => a.broker.stats.retained === 1));
+    const late = await connectClient(a.port, { clientId: 'ret-late' });
+    const lateGot = collectFor(late, 300);
+    await late.subscribeAsync('ret/#', { qos: 1 });
+    assert.deepEqual((await lateGot).map((m) => m.payload.toString()), ['kept']);
+  });
+
+  test('a node that joins later has the retained messages set before it came', async () => {
+    const [a] = (await cluster(1)) as [TestBroker];
+    const pub = await connectClient(a.port, { clientId: 'join-pub' });
+    for (let i = 0; i < 50; i++) await pub.publishAsync(`join/${i}`, `v${i}`, { qos: 1, retain: true });
+    const prefix = `c${prefixes}`;
+    const late = await startBroker({ clusterRedis: redis.url, clusterNodeId: 'late', clusterPrefix: prefix, sysInterval: 0 });
+    nodes.push(late);
+    assert.equal(late.broker.stats.retained, 50);
+  });
+
+  test('two nodes setting the same retained topic at once end on the same message', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const pa = await connectClient(a.port, { clientId: 'race-a' });
+    const pb = await connectClient(b.port, { clientId: 'race-b' });
+    await Promise.all(Array.from({ length: 50 }, (_, i) => [pa.publishAsync('race', `a${i}`, { qos: 1, retain: true }), pb.publishAsync('race', `b${i}`, { qos: 1, retain: true })]).flat());
+    {
+      // every node's retained message for the topic is the one Redis holds last
+      const read = async (n: TestBroker): Promise<string> => {
+        const c = await connectClient(n.port, { clientId: `race-read-${n.port}` });
+        const got = nextMessages(c, 1);
+        await c.subscribeAsync('race', { qos: 0 });
+        return (await got)[0]?.payload.toString() ?? '';
+      };
+      await new Promise((r) => setTimeout(r, 200));
+      const [va, vb] = [await read(a), await read(b)];
+      assert.equal(va, vb);
+      assert.ok(/^[ab]49$/.test(va), va);
+    }
+  });
+
+  test('a shared subscription with members on two nodes gets each message once, and both nodes take a share', async () => {
+    const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
+    const ma = await connectClient(a.port, { clientId: 'member-a', protocolVersion: 5 });
+    const mb = await connectClient(b.port, { clientId: 'member-b', protocolVersion: 5 });
+    await ma.subscribeAsync('$share/g/jobs/#', { qos: 1 });
+    await mb.subscribeAsync('$share/g/jobs/#', { qos: 1 });
+    await routesKnown(c, 2);
+    await routesKnown(a, 1);
+    const pub = await connectClient(c.port, { clientId: 'jobs-pub', protocolVersion: 5 });
+    const gotA = collectFor(ma, 1500);
+    const gotB = collectFor(mb, 1500);
+    for (let i = 0; i < 100; i++) await pub.publishAsync('jobs/x', String(i), { qos: 1 });
+    const [ra, rb] = [await gotA, await gotB];
+    const all = [...ra, ...rb].map((m) => Number(m.payload.toString())).sort((x, y) => x - y);
+    assert.deepEqual(all, Array.from({ length: 100 }, (_, i) => i), 'each message exactly once');
+    assert.ok(ra.length > 0 && rb.length > 0, `a: ${ra.length}, b: ${rb.length}`);
+  });
+
+  test('[MQTT-3.1.4-3] a client connecting to another node closes its connection on the first (DISCONNECT 0x8E) and resumes its session there, subscriptions and queued messages with it', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const first = await connectClient(a.port, { clientId: 'mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+    await first.subscribeAsync('move/#', { qos: 1 });
+    const disconnected = new Promise<number | undefined>((resolve) => first.once('disconnect', (p) => resolve(p.reasonCode)));
+    const second = await connectClient(b.port, { clientId: 'mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+    assert.equal(connackOf(second).sessionPresent, true, '[MQTT-3.2.2-3] the session moved with the client');
+    assert.equal(await disconnected, 0x8e);
+    assert.equal(a.broker.stats.sessions, 0, 'the session left the first node');
+    await routesKnown(a, 1);
+    const got = nextMessages(second, 1);
+    const pub = await connectClient(a.port, { clientId: 'move-pub' });
+    await pub.publishAsync('move/1', 'after', { qos: 1 });
+    assert.equal((await got)[0]?.payload.toString(), 'after');
+    // offline on b with queued messages, then back on a: the queue comes along
+    await second.endAsync();
+    for (let i = 0; i < 5; i++) await pub.publishAsync('move/2', `q${i}`, { qos: 1 });
+    assert.ok(await eventually(() => b.broker.stats.queued === 5));
+    // raw: the queued messages follow the CONNACK at once
+    const back = await rawConnect(a.port, 5, { clientId: 'mover', clean: false, properties: { sessionExpiryInterval: 300 } });
+    assert.equal(back.connack.sessionPresent, true);
+    assert.deepEqual(await receiveAcking(back.raw, 5, 5), ['q0', 'q1', 'q2', 'q3', 'q4']);
+    back.raw.close();
+    assert.equal(b.broker.stats.sessions, 0);
+    assert.equal(a.broker.clusterStats?.sessionsTakenOver, 1);
+    assert.equal(b.broker.clusterStats?.sessionsHandedOver, 1);
+  });
+
+  test('[MQTT-3.1.2-4] Clean Start on another node ends the session on the first; its will is published ([MQTT-3.1.2-8])', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const watcher = await connectClient(a.port, { clientId: 'will-watch' });
+    await watcher.subscribeAsync('wills/#', { qos: 1 });
+    await routesKnown(b, 1);
+    const first = await connectClient(b.port, { clientId: 'cleaner', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 }, will: { topic: 'wills/cleaner', payload: Buffer.from('gone'), qos: 1, retain: false } });
+    await first.subscribeAsync('old/#', { qos: 1 });
+    const will = nextMessages(watcher, 1);
+    const second = await connectClient(a.port, { clientId: 'cleaner', protocolVersion: 5, clean: true });
+    assert.equal((await will)[0]?.payload.toString(), 'gone');
+    assert.equal(connackOf(second).sessionPresent, false);
+    assert.ok(await eventually(() => b.broker.stats.sessions === 0));
+    assert.equal(a.broker.clusterStats?.sessionsTakenOver, 0);
+  });
+
+  test('a will published when a client drops on one node reaches subscribers on another', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const watcher = await connectClient(b.port, { clientId: 'w2' });
+    await watcher.subscribeAsync('status/#', { qos: 1 });
+    await routesKnown(a, 1);
+    const dev = await connectClient(a.port, { clientId: 'dev', will: { topic: 'status/dev', payload: Buffer.from('offline'), qos: 1, retain: false } });
+    const got = nextMessages(watcher, 1);
+    (dev as unknown as { stream: { destroy(): void } }).stream.destroy();
+    assert.equal((await got)[0]?.payload.toString(), 'offline');
+  });
+
+  test('a node that stops leaves at once; a node that dies is dropped after the node timeout, and its clients can connect elsewhere', async () => {
+    const prefix = `c${++prefixes}`;
+    const a = await startBroker({ clusterRedis: redis.url, clusterNodeId: 'stay', clusterPrefix: prefix, sysInterval: 0 });
+    nodes.push(a);
+    const b = await startBroker({ clusterRedis: redis.url, clusterNodeId: 'leave', clusterPrefix: prefix, sysInterval: 0 });
+    const sb = await connectClient(b.port, { clientId: 'on-leave' });
+    await sb.subscribeAsync('leave/#');
+    await routesKnown(a, 1);
+    assert.equal(a.broker.clusterStats?.nodes, 2);
+    await b.close();
+    await routesKnown(a, 0);
+    assert.ok(await eventually(() => a.broker.clusterStats?.nodes === 1));
+
+    // a process killed outright says nothing; the heartbeat timeout (5 s) finds it out
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redis.url, '--cluster-node-id', 'doomed', '--cluster-prefix', prefix, '--log-level', 'info']);
+    const sd = await connectClient(port, { clientId: 'on-doomed' });
+    await sd.subscribeAsync('doomed/#');
+    await routesKnown(a, 1);
+    child.kill('SIGKILL');
+    assert.ok(await eventually(() => a.broker.clusterStats?.remoteRoutes === 0 && a.broker.clusterStats.nodes === 1, 9000), 'dead node dropped');
+    // its client id pointed at the dead node: connecting here does not wait for it
+    const started = Date.now();
+    await connectClient(a.port, { clientId: 'on-doomed' });
+    assert.ok(Date.now() - started < 1000);
+  });
+
+  test('a node restarted with its store keeps the sessions no other node took, and gives up those whose client connected elsewhere', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
+    const prefix = `c${++prefixes}`;
+    const opts = { clusterRedis: redis.url, clusterPrefix: prefix, sysInterval: 0 };
     try {
-      const sub = await connectClient(b.port, { clientId: 's1' });
-      await sub.subscribeAsync('x/+', { qos: 1 });
-      await new Promise((r) => setTimeout(r, 100));
-      const pub = await connectClient(a.port, { clientId: 'p1' });
+      const a = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
+      const b = await startBroker({ ...opts, clusterNodeId: 'other' });
+      nodes.push(b);
+      for (const id of ['stays', 'moves']) {
+        const c = await connectClient(a.port, { clientId: id, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+        await c.subscribeAsync(`${id}/#`, { qos: 1 });
+        await c.endAsync();
+      }
+      await a.close();
+      // while the keeper is down, one client connects to the other node: a new session there
+      const moved = await connectClient(b.port, { clientId: 'moves', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(connackOf(moved).sessionPresent, false, 'its node is down: a new session');
+      const again = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
+      nodes.push(again);
+      assert.equal(again.broker.stats.sessions, 1, 'only the session no other node took');
+      const back = await connectClient(again.port, { clientId: 'stays', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(connackOf(back).sessionPresent, true);
+      // and a message for it from the other node still finds it
+      await routesKnown(b, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('after Redis restarts empty, the nodes register their routes again and put their retained messages back', async () => {
+    const own = await startRedis();
+    const prefix = `c${++prefixes}`;
+    const opts = { clusterRedis: own.url, clusterPrefix: prefix, sysInterval: 0 };
+    const a = await startBroker({ ...opts, clusterNodeId: 'ra' });
+    nodes.push(a);
+    const b = await startBroker({ ...opts, clusterNodeId: 'rb' });
+    nodes.push(b);
+    let again: TestRedis | undefined;
+    try {
+      const sub = await connectClient(b.port, { clientId: 'r-sub' });
+      await sub.subscribeAsync('r/#', { qos: 1 });
+      const pub = await connectClient(a.port, { clientId: 'r-pub' });
+      await pub.publishAsync('r/kept', 'k', { qos: 1, retain: true });
+      await routesKnown(a, 1);
+      assert.ok(await eventually(() => b.broker.stats.retained === 1));
+      await own.stop();
+      again = await startRedis(own.port);
+      // routes come back from both nodes' own sets
+      assert.ok(await eventually(() => a.broker.clusterStats?.remoteRoutes === 1 && a.broker.clusterStats.nodes === 2, 8000), 'routes after the restart');
       const got = nextMessages(sub, 1);
-      await pub.publishAsync('x/1', 'hello', { qos: 1 });
-      const [m] = await got;
-      assert.equal(m?.payload.toString(), 'hello');
+      await pub.publishAsync('r/live', 'after', { qos: 1 });
+      assert.equal((await got)[0]?.payload.toString(), 'after');
+      assert.equal(a.broker.stats.retained, 1);
+      assert.equal(b.broker.stats.retained, 1);
+      const late = await startBroker({ ...opts, clusterNodeId: 'rc' });
+      nodes.push(late);
+      assert.equal(late.broker.stats.retained, 1, 'the retained message is in Redis again');
     } finally {
       await closeClients();
-      await a.close();
-      await b.close();
+      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await again?.stop();
     }
+  });
+
+  test('a Redis URL that cannot be reached is a one-line error at start; a malformed one a config error', async () => {
+    await assert.rejects(createBroker({ clusterRedis: 'redis://127.0.0.1:1', clusterNodeId: 'x' }), /^Error: cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
+    await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/ or rediss:\/\/ URL/);
+    await assert.rejects(createBroker({ clusterRedis: redis.url, clusterNodeId: 'bad id' }), /clusterNodeId must be/);
   });
 });
