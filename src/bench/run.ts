@@ -11,6 +11,8 @@ export interface BenchOptions {
   scenario: Scenario;
   host: string;
   port: number;
+  /** subscribers connect here (another node of a cluster); undefined = `port` */
+  subPort?: number | undefined;
   version: ProtocolVersion;
   qos: QoS;
   /** payload bytes (at least 16: publisher, sequence and send time) */
@@ -77,7 +79,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
   const subs: BenchClient[] = [];
   for (let s = 0; s < t.subs; s++) {
-    const c = await BenchClient.connect(o.port, o.host, `bs${run}${s}`, o.version);
+    const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version);
     await c.subscribe(t.filterOf(s), o.qos);
     c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
     subs.push(c);

@@ -226,9 +226,18 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         this.cluster?.retainedChanged(message);
       }
     }
-    this.routed += this.cluster === undefined ? this.router.route(message, memo) : this.cluster.route(message, memo);
-    // what this message changed is durable once the turn's group commit is
-    return message.qos > 0 ? this.committed() : undefined;
+    const cluster = this.cluster;
+    if (cluster === undefined) {
+      this.routed += this.router.route(message, memo);
+      // what this message changed is durable once the turn's group commit is
+      return message.qos > 0 ? this.committed() : undefined;
+    }
+    this.routed += cluster.route(message, memo);
+    if (message.qos === 0) return undefined;
+    const disk = this.committed();
+    const sent = cluster.sent();
+    if (sent === undefined || disk === undefined) return sent ?? disk;
+    return Promise.all([disk, sent]).then(noop);
   }
 
   /** Resolves when every change so far is on disk; undefined when nothing is waiting to get there. */
@@ -343,6 +352,8 @@ function willMessageProperties(props: Properties | undefined): Properties | unde
   const { willDelayInterval: _d, ...rest } = props;
   return Object.keys(rest).length > 0 ? rest : undefined;
 }
+
+function noop(): void {}
 
 /** A hook that throws or rejects refuses; anything but `true` refuses. */
 function guard(call: () => MaybePromise<boolean>): MaybePromise<boolean> {

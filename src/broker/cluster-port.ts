@@ -8,6 +8,11 @@ import type { MatchMemo } from '../topic/subscription-trie.js';
 export interface ClusterPort {
   /** Routes a message published on this node, here and to the nodes with matching subscribers; returns sessions reached here. */
   route(message: Message, memo: MatchMemo | undefined): number;
+  /**
+   * Settles once the message routed last is with Redis, on its way to the other nodes (undefined
+   * when it went to none): a QoS 1/2 publisher is acknowledged then, so it cannot outrun them.
+   */
+  sent(): Promise<void> | undefined;
   /** A retained message was set, or cleared (empty payload), on this node: every node applies it. */
   retainedChanged(message: Message): void;
   /** A retained message was removed here by administration. */

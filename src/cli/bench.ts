@@ -6,6 +6,7 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
 
   --host H            broker address (default 127.0.0.1)
   --port N            broker port (default 1883)
+  --sub-port N        subscribers connect to this port instead: another node of a cluster
   --version V         MQTT version 3, 4 or 5 (default 4)
   --qos Q             0, 1 or 2 (default 0)
   --size BYTES        payload size, at least 16 (default 64)
@@ -40,7 +41,7 @@ export async function bench(argv: string[]): Promise<void> {
       strict: true,
       options: {
         ...Object.fromEntries(
-          ['host', 'port', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
+          ['host', 'port', 'sub-port', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
         json: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -61,6 +62,7 @@ export async function bench(argv: string[]): Promise<void> {
     scenario,
     host: s('host') ?? '127.0.0.1',
     port: num('port', s('port'), 1883, 1, 65535),
+    subPort: s('sub-port') === undefined ? undefined : num('sub-port', s('sub-port'), 1883, 1, 65535),
     version: num('version', s('version'), 4, 3, 5) as 3 | 4 | 5,
     qos: num('qos', s('qos'), 0, 0, 2) as 0 | 1 | 2,
     size: num('size', s('size'), 64, 16, 268_000_000),

@@ -10,7 +10,7 @@ import type { MatchMemo } from '../topic/subscription-trie.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { adopt, handOver } from './session-handover.js';
 import {
-  packFrame, packMessage, packRetained, packStoredMessage, unpackFrame, unpackMessage, unpackRetained, unpackStoredMessage,
+  packBatch, packFrame, packMessage, packRetained, packStoredMessage, unpackFrames, unpackMessage, unpackRetained, unpackStoredMessage,
   type NodeFrame, type RetainedChange, type SessionTransfer,
 } from './wire.js';
 
@@ -79,6 +79,13 @@ export class RedisCluster implements ClusterPort, RouteObserver {
   private timer: NodeJS.Timeout | undefined;
   private lastError = '';
   private pendingForwards = 0;
+  /** messages routed to other nodes this turn, by node */
+  private readonly outbox = new Map<string, Buffer[]>();
+  private flushScheduled = false;
+  /** whether the message routed last went to another node */
+  private forwardedLast = false;
+  /** settles once this turn's forwards are with Redis: QoS 1/2 publishers are acknowledged then */
+  private turnSent: { promise: Promise<void>; resolve: () => void } | undefined;
   private nextRequest = 1;
   private readonly requests = new Map<number, (s: SessionTransfer | null) => void>();
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
@@ -166,6 +173,7 @@ export class RedisCluster implements ClusterPort, RouteObserver {
     this.stopping = true;
     clearInterval(this.timer);
     this.core.cluster = undefined;
+    this.flushOutbox();
     this.flushReleases();
     try {
       if (this.started) {
@@ -247,7 +255,10 @@ export class RedisCluster implements ClusterPort, RouteObserver {
 
   private onMessage(channel: string, message: Buffer): void {
     try {
-      if (channel === this.key(`node:${this.nodeId}`)) return this.onFrame(unpackFrame(message));
+      if (channel === this.key(`node:${this.nodeId}`)) {
+        for (const frame of unpackFrames(message)) this.onFrame(frame);
+        return;
+      }
       if (this.buffered !== undefined) {
         this.buffered.push([channel, message]);
         return;
@@ -319,8 +330,19 @@ export class RedisCluster implements ClusterPort, RouteObserver {
     const plan = this.plan;
     this.index.plan(message.topic, plan);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
-    if (plan.nodes.size > 0) this.forward(message, plan);
+    this.forwardedLast = plan.nodes.size > 0;
+    if (this.forwardedLast) this.forward(message, plan);
     return here;
+  }
+
+  sent(): Promise<void> | undefined {
+    if (!this.forwardedLast) return undefined;
+    if (this.turnSent === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.turnSent = { promise, resolve };
+    }
+    return this.turnSent.promise;
   }
 
   private forward(message: Message, plan: RoutePlan): void {
@@ -332,16 +354,38 @@ export class RedisCluster implements ClusterPort, RouteObserver {
       }
       this.pendingForwards++;
       this.stats.forwarded++;
-      const frame = packFrame({ kind: 'message', body, groups: groups.length === 0 ? null : groups });
-      this.cmd.publish(this.key(`node:${node}`), frame).then(
-        () => this.pendingForwards--,
-        () => {
-          this.pendingForwards--;
-          this.stats.forwardFailed++;
-        },
-      );
+      let frames = this.outbox.get(node);
+      if (frames === undefined) {
+        frames = [];
+        this.outbox.set(node, frames);
+      }
+      frames.push(packFrame({ kind: 'message', body, groups: groups.length === 0 ? null : groups }));
+    }
+    if (!this.flushScheduled && this.outbox.size > 0) {
+      this.flushScheduled = true;
+      setImmediate(this.flushOutbox);
     }
   }
+
+  /** What a turn routed to each node goes as one PUBLISH per node, in order. */
+  private readonly flushOutbox = (): void => {
+    this.flushScheduled = false;
+    const sends: Array<Promise<unknown>> = [];
+    for (const [node, frames] of this.outbox) {
+      const n = frames.length;
+      sends.push(this.cmd.publish(this.key(`node:${node}`), n === 1 ? (frames[0] as Buffer) : packBatch(frames)).then(
+        () => (this.pendingForwards -= n),
+        () => {
+          this.pendingForwards -= n;
+          this.stats.forwardFailed += n;
+        },
+      ));
+    }
+    this.outbox.clear();
+    const turn = this.turnSent;
+    this.turnSent = undefined;
+    if (turn !== undefined) void Promise.all(sends).then(turn.resolve);
+  };
 
   retainedChanged(message: Message): void {
     if (isLocalTopic(message.topic)) return;

@@ -89,10 +89,20 @@ export function packFrame(frame: NodeFrame): Buffer {
   }
 }
 
-/** Decodes a frame; throws on bytes that are not one (another version, another program). */
-export function unpackFrame(bytes: Buffer): NodeFrame {
+/** Frames for one node, packed, sent as one: Redis's cost is per PUBLISH, not per byte. */
+export function packBatch(frames: Buffer[]): Buffer {
+  return packr.pack(['B', frames]);
+}
+
+/** Decodes a frame, or the frames of a batch; throws on bytes that are not one (another version, another program). */
+export function unpackFrames(bytes: Buffer): NodeFrame[] {
   const a = packr.unpack(bytes) as unknown[];
   if (!Array.isArray(a)) throw new Error('not a cluster frame');
+  if (a[0] === 'B') return (a[1] as Buffer[]).map((f) => frameOf(packr.unpack(f) as unknown[]));
+  return [frameOf(a)];
+}
+
+function frameOf(a: unknown[]): NodeFrame {
   switch (a[0]) {
     case 'M':
       return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer };
