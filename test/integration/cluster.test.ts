@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createBroker } from '../../src/index.js';
 import { closeClients, collectFor, connackOf, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
@@ -115,6 +117,12 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
     assert.match(text, /^midge_cluster_nodes 3$/m);
     assert.match(text, /^midge_cluster_messages_forwarded_total 10$/m);
+    // docs/operations.md lists exactly the cluster metrics a node serves
+    const doc = readFileSync(fileURLToPath(new URL('../../../docs/operations.md', import.meta.url)), 'utf8');
+    const table = doc.slice(doc.indexOf('## Cluster metrics'), doc.indexOf('## `$SYS` topics'));
+    const documented = [...table.matchAll(/`(midge_cluster_[a-z_]+)`/g)].map((m) => m[1]).sort();
+    const served = text.split('\n').filter((l) => l.startsWith('# TYPE midge_cluster_')).map((l) => l.split(' ')[2]).sort();
+    assert.deepEqual(documented, served);
   });
 
   test('[MQTT-3.3.1-5] [MQTT-3.3.1-6] a retained message set on one node is sent to subscribers on any node, and cleared everywhere by an empty one', async () => {
