@@ -390,11 +390,11 @@ export class RedisCluster implements ClusterPort, RouteObserver {
   retainedChanged(message: Message): void {
     if (isLocalTopic(message.topic)) return;
     const body = message.payload.length === 0 ? null : packStoredMessage(message);
-    this.writeRetained({ origin: this.nodeId, topic: message.topic, body });
+    this.writeRetained({ topic: message.topic, body });
   }
 
   retainedDeleted(topic: string): void {
-    if (!isLocalTopic(topic)) this.writeRetained({ origin: this.nodeId, topic, body: null });
+    if (!isLocalTopic(topic)) this.writeRetained({ topic, body: null });
   }
 
   /**

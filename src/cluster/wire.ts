@@ -115,21 +115,20 @@ function frameOf(a: unknown[]): NodeFrame {
   }
 }
 
-/** A retained message set (or cleared: body null) on some node, as every node applies it. */
+/** A retained message set (or cleared: body null) on some node, as every node, that one included, applies it. */
 export interface RetainedChange {
-  origin: string;
   topic: string;
   body: Buffer | null;
 }
 
 export function packRetained(change: RetainedChange): Buffer {
-  return packr.pack([change.origin, change.topic, change.body]);
+  return packr.pack([change.topic, change.body]);
 }
 
 export function unpackRetained(bytes: Buffer): RetainedChange {
-  const a = packr.unpack(bytes) as [string, string, Buffer | null];
-  if (!Array.isArray(a) || typeof a[1] !== 'string') throw new Error('not a retained change');
-  return { origin: a[0], topic: a[1], body: a[2] };
+  const a = packr.unpack(bytes) as [string, Buffer | null];
+  if (!Array.isArray(a) || typeof a[0] !== 'string') throw new Error('not a retained change');
+  return { topic: a[0], body: a[1] };
 }
 
 /** Everything a session holds, moved from the node its client left to the one it connected to. */
