@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
-import { statsSnapshot, type ClusterCounts, type StatsSnapshot } from './broker/stats.js';
+import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
 import { SysTopics } from './broker/sys-topics.js';
 import { VERSION } from './version.js';
 import { HttpEndpoint } from './admin/http-server.js';
@@ -440,12 +440,6 @@ export class Broker {
     }, this.logger);
     await cluster.start();
     this.cluster = cluster;
-  }
-
-  /** This node's view of its cluster; undefined for a single node. */
-  get clusterStats(): (ClusterCounts & { nodeId: string; remoteRoutes: number }) | undefined {
-    const c = this.cluster;
-    return c === undefined ? undefined : { nodeId: c.nodeId, ...c.stats, remoteRoutes: c.remoteRoutes };
   }
 
   /** Counts for observability (and the tests). */

@@ -67,15 +67,9 @@ export class Router {
     for (const filter of this.filters()) observer.added(filter);
   }
 
-  /** every filter this node has subscribers for, shared ones as `$share/{group}/{filter}` */
+  /** while observed: every filter this node has subscribers for, shared ones as `$share/{group}/{filter}` */
   *filters(): IterableIterator<string> {
-    if (this.observer === undefined) {
-      const seen = new Set<string>();
-      for (const [filter] of this.direct.entries()) seen.add(filter);
-      yield* seen;
-    } else {
-      yield* this.filterCounts.keys();
-    }
+    yield* this.filterCounts.keys();
     for (const [, , group] of this.shared.entries()) yield `$share/${group.name}/${group.topicFilter}`;
   }
 

@@ -34,10 +34,13 @@ export interface StatsSnapshot {
   cluster: ClusterCounts | undefined;
 }
 
-/** What a cluster node counts of its cluster. */
+/** What a cluster node knows of its cluster. */
 export interface ClusterCounts {
+  nodeId: string;
   /** nodes alive, this one included */
   nodes: number;
+  /** (node, filter) routes of the other nodes known here */
+  remoteRoutes: number;
   /** messages sent to other nodes, one per node */
   forwarded: number;
   /** messages other nodes sent here */
@@ -76,6 +79,6 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats, clust
     memoryLimitReached: core.memoryFull,
     bytesReceived: transport.bytesReceived,
     bytesSent: transport.bytesSent,
-    cluster: cluster === undefined ? undefined : { ...cluster },
+    cluster,
   };
 }

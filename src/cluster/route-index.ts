@@ -40,6 +40,13 @@ export class RouteIndex {
     return [...this.byNode.keys()];
   }
 
+  /** routes (node, filter) of the other nodes */
+  get remoteRoutes(): number {
+    let n = 0;
+    for (const [node, filters] of this.byNode) if (node !== this.self) n += filters.size;
+    return n;
+  }
+
   filtersOf(node: string): ReadonlySet<string> {
     return this.byNode.get(node) ?? new Set();
   }

@@ -39,7 +39,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
 
   /** Waits until `node` knows `count` routes of other nodes. */
   async function routesKnown(node: TestBroker, count: number): Promise<void> {
-    assert.ok(await eventually(() => node.broker.clusterStats?.remoteRoutes === count, 3000), `routes known: ${node.broker.clusterStats?.remoteRoutes}, expected ${count}`);
+    assert.ok(await eventually(() => node.broker.stats.cluster?.remoteRoutes === count, 3000), `routes known: ${node.broker.stats.cluster?.remoteRoutes}, expected ${count}`);
   }
 
   test('[MQTT-4.5.0-1] a message published on one node reaches the matching subscribers on the others, QoS 0, 1 and 2, 3.1.1 and 5.0', async () => {
@@ -106,13 +106,13 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const got = nextMessages(sub, 10);
     for (let i = 0; i < 10; i++) await pub.publishAsync('only/x', String(i), { qos: 1 });
     await got;
-    assert.equal(b.broker.clusterStats?.received, 10);
-    assert.equal(c.broker.clusterStats?.received, 0, 'a node without subscribers is not sent the messages');
-    assert.equal(a.broker.clusterStats?.forwarded, 10);
+    assert.equal(b.broker.stats.cluster?.received, 10);
+    assert.equal(c.broker.stats.cluster?.received, 0, 'a node without subscribers is not sent the messages');
+    assert.equal(a.broker.stats.cluster?.forwarded, 10);
     await sub.unsubscribeAsync('only/#');
     await routesKnown(a, 0);
     for (let i = 0; i < 10; i++) await pub.publishAsync('only/x', String(i), { qos: 1 });
-    assert.equal(a.broker.clusterStats?.forwarded, 10, 'nothing forwarded once no node subscribes');
+    assert.equal(a.broker.stats.cluster?.forwarded, 10, 'nothing forwarded once no node subscribes');
     const http = await a.broker.listenHttp({ port: 0 });
     const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
     assert.match(text, /^midge_cluster_nodes 3$/m);
@@ -217,8 +217,8 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.deepEqual(await receiveAcking(back.raw, 5, 5), ['q0', 'q1', 'q2', 'q3', 'q4']);
     back.raw.close();
     assert.equal(b.broker.stats.sessions, 0);
-    assert.equal(a.broker.clusterStats?.sessionsTakenOver, 1);
-    assert.equal(b.broker.clusterStats?.sessionsHandedOver, 1);
+    assert.equal(a.broker.stats.cluster?.sessionsTakenOver, 1);
+    assert.equal(b.broker.stats.cluster?.sessionsHandedOver, 1);
   });
 
   test('[MQTT-3.1.2-4] Clean Start on another node ends the session on the first; its will is published ([MQTT-3.1.2-8])', async () => {
@@ -233,7 +233,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.equal((await will)[0]?.payload.toString(), 'gone');
     assert.equal(connackOf(second).sessionPresent, false);
     assert.ok(await eventually(() => b.broker.stats.sessions === 0));
-    assert.equal(a.broker.clusterStats?.sessionsTakenOver, 0);
+    assert.equal(a.broker.stats.cluster?.sessionsTakenOver, 0);
   });
 
   test('a will published when a client drops on one node reaches subscribers on another', async () => {
@@ -255,10 +255,10 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const sb = await connectClient(b.port, { clientId: 'on-leave' });
     await sb.subscribeAsync('leave/#');
     await routesKnown(a, 1);
-    assert.equal(a.broker.clusterStats?.nodes, 2);
+    assert.equal(a.broker.stats.cluster?.nodes, 2);
     await b.close();
     await routesKnown(a, 0);
-    assert.ok(await eventually(() => a.broker.clusterStats?.nodes === 1));
+    assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1));
 
     // a process killed outright says nothing; the heartbeat timeout (5 s) finds it out
     const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redis.url, '--cluster-node-id', 'doomed', '--cluster-prefix', prefix, '--log-level', 'info']);
@@ -266,7 +266,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     await sd.subscribeAsync('doomed/#');
     await routesKnown(a, 1);
     child.kill('SIGKILL');
-    assert.ok(await eventually(() => a.broker.clusterStats?.remoteRoutes === 0 && a.broker.clusterStats.nodes === 1, 9000), 'dead node dropped');
+    assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 0 && a.broker.stats.cluster.nodes === 1, 9000), 'dead node dropped');
     // its client id pointed at the dead node: connecting here does not wait for it
     const started = Date.now();
     await connectClient(a.port, { clientId: 'on-doomed' });
@@ -324,7 +324,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       await own.stop();
       again = await startRedis(own.port);
       // routes come back from both nodes' own sets
-      assert.ok(await eventually(() => a.broker.clusterStats?.remoteRoutes === 1 && a.broker.clusterStats.nodes === 2, 8000), 'routes after the restart');
+      assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 1 && a.broker.stats.cluster.nodes === 2, 8000), 'routes after the restart');
       const got = nextMessages(sub, 1);
       await pub.publishAsync('r/live', 'after', { qos: 1 });
       assert.equal((await got)[0]?.payload.toString(), 'after');

@@ -1,0 +1,148 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { BrokerCore } from '../broker/broker-core.js';
+import { adopt, handOver } from './session-handover.js';
+import { packFrame, type SessionTransfer } from './wire.js';
+
+/** Takes a client id that no node holds; returns the holder. */
+export const CLAIM_IF_FREE = `
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]`;
+/** Lets go of a client id only if this node still holds it. */
+export const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+/** The scripts above, as the command connection defines them. */
+export interface OwnershipScripts {
+  midgeClaimIfFree(key: string, nodeId: string): Promise<string>;
+  midgeRelease(key: string, nodeId: string): Promise<number>;
+}
+
+export interface HandoverCounters {
+  sessionsHandedOver: number;
+  sessionsTakenOver: number;
+}
+
+/** What ownership needs of the node it belongs to. */
+export interface OwnershipNode {
+  readonly nodeId: string;
+  readonly core: BrokerCore;
+  readonly cmd: Redis;
+  readonly scripts: OwnershipScripts;
+  readonly logger: Logger;
+  readonly counters: HandoverCounters;
+  readonly handoverTimeoutMs: number;
+  key(name: string): string;
+  isLive(node: string): boolean;
+}
+
+/**
+ * Which node holds each client id, kept in Redis (`client:<id>` = node id): one connection per
+ * client id in the whole cluster ([MQTT-3.1.4-3]), and the session moves to the node its client
+ * connects to.
+ */
+export class ClientOwnership {
+  private readonly node: OwnershipNode;
+  private nextRequest = 1;
+  private readonly requests = new Map<number, (s: SessionTransfer | null) => void>();
+  /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
+  private readonly claiming = new Map<string, number>();
+  private releases: Set<string> | undefined;
+
+  constructor(node: OwnershipNode) {
+    this.node = node;
+  }
+
+  /** Sessions kept on disk whose client connected to another node while this one was down are no longer this node's. */
+  async settle(): Promise<void> {
+    const { core, scripts, nodeId } = this.node;
+    const sessions = [...core.sessions.values()];
+    for (let i = 0; i < sessions.length; i += 1000) {
+      const slice = sessions.slice(i, i + 1000);
+      const owners = await Promise.all(slice.map((s) => scripts.midgeClaimIfFree(this.node.key(`client:${s.clientId}`), nodeId)));
+      slice.forEach((s, k) => {
+        if (owners[k] === nodeId) return;
+        core.wills.cancel(s.clientId);
+        core.sessions.end(s);
+      });
+    }
+  }
+
+  /** A client is connecting here: takes its id, and its session from the node that had it. */
+  claim(clientId: string, cleanStart: boolean): Promise<void> {
+    this.claiming.set(clientId, (this.claiming.get(clientId) ?? 0) + 1);
+    return this.take(clientId, cleanStart)
+      .catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: client id not claimed'))
+      .finally(() => {
+        const n = (this.claiming.get(clientId) ?? 1) - 1;
+        if (n > 0) this.claiming.set(clientId, n);
+        else this.claiming.delete(clientId);
+      });
+  }
+
+  private async take(clientId: string, cleanStart: boolean): Promise<void> {
+    const { cmd, nodeId, logger } = this.node;
+    const previous = (await cmd.call('SET', this.node.key(`client:${clientId}`), nodeId, 'GET')) as string | null;
+    if (previous === null || previous === nodeId) return;
+    if (!this.node.isLive(previous)) {
+      logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; its session stays there');
+      return;
+    }
+    const transfer = await this.request(previous, clientId, cleanStart);
+    if (transfer !== null && adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
+  }
+
+  private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> {
+    const requestId = this.nextRequest++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.requests.delete(requestId);
+        this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the client starts a new session');
+        resolve(null);
+      }, this.node.handoverTimeoutMs);
+      this.requests.set(requestId, (session) => {
+        clearTimeout(timer);
+        this.requests.delete(requestId);
+        resolve(session);
+      });
+      const frame = packFrame({ kind: 'takeover', requestId, from: this.node.nodeId, clientId, cleanStart });
+      this.node.cmd.publish(this.node.key(`node:${node}`), frame).catch(() => undefined);
+    });
+  }
+
+  /** Another node asks for a client's connection and session: hand them over and answer. */
+  handOver(requestId: number, from: string, clientId: string, cleanStart: boolean): void {
+    const session = handOver(this.node.core, clientId, cleanStart);
+    if (session !== null) this.node.counters.sessionsHandedOver++;
+    const reply = packFrame({ kind: 'session', requestId, session });
+    this.node.cmd.publish(this.node.key(`node:${from}`), reply).catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: session handover not sent'));
+  }
+
+  /** The answer to a request of this node. */
+  answered(requestId: number, session: SessionTransfer | null): void {
+    this.requests.get(requestId)?.(session);
+  }
+
+  /** The client's session ended here: its id is let go, unless a successor holds it by the end of the turn. */
+  released(clientId: string): void {
+    // checked after the turn: a clean start ends a session and opens its successor in one go
+    if (this.releases === undefined) {
+      this.releases = new Set();
+      setImmediate(() => this.flush());
+    }
+    this.releases.add(clientId);
+  }
+
+  flush(): void {
+    const ids = this.releases;
+    this.releases = undefined;
+    if (ids === undefined) return;
+    for (const id of ids) {
+      if (this.node.core.sessions.get(id) !== undefined || this.claiming.has(id)) continue;
+      this.node.scripts.midgeRelease(this.node.key(`client:${id}`), this.node.nodeId).catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,88 @@
+import type { Buffer } from 'node:buffer';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { BrokerCore } from '../broker/broker-core.js';
+import type { Message } from '../session/message.js';
+import { packRetained, packStoredMessage, unpackRetained, unpackStoredMessage } from './wire.js';
+
+/** $SYS topics are each node's own: not shared, not forwarded. */
+export function isLocalTopic(topic: string): boolean {
+  return topic.startsWith('$SYS');
+}
+
+/**
+ * Retained messages shared by the cluster: a Redis hash (`retained`, topic -> message) holds them,
+ * and each change is broadcast on the channel of the same name in the same transaction. Every
+ * node keeps a full copy and applies every broadcast, its own included, so that all of them see a
+ * topic's changes in the order Redis applied them and end on the same message.
+ */
+export class RetainedSync {
+  private readonly core: BrokerCore;
+  private readonly cmd: Redis;
+  private readonly logger: Logger;
+  private readonly key: (name: string) => string;
+
+  constructor(core: BrokerCore, cmd: Redis, key: (name: string) => string, logger: Logger) {
+    this.core = core;
+    this.cmd = cmd;
+    this.key = key;
+    this.logger = logger;
+  }
+
+  /** Reads every retained message of the cluster; what this node holds that Redis does not was cleared meanwhile. */
+  async load(): Promise<void> {
+    // A Redis without the cluster's marker is new, or lost its data (restarted without
+    // persistence): what this node holds is put back rather than taken for cleared.
+    const fresh = (await this.cmd.set(this.key('cluster'), String(Date.now()), 'NX')) === 'OK';
+    if (fresh) {
+      const key = this.key('retained');
+      const writes = [...this.core.retained.values()].filter((m) => !isLocalTopic(m.topic)).map((m) => this.cmd.hsetnx(key, m.topic, packStoredMessage(m)));
+      await Promise.all(writes);
+    }
+    const seen = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, entries] = await this.cmd.hscanBuffer(this.key('retained'), cursor, 'COUNT', 1000);
+      cursor = next.toString();
+      for (let i = 0; i + 1 < entries.length; i += 2) {
+        const topic = (entries[i] as Buffer).toString();
+        seen.add(topic);
+        this.apply(topic, entries[i + 1] as Buffer);
+      }
+    } while (cursor !== '0');
+    if (fresh) return;
+    for (const m of [...this.core.retained.values()]) {
+      if (!seen.has(m.topic) && !isLocalTopic(m.topic)) this.core.applyRemoteRetained(m.topic, undefined);
+    }
+  }
+
+  /** A change broadcast by some node. */
+  received(bytes: Buffer): void {
+    const change = unpackRetained(bytes);
+    this.apply(change.topic, change.body);
+  }
+
+  /** A retained message set, or cleared (empty payload), on this node. */
+  changed(message: Message): void {
+    if (!isLocalTopic(message.topic)) this.write(message.topic, message.payload.length === 0 ? null : packStoredMessage(message));
+  }
+
+  /** A retained message removed here by administration. */
+  deleted(topic: string): void {
+    if (!isLocalTopic(topic)) this.write(topic, null);
+  }
+
+  private apply(topic: string, body: Buffer | null): void {
+    this.core.applyRemoteRetained(topic, body === null ? undefined : unpackStoredMessage(body));
+  }
+
+  private write(topic: string, body: Buffer | null): void {
+    const key = this.key('retained');
+    const tx = this.cmd.multi();
+    if (body === null) tx.hdel(key, topic);
+    else tx.hset(key, topic, body);
+    tx.publish(key, packRetained({ topic, body }))
+      .exec()
+      .catch((err: Error) => this.logger.warn({ err: err.message, topic }, 'cluster: retained message not shared'));
+  }
+}
