@@ -62,6 +62,8 @@ export interface BrokerOptions {
   clusterNodeId?: string;
   /** prefix of the cluster's Redis keys and channels (default 'midge') */
   clusterPrefix?: string;
+  /** bytes of messages waiting in Redis for a node past which publishers to it are held back (default 64 MiB) */
+  clusterMaxBacklog?: number;
 }
 
 export interface Mqtt5Options {
@@ -360,7 +362,7 @@ export class Broker {
       p.options.maxPacketSize = next.limits.maxPacketSize;
       p.options.connectTimeoutMs = next.limits.connectTimeoutMs;
     }
-    const fixed = ['host', 'port', 'dataDir', 'persistence', 'clusterRedis', 'clusterNodeId', 'clusterPrefix', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
+    const fixed = ['host', 'port', 'dataDir', 'persistence', 'clusterRedis', 'clusterNodeId', 'clusterPrefix', 'clusterMaxBacklog', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
     const needRestart: string[] = fixed.filter((k) => next[k] !== current[k]);
     if (JSON.stringify(next.listeners) !== JSON.stringify(current.listeners)) needRestart.push('listeners');
     return needRestart;
@@ -376,14 +378,15 @@ export class Broker {
     }
   }
 
-  /** Publishes a message as the broker itself (no client); retained messages are stored. */
+  /** Publishes a message as the broker itself (no client); retained messages are stored. QoS 1/2 resolves once the message is on disk and with the other nodes of a cluster. */
   async publish(options: PublishOptions): Promise<void> {
     const invalid = checkTopicName(options.topic, this.config.limits);
     if (invalid !== null) throw new Error(`invalid topic "${options.topic}": ${invalid}`);
     const payload = typeof options.payload === 'string' ? Buffer.from(options.payload) : options.payload;
     const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, this.core, undefined);
     if (this.core.listenerCount('messagePublished') > 0) this.core.emit('messagePublished', message, undefined);
-    this.core.publish(message);
+    // QoS 1/2: settles once the message is on disk and with the other nodes, and says when it could not be
+    await this.core.publish(message);
   }
 
   /** Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, and closes every connection. */
@@ -437,6 +440,7 @@ export class Broker {
       redis: config.clusterRedis,
       nodeId: config.clusterNodeId === '' ? `${hostname()}:${config.port}` : config.clusterNodeId,
       prefix: config.clusterPrefix,
+      maxBacklog: config.clusterMaxBacklog,
     }, this.logger);
     await cluster.start();
     this.cluster = cluster;

@@ -341,8 +341,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     const properties = willMessageProperties(will.properties);
     const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this, client.id);
     const verdict = this.authorizePublish(client, message);
-    if (verdict === true) this.publish(message);
-    else if (verdict !== false) void verdict.then((ok) => ok && this.publish(message));
+    if (verdict === true) void this.publish(message)?.catch(noop);
+    else if (verdict !== false) void verdict.then((ok) => ok && this.publish(message)).catch(noop);
   }
 }
 

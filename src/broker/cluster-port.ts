@@ -9,8 +9,10 @@ export interface ClusterPort {
   /** Routes a message published on this node, here and to the nodes with matching subscribers; returns sessions reached here. */
   route(message: Message, memo: MatchMemo | undefined): number;
   /**
-   * Settles once the message routed last is with Redis, on its way to the other nodes (undefined
-   * when it went to none): a QoS 1/2 publisher is acknowledged then, so it cannot outrun them.
+   * Settles once every message routed so far that went to other nodes is with Redis and no node
+   * it went to is too far behind (undefined when none is on its way); rejects when one of this
+   * turn's QoS 1/2 messages could not be forwarded. A QoS 1/2 publisher is acknowledged then, so
+   * it cannot outrun the other nodes, and acknowledgements keep the order of the messages.
    */
   sent(): Promise<void> | undefined;
   /** A retained message was set, or cleared (empty payload), on this node: every node applies it. */

@@ -47,6 +47,10 @@ export interface ClusterCounts {
   received: number;
   /** messages not sent to a node because Redis could not take them */
   forwardFailed: number;
+  /** QoS 0 messages not sent to a node whose inbox was full */
+  forwardDropped: number;
+  /** times QoS 1/2 acknowledgements waited for a node to work off its inbox */
+  backlogWaits: number;
   /** sessions handed to other nodes / taken from them */
   sessionsHandedOver: number;
   sessionsTakenOver: number;

@@ -5,32 +5,69 @@ import { packBatch, packFrame, packMessage } from './wire.js';
 
 /** forwards waiting on Redis past this are dropped (counted), so a stalled Redis cannot exhaust memory */
 const MAX_PENDING_FORWARDS = 100_000;
+/** how often the inboxes of nodes that are behind are looked at again */
+const POLL_MS = 20;
 
 export interface ForwardCounters {
   /** messages sent to other nodes, one per node */
   forwarded: number;
   /** messages not sent to a node because Redis could not take them */
   forwardFailed: number;
+  /** QoS 0 messages not sent to a node whose inbox was full */
+  forwardDropped: number;
+  /** turns whose QoS 1/2 acknowledgements waited for a node to catch up */
+  backlogWaits: number;
+}
+
+/** The other nodes' inboxes, as the forwarder sees them. */
+export interface InboxLink {
+  /** Appends a batch to a node's inbox; resolves to the bytes waiting there after it. */
+  append(node: string, batch: Buffer): Promise<number>;
+  /** The bytes waiting in a node's inbox. */
+  backlog(node: string): Promise<number>;
+  isLive(node: string): boolean;
+}
+
+interface Turn {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 /**
- * Messages on their way to other nodes. What a turn routes to a node goes as one PUBLISH (Redis's
- * cost is per command, not per byte), in routing order; a QoS 1/2 publisher's acknowledgement
- * waits for `sent()`.
+ * Messages on their way to other nodes. What a turn routes to a node goes as one inbox entry
+ * (Redis's cost is per command, not per byte), in routing order.
+ *
+ * Flow control: a node whose inbox holds more than `maxBacklog` bytes is behind. Until it is back
+ * under half of that, QoS 0 messages for it are dropped (as a full subscriber queue drops them)
+ * and the acknowledgements of QoS 1/2 publishers wait, so that they slow to the pace of the
+ * slowest node that takes their messages instead of filling Redis's memory.
  */
 export class Forwarder {
-  private readonly publish: (node: string, bytes: Buffer) => Promise<unknown>;
+  private readonly link: InboxLink;
   private readonly counters: ForwardCounters;
+  private readonly maxBacklog: number;
   private pending = 0;
   /** messages routed to other nodes this turn, by node */
   private readonly outbox = new Map<string, Buffer[]>();
   private flushScheduled = false;
-  /** settles once this turn's forwards are with Redis */
-  private turnSent: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** a QoS 1/2 message of this turn could not be queued for Redis */
+  private failedInTurn = false;
+  /** settles when this turn's forwards (and every earlier turn's) are with Redis */
+  private current: Turn | undefined;
+  /** the turn flushed last, until it settles */
+  private last: Turn | undefined;
+  /** settles (true: nothing of it failed) when the turn flushed last and all before it have */
+  private chain: Promise<boolean> | undefined;
+  /** nodes that are behind, with the bytes last seen waiting */
+  private readonly behind = new Map<string, number>();
+  private waiters: Array<{ nodes: string[]; resolve: () => void }> = [];
+  private poll: NodeJS.Timeout | undefined;
 
-  constructor(publish: (node: string, bytes: Buffer) => Promise<unknown>, counters: ForwardCounters) {
-    this.publish = publish;
+  constructor(link: InboxLink, counters: ForwardCounters, maxBacklog: number) {
+    this.link = link;
     this.counters = counters;
+    this.maxBacklog = maxBacklog;
   }
 
   /** Queues the message for every node of the plan, with the shared groups each takes it for. */
@@ -39,8 +76,13 @@ export class Forwarder {
     // the frame of nodes that take it for their direct subscribers only is the same for all of them
     let plain: Buffer | undefined;
     for (const [node, groups] of plan.nodes) {
+      if (message.qos === 0 && this.behind.size > 0 && this.behind.has(node)) {
+        this.counters.forwardDropped++;
+        continue;
+      }
       if (this.pending >= MAX_PENDING_FORWARDS) {
         this.counters.forwardFailed++;
+        if (message.qos > 0) this.failedInTurn = true;
         continue;
       }
       this.pending++;
@@ -52,38 +94,121 @@ export class Forwarder {
       }
       frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null })) : packFrame({ kind: 'message', body, groups }));
     }
-    if (!this.flushScheduled && this.outbox.size > 0) {
+    if (!this.flushScheduled && (this.outbox.size > 0 || this.failedInTurn)) {
       this.flushScheduled = true;
       setImmediate(this.flush);
     }
   }
 
-  /** Settles once what this turn sent is with Redis (never rejects: a failure is counted). */
-  sent(): Promise<void> {
-    if (this.turnSent === undefined) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      this.turnSent = { promise, resolve };
-    }
-    return this.turnSent.promise;
+  /**
+   * Settles once everything forwarded so far is with Redis and no node it went to is behind;
+   * rejects when a QoS 1/2 message of the turn could not be forwarded. Undefined when nothing is
+   * on its way. Turns settle in order, so acknowledgements leave in the order messages came.
+   */
+  sent(): Promise<void> | undefined {
+    if (this.flushScheduled) return (this.current ??= deferred()).promise;
+    return this.last?.promise;
   }
 
   readonly flush = (): void => {
     this.flushScheduled = false;
+    let failed = this.failedInTurn;
+    this.failedInTurn = false;
     const sends: Array<Promise<unknown>> = [];
+    const nodes: string[] = [];
     for (const [node, frames] of this.outbox) {
       const n = frames.length;
-      sends.push(this.publish(node, n === 1 ? (frames[0] as Buffer) : packBatch(frames)).then(
-        () => (this.pending -= n),
+      nodes.push(node);
+      sends.push(this.link.append(node, n === 1 ? (frames[0] as Buffer) : packBatch(frames)).then(
+        (backlog) => {
+          this.pending -= n;
+          this.observed(node, backlog);
+        },
         () => {
           this.pending -= n;
           this.counters.forwardFailed += n;
+          failed = true;
         },
       ));
     }
     this.outbox.clear();
-    const turn = this.turnSent;
-    this.turnSent = undefined;
-    if (turn !== undefined) void Promise.all(sends).then(turn.resolve);
+    const own = Promise.all(sends).then(() => this.whenCaughtUp(nodes));
+    const before = this.chain;
+    const chain = (before === undefined ? own : Promise.all([before, own])).then(() => !failed);
+    this.chain = chain;
+    const turn = this.current ?? deferred();
+    this.current = undefined;
+    this.last = turn;
+    void chain.then((ok) => {
+      if (this.chain === chain) this.chain = undefined;
+      if (this.last === turn) this.last = undefined;
+      if (ok) turn.resolve();
+      else turn.reject(new Error('cluster: a message could not be forwarded to another node'));
+    });
   };
+
+  /** Lets everything waiting go (the node is leaving the cluster). */
+  stop(): void {
+    clearTimeout(this.poll);
+    this.poll = undefined;
+    this.behind.clear();
+    this.wake();
+  }
+
+  private observed(node: string, backlog: number): void {
+    if (backlog > this.maxBacklog) {
+      this.behind.set(node, backlog);
+      this.poll ??= setTimeout(this.recheck, POLL_MS);
+    } else if (backlog <= this.maxBacklog / 2 && this.behind.delete(node)) {
+      this.wake();
+    }
+  }
+
+  private whenCaughtUp(nodes: string[]): Promise<void> | undefined {
+    if (this.behind.size === 0 || !nodes.some((n) => this.behind.has(n))) return undefined;
+    this.counters.backlogWaits++;
+    return new Promise((resolve) => this.waiters.push({ nodes, resolve }));
+  }
+
+  private readonly recheck = (): void => {
+    const nodes = [...this.behind.keys()];
+    void Promise.all(
+      nodes.map((node) =>
+        this.link.isLive(node)
+          ? this.link.backlog(node).then(
+              (b) => this.observed(node, b),
+              // Redis cannot say: the node stays behind until it can
+              () => undefined,
+            )
+          : // a node that left reads nothing more: waiting for it would hold its publishers for good
+            void this.behind.delete(node),
+      ),
+    ).then(() => {
+      this.poll = undefined;
+      this.wake();
+      if (this.behind.size > 0) this.poll = setTimeout(this.recheck, POLL_MS);
+    });
+  };
+
+  private wake(): void {
+    if (this.waiters.length === 0) return;
+    const still: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (w.nodes.some((n) => this.behind.has(n))) still.push(w);
+      else w.resolve();
+    }
+    this.waiters = still;
+  }
+}
+
+function deferred(): Turn {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // a turn no publisher waited on may fail unobserved; those that wait see the rejection
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
 }

@@ -8,6 +8,7 @@ import type { ClusterCounts } from '../broker/stats.js';
 import type { Message } from '../session/message.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { Forwarder } from './forwarder.js';
+import { INBOX_APPEND, INBOX_KEEP_MS, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
@@ -24,37 +25,50 @@ export interface ClusterOptions {
   nodeTimeoutMs?: number;
   /** how long a connecting client waits for another node to hand its session over */
   handoverTimeoutMs?: number;
+  /** bytes waiting in a node's inbox past which publishers to it are slowed (QoS 1/2) or dropped (QoS 0) */
+  maxBacklog?: number;
 }
 
 const HEARTBEAT_MS = 1000;
 
-/** Registers this node, drops nodes not heard from in time (their routes with them), returns [was this node missing, live nodes]. */
+/**
+ * Registers this node, drops nodes not heard from in time (their routes with them; their inboxes
+ * are kept a while, for a restart), returns [was this node missing, live nodes].
+ */
 const HEARTBEAT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[3]
 local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+if added == 1 then
+  redis.call('PERSIST', prefix .. ':inbox:' .. ARGV[1])
+  redis.call('PERSIST', prefix .. ':inbox-bytes:' .. ARGV[1])
+end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
-  redis.call('DEL', ARGV[3] .. ':routes:' .. id)
-  redis.call('PUBLISH', ARGV[3] .. ':nodes', 'down ' .. id)
+  redis.call('DEL', prefix .. ':routes:' .. id)
+  redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
+  redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
+  redis.call('PUBLISH', prefix .. ':nodes', 'down ' .. id)
 end
 return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}`;
 
-interface Scripts extends OwnershipScripts {
-  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string): Promise<[number, string[]]>;
+interface Scripts extends OwnershipScripts, InboxScripts {
+  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number): Promise<[number, string[]]>;
 }
 
 /**
  * This broker as a node of a cluster whose shared state lives in Redis: which node has
  * subscribers for which filters (each node keeps its own set, and announces changes), retained
  * messages (a hash, with every change broadcast), and which node holds each client id
- * (client-ownership.ts). Messages travel between nodes over Redis pub/sub, each to the nodes with
- * a matching subscriber only.
+ * (client-ownership.ts). Messages travel between nodes through each node's inbox stream
+ * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
+ * pub/sub.
  */
 export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
   readonly core: BrokerCore;
   readonly logger: Logger;
   readonly cmd: Redis;
@@ -62,6 +76,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   readonly handoverTimeoutMs: number;
   private readonly options: Required<ClusterOptions>;
   private readonly sub: Redis;
+  private readonly inbox: InboxReader;
   private readonly ownership: ClientOwnership;
   private readonly index: RouteIndex;
   private readonly plan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
@@ -74,28 +89,38 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private lastError = '';
   private readonly forwarder: Forwarder;
   private readonly retained: RetainedSync;
-  /** whether the message routed last went to another node */
-  private forwardedLast = false;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
   constructor(core: BrokerCore, options: ClusterOptions, logger: Logger) {
     this.core = core;
     this.logger = logger;
-    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, ...options };
+    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, ...options };
     this.nodeId = options.nodeId;
     this.handoverTimeoutMs = this.options.handoverTimeoutMs;
     this.index = new RouteIndex(options.nodeId);
     const common = { lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(n * 200, 2000) };
     this.cmd = new Redis(options.redis, { ...common, enableAutoPipelining: true });
     this.sub = new Redis(options.redis, common);
+    const reader = new Redis(options.redis, { ...common, maxRetriesPerRequest: null });
     this.cmd.defineCommand('midgeHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
+    this.cmd.defineCommand('midgeInboxAppend', { numberOfKeys: 2, lua: INBOX_APPEND });
+    this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
     this.cmd.defineCommand('midgeClaimIfFree', { numberOfKeys: 1, lua: CLAIM_IF_FREE });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
     this.scripts = this.cmd as unknown as Scripts;
     this.ownership = new ClientOwnership(this);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
-    this.forwarder = new Forwarder((node, bytes) => this.cmd.publish(this.key(`node:${node}`), bytes), this.counters);
-    for (const conn of [this.cmd, this.sub]) {
+    this.forwarder = new Forwarder(
+      {
+        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(options.prefix, node), batch),
+        backlog: (node) => this.cmd.get(inboxKeys(options.prefix, node)[1]).then((b) => Number(b ?? 0)),
+        isLive: (node) => this.live.has(node),
+      },
+      this.counters,
+      this.options.maxBacklog,
+    );
+    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(options.prefix, this.nodeId), (batch, appendedAt) => this.onInboxEntry(batch, appendedAt), logger);
+    for (const conn of [this.cmd, this.sub, reader]) {
       conn.on('error', (err: Error) => {
         this.lastError = err.message;
         // at start the error is thrown; once joined, each one is worth a line
@@ -118,10 +143,11 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   /** Joins the cluster: reads its routes and retained messages, and settles which of the sessions kept here are still this node's. */
   async start(): Promise<void> {
     try {
-      await Promise.all([this.cmd.connect(), this.sub.connect()]);
+      await Promise.all([this.cmd.connect(), this.sub.connect(), this.inbox.connect()]);
     } catch (err) {
       this.cmd.disconnect();
       this.sub.disconnect();
+      void this.inbox.stop();
       throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || (err as Error).message}`);
     }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
@@ -131,6 +157,8 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     await this.sync();
     this.started = true;
     this.core.cluster = this;
+    // what was sent here before a restart is read first, then what comes
+    this.inbox.start();
     this.timer = setInterval(() => void this.heartbeat(), HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
@@ -162,10 +190,20 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     clearInterval(this.timer);
     this.core.cluster = undefined;
     this.forwarder.flush();
+    this.forwarder.stop();
     this.ownership.flush();
     try {
+      await this.inbox.stop();
       if (this.started) {
-        await this.cmd.multi().zrem(this.key('nodes'), this.nodeId).del(this.key(`routes:${this.nodeId}`)).publish(this.key('nodes'), `down ${this.nodeId}`).exec();
+        const [stream, bytes] = inboxKeys(this.options.prefix, this.nodeId);
+        await this.cmd
+          .multi()
+          .zrem(this.key('nodes'), this.nodeId)
+          .del(this.key(`routes:${this.nodeId}`))
+          .pexpire(stream, INBOX_KEEP_MS)
+          .pexpire(bytes, INBOX_KEEP_MS)
+          .publish(this.key('nodes'), `down ${this.nodeId}`)
+          .exec();
       }
       await Promise.all([this.cmd.quit(), this.sub.quit()]);
     } catch {
@@ -177,7 +215,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private async heartbeat(initial = false): Promise<void> {
     let result: [number, string[]];
     try {
-      result = await this.scripts.midgeHeartbeat(this.key('nodes'), this.nodeId, this.options.nodeTimeoutMs, this.options.prefix);
+      result = await this.scripts.midgeHeartbeat(this.key('nodes'), this.nodeId, this.options.nodeTimeoutMs, this.options.prefix, INBOX_KEEP_MS);
     } catch (err) {
       if (initial) throw err;
       return;
@@ -238,15 +276,27 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     }
   }
 
+  /**
+   * Messages other nodes routed here. An entry read long after it was written (this node was
+   * restarting) has aged meanwhile: its messages' expiry counts from when Redis took it.
+   */
+  private onInboxEntry(batch: Buffer, appendedAt: number): void {
+    const now = this.core.now();
+    const sent = Math.min(now, appendedAt);
+    for (const frame of unpackFrames(batch)) {
+      if (frame.kind !== 'message') continue;
+      this.counters.received++;
+      const groups = frame.groups;
+      const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
+      this.core.routeRemote(unpackMessage(frame.body, sent), select);
+    }
+  }
+
   private onFrame(frame: NodeFrame): void {
     switch (frame.kind) {
-      case 'message': {
-        this.counters.received++;
-        const groups = frame.groups;
-        const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
-        this.core.routeRemote(unpackMessage(frame.body, this.core.now()), select);
+      case 'message':
+        // messages come through the inbox; a frame of one here is from another version
         return;
-      }
       case 'takeover':
         this.ownership.handOver(frame.requestId, frame.from, frame.clientId, frame.cleanStart);
         return;
@@ -264,13 +314,12 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     const plan = this.plan;
     this.index.plan(message.topic, plan);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
-    this.forwardedLast = plan.nodes.size > 0;
-    if (this.forwardedLast) this.forwarder.send(message, plan, this.core.now());
+    if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now());
     return here;
   }
 
   sent(): Promise<void> | undefined {
-    return this.forwardedLast ? this.forwarder.sent() : undefined;
+    return this.forwarder.sent();
   }
 
   retainedChanged(message: Message): void {

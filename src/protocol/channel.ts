@@ -55,6 +55,8 @@ export class Channel implements SessionOwner {
   pendingConnect: { packet: ConnectPacket; clientId: string; assigned: boolean } | undefined;
   /** incoming QoS 1 publishes whose acknowledgement waits on a hook or the store */
   pendingQos1 = 0;
+  /** settles when the latest acknowledgement waiting on the store or the cluster can go */
+  ackWait: Promise<void> | undefined;
   readonly outbound: Outbound;
 
   private busy = false;

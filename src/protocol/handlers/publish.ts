@@ -59,11 +59,14 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     return undefined;
   }
   if (p.qos === 1 && !v5 && ch.pendingQos1 >= settings.receiveMaximum) {
-    // 3.1.1 has no Receive Maximum to tell a client that sends faster than the store commits:
-    // it is read no further until the commit under way lands (its QoS 2 state is bounded by the
-    // packet id space, and PUBRELs must go on being read)
-    const committed = ch.broker.committed();
-    if (committed !== undefined) return committed.then(() => (ch.state === 'connected' ? handlePublish(ch, p) : undefined));
+    // 3.1.1 has no Receive Maximum to tell a client that sends faster than the store commits or
+    // other nodes take its messages: it is read no further until the latest acknowledgement under
+    // way can go (its QoS 2 state is bounded by the packet id space, and PUBRELs must go on being read)
+    const waiting = ch.ackWait;
+    if (waiting !== undefined) {
+      const resume = (): Promise<void> | undefined => (ch.state === 'connected' ? handlePublish(ch, p) : undefined);
+      return waiting.then(resume, resume);
+    }
   }
 
   // rate limits apply to well-formed publishes that are not resends of a QoS 2 message already taken
@@ -124,15 +127,18 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
   // Acknowledge only once the message is on disk. The channel goes on reading meanwhile, so every
   // publish of this turn shares one commit; acknowledgements leave in the order commits finish.
   if (p.qos === 1) ch.pendingQos1++;
+  ch.ackWait = stored;
   void stored.then(
     () => {
       if (p.qos === 1) ch.pendingQos1--;
+      if (ch.ackWait === stored) ch.ackWait = undefined;
       if (ch.state === 'connected') acknowledge(ch, p, RC.Success);
     },
     (err: unknown) => {
       if (p.qos === 1) ch.pendingQos1--;
-      // not on disk: no acknowledgement; the client resends after reconnecting
-      ch.closeWith(RC.UnspecifiedError, `store failed: ${(err as Error).message}`);
+      if (ch.ackWait === stored) ch.ackWait = undefined;
+      // not on disk or not with the other nodes: no acknowledgement; the client resends after reconnecting
+      ch.closeWith(RC.UnspecifiedError, `not acknowledged: ${(err as Error).message}`);
     },
   );
   return undefined;

@@ -1,0 +1,129 @@
+import type { Buffer } from 'node:buffer';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+/**
+ * Each node reads the messages other nodes route to it from a Redis stream of its own, its inbox.
+ * Unlike pub/sub, a stream keeps what its reader has not taken yet: a node that is slow, or
+ * restarts within the node timeout, finds its messages waiting instead of being cut off by
+ * Redis's output-buffer limit, and senders see how much waits (the byte count kept next to the
+ * stream) and hold their publishers' acknowledgements while it is too much.
+ */
+
+/** Appends a batch (ARGV[1]) to an inbox (KEYS[1]) and counts its bytes (KEYS[2]); returns the bytes now waiting. */
+export const INBOX_APPEND = `
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+return redis.call('INCRBY', KEYS[2], string.len(ARGV[1]))`;
+
+/**
+ * Drops the entries before ARGV[1] from an inbox, which held ARGV[2] bytes; returns the bytes still
+ * waiting. An empty inbox resets the count, so a trim that never ran cannot hold senders back for good.
+ */
+export const INBOX_TRIM = `
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+local left = redis.call('DECRBY', KEYS[2], ARGV[2])
+if left < 0 or redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], 0)
+  left = 0
+end
+return left`;
+
+/** An inbox outlives its node this long, so that a node restarted with its store still finds what was sent to it. */
+export const INBOX_KEEP_MS = 24 * 3600 * 1000;
+
+export interface InboxScripts {
+  midgeInboxAppend(stream: string, bytes: string, batch: Buffer): Promise<number>;
+  midgeInboxTrim(stream: string, bytes: string, minId: string, taken: number): Promise<number>;
+}
+
+/** The Redis keys of a node's inbox: the stream, and the count of bytes in it. */
+export function inboxKeys(prefix: string, node: string): [stream: string, bytes: string] {
+  return [`${prefix}:inbox:${node}`, `${prefix}:inbox-bytes:${node}`];
+}
+
+/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms). */
+export type InboxConsumer = (batch: Buffer, appendedAt: number) => void;
+
+const READ_COUNT = 256;
+const BLOCK_MS = 2000;
+
+/**
+ * Reads this node's inbox in order on a connection of its own (XREAD blocks it), and trims what
+ * it has handled. A batch is trimmed only after it was routed here, so a node that dies halfway
+ * finds the rest on restart: delivery between nodes is at least once.
+ */
+export class InboxReader {
+  private readonly conn: Redis;
+  private readonly scripts: InboxScripts;
+  private readonly keys: [string, string];
+  private readonly consume: InboxConsumer;
+  private readonly logger: Logger;
+  private lastId = '0-0';
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private trimmed: Promise<unknown> = Promise.resolve();
+
+  constructor(conn: Redis, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
+    this.conn = conn;
+    this.scripts = scripts;
+    this.keys = keys;
+    this.consume = consume;
+    this.logger = logger;
+  }
+
+  connect(): Promise<void> {
+    return this.conn.connect();
+  }
+
+  start(): void {
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops reading; resolves once the last trim is done, so a restart does not read again what was handled. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.conn.disconnect();
+    await this.loop;
+    await this.trimmed;
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+      try {
+        reply = await this.conn.xreadBuffer('COUNT', READ_COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.keys[0], this.lastId);
+      } catch (err) {
+        if (!this.running) return;
+        this.logger.warn({ err: (err as Error).message }, 'cluster: inbox read failed, retrying');
+        await new Promise((r) => setTimeout(r, 250));
+        continue;
+      }
+      if (reply === null || reply[0] === undefined) continue;
+      const entries = reply[0][1];
+      let bytes = 0;
+      for (const [id, fields] of entries) {
+        const batch = fields[1];
+        if (batch === undefined) continue;
+        bytes += batch.length;
+        try {
+          this.consume(batch, parseInt(id.toString(), 10));
+        } catch (err) {
+          this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
+        }
+      }
+      const last = entries[entries.length - 1];
+      if (last === undefined) continue;
+      this.lastId = last[0].toString();
+      this.trimmed = this.scripts.midgeInboxTrim(this.keys[0], this.keys[1], nextId(this.lastId), bytes).catch((err: Error) => {
+        this.logger.warn({ err: err.message }, 'cluster: inbox not trimmed');
+      });
+    }
+  }
+}
+
+/** The stream id right after `id` ("ms-seq"): XTRIM MINID keeps it and what follows. */
+function nextId(id: string): string {
+  const dash = id.indexOf('-');
+  return `${id.slice(0, dash)}-${BigInt(id.slice(dash + 1)) + 1n}`;
+}
