@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createBroker } from '../../src/index.js';
-import { closeClients, collectFor, connackOf, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { Redis } from 'ioredis';
+import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, spawnMidge } from '../helpers/cli.js';
 import { eventually, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -300,6 +301,87 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       assert.equal(connackOf(back).sessionPresent, true);
       // and a message for it from the other node still finds it
       await routesKnown(b, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', async () => {
+    const prefix = `c${++prefixes}`;
+    const maxBacklog = 65_536;
+    // a 3.1.1 publisher cannot be told a Receive Maximum: Midge stops reading it at 20 unacknowledged
+    const a = await startBroker({ clusterRedis: redis.url, clusterNodeId: 'ahead', clusterPrefix: prefix, sysInterval: 0, clusterMaxBacklog: maxBacklog, limits: { receiveMaximum: 20 } });
+    nodes.push(a);
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redis.url, '--cluster-node-id', 'behind', '--cluster-prefix', prefix]);
+    const sub = await connectClient(port, { clientId: 'fc-sub', protocolVersion: 5 });
+    await sub.subscribeAsync('fc/#', { qos: 1 });
+    await routesKnown(a, 1);
+    const pub = await connectClient(a.port, { clientId: 'fc-pub', protocolVersion: 4 });
+    const peek = new Redis(redis.url);
+    const count = 800;
+    const got = nextMessages(sub, count, 20_000);
+    let acked = 0;
+    let all: Promise<unknown> | undefined;
+    // stopped for less than the node timeout: alive, but reading nothing
+    child.kill('SIGSTOP');
+    try {
+      const payload = Buffer.alloc(512, 0x61);
+      all = Promise.all(Array.from({ length: count }, (_, i) => pub.publishAsync('fc/q1', Buffer.concat([Buffer.from(`${i}:`), payload]), { qos: 1 }).then(() => acked++)));
+      assert.ok(await eventually(() => (a.broker.stats.cluster?.backlogWaits ?? 0) > 0, 3000), 'the publisher waits');
+      await delay(500);
+      const waiting = Number(await peek.get(`${prefix}:inbox-bytes:behind`));
+      assert.ok(acked < count / 2, `acknowledged while the node read nothing: ${acked} of ${count}`);
+      // past the limit, only what the publisher's 20 unacknowledged messages let in
+      assert.ok(waiting > maxBacklog && waiting < maxBacklog + 20 * 1024, `bytes waiting for the node: ${waiting}`);
+      // from another client: the first one is read no further until its acknowledgements go
+      const pub0 = await connectClient(a.port, { clientId: 'fc-pub0' });
+      await pub0.publishAsync('fc/q0', 'dropped', { qos: 0 });
+      assert.ok(await eventually(() => (a.broker.stats.cluster?.forwardDropped ?? 0) === 1), 'QoS 0 for the node behind is dropped');
+    } finally {
+      child.kill('SIGCONT');
+      peek.disconnect();
+    }
+    await all;
+    assert.equal(acked, count);
+    const msgs = await got;
+    assert.deepEqual(msgs.map((m) => m.topic), Array.from({ length: count }, () => 'fc/q1'));
+    assert.deepEqual(msgs.map((m) => Number(m.payload.toString().split(':')[0])), Array.from({ length: count }, (_, i) => i));
+    assert.equal((await collectFor(sub, 200)).length, 0, 'no duplicates');
+    const http = await a.broker.listenHttp({ port: 0 });
+    const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+    assert.match(text, /^midge_cluster_forwards_dropped_total 1$/m);
+    assert.match(text, /^midge_cluster_backlog_waits_total [1-9]\d*$/m);
+    child.kill('SIGKILL');
+  });
+
+  test('messages sent to a node while it restarts wait in Redis and reach its persistent sessions after the restart; their expiry counts the wait', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
+    const prefix = `c${++prefixes}`;
+    const nodeArgs = ['--port', '0', '--persistence', 'lmdb', '--data-dir', dir, '--cluster-redis', redis.url, '--cluster-node-id', 'restarts', '--cluster-prefix', prefix];
+    try {
+      const a = (await cluster(1, { clusterPrefix: prefix }))[0] as TestBroker;
+      const first = await spawnMidge(nodeArgs);
+      const sessionOptions = { clientId: 'away', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+      const sub = await connectClient(first.port, sessionOptions);
+      await sub.subscribeAsync('away/#', { qos: 1 });
+      await sub.endAsync();
+      await routesKnown(a, 1);
+      first.child.kill('SIGKILL');
+      const pub = await connectClient(a.port, { clientId: 'away-pub', protocolVersion: 5 });
+      await pub.publishAsync('away/short', 'expires', { qos: 1, properties: { messageExpiryInterval: 1 } });
+      for (let i = 0; i < 50; i++) await pub.publishAsync('away/kept', String(i), { qos: 1 });
+      await delay(1500);
+      const second = await spawnMidge(nodeArgs);
+      // raw: the queued messages follow the CONNACK at once
+      const back = await rawConnect(second.port, 5, { clientId: 'away', clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(back.connack.sessionPresent, true);
+      const expected = Array.from({ length: 50 }, (_, i) => String(i));
+      assert.deepEqual(await receiveAcking(back.raw, 5, 50), expected, 'all 50 acknowledged messages, and not the expired one');
+      back.raw.close();
+      second.child.kill('SIGKILL');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

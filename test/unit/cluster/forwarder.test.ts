@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { describe, test } from 'node:test';
+import { Forwarder, type ForwardCounters, type InboxLink } from '../../../src/cluster/forwarder.js';
+import type { RoutePlan } from '../../../src/cluster/route-index.js';
+import type { QoS } from '../../../src/codec/packets.js';
+import { createMessage } from '../../../src/session/message.js';
+import { unpackFrames } from '../../../src/cluster/wire.js';
+
+const MAX = 1000;
+const clock = { now: () => 0 };
+
+/** Inboxes kept in memory: what each node was sent, and the bytes waiting there as a test sets them. */
+class Inboxes implements InboxLink {
+  readonly appended = new Map<string, Buffer[]>();
+  readonly waiting = new Map<string, number>();
+  readonly live = new Set(['b', 'c']);
+  failNext = false;
+
+  async append(node: string, batch: Buffer): Promise<number> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('Redis is gone');
+    }
+    const list = this.appended.get(node) ?? [];
+    list.push(batch);
+    this.appended.set(node, list);
+    return this.waiting.get(node) ?? 0;
+  }
+
+  async backlog(node: string): Promise<number> {
+    return this.waiting.get(node) ?? 0;
+  }
+
+  isLive(node: string): boolean {
+    return this.live.has(node);
+  }
+
+  messagesFor(node: string): number {
+    return (this.appended.get(node) ?? []).reduce((n, batch) => n + unpackFrames(batch).length, 0);
+  }
+}
+
+function setup(): { fwd: Forwarder; inboxes: Inboxes; counters: ForwardCounters } {
+  const inboxes = new Inboxes();
+  const counters = { forwarded: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0 };
+  return { fwd: new Forwarder(inboxes, counters, MAX), inboxes, counters };
+}
+
+function planFor(...nodes: string[]): RoutePlan {
+  return { nodes: new Map(nodes.map((n) => [n, []])), localGroups: new Set() };
+}
+
+/** Forwards one message, as BrokerCore does: route, then ask when its acknowledgement may go. */
+function forward(fwd: Forwarder, qos: QoS, ...nodes: string[]): Promise<void> | undefined {
+  if (nodes.length > 0) fwd.send(createMessage('t', Buffer.from('x'), qos, false, undefined, clock, 'pub'), planFor(...nodes), 0);
+  return qos === 0 ? undefined : fwd.sent();
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+const settled = (p: Promise<unknown>): Promise<boolean> => Promise.race([p.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 60))]);
+
+describe('Forwarder: messages to other nodes, with flow control', () => {
+  test("a turn's messages for a node go as one inbox entry, in order; acknowledgements wait until Redis has them", async () => {
+    const { fwd, inboxes, counters } = setup();
+    const acks = [forward(fwd, 1, 'b'), forward(fwd, 1, 'b', 'c'), forward(fwd, 0, 'b')];
+    assert.equal(acks[0], acks[1], 'one promise per turn, not per message');
+    await acks[1];
+    assert.equal(inboxes.appended.get('b')?.length, 1);
+    assert.equal(inboxes.messagesFor('b'), 3);
+    assert.equal(inboxes.messagesFor('c'), 1);
+    assert.equal(counters.forwarded, 4);
+    assert.equal(fwd.sent(), undefined, 'nothing on its way once it settled');
+  });
+
+  test('past maxBacklog a node holds the acknowledgements of every later turn, even of messages that did not go to it, until it is under half, so acknowledgements keep the order messages came in', async () => {
+    const { fwd, inboxes, counters } = setup();
+    inboxes.waiting.set('b', MAX + 1);
+    const first = forward(fwd, 1, 'b') as Promise<void>;
+    await turn();
+    // a message for a node that is keeping up, and one that went nowhere but must not be acknowledged first
+    const second = forward(fwd, 1, 'c') as Promise<void>;
+    await turn();
+    const third = forward(fwd, 1) as Promise<void>;
+    assert.ok(third !== undefined);
+    const order: number[] = [];
+    for (const [i, p] of [first, second, third].entries()) void p.then(() => order.push(i + 1));
+    assert.equal(await settled(first), false, 'held while the node is behind');
+    assert.equal(counters.backlogWaits, 1);
+    inboxes.waiting.set('b', MAX / 2 + 1);
+    assert.equal(await settled(first), false, 'still held above half');
+    inboxes.waiting.set('b', MAX / 2);
+    await third;
+    assert.deepEqual(order, [1, 2, 3]);
+  });
+
+  test('QoS 0 for a node that is behind is dropped and counted; QoS 1 still goes', async () => {
+    const { fwd, inboxes, counters } = setup();
+    inboxes.waiting.set('b', MAX * 2);
+    void forward(fwd, 1, 'b');
+    await turn();
+    await turn();
+    forward(fwd, 0, 'b', 'c');
+    void forward(fwd, 1, 'b');
+    await turn();
+    await turn();
+    assert.equal(counters.forwardDropped, 1);
+    assert.equal(inboxes.messagesFor('b'), 2);
+    assert.equal(inboxes.messagesFor('c'), 1);
+    fwd.stop();
+  });
+
+  test('a node that leaves the cluster releases the publishers waiting for it', async () => {
+    const { fwd, inboxes } = setup();
+    inboxes.waiting.set('b', MAX + 1);
+    const held = forward(fwd, 1, 'b') as Promise<void>;
+    assert.equal(await settled(held), false);
+    inboxes.live.delete('b');
+    assert.equal(await settled(held), true);
+  });
+
+  test('a turn Redis did not take rejects its acknowledgements, counted; the next turn goes on', async () => {
+    const { fwd, inboxes, counters } = setup();
+    inboxes.failNext = true;
+    const failed = forward(fwd, 1, 'b') as Promise<void>;
+    await assert.rejects(failed, /cluster: a message could not be forwarded/);
+    assert.equal(counters.forwardFailed, 1);
+    await forward(fwd, 2, 'b');
+    assert.equal(inboxes.messagesFor('b'), 1);
+  });
+});
