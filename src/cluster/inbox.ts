@@ -46,6 +46,12 @@ export type InboxConsumer = (batch: Buffer, appendedAt: number) => void;
 
 const READ_COUNT = 256;
 const BLOCK_MS = 2000;
+/**
+ * What was handled is trimmed this often, or once this many bytes wait to be: a trim per read
+ * would double Redis's work at low rates. A node that dies handles that much again on restart.
+ */
+const TRIM_EVERY_MS = 50;
+const TRIM_BYTES = 1024 * 1024;
 
 /**
  * Reads this node's inbox in order on a connection of its own (XREAD blocks it), and trims what
@@ -62,6 +68,9 @@ export class InboxReader {
   private running = false;
   private loop: Promise<void> | undefined;
   private trimmed: Promise<unknown> = Promise.resolve();
+  /** bytes handled and not yet trimmed */
+  private untrimmed = 0;
+  private trimTimer: NodeJS.Timeout | undefined;
 
   constructor(conn: Redis, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
     this.conn = conn;
@@ -85,22 +94,38 @@ export class InboxReader {
     this.running = false;
     this.conn.disconnect();
     await this.loop;
+    this.trim();
     await this.trimmed;
   }
 
+  /** Reads what follows `lastId`; never rejects (a failed read is its error), so a read left pending at stop is harmless. */
+  private read(): Promise<InboxReply | Error> {
+    return this.conn.xreadBuffer('COUNT', READ_COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.keys[0], this.lastId).then(
+      (reply) => reply,
+      (err: Error) => err,
+    );
+  }
+
   private async run(): Promise<void> {
+    let next = this.read();
     while (this.running) {
-      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
-      try {
-        reply = await this.conn.xreadBuffer('COUNT', READ_COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', this.keys[0], this.lastId);
-      } catch (err) {
-        if (!this.running) return;
-        this.logger.warn({ err: (err as Error).message }, 'cluster: inbox read failed, retrying');
+      const reply = await next;
+      if (!this.running) return;
+      if (reply instanceof Error) {
+        this.logger.warn({ err: reply.message }, 'cluster: inbox read failed, retrying');
         await new Promise((r) => setTimeout(r, 250));
+        next = this.read();
         continue;
       }
-      if (reply === null || reply[0] === undefined) continue;
-      const entries = reply[0][1];
+      const entries = reply?.[0]?.[1] ?? [];
+      const last = entries[entries.length - 1];
+      if (last === undefined) {
+        next = this.read();
+        continue;
+      }
+      this.lastId = last[0].toString();
+      // the next read is on its way while this batch is handled: a round trip less per batch
+      next = this.read();
       let bytes = 0;
       for (const [id, fields] of entries) {
         const batch = fields[1];
@@ -112,15 +137,25 @@ export class InboxReader {
           this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
         }
       }
-      const last = entries[entries.length - 1];
-      if (last === undefined) continue;
-      this.lastId = last[0].toString();
-      this.trimmed = this.scripts.midgeInboxTrim(this.keys[0], this.keys[1], nextId(this.lastId), bytes).catch((err: Error) => {
-        this.logger.warn({ err: err.message }, 'cluster: inbox not trimmed');
-      });
+      this.untrimmed += bytes;
+      if (this.untrimmed >= TRIM_BYTES) this.trim();
+      else this.trimTimer ??= setTimeout(this.trim, TRIM_EVERY_MS);
     }
   }
+
+  private readonly trim = (): void => {
+    clearTimeout(this.trimTimer);
+    this.trimTimer = undefined;
+    if (this.untrimmed === 0) return;
+    const bytes = this.untrimmed;
+    this.untrimmed = 0;
+    this.trimmed = this.scripts.midgeInboxTrim(this.keys[0], this.keys[1], nextId(this.lastId), bytes).catch((err: Error) => {
+      this.logger.warn({ err: err.message }, 'cluster: inbox not trimmed');
+    });
+  };
 }
+
+type InboxReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
 
 /** The stream id right after `id` ("ms-seq"): XTRIM MINID keeps it and what follows. */
 function nextId(id: string): string {
