@@ -150,6 +150,14 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       void this.inbox.stop();
       throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || (err as Error).message}`);
     }
+    const version = /redis_version:(\d+)\.(\d+)/.exec(await this.cmd.info('server'));
+    // inboxes are trimmed with XTRIM MINID, which came with 6.2
+    if (version !== null && Number(version[1]) * 100 + Number(version[2]) < 602) {
+      this.cmd.disconnect();
+      this.sub.disconnect();
+      void this.inbox.stop();
+      throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; 6.2 or later is needed`);
+    }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
     await this.sub.subscribe(this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes'));
     await this.ownership.settle();
