@@ -285,6 +285,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return existed;
   }
 
+  subscriptionsShared(): Promise<void> | undefined {
+    return this.cluster?.routesShared();
+  }
+
   unsubscribe(session: Session, filter: string): boolean {
     const existed = this.router.remove(session, filter);
     // [MQTT-3.10.4-2] nothing more is sent for it, retained messages still owed included

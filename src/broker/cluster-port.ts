@@ -15,6 +15,8 @@ export interface ClusterPort {
    * it cannot outrun the other nodes, and acknowledgements keep the order of the messages.
    */
   sent(): Promise<void> | undefined;
+  /** Settles once Redis has every route change of this node so far, announced to the other nodes; undefined when none is on its way. */
+  routesShared(): Promise<void> | undefined;
   /** A retained message was set, or cleared (empty payload), on this node: every node applies it. */
   retainedChanged(message: Message): void;
   /** A retained message was removed here by administration. */

@@ -89,6 +89,8 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private lastError = '';
   private readonly forwarder: Forwarder;
   private readonly retained: RetainedSync;
+  /** the route change sent to Redis last, until Redis has it */
+  private lastAnnounce: Promise<void> | undefined;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
   constructor(core: BrokerCore, options: ClusterOptions, logger: Logger) {
@@ -330,6 +332,10 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     return this.forwarder.sent();
   }
 
+  routesShared(): Promise<void> | undefined {
+    return this.lastAnnounce;
+  }
+
   retainedChanged(message: Message): void {
     this.retained.changed(message);
   }
@@ -367,9 +373,19 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     const tx = this.cmd.multi();
     if (op === '+') tx.sadd(key, filter);
     else tx.srem(key, filter);
-    tx.publish(this.key('routes'), `${op}${this.nodeId}\n${filter}`)
+    // Redis answers in order: the latest announcement done means all before it are
+    const shared: Promise<void> = tx
+      .publish(this.key('routes'), `${op}${this.nodeId}\n${filter}`)
       .exec()
-      .catch((err: Error) => this.logger.warn({ err: err.message, filter }, 'cluster: route change not shared'));
+      .then(
+        () => undefined,
+        // the next sync announces it again
+        (err: Error) => void this.logger.warn({ err: err.message, filter }, 'cluster: route change not shared'),
+      )
+      .then(() => {
+        if (this.lastAnnounce === shared) this.lastAnnounce = undefined;
+      });
+    this.lastAnnounce = shared;
   }
 }
 

@@ -134,6 +134,12 @@ export interface BrokerPort {
   subscribe(session: Session, subscription: Subscription): boolean;
   /** Returns true when the subscription existed. */
   unsubscribe(session: Session, filter: string): boolean;
+  /**
+   * In a cluster: settles once the other nodes have been told of every subscription so far (a
+   * SUBACK waits for it, so that a message published elsewhere after it finds the subscriber).
+   * Undefined when there is nothing to wait for.
+   */
+  subscriptionsShared(): Promise<void> | undefined;
   /** Whether a retained message on `topic` would be stored (the retained limit). */
   retainedHasRoom(topic: string): boolean;
   /** Retained messages matching a filter that `reader` may read, expired ones left out. */

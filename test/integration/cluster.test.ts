@@ -126,6 +126,20 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.deepEqual(documented, served);
   });
 
+  test('[MQTT-3.8.4-1] a SUBACK comes once the other nodes know of the subscription: a message published on another node right after it is delivered', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const sub = await connectClient(b.port, { clientId: 'quick-sub', protocolVersion: 5 });
+    const pub = await connectClient(a.port, { clientId: 'quick-pub', protocolVersion: 5 });
+    const missed: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      await sub.subscribeAsync(`quick/${i}`, { qos: 1 });
+      const got = nextMessages(sub, 1, 1000).catch(() => missed.push(i));
+      await pub.publishAsync(`quick/${i}`, String(i), { qos: 1 });
+      await got;
+    }
+    assert.deepEqual(missed, [], 'published right after the SUBACK and not delivered');
+  });
+
   test('[MQTT-3.3.1-5] [MQTT-3.3.1-6] a retained message set on one node is sent to subscribers on any node, and cleared everywhere by an empty one', async () => {
     const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
     const pub = await connectClient(a.port, { clientId: 'ret-pub' });

@@ -1,4 +1,4 @@
-import type { QoS, SubscribePacket, SubscriptionRequest } from '../../codec/packets.js';
+import type { Packet, QoS, SubscribePacket, SubscriptionRequest } from '../../codec/packets.js';
 import { RC, SUBACK_FAILURE_V4 } from '../../codec/reason-codes.js';
 import type { Session, Subscription } from '../../session/session.js';
 import { parseSharedFilter } from '../../topic/shared.js';
@@ -126,7 +126,12 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     retainedFor.push({ sub, existed });
   }
   // the channel drops the reason string when the client asked for no problem information or it would not fit
-  ch.send({ type: 'suback', packetId, reasonCodes, properties: v5 && firstFailure !== undefined ? { reasonString: firstFailure } : undefined });
+  const suback: Packet = { type: 'suback', packetId, reasonCodes, properties: v5 && firstFailure !== undefined ? { reasonString: firstFailure } : undefined };
+  // in a cluster, once the other nodes know of it; messages (retained ones included) may come
+  // first, as the server is permitted to send them before the SUBACK (3.8.4)
+  const shared = retainedFor.length > 0 ? ch.broker.subscriptionsShared() : undefined;
+  if (shared === undefined) ch.send(suback);
+  else void shared.then(() => ch.state === 'connected' && ch.send(suback));
 
   for (const { sub, existed } of retainedFor) {
     // No retained messages for shared subscriptions (5.0 section 4.8.2); Retain Handling 1 sends
