@@ -5,7 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
-import { createMessage, isExpired, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
+import { createMessage, isExpired, ownBytesInPlace, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
 import type { StoredState } from '../persistence/store.js';
 import type { Durability } from './durability.js';
@@ -318,6 +318,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     // a filter the client may read can still cover topics it may not (a deny rule inside it)
     const acl = this.acl;
     return acl === undefined ? found : found.filter((m) => acl.canRead(reader, m.topic));
+  }
+
+  /** A delivery made elsewhere (another node had the session), given to the session as if routed here. */
+  deliver(session: Session, d: Delivery): void {
+    this.deliverTo(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share);
   }
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {

@@ -1,8 +1,19 @@
+import type { Buffer } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrokerCore } from '../broker/broker-core.js';
-import { adopt, handOver } from './session-handover.js';
-import { packFrame, type SessionTransfer } from './wire.js';
+import type { Session } from '../session/session.js';
+import type { Message } from '../session/message.js';
+import { adopt, deliverTail, handOver, takeTail } from './session-handover.js';
+import { packFrame, type NodeFrame, type SessionTransfer, type WireDelivery } from './wire.js';
+
+/** how long a session handed over stays here for the node it went to to release it */
+const RELEASE_WAIT_MS = 10_000;
+/**
+ * How long a released session still takes messages from nodes that did not know yet where it
+ * went: they sent them here alone, and they follow it. What also went to its new node is not sent again.
+ */
+const LINGER_MS = 1000;
 
 /** Takes a client id that no node holds; returns the holder. */
 export const CLAIM_IF_FREE = `
@@ -37,6 +48,10 @@ export interface OwnershipNode {
   readonly handoverTimeoutMs: number;
   key(name: string): string;
   isLive(node: string): boolean;
+  /** settles once the other nodes have been told of this node's subscriptions so far */
+  routesShared(): Promise<void> | undefined;
+  /** appends a frame to a node's inbox, behind the messages already sent to it */
+  appendToInbox(node: string, frame: Buffer): Promise<unknown>;
 }
 
 /**
@@ -51,6 +66,10 @@ export class ClientOwnership {
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
   private readonly claiming = new Map<string, number>();
   private releases: Set<string> | undefined;
+  /** sessions handed to other nodes, until they have been released and lingered (`to`: the node they went to, once it released them) */
+  private readonly moving = new Map<string, { session: Session; timer: NodeJS.Timeout; to: string | undefined }>();
+  /** where messages routed while sessions handed over are here came from and went to */
+  private readonly routes = new WeakMap<Message, { from: string; to: string[] | null }>();
 
   constructor(node: OwnershipNode) {
     this.node = node;
@@ -92,7 +111,18 @@ export class ClientOwnership {
       return;
     }
     const transfer = await this.request(previous, clientId, cleanStart);
-    if (transfer !== null && adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
+    if (transfer === null) return;
+    if (adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
+    // The old node lets the session go once the others route its messages here (not waited for:
+    // the client is answered now, and what reaches the old node meanwhile follows). The release
+    // goes through its inbox, so that it handles the messages sent to it before, for the session.
+    void Promise.resolve(this.node.routesShared())
+      .then(() => this.node.appendToInbox(previous, packFrame({ kind: 'release', from: this.node.nodeId, clientId })))
+      .catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: session release not sent'));
+  }
+
+  private send(node: string, frame: NodeFrame): void {
+    this.node.cmd.publish(this.node.key(`node:${node}`), packFrame(frame)).catch((err: Error) => this.node.logger.warn({ err: err.message, node, frame: frame.kind }, 'cluster: frame not sent'));
   }
 
   private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> {
@@ -115,10 +145,68 @@ export class ClientOwnership {
 
   /** Another node asks for a client's connection and session: hand them over and answer. */
   handOver(requestId: number, from: string, clientId: string, cleanStart: boolean): void {
-    const session = handOver(this.node.core, clientId, cleanStart);
-    if (session !== null) this.node.counters.sessionsHandedOver++;
-    const reply = packFrame({ kind: 'session', requestId, session });
-    this.node.cmd.publish(this.node.key(`node:${from}`), reply).catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: session handover not sent'));
+    this.endMove(clientId);
+    const handed = handOver(this.node.core, clientId, cleanStart);
+    if (handed !== null) {
+      this.node.counters.sessionsHandedOver++;
+      // a node that never releases it (it died) leaves it to end here, as it would have at once
+      const timer = setTimeout(() => this.endMove(clientId), RELEASE_WAIT_MS);
+      timer.unref();
+      this.moving.set(clientId, { session: handed.session, timer, to: undefined });
+    }
+    this.send(from, { kind: 'session', requestId, session: handed?.transfer ?? null });
+  }
+
+  /** The node a session went to has it, and the others route its messages there: what came here meanwhile follows it. */
+  released(from: string, clientId: string): void {
+    const move = this.moving.get(clientId);
+    if (move === undefined || move.to !== undefined) return;
+    // what also went to its new node got there; what came from there before the release may have
+    // been published before the session was, so it stays
+    const queue = takeTail(this.node.core, move.session, false, (d) => this.routes.get(d.message)?.to?.includes(from) !== true);
+    if (queue.length > 0) this.send(from, { kind: 'tail', clientId, queue });
+    move.to = from;
+    clearTimeout(move.timer);
+    move.timer = setTimeout(() => this.endMove(clientId), LINGER_MS);
+    move.timer.unref();
+  }
+
+  /** whether sessions handed over are still here, taking messages (their routes are noted then) */
+  get moves(): boolean {
+    return this.moving.size > 0;
+  }
+
+  noteRoute(message: Message, from: string, to: string[] | null): void {
+    this.routes.set(message, { from, to });
+  }
+
+  /** The node is leaving: sessions handed over stay in its store, and a restart drops them (their ids are elsewhere). */
+  stop(): void {
+    for (const move of this.moving.values()) clearTimeout(move.timer);
+    this.moving.clear();
+  }
+
+  /** What reached a session on its old node after it was handed over. */
+  tail(clientId: string, queue: WireDelivery[]): void {
+    deliverTail(this.node.core, clientId, queue);
+  }
+
+  /** Ends a session handed over; one that lingered sends on what reached only it. */
+  private endMove(clientId: string): void {
+    const move = this.moving.get(clientId);
+    if (move === undefined) return;
+    clearTimeout(move.timer);
+    this.moving.delete(clientId);
+    const to = move.to;
+    if (to === undefined) {
+      takeTail(this.node.core, move.session, true);
+      return;
+    }
+    const queue = takeTail(this.node.core, move.session, true, (d) => {
+      const route = this.routes.get(d.message);
+      return route === undefined || (route.from !== to && route.to?.includes(to) !== true);
+    });
+    if (queue.length > 0) this.send(to, { kind: 'tail', clientId, queue });
   }
 
   /** The answer to a request of this node. */
@@ -127,7 +215,7 @@ export class ClientOwnership {
   }
 
   /** The client's session ended here: its id is let go, unless a successor holds it by the end of the turn. */
-  released(clientId: string): void {
+  sessionEnded(clientId: string): void {
     // checked after the turn: a clean start ends a session and opens its successor in one go
     if (this.releases === undefined) {
       this.releases = new Set();

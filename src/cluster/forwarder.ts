@@ -75,6 +75,7 @@ export class Forwarder {
     const body = packMessage(message, now);
     // the frame of nodes that take it for their direct subscribers only is the same for all of them
     let plain: Buffer | undefined;
+    const to = plan.nodes.size > 1 ? [...plan.nodes.keys()] : null;
     for (const [node, groups] of plan.nodes) {
       if (message.qos === 0 && this.behind.size > 0 && this.behind.has(node)) {
         this.counters.forwardDropped++;
@@ -92,7 +93,7 @@ export class Forwarder {
         frames = [];
         this.outbox.set(node, frames);
       }
-      frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null })) : packFrame({ kind: 'message', body, groups }));
+      frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, to })) : packFrame({ kind: 'message', body, groups, to }));
     }
     if (!this.flushScheduled && (this.outbox.size > 0 || this.failedInTurn)) {
       this.flushScheduled = true;

@@ -10,9 +10,9 @@ import type { Logger } from 'pino';
  * stream) and hold their publishers' acknowledgements while it is too much.
  */
 
-/** Appends a batch (ARGV[1]) to an inbox (KEYS[1]) and counts its bytes (KEYS[2]); returns the bytes now waiting. */
+/** Appends a batch (ARGV[1]) from a node (ARGV[2]) to an inbox (KEYS[1]) and counts its bytes (KEYS[2]); returns the bytes now waiting. */
 export const INBOX_APPEND = `
-redis.call('XADD', KEYS[1], '*', 'm', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[1], 'f', ARGV[2])
 return redis.call('INCRBY', KEYS[2], string.len(ARGV[1]))`;
 
 /**
@@ -32,7 +32,7 @@ return left`;
 export const INBOX_KEEP_MS = 24 * 3600 * 1000;
 
 export interface InboxScripts {
-  midgeInboxAppend(stream: string, bytes: string, batch: Buffer): Promise<number>;
+  midgeInboxAppend(stream: string, bytes: string, batch: Buffer, from: string): Promise<number>;
   midgeInboxTrim(stream: string, bytes: string, minId: string, taken: number): Promise<number>;
 }
 
@@ -41,8 +41,8 @@ export function inboxKeys(prefix: string, node: string): [stream: string, bytes:
   return [`${prefix}:inbox:${node}`, `${prefix}:inbox-bytes:${node}`];
 }
 
-/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms). */
-export type InboxConsumer = (batch: Buffer, appendedAt: number) => void;
+/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms), `from` the node that sent it. */
+export type InboxConsumer = (batch: Buffer, appendedAt: number, from: string) => void;
 
 const READ_COUNT = 256;
 const BLOCK_MS = 2000;
@@ -132,7 +132,7 @@ export class InboxReader {
         if (batch === undefined) continue;
         bytes += batch.length;
         try {
-          this.consume(batch, parseInt(id.toString(), 10));
+          this.consume(batch, parseInt(id.toString(), 10), fields[3]?.toString() ?? '');
         } catch (err) {
           this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
         }

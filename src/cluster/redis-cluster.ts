@@ -114,14 +114,14 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     this.forwarder = new Forwarder(
       {
-        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(options.prefix, node), batch),
+        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(options.prefix, node), batch, this.nodeId),
         backlog: (node) => this.cmd.get(inboxKeys(options.prefix, node)[1]).then((b) => Number(b ?? 0)),
         isLive: (node) => this.live.has(node),
       },
       this.counters,
       this.options.maxBacklog,
     );
-    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(options.prefix, this.nodeId), (batch, appendedAt) => this.onInboxEntry(batch, appendedAt), logger);
+    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(options.prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
     for (const conn of [this.cmd, this.sub, reader]) {
       conn.on('error', (err: Error) => {
         this.lastError = err.message;
@@ -202,6 +202,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.forwarder.flush();
     this.forwarder.stop();
     this.ownership.flush();
+    this.ownership.stop();
     try {
       await this.inbox.stop();
       if (this.started) {
@@ -290,15 +291,18 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
    * Messages other nodes routed here. An entry read long after it was written (this node was
    * restarting) has aged meanwhile: its messages' expiry counts from when Redis took it.
    */
-  private onInboxEntry(batch: Buffer, appendedAt: number): void {
+  private onInboxEntry(batch: Buffer, appendedAt: number, from: string): void {
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
+      if (frame.kind === 'release') this.ownership.released(frame.from, frame.clientId);
       if (frame.kind !== 'message') continue;
       this.counters.received++;
       const groups = frame.groups;
       const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
-      this.core.routeRemote(unpackMessage(frame.body, sent), select);
+      const message = unpackMessage(frame.body, sent);
+      if (this.ownership.moves) this.ownership.noteRoute(message, from, frame.to);
+      this.core.routeRemote(message, select);
     }
   }
 
@@ -313,6 +317,12 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       case 'session':
         this.ownership.answered(frame.requestId, frame.session);
         return;
+      case 'release':
+        // comes through the inbox, behind the messages sent before it
+        return;
+      case 'tail':
+        this.ownership.tail(frame.clientId, frame.queue);
+        return;
     }
   }
 
@@ -323,6 +333,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     if (isLocalTopic(message.topic)) return this.core.router.route(message, memo);
     const plan = this.plan;
     this.index.plan(message.topic, plan);
+    if (this.ownership.moves) this.ownership.noteRoute(message, this.nodeId, [...plan.nodes.keys()]);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now());
     return here;
@@ -334,6 +345,10 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
 
   routesShared(): Promise<void> | undefined {
     return this.lastAnnounce;
+  }
+
+  appendToInbox(node: string, frame: Buffer): Promise<unknown> {
+    return this.scripts.midgeInboxAppend(...inboxKeys(this.options.prefix, node), frame, this.nodeId);
   }
 
   retainedChanged(message: Message): void {
@@ -349,7 +364,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   }
 
   sessionEnded(clientId: string): void {
-    this.ownership.released(clientId);
+    this.ownership.sessionEnded(clientId);
   }
 
   isLive(node: string): boolean {

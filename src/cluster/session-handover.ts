@@ -1,15 +1,20 @@
 import type { BrokerCore } from '../broker/broker-core.js';
 import { RC } from '../codec/reason-codes.js';
+import type { Delivery } from '../session/message.js';
 import { Session } from '../session/session.js';
-import { fromWireDelivery, toWireDelivery, type SessionTransfer } from './wire.js';
+import { fromWireDelivery, toWireDelivery, type SessionTransfer, type WireDelivery } from './wire.js';
 
 /**
  * A client connected to another node: its connection here closes with 0x8E (Session taken over),
  * as on one node ([MQTT-3.1.4-3]), and its session leaves this node. With Clean Start the session
  * ends here (its will goes out now, [MQTT-3.1.3-9]); otherwise everything it holds is returned to be
  * resumed there, and a will waiting out its delay is not sent.
+ *
+ * The session itself stays here, offline and subscribed, until the other node has told the
+ * cluster of its subscriptions (`release`): messages routed here meanwhile wait in its queue and
+ * follow it (`tail`) instead of reaching no one.
  */
-export function handOver(core: BrokerCore, clientId: string, cleanStart: boolean): SessionTransfer | null {
+export function handOver(core: BrokerCore, clientId: string, cleanStart: boolean): { transfer: SessionTransfer; session: Session } | null {
   core.sessions.get(clientId)?.sink?.disconnect(RC.SessionTakenOver);
   const session = core.sessions.get(clientId);
   if (session === undefined) {
@@ -33,10 +38,37 @@ export function handOver(core: BrokerCore, clientId: string, cleanStart: boolean
   for (const [packetId, entry] of session.inflight) {
     transfer.inflight.push({ packetId, state: entry.state, delivery: toWireDelivery(entry.delivery, now) });
   }
+  transfer.queue = takeQueue(session, now);
+  return { transfer, session };
+}
+
+/**
+ * What reached a session handed over since then (those `keep` accepts), taken out of it; the
+ * session ends when `end`.
+ */
+export function takeTail(core: BrokerCore, session: Session, end: boolean, keep?: (d: Delivery) => boolean): WireDelivery[] {
+  // the client may have come back here meanwhile, with a session of its own
+  if (core.sessions.get(session.clientId) !== session || session.sink !== undefined) return [];
+  const queue = takeQueue(session, core.now(), keep);
+  if (end) core.sessions.end(session);
+  return queue;
+}
+
+/** What reached a session after its handover, delivered to it here as if routed here. */
+export function deliverTail(core: BrokerCore, clientId: string, queue: WireDelivery[]): void {
+  const session = core.sessions.get(clientId);
+  if (session === undefined) return;
+  const now = core.now();
+  for (const w of queue) core.deliver(session, fromWireDelivery(w, now));
+}
+
+function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolean): WireDelivery[] {
+  const queue: WireDelivery[] = [];
   // retained messages still owed come first, then the queue: the order they would have gone in
-  for (let d = session.takeWaiting(); d !== undefined; d = session.takeWaiting()) transfer.queue.push(toWireDelivery(d, now));
-  core.sessions.end(session);
-  return transfer;
+  for (let d = session.takeWaiting(); d !== undefined; d = session.takeWaiting()) {
+    if (keep === undefined || keep(d)) queue.push(toWireDelivery(d, now));
+  }
+  return queue;
 }
 
 /**

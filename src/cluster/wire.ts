@@ -71,21 +71,33 @@ export function unpackStoredMessage(bytes: Buffer): Message {
 
 /** What one node sends another on the node's own channel. */
 export type NodeFrame =
-  /** a published message and the shared groups (`$share/{group}/{filter}`) the receiver delivers it to */
-  | { kind: 'message'; body: Buffer; groups: string[] | null }
+  /**
+   * a published message, the shared groups (`$share/{group}/{filter}`) the receiver delivers it
+   * to, and every node it went to when that is more than the receiver (a session moving between
+   * two of them gets it once)
+   */
+  | { kind: 'message'; body: Buffer; groups: string[] | null; to: string[] | null }
   /** a client is connecting to `from`: close its connection here and hand its session over */
   | { kind: 'takeover'; requestId: number; from: string; clientId: string; cleanStart: boolean }
   /** the answer: the session, or null when there is none to hand over */
-  | { kind: 'session'; requestId: number; session: SessionTransfer | null };
+  | { kind: 'session'; requestId: number; session: SessionTransfer | null }
+  /** the session is resumed on `from`, and the other nodes know its subscriptions are there: let it go here */
+  | { kind: 'release'; from: string; clientId: string }
+  /** what reached the session between its handover and its release, to be delivered where it went */
+  | { kind: 'tail'; clientId: string; queue: WireDelivery[] };
 
 export function packFrame(frame: NodeFrame): Buffer {
   switch (frame.kind) {
     case 'message':
-      return packr.pack(['M', frame.groups, frame.body]);
+      return packr.pack(frame.to === null ? ['M', frame.groups, frame.body] : ['M', frame.groups, frame.body, frame.to]);
     case 'takeover':
       return packr.pack(['T', frame.requestId, frame.from, frame.clientId, frame.cleanStart]);
     case 'session':
       return packr.pack(['S', frame.requestId, frame.session]);
+    case 'release':
+      return packr.pack(['R', frame.from, frame.clientId]);
+    case 'tail':
+      return packr.pack(['L', frame.clientId, frame.queue]);
   }
 }
 
@@ -105,11 +117,15 @@ export function unpackFrames(bytes: Buffer): NodeFrame[] {
 function frameOf(a: unknown[]): NodeFrame {
   switch (a[0]) {
     case 'M':
-      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer };
+      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, to: (a[3] as string[] | undefined) ?? null };
     case 'T':
       return { kind: 'takeover', requestId: a[1] as number, from: a[2] as string, clientId: a[3] as string, cleanStart: a[4] as boolean };
     case 'S':
       return { kind: 'session', requestId: a[1] as number, session: a[2] as SessionTransfer | null };
+    case 'R':
+      return { kind: 'release', from: a[1] as string, clientId: a[2] as string };
+    case 'L':
+      return { kind: 'tail', clientId: a[1] as string, queue: a[2] as WireDelivery[] };
     default:
       throw new Error(`unknown cluster frame ${String(a[0])}`);
   }
@@ -142,7 +158,7 @@ export interface SessionTransfer {
   incomingQos2: number[];
 }
 
-interface WireDelivery {
+export interface WireDelivery {
   m: WireMessage;
   q: QoS;
   r: boolean;
