@@ -15,7 +15,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
              [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
              [--tls-port N --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert]]
              [--ws-port N] [--wss-port N] [--socket PATH] [--http-port N] [--admin-token T] [--sys-interval S]
-             [--cluster-redis URL [--cluster-node-id ID] [--cluster-prefix P]]
+             [--cluster-redis URL [--cluster-node-id ID] [--cluster-prefix P] [--cluster-max-backlog B]]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -36,6 +36,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --cluster-redis URL  join the cluster whose nodes share the Redis server at URL (redis://host:6379)
       --cluster-node-id ID this node's name in the cluster, stable across restarts (default host:port)
       --cluster-prefix P   prefix of the cluster's Redis keys and channels (default midge)
+      --cluster-max-backlog B  bytes waiting in Redis for a node past which publishers to it are held (default 64 MiB)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -73,6 +74,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'cluster-redis': { type: 'string' },
         'cluster-node-id': { type: 'string' },
         'cluster-prefix': { type: 'string' },
+        'cluster-max-backlog': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
@@ -97,6 +99,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v['cluster-redis'] !== undefined) overrides.clusterRedis = v['cluster-redis'];
   if (v['cluster-node-id'] !== undefined) overrides.clusterNodeId = v['cluster-node-id'];
   if (v['cluster-prefix'] !== undefined) overrides.clusterPrefix = v['cluster-prefix'];
+  if (v['cluster-max-backlog'] !== undefined) overrides.clusterMaxBacklog = v['cluster-max-backlog'];
   const extra = extraListeners(v);
   return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };
 }

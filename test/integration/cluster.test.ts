@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createBroker } from '../../src/index.js';
 import { Redis } from 'ioredis';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
-import { killMidges, spawnMidge } from '../helpers/cli.js';
+import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import { eventually, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -474,5 +475,9 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     await assert.rejects(createBroker({ clusterRedis: 'redis://127.0.0.1:1', clusterNodeId: 'x' }), /^Error: cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
     await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/ or rediss:\/\/ URL/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterNodeId: 'bad id' }), /clusterNodeId must be/);
+    await assert.rejects(createBroker({ clusterRedis: redis.url, clusterMaxBacklog: 10 }), /clusterMaxBacklog must be an integer between 65536 and/);
+    const cli = spawnSync(process.execPath, [MIDGE_MAIN, '--port', '0', '--cluster-redis', redis.url, '--cluster-max-backlog', 'lots'], { encoding: 'utf8' });
+    assert.equal(cli.status, 2);
+    assert.match(cli.stderr, /^midge: command line: clusterMaxBacklog must be an integer between 65536 and \d+ \(got "lots"\)\n$/);
   });
 });
