@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { ClusterPort } from '../broker/cluster-port.js';
@@ -12,6 +12,7 @@ import { INBOX_APPEND, INBOX_KEEP_MS, INBOX_TRIM, InboxReader, inboxKeys, type I
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
+import { connectRedis, redactUrl } from './redis-target.js';
 import { unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -101,9 +102,9 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.handoverTimeoutMs = this.options.handoverTimeoutMs;
     this.index = new RouteIndex(options.nodeId);
     const common = { lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(n * 200, 2000) };
-    this.cmd = new Redis(options.redis, { ...common, enableAutoPipelining: true });
-    this.sub = new Redis(options.redis, common);
-    const reader = new Redis(options.redis, { ...common, maxRetriesPerRequest: null });
+    this.cmd = connectRedis(options.redis, { ...common, enableAutoPipelining: true });
+    this.sub = connectRedis(options.redis, common);
+    const reader = connectRedis(options.redis, { ...common, maxRetriesPerRequest: null });
     this.cmd.defineCommand('midgeHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
     this.cmd.defineCommand('midgeInboxAppend', { numberOfKeys: 2, lua: INBOX_APPEND });
     this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
@@ -405,7 +406,3 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
 }
 
 const NO_GROUPS = (): boolean => false;
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
-}

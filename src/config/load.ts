@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { redactUrl, redisUrlProblem } from '../cluster/redis-target.js';
 import { resolveListeners } from './listeners.js';
 import { DEFAULT_CONFIG, LIMIT_SPECS, TOP_SPECS, type MidgeConfig, type SettingSpec } from './schema.js';
 
@@ -103,8 +104,9 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
 }
 
 function checkCluster(config: MidgeConfig, source: string): void {
-  if (config.clusterRedis !== '' && !/^rediss?:\/\/[^\s]+$/.test(config.clusterRedis)) {
-    throw new ConfigError(`${source}: clusterRedis must be a redis:// or rediss:// URL (got ${JSON.stringify(config.clusterRedis)})`);
+  const problem = config.clusterRedis === '' ? undefined : redisUrlProblem(config.clusterRedis);
+  if (problem !== undefined) {
+    throw new ConfigError(`${source}: clusterRedis ${problem} (got ${JSON.stringify(redactUrl(config.clusterRedis))})`);
   }
   // node ids and the prefix go into Redis keys, channel names and line-based route messages
   if (config.clusterNodeId !== '' && !/^[A-Za-z0-9._:-]{1,128}$/.test(config.clusterNodeId)) {

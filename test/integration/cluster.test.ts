@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import { eventually, rawConnect, receiveAcking } from '../helpers/raw-session.js';
-import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { skipWithoutRedis, startRedis, startSentinel, type TestRedis } from '../helpers/redis.js';
 
 describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
   let redis: TestRedis;
@@ -471,9 +471,59 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     }
   });
 
+  test('with Redis Sentinel (redis+sentinel://) the nodes follow a failover to the promoted replica and go on routing', async () => {
+    const master = await startRedis();
+    const replica = await startRedis(undefined, ['--replicaof', '127.0.0.1', String(master.port)]);
+    const sentinel = await startSentinel(master.port, 'main');
+    const askSentinel = new Redis(sentinel.port, '127.0.0.1');
+    const askReplica = new Redis(replica.port, '127.0.0.1', { lazyConnect: true });
+    const poll = async (check: () => Promise<boolean>, ms: number): Promise<boolean> => {
+      for (const end = Date.now() + ms; Date.now() < end; await delay(100)) if (await check().catch(() => false)) return true;
+      return false;
+    };
+    try {
+      // a sentinel fails over only to a replica it has found in the master's INFO
+      assert.ok(await poll(async () => ((await askSentinel.call('SENTINEL', 'REPLICAS', 'main')) as unknown[]).length === 1, 15_000), 'the sentinel knows the replica');
+      const opts = { clusterRedis: `redis+sentinel://127.0.0.1:${sentinel.port}/main`, clusterPrefix: `c${++prefixes}`, sysInterval: 0 };
+      const a = await startBroker({ ...opts, clusterNodeId: 'sa' });
+      nodes.push(a);
+      const b = await startBroker({ ...opts, clusterNodeId: 'sb' });
+      nodes.push(b);
+      const sub = await connectClient(b.port, { clientId: 's-sub' });
+      await sub.subscribeAsync('s/#', { qos: 1 });
+      await routesKnown(a, 1);
+      const before = nextMessages(sub, 1);
+      const pub = await connectClient(a.port, { clientId: 's-pub' });
+      await pub.publishAsync('s/1', 'before', { qos: 1 });
+      assert.equal((await before)[0]?.payload.toString(), 'before');
+
+      await master.stop();
+      assert.ok(await poll(async () => ((await askReplica.call('ROLE')) as string[])[0] === 'master', 20_000), 'the replica is promoted');
+      // publishers that were cut off during the failover connect again, as clients do
+      const delivered = await poll(async () => {
+        const again = await connectClient(a.port, { clientId: `s-pub-${Date.now()}` });
+        const got = nextMessages(sub, 1, 1000).then(
+          (m) => m[0]?.payload.toString() === 'after',
+          () => false,
+        );
+        again.publish('s/2', 'after', { qos: 1 });
+        return got;
+      }, 20_000);
+      assert.ok(delivered, 'routing goes on through the new master');
+      assert.deepEqual(await askReplica.smembers(`${opts.clusterPrefix}:routes:sb`), ['s/#']);
+    } finally {
+      askSentinel.disconnect();
+      askReplica.disconnect();
+      await closeClients();
+      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await Promise.all([sentinel.stop(), replica.stop(), master.stop()]);
+    }
+  });
+
   test('a Redis URL that cannot be reached is a one-line error at start; a malformed one a config error', async () => {
     await assert.rejects(createBroker({ clusterRedis: 'redis://127.0.0.1:1', clusterNodeId: 'x' }), /^Error: cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
-    await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/ or rediss:\/\/ URL/);
+    await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/, rediss:\/\/ or redis\+sentinel:\/\/host:port\[,host:port...\]\/master-name URL \(got "http:\/\/example"\)$/);
+    await assert.rejects(createBroker({ clusterRedis: 'redis+sentinel://:secret@s1:26379,s2/main' }), /clusterRedis names a sentinel "s2" that is not host:port \(got "redis\+sentinel:\/\/\*\*\*@s1:26379,s2\/main"\)$/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterNodeId: 'bad id' }), /clusterNodeId must be/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterMaxBacklog: 10 }), /clusterMaxBacklog must be an integer between 65536 and/);
     const cli = spawnSync(process.execPath, [MIDGE_MAIN, '--port', '0', '--cluster-redis', redis.url, '--cluster-max-backlog', 'lots'], { encoding: 'utf8' });
