@@ -325,6 +325,7 @@ export class Broker {
       api: {
         view: new AdminView(this.core),
         publish: (m) => this.publish(m),
+        cluster: () => this.cluster,
       },
     });
     const address = await endpoint.listen();

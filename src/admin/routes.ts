@@ -6,6 +6,15 @@ import type { AdminView, Page } from './view.js';
 export interface ApiContext {
   view: AdminView;
   publish(options: { topic: string; payload: Buffer; qos: QoS; retain: boolean }): Promise<void>;
+  /** the cluster this broker is a node of; undefined for a single node */
+  cluster(): ClusterAdmin | undefined;
+}
+
+/** What the admin API asks of a cluster. */
+export interface ClusterAdmin {
+  readonly nodeId: string;
+  describe(): Promise<unknown[]>;
+  ownerOf(clientId: string): Promise<string | null>;
 }
 
 export interface ApiResult {
@@ -81,6 +90,18 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
           throw new HttpError(400, (err as Error).message);
         }
         return { status: 202, body: { published: msg.topic } };
+      }
+      break;
+    }
+    case 'cluster': {
+      const cluster = ctx.cluster();
+      if (cluster === undefined) throw new HttpError(404, 'this broker is not a node of a cluster (clusterRedis is not set)');
+      if (id === undefined && method === 'GET') return ok({ nodeId: cluster.nodeId, nodes: await cluster.describe() });
+      // which node holds a client id, wherever it is connected
+      if (id === 'clients' && sub !== undefined && parts.length === 3 && method === 'GET') {
+        const node = await cluster.ownerOf(sub);
+        if (node === null) throw new HttpError(404, `no node holds client "${sub}"`);
+        return ok({ clientId: sub, node });
       }
       break;
     }

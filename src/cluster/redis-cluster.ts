@@ -15,6 +15,19 @@ import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type Owner
 import { connectRedis, redactUrl } from './redis-target.js';
 import { unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
+/** One node of the cluster, as the admin API shows it. */
+export interface ClusterNodeView {
+  id: string;
+  /** the node answering */
+  self: boolean;
+  /** ms since its last heartbeat, by Redis's clock */
+  lastSeenMs: number;
+  /** topic filters it has subscribers for */
+  filters: number;
+  /** bytes of messages waiting in Redis for it to read */
+  inboxBytes: number;
+}
+
 export interface ClusterOptions {
   /** redis:// or rediss:// URL of the Redis server the nodes share */
   redis: string;
@@ -139,6 +152,29 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
 
   key(name: string): string {
     return `${this.options.prefix}:${name}`;
+  }
+
+  /** The cluster as Redis holds it now: every live node, when it was last heard from, its subscribed filters and the bytes waiting in its inbox. */
+  async describe(): Promise<ClusterNodeView[]> {
+    const [members, time] = await Promise.all([this.cmd.zrange(this.key('nodes'), 0, -1, 'WITHSCORES'), this.cmd.time()]);
+    const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+    const ids = members.filter((_, i) => i % 2 === 0);
+    const [filters, waiting] = await Promise.all([
+      Promise.all(ids.map((id) => this.cmd.scard(this.key(`routes:${id}`)))),
+      Promise.all(ids.map((id) => this.cmd.get(inboxKeys(this.options.prefix, id)[1]))),
+    ]);
+    return ids.map((id, i) => ({
+      id,
+      self: id === this.nodeId,
+      lastSeenMs: Math.max(0, now - Number(members[2 * i + 1])),
+      filters: filters[i] ?? 0,
+      inboxBytes: Number(waiting[i] ?? 0),
+    }));
+  }
+
+  /** The node holding a client id, if any does. */
+  ownerOf(clientId: string): Promise<string | null> {
+    return this.cmd.get(this.key(`client:${clientId}`));
   }
 
   // ---- start and stop -------------------------------------------------------------------------

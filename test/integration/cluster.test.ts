@@ -127,6 +127,32 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.deepEqual(documented, served);
   });
 
+  test('the admin API shows the cluster (every node, its filters, the bytes waiting for it) and which node holds a client id; a single node says it is none', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const sub = await connectClient(b.port, { clientId: 'where' });
+    await sub.subscribeAsync(['w/#', 'x/+'], { qos: 1 });
+    await routesKnown(a, 2);
+    const http = await a.broker.listenHttp({ port: 0, adminToken: 'tok' });
+    const get = (path: string): Promise<Response> => fetch(`http://127.0.0.1:${http.port}/api/v1${path}`, { headers: { authorization: 'Bearer tok' } });
+    const view = (await (await get('/cluster')).json()) as { nodeId: string; nodes: Array<{ id: string; self: boolean; lastSeenMs: number; filters: number; inboxBytes: number }> };
+    assert.equal(view.nodeId, 'n0');
+    assert.deepEqual(view.nodes.map((n) => [n.id, n.self, n.filters, n.inboxBytes]).sort(), [
+      ['n0', true, 0, 0],
+      ['n1', false, 2, 0],
+    ]);
+    assert.ok(view.nodes.every((n) => n.lastSeenMs >= 0 && n.lastSeenMs < 3000), JSON.stringify(view.nodes));
+    assert.deepEqual(await (await get('/cluster/clients/where')).json(), { clientId: 'where', node: 'n1' });
+    const missing = await get('/cluster/clients/nobody');
+    assert.equal(missing.status, 404);
+    assert.deepEqual(await missing.json(), { error: 'no node holds client "nobody"' });
+    const single = await startBroker();
+    nodes.push(single);
+    const h = await single.broker.listenHttp({ port: 0, adminToken: 'tok' });
+    const none = await fetch(`http://127.0.0.1:${h.port}/api/v1/cluster`, { headers: { authorization: 'Bearer tok' } });
+    assert.equal(none.status, 404);
+    assert.match(((await none.json()) as { error: string }).error, /not a node of a cluster/);
+  });
+
   test('[MQTT-3.8.4-1] a SUBACK comes once the other nodes know of the subscription: a message published on another node right after it is delivered', async () => {
     const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
     const sub = await connectClient(b.port, { clientId: 'quick-sub', protocolVersion: 5 });
