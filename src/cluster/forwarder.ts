@@ -53,11 +53,11 @@ export class Forwarder {
   private flushScheduled = false;
   /** a QoS 1/2 message of this turn could not be queued for Redis */
   private failedInTurn = false;
-  /** settles when this turn's forwards (and every earlier turn's) are with Redis */
+  /** settles when this turn's forwards (and every earlier waited-on turn's) are with Redis; made when a QoS 1/2 publisher asks */
   private current: Turn | undefined;
-  /** the turn flushed last, until it settles */
+  /** the waited-on turn flushed last, until it settles */
   private last: Turn | undefined;
-  /** settles (true: nothing of it failed) when the turn flushed last and all before it have */
+  /** settles (true: nothing of it failed) when the waited-on turn flushed last and all such before it have */
   private chain: Promise<boolean> | undefined;
   /** nodes that are behind, with the bytes last seen waiting */
   private readonly behind = new Map<string, number>();
@@ -133,12 +133,14 @@ export class Forwarder {
       ));
     }
     this.outbox.clear();
+    const turn = this.current;
+    this.current = undefined;
+    // no acknowledgement waits on this turn (QoS 0 only): nothing later has to be ordered after it
+    if (turn === undefined) return;
     const own = Promise.all(sends).then(() => this.whenCaughtUp(nodes));
     const before = this.chain;
     const chain = (before === undefined ? own : Promise.all([before, own])).then(() => !failed);
     this.chain = chain;
-    const turn = this.current ?? deferred();
-    this.current = undefined;
     this.last = turn;
     void chain.then((ok) => {
       if (this.chain === chain) this.chain = undefined;
