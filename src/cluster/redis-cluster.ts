@@ -12,21 +12,9 @@ import { INBOX_APPEND, INBOX_KEEP_MS, INBOX_TRIM, InboxReader, inboxKeys, type I
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
+import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { connectRedis, redactUrl } from './redis-target.js';
 import { unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
-
-/** One node of the cluster, as the admin API shows it. */
-export interface ClusterNodeView {
-  id: string;
-  /** the node answering */
-  self: boolean;
-  /** ms since its last heartbeat, by Redis's clock */
-  lastSeenMs: number;
-  /** topic filters it has subscribers for */
-  filters: number;
-  /** bytes of messages waiting in Redis for it to read */
-  inboxBytes: number;
-}
 
 export interface ClusterOptions {
   /** redis:// or rediss:// URL of the Redis server the nodes share */
@@ -154,22 +142,9 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     return `${this.options.prefix}:${name}`;
   }
 
-  /** The cluster as Redis holds it now: every live node, when it was last heard from, its subscribed filters and the bytes waiting in its inbox. */
-  async describe(): Promise<ClusterNodeView[]> {
-    const [members, time] = await Promise.all([this.cmd.zrange(this.key('nodes'), 0, -1, 'WITHSCORES'), this.cmd.time()]);
-    const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
-    const ids = members.filter((_, i) => i % 2 === 0);
-    const [filters, waiting] = await Promise.all([
-      Promise.all(ids.map((id) => this.cmd.scard(this.key(`routes:${id}`)))),
-      Promise.all(ids.map((id) => this.cmd.get(inboxKeys(this.options.prefix, id)[1]))),
-    ]);
-    return ids.map((id, i) => ({
-      id,
-      self: id === this.nodeId,
-      lastSeenMs: Math.max(0, now - Number(members[2 * i + 1])),
-      filters: filters[i] ?? 0,
-      inboxBytes: Number(waiting[i] ?? 0),
-    }));
+  /** The cluster as Redis holds it now (the admin API's view). */
+  describe(): Promise<ClusterNodeView[]> {
+    return describeCluster(this.cmd, this.options.prefix, this.nodeId);
   }
 
   /** The node holding a client id, if any does. */
@@ -184,17 +159,13 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     try {
       await Promise.all([this.cmd.connect(), this.sub.connect(), this.inbox.connect()]);
     } catch (err) {
-      this.cmd.disconnect();
-      this.sub.disconnect();
-      void this.inbox.stop();
+      this.abandon();
       throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || (err as Error).message}`);
     }
     const version = /redis_version:(\d+)\.(\d+)/.exec(await this.cmd.info('server'));
     // inboxes are trimmed with XTRIM MINID, which came with 6.2
     if (version !== null && Number(version[1]) * 100 + Number(version[2]) < 602) {
-      this.cmd.disconnect();
-      this.sub.disconnect();
-      void this.inbox.stop();
+      this.abandon();
       throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; 6.2 or later is needed`);
     }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
@@ -213,6 +184,13 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       if (!this.stopping) void this.sync().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: resync failed'));
     });
     this.logger.info({ nodeId: this.nodeId, nodes: this.live.size }, 'joined the cluster');
+  }
+
+  /** Drops the connections of a start that failed. */
+  private abandon(): void {
+    this.cmd.disconnect();
+    this.sub.disconnect();
+    void this.inbox.stop();
   }
 
   /** Registers this node and its routes, then reads everyone's routes and the retained messages; events meanwhile wait. */

@@ -1,0 +1,34 @@
+import type { Redis } from 'ioredis';
+import { inboxKeys } from './inbox.js';
+
+/** One node of the cluster, as the admin API shows it. */
+export interface ClusterNodeView {
+  id: string;
+  /** the node answering */
+  self: boolean;
+  /** ms since its last heartbeat, by Redis's clock */
+  lastSeenMs: number;
+  /** topic filters it has subscribers for */
+  filters: number;
+  /** bytes of messages waiting in Redis for it to read */
+  inboxBytes: number;
+}
+
+/** Every live node of the cluster under `prefix`, as Redis holds it now. */
+export async function describeCluster(cmd: Redis, prefix: string, self: string): Promise<ClusterNodeView[]> {
+  const [members, time] = await Promise.all([cmd.zrange(`${prefix}:nodes`, 0, -1, 'WITHSCORES'), cmd.time()]);
+  // heartbeats are scored with Redis's clock, so ages are read against it too
+  const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+  const ids = members.filter((_, i) => i % 2 === 0);
+  const [filters, waiting] = await Promise.all([
+    Promise.all(ids.map((id) => cmd.scard(`${prefix}:routes:${id}`))),
+    Promise.all(ids.map((id) => cmd.get(inboxKeys(prefix, id)[1]))),
+  ]);
+  return ids.map((id, i) => ({
+    id,
+    self: id === self,
+    lastSeenMs: Math.max(0, now - Number(members[2 * i + 1])),
+    filters: filters[i] ?? 0,
+    inboxBytes: Number(waiting[i] ?? 0),
+  }));
+}
