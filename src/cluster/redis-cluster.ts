@@ -126,9 +126,13 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.inbox = new InboxReader(reader, this.scripts, inboxKeys(options.prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
     for (const conn of [this.cmd, this.sub, reader]) {
       conn.on('error', (err: Error) => {
+        // at start the error is thrown; once joined, each new one is worth a line (not every retry of every connection)
+        if (this.started && !this.stopping && err.message !== this.lastError) this.logger.warn({ err: err.message }, 'cluster: Redis connection error');
         this.lastError = err.message;
-        // at start the error is thrown; once joined, each one is worth a line
-        if (this.started && !this.stopping) this.logger.warn({ err: err.message }, 'cluster: Redis connection error');
+      });
+      conn.on('ready', () => {
+        if (this.started && this.lastError !== '') this.logger.info('cluster: Redis connection back');
+        this.lastError = '';
       });
     }
   }

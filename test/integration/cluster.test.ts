@@ -7,7 +7,7 @@ import { createBroker } from '../../src/index.js';
 import { Redis } from 'ioredis';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
-import { eventually, rawConnect, receiveAcking } from '../helpers/raw-session.js';
+import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, startSentinel, type TestRedis } from '../helpers/redis.js';
 
 describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
@@ -490,6 +490,42 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       const late = await startBroker({ ...opts, clusterNodeId: 'rc' });
       nodes.push(late);
       assert.equal(late.broker.stats.retained, 1, 'the retained message is in Redis again');
+    } finally {
+      await closeClients();
+      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await again?.stop();
+    }
+  });
+
+  test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', async () => {
+    const own = await startRedis();
+    const opts = { clusterRedis: own.url, clusterPrefix: `c${++prefixes}`, sysInterval: 0 };
+    const a = await startBroker({ ...opts, clusterNodeId: 'da' });
+    nodes.push(a);
+    const b = await startBroker({ ...opts, clusterNodeId: 'db' });
+    nodes.push(b);
+    let again: TestRedis | undefined;
+    try {
+      const sub = await connectClient(b.port, { clientId: 'd-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+      await sub.subscribeAsync('d/#', { qos: 1 });
+      await routesKnown(a, 1);
+      const first = await rawConnect(a.port, 5, { clientId: 'd-pub', clean: false, properties: { sessionExpiryInterval: 300 } });
+      await own.stop();
+      first.raw.sendPacket({ cmd: 'publish', topic: 'd/1', payload: Buffer.from('kept'), qos: 1, messageId: 7, retain: false, dup: false }, 5);
+      const answer = await expectPacket(first.raw, 'disconnect', 10_000);
+      assert.equal(answer.reasonCode, 0x80);
+      assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
+      assert.ok((a.broker.stats.cluster?.forwardFailed ?? 0) >= 1);
+      again = await startRedis(own.port);
+      assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 1 && a.broker.stats.cluster.nodes === 2, 8000), 'routes after the restart');
+      // the client resends what was never acknowledged, as [MQTT-4.4.0-1] has it
+      const got = nextMessages(sub, 1, 5000);
+      const second = await rawConnect(a.port, 5, { clientId: 'd-pub', clean: false, properties: { sessionExpiryInterval: 300 } });
+      second.raw.sendPacket({ cmd: 'publish', topic: 'd/1', payload: Buffer.from('kept'), qos: 1, messageId: 7, retain: false, dup: true }, 5);
+      const ack = await expectPacket(second.raw, 'puback', 5000);
+      assert.equal(ack.messageId, 7);
+      assert.equal((await got)[0]?.payload.toString(), 'kept');
+      second.raw.close();
     } finally {
       await closeClients();
       await Promise.all(nodes.splice(0).map((n) => n.close()));
