@@ -124,8 +124,9 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
     acknowledge(ch, p, RC.Success);
     return undefined;
   }
-  // Acknowledge only once the message is on disk. The channel goes on reading meanwhile, so every
-  // publish of this turn shares one commit; acknowledgements leave in the order commits finish.
+  // Acknowledge only once the message is on disk (and, in a cluster, with the other nodes). The
+  // channel goes on reading meanwhile, so every publish of this turn shares one commit;
+  // acknowledgements leave in the order commits finish.
   if (p.qos === 1) ch.pendingQos1++;
   ch.ackWait = stored;
   void stored.then(
