@@ -251,9 +251,12 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       return;
     }
     const [added, live] = result;
+    // a node that (re)joined while this one's subscriber connection was down announced itself unheard
+    const joined = initial ? [] : live.filter((n) => n !== this.nodeId && !this.live.has(n));
     this.live.clear();
     for (const n of live) this.live.add(n);
     for (const n of this.index.nodes) if (n !== this.nodeId && !this.live.has(n)) this.index.removeNode(n);
+    for (const n of joined) this.loadRoutes(n);
     // declared gone while it was unreachable: its routes were dropped with it
     if (added === 1 && !initial && this.started) await this.publishOwnRoutes().catch(() => undefined);
   }
@@ -294,6 +297,15 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     else this.index.remove(node, text.slice(nl + 1));
   }
 
+  private loadRoutes(node: string): void {
+    void this.cmd.smembers(this.key(`routes:${node}`)).then(
+      (filters) => {
+        if (this.live.has(node)) this.index.replaceNode(node, filters);
+      },
+      () => undefined,
+    );
+  }
+
   private onNodeEvent(text: string): void {
     const [what, node] = text.split(' ') as [string, string];
     if (node === this.nodeId) return;
@@ -302,7 +314,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       this.index.removeNode(node);
     } else if (what === 'up') {
       this.live.add(node);
-      void this.cmd.smembers(this.key(`routes:${node}`)).then((filters) => this.index.replaceNode(node, filters), () => undefined);
+      this.loadRoutes(node);
     }
   }
 

@@ -517,6 +517,14 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
       assert.ok((a.broker.stats.cluster?.forwardFailed ?? 0) >= 1);
       again = await startRedis(own.port);
+      // both nodes registered again in the empty Redis, and the publishing node has seen the other's routes since
+      const peek = new Redis(again.url);
+      let registered = false;
+      for (const end = Date.now() + 15_000; !registered && Date.now() < end; await delay(100)) {
+        registered = (await peek.zcard(`${opts.clusterPrefix}:nodes`)) === 2 && (await peek.sismember(`${opts.clusterPrefix}:routes:db`, 'd/#')) === 1;
+      }
+      peek.disconnect();
+      assert.ok(registered, 'both nodes and the subscription are in Redis again');
       assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 1 && a.broker.stats.cluster.nodes === 2, 8000), 'routes after the restart');
       // the client resends what was never acknowledged, as [MQTT-4.4.0-1] has it
       const got = nextMessages(sub, 1, 5000);
