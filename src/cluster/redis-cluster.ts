@@ -83,6 +83,8 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private readonly index: RouteIndex;
   private readonly plan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   private readonly live = new Set<string>();
+  /** nodes whose routes are known but that the last heartbeats did not list, since when */
+  private readonly missingSince = new Map<string, number>();
   /** events that arrived while the state they change was being read */
   private buffered: Array<[string, Buffer]> | undefined = [];
   private started = false;
@@ -204,7 +206,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     await this.publishOwnRoutes();
     const nodes = [...this.live].filter((n) => n !== this.nodeId);
     const sets = await Promise.all(nodes.map((n) => this.cmd.smembers(this.key(`routes:${n}`))));
-    for (const n of this.index.nodes) if (n !== this.nodeId && !this.live.has(n)) this.index.removeNode(n);
+    this.forgetMissing();
     nodes.forEach((n, i) => this.index.replaceNode(n, sets[i] as string[]));
     await this.retained.load();
     const events = this.buffered;
@@ -255,10 +257,32 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     const joined = initial ? [] : live.filter((n) => n !== this.nodeId && !this.live.has(n));
     this.live.clear();
     for (const n of live) this.live.add(n);
-    for (const n of this.index.nodes) if (n !== this.nodeId && !this.live.has(n)) this.index.removeNode(n);
+    this.forgetMissing();
     for (const n of joined) this.loadRoutes(n);
     // declared gone while it was unreachable: its routes were dropped with it
     if (added === 1 && !initial && this.started) await this.publishOwnRoutes().catch(() => undefined);
+  }
+
+  /**
+   * Drops the routes of nodes missing from the live set for a node timeout. Not at once: after
+   * Redis lost its data every node is missing until its next heartbeat registers it again, and its
+   * subscribers must not miss messages meanwhile. A node that left or was found dead says so
+   * ('down') and is dropped at once.
+   */
+  private forgetMissing(): void {
+    const now = this.core.now();
+    for (const n of this.index.nodes) {
+      if (n === this.nodeId || this.live.has(n)) {
+        this.missingSince.delete(n);
+        continue;
+      }
+      const since = this.missingSince.get(n);
+      if (since === undefined) this.missingSince.set(n, now);
+      else if (now - since >= this.options.nodeTimeoutMs) {
+        this.missingSince.delete(n);
+        this.index.removeNode(n);
+      }
+    }
   }
 
   private async publishOwnRoutes(): Promise<void> {
@@ -311,6 +335,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     if (node === this.nodeId) return;
     if (what === 'down') {
       this.live.delete(node);
+      this.missingSince.delete(node);
       this.index.removeNode(node);
     } else if (what === 'up') {
       this.live.add(node);

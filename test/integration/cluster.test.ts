@@ -517,15 +517,8 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
       assert.ok((a.broker.stats.cluster?.forwardFailed ?? 0) >= 1);
       again = await startRedis(own.port);
-      // both nodes registered again in the empty Redis, and the publishing node has seen the other's routes since
-      const peek = new Redis(again.url);
-      let registered = false;
-      for (const end = Date.now() + 15_000; !registered && Date.now() < end; await delay(100)) {
-        registered = (await peek.zcard(`${opts.clusterPrefix}:nodes`)) === 2 && (await peek.sismember(`${opts.clusterPrefix}:routes:db`, 'd/#')) === 1;
-      }
-      peek.disconnect();
-      assert.ok(registered, 'both nodes and the subscription are in Redis again');
-      assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 1 && a.broker.stats.cluster.nodes === 2, 8000), 'routes after the restart');
+      // the restarted Redis is empty: the publishing node keeps the other's routes until it has registered again
+      assert.equal(a.broker.stats.cluster?.remoteRoutes, 1);
       // the client resends what was never acknowledged, as [MQTT-4.4.0-1] has it
       const got = nextMessages(sub, 1, 5000);
       const second = await rawConnect(a.port, 5, { clientId: 'd-pub', clean: false, properties: { sessionExpiryInterval: 300 } });
@@ -580,7 +573,8 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
         return got;
       }, 20_000);
       assert.ok(delivered, 'routing goes on through the new master');
-      assert.deepEqual(await askReplica.smembers(`${opts.clusterPrefix}:routes:sb`), ['s/#']);
+      // a failover slower than the node timeout has the nodes dropped and registered again: eventually
+      assert.ok(await poll(async () => (await askReplica.smembers(`${opts.clusterPrefix}:routes:sb`)).join() === 's/#', 10_000), 'the routes are in the new master');
     } finally {
       askSentinel.disconnect();
       askReplica.disconnect();
