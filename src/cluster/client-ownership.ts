@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { Session } from '../session/session.js';
-import type { Message } from '../session/message.js';
+import type { Delivery, Message } from '../session/message.js';
 import { adopt, deliverTail, handOver, takeTail } from './session-handover.js';
 import { packFrame, type NodeFrame, type SessionTransfer, type WireDelivery } from './wire.js';
 
@@ -161,9 +161,8 @@ export class ClientOwnership {
   released(from: string, clientId: string): void {
     const move = this.moving.get(clientId);
     if (move === undefined || move.to !== undefined) return;
-    // what also went to its new node got there; what came from there before the release may have
-    // been published before the session was, so it stays
-    const queue = takeTail(this.node.core, move.session, false, (d) => this.routes.get(d.message)?.to?.includes(from) !== true);
+    // what came from the new node before the release may have been published there before the session was, so it stays
+    const queue = takeTail(this.node.core, move.session, false, (d) => this.reachedOnlyHere(d, from, false));
     if (queue.length > 0) this.send(from, { kind: 'tail', clientId, queue });
     move.to = from;
     clearTimeout(move.timer);
@@ -202,11 +201,19 @@ export class ClientOwnership {
       takeTail(this.node.core, move.session, true);
       return;
     }
-    const queue = takeTail(this.node.core, move.session, true, (d) => {
-      const route = this.routes.get(d.message);
-      return route === undefined || (route.from !== to && route.to?.includes(to) !== true);
-    });
+    const queue = takeTail(this.node.core, move.session, true, (d) => this.reachedOnlyHere(d, to, true));
     if (queue.length > 0) this.send(to, { kind: 'tail', clientId, queue });
+  }
+
+  /**
+   * Whether a delivery to a session handed over to `to` reached only this node: not when its
+   * message was also sent there, nor (`fromThere`) when it was published there, where the session
+   * then was.
+   */
+  private reachedOnlyHere(d: Delivery, to: string, fromThere: boolean): boolean {
+    const route = this.routes.get(d.message);
+    if (route === undefined) return true;
+    return route.to?.includes(to) !== true && !(fromThere && route.from === to);
   }
 
   /** The answer to a request of this node. */

@@ -18,10 +18,12 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
   before(async () => {
     redis = await startRedis();
   });
-  afterEach(async () => {
+  /** Closes the tests' clients and nodes (before the Redis servers a test started itself). */
+  async function closeNodes(): Promise<void> {
     await closeClients();
     await Promise.all(nodes.splice(0).map((n) => n.close()));
-  });
+  }
+  afterEach(closeNodes);
   after(async () => {
     killMidges();
     await redis?.stop();
@@ -491,19 +493,14 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       nodes.push(late);
       assert.equal(late.broker.stats.retained, 1, 'the retained message is in Redis again');
     } finally {
-      await closeClients();
-      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await closeNodes();
       await again?.stop();
     }
   });
 
   test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', async () => {
     const own = await startRedis();
-    const opts = { clusterRedis: own.url, clusterPrefix: `c${++prefixes}`, sysInterval: 0 };
-    const a = await startBroker({ ...opts, clusterNodeId: 'da' });
-    nodes.push(a);
-    const b = await startBroker({ ...opts, clusterNodeId: 'db' });
-    nodes.push(b);
+    const [a, b] = (await cluster(2, { clusterRedis: own.url })) as [TestBroker, TestBroker];
     let again: TestRedis | undefined;
     try {
       const sub = await connectClient(b.port, { clientId: 'd-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
@@ -528,8 +525,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       assert.equal((await got)[0]?.payload.toString(), 'kept');
       second.raw.close();
     } finally {
-      await closeClients();
-      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await closeNodes();
       await again?.stop();
     }
   });
@@ -547,11 +543,8 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     try {
       // a sentinel fails over only to a replica it has found in the master's INFO
       assert.ok(await poll(async () => ((await askSentinel.call('SENTINEL', 'REPLICAS', 'main')) as unknown[]).length === 1, 15_000), 'the sentinel knows the replica');
-      const opts = { clusterRedis: `redis+sentinel://127.0.0.1:${sentinel.port}/main`, clusterPrefix: `c${++prefixes}`, sysInterval: 0 };
-      const a = await startBroker({ ...opts, clusterNodeId: 'sa' });
-      nodes.push(a);
-      const b = await startBroker({ ...opts, clusterNodeId: 'sb' });
-      nodes.push(b);
+      const prefix = `c${++prefixes}`;
+      const [a, b] = (await cluster(2, { clusterRedis: `redis+sentinel://127.0.0.1:${sentinel.port}/main`, clusterPrefix: prefix })) as [TestBroker, TestBroker];
       const sub = await connectClient(b.port, { clientId: 's-sub' });
       await sub.subscribeAsync('s/#', { qos: 1 });
       await routesKnown(a, 1);
@@ -574,12 +567,11 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       }, 20_000);
       assert.ok(delivered, 'routing goes on through the new master');
       // a failover slower than the node timeout has the nodes dropped and registered again: eventually
-      assert.ok(await poll(async () => (await askReplica.smembers(`${opts.clusterPrefix}:routes:sb`)).join() === 's/#', 10_000), 'the routes are in the new master');
+      assert.ok(await poll(async () => (await askReplica.smembers(`${prefix}:routes:n1`)).join() === 's/#', 10_000), 'the routes are in the new master');
     } finally {
       askSentinel.disconnect();
       askReplica.disconnect();
-      await closeClients();
-      await Promise.all(nodes.splice(0).map((n) => n.close()));
+      await closeNodes();
       await Promise.all([sentinel.stop(), replica.stop(), master.stop()]);
     }
   });
