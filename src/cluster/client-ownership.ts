@@ -15,6 +15,16 @@ const RELEASE_WAIT_MS = 10_000;
  */
 const LINGER_MS = 1000;
 
+/** A session handed to another node, still here until it is released and has lingered. */
+interface Move {
+  session: Session;
+  timer: NodeJS.Timeout;
+  /** the node it went to, once that node released it */
+  to: string | undefined;
+  /** the count of messages noted when the node it went to said it had resumed it */
+  adoptedAt: number | undefined;
+}
+
 /** Takes a client id that no node holds; returns the holder. */
 export const CLAIM_IF_FREE = `
 local cur = redis.call('GET', KEYS[1])
@@ -50,8 +60,8 @@ export interface OwnershipNode {
   isLive(node: string): boolean;
   /** settles once the other nodes have been told of this node's subscriptions so far */
   routesShared(): Promise<void> | undefined;
-  /** appends a frame to a node's inbox, behind the messages already sent to it */
-  appendToInbox(node: string, frame: Buffer): Promise<unknown>;
+  /** queues a frame for a node's inbox in order with the messages this node routes to it */
+  forwardFrame(node: string, frame: Buffer): void;
 }
 
 /**
@@ -66,10 +76,12 @@ export class ClientOwnership {
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
   private readonly claiming = new Map<string, number>();
   private releases: Set<string> | undefined;
-  /** sessions handed to other nodes, until they have been released and lingered (`to`: the node they went to, once it released them) */
-  private readonly moving = new Map<string, { session: Session; timer: NodeJS.Timeout; to: string | undefined }>();
-  /** where messages routed while sessions handed over are here came from and went to */
-  private readonly routes = new WeakMap<Message, { from: string; to: string[] | null }>();
+  /** sessions handed to other nodes, until they have been released and lingered */
+  private readonly moving = new Map<string, Move>();
+  /** where messages routed while sessions handed over are here came from and went to, and when (`seq`) */
+  private readonly routes = new WeakMap<Message, { from: string; to: string[] | null; seq: number }>();
+  /** messages noted so far */
+  private noted = 0;
 
   constructor(node: OwnershipNode) {
     this.node = node;
@@ -113,12 +125,14 @@ export class ClientOwnership {
     const transfer = await this.request(previous, clientId, cleanStart);
     if (transfer === null) return;
     if (adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
+    // From here on, what is published here reaches the client's session here; the old node, which
+    // also takes it until the release, must not send it back. The mark goes in the same stream as
+    // the messages, so that the old node tells those published before it from those after.
+    this.node.forwardFrame(previous, packFrame({ kind: 'adopted', from: this.node.nodeId, clientId }));
     // The old node lets the session go once the others route its messages here (not waited for:
     // the client is answered now, and what reaches the old node meanwhile follows). The release
-    // goes through its inbox, so that it handles the messages sent to it before, for the session.
-    void Promise.resolve(this.node.routesShared())
-      .then(() => this.node.appendToInbox(previous, packFrame({ kind: 'release', from: this.node.nodeId, clientId })))
-      .catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: session release not sent'));
+    // goes in the same stream too, so that the old node has handled the messages sent before it.
+    void Promise.resolve(this.node.routesShared()).then(() => this.node.forwardFrame(previous, packFrame({ kind: 'release', from: this.node.nodeId, clientId })));
   }
 
   private send(node: string, frame: NodeFrame): void {
@@ -152,17 +166,22 @@ export class ClientOwnership {
       // a node that never releases it (it died) leaves it to end here, as it would have at once
       const timer = setTimeout(() => this.endMove(clientId), RELEASE_WAIT_MS);
       timer.unref();
-      this.moving.set(clientId, { session: handed.session, timer, to: undefined });
+      this.moving.set(clientId, { session: handed.session, timer, to: undefined, adoptedAt: undefined });
     }
     this.send(from, { kind: 'session', requestId, session: handed?.transfer ?? null });
+  }
+
+  /** The node a session went to has resumed it: what that node sends from now on reached it there. */
+  adopted(from: string, clientId: string): void {
+    const move = this.moving.get(clientId);
+    if (move !== undefined && move.to === undefined && move.adoptedAt === undefined) move.adoptedAt = this.noted;
   }
 
   /** The node a session went to has it, and the others route its messages there: what came here meanwhile follows it. */
   released(from: string, clientId: string): void {
     const move = this.moving.get(clientId);
     if (move === undefined || move.to !== undefined) return;
-    // what came from the new node before the release may have been published there before the session was, so it stays
-    const queue = takeTail(this.node.core, move.session, false, (d) => this.reachedOnlyHere(d, from, false));
+    const queue = takeTail(this.node.core, move.session, false, (d) => this.reachedOnlyHere(d, from, move.adoptedAt ?? Infinity));
     if (queue.length > 0) this.send(from, { kind: 'tail', clientId, queue });
     move.to = from;
     clearTimeout(move.timer);
@@ -176,7 +195,7 @@ export class ClientOwnership {
   }
 
   noteRoute(message: Message, from: string, to: string[] | null): void {
-    this.routes.set(message, { from, to });
+    this.routes.set(message, { from, to, seq: ++this.noted });
   }
 
   /** The node is leaving: sessions handed over stay in its store, and a restart drops them (their ids are elsewhere). */
@@ -201,19 +220,20 @@ export class ClientOwnership {
       takeTail(this.node.core, move.session, true);
       return;
     }
-    const queue = takeTail(this.node.core, move.session, true, (d) => this.reachedOnlyHere(d, to, true));
+    // the release came after the adoption mark: everything the new node sent since was published there after it
+    const queue = takeTail(this.node.core, move.session, true, (d) => this.reachedOnlyHere(d, to, move.adoptedAt ?? 0));
     if (queue.length > 0) this.send(to, { kind: 'tail', clientId, queue });
   }
 
   /**
    * Whether a delivery to a session handed over to `to` reached only this node: not when its
-   * message was also sent there, nor (`fromThere`) when it was published there, where the session
-   * then was.
+   * message was also sent there, nor when it was published there after `adoptedAt` (a `noted`
+   * count), where the session then was.
    */
-  private reachedOnlyHere(d: Delivery, to: string, fromThere: boolean): boolean {
+  private reachedOnlyHere(d: Delivery, to: string, adoptedAt: number): boolean {
     const route = this.routes.get(d.message);
     if (route === undefined) return true;
-    return route.to?.includes(to) !== true && !(fromThere && route.from === to);
+    return route.to?.includes(to) !== true && !(route.from === to && route.seq > adoptedAt);
   }
 
   /** The answer to a request of this node. */

@@ -48,8 +48,8 @@ export class Forwarder {
   private readonly counters: ForwardCounters;
   private readonly maxBacklog: number;
   private pending = 0;
-  /** messages routed to other nodes this turn, by node */
-  private readonly outbox = new Map<string, Buffer[]>();
+  /** frames for other nodes this turn, by node, with how many of them are messages */
+  private readonly outbox = new Map<string, { frames: Buffer[]; messages: number }>();
   private flushScheduled = false;
   /** a QoS 1/2 message of this turn could not be queued for Redis */
   private failedInTurn = false;
@@ -88,13 +88,30 @@ export class Forwarder {
       }
       this.pending++;
       this.counters.forwarded++;
-      let frames = this.outbox.get(node);
-      if (frames === undefined) {
-        frames = [];
-        this.outbox.set(node, frames);
-      }
-      frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, to })) : packFrame({ kind: 'message', body, groups, to }));
+      const out = this.outboxOf(node);
+      out.messages++;
+      out.frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, to })) : packFrame({ kind: 'message', body, groups, to }));
     }
+    this.scheduleFlush();
+  }
+
+  /** Queues a frame other than a message for a node, in order with the messages routed to it. */
+  sendFrame(node: string, frame: Buffer): void {
+    this.pending++;
+    this.outboxOf(node).frames.push(frame);
+    this.scheduleFlush();
+  }
+
+  private outboxOf(node: string): { frames: Buffer[]; messages: number } {
+    let out = this.outbox.get(node);
+    if (out === undefined) {
+      out = { frames: [], messages: 0 };
+      this.outbox.set(node, out);
+    }
+    return out;
+  }
+
+  private scheduleFlush(): void {
     if (!this.flushScheduled && (this.outbox.size > 0 || this.failedInTurn)) {
       this.flushScheduled = true;
       setImmediate(this.flush);
@@ -117,7 +134,7 @@ export class Forwarder {
     this.failedInTurn = false;
     const sends: Array<Promise<unknown>> = [];
     const nodes: string[] = [];
-    for (const [node, frames] of this.outbox) {
+    for (const [node, { frames, messages }] of this.outbox) {
       const n = frames.length;
       nodes.push(node);
       sends.push(this.link.append(node, n === 1 ? (frames[0] as Buffer) : packBatch(frames)).then(
@@ -127,7 +144,7 @@ export class Forwarder {
         },
         () => {
           this.pending -= n;
-          this.counters.forwardFailed += n;
+          this.counters.forwardFailed += messages;
           failed = true;
         },
       ));

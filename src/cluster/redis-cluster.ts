@@ -351,6 +351,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
+      if (frame.kind === 'adopted') this.ownership.adopted(frame.from, frame.clientId);
       if (frame.kind === 'release') this.ownership.released(frame.from, frame.clientId);
       if (frame.kind !== 'message') continue;
       this.counters.received++;
@@ -373,8 +374,9 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
       case 'session':
         this.ownership.answered(frame.requestId, frame.session);
         return;
+      case 'adopted':
       case 'release':
-        // comes through the inbox, behind the messages sent before it
+        // come through the inbox, in order with the messages
         return;
       case 'tail':
         this.ownership.tail(frame.clientId, frame.queue);
@@ -403,8 +405,8 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     return this.lastAnnounce;
   }
 
-  appendToInbox(node: string, frame: Buffer): Promise<unknown> {
-    return this.scripts.midgeInboxAppend(...inboxKeys(this.options.prefix, node), frame, this.nodeId);
+  forwardFrame(node: string, frame: Buffer): void {
+    this.forwarder.sendFrame(node, frame);
   }
 
   retainedChanged(message: Message): void {

@@ -81,6 +81,11 @@ export type NodeFrame =
   | { kind: 'takeover'; requestId: number; from: string; clientId: string; cleanStart: boolean }
   /** the answer: the session, or null when there is none to hand over */
   | { kind: 'session'; requestId: number; session: SessionTransfer | null }
+  /**
+   * the session is resumed on `from` as of this frame: what `from` sends after it reached the
+   * session there, while what it sent before was published before the session was there
+   */
+  | { kind: 'adopted'; from: string; clientId: string }
   /** the session is resumed on `from`, and the other nodes know its subscriptions are there: let it go here */
   | { kind: 'release'; from: string; clientId: string }
   /** what reached the session between its handover and its release, to be delivered where it went */
@@ -94,6 +99,8 @@ export function packFrame(frame: NodeFrame): Buffer {
       return packr.pack(['T', frame.requestId, frame.from, frame.clientId, frame.cleanStart]);
     case 'session':
       return packr.pack(['S', frame.requestId, frame.session]);
+    case 'adopted':
+      return packr.pack(['A', frame.from, frame.clientId]);
     case 'release':
       return packr.pack(['R', frame.from, frame.clientId]);
     case 'tail':
@@ -122,6 +129,8 @@ function frameOf(a: unknown[]): NodeFrame {
       return { kind: 'takeover', requestId: a[1] as number, from: a[2] as string, clientId: a[3] as string, cleanStart: a[4] as boolean };
     case 'S':
       return { kind: 'session', requestId: a[1] as number, session: a[2] as SessionTransfer | null };
+    case 'A':
+      return { kind: 'adopted', from: a[1] as string, clientId: a[2] as string };
     case 'R':
       return { kind: 'release', from: a[1] as string, clientId: a[2] as string };
     case 'L':

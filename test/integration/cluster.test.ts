@@ -7,7 +7,9 @@ import { createBroker } from '../../src/index.js';
 import { Redis } from 'ioredis';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
-import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
+import mqttPacket from 'mqtt-packet';
+import { RawClient } from '../helpers/raw-client.js';
+import { eventually, expectPacket, rawConnect, receiveAcking, type Loose } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, startSentinel, type TestRedis } from '../helpers/redis.js';
 
 describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
@@ -265,25 +267,28 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.equal(b.broker.stats.cluster?.sessionsHandedOver, 1);
   });
 
-  test('[MQTT-3.1.2-5] no QoS 1 message published on a third node while a session moves between two is lost or delivered twice', async () => {
+  test('[MQTT-3.1.2-5] no QoS 1 message published on a third node, or on the node a session moves to, while it moves is lost or delivered twice', async () => {
     const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
     const options = { clientId: 'moving', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } };
     const first = await connectClient(a.port, options);
     await first.subscribeAsync('moving/#', { qos: 1 });
     await routesKnown(c, 1);
-    const received = new Set<number>();
-    first.on('message', (_t, payload) => received.add(Number(payload.toString())));
-    const pub = await connectClient(c.port, { clientId: 'moving-pub' });
-    let sent = 0;
+    await routesKnown(b, 1);
+    const received = new Set<string>();
+    first.on('message', (_t, payload) => received.add(payload.toString()));
+    // one publisher on a third node, one on the node the session moves to: before the move, the
+    // latter's messages reach the session through the old node; after it, only where it is
+    const publishers = await Promise.all([connectClient(c.port, { clientId: 'moving-pub-c' }), connectClient(b.port, { clientId: 'moving-pub-b' })]);
+    const sent = [0, 0];
     let publishing = true;
-    const publisher = (async () => {
-      while (publishing) await pub.publishAsync('moving/x', String(sent++), { qos: 1 });
-    })();
+    const publishing$ = publishers.map(async (pub, k) => {
+      while (publishing) await pub.publishAsync('moving/x', `${k}:${sent[k]!++}`, { qos: 1 });
+    });
     await delay(200);
     const second = await connectClient(b.port, options);
     let doubled = 0;
     second.on('message', (_t, payload, packet) => {
-      const n = Number(payload.toString());
+      const n = payload.toString();
       // a resend of what was in flight to the first connection says so (DUP); anything else came twice
       if (received.has(n) && !packet.dup) doubled++;
       received.add(n);
@@ -291,12 +296,47 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.equal(connackOf(second).sessionPresent, true);
     await delay(300);
     publishing = false;
-    await publisher;
+    await Promise.all(publishing$);
     // past the old node's linger (1 s), when what reached only it has followed the session
     await delay(1500);
-    const missing = Array.from({ length: sent }, (_, i) => i).filter((i) => !received.has(i));
-    assert.deepEqual(missing, [], `lost of ${sent}`);
+    const missing = sent.flatMap((count, k) => Array.from({ length: count }, (_, i) => `${k}:${i}`)).filter((m) => !received.has(m));
+    assert.deepEqual(missing, [], `lost of ${sent.join(' + ')}`);
     assert.equal(doubled, 0, 'delivered twice without DUP: a message that reached both nodes was sent on from the old one');
+  });
+
+  test('[MQTT-4.3.3-10] QoS 2 messages published on the new node as a session moves there reach it once, not also through the old node', async () => {
+    const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
+    const first = await connectClient(a.port, { clientId: 'self-mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+    await first.subscribeAsync('self/#', { qos: 2 });
+    await routesKnown(b, 1);
+    // CONNECT and publishes to its own filter in one write: b routes them as soon as the session
+    // is there, while a still holds it subscribed and b's messages still go to a as well
+    const raw = await RawClient.open(b.port, 5);
+    const count = 20;
+    const publishes = Array.from({ length: count }, (_, i) => mqttPacket.generate({ cmd: 'publish', topic: 'self/x', payload: Buffer.from(String(i)), qos: 2, messageId: i + 1, retain: false, dup: false }, { protocolVersion: 5 }));
+    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'self-mover', clean: false, keepalive: 0, properties: { sessionExpiryInterval: 300 } }, { protocolVersion: 5 });
+    raw.send(Buffer.concat([connect, ...publishes]));
+    const connack = await expectPacket(raw, 'connack');
+    assert.equal(connack.sessionPresent, true);
+    const times = new Map<string, number>();
+    const deadline = Date.now() + 2500;
+    for (;;) {
+      let p: Loose;
+      try {
+        p = (await raw.next(Math.max(1, deadline - Date.now()))) as Loose;
+      } catch {
+        break;
+      }
+      if (p.cmd === 'pubrec') raw.sendPacket({ cmd: 'pubrel', messageId: p.messageId }, 5);
+      if (p.cmd === 'pubrel') raw.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, 5);
+      if (p.cmd !== 'publish') continue;
+      const n = p.payload?.toString() ?? '';
+      times.set(n, (times.get(n) ?? 0) + 1);
+      if (p.qos === 2) raw.sendPacket({ cmd: 'pubrec', messageId: p.messageId }, 5);
+    }
+    raw.close();
+    const wrong = Array.from({ length: count }, (_, i) => String(i)).filter((n) => times.get(n) !== 1).map((n) => `${n}: ${times.get(n) ?? 0}`);
+    assert.deepEqual(wrong, [], 'each message delivered exactly once');
   });
 
   test('[MQTT-3.1.2-4] Clean Start on another node ends the session on the first; its will is published ([MQTT-3.1.2-8])', async () => {

@@ -5,7 +5,7 @@ import { Forwarder, type ForwardCounters, type InboxLink } from '../../../src/cl
 import type { RoutePlan } from '../../../src/cluster/route-index.js';
 import type { QoS } from '../../../src/codec/packets.js';
 import { createMessage } from '../../../src/session/message.js';
-import { unpackFrames } from '../../../src/cluster/wire.js';
+import { packFrame, unpackFrames } from '../../../src/cluster/wire.js';
 
 const MAX = 1000;
 const clock = { now: () => 0 };
@@ -117,6 +117,20 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     assert.equal(await settled(held), false);
     inboxes.live.delete('b');
     assert.equal(await settled(held), true);
+  });
+
+  test('a frame other than a message goes in the same inbox entry as the messages around it, in its place; it is not counted as a message', async () => {
+    const { fwd, inboxes, counters } = setup();
+    forward(fwd, 0, 'b');
+    fwd.sendFrame('b', packFrame({ kind: 'adopted', from: 'a', clientId: 'dev' }));
+    await forward(fwd, 1, 'b');
+    assert.deepEqual(unpackFrames((inboxes.appended.get('b') ?? [])[0] as Buffer).map((f) => f.kind), ['message', 'adopted', 'message']);
+    assert.equal(counters.forwarded, 2);
+    inboxes.failNext = true;
+    fwd.sendFrame('b', packFrame({ kind: 'release', from: 'a', clientId: 'dev' }));
+    await turn();
+    await turn();
+    assert.equal(counters.forwardFailed, 0, 'a frame lost with Redis is not a message lost');
   });
 
   test('a turn Redis did not take rejects its acknowledgements, counted; the next turn goes on', async () => {
