@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { BrokerCore } from '../broker/broker-core.js';
 import type { Session } from '../session/session.js';
 import type { Delivery, Message } from '../session/message.js';
-import { adopt, deliverTail, handOver, takeTail } from './session-handover.js';
+import { adopt, deliverTail, handOver, resumeLate, takeTail } from './session-handover.js';
 import { packFrame, type NodeFrame, type SessionTransfer, type WireDelivery } from './wire.js';
 
 /** how long a session handed over stays here for the node it went to to release it */
@@ -73,6 +73,8 @@ export class ClientOwnership {
   private readonly node: OwnershipNode;
   private nextRequest = 1;
   private readonly requests = new Map<number, (s: SessionTransfer | null) => void>();
+  /** requests given up on, for an answer that still comes (while the old node would wait for a release) */
+  private readonly late = new Map<number, { node: string; clientId: string }>();
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
   private readonly claiming = new Map<string, number>();
   private releases: Set<string> | undefined;
@@ -125,13 +127,19 @@ export class ClientOwnership {
     const transfer = await this.request(previous, clientId, cleanStart);
     if (transfer === null) return;
     if (adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
-    // From here on, what is published here reaches the client's session here; the old node, which
-    // also takes it until the release, must not send it back. The mark goes in the same stream as
-    // the messages, so that the old node tells those published before it from those after.
+    this.moveHere(previous, clientId);
+  }
+
+  /**
+   * The client's session is here now: from here on, what is published here reaches it here, and
+   * the old node, which also takes it until the release, must not send it back. The mark goes in
+   * the same stream as the messages, so that the old node tells those published before it from
+   * those after. The old node lets the session go once the others route its messages here (not
+   * waited for: the client is answered now, and what reaches the old node meanwhile follows); the
+   * release goes in the same stream too, behind the messages sent before it.
+   */
+  private moveHere(previous: string, clientId: string): void {
     this.node.forwardFrame(previous, packFrame({ kind: 'adopted', from: this.node.nodeId, clientId }));
-    // The old node lets the session go once the others route its messages here (not waited for:
-    // the client is answered now, and what reaches the old node meanwhile follows). The release
-    // goes in the same stream too, so that the old node has handled the messages sent before it.
     void Promise.resolve(this.node.routesShared()).then(() => this.node.forwardFrame(previous, packFrame({ kind: 'release', from: this.node.nodeId, clientId })));
   }
 
@@ -145,6 +153,8 @@ export class ClientOwnership {
       const timer = setTimeout(() => {
         this.requests.delete(requestId);
         this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the client starts a new session');
+        this.late.set(requestId, { node, clientId });
+        setTimeout(() => this.late.delete(requestId), RELEASE_WAIT_MS).unref();
         resolve(null);
       }, this.node.handoverTimeoutMs);
       this.requests.set(requestId, (session) => {
@@ -238,7 +248,17 @@ export class ClientOwnership {
 
   /** The answer to a request of this node. */
   answered(requestId: number, session: SessionTransfer | null): void {
-    this.requests.get(requestId)?.(session);
+    const waiting = this.requests.get(requestId);
+    if (waiting !== undefined) return waiting(session);
+    const late = this.late.get(requestId);
+    if (late === undefined) return;
+    this.late.delete(requestId);
+    if (session === null) return;
+    // The client was told it has no session (Session Present 0) and started another here; the
+    // messages the old one held were acknowledged to their publishers, so they still reach it.
+    const count = resumeLate(this.node.core, late.clientId, session);
+    this.node.logger.info({ clientId: late.clientId, node: late.node, messages: count }, 'cluster: a session handed over late; its messages go to the new session');
+    this.moveHere(late.node, late.clientId);
   }
 
   /** The client's session ended here: its id is let go, unless a successor holds it by the end of the turn. */

@@ -92,3 +92,26 @@ export function adopt(core: BrokerCore, clientId: string, transfer: SessionTrans
   core.sessions.restore(session, undefined);
   return true;
 }
+
+/**
+ * A session handed over after this node gave up waiting for it: the client has a new session
+ * here by now (it was told it had none), which takes the messages the old one held and had not
+ * got through to the client: queued ones, and those in flight without an acknowledgement. Its
+ * subscriptions are not brought back (the client subscribes again). Returns how many there were.
+ */
+export function resumeLate(core: BrokerCore, clientId: string, transfer: SessionTransfer): number {
+  const session = core.sessions.get(clientId);
+  if (session === undefined) return 0;
+  const now = core.now();
+  let count = 0;
+  for (const e of transfer.inflight) {
+    if (e.state !== 'publish') continue;
+    core.deliver(session, fromWireDelivery(e.delivery, now));
+    count++;
+  }
+  for (const w of transfer.queue) {
+    core.deliver(session, fromWireDelivery(w, now));
+    count++;
+  }
+  return count;
+}

@@ -9,7 +9,7 @@ import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import mqttPacket from 'mqtt-packet';
 import { RawClient } from '../helpers/raw-client.js';
-import { eventually, expectPacket, rawConnect, receiveAcking, type Loose } from '../helpers/raw-session.js';
+import { eventually, expectPacket, rawConnect, rawSubscribe, receiveAcking, type Loose } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, startSentinel, type TestRedis } from '../helpers/redis.js';
 
 describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
@@ -337,6 +337,31 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     raw.close();
     const wrong = Array.from({ length: count }, (_, i) => String(i)).filter((n) => times.get(n) !== 1).map((n) => `${n}: ${times.get(n) ?? 0}`);
     assert.deepEqual(wrong, [], 'each message delivered exactly once');
+  });
+
+  test('[MQTT-3.1.2-5] a session handed over after the new node gave up waiting (3 s) still delivers its queued messages there', async () => {
+    const prefix = `c${++prefixes}`;
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redis.url, '--cluster-node-id', 'slow', '--cluster-prefix', prefix]);
+    const b = await startBroker({ clusterRedis: redis.url, clusterNodeId: 'quick', clusterPrefix: prefix, sysInterval: 0 });
+    nodes.push(b);
+    const session = { clientId: 'late-mover', clean: false, properties: { sessionExpiryInterval: 300 } };
+    const first = await rawConnect(port, 5, session);
+    await rawSubscribe(first.raw, 5, 1, [{ topic: 'late/#', qos: 1 }]);
+    first.raw.close();
+    const pub = await connectClient(port, { clientId: 'late-pub' });
+    for (let i = 0; i < 5; i++) await pub.publishAsync('late/x', `q${i}`, { qos: 1 });
+    const raw = await RawClient.open(b.port, 5);
+    // stopped for longer than the handover wait, less than the node timeout
+    child.kill('SIGSTOP');
+    try {
+      raw.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, keepalive: 0, ...session }, 5);
+      const connack = await expectPacket(raw, 'connack', 6000);
+      assert.equal(connack.sessionPresent, false, 'no session came in time');
+    } finally {
+      child.kill('SIGCONT');
+    }
+    assert.deepEqual(await receiveAcking(raw, 5, 5, 5000), ['q0', 'q1', 'q2', 'q3', 'q4']);
+    raw.close();
   });
 
   test('[MQTT-3.1.2-4] Clean Start on another node ends the session on the first; its will is published ([MQTT-3.1.2-8])', async () => {
