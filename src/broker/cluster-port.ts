@@ -1,5 +1,10 @@
-import type { Message } from '../session/message.js';
+import type { Delivery, Message } from '../session/message.js';
+import type { Session } from '../session/session.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
+import type { RetainedStore } from './retained-store.js';
+import type { Router, SharedSelector } from './router.js';
+import type { SessionRegistry } from './session-registry.js';
+import type { WillScheduler } from './wills.js';
 
 /**
  * What the broker asks of the cluster it is a node of. Without one, the broker is a single node
@@ -29,4 +34,21 @@ export interface ClusterPort {
   claim(clientId: string, cleanStart: boolean): Promise<void> | undefined;
   /** The client's session ended here: the client id is no longer this node's. */
   sessionEnded(clientId: string): void;
+}
+
+/** What the cluster asks of the broker whose node it is. */
+export interface ClusterHost {
+  now(): number;
+  /** set while the node is in the cluster */
+  cluster: ClusterPort | undefined;
+  readonly router: Pick<Router, 'route' | 'add' | 'observe' | 'filters'>;
+  readonly sessions: Pick<SessionRegistry, 'get' | 'end' | 'values' | 'restore' | 'totals'>;
+  readonly wills: Pick<WillScheduler, 'fire' | 'cancel'>;
+  readonly retained: Pick<RetainedStore, 'values'>;
+  /** A message another node routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
+  routeRemote(message: Message, shared: SharedSelector): void;
+  /** A retained message set (undefined: cleared) on another node. */
+  applyRemoteRetained(topic: string, message: Message | undefined): void;
+  /** A delivery made elsewhere (another node had the session), given to the session as if routed here. */
+  deliver(session: Session, d: Delivery): void;
 }

@@ -1,7 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { BrokerCore } from '../broker/broker-core.js';
+import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Session } from '../session/session.js';
 import type { Delivery, Message } from '../session/message.js';
 import { adopt, deliverTail, handOver, resumeLate, takeTail } from './session-handover.js';
@@ -50,7 +50,7 @@ export interface HandoverCounters {
 /** What ownership needs of the node it belongs to. */
 export interface OwnershipNode {
   readonly nodeId: string;
-  readonly core: BrokerCore;
+  readonly core: ClusterHost;
   readonly cmd: Redis;
   readonly scripts: OwnershipScripts;
   readonly logger: Logger;

@@ -1,16 +1,16 @@
 import { Buffer } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { BrokerCore } from '../broker/broker-core.js';
-import type { ClusterPort } from '../broker/cluster-port.js';
-import type { RouteObserver } from '../broker/router.js';
+import type { ClusterHost, ClusterPort } from '../broker/cluster-port.js';
 import type { ClusterCounts } from '../broker/stats.js';
 import type { Message } from '../session/message.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { Forwarder } from './forwarder.js';
-import { INBOX_APPEND, INBOX_KEEP_MS, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
+import { INBOX_APPEND, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
+import { HEARTBEAT, Membership, type MembershipScripts } from './membership.js';
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
+import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { connectRedis, redactUrl } from './redis-target.js';
@@ -33,32 +33,7 @@ export interface ClusterOptions {
 
 const HEARTBEAT_MS = 1000;
 
-/**
- * Registers this node, drops nodes not heard from in time (their routes with them; their inboxes
- * are kept a while, for a restart), returns [was this node missing, live nodes].
- */
-const HEARTBEAT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prefix = ARGV[3]
-local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
-if added == 1 then
-  redis.call('PERSIST', prefix .. ':inbox:' .. ARGV[1])
-  redis.call('PERSIST', prefix .. ':inbox-bytes:' .. ARGV[1])
-end
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-for _, id in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('DEL', prefix .. ':routes:' .. id)
-  redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
-  redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
-  redis.call('PUBLISH', prefix .. ':nodes', 'down ' .. id)
-end
-return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}`;
-
-interface Scripts extends OwnershipScripts, InboxScripts {
-  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number): Promise<[number, string[]]>;
-}
+interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
 
 /**
  * This broker as a node of a cluster whose shared state lives in Redis: which node has
@@ -68,10 +43,10 @@ interface Scripts extends OwnershipScripts, InboxScripts {
  * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
  * pub/sub.
  */
-export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
+export class RedisCluster implements ClusterPort, OwnershipNode {
   readonly nodeId: string;
   readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
-  readonly core: BrokerCore;
+  readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: Redis;
   readonly scripts: Scripts;
@@ -82,9 +57,8 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private readonly ownership: ClientOwnership;
   private readonly index: RouteIndex;
   private readonly plan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
-  private readonly live = new Set<string>();
-  /** nodes whose routes are known but that the last heartbeats did not list, since when */
-  private readonly missingSince = new Map<string, number>();
+  private readonly members: Membership;
+  private readonly routes: RouteSync;
   /** events that arrived while the state they change was being read */
   private buffered: Array<[string, Buffer]> | undefined = [];
   private started = false;
@@ -93,11 +67,9 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   private lastError = '';
   private readonly forwarder: Forwarder;
   private readonly retained: RetainedSync;
-  /** the route change sent to Redis last, until Redis has it */
-  private lastAnnounce: Promise<void> | undefined;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
-  constructor(core: BrokerCore, options: ClusterOptions, logger: Logger) {
+  constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
     this.core = core;
     this.logger = logger;
     this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, ...options };
@@ -116,11 +88,19 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.scripts = this.cmd as unknown as Scripts;
     this.ownership = new ClientOwnership(this);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
+    const isLive = (node: string): boolean => this.members.isLive(node);
+    this.routes = new RouteSync(this.cmd, this.index, options.prefix, logger, isLive);
+    const membership = { nodeId: this.nodeId, prefix: options.prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
+    this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
+      joined: (node) => this.routes.load(node),
+      // declared gone while it was unreachable: its routes were dropped with it
+      readmitted: () => (this.started ? this.routes.publishOwn([...core.router.filters()]) : Promise.resolve()),
+    });
     this.forwarder = new Forwarder(
       {
         append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(options.prefix, node), batch, this.nodeId),
         backlog: (node) => this.cmd.get(inboxKeys(options.prefix, node)[1]).then((b) => Number(b ?? 0)),
-        isLive: (node) => this.live.has(node),
+        isLive,
       },
       this.counters,
       this.options.maxBacklog,
@@ -141,7 +121,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
 
   /** what this node knows of the cluster now */
   get stats(): ClusterCounts {
-    return { nodeId: this.nodeId, nodes: Math.max(1, this.live.size), remoteRoutes: this.index.remoteRoutes, ...this.counters };
+    return { nodeId: this.nodeId, nodes: Math.max(1, this.members.size), remoteRoutes: this.index.remoteRoutes, ...this.counters };
   }
 
   key(name: string): string {
@@ -177,19 +157,20 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
     await this.sub.subscribe(this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes'));
     await this.ownership.settle();
-    this.core.router.observe(this);
+    this.core.router.observe(this.routes);
     await this.sync();
     this.started = true;
+    this.routes.joined = true;
     this.core.cluster = this;
     // what was sent here before a restart is read first, then what comes
     this.inbox.start();
-    this.timer = setInterval(() => void this.heartbeat(), HEARTBEAT_MS);
+    this.timer = setInterval(() => void this.members.heartbeat(), HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
     this.sub.on('ready', () => {
       if (!this.stopping) void this.sync().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: resync failed'));
     });
-    this.logger.info({ nodeId: this.nodeId, nodes: this.live.size }, 'joined the cluster');
+    this.logger.info({ nodeId: this.nodeId, nodes: this.members.size }, 'joined the cluster');
   }
 
   /** Drops the connections of a start that failed. */
@@ -202,11 +183,11 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   /** Registers this node and its routes, then reads everyone's routes and the retained messages; events meanwhile wait. */
   private async sync(): Promise<void> {
     this.buffered ??= [];
-    await this.heartbeat(true);
-    await this.publishOwnRoutes();
-    const nodes = [...this.live].filter((n) => n !== this.nodeId);
-    const sets = await Promise.all(nodes.map((n) => this.cmd.smembers(this.key(`routes:${n}`))));
-    this.forgetMissing();
+    await this.members.heartbeat(true);
+    await this.routes.publishOwn([...this.core.router.filters()]);
+    const nodes = this.members.others();
+    const sets = await this.routes.read(nodes);
+    this.members.forgetMissing();
     nodes.forEach((n, i) => this.index.replaceNode(n, sets[i] as string[]));
     await this.retained.load();
     const events = this.buffered;
@@ -218,6 +199,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.routes.leaving = true;
     clearInterval(this.timer);
     this.core.cluster = undefined;
     this.forwarder.flush();
@@ -226,71 +208,12 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
     this.ownership.stop();
     try {
       await this.inbox.stop();
-      if (this.started) {
-        const [stream, bytes] = inboxKeys(this.options.prefix, this.nodeId);
-        await this.cmd
-          .multi()
-          .zrem(this.key('nodes'), this.nodeId)
-          .del(this.key(`routes:${this.nodeId}`))
-          .pexpire(stream, INBOX_KEEP_MS)
-          .pexpire(bytes, INBOX_KEEP_MS)
-          .publish(this.key('nodes'), `down ${this.nodeId}`)
-          .exec();
-      }
+      if (this.started) await this.members.leave();
       await Promise.all([this.cmd.quit(), this.sub.quit()]);
     } catch {
       this.cmd.disconnect();
       this.sub.disconnect();
     }
-  }
-
-  private async heartbeat(initial = false): Promise<void> {
-    let result: [number, string[]];
-    try {
-      result = await this.scripts.midgeHeartbeat(this.key('nodes'), this.nodeId, this.options.nodeTimeoutMs, this.options.prefix, INBOX_KEEP_MS);
-    } catch (err) {
-      if (initial) throw err;
-      return;
-    }
-    const [added, live] = result;
-    // a node that (re)joined while this one's subscriber connection was down announced itself unheard
-    const joined = initial ? [] : live.filter((n) => n !== this.nodeId && !this.live.has(n));
-    this.live.clear();
-    for (const n of live) this.live.add(n);
-    this.forgetMissing();
-    for (const n of joined) this.loadRoutes(n);
-    // declared gone while it was unreachable: its routes were dropped with it
-    if (added === 1 && !initial && this.started) await this.publishOwnRoutes().catch(() => undefined);
-  }
-
-  /**
-   * Drops the routes of nodes missing from the live set for a node timeout. Not at once: after
-   * Redis lost its data every node is missing until its next heartbeat registers it again, and its
-   * subscribers must not miss messages meanwhile. A node that left or was found dead says so
-   * ('down') and is dropped at once.
-   */
-  private forgetMissing(): void {
-    const now = this.core.now();
-    for (const n of this.index.nodes) {
-      if (n === this.nodeId || this.live.has(n)) {
-        this.missingSince.delete(n);
-        continue;
-      }
-      const since = this.missingSince.get(n);
-      if (since === undefined) this.missingSince.set(n, now);
-      else if (now - since >= this.options.nodeTimeoutMs) {
-        this.missingSince.delete(n);
-        this.index.removeNode(n);
-      }
-    }
-  }
-
-  private async publishOwnRoutes(): Promise<void> {
-    const key = this.key(`routes:${this.nodeId}`);
-    const filters = [...this.core.router.filters()];
-    const tx = this.cmd.multi().del(key);
-    for (let i = 0; i < filters.length; i += 1000) tx.sadd(key, ...filters.slice(i, i + 1000));
-    await tx.publish(this.key('nodes'), `up ${this.nodeId}`).exec();
   }
 
   // ---- events from Redis ----------------------------------------------------------------------
@@ -305,41 +228,11 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
         this.buffered.push([channel, message]);
         return;
       }
-      if (channel === this.key('routes')) return this.onRouteChange(message.toString());
+      if (channel === this.key('routes')) return this.routes.changed(message.toString());
       if (channel === this.key('retained')) return this.retained.received(message);
-      if (channel === this.key('nodes')) return this.onNodeEvent(message.toString());
+      if (channel === this.key('nodes')) return this.members.nodeEvent(message.toString());
     } catch (err) {
       this.logger.warn({ channel, err: (err as Error).message }, 'cluster: unreadable message ignored');
-    }
-  }
-
-  private onRouteChange(text: string): void {
-    const nl = text.indexOf('\n');
-    const node = text.slice(1, nl);
-    if (node === this.nodeId || nl < 0) return;
-    if (text[0] === '+') this.index.add(node, text.slice(nl + 1));
-    else this.index.remove(node, text.slice(nl + 1));
-  }
-
-  private loadRoutes(node: string): void {
-    void this.cmd.smembers(this.key(`routes:${node}`)).then(
-      (filters) => {
-        if (this.live.has(node)) this.index.replaceNode(node, filters);
-      },
-      () => undefined,
-    );
-  }
-
-  private onNodeEvent(text: string): void {
-    const [what, node] = text.split(' ') as [string, string];
-    if (node === this.nodeId) return;
-    if (what === 'down') {
-      this.live.delete(node);
-      this.missingSince.delete(node);
-      this.index.removeNode(node);
-    } else if (what === 'up') {
-      this.live.add(node);
-      this.loadRoutes(node);
     }
   }
 
@@ -402,7 +295,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   }
 
   routesShared(): Promise<void> | undefined {
-    return this.lastAnnounce;
+    return this.routes.shared();
   }
 
   forwardFrame(node: string, frame: Buffer): void {
@@ -426,39 +319,7 @@ export class RedisCluster implements ClusterPort, RouteObserver, OwnershipNode {
   }
 
   isLive(node: string): boolean {
-    return this.live.has(node);
-  }
-
-  // ---- RouteObserver --------------------------------------------------------------------------
-
-  added(filter: string): void {
-    this.index.add(this.nodeId, filter);
-    if (this.started) this.announce('+', filter);
-  }
-
-  removed(filter: string): void {
-    this.index.remove(this.nodeId, filter);
-    if (this.started && !this.stopping) this.announce('-', filter);
-  }
-
-  private announce(op: '+' | '-', filter: string): void {
-    const key = this.key(`routes:${this.nodeId}`);
-    const tx = this.cmd.multi();
-    if (op === '+') tx.sadd(key, filter);
-    else tx.srem(key, filter);
-    // Redis answers in order: the latest announcement done means all before it are
-    const shared: Promise<void> = tx
-      .publish(this.key('routes'), `${op}${this.nodeId}\n${filter}`)
-      .exec()
-      .then(
-        () => undefined,
-        // the next sync announces it again
-        (err: Error) => void this.logger.warn({ err: err.message, filter }, 'cluster: route change not shared'),
-      )
-      .then(() => {
-        if (this.lastAnnounce === shared) this.lastAnnounce = undefined;
-      });
-    this.lastAnnounce = shared;
+    return this.members.isLive(node);
   }
 }
 

@@ -1,7 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { BrokerCore } from '../broker/broker-core.js';
+import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
 import { packRetained, packStoredMessage, unpackRetained, unpackStoredMessage } from './wire.js';
 
@@ -17,12 +17,12 @@ export function isLocalTopic(topic: string): boolean {
  * topic's changes in the order Redis applied them and end on the same message.
  */
 export class RetainedSync {
-  private readonly core: BrokerCore;
+  private readonly core: ClusterHost;
   private readonly cmd: Redis;
   private readonly logger: Logger;
   private readonly key: (name: string) => string;
 
-  constructor(core: BrokerCore, cmd: Redis, key: (name: string) => string, logger: Logger) {
+  constructor(core: ClusterHost, cmd: Redis, key: (name: string) => string, logger: Logger) {
     this.core = core;
     this.cmd = cmd;
     this.key = key;

@@ -1,4 +1,4 @@
-import type { BrokerCore } from '../broker/broker-core.js';
+import type { ClusterHost } from '../broker/cluster-port.js';
 import { RC } from '../codec/reason-codes.js';
 import type { Delivery } from '../session/message.js';
 import { Session } from '../session/session.js';
@@ -14,7 +14,7 @@ import { fromWireDelivery, toWireDelivery, type SessionTransfer, type WireDelive
  * cluster of its subscriptions (`release`): messages routed here meanwhile wait in its queue and
  * follow it (`tail`) instead of reaching no one.
  */
-export function handOver(core: BrokerCore, clientId: string, cleanStart: boolean): { transfer: SessionTransfer; session: Session } | null {
+export function handOver(core: ClusterHost, clientId: string, cleanStart: boolean): { transfer: SessionTransfer; session: Session } | null {
   core.sessions.get(clientId)?.sink?.disconnect(RC.SessionTakenOver);
   const session = core.sessions.get(clientId);
   if (session === undefined) {
@@ -46,7 +46,7 @@ export function handOver(core: BrokerCore, clientId: string, cleanStart: boolean
  * What reached a session handed over since then (those `keep` accepts), taken out of it; the
  * session ends when `end`.
  */
-export function takeTail(core: BrokerCore, session: Session, end: boolean, keep?: (d: Delivery) => boolean): WireDelivery[] {
+export function takeTail(core: ClusterHost, session: Session, end: boolean, keep?: (d: Delivery) => boolean): WireDelivery[] {
   // the client may have come back here meanwhile, with a session of its own
   if (core.sessions.get(session.clientId) !== session || session.sink !== undefined) return [];
   const queue = takeQueue(session, core.now(), keep);
@@ -55,7 +55,7 @@ export function takeTail(core: BrokerCore, session: Session, end: boolean, keep?
 }
 
 /** What reached a session after its handover, delivered to it here as if routed here. */
-export function deliverTail(core: BrokerCore, clientId: string, queue: WireDelivery[]): void {
+export function deliverTail(core: ClusterHost, clientId: string, queue: WireDelivery[]): void {
   const session = core.sessions.get(clientId);
   if (session === undefined) return;
   const now = core.now();
@@ -76,7 +76,7 @@ function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolea
  * the connection that asked for it, which opens it at once (and the store snapshots it then). A
  * session already connected here is newer than the one handed over, which is dropped.
  */
-export function adopt(core: BrokerCore, clientId: string, transfer: SessionTransfer): boolean {
+export function adopt(core: ClusterHost, clientId: string, transfer: SessionTransfer): boolean {
   const existing = core.sessions.get(clientId);
   if (existing?.sink !== undefined) return false;
   if (existing !== undefined) core.sessions.end(existing);
@@ -99,7 +99,7 @@ export function adopt(core: BrokerCore, clientId: string, transfer: SessionTrans
  * got through to the client: queued ones, and those in flight without an acknowledgement. Its
  * subscriptions are not brought back (the client subscribes again). Returns how many there were.
  */
-export function resumeLate(core: BrokerCore, clientId: string, transfer: SessionTransfer): number {
+export function resumeLate(core: ClusterHost, clientId: string, transfer: SessionTransfer): number {
   const session = core.sessions.get(clientId);
   if (session === undefined) return 0;
   const now = core.now();

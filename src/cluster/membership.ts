@@ -1,0 +1,157 @@
+import type { Redis } from 'ioredis';
+import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
+import type { RouteIndex } from './route-index.js';
+
+/**
+ * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
+ * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
+ * ARGV[4] ms for a restart. Returns [was this node missing, live nodes].
+ */
+export const HEARTBEAT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[3]
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+if added == 1 then
+  redis.call('PERSIST', prefix .. ':inbox:' .. ARGV[1])
+  redis.call('PERSIST', prefix .. ':inbox-bytes:' .. ARGV[1])
+end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, id in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', prefix .. ':routes:' .. id)
+  redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
+  redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
+  redis.call('PUBLISH', prefix .. ':nodes', 'down ' .. id)
+end
+return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}`;
+
+export interface MembershipScripts {
+  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number): Promise<[number, string[]]>;
+}
+
+/** What membership tells the rest of the node. */
+export interface MembershipEvents {
+  /** a node this one did not know is live: its routes are to be read */
+  joined(node: string): void;
+  /** this node had been declared dead (it was unreachable) and is registered again: its routes were dropped with it */
+  readmitted(): Promise<void>;
+}
+
+/** The other nodes' routes, which go with the nodes that go. */
+export type KnownRoutes = Pick<RouteIndex, 'nodes' | 'removeNode'>;
+
+export interface MembershipOptions {
+  readonly nodeId: string;
+  readonly prefix: string;
+  readonly nodeTimeoutMs: number;
+  now(): number;
+}
+
+/**
+ * Which nodes are in the cluster: each node's heartbeat keeps it in a sorted set, and drops (and
+ * announces, 'down') any node not heard from for the node timeout. Nodes also say themselves when
+ * they come ('up') and go ('down') on the `nodes` channel.
+ */
+export class Membership {
+  private readonly live = new Set<string>();
+  /** nodes whose routes are known but that the last heartbeats did not list, since when */
+  private readonly missingSince = new Map<string, number>();
+  private readonly cmd: Redis;
+  private readonly scripts: MembershipScripts;
+  private readonly options: MembershipOptions;
+  private readonly routes: KnownRoutes;
+  private readonly events: MembershipEvents;
+
+  constructor(cmd: Redis, scripts: MembershipScripts, options: MembershipOptions, routes: KnownRoutes, events: MembershipEvents) {
+    this.cmd = cmd;
+    this.scripts = scripts;
+    this.options = options;
+    this.routes = routes;
+    this.events = events;
+  }
+
+  isLive(node: string): boolean {
+    return this.live.has(node);
+  }
+
+  /** live nodes, this one included once it has registered */
+  get size(): number {
+    return this.live.size;
+  }
+
+  /** the live nodes other than this one */
+  others(): string[] {
+    return [...this.live].filter((n) => n !== this.options.nodeId);
+  }
+
+  /** Registers this node and reads the live set; `initial` (joining, or after an outage) throws when Redis cannot be reached. */
+  async heartbeat(initial = false): Promise<void> {
+    const { nodeId, prefix, nodeTimeoutMs } = this.options;
+    let result: [number, string[]];
+    try {
+      result = await this.scripts.midgeHeartbeat(`${prefix}:nodes`, nodeId, nodeTimeoutMs, prefix, INBOX_KEEP_MS);
+    } catch (err) {
+      if (initial) throw err;
+      return;
+    }
+    const [added, live] = result;
+    // a node that (re)joined while this one's subscriber connection was down announced itself unheard
+    const joined = initial ? [] : live.filter((n) => n !== nodeId && !this.live.has(n));
+    this.live.clear();
+    for (const n of live) this.live.add(n);
+    this.forgetMissing();
+    for (const n of joined) this.events.joined(n);
+    if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
+  }
+
+  /**
+   * Forgets the routes of nodes missing from the live set for a node timeout. Not at once: after
+   * Redis lost its data every node is missing until its next heartbeat registers it again, and its
+   * subscribers must not miss messages meanwhile. A node that left or was found dead says so
+   * ('down') and is dropped at once.
+   */
+  forgetMissing(): void {
+    const now = this.options.now();
+    for (const n of this.routes.nodes) {
+      if (n === this.options.nodeId || this.live.has(n)) {
+        this.missingSince.delete(n);
+        continue;
+      }
+      const since = this.missingSince.get(n);
+      if (since === undefined) this.missingSince.set(n, now);
+      else if (now - since >= this.options.nodeTimeoutMs) {
+        this.missingSince.delete(n);
+        this.routes.removeNode(n);
+      }
+    }
+  }
+
+  /** A message on the `nodes` channel: `up <node>` or `down <node>`. */
+  nodeEvent(text: string): void {
+    const [what, node] = text.split(' ') as [string, string];
+    if (node === this.options.nodeId) return;
+    if (what === 'down') {
+      this.live.delete(node);
+      this.missingSince.delete(node);
+      this.routes.removeNode(node);
+    } else if (what === 'up') {
+      this.live.add(node);
+      this.events.joined(node);
+    }
+  }
+
+  /** Leaves the cluster: the others drop this node at once; its inbox is kept a while, for a restart with its store. */
+  async leave(): Promise<void> {
+    const { nodeId, prefix } = this.options;
+    const [stream, bytes] = inboxKeys(prefix, nodeId);
+    await this.cmd
+      .multi()
+      .zrem(`${prefix}:nodes`, nodeId)
+      .del(`${prefix}:routes:${nodeId}`)
+      .pexpire(stream, INBOX_KEEP_MS)
+      .pexpire(bytes, INBOX_KEEP_MS)
+      .publish(`${prefix}:nodes`, `down ${nodeId}`)
+      .exec();
+  }
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Redis } from 'ioredis';
+import { Membership, type MembershipScripts } from '../../../src/cluster/membership.js';
+import { RouteIndex } from '../../../src/cluster/route-index.js';
+
+const TIMEOUT = 5000;
+
+/** A node's membership against a heartbeat script whose answers the test sets. */
+function setup(): {
+  members: Membership;
+  index: RouteIndex;
+  clock: { t: number };
+  answer: { added: number; live: string[]; fail: boolean };
+  joined: string[];
+  readmitted: { count: number };
+} {
+  const clock = { t: 0 };
+  const answer = { added: 0, live: ['self'], fail: false };
+  const scripts: MembershipScripts = {
+    midgeHeartbeat: async () => {
+      if (answer.fail) throw new Error('Redis is gone');
+      return [answer.added, [...answer.live]];
+    },
+  };
+  const index = new RouteIndex('self');
+  const joined: string[] = [];
+  const readmitted = { count: 0 };
+  const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, now: () => clock.t }, index, {
+    joined: (node) => joined.push(node),
+    readmitted: async () => void readmitted.count++,
+  });
+  return { members, index, clock, answer, joined, readmitted };
+}
+
+describe('Membership: which nodes are in the cluster', () => {
+  test("a node missing from the heartbeat's live set keeps its routes for a node timeout (Redis may have come back empty), then loses them", async () => {
+    const { members, index, clock, answer } = setup();
+    answer.live = ['self', 'b'];
+    await members.heartbeat(true);
+    index.replaceNode('b', ['t/#']);
+    answer.live = ['self'];
+    await members.heartbeat();
+    assert.equal(members.isLive('b'), false);
+    clock.t = TIMEOUT - 1;
+    await members.heartbeat();
+    assert.deepEqual([...index.filtersOf('b')], ['t/#'], 'kept within the timeout');
+    // it registers again in time: nothing is lost, and the clock starts over next time it goes missing
+    answer.live = ['self', 'b'];
+    await members.heartbeat();
+    answer.live = ['self'];
+    clock.t = TIMEOUT + 10;
+    await members.heartbeat();
+    assert.deepEqual([...index.filtersOf('b')], ['t/#']);
+    clock.t = 2 * TIMEOUT + 10;
+    await members.heartbeat();
+    assert.equal(index.filtersOf('b').size, 0, 'dropped after a timeout missing');
+  });
+
+  test("a node that says it left ('down') loses its routes at once; one that says it came ('up') has them read", () => {
+    const { members, index, joined } = setup();
+    members.nodeEvent('up b');
+    assert.equal(members.isLive('b'), true);
+    assert.deepEqual(joined, ['b']);
+    index.replaceNode('b', ['x']);
+    members.nodeEvent('down b');
+    assert.equal(members.isLive('b'), false);
+    assert.equal(index.filtersOf('b').size, 0);
+    members.nodeEvent('down self');
+    members.nodeEvent('up self');
+    assert.deepEqual(joined, ['b'], "this node's own events are not news");
+  });
+
+  test("a node the heartbeat lists but that was never heard of (its 'up' was missed) has its routes read", async () => {
+    const { members, answer, joined } = setup();
+    await members.heartbeat(true);
+    answer.live = ['self', 'late'];
+    await members.heartbeat();
+    assert.deepEqual(joined, ['late']);
+    await members.heartbeat();
+    assert.deepEqual(joined, ['late'], 'once');
+  });
+
+  test('a node registered again after it was declared dead publishes its routes again; a failed heartbeat changes nothing, except at joining', async () => {
+    const { members, answer, readmitted } = setup();
+    answer.added = 1;
+    await members.heartbeat(true);
+    assert.equal(readmitted.count, 0, 'joining registers the routes itself');
+    await members.heartbeat();
+    assert.equal(readmitted.count, 1);
+    answer.added = 0;
+    answer.live = ['self', 'b'];
+    await members.heartbeat();
+    answer.fail = true;
+    await members.heartbeat();
+    assert.equal(members.isLive('b'), true);
+    assert.equal(members.size, 2);
+    await assert.rejects(members.heartbeat(true), /Redis is gone/);
+  });
+});
