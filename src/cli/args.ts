@@ -34,7 +34,8 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --admin-token T   turns on the admin API under /api/v1 (Authorization: Bearer T)
       --sys-interval S  seconds between $SYS/broker updates (default 10, 0 = off)
       --cluster-redis URL  join the cluster whose nodes share the Redis server at URL (redis://host:6379,
-                           or redis+sentinel://host:26379,host2:26379/master-name)
+                           redis+sentinel://host:26379,host2:26379/master-name
+                           or redis+cluster://host:7000,host2:7000)
       --cluster-node-id ID this node's name in the cluster, stable across restarts (default host:port)
       --cluster-prefix P   prefix of the cluster's Redis keys and channels (default midge)
       --cluster-max-backlog B  bytes waiting in Redis for a node past which publishers to it are held (default 64 MiB)

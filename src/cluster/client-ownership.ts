@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Session } from '../session/session.js';
@@ -51,7 +51,7 @@ export interface HandoverCounters {
 export interface OwnershipNode {
   readonly nodeId: string;
   readonly core: ClusterHost;
-  readonly cmd: Redis;
+  readonly cmd: RedisClient;
   readonly scripts: OwnershipScripts;
   readonly logger: Logger;
   readonly counters: HandoverCounters;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import { inboxKeys } from './inbox.js';
 
 /** One node of the cluster, as the admin API shows it. */
@@ -15,7 +15,7 @@ export interface ClusterNodeView {
 }
 
 /** Every live node of the cluster under `prefix`, as Redis holds it now. */
-export async function describeCluster(cmd: Redis, prefix: string, self: string): Promise<ClusterNodeView[]> {
+export async function describeCluster(cmd: RedisClient, prefix: string, self: string): Promise<ClusterNodeView[]> {
   const [members, time] = await Promise.all([cmd.zrange(`${prefix}:nodes`, 0, -1, 'WITHSCORES'), cmd.time()]);
   // heartbeats are scored with Redis's clock, so ages are read against it too
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);

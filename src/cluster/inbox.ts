@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 
 /**
@@ -59,7 +59,7 @@ const TRIM_BYTES = 1024 * 1024;
  * finds the rest on restart: delivery between nodes is at least once.
  */
 export class InboxReader {
-  private readonly conn: Redis;
+  private readonly conn: RedisClient;
   private readonly scripts: InboxScripts;
   private readonly keys: [string, string];
   private readonly consume: InboxConsumer;
@@ -72,7 +72,7 @@ export class InboxReader {
   private untrimmed = 0;
   private trimTimer: NodeJS.Timeout | undefined;
 
-  constructor(conn: Redis, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
+  constructor(conn: RedisClient, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
     this.conn = conn;
     this.scripts = scripts;
     this.keys = keys;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
 
@@ -57,13 +57,13 @@ export class Membership {
   private readonly live = new Set<string>();
   /** nodes whose routes are known but that the last heartbeats did not list, since when */
   private readonly missingSince = new Map<string, number>();
-  private readonly cmd: Redis;
+  private readonly cmd: RedisClient;
   private readonly scripts: MembershipScripts;
   private readonly options: MembershipOptions;
   private readonly routes: KnownRoutes;
   private readonly events: MembershipEvents;
 
-  constructor(cmd: Redis, scripts: MembershipScripts, options: MembershipOptions, routes: KnownRoutes, events: MembershipEvents) {
+  constructor(cmd: RedisClient, scripts: MembershipScripts, options: MembershipOptions, routes: KnownRoutes, events: MembershipEvents) {
     this.cmd = cmd;
     this.scripts = scripts;
     this.options = options;

@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost, ClusterPort } from '../broker/cluster-port.js';
 import type { ClusterCounts } from '../broker/stats.js';
@@ -13,7 +13,7 @@ import { RouteIndex, type RoutePlan } from './route-index.js';
 import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
-import { connectRedis, redactUrl } from './redis-target.js';
+import { connectRedis, isRedisCluster, redactUrl, redisErrorText } from './redis-target.js';
 import { unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -33,6 +33,14 @@ export interface ClusterOptions {
 
 const HEARTBEAT_MS = 1000;
 
+/**
+ * The prefix of the cluster's keys. In a Redis Cluster it is a hash tag (`{midge}`), so that all
+ * of them are in one slot: the transactions and scripts that touch several keys need that.
+ */
+function keyPrefix(options: ClusterOptions): string {
+  return isRedisCluster(options.redis) && !options.prefix.includes('{') ? `{${options.prefix}}` : options.prefix;
+}
+
 interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
 
 /**
@@ -48,11 +56,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
   readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
-  readonly cmd: Redis;
+  readonly cmd: RedisClient;
   readonly scripts: Scripts;
   readonly handoverTimeoutMs: number;
   private readonly options: Required<ClusterOptions>;
-  private readonly sub: Redis;
+  private readonly sub: RedisClient;
   private readonly inbox: InboxReader;
   private readonly ownership: ClientOwnership;
   private readonly index: RouteIndex;
@@ -72,9 +80,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
   constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
     this.core = core;
     this.logger = logger;
-    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, ...options };
+    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, ...options, prefix: keyPrefix(options) };
     this.nodeId = options.nodeId;
     this.handoverTimeoutMs = this.options.handoverTimeoutMs;
+    const prefix = this.options.prefix;
     this.index = new RouteIndex(options.nodeId);
     const common = { lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(n * 200, 2000) };
     this.cmd = connectRedis(options.redis, { ...common, enableAutoPipelining: true });
@@ -89,8 +98,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.ownership = new ClientOwnership(this);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     const isLive = (node: string): boolean => this.members.isLive(node);
-    this.routes = new RouteSync(this.cmd, this.index, options.prefix, logger, isLive);
-    const membership = { nodeId: this.nodeId, prefix: options.prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
+    this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive);
+    const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
@@ -98,19 +107,20 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     });
     this.forwarder = new Forwarder(
       {
-        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(options.prefix, node), batch, this.nodeId),
-        backlog: (node) => this.cmd.get(inboxKeys(options.prefix, node)[1]).then((b) => Number(b ?? 0)),
+        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(prefix, node), batch, this.nodeId),
+        backlog: (node) => this.cmd.get(inboxKeys(prefix, node)[1]).then((b) => Number(b ?? 0)),
         isLive,
       },
       this.counters,
       this.options.maxBacklog,
     );
-    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(options.prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
+    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
     for (const conn of [this.cmd, this.sub, reader]) {
       conn.on('error', (err: Error) => {
         // at start the error is thrown; once joined, each new one is worth a line (not every retry of every connection)
-        if (this.started && !this.stopping && err.message !== this.lastError) this.logger.warn({ err: err.message }, 'cluster: Redis connection error');
-        this.lastError = err.message;
+        const text = redisErrorText(err);
+        if (this.started && !this.stopping && text !== this.lastError) this.logger.warn({ err: text }, 'cluster: Redis connection error');
+        this.lastError = text;
       });
       conn.on('ready', () => {
         if (this.started && this.lastError !== '') this.logger.info('cluster: Redis connection back');
@@ -146,7 +156,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
       await Promise.all([this.cmd.connect(), this.sub.connect(), this.inbox.connect()]);
     } catch (err) {
       this.abandon();
-      throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || (err as Error).message}`);
+      throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || redisErrorText(err as Error)}`);
     }
     const version = /redis_version:(\d+)\.(\d+)/.exec(await this.cmd.info('server'));
     // inboxes are trimmed with XTRIM MINID, which came with 6.2

@@ -1,40 +1,77 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 
 /**
- * Where a cluster's Redis is: one server (`redis://`, `rediss://` with TLS), or a master that
- * Redis Sentinel watches and replaces when it fails
- * (`redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`, the credentials
- * being the master's). With Sentinel, ioredis asks the sentinels for the master and follows a
- * failover to the replica they promote.
+ * Where a cluster's Redis is:
+ * - one server: `redis://`, or `rediss://` with TLS;
+ * - a master that Redis Sentinel watches and replaces when it fails:
+ *   `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`, the credentials
+ *   being the master's; ioredis asks the sentinels for the master and follows a failover to the
+ *   replica they promote;
+ * - a Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port...]` (`rediss+cluster://`
+ *   with TLS), any of its nodes; ioredis learns the rest, and follows slots as they move and
+ *   replicas as they are promoted.
  */
 
 const SENTINEL_URL = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^@/\s]+)\/([^/\s]+)(?:\/(\d+))?$/;
+const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^@/\s]+)\/?$/;
 const SERVER_URL = /^rediss?:\/\/\S+$/;
+
+/** A connection to the Redis a cluster shares: one server (through Sentinel or not), or a Redis Cluster. */
+export type RedisClient = Redis | Cluster;
 
 /** Why `url` names no Redis Midge can use, or undefined when it names one. */
 export function redisUrlProblem(url: string): string | undefined {
   if (SERVER_URL.test(url)) return undefined;
-  const m = SENTINEL_URL.exec(url);
-  if (m === null) return 'must be a redis://, rediss:// or redis+sentinel://host:port[,host:port...]/master-name URL';
-  for (const hostPort of (m[3] as string).split(',')) {
-    if (!/^[^:\s]+:\d{1,5}$/.test(hostPort)) return `names a sentinel "${hostPort}" that is not host:port`;
+  const hosts = SENTINEL_URL.exec(url)?.[3] ?? CLUSTER_URL.exec(url)?.[4];
+  if (hosts === undefined) return 'must be a redis://, rediss://, redis+sentinel://host:port[,host:port...]/master-name or redis+cluster://host:port[,host:port...] URL';
+  for (const hostPort of hosts.split(',')) {
+    if (!/^[^:\s]+:\d{1,5}$/.test(hostPort)) return `names a ${url.startsWith('redis+sentinel') ? 'sentinel' : 'node'} "${hostPort}" that is not host:port`;
   }
   return undefined;
 }
 
-/** A connection to the Redis `url` names, with `options` of ioredis's own. */
-export function connectRedis(url: string, options: RedisOptions): Redis {
-  const m = SENTINEL_URL.exec(url);
-  if (m === null) return new Redis(url, options);
-  const sentinels = (m[3] as string).split(',').map((hp) => {
+/** Whether `url` names a Redis Cluster, whose multi-key commands need their keys in one hash slot. */
+export function isRedisCluster(url: string): boolean {
+  return CLUSTER_URL.test(url);
+}
+
+function hostPorts(list: string): Array<{ host: string; port: number }> {
+  return list.split(',').map((hp) => {
     const colon = hp.lastIndexOf(':');
     return { host: hp.slice(0, colon), port: Number(hp.slice(colon + 1)) };
   });
+}
+
+const decoded = (s: string | undefined): string | undefined => (s ? decodeURIComponent(s) : undefined);
+
+/**
+ * A connection to the Redis `url` names, with `options` of ioredis's own (for a Redis Cluster,
+ * those of each node's connection; retries and pipelining are the cluster client's).
+ */
+export function connectRedis(url: string, options: RedisOptions): RedisClient {
+  const cluster = CLUSTER_URL.exec(url);
+  if (cluster !== null) {
+    const { lazyConnect, enableAutoPipelining, retryStrategy, maxRetriesPerRequest, ...perNode } = options;
+    return new Cluster(hostPorts(cluster[4] as string), {
+      lazyConnect,
+      enableAutoPipelining,
+      clusterRetryStrategy: retryStrategy as ((times: number) => number) | undefined,
+      redisOptions: {
+        ...perNode,
+        maxRetriesPerRequest,
+        username: decoded(cluster[2]),
+        password: decoded(cluster[3]),
+        ...(cluster[1] === 'rediss' ? { tls: {} } : {}),
+      },
+    });
+  }
+  const m = SENTINEL_URL.exec(url);
+  if (m === null) return new Redis(url, options);
   return new Redis({
     ...options,
-    sentinels,
+    sentinels: hostPorts(m[3] as string),
     name: decodeURIComponent(m[4] as string),
-    username: m[1] ? decodeURIComponent(m[1]) : undefined,
+    username: decoded(m[1]),
     password: m[2] !== undefined ? decodeURIComponent(m[2]) : undefined,
     db: m[5] === undefined ? 0 : Number(m[5]),
   });
@@ -43,4 +80,10 @@ export function connectRedis(url: string, options: RedisOptions): Redis {
 /** The URL without its password, for messages. */
 export function redactUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+/** What went wrong, in one line; a Redis Cluster client that reached no node says why the last one failed. */
+export function redisErrorText(err: Error): string {
+  const last = (err as Error & { lastNodeError?: unknown }).lastNodeError;
+  return last instanceof Error ? `${err.message.replace(/\.$/, '')}: ${last.message}` : err.message;
 }

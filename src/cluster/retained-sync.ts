@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
@@ -18,11 +18,11 @@ export function isLocalTopic(topic: string): boolean {
  */
 export class RetainedSync {
   private readonly core: ClusterHost;
-  private readonly cmd: Redis;
+  private readonly cmd: RedisClient;
   private readonly logger: Logger;
   private readonly key: (name: string) => string;
 
-  constructor(core: ClusterHost, cmd: Redis, key: (name: string) => string, logger: Logger) {
+  constructor(core: ClusterHost, cmd: RedisClient, key: (name: string) => string, logger: Logger) {
     this.core = core;
     this.cmd = cmd;
     this.key = key;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { RouteObserver } from '../broker/router.js';
 import type { RouteIndex } from './route-index.js';
@@ -13,7 +13,7 @@ export class RouteSync implements RouteObserver {
   joined = false;
   /** set as the node leaves: its set goes at once, so removals are not announced one by one */
   leaving = false;
-  private readonly cmd: Redis;
+  private readonly cmd: RedisClient;
   private readonly index: RouteIndex;
   private readonly nodeId: string;
   private readonly prefix: string;
@@ -22,7 +22,7 @@ export class RouteSync implements RouteObserver {
   /** the route change sent to Redis last, until Redis has it */
   private lastAnnounce: Promise<void> | undefined;
 
-  constructor(cmd: Redis, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean) {
+  constructor(cmd: RedisClient, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean) {
     this.cmd = cmd;
     this.index = index;
     this.nodeId = index.self;

@@ -49,7 +49,7 @@ export interface MidgeConfig {
   adminToken: string;
   /** seconds between $SYS updates; 0 = off */
   sysInterval: number;
-  /** redis:// URL of the Redis server a cluster's nodes share ('' = a single node) */
+  /** URL of the Redis (server, Sentinel or Redis Cluster) a cluster's nodes share ('' = a single node) */
   clusterRedis: string;
   /** this node's name in the cluster ('' = host name and MQTT port) */
   clusterNodeId: string;
@@ -111,7 +111,7 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'httpPort', type: 'integer', default: -1, min: -1, max: 65535, description: 'HTTP port for /metrics, /healthz, /readyz and the admin API (-1 = off)' },
   { key: 'httpHost', type: 'string', default: '127.0.0.1', description: 'address the HTTP endpoint binds' },
   { key: 'adminToken', type: 'path', default: '', description: 'bearer token that turns on the admin API under /api/v1' },
-  { key: 'clusterRedis', type: 'path', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster, or redis+sentinel://host:port[,host:port...]/master-name for a master watched by Redis Sentinel (empty: a single node)' },
+  { key: 'clusterRedis', type: 'path', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster, or redis+sentinel://host:port[,host:port...]/master-name for a master watched by Redis Sentinel, or redis+cluster://host:port[,host:port...] for a Redis Cluster (empty: a single node)' },
   { key: 'clusterNodeId', type: 'path', default: '', description: "this node's name in the cluster, stable across restarts (empty: host name and MQTT port)" },
   { key: 'clusterPrefix', type: 'string', default: 'midge', description: "prefix of the cluster's Redis keys and channels (clusters sharing a Redis server need different ones)" },
   { key: 'clusterMaxBacklog', type: 'integer', default: 67108864, min: 65536, max: Number.MAX_SAFE_INTEGER, description: "bytes of messages waiting in Redis for a node past which QoS 1/2 publishers to it wait for their acknowledgements and QoS 0 messages for it are dropped, until it is under half of that" },

@@ -51,6 +51,82 @@ export async function startSentinel(masterPort: number, name: string): Promise<T
   };
 }
 
+/** A Redis Cluster of servers of its own: its nodes (masters first), and the URL Midge takes for it. */
+export interface TestRedisCluster {
+  url: string;
+  nodes: TestRedis[];
+  /** the port of the master serving the slot of `key` now */
+  masterOf(key: string): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * `masters` masters with `replicasEach` replicas each, made a cluster by `redis-cli --cluster
+ * create`; a master silent for 1 s is failed over to its replica.
+ */
+export async function startRedisCluster(masters: number, replicasEach: number): Promise<TestRedisCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'midge-redis-cluster-'));
+  const nodes: TestRedis[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters * (1 + replicasEach); i++) {
+      const p = await freePort();
+      // each node keeps its view of the cluster in a file of its own
+      // replicas sync at once (not after the 5 s a master waits for more of them): one that never synced is never promoted
+      const args = ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${p}.conf`), '--cluster-node-timeout', '1000', '--dir', dir, '--repl-diskless-sync-delay', '0'];
+      nodes.push(await startRedis(p, args));
+    }
+    const create = spawnSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicasEach), '--cluster-yes'], { encoding: 'utf8', timeout: 30_000 });
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    // every node must agree that all slots are served, and every replica have its master's data
+    const deadline = Date.now() + 20_000;
+    for (const n of nodes) {
+      for (;;) {
+        const info = spawnSync('redis-cli', ['-p', String(n.port), 'info'], { encoding: 'utf8' }).stdout;
+        const cluster = spawnSync('redis-cli', ['-p', String(n.port), 'cluster', 'info'], { encoding: 'utf8' }).stdout;
+        if (cluster.includes('cluster_state:ok') && (info.includes('role:master') || info.includes('master_link_status:up'))) break;
+        if (Date.now() > deadline) throw new Error(`the Redis Cluster did not come up: ${cluster}${info}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const port = (nodes[0] as TestRedis).port;
+  return {
+    url: `redis+cluster://127.0.0.1:${port}`,
+    nodes,
+    stop,
+    masterOf: async (key) => {
+      for (const n of nodes) {
+        const ask = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(n.port), ...args], { encoding: 'utf8' }).stdout ?? '';
+        const slot = Number(ask('cluster', 'keyslot', key).trim());
+        // a node that was killed answers nothing
+        const master = masterServing(ask('cluster', 'nodes'), slot);
+        if (master !== undefined) return master;
+      }
+      throw new Error(`no master serves ${key}`);
+    },
+  };
+}
+
+/** The port of the master that `CLUSTER NODES` lines say serves `slot` (one not marked failed). */
+function masterServing(lines: string, slot: number): number | undefined {
+  for (const line of lines.split('\n')) {
+    const [, address, flags, , , , , , ...slots] = line.trim().split(' ');
+    if (address === undefined || flags === undefined || !flags.split(',').includes('master') || flags.includes('fail')) continue;
+    for (const range of slots) {
+      const [from, to] = range.split('-').map(Number) as [number, number | undefined];
+      if (slot >= from && slot <= (to ?? from)) return Number(address.split('@')[0]?.split(':')[1]);
+    }
+  }
+  return undefined;
+}
+
 async function run(p: number, args: string[], ready: string): Promise<TestRedis> {
   const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   await new Promise<void>((resolve, reject) => {

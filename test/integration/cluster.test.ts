@@ -10,7 +10,7 @@ import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import mqttPacket from 'mqtt-packet';
 import { RawClient } from '../helpers/raw-client.js';
 import { eventually, expectPacket, rawConnect, rawSubscribe, receiveAcking, type Loose } from '../helpers/raw-session.js';
-import { skipWithoutRedis, startRedis, startSentinel, type TestRedis } from '../helpers/redis.js';
+import { skipWithoutRedis, startRedis, startRedisCluster, startSentinel, type TestRedis } from '../helpers/redis.js';
 
 describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, () => {
   let redis: TestRedis;
@@ -641,9 +641,69 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     }
   });
 
+  test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages and move sessions, and go on after that slot fails over', async () => {
+    const rc = await startRedisCluster(3, 1);
+    const ask = new Redis(rc.nodes[0]!.port, '127.0.0.1');
+    const poll = async (check: () => Promise<boolean>, ms: number): Promise<boolean> => {
+      for (const end = Date.now() + ms; Date.now() < end; await delay(100)) if (await check().catch(() => false)) return true;
+      return false;
+    };
+    try {
+      const [a, b] = (await cluster(2, { clusterRedis: rc.url })) as [TestBroker, TestBroker];
+      const tag = `{c${prefixes}}`;
+      const sub = await connectClient(b.port, { clientId: 'rc-sub' });
+      await sub.subscribeAsync('rc/#', { qos: 1 });
+      await routesKnown(a, 1);
+      const pub = await connectClient(a.port, { clientId: 'rc-pub' });
+      const first = nextMessages(sub, 1);
+      await pub.publishAsync('rc/1', 'routed', { qos: 1 });
+      assert.equal((await first)[0]?.payload.toString(), 'routed');
+      // every key of the cluster hashes to the slot of its tag
+      const slot = await ask.cluster('KEYSLOT', tag);
+      const masterPort = await rc.masterOf(tag);
+      const owner = new Redis(masterPort, '127.0.0.1');
+      const keys = (await owner.keys(`${tag}:*`)).sort();
+      owner.disconnect();
+      assert.ok(keys.includes(`${tag}:nodes`) && keys.includes(`${tag}:routes:n1`) && keys.includes(`${tag}:inbox:n1`), keys.join());
+      for (const k of keys) assert.equal(await ask.cluster('KEYSLOT', k), slot, k);
+
+      await pub.publishAsync('rc/retained', 'kept', { qos: 1, retain: true });
+      const late = await connectClient(b.port, { clientId: 'rc-late' });
+      const retained = nextMessages(late, 1);
+      await late.subscribeAsync('rc/retained', { qos: 1 });
+      assert.equal((await retained)[0]?.payload.toString(), 'kept');
+
+      const mover = { clientId: 'rc-mover', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } };
+      await (await connectClient(a.port, mover)).subscribeAsync('rc-move/#', { qos: 1 });
+      const moved = await connectClient(b.port, mover);
+      assert.equal(connackOf(moved).sessionPresent, true, 'the session moved between the nodes');
+
+      // the master serving the slot dies; its replica takes over
+      const master = rc.nodes.find((n) => n.port === masterPort) as TestRedis;
+      await master.stop();
+      assert.ok(await poll(async () => (await rc.masterOf(tag)) !== masterPort, 20_000), 'the replica is promoted');
+      const delivered = await poll(async () => {
+        const again = await connectClient(a.port, { clientId: `rc-pub-${Date.now()}` });
+        const got = nextMessages(sub, 1, 1000).then(
+          (m) => m[0]?.payload.toString() === 'after',
+          () => false,
+        );
+        again.publish('rc/2', 'after', { qos: 1 });
+        return got;
+      }, 20_000);
+      assert.ok(delivered, 'routing goes on through the promoted replica');
+    } finally {
+      ask.disconnect();
+      await closeNodes();
+      await rc.stop();
+    }
+  });
+
   test('a Redis URL that cannot be reached is a one-line error at start; a malformed one a config error', async () => {
     await assert.rejects(createBroker({ clusterRedis: 'redis://127.0.0.1:1', clusterNodeId: 'x' }), /^Error: cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/);
-    await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/, rediss:\/\/ or redis\+sentinel:\/\/host:port\[,host:port...\]\/master-name URL \(got "http:\/\/example"\)$/);
+    // a server that is not a Redis Cluster says so
+    await assert.rejects(createBroker({ clusterRedis: `redis+cluster://127.0.0.1:${redis.port}`, clusterNodeId: 'x' }), /^Error: cluster: cannot reach Redis at redis\+cluster:\/\/127\.0\.0\.1:\d+: Failed to refresh slots cache: ERR This instance has cluster support disabled$/);
+    await assert.rejects(createBroker({ clusterRedis: 'http://example' }), /clusterRedis must be a redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/host:port\[,host:port...\]\/master-name or redis\+cluster:\/\/host:port\[,host:port...\] URL \(got "http:\/\/example"\)$/);
     await assert.rejects(createBroker({ clusterRedis: 'redis+sentinel://:secret@s1:26379,s2/main' }), /clusterRedis names a sentinel "s2" that is not host:port \(got "redis\+sentinel:\/\/\*\*\*@s1:26379,s2\/main"\)$/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterNodeId: 'bad id' }), /clusterNodeId must be/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterMaxBacklog: 10 }), /clusterMaxBacklog must be an integer between 65536 and/);
