@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import type { RedisClient } from './redis-target.js';
+import { publishOn, type RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Session } from '../session/session.js';
@@ -144,7 +144,7 @@ export class ClientOwnership {
   }
 
   private send(node: string, frame: NodeFrame): void {
-    this.node.cmd.publish(this.node.key(`node:${node}`), packFrame(frame)).catch((err: Error) => this.node.logger.warn({ err: err.message, node, frame: frame.kind }, 'cluster: frame not sent'));
+    publishOn(this.node.cmd, this.node.cmd, this.node.key(`node:${node}`), packFrame(frame)).catch((err: Error) => this.node.logger.warn({ err: err.message, node, frame: frame.kind }, 'cluster: frame not sent'));
   }
 
   private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> {
@@ -163,7 +163,7 @@ export class ClientOwnership {
         resolve(session);
       });
       const frame = packFrame({ kind: 'takeover', requestId, from: this.node.nodeId, clientId, cleanStart });
-      this.node.cmd.publish(this.node.key(`node:${node}`), frame).catch(() => undefined);
+      publishOn(this.node.cmd, this.node.cmd, this.node.key(`node:${node}`), frame).catch(() => undefined);
     });
   }
 

@@ -1,11 +1,12 @@
-import type { RedisClient } from './redis-target.js';
+import { publishCommand, publishOn, type RedisClient } from './redis-target.js';
 import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
 
 /**
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
  * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
- * ARGV[4] ms for a restart. Returns [was this node missing, live nodes].
+ * ARGV[4] ms for a restart, and says so with ARGV[5] (PUBLISH, or SPUBLISH in a Redis Cluster).
+ * Returns [was this node missing, live nodes].
  */
 export const HEARTBEAT = `
 local t = redis.call('TIME')
@@ -22,12 +23,12 @@ for _, id in ipairs(dead) do
   redis.call('DEL', prefix .. ':routes:' .. id)
   redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
   redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
-  redis.call('PUBLISH', prefix .. ':nodes', 'down ' .. id)
+  redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id)
 end
 return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}`;
 
 export interface MembershipScripts {
-  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number): Promise<[number, string[]]>;
+  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number, publish: 'PUBLISH' | 'SPUBLISH'): Promise<[number, string[]]>;
 }
 
 /** What membership tells the rest of the node. */
@@ -90,7 +91,7 @@ export class Membership {
     const { nodeId, prefix, nodeTimeoutMs } = this.options;
     let result: [number, string[]];
     try {
-      result = await this.scripts.midgeHeartbeat(`${prefix}:nodes`, nodeId, nodeTimeoutMs, prefix, INBOX_KEEP_MS);
+      result = await this.scripts.midgeHeartbeat(`${prefix}:nodes`, nodeId, nodeTimeoutMs, prefix, INBOX_KEEP_MS, publishCommand(this.cmd));
     } catch (err) {
       if (initial) throw err;
       return;
@@ -145,13 +146,7 @@ export class Membership {
   async leave(): Promise<void> {
     const { nodeId, prefix } = this.options;
     const [stream, bytes] = inboxKeys(prefix, nodeId);
-    await this.cmd
-      .multi()
-      .zrem(`${prefix}:nodes`, nodeId)
-      .del(`${prefix}:routes:${nodeId}`)
-      .pexpire(stream, INBOX_KEEP_MS)
-      .pexpire(bytes, INBOX_KEEP_MS)
-      .publish(`${prefix}:nodes`, `down ${nodeId}`)
-      .exec();
+    const tx = this.cmd.multi().zrem(`${prefix}:nodes`, nodeId).del(`${prefix}:routes:${nodeId}`).pexpire(stream, INBOX_KEEP_MS).pexpire(bytes, INBOX_KEEP_MS);
+    await publishOn(this.cmd, tx, `${prefix}:nodes`, `down ${nodeId}`).exec();
   }
 }

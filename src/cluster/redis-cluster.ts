@@ -159,13 +159,22 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
       throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || redisErrorText(err as Error)}`);
     }
     const version = /redis_version:(\d+)\.(\d+)/.exec(await this.cmd.info('server'));
-    // inboxes are trimmed with XTRIM MINID, which came with 6.2
-    if (version !== null && Number(version[1]) * 100 + Number(version[2]) < 602) {
+    // inboxes are trimmed with XTRIM MINID, which came with 6.2; sharded pub/sub (a Redis Cluster's) with 7.0
+    const needed = this.cmd.isCluster ? [7, 0] : [6, 2];
+    if (version !== null && Number(version[1]) * 100 + Number(version[2]) < needed[0]! * 100 + needed[1]!) {
       this.abandon();
-      throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; 6.2 or later is needed`);
+      throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; ${needed.join('.')} or later is needed`);
     }
-    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel.toString(), message));
-    await this.sub.subscribe(this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes'));
+    const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
+    const onMessage = (channel: Buffer, message: Buffer): void => this.onMessage(channel.toString(), message);
+    // sharded in a Redis Cluster (see publishOn)
+    if (this.sub.isCluster) {
+      this.sub.on('smessageBuffer', onMessage);
+      await this.sub.ssubscribe(...channels);
+    } else {
+      this.sub.on('messageBuffer', onMessage);
+      await this.sub.subscribe(...channels);
+    }
     await this.ownership.settle();
     this.core.router.observe(this.routes);
     await this.sync();

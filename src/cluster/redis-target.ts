@@ -1,3 +1,4 @@
+import type { Buffer } from 'node:buffer';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 
 /**
@@ -30,6 +31,28 @@ export function redisUrlProblem(url: string): string | undefined {
   return undefined;
 }
 
+/** What PUBLISH goes through: a connection, or a transaction (MULTI) on one. */
+interface Publisher<R> {
+  publish(channel: string, message: string | Buffer): R;
+  spublish(channel: string, message: string | Buffer): R;
+}
+
+/**
+ * Publishes on one of the cluster's channels through `target` (`conn` or a transaction on it). In
+ * a Redis Cluster the channels are sharded (SPUBLISH, SSUBSCRIBE): a message is published on the
+ * master of its channel's slot, to the subscribers connected there, by the time the command
+ * returns, as on one server. A plain PUBLISH would reach other masters' subscribers later, over
+ * the cluster bus, and a SUBACK could go before the other nodes know of its route.
+ */
+export function publishOn<R>(conn: RedisClient, target: Publisher<R>, channel: string, message: string | Buffer): R {
+  return conn.isCluster ? target.spublish(channel, message) : target.publish(channel, message);
+}
+
+/** PUBLISH or SPUBLISH, for scripts that publish. */
+export function publishCommand(conn: RedisClient): 'PUBLISH' | 'SPUBLISH' {
+  return conn.isCluster ? 'SPUBLISH' : 'PUBLISH';
+}
+
 /** Whether `url` names a Redis Cluster, whose multi-key commands need their keys in one hash slot. */
 export function isRedisCluster(url: string): boolean {
   return CLUSTER_URL.test(url);
@@ -55,6 +78,7 @@ export function connectRedis(url: string, options: RedisOptions): RedisClient {
     return new Cluster(hostPorts(cluster[4] as string), {
       lazyConnect,
       enableAutoPipelining,
+      shardedSubscribers: true,
       clusterRetryStrategy: retryStrategy as ((times: number) => number) | undefined,
       redisOptions: {
         ...perNode,

@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import type { RedisClient } from './redis-target.js';
+import { publishOn, type RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
@@ -81,7 +81,7 @@ export class RetainedSync {
     const tx = this.cmd.multi();
     if (body === null) tx.hdel(key, topic);
     else tx.hset(key, topic, body);
-    tx.publish(key, packRetained({ topic, body }))
+    publishOn(this.cmd, tx, key, packRetained({ topic, body }))
       .exec()
       .catch((err: Error) => this.logger.warn({ err: err.message, topic }, 'cluster: retained message not shared'));
   }

@@ -1,4 +1,4 @@
-import type { RedisClient } from './redis-target.js';
+import { publishOn, type RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { RouteObserver } from '../broker/router.js';
 import type { RouteIndex } from './route-index.js';
@@ -51,7 +51,7 @@ export class RouteSync implements RouteObserver {
     const key = `${this.prefix}:routes:${this.nodeId}`;
     const tx = this.cmd.multi().del(key);
     for (let i = 0; i < filters.length; i += 1000) tx.sadd(key, ...filters.slice(i, i + 1000));
-    await tx.publish(`${this.prefix}:nodes`, `up ${this.nodeId}`).exec();
+    await publishOn(this.cmd, tx, `${this.prefix}:nodes`, `up ${this.nodeId}`).exec();
   }
 
   /** The filters of each node, as Redis holds them now. */
@@ -84,8 +84,7 @@ export class RouteSync implements RouteObserver {
     if (op === '+') tx.sadd(key, filter);
     else tx.srem(key, filter);
     // Redis answers in order: the latest announcement done means all before it are
-    const shared: Promise<void> = tx
-      .publish(`${this.prefix}:routes`, `${op}${this.nodeId}\n${filter}`)
+    const shared: Promise<void> = publishOn(this.cmd, tx, `${this.prefix}:routes`, `${op}${this.nodeId}\n${filter}`)
       .exec()
       .then(
         () => undefined,
