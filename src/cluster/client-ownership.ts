@@ -4,16 +4,22 @@ import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Session } from '../session/session.js';
 import type { Delivery, Message } from '../session/message.js';
-import { adopt, deliverTail, handOver, resumeLate, takeTail } from './session-handover.js';
+import { adopt, deliverTail, handOver, insertTail, resumeLate, takeTail } from './session-handover.js';
 import { packFrame, type NodeFrame, type SessionTransfer, type WireDelivery } from './wire.js';
 
 /** how long a session handed over stays here for the node it went to to release it */
 const RELEASE_WAIT_MS = 10_000;
 /**
- * How long a released session still takes messages from nodes that did not know yet where it
- * went: they sent them here alone, and they follow it. What also went to its new node is not sent again.
+ * How long a released session still takes messages from nodes that had not heard where it went
+ * in time: they sent them here alone, and they follow it.
  */
 const LINGER_MS = 1000;
+/** How long a client whose session moved here waits for what reached the old node meanwhile, before it is answered anyway. */
+const TAIL_WAIT_MS = 1000;
+/** How long the old node waits for every other node to have passed the move before it sends on what reached it (less than TAIL_WAIT_MS). */
+const PASS_WAIT_MS = 500;
+/** How long the new node remembers which forwarded messages it took after adopting a session: past the old node's last tail. */
+const ADOPTION_MEMORY_MS = RELEASE_WAIT_MS;
 
 /** A session handed to another node, still here until it is released and has lingered. */
 interface Move {
@@ -23,6 +29,10 @@ interface Move {
   to: string | undefined;
   /** the count of messages noted when the node it went to said it had resumed it */
   adoptedAt: number | undefined;
+  /** nodes (this one among them) that know the session's routes there, past every message they sent here alone */
+  passed: Set<string>;
+  /** whether what reached only this node has been sent on once (the first tail) */
+  firstSent: boolean;
 }
 
 /** Takes a client id that no node holds; returns the holder. */
@@ -62,6 +72,10 @@ export interface OwnershipNode {
   routesShared(): Promise<void> | undefined;
   /** queues a frame for a node's inbox in order with the messages this node routes to it */
   forwardFrame(node: string, frame: Buffer): void;
+  /** asks every node, once it knows this node's routes so far, to pass the move of a session from `previous` */
+  announceMove(previous: string, clientId: string): void;
+  /** the live nodes other than this one */
+  others(): string[];
 }
 
 /**
@@ -80,10 +94,17 @@ export class ClientOwnership {
   private releases: Set<string> | undefined;
   /** sessions handed to other nodes, until they have been released and lingered */
   private readonly moving = new Map<string, Move>();
-  /** where messages routed while sessions handed over are here came from and went to, and when (`seq`) */
-  private readonly routes = new WeakMap<Message, { from: string; to: string[] | null; seq: number }>();
+  /** where messages routed while sessions handed over are here came from, their number there, and when (`seq`) they were noted */
+  private readonly routes = new WeakMap<Message, { from: string; n: number; seq: number }>();
   /** messages noted so far */
   private noted = 0;
+  /** sessions adopted here whose client waits for the old node's first tail */
+  private readonly firstTails = new Map<string, (queue: WireDelivery[] | undefined) => void>();
+  /** sessions adopted here lately, with the `arrivals` count then */
+  private readonly adoptions = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  /** forwarded messages taken here while sessions were lately adopted (`sender#n` -> arrival count) */
+  private readonly arrivals = new Map<string, number>();
+  private arrivalCount = 0;
 
   constructor(node: OwnershipNode) {
     this.node = node;
@@ -126,8 +147,33 @@ export class ClientOwnership {
     }
     const transfer = await this.request(previous, clientId, cleanStart);
     if (transfer === null) return;
-    if (adopt(this.node.core, clientId, transfer)) this.node.counters.sessionsTakenOver++;
+    const adopted = adopt(this.node.core, clientId, transfer);
+    if (adopted) {
+      this.node.counters.sessionsTakenOver++;
+      this.rememberAdoption(clientId);
+    }
+    const firstTail = adopted ? this.firstTail(clientId) : undefined;
     this.moveHere(previous, clientId);
+    if (firstTail === undefined) return;
+    // The client is answered once the old node has sent on what reached it meanwhile: that went
+    // ahead, for each publisher, of what has reached the session here since ([MQTT-4.6.0-6]).
+    const queue = await firstTail;
+    if (queue !== undefined) insertTail(this.node.core, clientId, transfer.queue.length, queue);
+  }
+
+  private firstTail(clientId: string): Promise<WireDelivery[] | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        if (this.firstTails.get(clientId) !== done) return;
+        this.firstTails.delete(clientId);
+        resolve(undefined);
+      }, TAIL_WAIT_MS);
+      const done = (queue: WireDelivery[] | undefined): void => {
+        clearTimeout(timer);
+        resolve(queue);
+      };
+      this.firstTails.set(clientId, done);
+    });
   }
 
   /**
@@ -140,6 +186,7 @@ export class ClientOwnership {
    */
   private moveHere(previous: string, clientId: string): void {
     this.node.forwardFrame(previous, packFrame({ kind: 'adopted', from: this.node.nodeId, clientId }));
+    this.node.announceMove(previous, clientId);
     void Promise.resolve(this.node.routesShared()).then(() => this.node.forwardFrame(previous, packFrame({ kind: 'release', from: this.node.nodeId, clientId })));
   }
 
@@ -176,7 +223,7 @@ export class ClientOwnership {
       // a node that never releases it (it died) leaves it to end here, as it would have at once
       const timer = setTimeout(() => this.endMove(clientId), RELEASE_WAIT_MS);
       timer.unref();
-      this.moving.set(clientId, { session: handed.session, timer, to: undefined, adoptedAt: undefined });
+      this.moving.set(clientId, { session: handed.session, timer, to: undefined, adoptedAt: undefined, passed: new Set(), firstSent: false });
     }
     this.send(from, { kind: 'session', requestId, session: handed?.transfer ?? null });
   }
@@ -187,13 +234,43 @@ export class ClientOwnership {
     if (move !== undefined && move.to === undefined && move.adoptedAt === undefined) move.adoptedAt = this.noted;
   }
 
+  /**
+   * A node (this one too) knows the routes of a session handed over from here to its new node,
+   * and has sent here everything it sent here alone: what it sends from now on goes there too.
+   */
+  passed(node: string, clientId: string): void {
+    const move = this.moving.get(clientId);
+    if (move === undefined || move.firstSent) return;
+    move.passed.add(node);
+    this.sendFirstTail(clientId, move, false);
+  }
+
   /** The node a session went to has it, and the others route its messages there: what came here meanwhile follows it. */
   released(from: string, clientId: string): void {
     const move = this.moving.get(clientId);
     if (move === undefined || move.to !== undefined) return;
-    const queue = takeTail(this.node.core, move.session, false, (d) => this.reachedOnlyHere(d, from, move.adoptedAt ?? Infinity));
-    if (queue.length > 0) this.send(from, { kind: 'tail', clientId, queue });
     move.to = from;
+    clearTimeout(move.timer);
+    // a node that does not pass the move in time (busy, or gone) is not waited for longer
+    move.timer = setTimeout(() => this.sendFirstTail(clientId, move, true), PASS_WAIT_MS);
+    move.timer.unref();
+    this.sendFirstTail(clientId, move, false);
+  }
+
+  /**
+   * Sends on what reached only this node, once the node the session went to released it and every
+   * other node passed the move (or `anyway`): nothing any node sent here alone comes later, so the
+   * client gets it ahead of what reached it there ([MQTT-4.6.0-6]). Then the session lingers.
+   */
+  private sendFirstTail(clientId: string, move: Move, anyway: boolean): void {
+    const to = move.to;
+    if (to === undefined || move.firstSent) return;
+    const waitingFor = (n: string): boolean => n !== to && !move.passed.has(n);
+    if (!anyway && (!move.passed.has(this.node.nodeId) || this.node.others().some(waitingFor))) return;
+    move.firstSent = true;
+    const queue = takeTail(this.node.core, move.session, false, (d) => this.notPublishedThere(d, to, move.adoptedAt ?? Infinity), this.origin);
+    // sent even empty: the client waits for it there
+    this.send(to, { kind: 'tail', clientId, queue });
     clearTimeout(move.timer);
     move.timer = setTimeout(() => this.endMove(clientId), LINGER_MS);
     move.timer.unref();
@@ -204,19 +281,58 @@ export class ClientOwnership {
     return this.moving.size > 0;
   }
 
-  noteRoute(message: Message, from: string, to: string[] | null): void {
-    this.routes.set(message, { from, to, seq: ++this.noted });
+  noteRoute(message: Message, from: string, n: number): void {
+    this.routes.set(message, { from, n, seq: ++this.noted });
+  }
+
+  /** whether sessions were adopted here lately (forwarded messages are noted then) */
+  get adopting(): boolean {
+    return this.adoptions.size > 0;
+  }
+
+  /** A message `from` forwarded (its `n`th) was taken here. */
+  arrived(from: string, n: number): void {
+    this.arrivals.set(`${from}#${n}`, ++this.arrivalCount);
+  }
+
+  /**
+   * The old node sends on what reached the session there, among it messages that were forwarded
+   * here too: those taken here after the adoption reached the session here as well.
+   */
+  private rememberAdoption(clientId: string): void {
+    const before = this.adoptions.get(clientId);
+    if (before !== undefined) clearTimeout(before.timer);
+    const timer = setTimeout(() => {
+      this.adoptions.delete(clientId);
+      if (this.adoptions.size === 0) this.arrivals.clear();
+    }, ADOPTION_MEMORY_MS);
+    timer.unref();
+    this.adoptions.set(clientId, { at: this.arrivalCount, timer });
+  }
+
+  /** A tail's deliveries but those whose message reached the session here too. */
+  private notTakenHere(clientId: string, queue: WireDelivery[]): WireDelivery[] {
+    const at = this.adoptions.get(clientId)?.at;
+    if (at === undefined) return queue;
+    return queue.filter((w) => w.o === undefined || (this.arrivals.get(`${w.o[0]}#${w.o[1]}`) ?? 0) <= at);
   }
 
   /** The node is leaving: sessions handed over stay in its store, and a restart drops them (their ids are elsewhere). */
   stop(): void {
     for (const move of this.moving.values()) clearTimeout(move.timer);
     this.moving.clear();
+    for (const a of this.adoptions.values()) clearTimeout(a.timer);
+    this.adoptions.clear();
+    this.arrivals.clear();
   }
 
   /** What reached a session on its old node after it was handed over. */
-  tail(clientId: string, queue: WireDelivery[]): void {
-    deliverTail(this.node.core, clientId, queue);
+  tail(clientId: string, all: WireDelivery[]): void {
+    const queue = this.notTakenHere(clientId, all);
+    const waiting = this.firstTails.get(clientId);
+    if (waiting === undefined) return deliverTail(this.node.core, clientId, queue);
+    this.firstTails.delete(clientId);
+    waiting(queue);
   }
 
   /** Ends a session handed over; one that lingered sends on what reached only it. */
@@ -231,20 +347,26 @@ export class ClientOwnership {
       return;
     }
     // the release came after the adoption mark: everything the new node sent since was published there after it
-    const queue = takeTail(this.node.core, move.session, true, (d) => this.reachedOnlyHere(d, to, move.adoptedAt ?? 0));
+    const queue = takeTail(this.node.core, move.session, true, (d) => this.notPublishedThere(d, to, move.adoptedAt ?? 0), this.origin);
     if (queue.length > 0) this.send(to, { kind: 'tail', clientId, queue });
   }
 
   /**
-   * Whether a delivery to a session handed over to `to` reached only this node: not when its
-   * message was also sent there, nor when it was published there after `adoptedAt` (a `noted`
-   * count), where the session then was.
+   * Whether a delivery to a session handed over to `to` is to be sent on: not when its message was
+   * published there after `adoptedAt` (a `noted` count), where the session then was. One that was
+   * also forwarded there is sent on with its origin (below), for `to` to tell whether it took it
+   * before the session was there.
    */
-  private reachedOnlyHere(d: Delivery, to: string, adoptedAt: number): boolean {
+  private notPublishedThere(d: Delivery, to: string, adoptedAt: number): boolean {
     const route = this.routes.get(d.message);
-    if (route === undefined) return true;
-    return route.to?.includes(to) !== true && !(route.from === to && route.seq > adoptedAt);
+    return route === undefined || route.from !== to || route.seq <= adoptedAt;
   }
+
+  /** The node that forwarded a delivery's message and its number there, if it was forwarded (see `arrived`). */
+  private readonly origin = (d: Delivery): [string, number] | undefined => {
+    const route = this.routes.get(d.message);
+    return route === undefined || route.n === 0 ? undefined : [route.from, route.n];
+  };
 
   /** The answer to a request of this node. */
   answered(requestId: number, session: SessionTransfer | null): void {

@@ -70,12 +70,11 @@ export class Forwarder {
     this.maxBacklog = maxBacklog;
   }
 
-  /** Queues the message for every node of the plan, with the shared groups each takes it for. */
-  send(message: Message, plan: RoutePlan, now: number): void {
+  /** Queues the message (this node's `n`th forwarded) for every node of the plan, with the shared groups each takes it for. */
+  send(message: Message, plan: RoutePlan, now: number, n: number): void {
     const body = packMessage(message, now);
     // the frame of nodes that take it for their direct subscribers only is the same for all of them
     let plain: Buffer | undefined;
-    const to = plan.nodes.size > 1 ? [...plan.nodes.keys()] : null;
     for (const [node, groups] of plan.nodes) {
       if (message.qos === 0 && this.behind.size > 0 && this.behind.has(node)) {
         this.counters.forwardDropped++;
@@ -90,7 +89,7 @@ export class Forwarder {
       this.counters.forwarded++;
       const out = this.outboxOf(node);
       out.messages++;
-      out.frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, to })) : packFrame({ kind: 'message', body, groups, to }));
+      out.frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, n })) : packFrame({ kind: 'message', body, groups, n }));
     }
     this.scheduleFlush();
   }

@@ -14,7 +14,7 @@ import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { connectRedis, isRedisCluster, redactUrl, redisErrorText } from './redis-target.js';
-import { unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
+import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
   /** redis:// or rediss:// URL of the Redis server the nodes share */
@@ -74,6 +74,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
   private timer: NodeJS.Timeout | undefined;
   private lastError = '';
   private readonly forwarder: Forwarder;
+  /** messages routed to other nodes so far: each one's number */
+  private forwardedCount = 0;
   private readonly retained: RetainedSync;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -98,7 +100,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.ownership = new ClientOwnership(this);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     const isLive = (node: string): boolean => this.members.isLive(node);
-    this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive);
+    this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (from, previous, clientId) => this.onMove(previous, clientId));
     const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
@@ -264,13 +266,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
       if (frame.kind === 'adopted') this.ownership.adopted(frame.from, frame.clientId);
+      if (frame.kind === 'passed') this.ownership.passed(frame.from, frame.clientId);
       if (frame.kind === 'release') this.ownership.released(frame.from, frame.clientId);
       if (frame.kind !== 'message') continue;
       this.counters.received++;
       const groups = frame.groups;
       const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
       const message = unpackMessage(frame.body, sent);
-      if (this.ownership.moves) this.ownership.noteRoute(message, from, frame.to);
+      if (this.ownership.moves) this.ownership.noteRoute(message, from, frame.n);
+      if (this.ownership.adopting) this.ownership.arrived(from, frame.n);
       this.core.routeRemote(message, select);
     }
   }
@@ -287,6 +291,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
         this.ownership.answered(frame.requestId, frame.session);
         return;
       case 'adopted':
+      case 'passed':
       case 'release':
         // come through the inbox, in order with the messages
         return;
@@ -303,9 +308,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     if (isLocalTopic(message.topic)) return this.core.router.route(message, memo);
     const plan = this.plan;
     this.index.plan(message.topic, plan);
-    if (this.ownership.moves) this.ownership.noteRoute(message, this.nodeId, [...plan.nodes.keys()]);
+    // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
+    const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
+    if (this.ownership.moves) this.ownership.noteRoute(message, this.nodeId, n);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
-    if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now());
+    if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
   }
 
@@ -319,6 +326,24 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
 
   forwardFrame(node: string, frame: Buffer): void {
     this.forwarder.sendFrame(node, frame);
+  }
+
+  announceMove(previous: string, clientId: string): void {
+    this.routes.announceMove(previous, clientId);
+  }
+
+  others(): string[] {
+    return this.members.others();
+  }
+
+  /**
+   * A session moved from `previous` to another node, whose routes this node now knows: it tells
+   * `previous`, behind every message it sent there before (through the inbox, in order), so that
+   * `previous` knows it has all of them to send on. `previous` itself has them at once.
+   */
+  private onMove(previous: string, clientId: string): void {
+    if (previous === this.nodeId) this.ownership.passed(this.nodeId, clientId);
+    else if (this.members.isLive(previous)) this.forwarder.sendFrame(previous, packFrame({ kind: 'passed', from: this.nodeId, clientId }));
   }
 
   retainedChanged(message: Message): void {

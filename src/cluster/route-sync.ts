@@ -19,16 +19,18 @@ export class RouteSync implements RouteObserver {
   private readonly prefix: string;
   private readonly logger: Logger;
   private readonly isLive: (node: string) => boolean;
+  private readonly onMove: (from: string, previous: string, clientId: string) => void;
   /** the route change sent to Redis last, until Redis has it */
   private lastAnnounce: Promise<void> | undefined;
 
-  constructor(cmd: RedisClient, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean) {
+  constructor(cmd: RedisClient, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean, onMove: (from: string, previous: string, clientId: string) => void) {
     this.cmd = cmd;
     this.index = index;
     this.nodeId = index.self;
     this.prefix = prefix;
     this.logger = logger;
     this.isLive = isLive;
+    this.onMove = onMove;
   }
 
   added(filter: string): void {
@@ -69,13 +71,26 @@ export class RouteSync implements RouteObserver {
     );
   }
 
-  /** A message on the `routes` channel: `+<node>\n<filter>` or `-<node>\n<filter>`. */
+  /**
+   * A session moved here from `previous`: the other nodes are asked, behind this node's route
+   * changes so far on the same channel (so once they know them), to say so to `previous`.
+   */
+  announceMove(previous: string, clientId: string): void {
+    publishOn(this.cmd, this.cmd, `${this.prefix}:routes`, `M${this.nodeId}\n${previous}\n${clientId}`).catch((err: Error) => this.logger.warn({ err: err.message, clientId }, 'cluster: session move not announced'));
+  }
+
+  /** A message on the `routes` channel: `+<node>\n<filter>`, `-<node>\n<filter>` or `M<node>\n<previous node>\n<client id>`. */
   changed(text: string): void {
     const nl = text.indexOf('\n');
     const node = text.slice(1, nl);
     if (node === this.nodeId || nl < 0) return;
-    if (text[0] === '+') this.index.add(node, text.slice(nl + 1));
-    else this.index.remove(node, text.slice(nl + 1));
+    const rest = text.slice(nl + 1);
+    if (text[0] === '+') this.index.add(node, rest);
+    else if (text[0] === '-') this.index.remove(node, rest);
+    else if (text[0] === 'M') {
+      const at = rest.indexOf('\n');
+      if (at > 0) this.onMove(node, rest.slice(0, at), rest.slice(at + 1));
+    }
   }
 
   private announce(op: '+' | '-', filter: string): void {

@@ -46,12 +46,28 @@ export function handOver(core: ClusterHost, clientId: string, cleanStart: boolea
  * What reached a session handed over since then (those `keep` accepts), taken out of it; the
  * session ends when `end`.
  */
-export function takeTail(core: ClusterHost, session: Session, end: boolean, keep?: (d: Delivery) => boolean): WireDelivery[] {
+export function takeTail(core: ClusterHost, session: Session, end: boolean, keep?: (d: Delivery) => boolean, origin?: (d: Delivery) => [string, number] | undefined): WireDelivery[] {
   // the client may have come back here meanwhile, with a session of its own
   if (core.sessions.get(session.clientId) !== session || session.sink !== undefined) return [];
-  const queue = takeQueue(session, core.now(), keep);
+  const queue = takeQueue(session, core.now(), keep, origin);
   if (end) core.sessions.end(session);
   return queue;
+}
+
+/**
+ * The old node's first tail, for a session adopted here whose client has not been answered yet:
+ * what reached the old node went there before anything reached the session here, so it goes in
+ * behind the `brought` deliveries the session came with and ahead of what came here since.
+ */
+export function insertTail(core: ClusterHost, clientId: string, brought: number, queue: WireDelivery[]): void {
+  const session = core.sessions.get(clientId);
+  if (session === undefined || session.sink !== undefined) return deliverTail(core, clientId, queue);
+  const waiting: Delivery[] = [];
+  for (let d = session.takeWaiting(); d !== undefined; d = session.takeWaiting()) waiting.push(d);
+  const now = core.now();
+  for (let i = 0; i < waiting.length && i < brought; i++) session.restoreQueued(waiting[i] as Delivery);
+  for (const w of queue) core.deliver(session, fromWireDelivery(w, now));
+  for (let i = brought; i < waiting.length; i++) session.restoreQueued(waiting[i] as Delivery);
 }
 
 /** What reached a session after its handover, delivered to it here as if routed here. */
@@ -62,11 +78,15 @@ export function deliverTail(core: ClusterHost, clientId: string, queue: WireDeli
   for (const w of queue) core.deliver(session, fromWireDelivery(w, now));
 }
 
-function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolean): WireDelivery[] {
+function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolean, origin?: (d: Delivery) => [string, number] | undefined): WireDelivery[] {
   const queue: WireDelivery[] = [];
   // retained messages still owed come first, then the queue: the order they would have gone in
   for (let d = session.takeWaiting(); d !== undefined; d = session.takeWaiting()) {
-    if (keep === undefined || keep(d)) queue.push(toWireDelivery(d, now));
+    if (keep !== undefined && !keep(d)) continue;
+    const w = toWireDelivery(d, now);
+    const o = origin?.(d);
+    if (o !== undefined) w.o = o;
+    queue.push(w);
   }
   return queue;
 }

@@ -73,10 +73,10 @@ export function unpackStoredMessage(bytes: Buffer): Message {
 export type NodeFrame =
   /**
    * a published message, the shared groups (`$share/{group}/{filter}`) the receiver delivers it
-   * to, and every node it went to when that is more than the receiver (a session moving between
-   * two of them gets it once)
+   * to, and its number among the messages its sender forwarded (with the sender, it names the
+   * message on every node it went to: a session moving between two of them gets it once)
    */
-  | { kind: 'message'; body: Buffer; groups: string[] | null; to: string[] | null }
+  | { kind: 'message'; body: Buffer; groups: string[] | null; n: number }
   /** a client is connecting to `from`: close its connection here and hand its session over */
   | { kind: 'takeover'; requestId: number; from: string; clientId: string; cleanStart: boolean }
   /** the answer: the session, or null when there is none to hand over */
@@ -86,6 +86,11 @@ export type NodeFrame =
    * session there, while what it sent before was published before the session was there
    */
   | { kind: 'adopted'; from: string; clientId: string }
+  /**
+   * `from` knows where a session handed over from the receiver went, and has sent the receiver
+   * everything it sent it alone for it
+   */
+  | { kind: 'passed'; from: string; clientId: string }
   /** the session is resumed on `from`, and the other nodes know its subscriptions are there: let it go here */
   | { kind: 'release'; from: string; clientId: string }
   /** what reached the session between its handover and its release, to be delivered where it went */
@@ -94,13 +99,15 @@ export type NodeFrame =
 export function packFrame(frame: NodeFrame): Buffer {
   switch (frame.kind) {
     case 'message':
-      return packr.pack(frame.to === null ? ['M', frame.groups, frame.body] : ['M', frame.groups, frame.body, frame.to]);
+      return packr.pack(['M', frame.groups, frame.body, frame.n]);
     case 'takeover':
       return packr.pack(['T', frame.requestId, frame.from, frame.clientId, frame.cleanStart]);
     case 'session':
       return packr.pack(['S', frame.requestId, frame.session]);
     case 'adopted':
       return packr.pack(['A', frame.from, frame.clientId]);
+    case 'passed':
+      return packr.pack(['P', frame.from, frame.clientId]);
     case 'release':
       return packr.pack(['R', frame.from, frame.clientId]);
     case 'tail':
@@ -124,13 +131,15 @@ export function unpackFrames(bytes: Buffer): NodeFrame[] {
 function frameOf(a: unknown[]): NodeFrame {
   switch (a[0]) {
     case 'M':
-      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, to: (a[3] as string[] | undefined) ?? null };
+      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, n: typeof a[3] === 'number' ? a[3] : 0 };
     case 'T':
       return { kind: 'takeover', requestId: a[1] as number, from: a[2] as string, clientId: a[3] as string, cleanStart: a[4] as boolean };
     case 'S':
       return { kind: 'session', requestId: a[1] as number, session: a[2] as SessionTransfer | null };
     case 'A':
       return { kind: 'adopted', from: a[1] as string, clientId: a[2] as string };
+    case 'P':
+      return { kind: 'passed', from: a[1] as string, clientId: a[2] as string };
     case 'R':
       return { kind: 'release', from: a[1] as string, clientId: a[2] as string };
     case 'L':
@@ -173,6 +182,8 @@ export interface WireDelivery {
   r: boolean;
   i: number[] | null;
   s: ShareRef | null;
+  /** in a tail: the node that forwarded the message and its number there, when it was forwarded */
+  o?: [string, number];
 }
 
 export function toWireDelivery(d: Delivery, now: number): WireDelivery {

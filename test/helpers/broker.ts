@@ -25,8 +25,12 @@ export function connackOf(client: MqttClient): mqtt.IConnackPacket {
   return ack;
 }
 
-/** An MQTT.js client, resolved once CONNACK arrives (rejected on error). */
-export function connectClient(port: number, options: IClientOptions = {}): Promise<MqttClient> {
+/**
+ * An MQTT.js client, resolved once CONNACK arrives (rejected on error). `setup` sees the client
+ * before it connects: what the broker sends right behind the CONNACK is emitted before the
+ * returned promise's continuation runs.
+ */
+export function connectClient(port: number, options: IClientOptions = {}, setup?: (client: MqttClient) => void): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect({
       host: '127.0.0.1',
@@ -38,6 +42,7 @@ export function connectClient(port: number, options: IClientOptions = {}): Promi
       ...options,
     });
     clients.add(client);
+    setup?.(client);
     const onError = (err: Error): void => {
       client.end(true);
       reject(err);

@@ -267,32 +267,54 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.equal(b.broker.stats.cluster?.sessionsHandedOver, 1);
   });
 
-  test('[MQTT-3.1.2-5] no QoS 1 message published on a third node, or on the node a session moves to, while it moves is lost or delivered twice', async () => {
+  /**
+   * Moves a session from one node to another while a publisher on a third node and one on the
+   * new node publish to it (QoS 1, 10 in flight each), and checks that the client gets every
+   * message once, in each publisher's order. With `bystander`, the new node has a subscriber of
+   * the same filter already, so messages went there before the session did.
+   */
+  async function moveWhilePublishing(bystander: boolean): Promise<void> {
     const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
     const options = { clientId: 'moving', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } };
     const first = await connectClient(a.port, options);
     await first.subscribeAsync('moving/#', { qos: 1 });
-    await routesKnown(c, 1);
+    if (bystander) await (await connectClient(b.port, { clientId: 'moving-bystander' })).subscribeAsync('moving/#', { qos: 1 });
+    await routesKnown(c, bystander ? 2 : 1);
     await routesKnown(b, 1);
     const received = new Set<string>();
-    first.on('message', (_t, payload) => received.add(payload.toString()));
+    // what the client got, in the order it got it (resends of what was in flight left out)
+    const arrivals: string[] = [];
+    first.on('message', (_t, payload) => {
+      received.add(payload.toString());
+      arrivals.push(payload.toString());
+    });
     // one publisher on a third node, one on the node the session moves to: before the move, the
     // latter's messages reach the session through the old node; after it, only where it is
     const publishers = await Promise.all([connectClient(c.port, { clientId: 'moving-pub-c' }), connectClient(b.port, { clientId: 'moving-pub-b' })]);
     const sent = [0, 0];
     let publishing = true;
+    // 10 messages in flight per publisher: some are always on their way while the session moves
     const publishing$ = publishers.map(async (pub, k) => {
-      while (publishing) await pub.publishAsync('moving/x', `${k}:${sent[k]!++}`, { qos: 1 });
+      const inFlight = new Set<Promise<unknown>>();
+      while (publishing) {
+        const p = pub.publishAsync('moving/x', `${k}:${sent[k]!++}`, { qos: 1 }).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+        if (inFlight.size >= 10) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
     });
     await delay(200);
-    const second = await connectClient(b.port, options);
     let doubled = 0;
-    second.on('message', (_t, payload, packet) => {
-      const n = payload.toString();
-      // a resend of what was in flight to the first connection says so (DUP); anything else came twice
-      if (received.has(n) && !packet.dup) doubled++;
-      received.add(n);
-    });
+    // what the old node sent on comes right behind the CONNACK
+    const second = await connectClient(b.port, options, (client) =>
+      client.on('message', (_t, payload, packet) => {
+        const n = payload.toString();
+        // a resend of what was in flight to the first connection says so (DUP); anything else came twice
+        if (received.has(n) && !packet.dup) doubled++;
+        if (!packet.dup) arrivals.push(n);
+        received.add(n);
+      }),
+    );
     assert.equal(connackOf(second).sessionPresent, true);
     await delay(300);
     publishing = false;
@@ -302,6 +324,67 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const missing = sent.flatMap((count, k) => Array.from({ length: count }, (_, i) => `${k}:${i}`)).filter((m) => !received.has(m));
     assert.deepEqual(missing, [], `lost of ${sent.join(' + ')}`);
     assert.equal(doubled, 0, 'delivered twice without DUP: a message that reached both nodes was sent on from the old one');
+    const late = arrivals.filter((m, i) => {
+      const [k, n] = m.split(':');
+      return arrivals.slice(0, i).some((before) => before.split(':')[0] === k && Number(before.split(':')[1]) > Number(n));
+    });
+    assert.deepEqual(late, [], 'arrived after a later message of the same publisher');
+  }
+
+  test('[MQTT-3.1.2-5] [MQTT-4.6.0-6] no QoS 1 message published on a third node, or on the node a session moves to, while it moves is lost, delivered twice or out of order', async () => {
+    await moveWhilePublishing(false);
+  });
+
+  test('[MQTT-3.1.2-5] [MQTT-4.6.0-6] the same when the node the session moves to already had a subscriber of its filter (the messages went there before the session did)', async () => {
+    await moveWhilePublishing(true);
+  });
+
+  test('[MQTT-4.6.0-6] a node that learns late of a session move (it was stopped) still has its earlier messages for the session delivered ahead of its later ones', async () => {
+    const prefix = `c${++prefixes}`;
+    const [a, b] = await Promise.all(['n0', 'n1'].map((id) => startBroker({ clusterRedis: redis.url, clusterNodeId: id, clusterPrefix: prefix, sysInterval: 0 })));
+    nodes.push(a!, b!);
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redis.url, '--cluster-node-id', 'n2', '--cluster-prefix', prefix]);
+    const options = { clientId: 'late-learner', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } };
+    const arrivals: string[] = [];
+    const first = await connectClient(a!.port, options, (client) => client.on('message', (_t, payload) => arrivals.push(payload.toString())));
+    await first.subscribeAsync('late-order/#', { qos: 1 });
+    const pub = await connectClient(port, { clientId: 'late-order-pub' });
+    // the third node knows the route once a message published there arrives
+    const known = nextMessages(first, 1);
+    await pub.publishAsync('late-order/x', '-1', { qos: 1 });
+    await known;
+    let sent = 0;
+    let publishing = true;
+    const inFlight = new Set<Promise<unknown>>();
+    const publishing$ = (async () => {
+      while (publishing) {
+        const p = pub.publishAsync('late-order/x', String(sent++), { qos: 1 }).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+        if (inFlight.size >= 10) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+    })();
+    await delay(200);
+    // stopped while the session moves: its next messages are routed by what it knew before
+    child.kill('SIGSTOP');
+    let second: Awaited<ReturnType<typeof connectClient>>;
+    try {
+      const connecting = connectClient(b!.port, options, (client) => client.on('message', (_t, payload, packet) => !packet.dup && arrivals.push(payload.toString())));
+      await delay(300);
+      child.kill('SIGCONT');
+      second = await connecting;
+    } finally {
+      child.kill('SIGCONT');
+    }
+    assert.equal(connackOf(second).sessionPresent, true);
+    await delay(300);
+    publishing = false;
+    await publishing$;
+    await delay(1500);
+    const got = arrivals.map(Number).filter((n) => n >= 0);
+    assert.deepEqual(Array.from({ length: sent }, (_, i) => i).filter((i) => !got.includes(i)), [], `lost of ${sent}`);
+    const late = got.filter((n, i) => got.slice(0, i).some((before) => before > n));
+    assert.deepEqual(late, [], 'arrived after a later message');
   });
 
   test('[MQTT-4.3.3-10] QoS 2 messages published on the new node as a session moves there reach it once, not also through the old node', async () => {

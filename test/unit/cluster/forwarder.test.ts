@@ -53,7 +53,7 @@ function planFor(...nodes: string[]): RoutePlan {
 
 /** Forwards one message, as BrokerCore does: route, then ask when its acknowledgement may go. */
 function forward(fwd: Forwarder, qos: QoS, ...nodes: string[]): Promise<void> | undefined {
-  if (nodes.length > 0) fwd.send(createMessage('t', Buffer.from('x'), qos, false, undefined, clock, 'pub'), planFor(...nodes), 0);
+  if (nodes.length > 0) fwd.send(createMessage('t', Buffer.from('x'), qos, false, undefined, clock, 'pub'), planFor(...nodes), 0, 1);
   return qos === 0 ? undefined : fwd.sent();
 }
 
@@ -124,7 +124,9 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     forward(fwd, 0, 'b');
     fwd.sendFrame('b', packFrame({ kind: 'adopted', from: 'a', clientId: 'dev' }));
     await forward(fwd, 1, 'b');
-    assert.deepEqual(unpackFrames((inboxes.appended.get('b') ?? [])[0] as Buffer).map((f) => f.kind), ['message', 'adopted', 'message']);
+    const frames = unpackFrames((inboxes.appended.get('b') ?? [])[0] as Buffer);
+    assert.deepEqual(frames.map((f) => f.kind), ['message', 'adopted', 'message']);
+    assert.deepEqual(frames.map((f) => (f.kind === 'message' ? f.n : undefined)), [1, undefined, 1], "a message frame carries the message's number at its sender");
     assert.equal(counters.forwarded, 2);
     inboxes.failNext = true;
     fwd.sendFrame('b', packFrame({ kind: 'release', from: 'a', clientId: 'dev' }));
