@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createBroker } from '../../src/index.js';
 import { Redis } from 'ioredis';
+import type { MqttClient } from 'mqtt';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import mqttPacket from 'mqtt-packet';
@@ -41,6 +42,40 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       out.push(n);
     }
     return out;
+  }
+
+  /** `rounds` times: `sub` subscribes to a new topic and `pub` publishes to it right after the SUBACK; returns the rounds whose message did not come. */
+  async function missedAfterSuback(sub: MqttClient, pub: MqttClient, prefix: string, rounds: number): Promise<number[]> {
+    const missed: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      await sub.subscribeAsync(`${prefix}/${i}`, { qos: 1 });
+      const got = nextMessages(sub, 1, 1000).catch(() => missed.push(i));
+      await pub.publishAsync(`${prefix}/${i}`, String(i), { qos: 1 });
+      await got;
+    }
+    return missed;
+  }
+
+  /** Polls an async check every 100 ms (a rejection counts as false) until it holds or `ms` pass. */
+  async function poll(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+    for (const end = Date.now() + ms; Date.now() < end; await delay(100)) if (await check().catch(() => false)) return true;
+    return false;
+  }
+
+  /**
+   * Whether a message published on `node` reaches `sub` within 20 s, publishing again from a new
+   * client each second, as clients cut off during a Redis failover connect again and resend.
+   */
+  function deliveredAgain(node: TestBroker, sub: MqttClient, topic: string): Promise<boolean> {
+    return poll(async () => {
+      const again = await connectClient(node.port, { clientId: `again-${Date.now()}` });
+      const got = nextMessages(sub, 1, 1000).then(
+        (m) => m[0]?.payload.toString() === 'after',
+        () => false,
+      );
+      again.publish(topic, 'after', { qos: 1 });
+      return got;
+    }, 20_000);
   }
 
   /** Waits until `node` knows `count` routes of other nodes. */
@@ -161,14 +196,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
     const sub = await connectClient(b.port, { clientId: 'quick-sub', protocolVersion: 5 });
     const pub = await connectClient(a.port, { clientId: 'quick-pub', protocolVersion: 5 });
-    const missed: number[] = [];
-    for (let i = 0; i < 30; i++) {
-      await sub.subscribeAsync(`quick/${i}`, { qos: 1 });
-      const got = nextMessages(sub, 1, 1000).catch(() => missed.push(i));
-      await pub.publishAsync(`quick/${i}`, String(i), { qos: 1 });
-      await got;
-    }
-    assert.deepEqual(missed, [], 'published right after the SUBACK and not delivered');
+    assert.deepEqual(await missedAfterSuback(sub, pub, 'quick', 30), [], 'published right after the SUBACK and not delivered');
   });
 
   test('[MQTT-3.3.1-5] [MQTT-3.3.1-6] a retained message set on one node is sent to subscribers on any node, and cleared everywhere by an empty one', async () => {
@@ -684,10 +712,6 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     const sentinel = await startSentinel(master.port, 'main');
     const askSentinel = new Redis(sentinel.port, '127.0.0.1');
     const askReplica = new Redis(replica.port, '127.0.0.1', { lazyConnect: true });
-    const poll = async (check: () => Promise<boolean>, ms: number): Promise<boolean> => {
-      for (const end = Date.now() + ms; Date.now() < end; await delay(100)) if (await check().catch(() => false)) return true;
-      return false;
-    };
     try {
       // a sentinel fails over only to a replica it has found in the master's INFO
       assert.ok(await poll(async () => ((await askSentinel.call('SENTINEL', 'REPLICAS', 'main')) as unknown[]).length === 1, 15_000), 'the sentinel knows the replica');
@@ -703,17 +727,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
 
       await master.stop();
       assert.ok(await poll(async () => ((await askReplica.call('ROLE')) as string[])[0] === 'master', 20_000), 'the replica is promoted');
-      // publishers that were cut off during the failover connect again, as clients do
-      const delivered = await poll(async () => {
-        const again = await connectClient(a.port, { clientId: `s-pub-${Date.now()}` });
-        const got = nextMessages(sub, 1, 1000).then(
-          (m) => m[0]?.payload.toString() === 'after',
-          () => false,
-        );
-        again.publish('s/2', 'after', { qos: 1 });
-        return got;
-      }, 20_000);
-      assert.ok(delivered, 'routing goes on through the new master');
+      assert.ok(await deliveredAgain(a, sub, 's/2'), 'routing goes on through the new master');
       // a failover slower than the node timeout has the nodes dropped and registered again: eventually
       assert.ok(await poll(async () => (await askReplica.smembers(`${prefix}:routes:n1`)).join() === 's/#', 10_000), 'the routes are in the new master');
     } finally {
@@ -727,10 +741,6 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
   test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages and move sessions, and go on after that slot fails over', async () => {
     const rc = await startRedisCluster(3, 1);
     const ask = new Redis(rc.nodes[0]!.port, '127.0.0.1');
-    const poll = async (check: () => Promise<boolean>, ms: number): Promise<boolean> => {
-      for (const end = Date.now() + ms; Date.now() < end; await delay(100)) if (await check().catch(() => false)) return true;
-      return false;
-    };
     try {
       const [a, b] = (await cluster(2, { clusterRedis: rc.url })) as [TestBroker, TestBroker];
       const tag = `{c${prefixes}}`;
@@ -738,14 +748,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       const pub = await connectClient(a.port, { clientId: 'rc-pub' });
       // [MQTT-3.8.4-1] as with one server, the SUBACK comes once the other node knows of the route
       // (the channels are sharded: a channel's subscribers are on the master Redis publishes from)
-      const missed: number[] = [];
-      for (let i = 0; i < 20; i++) {
-        await sub.subscribeAsync(`rc/${i}`, { qos: 1 });
-        const got = nextMessages(sub, 1, 1000).catch(() => missed.push(i));
-        await pub.publishAsync(`rc/${i}`, String(i), { qos: 1 });
-        await got;
-      }
-      assert.deepEqual(missed, [], 'published right after the SUBACK and not delivered');
+      assert.deepEqual(await missedAfterSuback(sub, pub, 'rc', 20), [], 'published right after the SUBACK and not delivered');
       await sub.subscribeAsync('rc/#', { qos: 1 });
       // every key of the cluster hashes to the slot of its tag
       const slot = await ask.cluster('KEYSLOT', tag);
@@ -771,16 +774,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       const master = rc.nodes.find((n) => n.port === masterPort) as TestRedis;
       await master.stop();
       assert.ok(await poll(async () => (await rc.masterOf(tag)) !== masterPort, 20_000), 'the replica is promoted');
-      const delivered = await poll(async () => {
-        const again = await connectClient(a.port, { clientId: `rc-pub-${Date.now()}` });
-        const got = nextMessages(sub, 1, 1000).then(
-          (m) => m[0]?.payload.toString() === 'after',
-          () => false,
-        );
-        again.publish('rc/2', 'after', { qos: 1 });
-        return got;
-      }, 20_000);
-      assert.ok(delivered, 'routing goes on through the promoted replica');
+      assert.ok(await deliveredAgain(a, sub, 'rc/2'), 'routing goes on through the promoted replica');
     } finally {
       ask.disconnect();
       await closeNodes();
