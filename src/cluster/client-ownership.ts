@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Session } from '../session/session.js';
 import type { Delivery, Message } from '../session/message.js';
+import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
 import { adopt, deliverTail, handOver, insertTail, resumeLate, takeTail } from './session-handover.js';
 import { packFrame, type NodeFrame, type SessionTransfer, type WireDelivery } from './wire.js';
 
@@ -19,7 +20,7 @@ const TAIL_WAIT_MS = 1000;
 /** How long the old node waits for every other node to have passed the move before it sends on what reached it (less than TAIL_WAIT_MS). */
 const PASS_WAIT_MS = 500;
 /** How long the new node remembers which forwarded messages it took after adopting a session: past the old node's last tail. */
-const ADOPTION_MEMORY_MS = RELEASE_WAIT_MS;
+const ADOPTION_MEMORY_MS = 3 * (PASS_WAIT_MS + LINGER_MS);
 
 /** A session handed to another node, still here until it is released and has lingered. */
 interface Move {
@@ -100,11 +101,10 @@ export class ClientOwnership {
   private noted = 0;
   /** sessions adopted here whose client waits for the old node's first tail */
   private readonly firstTails = new Map<string, (queue: WireDelivery[] | undefined) => void>();
-  /** sessions adopted here lately, with the `arrivals` count then */
-  private readonly adoptions = new Map<string, { at: number; timer: NodeJS.Timeout }>();
-  /** forwarded messages taken here while sessions were lately adopted (`sender#n` -> arrival count) */
-  private readonly arrivals = new Map<string, number>();
-  private arrivalCount = 0;
+  /** sessions adopted here lately, with where the arrivals stood then */
+  private readonly adoptions = new Map<string, { at: ArrivalMark; timer: NodeJS.Timeout }>();
+  /** forwarded messages taken here while sessions were lately adopted */
+  private readonly arrivals = new ArrivalLog();
 
   constructor(node: OwnershipNode) {
     this.node = node;
@@ -287,12 +287,12 @@ export class ClientOwnership {
 
   /** whether sessions were adopted here lately (forwarded messages are noted then) */
   get adopting(): boolean {
-    return this.adoptions.size > 0;
+    return this.arrivals.active;
   }
 
   /** A message `from` forwarded (its `n`th) was taken here. */
   arrived(from: string, n: number): void {
-    this.arrivals.set(`${from}#${n}`, ++this.arrivalCount);
+    this.arrivals.record(from, n);
   }
 
   /**
@@ -300,30 +300,32 @@ export class ClientOwnership {
    * here too: those taken here after the adoption reached the session here as well.
    */
   private rememberAdoption(clientId: string): void {
-    const before = this.adoptions.get(clientId);
-    if (before !== undefined) clearTimeout(before.timer);
-    const timer = setTimeout(() => {
-      this.adoptions.delete(clientId);
-      if (this.adoptions.size === 0) this.arrivals.clear();
-    }, ADOPTION_MEMORY_MS);
+    this.forgetAdoption(clientId);
+    const timer = setTimeout(() => this.forgetAdoption(clientId), ADOPTION_MEMORY_MS);
     timer.unref();
-    this.adoptions.set(clientId, { at: this.arrivalCount, timer });
+    this.adoptions.set(clientId, { at: this.arrivals.mark(), timer });
+  }
+
+  private forgetAdoption(clientId: string): void {
+    const adoption = this.adoptions.get(clientId);
+    if (adoption === undefined) return;
+    clearTimeout(adoption.timer);
+    this.adoptions.delete(clientId);
+    this.arrivals.release(adoption.at);
   }
 
   /** A tail's deliveries but those whose message reached the session here too. */
   private notTakenHere(clientId: string, queue: WireDelivery[]): WireDelivery[] {
     const at = this.adoptions.get(clientId)?.at;
     if (at === undefined) return queue;
-    return queue.filter((w) => w.o === undefined || (this.arrivals.get(`${w.o[0]}#${w.o[1]}`) ?? 0) <= at);
+    return queue.filter((w) => w.o === undefined || !this.arrivals.takenSince(at, w.o[0], w.o[1]));
   }
 
   /** The node is leaving: sessions handed over stay in its store, and a restart drops them (their ids are elsewhere). */
   stop(): void {
     for (const move of this.moving.values()) clearTimeout(move.timer);
     this.moving.clear();
-    for (const a of this.adoptions.values()) clearTimeout(a.timer);
-    this.adoptions.clear();
-    this.arrivals.clear();
+    for (const clientId of [...this.adoptions.keys()]) this.forgetAdoption(clientId);
   }
 
   /** What reached a session on its old node after it was handed over. */

@@ -17,7 +17,7 @@ import { connectRedis, isRedisCluster, redactUrl, redisErrorText } from './redis
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
-  /** redis:// or rediss:// URL of the Redis server the nodes share */
+  /** the URL of the Redis the nodes share: one server, a Sentinel-watched master or a Redis Cluster (see redis-target.ts) */
   redis: string;
   /** this node's name in the cluster; stable across restarts, so that sessions kept on disk stay its own */
   nodeId: string;
@@ -100,7 +100,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.ownership = new ClientOwnership(this);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     const isLive = (node: string): boolean => this.members.isLive(node);
-    this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (from, previous, clientId) => this.onMove(previous, clientId));
+    this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
     const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),

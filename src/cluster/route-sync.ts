@@ -19,11 +19,12 @@ export class RouteSync implements RouteObserver {
   private readonly prefix: string;
   private readonly logger: Logger;
   private readonly isLive: (node: string) => boolean;
-  private readonly onMove: (from: string, previous: string, clientId: string) => void;
+  /** a session moved from `previous` to the node that announced it */
+  private readonly onMove: (previous: string, clientId: string) => void;
   /** the route change sent to Redis last, until Redis has it */
   private lastAnnounce: Promise<void> | undefined;
 
-  constructor(cmd: RedisClient, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean, onMove: (from: string, previous: string, clientId: string) => void) {
+  constructor(cmd: RedisClient, index: RouteIndex, prefix: string, logger: Logger, isLive: (node: string) => boolean, onMove: (previous: string, clientId: string) => void) {
     this.cmd = cmd;
     this.index = index;
     this.nodeId = index.self;
@@ -89,7 +90,7 @@ export class RouteSync implements RouteObserver {
     else if (text[0] === '-') this.index.remove(node, rest);
     else if (text[0] === 'M') {
       const at = rest.indexOf('\n');
-      if (at > 0) this.onMove(node, rest.slice(0, at), rest.slice(at + 1));
+      if (at > 0) this.onMove(rest.slice(0, at), rest.slice(at + 1));
     }
   }
 
