@@ -415,6 +415,48 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     assert.deepEqual(late, [], 'arrived after a later message');
   });
 
+  test('[MQTT-3.1.2-5] [MQTT-4.6.0-6] 50 sessions moving to another node at once, while messages for all of them are published there and on a third node, lose, repeat and reorder none', async () => {
+    const [a, b, c] = (await cluster(3)) as [TestBroker, TestBroker, TestBroker];
+    const count = 50;
+    const session = (i: number) => ({ clientId: `mass-${i}`, protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } });
+    // per client: the messages it got (publisher:number), in order, resends of what was in flight left out
+    const got: string[][] = Array.from({ length: count }, () => []);
+    const record = (i: number) => (client: MqttClient) => client.on('message', (_t, payload, packet) => !packet.dup && got[i]!.push(payload.toString()));
+    await Promise.all(Array.from({ length: count }, async (_, i) => (await connectClient(a.port, session(i), record(i))).subscribeAsync(`mass/${i}`, { qos: 1 })));
+    await routesKnown(c, count);
+    await routesKnown(b, count);
+    const publishers = await Promise.all([connectClient(c.port, { clientId: 'mass-pub-c' }), connectClient(b.port, { clientId: 'mass-pub-b' })]);
+    const sent = publishers.map(() => new Array<number>(count).fill(0));
+    let publishing = true;
+    const publishing$ = publishers.map(async (pub, p) => {
+      const inFlight = new Set<Promise<unknown>>();
+      for (let k = 0; publishing; k = (k + 1) % count) {
+        const done = pub.publishAsync(`mass/${k}`, `${p}:${sent[p]![k]!++}`, { qos: 1 }).finally(() => inFlight.delete(done));
+        inFlight.add(done);
+        if (inFlight.size >= 20) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+    });
+    await delay(200);
+    const moved = await Promise.all(Array.from({ length: count }, (_, i) => connectClient(b.port, session(i), record(i))));
+    assert.ok(moved.every((client) => connackOf(client).sessionPresent));
+    await delay(300);
+    publishing = false;
+    await Promise.all(publishing$);
+    await delay(2000);
+    const wrong = got.flatMap((messages, i) =>
+      sent.flatMap((counts, p) => {
+        const numbers = messages.filter((m) => m.startsWith(`${p}:`)).map((m) => Number(m.slice(2)));
+        const seen = new Set(numbers);
+        const lost = Array.from({ length: counts[i]! }, (_, n) => n).filter((n) => !seen.has(n)).length;
+        const twice = numbers.length - seen.size;
+        const late = numbers.filter((n, k) => k > 0 && n < numbers[k - 1]!).length;
+        return lost + twice + late > 0 ? [`mass-${i} from ${p}: ${lost} lost, ${twice} twice, ${late} out of order of ${counts[i]}`] : [];
+      }),
+    );
+    assert.deepEqual(wrong, []);
+  });
+
   test('[MQTT-4.3.3-10] QoS 2 messages published on the new node as a session moves there reach it once, not also through the old node', async () => {
     const [a, b] = (await cluster(2)) as [TestBroker, TestBroker];
     const first = await connectClient(a.port, { clientId: 'self-mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
