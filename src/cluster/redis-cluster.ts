@@ -12,8 +12,9 @@ import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
+import { SessionMoves, type MoveNode } from './session-moves.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
-import { connectRedis, isRedisCluster, redactUrl, redisErrorText } from './redis-target.js';
+import { connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -51,7 +52,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
  * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
  * pub/sub.
  */
-export class RedisCluster implements ClusterPort, OwnershipNode {
+export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   readonly nodeId: string;
   readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
   readonly core: ClusterHost;
@@ -63,6 +64,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
   private readonly sub: RedisClient;
   private readonly inbox: InboxReader;
   private readonly ownership: ClientOwnership;
+  private readonly moves: SessionMoves;
   private readonly index: RouteIndex;
   private readonly plan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   private readonly members: Membership;
@@ -97,7 +99,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.cmd.defineCommand('midgeClaimIfFree', { numberOfKeys: 1, lua: CLAIM_IF_FREE });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
     this.scripts = this.cmd as unknown as Scripts;
-    this.ownership = new ClientOwnership(this);
+    this.moves = new SessionMoves(this);
+    this.ownership = new ClientOwnership(this, this.moves);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
@@ -226,7 +229,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.forwarder.flush();
     this.forwarder.stop();
     this.ownership.flush();
-    this.ownership.stop();
+    this.moves.stop();
     try {
       await this.inbox.stop();
       if (this.started) await this.members.leave();
@@ -265,16 +268,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
-      if (frame.kind === 'adopted') this.ownership.adopted(frame.from, frame.clientId);
-      if (frame.kind === 'passed') this.ownership.passed(frame.from, frame.clientId);
-      if (frame.kind === 'release') this.ownership.released(frame.from, frame.clientId);
+      if (frame.kind === 'adopted') this.moves.adopted(frame.clientId);
+      if (frame.kind === 'passed') this.moves.passed(frame.from, frame.clientId);
+      if (frame.kind === 'release') this.moves.released(frame.from, frame.clientId);
       if (frame.kind !== 'message') continue;
       this.counters.received++;
       const groups = frame.groups;
       const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
       const message = unpackMessage(frame.body, sent);
-      if (this.ownership.moves) this.ownership.noteRoute(message, from, frame.n);
-      if (this.ownership.adopting) this.ownership.arrived(from, frame.n);
+      if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
+      if (this.moves.adopting) this.moves.taken(from, frame.n);
       this.core.routeRemote(message, select);
     }
   }
@@ -296,7 +299,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
         // come through the inbox, in order with the messages
         return;
       case 'tail':
-        this.ownership.tail(frame.clientId, frame.queue);
+        this.moves.tail(frame.clientId, frame.queue);
         return;
     }
   }
@@ -310,7 +313,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.index.plan(message.topic, plan);
     // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
-    if (this.ownership.moves) this.ownership.noteRoute(message, this.nodeId, n);
+    if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
@@ -328,6 +331,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
     this.forwarder.sendFrame(node, frame);
   }
 
+  sendFrame(node: string, frame: NodeFrame): void {
+    publishOn(this.cmd, this.cmd, this.key(`node:${node}`), packFrame(frame)).catch((err: Error) => this.logger.warn({ err: err.message, node, frame: frame.kind }, 'cluster: frame not sent'));
+  }
+
   announceMove(previous: string, clientId: string): void {
     this.routes.announceMove(previous, clientId);
   }
@@ -342,7 +349,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode {
    * `previous` knows it has all of them to send on. `previous` itself has them at once.
    */
   private onMove(previous: string, clientId: string): void {
-    if (previous === this.nodeId) this.ownership.passed(this.nodeId, clientId);
+    if (previous === this.nodeId) this.moves.passed(this.nodeId, clientId);
     else if (this.members.isLive(previous)) this.forwarder.sendFrame(previous, packFrame({ kind: 'passed', from: this.nodeId, clientId }));
   }
 
