@@ -66,6 +66,8 @@ export class InboxReader {
   private readonly logger: Logger;
   private lastId = '0-0';
   private running = false;
+  /** the error the last read failed with ('' once reads succeed): an outage is logged once, not every retry */
+  private readError = '';
   private loop: Promise<void> | undefined;
   private trimmed: Promise<unknown> = Promise.resolve();
   /** bytes handled and not yet trimmed */
@@ -112,10 +114,15 @@ export class InboxReader {
       const reply = await next;
       if (!this.running) return;
       if (reply instanceof Error) {
-        this.logger.warn({ err: reply.message }, 'cluster: inbox read failed, retrying');
+        if (reply.message !== this.readError) this.logger.warn({ err: reply.message }, 'cluster: inbox read failed, retrying');
+        this.readError = reply.message;
         await new Promise((r) => setTimeout(r, 250));
         next = this.read();
         continue;
+      }
+      if (this.readError !== '') {
+        this.logger.info('cluster: inbox read again');
+        this.readError = '';
       }
       const entries = reply?.[0]?.[1] ?? [];
       const last = entries[entries.length - 1];
