@@ -64,6 +64,8 @@ export interface BrokerOptions {
   clusterPrefix?: string;
   /** bytes of messages waiting in Redis for a node past which publishers to it are held back (default 64 MiB) */
   clusterMaxBacklog?: number;
+  /** Redis replicas that must have a QoS 1/2 message for another node before its publisher is acknowledged (default 0) */
+  clusterWaitReplicas?: number;
 }
 
 export interface Mqtt5Options {
@@ -363,7 +365,7 @@ export class Broker {
       p.options.maxPacketSize = next.limits.maxPacketSize;
       p.options.connectTimeoutMs = next.limits.connectTimeoutMs;
     }
-    const fixed = ['host', 'port', 'dataDir', 'persistence', 'clusterRedis', 'clusterNodeId', 'clusterPrefix', 'clusterMaxBacklog', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
+    const fixed = ['host', 'port', 'dataDir', 'persistence', 'clusterRedis', 'clusterNodeId', 'clusterPrefix', 'clusterMaxBacklog', 'clusterWaitReplicas', 'passwordFile', 'aclFile', 'allowAnonymous', 'httpPort', 'httpHost', 'adminToken', 'sysInterval'] as const;
     const needRestart: string[] = fixed.filter((k) => next[k] !== current[k]);
     if (JSON.stringify(next.listeners) !== JSON.stringify(current.listeners)) needRestart.push('listeners');
     return needRestart;
@@ -442,6 +444,7 @@ export class Broker {
       nodeId: config.clusterNodeId === '' ? `${hostname()}:${config.port}` : config.clusterNodeId,
       prefix: config.clusterPrefix,
       maxBacklog: config.clusterMaxBacklog,
+      waitReplicas: config.clusterWaitReplicas,
     }, this.logger);
     await cluster.start();
     this.cluster = cluster;

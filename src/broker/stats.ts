@@ -51,6 +51,8 @@ export interface ClusterCounts {
   forwardDropped: number;
   /** times QoS 1/2 acknowledgements waited for a node to work off its inbox */
   backlogWaits: number;
+  /** turns of QoS 1/2 messages not acknowledged because fewer Redis replicas than clusterWaitReplicas had them in time */
+  replicaWaitsFailed: number;
   /** sessions handed to other nodes / taken from them */
   sessionsHandedOver: number;
   sessionsTakenOver: number;

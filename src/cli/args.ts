@@ -15,7 +15,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
              [--password-file F] [--acl-file F] [--allow-anonymous true|false] [--log-level L]
              [--tls-port N --tls-cert F --tls-key F [--tls-ca F] [--tls-require-client-cert]]
              [--ws-port N] [--wss-port N] [--socket PATH] [--http-port N] [--admin-token T] [--sys-interval S]
-             [--cluster-redis URL [--cluster-node-id ID] [--cluster-prefix P] [--cluster-max-backlog B]]
+             [--cluster-redis URL [--cluster-node-id ID] [--cluster-prefix P] [--cluster-max-backlog B] [--cluster-wait-replicas N]]
        midge passwd FILE USER [PASSWORD] | midge passwd --delete FILE USER
        midge check-config FILE
 
@@ -39,6 +39,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --cluster-node-id ID this node's name in the cluster, stable across restarts (default host:port)
       --cluster-prefix P   prefix of the cluster's Redis keys and channels (default midge)
       --cluster-max-backlog B  bytes waiting in Redis for a node past which publishers to it are held (default 64 MiB)
+      --cluster-wait-replicas N  Redis replicas that must have a QoS 1/2 message for another node before it is acknowledged (default 0)
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
@@ -77,6 +78,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'cluster-node-id': { type: 'string' },
         'cluster-prefix': { type: 'string' },
         'cluster-max-backlog': { type: 'string' },
+        'cluster-wait-replicas': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
@@ -102,6 +104,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   if (v['cluster-node-id'] !== undefined) overrides.clusterNodeId = v['cluster-node-id'];
   if (v['cluster-prefix'] !== undefined) overrides.clusterPrefix = v['cluster-prefix'];
   if (v['cluster-max-backlog'] !== undefined) overrides.clusterMaxBacklog = v['cluster-max-backlog'];
+  if (v['cluster-wait-replicas'] !== undefined) overrides.clusterWaitReplicas = v['cluster-wait-replicas'];
   const extra = extraListeners(v);
   return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };
 }

@@ -17,6 +17,8 @@ export interface ForwardCounters {
   forwardDropped: number;
   /** turns whose QoS 1/2 acknowledgements waited for a node to catch up */
   backlogWaits: number;
+  /** turns of QoS 1/2 messages that fewer Redis replicas than required had in time */
+  replicaWaitsFailed: number;
 }
 
 /** The other nodes' inboxes, as the forwarder sees them. */
@@ -26,6 +28,11 @@ export interface InboxLink {
   /** The bytes waiting in a node's inbox. */
   backlog(node: string): Promise<number>;
   isLive(node: string): boolean;
+  /**
+   * Settles true once the required Redis replicas have everything appended so far (true at once
+   * when none are required), false when fewer had it in time. Undefined: none are required.
+   */
+  replicated?(): Promise<boolean>;
 }
 
 interface Turn {
@@ -153,7 +160,16 @@ export class Forwarder {
     this.current = undefined;
     // no acknowledgement waits on this turn (QoS 0 only): nothing later has to be ordered after it
     if (turn === undefined) return;
-    const own = Promise.all(sends).then(() => this.whenCaughtUp(nodes));
+    // a publisher is acknowledged once its messages would survive a Redis failover, when asked to
+    const own = Promise.all(sends)
+      .then(() => (failed || this.link.replicated === undefined ? true : this.link.replicated()))
+      .then((replicated) => {
+        if (!replicated) {
+          this.counters.replicaWaitsFailed++;
+          failed = true;
+        }
+        return this.whenCaughtUp(nodes);
+      });
     const before = this.chain;
     const chain = (before === undefined ? own : Promise.all([before, own])).then(() => !failed);
     this.chain = chain;

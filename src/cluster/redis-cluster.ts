@@ -14,7 +14,7 @@ import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { SessionMoves, type MoveNode } from './session-moves.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
-import { connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
+import { connectionForSlot, connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -30,9 +30,13 @@ export interface ClusterOptions {
   handoverTimeoutMs?: number;
   /** bytes waiting in a node's inbox past which publishers to it are slowed (QoS 1/2) or dropped (QoS 0) */
   maxBacklog?: number;
+  /** Redis replicas that must have a QoS 1/2 message for another node before its publisher is acknowledged (0: the master alone) */
+  waitReplicas?: number;
 }
 
 const HEARTBEAT_MS = 1000;
+/** how long a turn's acknowledgements wait for Redis replicas (clusterWaitReplicas) before they are refused */
+const WAIT_MS = 1000;
 
 /**
  * The prefix of the cluster's keys. In a Redis Cluster it is a hash tag (`{midge}`), so that all
@@ -54,7 +58,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
  */
 export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -76,6 +80,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   private timer: NodeJS.Timeout | undefined;
   private lastError = '';
   private readonly forwarder: Forwarder;
+  /** the hash slot of every key of the cluster, in a Redis Cluster */
+  private slot = 0;
   /** messages routed to other nodes so far: each one's number */
   private forwardedCount = 0;
   private readonly retained: RetainedSync;
@@ -84,7 +90,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
     this.core = core;
     this.logger = logger;
-    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, ...options, prefix: keyPrefix(options) };
+    this.options = { nodeTimeoutMs: 5000, handoverTimeoutMs: 3000, maxBacklog: 64 * 1024 * 1024, waitReplicas: 0, ...options, prefix: keyPrefix(options) };
     this.nodeId = options.nodeId;
     this.handoverTimeoutMs = this.options.handoverTimeoutMs;
     const prefix = this.options.prefix;
@@ -115,6 +121,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
         append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(prefix, node), batch, this.nodeId),
         backlog: (node) => this.cmd.get(inboxKeys(prefix, node)[1]).then((b) => Number(b ?? 0)),
         isLive,
+        ...(this.options.waitReplicas > 0 ? { replicated: () => this.replicated() } : {}),
       },
       this.counters,
       this.options.maxBacklog,
@@ -131,6 +138,22 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
         if (this.started && this.lastError !== '') this.logger.info('cluster: Redis connection back');
         this.lastError = '';
       });
+    }
+  }
+
+  /**
+   * Whether `waitReplicas` replicas have every write of this node so far (Redis WAIT, at most
+   * WAIT_MS). WAIT counts the writes of the connection it is sent on: in a Redis Cluster, that is
+   * the connection to the master of the slot every key of the cluster is in.
+   */
+  private async replicated(): Promise<boolean> {
+    const n = this.options.waitReplicas;
+    const conn = connectionForSlot(this.cmd, this.slot);
+    if (conn === undefined) return false;
+    try {
+      return ((await conn.call('WAIT', n, WAIT_MS)) as number) >= n;
+    } catch {
+      return false;
     }
   }
 
@@ -170,6 +193,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
       this.abandon();
       throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; ${needed.join('.')} or later is needed`);
     }
+    if (this.cmd.isCluster) this.slot = Number(await this.cmd.call('CLUSTER', 'KEYSLOT', this.key('nodes')));
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     const onMessage = (channel: Buffer, message: Buffer): void => this.onMessage(channel.toString(), message);
     // sharded in a Redis Cluster (see publishOn)

@@ -48,6 +48,16 @@ export function publishOn<R>(conn: RedisClient, target: Publisher<R>, channel: s
   return conn.isCluster ? target.spublish(channel, message) : target.publish(channel, message);
 }
 
+/**
+ * The connection that carries the writes to hash slot `slot`: the client itself, or in a Redis
+ * Cluster its connection to the master serving the slot now (undefined while none is known).
+ */
+export function connectionForSlot(conn: RedisClient, slot: number): Redis | undefined {
+  if (!(conn instanceof Cluster)) return conn;
+  const master = conn.slots[slot]?.[0];
+  return conn.nodes('master').find((r) => `${r.options.host}:${r.options.port}` === master);
+}
+
 /** PUBLISH or SPUBLISH, for scripts that publish. */
 export function publishCommand(conn: RedisClient): 'PUBLISH' | 'SPUBLISH' {
   return conn.isCluster ? 'SPUBLISH' : 'PUBLISH';

@@ -57,6 +57,8 @@ export interface MidgeConfig {
   clusterPrefix: string;
   /** bytes waiting in a node's inbox past which publishers to that node are held back */
   clusterMaxBacklog: number;
+  /** Redis replicas that must have a QoS 1/2 message for another node before its publisher is acknowledged (0 = none) */
+  clusterWaitReplicas: number;
   /** listeners the command line opens instead of the single host/port one (undefined = that one) */
   listeners: ListenerConfig[] | undefined;
   limits: Limits;
@@ -114,6 +116,7 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'clusterRedis', type: 'path', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster, or redis+sentinel://host:port[,host:port...]/master-name for a master watched by Redis Sentinel, or redis+cluster://host:port[,host:port...] for a Redis Cluster (empty: a single node)' },
   { key: 'clusterNodeId', type: 'path', default: '', description: "this node's name in the cluster, stable across restarts (empty: host name and MQTT port)" },
   { key: 'clusterPrefix', type: 'string', default: 'midge', description: "prefix of the cluster's Redis keys and channels (clusters sharing a Redis server need different ones)" },
+  { key: 'clusterWaitReplicas', type: 'integer', default: 0, min: 0, max: 16, description: 'Redis replicas that must have a QoS 1/2 message for another node before its publisher is acknowledged (Redis WAIT, at most 1 s; 0: the master alone), so that a Redis failover loses no acknowledged message' },
   { key: 'clusterMaxBacklog', type: 'integer', default: 67108864, min: 65536, max: Number.MAX_SAFE_INTEGER, description: "bytes of messages waiting in Redis for a node past which QoS 1/2 publishers to it wait for their acknowledgements and QoS 0 messages for it are dropped, until it is under half of that" },
   { key: 'sysInterval', type: 'integer', default: 10, min: 0, max: 86400, description: 'seconds between $SYS/broker updates (0 = off)' },
 ];

@@ -9,6 +9,8 @@ export interface TestRedis {
   url: string;
   port: number;
   stop(): Promise<void>;
+  /** sends the server process a signal (SIGSTOP, SIGCONT) */
+  signal(sig: NodeJS.Signals): void;
 }
 
 /** Whether redis-server can be run here; CI installs it (.ci/run), so there its absence fails the tests. */
@@ -28,7 +30,17 @@ async function freePort(): Promise<number> {
 
 export async function startRedis(port?: number, extraArgs: string[] = []): Promise<TestRedis> {
   const p = port ?? (await freePort());
-  return run(p, ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs], 'Ready to accept connections');
+  // a replica writes the snapshot it syncs from into its directory: a directory of its own, not the working one
+  const own = extraArgs.includes('--dir') ? undefined : mkdtempSync(join(tmpdir(), 'midge-redis-'));
+  const server = await run(p, ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(own === undefined ? [] : ['--dir', own]), ...extraArgs], 'Ready to accept connections');
+  if (own === undefined) return server;
+  return {
+    ...server,
+    stop: async () => {
+      await server.stop();
+      rmSync(own, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
@@ -57,6 +69,8 @@ export interface TestRedisCluster {
   nodes: TestRedis[];
   /** the port of the master serving the slot of `key` now */
   masterOf(key: string): Promise<number>;
+  /** the replica of the master at `port` */
+  replicaOf(port: number): TestRedis;
   stop(): Promise<void>;
 }
 
@@ -101,6 +115,14 @@ export async function startRedisCluster(masters: number, replicasEach: number): 
     url: `redis+cluster://127.0.0.1:${port}`,
     nodes,
     stop,
+    replicaOf: (port) => {
+      const lines = spawnSync('redis-cli', ['-p', String(port), 'cluster', 'nodes'], { encoding: 'utf8' }).stdout.split('\n');
+      const id = lines.find((l) => l.includes('myself'))?.split(' ')[0];
+      const replica = lines.find((l) => l.split(' ')[3] === id)?.split(' ')[1];
+      const found = nodes.find((n) => replica?.startsWith(`127.0.0.1:${n.port}@`));
+      if (found === undefined) throw new Error(`no replica of ${port}`);
+      return found;
+    },
     masterOf: async (key) => {
       for (const n of nodes) {
         const ask = (...args: string[]): string => spawnSync('redis-cli', ['-p', String(n.port), ...args], { encoding: 'utf8' }).stdout ?? '';
@@ -151,6 +173,7 @@ async function run(p: number, args: string[], ready: string): Promise<TestRedis>
   return {
     url: `redis://127.0.0.1:${p}`,
     port: p,
+    signal: (sig) => void child.kill(sig),
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve();

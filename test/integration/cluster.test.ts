@@ -748,6 +748,58 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     }
   });
 
+  test('[MQTT-4.3.2-4] with clusterWaitReplicas a QoS 1 message for another node is acknowledged only once a Redis replica has it: with the replica stopped the publisher is disconnected (0x80), and its resend is acknowledged once it runs again', async () => {
+    const master = await startRedis();
+    const replica = await startRedis(undefined, ['--replicaof', '127.0.0.1', String(master.port)]);
+    const askReplica = new Redis(replica.port, '127.0.0.1');
+    try {
+      assert.ok(await poll(async () => (await askReplica.info('replication')).includes('master_link_status:up'), 10_000), 'the replica is in sync');
+      const prefix = `c${++prefixes}`;
+      const common = { clusterRedis: master.url, clusterPrefix: prefix, sysInterval: 0 };
+      const a = await startBroker({ ...common, clusterNodeId: 'durable', clusterWaitReplicas: 1 });
+      const c = await startBroker({ ...common, clusterNodeId: 'quick' });
+      const b = await startBroker({ ...common, clusterNodeId: 'subscriber' });
+      nodes.push(a, b, c);
+      const sub = await connectClient(b.port, { clientId: 'w-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+      await sub.subscribeAsync('w/#', { qos: 1 });
+      const got: string[] = [];
+      sub.on('message', (_t, payload) => got.push(payload.toString()));
+      await routesKnown(a, 1);
+      await routesKnown(c, 1);
+      const session = { clientId: 'w-pub', clean: false, properties: { sessionExpiryInterval: 300 } };
+      const publish = (raw: RawClient, messageId: number, payload: string, dup = false): void =>
+        raw.sendPacket({ cmd: 'publish', topic: 'w/1', payload: Buffer.from(payload), qos: 1, messageId, retain: false, dup }, 5);
+      const first = await rawConnect(a.port, 5, session);
+      publish(first.raw, 1, 'replicated');
+      assert.equal((await expectPacket(first.raw, 'puback')).messageId, 1);
+      replica.signal('SIGSTOP');
+      try {
+        publish(first.raw, 2, 'kept');
+        const answer = await expectPacket(first.raw, 'disconnect', 5000);
+        assert.equal(answer.reasonCode, 0x80);
+        assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
+        assert.equal(a.broker.stats.cluster?.replicaWaitsFailed, 1);
+        // a node that does not wait for replicas acknowledges at once meanwhile
+        const quick = await rawConnect(c.port, 5, { clientId: 'w-quick' });
+        quick.raw.sendPacket({ cmd: 'publish', topic: 'w/2', payload: Buffer.from('unreplicated'), qos: 1, messageId: 9, retain: false, dup: false }, 5);
+        assert.equal((await expectPacket(quick.raw, 'puback', 500)).messageId, 9);
+        quick.raw.close();
+      } finally {
+        replica.signal('SIGCONT');
+      }
+      // the client resends what was never acknowledged, as [MQTT-4.4.0-1] has it
+      const second = await rawConnect(a.port, 5, session);
+      publish(second.raw, 2, 'kept', true);
+      assert.equal((await expectPacket(second.raw, 'puback', 5000)).messageId, 2);
+      second.raw.close();
+      assert.ok(await eventually(() => got.includes('kept')), got.join());
+    } finally {
+      askReplica.disconnect();
+      await closeNodes();
+      await Promise.all([replica.stop(), master.stop()]);
+    }
+  });
+
   test('with Redis Sentinel (redis+sentinel://) the nodes follow a failover to the promoted replica and go on routing', async () => {
     const master = await startRedis();
     const replica = await startRedis(undefined, ['--replicaof', '127.0.0.1', String(master.port)]);
@@ -801,6 +853,22 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       assert.ok(keys.includes(`${tag}:nodes`) && keys.includes(`${tag}:routes:n1`) && keys.includes(`${tag}:inbox:n1`), keys.join());
       for (const k of keys) assert.equal(await ask.cluster('KEYSLOT', k), slot, k);
 
+      // a node that waits for a replica (clusterWaitReplicas) waits for that of the slot's master
+      const w = await startBroker({ clusterRedis: rc.url, clusterNodeId: 'w', clusterPrefix: `c${prefixes}`, sysInterval: 0, clusterWaitReplicas: 1 });
+      nodes.push(w);
+      await routesKnown(w, 21);
+      const waiting = await rawConnect(w.port, 5, { clientId: 'rc-w' });
+      waiting.raw.sendPacket({ cmd: 'publish', topic: 'rc/w', payload: Buffer.from('w'), qos: 1, messageId: 1, retain: false, dup: false }, 5);
+      assert.equal((await expectPacket(waiting.raw, 'puback')).messageId, 1);
+      const replica = rc.replicaOf(masterPort);
+      replica.signal('SIGSTOP');
+      try {
+        waiting.raw.sendPacket({ cmd: 'publish', topic: 'rc/w', payload: Buffer.from('w'), qos: 1, messageId: 2, retain: false, dup: false }, 5);
+        assert.equal((await expectPacket(waiting.raw, 'disconnect', 5000)).reasonCode, 0x80);
+      } finally {
+        replica.signal('SIGCONT');
+      }
+
       await pub.publishAsync('rc/retained', 'kept', { qos: 1, retain: true });
       const late = await connectClient(b.port, { clientId: 'rc-late' });
       const retained = nextMessages(late, 1);
@@ -832,6 +900,7 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
     await assert.rejects(createBroker({ clusterRedis: 'redis+sentinel://:secret@s1:26379,s2/main' }), /clusterRedis names a sentinel "s2" that is not host:port \(got "redis\+sentinel:\/\/\*\*\*@s1:26379,s2\/main"\)$/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterNodeId: 'bad id' }), /clusterNodeId must be/);
     await assert.rejects(createBroker({ clusterRedis: redis.url, clusterMaxBacklog: 10 }), /clusterMaxBacklog must be an integer between 65536 and/);
+    await assert.rejects(createBroker({ clusterRedis: redis.url, clusterWaitReplicas: -1 }), /clusterWaitReplicas must be an integer between 0 and 16/);
     const cli = spawnSync(process.execPath, [MIDGE_MAIN, '--port', '0', '--cluster-redis', redis.url, '--cluster-max-backlog', 'lots'], { encoding: 'utf8' });
     assert.equal(cli.status, 2);
     assert.match(cli.stderr, /^midge: command line: clusterMaxBacklog must be an integer between 65536 and \d+ \(got "lots"\)\n$/);

@@ -43,7 +43,7 @@ class Inboxes implements InboxLink {
 
 function setup(): { fwd: Forwarder; inboxes: Inboxes; counters: ForwardCounters } {
   const inboxes = new Inboxes();
-  const counters = { forwarded: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0 };
+  const counters = { forwarded: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0 };
   return { fwd: new Forwarder(inboxes, counters, MAX), inboxes, counters };
 }
 
@@ -133,6 +133,17 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     await turn();
     await turn();
     assert.equal(counters.forwardFailed, 0, 'a frame lost with Redis is not a message lost');
+  });
+
+  test('with replicas required, a turn settles once they have it, and rejects (counted) when they did not in time', async () => {
+    const { inboxes, counters } = setup();
+    let answer = true;
+    const fwd = new Forwarder(Object.assign(inboxes, { replicated: async () => answer }), counters, MAX);
+    await forward(fwd, 1, 'b');
+    answer = false;
+    await assert.rejects(forward(fwd, 1, 'b') as Promise<void>, /cluster: a message could not be forwarded/);
+    assert.equal(counters.replicaWaitsFailed, 1);
+    assert.equal(forward(fwd, 0, 'b'), undefined, 'QoS 0 does not wait');
   });
 
   test('a turn Redis did not take rejects its acknowledgements, counted; the next turn goes on', async () => {
