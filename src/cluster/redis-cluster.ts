@@ -157,6 +157,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     }
   }
 
+  /** Says at start when the master has fewer replicas than acknowledgements wait for: they would all be refused. */
+  private async checkReplicas(): Promise<void> {
+    const n = this.options.waitReplicas;
+    if (n === 0) return;
+    const info = await connectionForSlot(this.cmd, this.slot)?.info('replication');
+    const replicas = Number(/connected_slaves:(\d+)/.exec(info ?? '')?.[1] ?? 0);
+    if (replicas < n) this.logger.warn({ replicas, clusterWaitReplicas: n }, 'cluster: the Redis master has fewer replicas than clusterWaitReplicas; QoS 1/2 messages for other nodes are not acknowledged until it has them');
+  }
+
   /** what this node knows of the cluster now */
   get stats(): ClusterCounts {
     return { nodeId: this.nodeId, nodes: Math.max(1, this.members.size), remoteRoutes: this.index.remoteRoutes, ...this.counters };
@@ -194,6 +203,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
       throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; ${needed.join('.')} or later is needed`);
     }
     if (this.cmd.isCluster) this.slot = Number(await this.cmd.call('CLUSTER', 'KEYSLOT', this.key('nodes')));
+    await this.checkReplicas();
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     const onMessage = (channel: Buffer, message: Buffer): void => this.onMessage(channel.toString(), message);
     // sharded in a Redis Cluster (see publishOn)

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createBroker } from '../../src/index.js';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import type { MqttClient } from 'mqtt';
 import { closeClients, collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
@@ -757,6 +758,11 @@ describe('cluster of nodes sharing a Redis server', { skip: skipWithoutRedis }, 
       const prefix = `c${++prefixes}`;
       const common = { clusterRedis: master.url, clusterPrefix: prefix, sysInterval: 0 };
       const a = await startBroker({ ...common, clusterNodeId: 'durable', clusterWaitReplicas: 1 });
+      // with more replicas required than the master has, the node says so as it starts
+      const lines: string[] = [];
+      const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+      await (await createBroker({ ...common, clusterNodeId: 'too-demanding', clusterWaitReplicas: 2, logger: log })).close();
+      assert.ok(lines.some((l) => l.includes('fewer replicas than clusterWaitReplicas') && l.includes('"replicas":1')), lines.join(''));
       const c = await startBroker({ ...common, clusterNodeId: 'quick' });
       const b = await startBroker({ ...common, clusterNodeId: 'subscriber' });
       nodes.push(a, b, c);
