@@ -120,15 +120,20 @@ export function packBatch(frames: Buffer[]): Buffer {
   return packr.pack(['B', frames]);
 }
 
-/** Decodes a frame, or the frames of a batch; throws on bytes that are not one (another version, another program). */
+/**
+ * Decodes a frame, or the frames of a batch; throws on bytes that are not one (another program).
+ * Frames of a kind this version does not know (a newer node's, during a rolling upgrade) are
+ * left out, so that the messages batched with them still arrive.
+ */
 export function unpackFrames(bytes: Buffer): NodeFrame[] {
   const a = packr.unpack(bytes) as unknown[];
   if (!Array.isArray(a)) throw new Error('not a cluster frame');
-  if (a[0] === 'B') return (a[1] as Buffer[]).map((f) => frameOf(packr.unpack(f) as unknown[]));
-  return [frameOf(a)];
+  const frames = a[0] === 'B' ? (a[1] as Buffer[]).map((f) => frameOf(packr.unpack(f) as unknown[])) : [frameOf(a)];
+  return frames.filter((f): f is NodeFrame => f !== undefined);
 }
 
-function frameOf(a: unknown[]): NodeFrame {
+function frameOf(a: unknown[]): NodeFrame | undefined {
+  if (!Array.isArray(a)) throw new Error('not a cluster frame');
   switch (a[0]) {
     case 'M':
       return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, n: typeof a[3] === 'number' ? a[3] : 0 };
@@ -145,7 +150,7 @@ function frameOf(a: unknown[]): NodeFrame {
     case 'L':
       return { kind: 'tail', clientId: a[1] as string, queue: a[2] as WireDelivery[] };
     default:
-      throw new Error(`unknown cluster frame ${String(a[0])}`);
+      return undefined;
   }
 }
 

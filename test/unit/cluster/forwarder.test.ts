@@ -5,7 +5,8 @@ import { Forwarder, type ForwardCounters, type InboxLink } from '../../../src/cl
 import type { RoutePlan } from '../../../src/cluster/route-index.js';
 import type { QoS } from '../../../src/codec/packets.js';
 import { createMessage } from '../../../src/session/message.js';
-import { packFrame, unpackFrames } from '../../../src/cluster/wire.js';
+import { packBatch, packFrame, unpackFrames } from '../../../src/cluster/wire.js';
+import { Packr } from 'msgpackr';
 
 const MAX = 1000;
 const clock = { now: () => 0 };
@@ -144,6 +145,14 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     await assert.rejects(forward(fwd, 1, 'b') as Promise<void>, /cluster: a message could not be forwarded/);
     assert.equal(counters.replicaWaitsFailed, 1);
     assert.equal(forward(fwd, 0, 'b'), undefined, 'QoS 0 does not wait');
+  });
+
+  test("a frame of a kind this version does not know (a newer node's) is left out of its batch, and the messages with it still arrive; bytes that are no frame are refused", () => {
+    const message = packFrame({ kind: 'message', body: Buffer.from('x'), groups: null, n: 7 });
+    const newer = new Packr({ useRecords: false }).pack(['Z', 'from a later version']);
+    const frames = unpackFrames(packBatch([message, newer, message]));
+    assert.deepEqual(frames.map((f) => f.kind), ['message', 'message']);
+    assert.throws(() => unpackFrames(new Packr().pack('hello')), /not a cluster frame/);
   });
 
   test('a turn Redis did not take rejects its acknowledgements, counted; the next turn goes on', async () => {
