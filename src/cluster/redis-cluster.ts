@@ -10,11 +10,12 @@ import { INBOX_APPEND, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } f
 import { HEARTBEAT, Membership, type MembershipScripts } from './membership.js';
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
+import { ReplicaWait } from './replica-wait.js';
 import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { SessionMoves, type MoveNode } from './session-moves.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
-import { connectionForSlot, connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
+import { connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -35,8 +36,6 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
-/** how long a turn's acknowledgements wait for Redis replicas (clusterWaitReplicas) before they are refused */
-const WAIT_MS = 1000;
 
 /**
  * The prefix of the cluster's keys. In a Redis Cluster it is a hash tag (`{midge}`), so that all
@@ -80,8 +79,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   private timer: NodeJS.Timeout | undefined;
   private lastError = '';
   private readonly forwarder: Forwarder;
-  /** the hash slot of every key of the cluster, in a Redis Cluster */
-  private slot = 0;
+  /** set when acknowledgements wait for Redis replicas (clusterWaitReplicas) */
+  private readonly replicaWait: ReplicaWait | undefined;
   /** messages routed to other nodes so far: each one's number */
   private forwardedCount = 0;
   private readonly retained: RetainedSync;
@@ -116,12 +115,14 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
       // declared gone while it was unreachable: its routes were dropped with it
       readmitted: () => (this.started ? this.routes.publishOwn([...core.router.filters()]) : Promise.resolve()),
     });
+    const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
+    this.replicaWait = replicaWait;
     this.forwarder = new Forwarder(
       {
         append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(prefix, node), batch, this.nodeId),
         backlog: (node) => this.cmd.get(inboxKeys(prefix, node)[1]).then((b) => Number(b ?? 0)),
         isLive,
-        ...(this.options.waitReplicas > 0 ? { replicated: () => this.replicated() } : {}),
+        ...(replicaWait === undefined ? {} : { replicated: () => replicaWait.replicated() }),
       },
       this.counters,
       this.options.maxBacklog,
@@ -139,31 +140,6 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
         this.lastError = '';
       });
     }
-  }
-
-  /**
-   * Whether `waitReplicas` replicas have every write of this node so far (Redis WAIT, at most
-   * WAIT_MS). WAIT counts the writes of the connection it is sent on: in a Redis Cluster, that is
-   * the connection to the master of the slot every key of the cluster is in.
-   */
-  private async replicated(): Promise<boolean> {
-    const n = this.options.waitReplicas;
-    const conn = connectionForSlot(this.cmd, this.slot);
-    if (conn === undefined) return false;
-    try {
-      return ((await conn.call('WAIT', n, WAIT_MS)) as number) >= n;
-    } catch {
-      return false;
-    }
-  }
-
-  /** Says at start when the master has fewer replicas than acknowledgements wait for: they would all be refused. */
-  private async checkReplicas(): Promise<void> {
-    const n = this.options.waitReplicas;
-    if (n === 0) return;
-    const info = await connectionForSlot(this.cmd, this.slot)?.info('replication');
-    const replicas = Number(/connected_slaves:(\d+)/.exec(info ?? '')?.[1] ?? 0);
-    if (replicas < n) this.logger.warn({ replicas, clusterWaitReplicas: n }, 'cluster: the Redis master has fewer replicas than clusterWaitReplicas; QoS 1/2 messages for other nodes are not acknowledged until it has them');
   }
 
   /** what this node knows of the cluster now */
@@ -202,8 +178,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
       this.abandon();
       throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; ${needed.join('.')} or later is needed`);
     }
-    if (this.cmd.isCluster) this.slot = Number(await this.cmd.call('CLUSTER', 'KEYSLOT', this.key('nodes')));
-    await this.checkReplicas();
+    await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     const onMessage = (channel: Buffer, message: Buffer): void => this.onMessage(channel.toString(), message);
     // sharded in a Redis Cluster (see publishOn)
@@ -302,17 +277,30 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
-      if (frame.kind === 'adopted') this.moves.adopted(frame.clientId);
-      if (frame.kind === 'passed') this.moves.passed(frame.from, frame.clientId);
-      if (frame.kind === 'release') this.moves.released(frame.from, frame.clientId);
-      if (frame.kind !== 'message') continue;
-      this.counters.received++;
-      const groups = frame.groups;
-      const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
-      const message = unpackMessage(frame.body, sent);
-      if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
-      if (this.moves.adopting) this.moves.taken(from, frame.n);
-      this.core.routeRemote(message, select);
+      switch (frame.kind) {
+        case 'message': {
+          this.counters.received++;
+          const groups = frame.groups;
+          const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
+          const message = unpackMessage(frame.body, sent);
+          if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
+          if (this.moves.adopting) this.moves.taken(from, frame.n);
+          this.core.routeRemote(message, select);
+          break;
+        }
+        case 'adopted':
+          this.moves.adopted(frame.clientId);
+          break;
+        case 'passed':
+          this.moves.passed(frame.from, frame.clientId);
+          break;
+        case 'release':
+          this.moves.released(frame.from, frame.clientId);
+          break;
+        default:
+          // the other frames come over pub/sub (onFrame)
+          break;
+      }
     }
   }
 

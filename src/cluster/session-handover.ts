@@ -61,7 +61,10 @@ export function takeTail(core: ClusterHost, session: Session, end: boolean, keep
  */
 export function insertTail(core: ClusterHost, clientId: string, brought: number, queue: WireDelivery[]): void {
   const session = core.sessions.get(clientId);
-  if (session === undefined || session.sink !== undefined) return deliverTail(core, clientId, queue);
+  if (session === undefined || session.sink !== undefined) {
+    deliverTail(core, clientId, queue);
+    return;
+  }
   const waiting: Delivery[] = [];
   for (let d = session.takeWaiting(); d !== undefined; d = session.takeWaiting()) waiting.push(d);
   const now = core.now();
@@ -70,12 +73,13 @@ export function insertTail(core: ClusterHost, clientId: string, brought: number,
   for (let i = brought; i < waiting.length; i++) session.restoreQueued(waiting[i] as Delivery);
 }
 
-/** What reached a session after its handover, delivered to it here as if routed here. */
-export function deliverTail(core: ClusterHost, clientId: string, queue: WireDelivery[]): void {
+/** What reached a session after its handover, delivered to it here as if routed here; returns how many (0 without a session). */
+export function deliverTail(core: ClusterHost, clientId: string, queue: WireDelivery[]): number {
   const session = core.sessions.get(clientId);
-  if (session === undefined) return;
+  if (session === undefined) return 0;
   const now = core.now();
   for (const w of queue) core.deliver(session, fromWireDelivery(w, now));
+  return queue.length;
 }
 
 function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolean, origin?: (d: Delivery) => [string, number] | undefined): WireDelivery[] {
@@ -120,18 +124,6 @@ export function adopt(core: ClusterHost, clientId: string, transfer: SessionTran
  * subscriptions are not brought back (the client subscribes again). Returns how many there were.
  */
 export function resumeLate(core: ClusterHost, clientId: string, transfer: SessionTransfer): number {
-  const session = core.sessions.get(clientId);
-  if (session === undefined) return 0;
-  const now = core.now();
-  let count = 0;
-  for (const e of transfer.inflight) {
-    if (e.state !== 'publish') continue;
-    core.deliver(session, fromWireDelivery(e.delivery, now));
-    count++;
-  }
-  for (const w of transfer.queue) {
-    core.deliver(session, fromWireDelivery(w, now));
-    count++;
-  }
-  return count;
+  const unacknowledged = transfer.inflight.filter((e) => e.state === 'publish').map((e) => e.delivery);
+  return deliverTail(core, clientId, [...unacknowledged, ...transfer.queue]);
 }

@@ -132,7 +132,10 @@ export class SessionMoves {
   tail(clientId: string, all: WireDelivery[]): void {
     const queue = this.notTakenHere(clientId, all);
     const waiting = this.firstTails.get(clientId);
-    if (waiting === undefined) return deliverTail(this.node.core, clientId, queue);
+    if (waiting === undefined) {
+      deliverTail(this.node.core, clientId, queue);
+      return;
+    }
     this.firstTails.delete(clientId);
     waiting(queue);
   }
