@@ -44,13 +44,22 @@ export function connectClient(port: number, options: IClientOptions = {}, setup?
     clients.add(client);
     setup?.(client);
     const onError = (err: Error): void => {
+      client.off('close', onClose);
       client.end(true);
       reject(err);
     };
+    // a server that closes the connection before its CONNACK makes no 'error': without this the
+    // test would wait for ever (reconnectPeriod 0 tries no more)
+    const onClose = (): void => {
+      client.off('error', onError);
+      reject(new Error(`connection closed before the CONNACK (client id ${String(options.clientId)})`));
+    };
     client.once('error', onError);
+    client.once('close', onClose);
     client.once('connect', (connack) => {
       connacks.set(client, connack);
       client.off('error', onError);
+      client.off('close', onClose);
       resolve(client);
     });
   });

@@ -17,15 +17,27 @@ export interface TestRedis {
 export const redisInstalled = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).error === undefined;
 export const skipWithoutRedis: false | string = redisInstalled || process.env.CI === 'true' ? false : 'redis-server is not installed (apt-get install redis-server)';
 
-async function freePort(): Promise<number> {
+async function freePort(wanted = 0): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(wanted, '127.0.0.1', () => {
       const { port } = srv.address() as { port: number };
       srv.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A free port for a Redis Cluster node, whose cluster bus listens 10000 above it: so at most
+ * 55535 (Redis refuses more), with that bus port free too. Ephemeral ports reach 60999.
+ */
+async function freeClusterPort(): Promise<number> {
+  for (let tries = 0; ; tries++) {
+    const p = await freePort();
+    if (p <= 55535 && (await freePort(p + 10000).then(() => true, () => false))) return p;
+    if (tries === 50) throw new Error('no free port pair (port, port + 10000) for a Redis Cluster node');
+  }
 }
 
 export async function startRedis(port?: number, extraArgs: string[] = []): Promise<TestRedis> {
@@ -87,7 +99,7 @@ export async function startRedisCluster(masters: number, replicasEach: number): 
   };
   try {
     for (let i = 0; i < masters * (1 + replicasEach); i++) {
-      const p = await freePort();
+      const p = await freeClusterPort();
       // each node keeps its view of the cluster in a file of its own
       // replicas sync at once (not after the 5 s a master waits for more of them): one that never synced is never promoted
       const args = ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${p}.conf`), '--cluster-node-timeout', '1000', '--dir', dir, '--repl-diskless-sync-delay', '0'];

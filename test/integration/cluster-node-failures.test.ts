@@ -1,0 +1,217 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { spawnMidge } from '../helpers/cli.js';
+import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
+import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
+import { CLUSTER_TEST, clusterHarness, routesKnown } from '../helpers/cluster.js';
+
+describe('a cluster outlives its nodes and its Redis server stopping, restarting and falling behind', { skip: skipWithoutRedis }, () => {
+  const h = clusterHarness();
+
+  test('a node that stops leaves at once; a node that dies is dropped after the node timeout, and its clients can connect elsewhere', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'stay', clusterPrefix: prefix, sysInterval: 0 });
+    h.nodes.push(a);
+    const b = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'leave', clusterPrefix: prefix, sysInterval: 0 });
+    const sb = await connectClient(b.port, { clientId: 'on-leave' });
+    await sb.subscribeAsync('leave/#');
+    await routesKnown(a, 1);
+    assert.equal(a.broker.stats.cluster?.nodes, 2);
+    await b.close();
+    await routesKnown(a, 0);
+    assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1));
+
+    // a process killed outright says nothing; the heartbeat timeout (5 s) finds it out
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'doomed', '--cluster-prefix', prefix, '--log-level', 'info']);
+    const sd = await connectClient(port, { clientId: 'on-doomed' });
+    await sd.subscribeAsync('doomed/#');
+    await routesKnown(a, 1);
+    child.kill('SIGKILL');
+    assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 0 && a.broker.stats.cluster.nodes === 1, 9000), 'dead node dropped');
+    // its client id pointed at the dead node: connecting here does not wait for it
+    const started = Date.now();
+    await connectClient(a.port, { clientId: 'on-doomed' });
+    assert.ok(Date.now() - started < 1000);
+  });
+
+  test('a node restarted with its store keeps the sessions no other node took, and gives up those whose client connected elsewhere', CLUSTER_TEST, async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
+    const prefix = h.prefix();
+    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, sysInterval: 0 };
+    try {
+      const a = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
+      const b = await startBroker({ ...opts, clusterNodeId: 'other' });
+      h.nodes.push(b);
+      for (const id of ['stays', 'moves']) {
+        const c = await connectClient(a.port, { clientId: id, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+        await c.subscribeAsync(`${id}/#`, { qos: 1 });
+        await c.endAsync();
+      }
+      await a.close();
+      // while the keeper is down, one client connects to the other node: a new session there
+      const moved = await connectClient(b.port, { clientId: 'moves', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(connackOf(moved).sessionPresent, false, 'its node is down: a new session');
+      const again = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
+      h.nodes.push(again);
+      assert.equal(again.broker.stats.sessions, 1, 'only the session no other node took');
+      const back = await connectClient(again.port, { clientId: 'stays', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(connackOf(back).sessionPresent, true);
+      // and a message for it from the other node still finds it
+      await routesKnown(b, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const maxBacklog = 65_536;
+    // a 3.1.1 publisher cannot be told a Receive Maximum: Midge stops reading it at 20 unacknowledged
+    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'ahead', clusterPrefix: prefix, sysInterval: 0, clusterMaxBacklog: maxBacklog, limits: { receiveMaximum: 20 } });
+    h.nodes.push(a);
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'behind', '--cluster-prefix', prefix]);
+    const sub = await connectClient(port, { clientId: 'fc-sub', protocolVersion: 5 });
+    await sub.subscribeAsync('fc/#', { qos: 1 });
+    await routesKnown(a, 1);
+    const pub = await connectClient(a.port, { clientId: 'fc-pub', protocolVersion: 4 });
+    const peek = new Redis(h.redis.url);
+    const count = 800;
+    const got = nextMessages(sub, count, 20_000);
+    let acked = 0;
+    let all: Promise<unknown> | undefined;
+    // stopped for less than the node timeout: alive, but reading nothing
+    child.kill('SIGSTOP');
+    try {
+      const payload = Buffer.alloc(512, 0x61);
+      all = Promise.all(Array.from({ length: count }, (_, i) => pub.publishAsync('fc/q1', Buffer.concat([Buffer.from(`${i}:`), payload]), { qos: 1 }).then(() => acked++)));
+      assert.ok(await eventually(() => (a.broker.stats.cluster?.backlogWaits ?? 0) > 0, 3000), 'the publisher waits');
+      await delay(500);
+      const waiting = Number(await peek.get(`${prefix}:inbox-bytes:behind`));
+      assert.ok(acked < count / 2, `acknowledged while the node read nothing: ${acked} of ${count}`);
+      // past the limit, only what the publisher's 20 unacknowledged messages let in
+      assert.ok(waiting > maxBacklog && waiting < maxBacklog + 20 * 1024, `bytes waiting for the node: ${waiting}`);
+      // from another client: the first one is read no further until its acknowledgements go
+      const pub0 = await connectClient(a.port, { clientId: 'fc-pub0' });
+      await pub0.publishAsync('fc/q0', 'dropped', { qos: 0 });
+      assert.ok(await eventually(() => (a.broker.stats.cluster?.forwardDropped ?? 0) === 1), 'QoS 0 for the node behind is dropped');
+    } finally {
+      child.kill('SIGCONT');
+      peek.disconnect();
+    }
+    await all;
+    assert.equal(acked, count);
+    const msgs = await got;
+    assert.deepEqual(msgs.map((m) => m.topic), Array.from({ length: count }, () => 'fc/q1'));
+    assert.deepEqual(msgs.map((m) => Number(m.payload.toString().split(':')[0])), Array.from({ length: count }, (_, i) => i));
+    assert.equal((await collectFor(sub, 200)).length, 0, 'no duplicates');
+    const http = await a.broker.listenHttp({ port: 0 });
+    const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+    assert.match(text, /^midge_cluster_forwards_dropped_total 1$/m);
+    assert.match(text, /^midge_cluster_backlog_waits_total [1-9]\d*$/m);
+    child.kill('SIGKILL');
+  });
+
+  test('messages sent to a node while it restarts wait in Redis and reach its persistent sessions after the restart; their expiry counts the wait', CLUSTER_TEST, async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
+    const prefix = h.prefix();
+    const nodeArgs = ['--port', '0', '--persistence', 'lmdb', '--data-dir', dir, '--cluster-redis', h.redis.url, '--cluster-node-id', 'restarts', '--cluster-prefix', prefix];
+    try {
+      const a = (await h.cluster(1, { clusterPrefix: prefix }))[0] as TestBroker;
+      const first = await spawnMidge(nodeArgs);
+      const sessionOptions = { clientId: 'away', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+      const sub = await connectClient(first.port, sessionOptions);
+      await sub.subscribeAsync('away/#', { qos: 1 });
+      await sub.endAsync();
+      await routesKnown(a, 1);
+      first.child.kill('SIGKILL');
+      const pub = await connectClient(a.port, { clientId: 'away-pub', protocolVersion: 5 });
+      await pub.publishAsync('away/short', 'expires', { qos: 1, properties: { messageExpiryInterval: 1 } });
+      for (let i = 0; i < 50; i++) await pub.publishAsync('away/kept', String(i), { qos: 1 });
+      await delay(1500);
+      const second = await spawnMidge(nodeArgs);
+      // raw: the queued messages follow the CONNACK at once
+      const back = await rawConnect(second.port, 5, { clientId: 'away', clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal(back.connack.sessionPresent, true);
+      const expected = Array.from({ length: 50 }, (_, i) => String(i));
+      assert.deepEqual(await receiveAcking(back.raw, 5, 50), expected, 'all 50 acknowledged messages, and not the expired one');
+      back.raw.close();
+      second.child.kill('SIGKILL');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('after Redis restarts empty, the nodes register their routes again and put their retained messages back', CLUSTER_TEST, async () => {
+    const own = await startRedis();
+    const prefix = h.prefix();
+    const opts = { clusterRedis: own.url, clusterPrefix: prefix, sysInterval: 0 };
+    const a = await startBroker({ ...opts, clusterNodeId: 'ra' });
+    h.nodes.push(a);
+    const b = await startBroker({ ...opts, clusterNodeId: 'rb' });
+    h.nodes.push(b);
+    let again: TestRedis | undefined;
+    try {
+      const sub = await connectClient(b.port, { clientId: 'r-sub' });
+      await sub.subscribeAsync('r/#', { qos: 1 });
+      const pub = await connectClient(a.port, { clientId: 'r-pub' });
+      await pub.publishAsync('r/kept', 'k', { qos: 1, retain: true });
+      await routesKnown(a, 1);
+      assert.ok(await eventually(() => b.broker.stats.retained === 1));
+      await own.stop();
+      again = await startRedis(own.port);
+      // routes come back from both nodes' own sets
+      assert.ok(await eventually(() => a.broker.stats.cluster?.remoteRoutes === 1 && a.broker.stats.cluster.nodes === 2, 8000), 'routes after the restart');
+      const got = nextMessages(sub, 1);
+      await pub.publishAsync('r/live', 'after', { qos: 1 });
+      assert.equal((await got)[0]?.payload.toString(), 'after');
+      assert.equal(a.broker.stats.retained, 1);
+      assert.equal(b.broker.stats.retained, 1);
+      const late = await startBroker({ ...opts, clusterNodeId: 'rc' });
+      h.nodes.push(late);
+      assert.equal(late.broker.stats.retained, 1, 'the retained message is in Redis again');
+    } finally {
+      await h.closeNodes();
+      await again?.stop();
+    }
+  });
+
+  test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', CLUSTER_TEST, async () => {
+    const own = await startRedis();
+    const [a, b] = (await h.cluster(2, { clusterRedis: own.url })) as [TestBroker, TestBroker];
+    let again: TestRedis | undefined;
+    try {
+      const sub = await connectClient(b.port, { clientId: 'd-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+      await sub.subscribeAsync('d/#', { qos: 1 });
+      await routesKnown(a, 1);
+      const first = await rawConnect(a.port, 5, { clientId: 'd-pub', clean: false, properties: { sessionExpiryInterval: 300 } });
+      await own.stop();
+      first.raw.sendPacket({ cmd: 'publish', topic: 'd/1', payload: Buffer.from('kept'), qos: 1, messageId: 7, retain: false, dup: false }, 5);
+      const answer = await expectPacket(first.raw, 'disconnect', 10_000);
+      assert.equal(answer.reasonCode, 0x80);
+      assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
+      assert.ok((a.broker.stats.cluster?.forwardFailed ?? 0) >= 1);
+      again = await startRedis(own.port);
+      // the restarted Redis is empty: the publishing node keeps the other's routes until it has registered again
+      assert.equal(a.broker.stats.cluster?.remoteRoutes, 1);
+      // the client resends what was never acknowledged, as [MQTT-4.4.0-1] has it
+      const got = nextMessages(sub, 1, 5000);
+      const second = await rawConnect(a.port, 5, { clientId: 'd-pub', clean: false, properties: { sessionExpiryInterval: 300 } });
+      second.raw.sendPacket({ cmd: 'publish', topic: 'd/1', payload: Buffer.from('kept'), qos: 1, messageId: 7, retain: false, dup: true }, 5);
+      const ack = await expectPacket(second.raw, 'puback', 5000);
+      assert.equal(ack.messageId, 7);
+      assert.equal((await got)[0]?.payload.toString(), 'kept');
+      second.raw.close();
+    } finally {
+      await h.closeNodes();
+      await again?.stop();
+    }
+  });
+});
