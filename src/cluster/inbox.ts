@@ -69,6 +69,13 @@ export class InboxReader {
   /** the error the last read failed with ('' once reads succeed): an outage is logged once, not every retry */
   private readError = '';
   private loop: Promise<void> | undefined;
+  /**
+   * Settles when stop() is called. A read is not always ended by disconnecting: a Redis Cluster
+   * client can hold a command it was retrying after a failover and never settle it, and the
+   * reader must not wait for it.
+   */
+  private readonly halted: Promise<undefined>;
+  private halt: () => void = () => undefined;
   private trimmed: Promise<unknown> = Promise.resolve();
   /** bytes handled and not yet trimmed */
   private untrimmed = 0;
@@ -80,6 +87,7 @@ export class InboxReader {
     this.keys = keys;
     this.consume = consume;
     this.logger = logger;
+    this.halted = new Promise((resolve) => (this.halt = () => resolve(undefined)));
   }
 
   connect(): Promise<void> {
@@ -94,6 +102,7 @@ export class InboxReader {
   /** Stops reading; resolves once the last trim is done, so a restart does not read again what was handled. */
   async stop(): Promise<void> {
     this.running = false;
+    this.halt();
     this.conn.disconnect();
     await this.loop;
     this.trim();
@@ -111,7 +120,7 @@ export class InboxReader {
   private async run(): Promise<void> {
     let next = this.read();
     while (this.running) {
-      const reply = await next;
+      const reply = await Promise.race([next, this.halted]);
       if (!this.running) return;
       if (reply instanceof Error) {
         if (reply.message !== this.readError) this.logger.warn({ err: reply.message }, 'cluster: inbox read failed, retrying');

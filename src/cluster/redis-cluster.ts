@@ -14,6 +14,7 @@ import { ReplicaWait } from './replica-wait.js';
 import { RouteSync } from './route-sync.js';
 import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { SessionMoves, type MoveNode } from './session-moves.js';
+import { settlesWithin } from './settles-within.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
@@ -36,6 +37,8 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
+/** how long a stopping node waits for Redis to take its leave */
+const STOP_WAIT_MS = 3000;
 
 /**
  * The prefix of the cluster's keys. In a Redis Cluster it is a hash tag (`{midge}`), so that all
@@ -239,11 +242,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     this.forwarder.stop();
     this.ownership.flush();
     this.moves.stop();
-    try {
+    const leaving = (async () => {
       await this.inbox.stop();
       if (this.started) await this.members.leave();
       await Promise.all([this.cmd.quit(), this.sub.quit()]);
-    } catch {
+    })();
+    // a Redis that does not answer (gone, or a Redis Cluster client stuck after a failover) must
+    // not keep the node from stopping: the others then drop it after the node timeout instead
+    if ((await settlesWithin(leaving, STOP_WAIT_MS)) !== 'done') {
+      this.logger.warn('cluster: left without telling Redis (it did not answer); the other nodes drop this one after the node timeout');
       this.cmd.disconnect();
       this.sub.disconnect();
     }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { createBroker } from '../../src/index.js';
 import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { spawnMidge } from '../helpers/cli.js';
 import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
@@ -180,6 +182,28 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     } finally {
       await h.closeNodes();
       await again?.stop();
+    }
+  });
+
+  test('a node whose Redis stops answering still stops, within 3 s, and says it left without telling Redis', CLUSTER_TEST, async () => {
+    const own = await startRedis();
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    try {
+      const prefix = h.prefix();
+      const node = await createBroker({ clusterRedis: own.url, clusterNodeId: 'mute', clusterPrefix: prefix, sysInterval: 0, logger: log });
+      const client = await connectClient((await node.listen({ port: 0 })).port, { clientId: 'on-mute' });
+      await client.subscribeAsync('mute/#', { qos: 1 });
+      // connected, but answering nothing: leaving the cluster (a transaction) gets no reply
+      own.signal('SIGSTOP');
+      const started = Date.now();
+      await node.close();
+      const took = Date.now() - started;
+      assert.ok(took >= 2500 && took < 4500, `stopped after ${took} ms`);
+      assert.ok(lines.some((l) => l.includes('left without telling Redis')), lines.join(''));
+    } finally {
+      own.signal('SIGCONT');
+      await own.stop();
     }
   });
 
