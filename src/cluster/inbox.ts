@@ -90,10 +90,6 @@ export class InboxReader {
     this.halted = new Promise((resolve) => (this.halt = () => resolve(undefined)));
   }
 
-  connect(): Promise<void> {
-    return this.conn.connect();
-  }
-
   start(): void {
     this.running = true;
     this.loop = this.run();

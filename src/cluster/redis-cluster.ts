@@ -16,7 +16,8 @@ import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type Owner
 import { SessionMoves, type MoveNode } from './session-moves.js';
 import { settlesWithin } from './settles-within.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
-import { connectRedis, isRedisCluster, publishOn, redactUrl, redisErrorText } from './redis-target.js';
+import { isRedisCluster, publishOn } from './redis-target.js';
+import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 
 export interface ClusterOptions {
@@ -67,7 +68,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   readonly scripts: Scripts;
   readonly handoverTimeoutMs: number;
   private readonly options: Required<ClusterOptions>;
-  private readonly sub: RedisClient;
+  private readonly conns: RedisConnections;
   private readonly inbox: InboxReader;
   private readonly ownership: ClientOwnership;
   private readonly moves: SessionMoves;
@@ -80,7 +81,6 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   private started = false;
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
-  private lastError = '';
   private readonly forwarder: Forwarder;
   /** set when acknowledgements wait for Redis replicas (clusterWaitReplicas) */
   private readonly replicaWait: ReplicaWait | undefined;
@@ -97,10 +97,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     this.handoverTimeoutMs = this.options.handoverTimeoutMs;
     const prefix = this.options.prefix;
     this.index = new RouteIndex(options.nodeId);
-    const common = { lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(n * 200, 2000) };
-    this.cmd = connectRedis(options.redis, { ...common, enableAutoPipelining: true });
-    this.sub = connectRedis(options.redis, common);
-    const reader = connectRedis(options.redis, { ...common, maxRetriesPerRequest: null });
+    this.conns = new RedisConnections(options.redis, logger);
+    this.cmd = this.conns.cmd;
     this.cmd.defineCommand('midgeHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
     this.cmd.defineCommand('midgeInboxAppend', { numberOfKeys: 2, lua: INBOX_APPEND });
     this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
@@ -130,19 +128,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
       this.counters,
       this.options.maxBacklog,
     );
-    this.inbox = new InboxReader(reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
-    for (const conn of [this.cmd, this.sub, reader]) {
-      conn.on('error', (err: Error) => {
-        // at start the error is thrown; once joined, each new one is worth a line (not every retry of every connection)
-        const text = redisErrorText(err);
-        if (this.started && !this.stopping && text !== this.lastError) this.logger.warn({ err: text }, 'cluster: Redis connection error');
-        this.lastError = text;
-      });
-      conn.on('ready', () => {
-        if (this.started && this.lastError !== '') this.logger.info('cluster: Redis connection back');
-        this.lastError = '';
-      });
-    }
+    this.inbox = new InboxReader(this.conns.reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
   }
 
   /** what this node knows of the cluster now */
@@ -168,34 +154,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
 
   /** Joins the cluster: reads its routes and retained messages, and settles which of the sessions kept here are still this node's. */
   async start(): Promise<void> {
-    try {
-      await Promise.all([this.cmd.connect(), this.sub.connect(), this.inbox.connect()]);
-    } catch (err) {
-      this.abandon();
-      throw new Error(`cluster: cannot reach Redis at ${redactUrl(this.options.redis)}: ${this.lastError || redisErrorText(err as Error)}`);
-    }
-    const version = /redis_version:(\d+)\.(\d+)/.exec(await this.cmd.info('server'));
-    // inboxes are trimmed with XTRIM MINID, which came with 6.2; sharded pub/sub (a Redis Cluster's) with 7.0
-    const needed = this.cmd.isCluster ? [7, 0] : [6, 2];
-    if (version !== null && Number(version[1]) * 100 + Number(version[2]) < needed[0]! * 100 + needed[1]!) {
-      this.abandon();
-      throw new Error(`cluster: Redis at ${redactUrl(this.options.redis)} is ${version[1]}.${version[2]}; ${needed.join('.')} or later is needed`);
-    }
+    await this.conns.open();
     await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
-    const onMessage = (channel: Buffer, message: Buffer): void => this.onMessage(channel.toString(), message);
-    // sharded in a Redis Cluster (see publishOn)
-    if (this.sub.isCluster) {
-      this.sub.on('smessageBuffer', onMessage);
-      await this.sub.ssubscribe(...channels);
-    } else {
-      this.sub.on('messageBuffer', onMessage);
-      await this.sub.subscribe(...channels);
-    }
+    await this.conns.listen(channels, (channel, message) => this.onMessage(channel, message));
     await this.ownership.settle();
     this.core.router.observe(this.routes);
     await this.sync();
     this.started = true;
+    this.conns.report(true);
     this.routes.joined = true;
     this.core.cluster = this;
     // what was sent here before a restart is read first, then what comes
@@ -203,17 +170,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     this.timer = setInterval(() => void this.members.heartbeat(), HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
-    this.sub.on('ready', () => {
+    this.conns.sub.on('ready', () => {
       if (!this.stopping) void this.sync().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: resync failed'));
     });
     this.logger.info({ nodeId: this.nodeId, nodes: this.members.size }, 'joined the cluster');
-  }
-
-  /** Drops the connections of a start that failed. */
-  private abandon(): void {
-    this.cmd.disconnect();
-    this.sub.disconnect();
-    void this.inbox.stop();
   }
 
   /** Registers this node and its routes, then reads everyone's routes and the retained messages; events meanwhile wait. */
@@ -235,6 +195,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.conns.report(false);
     this.routes.leaving = true;
     clearInterval(this.timer);
     this.core.cluster = undefined;
@@ -245,14 +206,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     const leaving = (async () => {
       await this.inbox.stop();
       if (this.started) await this.members.leave();
-      await Promise.all([this.cmd.quit(), this.sub.quit()]);
+      await this.conns.quit();
     })();
     // a Redis that does not answer (gone, or a Redis Cluster client stuck after a failover) must
     // not keep the node from stopping: the others then drop it after the node timeout instead
     if ((await settlesWithin(leaving, STOP_WAIT_MS)) !== 'done') {
       this.logger.warn('cluster: left without telling Redis (it did not answer); the other nodes drop this one after the node timeout');
-      this.cmd.disconnect();
-      this.sub.disconnect();
+      this.conns.drop();
     }
   }
 
