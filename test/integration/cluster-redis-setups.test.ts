@@ -128,6 +128,8 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
       const w = await startBroker({ clusterRedis: rc.url, clusterNodeId: 'w', clusterPrefix: h.lastPrefix(), sysInterval: 0, clusterWaitReplicas: 1 });
       h.nodes.push(w);
       await routesKnown(w, 21);
+      const wsub = await connectClient(w.port, { clientId: 'rc-wsub' });
+      await wsub.subscribeAsync('rcw/#', { qos: 1 });
       const waiting = await rawConnect(w.port, 5, { clientId: 'rc-w' });
       waiting.raw.sendPacket({ cmd: 'publish', topic: 'rc/w', payload: Buffer.from('w'), qos: 1, messageId: 1, retain: false, dup: false }, 5);
       assert.equal((await expectPacket(waiting.raw, 'puback')).messageId, 1);
@@ -156,6 +158,8 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
       await master.stop();
       assert.ok(await poll(async () => (await rc.masterOf(tag)) !== masterPort, 20_000), 'the replica is promoted');
       assert.ok(await deliveredAgain(a, sub, 'rc/2'), 'routing goes on through the promoted replica');
+      // the node that joined last reads its inbox on as well
+      assert.ok(await deliveredAgain(b, wsub, 'rcw/x'), 'routing to the third node goes on');
     } finally {
       ask.disconnect();
       await h.closeNodes();
