@@ -14,9 +14,9 @@ export interface ClusterPort {
   /** Routes a message published on this node, here and to the nodes with matching subscribers; returns sessions reached here. */
   route(message: Message, memo: MatchMemo | undefined): number;
   /**
-   * Settles once every message routed so far that went to other nodes is with Redis and no node
-   * it went to is too far behind (undefined when none is on its way); rejects when one of this
-   * turn's QoS 1/2 messages could not be forwarded. A QoS 1/2 publisher is acknowledged then, so
+   * Settles once every message routed so far that went to other nodes, and every QoS 1/2 retained
+   * message set, is with Redis and no node it went to is too far behind (undefined when none is on
+   * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared. A QoS 1/2 publisher is acknowledged then, so
    * it cannot outrun the other nodes, and acknowledgements keep the order of the messages.
    */
   sent(): Promise<void> | undefined;

@@ -69,6 +69,8 @@ export class Forwarder {
   /** nodes that are behind, with the bytes last seen waiting */
   private readonly behind = new Map<string, number>();
   private waiters: Array<{ nodes: string[]; resolve: () => void }> = [];
+  /** this turn's writes to Redis other than forwards, which its acknowledgements wait for too: whether each was taken */
+  private writes: Array<Promise<boolean>> = [];
   private poll: NodeJS.Timeout | undefined;
 
   constructor(link: InboxLink, counters: ForwardCounters, maxBacklog: number) {
@@ -108,6 +110,18 @@ export class Forwarder {
     this.scheduleFlush();
   }
 
+  /**
+   * A write to Redis other than a forward (a QoS 1/2 retained message) that this turn's
+   * acknowledgements wait for, and that the replicas waited for must have as well.
+   */
+  include(write: Promise<unknown>): void {
+    this.writes.push(write.then(
+      () => true,
+      () => false,
+    ));
+    this.scheduleFlush();
+  }
+
   private outboxOf(node: string): { frames: Buffer[]; messages: number } {
     let out = this.outbox.get(node);
     if (out === undefined) {
@@ -118,7 +132,7 @@ export class Forwarder {
   }
 
   private scheduleFlush(): void {
-    if (!this.flushScheduled && (this.outbox.size > 0 || this.failedInTurn)) {
+    if (!this.flushScheduled && (this.outbox.size > 0 || this.failedInTurn || this.writes.length > 0)) {
       this.flushScheduled = true;
       setImmediate(this.flush);
     }
@@ -126,7 +140,8 @@ export class Forwarder {
 
   /**
    * Settles once everything forwarded so far is with Redis and no node it went to is behind;
-   * rejects when a QoS 1/2 message of the turn could not be forwarded. Undefined when nothing is
+   * rejects when a QoS 1/2 message of the turn could not be forwarded (or a retained one
+   * included). Undefined when nothing is
    * on its way. Turns settle in order, so acknowledgements leave in the order messages came.
    */
   sent(): Promise<void> | undefined {
@@ -156,6 +171,17 @@ export class Forwarder {
       ));
     }
     this.outbox.clear();
+    let reason = 'a message could not be forwarded to another node';
+    if (this.writes.length > 0) {
+      for (const write of this.writes) {
+        sends.push(write.then((taken) => {
+          if (taken) return;
+          failed = true;
+          reason = 'a retained message could not be shared with the other nodes';
+        }));
+      }
+      this.writes = [];
+    }
     const turn = this.current;
     this.current = undefined;
     // no acknowledgement waits on this turn (QoS 0 only): nothing later has to be ordered after it
@@ -167,6 +193,7 @@ export class Forwarder {
         if (!replicated) {
           this.counters.replicaWaitsFailed++;
           failed = true;
+          reason = 'fewer Redis replicas than clusterWaitReplicas had it in time';
         }
         return this.whenCaughtUp(nodes);
       });
@@ -178,7 +205,7 @@ export class Forwarder {
       if (this.chain === chain) this.chain = undefined;
       if (this.last === turn) this.last = undefined;
       if (ok) turn.resolve();
-      else turn.reject(new Error('cluster: a message could not be forwarded to another node'));
+      else turn.reject(new Error(`cluster: ${reason}`));
     });
   };
 

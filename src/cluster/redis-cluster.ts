@@ -343,7 +343,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   }
 
   retainedChanged(message: Message): void {
-    this.retained.changed(message);
+    const write = this.retained.changed(message);
+    // its QoS 1/2 publisher is acknowledged once Redis (and the replicas waited for) has it: a
+    // node that took it from Redis as it came back would otherwise replace it with what Redis held
+    if (write !== undefined && message.qos > 0) this.forwarder.include(write);
   }
 
   retainedDeleted(topic: string): void {

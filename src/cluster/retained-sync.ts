@@ -62,27 +62,28 @@ export class RetainedSync {
     this.apply(change.topic, change.body);
   }
 
-  /** A retained message set, or cleared (empty payload), on this node. */
-  changed(message: Message): void {
-    if (!isLocalTopic(message.topic)) this.write(message.topic, message.payload.length === 0 ? null : packStoredMessage(message));
+  /** A retained message set, or cleared (empty payload), on this node; settles once Redis has it (undefined: a topic of this node's own). */
+  changed(message: Message): Promise<unknown> | undefined {
+    if (isLocalTopic(message.topic)) return undefined;
+    return this.write(message.topic, message.payload.length === 0 ? null : packStoredMessage(message));
   }
 
   /** A retained message removed here by administration. */
   deleted(topic: string): void {
-    if (!isLocalTopic(topic)) this.write(topic, null);
+    if (!isLocalTopic(topic)) void this.write(topic, null);
   }
 
   private apply(topic: string, body: Buffer | null): void {
     this.core.applyRemoteRetained(topic, body === null ? undefined : unpackStoredMessage(body));
   }
 
-  private write(topic: string, body: Buffer | null): void {
+  private write(topic: string, body: Buffer | null): Promise<unknown> {
     const key = this.key('retained');
     const tx = this.cmd.multi();
     if (body === null) tx.hdel(key, topic);
     else tx.hset(key, topic, body);
-    publishOn(this.cmd, tx, key, packRetained({ topic, body }))
-      .exec()
-      .catch((err: Error) => this.logger.warn({ err: err.message, topic }, 'cluster: retained message not shared'));
+    const done = publishOn(this.cmd, tx, key, packRetained({ topic, body })).exec();
+    done.catch((err: Error) => this.logger.warn({ err: err.message, topic }, 'cluster: retained message not shared'));
+    return done;
   }
 }

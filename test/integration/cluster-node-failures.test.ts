@@ -207,7 +207,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     }
   });
 
-  test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node, or a retained one, is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', CLUSTER_TEST, async () => {
     const own = await startRedis();
     const [a, b] = (await h.cluster(2, { clusterRedis: own.url })) as [TestBroker, TestBroker];
     let again: TestRedis | undefined;
@@ -222,6 +222,12 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
       assert.equal(answer.reasonCode, 0x80);
       assert.match(String(answer.properties?.reasonString), /^not acknowledged: cluster: /);
       assert.ok((a.broker.stats.cluster?.forwardFailed ?? 0) >= 1);
+      // a retained message is shared through Redis: not acknowledged either, though no other node subscribes to it
+      const keeper = await rawConnect(a.port, 5, { clientId: 'd-keeper' });
+      keeper.raw.sendPacket({ cmd: 'publish', topic: 'kept/x', payload: Buffer.from('kept'), qos: 1, messageId: 1, retain: true, dup: false }, 5);
+      const refused = await expectPacket(keeper.raw, 'disconnect', 10_000);
+      assert.equal(refused.reasonCode, 0x80);
+      assert.equal(refused.properties?.reasonString, 'not acknowledged: cluster: a retained message could not be shared with the other nodes');
       again = await startRedis(own.port);
       // the restarted Redis is empty: the publishing node keeps the other's routes until it has registered again
       assert.equal(a.broker.stats.cluster?.remoteRoutes, 1);

@@ -14,7 +14,7 @@ import { CLUSTER_TEST, clusterHarness, deliveredAgain, missedAfterSuback, poll, 
 describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis settings', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
 
-  test('[MQTT-4.3.2-4] with clusterWaitReplicas a QoS 1 message for another node is acknowledged only once a Redis replica has it: with the replica stopped the publisher is disconnected (0x80), and its resend is acknowledged once it runs again', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] with clusterWaitReplicas a QoS 1 message for another node, or a retained one, is acknowledged only once a Redis replica has it: with the replica stopped the publisher is disconnected (0x80), and its resend is acknowledged once it runs again', CLUSTER_TEST, async () => {
     const master = await startRedis();
     const replica = await startRedis(undefined, ['--replicaof', '127.0.0.1', String(master.port)]);
     const askReplica = new Redis(replica.port, '127.0.0.1');
@@ -55,6 +55,13 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
         quick.raw.sendPacket({ cmd: 'publish', topic: 'w/2', payload: Buffer.from('unreplicated'), qos: 1, messageId: 9, retain: false, dup: false }, 5);
         assert.equal((await expectPacket(quick.raw, 'puback', 500)).messageId, 9);
         quick.raw.close();
+        // a retained message is shared through Redis: not acknowledged either, though no other node subscribes to it
+        const keeper = await rawConnect(a.port, 5, { clientId: 'w-keeper' });
+        keeper.raw.sendPacket({ cmd: 'publish', topic: 'w-kept/x', payload: Buffer.from('kept'), qos: 1, messageId: 3, retain: true, dup: false }, 5);
+        const refused = await expectPacket(keeper.raw, 'disconnect', 5000);
+        assert.equal(refused.reasonCode, 0x80);
+        assert.equal(refused.properties?.reasonString, 'not acknowledged: cluster: fewer Redis replicas than clusterWaitReplicas had it in time');
+        assert.equal(a.broker.stats.cluster?.replicaWaitsFailed, 2);
       } finally {
         replica.signal('SIGCONT');
       }
@@ -63,6 +70,10 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
       publish(second.raw, 2, 'kept', true);
       assert.equal((await expectPacket(second.raw, 'puback', 5000)).messageId, 2);
       second.raw.close();
+      const keeper = await rawConnect(a.port, 5, { clientId: 'w-keeper' });
+      keeper.raw.sendPacket({ cmd: 'publish', topic: 'w-kept/x', payload: Buffer.from('kept'), qos: 1, messageId: 3, retain: true, dup: true }, 5);
+      assert.equal((await expectPacket(keeper.raw, 'puback', 5000)).messageId, 3);
+      keeper.raw.close();
       assert.ok(await eventually(() => got.includes('kept')), got.join());
     } finally {
       askReplica.disconnect();

@@ -142,7 +142,7 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     const fwd = new Forwarder(Object.assign(inboxes, { replicated: async () => answer }), counters, MAX);
     await forward(fwd, 1, 'b');
     answer = false;
-    await assert.rejects(forward(fwd, 1, 'b') as Promise<void>, /cluster: a message could not be forwarded/);
+    await assert.rejects(forward(fwd, 1, 'b') as Promise<void>, /^Error: cluster: fewer Redis replicas than clusterWaitReplicas had it in time$/);
     assert.equal(counters.replicaWaitsFailed, 1);
     assert.equal(forward(fwd, 0, 'b'), undefined, 'QoS 0 does not wait');
   });
@@ -153,6 +153,28 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     const frames = unpackFrames(packBatch([message, newer, message]));
     assert.deepEqual(frames.map((f) => f.kind), ['message', 'message']);
     assert.throws(() => unpackFrames(new Packr().pack('hello')), /not a cluster frame/);
+  });
+
+  test('a write included in a turn (a QoS 1/2 retained message) holds its acknowledgements until Redis has it, then the replicas; one Redis refused rejects them', async () => {
+    const { inboxes, counters } = setup();
+    const replicaChecks: number[] = [];
+    let written = false;
+    const fwd = new Forwarder(Object.assign(inboxes, { replicated: async () => replicaChecks.push(written ? 1 : 0) > 0 }), counters, MAX);
+    let land: () => void = () => undefined;
+    fwd.include(new Promise<void>((resolve) => (land = resolve)).then(() => void (written = true)));
+    // no node takes the message: the retained write alone is waited for
+    const acked = forward(fwd, 1) as Promise<void>;
+    let settled = false;
+    void acked.then(() => (settled = true));
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, 'acknowledged before Redis had the retained message');
+    land();
+    await acked;
+    assert.deepEqual(replicaChecks, [1], 'the replicas were asked once the write was done');
+    fwd.include(Promise.reject(new Error('Redis is gone')));
+    await assert.rejects(forward(fwd, 1) as Promise<void>, /^Error: cluster: a retained message could not be shared with the other nodes$/);
+    await forward(fwd, 1, 'b');
   });
 
   test('a turn Redis did not take rejects its acknowledgements, counted; the next turn goes on', async () => {
