@@ -56,6 +56,8 @@ export interface ClusterCounts {
   /** sessions handed to other nodes / taken from them */
   sessionsHandedOver: number;
   sessionsTakenOver: number;
+  /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
+  sessionsLeaving: number;
 }
 
 export function statsSnapshot(core: BrokerCore, transport: TransportStats, cluster?: ClusterCounts): StatsSnapshot {
@@ -63,11 +65,12 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats, clust
   const c = core.counters;
   const dropped = { ...c.dropped };
   const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  const leaving = cluster?.sessionsLeaving ?? 0;
   return {
     clientsConnected: core.connected,
-    clientsDisconnected: core.sessions.size - core.sessions.online,
+    clientsDisconnected: core.sessions.size - leaving - core.sessions.online,
     clientsMaximum: core.maxConnected,
-    sessions: core.sessions.size,
+    sessions: core.sessions.size - leaving,
     subscriptions: core.router.subscriptionCount,
     retained: core.retained.size,
     messagesStored: inflight + queued,

@@ -133,7 +133,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
 
   /** what this node knows of the cluster now */
   get stats(): ClusterCounts {
-    return { nodeId: this.nodeId, nodes: Math.max(1, this.members.size), remoteRoutes: this.index.remoteRoutes, ...this.counters };
+    return { nodeId: this.nodeId, nodes: Math.max(1, this.members.size), remoteRoutes: this.index.remoteRoutes, ...this.counters, sessionsLeaving: this.moves.leaving };
   }
 
   key(name: string): string {

@@ -83,6 +83,11 @@ export class SessionMoves {
     this.node = node;
   }
 
+  /** sessions handed to other nodes and still here */
+  get leaving(): number {
+    return this.moving.size;
+  }
+
   // ---- the node the session went to -----------------------------------------------------------
 
   /**
