@@ -16,8 +16,9 @@ export interface ClusterPort {
   /**
    * Settles once every message routed so far that went to other nodes, and every QoS 1/2 retained
    * message set, is with Redis and no node it went to is too far behind (undefined when none is on
-   * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared. A QoS 1/2 publisher is acknowledged then, so
-   * it cannot outrun the other nodes, and acknowledgements keep the order of the messages.
+   * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared.
+   * A QoS 1/2 publisher is acknowledged then, so it cannot outrun the other nodes, and
+   * acknowledgements keep the order of the messages.
    */
   sent(): Promise<void> | undefined;
   /** Settles once Redis has every route change of this node so far, announced to the other nodes; undefined when none is on its way. */

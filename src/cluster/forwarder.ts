@@ -139,10 +139,10 @@ export class Forwarder {
   }
 
   /**
-   * Settles once everything forwarded so far is with Redis and no node it went to is behind;
-   * rejects when a QoS 1/2 message of the turn could not be forwarded (or a retained one
-   * included). Undefined when nothing is
-   * on its way. Turns settle in order, so acknowledgements leave in the order messages came.
+   * Settles once everything forwarded (or included) so far is with Redis and no node it went to
+   * is behind; rejects when a QoS 1/2 message of the turn could not be forwarded, or an included
+   * write failed. Undefined when nothing is on its way. Turns settle in order, so
+   * acknowledgements leave in the order messages came.
    */
   sent(): Promise<void> | undefined {
     if (this.flushScheduled) return (this.current ??= deferred()).promise;
