@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -39,9 +42,6 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
   });
 
   test('a node restarted with its store keeps the sessions no other node took, and gives up those whose client connected elsewhere', CLUSTER_TEST, async () => {
-    const { mkdtempSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
     const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
     const prefix = h.prefix();
     const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, sysInterval: 0 };
@@ -119,9 +119,6 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
   });
 
   test('messages sent to a node while it restarts wait in Redis and reach its persistent sessions after the restart; their expiry counts the wait', CLUSTER_TEST, async () => {
-    const { mkdtempSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
     const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
     const prefix = h.prefix();
     const nodeArgs = ['--port', '0', '--persistence', 'lmdb', '--data-dir', dir, '--cluster-redis', h.redis.url, '--cluster-node-id', 'restarts', '--cluster-prefix', prefix];
