@@ -12,17 +12,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '3' },
-    duration: { type: 'string', default: '5' },
-    brokers: { type: 'string', default: 'midge,mosquitto,aedes' },
-    scenarios: { type: 'string', default: 'cpu-fanin-q0,cpu-fanin-q1,cpu-fanout-q1,cpu-pairs-q1,fanin-q0,fanin-q1,fanout-q0,fanout-q1,pairs-q1,latency-q1,conn' },
-    port: { type: 'string', default: '18830' },
-  },
-});
-const RUNS = Number(values.runs);
-const PORT = Number(values.port);
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const AEDES = fileURLToPath(new URL('./aedes-server.js', import.meta.url));
 const FORWARDER_JS = fileURLToPath(new URL('./forwarder.js', import.meta.url));
@@ -63,6 +52,49 @@ const SCENARIOS: Record<string, Scenario> = {
   'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
   conn: { name: 'memory per idle connection (KiB, 19,000 connections, after 30 s idle)', args: ['conn', '--connections', '19000', '--duration', '30'], metric: 'kib', deepQueues: false },
 };
+
+const USAGE = `usage: npm run bench:compare -- [--runs N] [--duration S] [--brokers LIST] [--scenarios LIST] [--port N]
+  --runs N          rounds; each runs every scenario once per broker (default 3)
+  --duration S      seconds per run, where the scenario does not set its own (default 5)
+  --brokers LIST    midge first, then any of mosquitto, aedes, forwarder-node, forwarder-c
+                    (default midge,mosquitto,aedes)
+  --scenarios LIST  any of ${Object.keys(SCENARIOS).join(', ')} (default all)
+  --port N          the port every broker listens on (default 18830)`;
+
+/** A mistake in the flags: one line and the usage, no stack. */
+function usageError(message: string): never {
+  console.error(`bench:compare: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+let values: { runs: string; duration: string; brokers: string; scenarios: string; port: string; help?: boolean };
+try {
+  values = parseArgs({
+    options: {
+      runs: { type: 'string', default: '3' },
+      duration: { type: 'string', default: '5' },
+      brokers: { type: 'string', default: 'midge,mosquitto,aedes' },
+      scenarios: { type: 'string', default: Object.keys(SCENARIOS).join(',') },
+      port: { type: 'string', default: '18830' },
+      help: { type: 'boolean' },
+    },
+  }).values as typeof values;
+} catch (err) {
+  usageError((err as Error).message);
+}
+if (values.help === true) {
+  console.log(USAGE);
+  process.exit(0);
+}
+/** A whole number in [min, max], or a usage error naming the flag. */
+function wholeNumber(flag: string, text: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) usageError(`--${flag} must be a whole number from ${min} to ${max}, not "${text}"`);
+  return n;
+}
+const RUNS = wholeNumber('runs', values.runs, 1, 1000);
+const PORT = wholeNumber('port', values.port, 1, 65535);
+wholeNumber('duration', values.duration, 1, 3600);
 
 function hasMosquitto(): boolean {
   return spawnSync('mosquitto', ['-h']).error === undefined;
@@ -156,14 +188,14 @@ const median = (xs: number[]): number => {
 
 const KNOWN = ['midge', 'mosquitto', 'aedes', 'forwarder-node', 'forwarder-c'];
 const brokers = (values.brokers as string).split(',').filter((b) => {
-  if (!KNOWN.includes(b)) throw new Error(`unknown broker ${b} (known: ${KNOWN.join(', ')})`);
+  if (!KNOWN.includes(b)) usageError(`unknown broker "${b}" (known: ${KNOWN.join(', ')})`);
   return (b !== 'mosquitto' || hasMosquitto()) && (b !== 'forwarder-c' || cForwarder() !== undefined);
 });
-if (brokers[0] !== 'midge') throw new Error('--brokers must start with midge: every ratio is taken against it');
+if (brokers[0] !== 'midge') usageError('--brokers must start with midge: every ratio is taken against it');
 const isForwarder = (b: string): boolean => b.startsWith('forwarder-');
 const scenarios = (values.scenarios as string).split(',').map((k) => {
   const s = SCENARIOS[k];
-  if (s === undefined) throw new Error(`unknown scenario ${k}`);
+  if (s === undefined) usageError(`unknown scenario "${k}" (known: ${Object.keys(SCENARIOS).join(', ')})`);
   return s;
 });
 const results = new Map<string, number[]>();
