@@ -98,8 +98,13 @@ export class AdminView {
     return true;
   }
 
+  /** The client's session, unless it was handed to another node and only lingers here. */
+  private session(clientId: string): Session | undefined {
+    return this.core.cluster?.leaving(clientId) === true ? undefined : this.core.sessions.get(clientId);
+  }
+
   subscriptions(clientId: string): SubscriptionRow[] | undefined {
-    const s = this.core.sessions.get(clientId);
+    const s = this.session(clientId);
     if (s === undefined) return undefined;
     return [...s.subscriptions.values()].map((sub) => ({
       filter: sub.filter,
@@ -114,14 +119,15 @@ export class AdminView {
   /** Every session, connected or not, by client id. */
   sessions(offset: number, limit: number): Page<SessionRow> {
     const ids: string[] = [];
-    for (const s of this.core.sessions.values()) ids.push(s.clientId);
+    const cluster = this.core.cluster;
+    for (const s of this.core.sessions.values()) if (cluster === undefined || !cluster.leaving(s.clientId)) ids.push(s.clientId);
     const items = pageOf(ids, offset, limit).map((id) => sessionRow(this.core.sessions.get(id) as Session));
     return { total: ids.length, offset, limit, items };
   }
 
   /** Ends a session for good; a connected client is disconnected first. */
   deleteSession(clientId: string): boolean {
-    const s = this.core.sessions.get(clientId);
+    const s = this.session(clientId);
     if (s === undefined) return false;
     s.expiryInterval = 0;
     if (s.sink !== undefined) s.sink.disconnect(RC.AdministrativeAction);

@@ -35,6 +35,11 @@ export interface ClusterPort {
   claim(clientId: string, cleanStart: boolean): Promise<void> | undefined;
   /** The client's session ended here: the client id is no longer this node's. */
   sessionEnded(clientId: string): void;
+  /**
+   * Whether the client's session here was handed to another node and stays only a moment, to send
+   * on what reached it here: it is that node's now, so it is neither counted nor listed here.
+   */
+  leaving(clientId: string): boolean;
 }
 
 /** What the cluster asks of the broker whose node it is. */

@@ -357,6 +357,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     return this.ownership.claim(clientId, cleanStart);
   }
 
+  leaving(clientId: string): boolean {
+    return this.moves.isLeaving(clientId);
+  }
+
   sessionEnded(clientId: string): void {
     this.ownership.sessionEnded(clientId);
   }

@@ -88,6 +88,11 @@ export class SessionMoves {
     return this.moving.size;
   }
 
+  /** whether the client's session is one of them */
+  isLeaving(clientId: string): boolean {
+    return this.moving.has(clientId);
+  }
+
   // ---- the node the session went to -----------------------------------------------------------
 
   /**

@@ -17,12 +17,24 @@ describe('a cluster moves sessions, takeovers and wills between nodes', { skip: 
     const first = await connectClient(a.port, { clientId: 'mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
     await first.subscribeAsync('move/#', { qos: 1 });
     const disconnected = new Promise<number | undefined>((resolve) => first.once('disconnect', (p) => resolve(p.reasonCode)));
+    const adminOf = async (n: TestBroker): Promise<(path: string, method?: string) => Promise<Response>> => {
+      const http = await n.broker.listenHttp({ port: 0, adminToken: 'tok' });
+      return (path, method = 'GET') => fetch(`http://127.0.0.1:${http.port}/api/v1${path}`, { method, headers: { authorization: 'Bearer tok' } });
+    };
+    const [adminA, adminB] = await Promise.all([adminOf(a), adminOf(b)]);
     const second = await connectClient(b.port, { clientId: 'mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
     assert.equal(connackOf(second).sessionPresent, true, '[MQTT-3.2.2-3] the session moved with the client');
     assert.equal(await disconnected, 0x8e);
     // the first node still takes messages for it a moment, to send on what reached only it; it counts it no more
     assert.deepEqual([a.broker.stats.sessions, a.broker.stats.clientsDisconnected, a.broker.stats.cluster?.sessionsLeaving], [0, 0, 1], 'the session left the first node');
     assert.deepEqual([b.broker.stats.sessions, b.broker.stats.clientsConnected], [1, 1]);
+    // nor does its admin API show it, or let it be ended there: it is the second node's now
+    const listed = async (get: (path: string) => Promise<Response>): Promise<string[]> => ((await (await get('/sessions')).json()) as { items: Array<{ clientId: string }> }).items.map((r) => r.clientId);
+    assert.deepEqual(await listed(adminA), []);
+    assert.equal((await adminA('/clients/mover/subscriptions')).status, 404);
+    assert.equal((await adminA('/sessions/mover', 'DELETE')).status, 404);
+    assert.equal(a.broker.stats.cluster?.sessionsLeaving, 1, 'the checks above ran while the session lingered');
+    assert.deepEqual(await listed(adminB), ['mover']);
     assert.ok(await eventually(() => a.broker.stats.cluster?.sessionsLeaving === 0), 'the first node let it go after lingering');
     assert.equal(a.broker.stats.sessions, 0);
     await routesKnown(a, 1);
