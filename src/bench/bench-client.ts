@@ -5,6 +5,8 @@ import { encodePacket, type Packet, type ProtocolVersion, type QoS } from '../co
 import { scanFrames } from './frame-scan.js';
 
 const NO_BYTES = Buffer.alloc(0);
+/** how long a CONNACK or SUBACK may take: a broker busy with thousands of connections answers well within it */
+const REPLY_WAIT_MS = 10_000;
 
 /**
  * A lean MQTT client for load generation. Connecting and subscribing go through the broker's own
@@ -28,7 +30,8 @@ export class BenchClient {
   private scanned: Buffer = NO_BYTES;
   private completed = 0;
   private waiting: ((p: Packet) => boolean) | undefined;
-  private waitDone: (() => void) | undefined;
+  private waitDone: ((p: Packet) => void) | undefined;
+  private waitFailed: ((err: Error) => void) | undefined;
   private template: Buffer | undefined;
   private qos: QoS = 0;
   /** offsets in the template of the packet id and of the payload */
@@ -38,28 +41,46 @@ export class BenchClient {
   private constructor(
     readonly socket: Socket,
     readonly version: ProtocolVersion,
+    /** how errors name this client */
+    private readonly label: string,
   ) {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.scan(chunk));
     socket.on('error', () => undefined);
+    // a broker that closes the connection while a reply is awaited must not leave the run waiting
+    socket.on('close', () => this.waitFailed?.(new Error(`${this.label}: the broker closed the connection`)));
   }
 
+  /**
+   * Connects and waits for a CONNACK; rejects with one line when the broker cannot be reached,
+   * closes the connection or refuses the client (a run of refused clients measures nothing).
+   */
   static async connect(port: number, host: string, clientId: string, version: ProtocolVersion, clean = true): Promise<BenchClient> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect({ port, host }, () => resolve(s));
-      s.once('error', reject);
+      s.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot connect to ${host}:${port}: ${err.code ?? err.message}`)));
     });
-    const c = new BenchClient(socket, version);
+    const c = new BenchClient(socket, version, `client ${clientId}`);
     const acked = c.waitFor((p) => p.type === 'connack');
     c.send({ type: 'connect', protocolName: version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: version, cleanStart: clean, keepAlive: 0, clientId: clientId.slice(0, 23), ...(version === 5 ? { properties: { receiveMaximum: 65535 } } : {}) });
-    await acked;
+    const connack = await acked;
+    const code = connack.type === 'connack' ? connack.reasonCode : 0;
+    if (code !== 0) {
+      c.close();
+      // 3.1.1 0x04/0x05, 5.0 0x86/0x87: the bench's clients connect without credentials
+      const hint = [0x04, 0x05, 0x86, 0x87].includes(code) ? ': it wants a user name and password, and the bench connects without' : '';
+      throw new Error(`the broker refused ${c.label} (CONNACK 0x${code.toString(16).padStart(2, '0')})${hint}`);
+    }
     return c;
   }
 
+  /** Subscribes and waits for the SUBACK; rejects when the broker refuses the subscription. */
   async subscribe(filter: string, qos: QoS): Promise<void> {
     const done = this.waitFor((p) => p.type === 'suback');
     this.send({ type: 'subscribe', packetId: 1, subscriptions: [{ topicFilter: filter, qos, noLocal: false, retainAsPublished: false, retainHandling: 0 }] });
-    await done;
+    const suback = await done;
+    const granted = suback.type === 'suback' ? (suback.reasonCodes[0] ?? 0x80) : 0x80;
+    if (granted >= 0x80) throw new Error(`the broker refused ${this.label}'s subscription to ${filter} (SUBACK 0x${granted.toString(16)})`);
   }
 
   /** Fixes the topic, QoS and payload size of every publish this client sends. */
@@ -101,10 +122,23 @@ export class BenchClient {
     this.socket.destroy();
   }
 
-  private waitFor(match: (p: Packet) => boolean): Promise<void> {
-    return new Promise((resolve) => {
+  /** The next packet `match` accepts; rejects when the connection closes or nothing comes within REPLY_WAIT_MS. */
+  private waitFor(match: (p: Packet) => boolean): Promise<Packet> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => this.waitFailed?.(new Error(`${this.label}: no reply from the broker within ${REPLY_WAIT_MS / 1000} s: is an MQTT broker listening there?`)), REPLY_WAIT_MS);
       this.waiting = match;
-      this.waitDone = resolve;
+      this.waitDone = (p) => {
+        clearTimeout(timer);
+        this.waitFailed = undefined;
+        resolve(p);
+      };
+      this.waitFailed = (err) => {
+        clearTimeout(timer);
+        this.waiting = undefined;
+        this.waitFailed = undefined;
+        reject(err);
+      };
+      if (this.socket.destroyed) this.waitFailed(new Error(`${this.label}: the broker closed the connection`));
     });
   }
 
@@ -182,9 +216,12 @@ export class BenchClient {
         this.ack(0x70, buf, i);
         break;
       default:
-        if (this.waiting !== undefined && this.waiting(decodePacket(first, buf, i, end, this.version))) {
-          this.waiting = undefined;
-          this.waitDone?.();
+        if (this.waiting !== undefined) {
+          const p = decodePacket(first, buf, i, end, this.version);
+          if (this.waiting(p)) {
+            this.waiting = undefined;
+            this.waitDone?.(p);
+          }
         }
     }
   };

@@ -78,17 +78,23 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const tracker = new Tracker();
   const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
   const subs: BenchClient[] = [];
-  for (let s = 0; s < t.subs; s++) {
-    const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version);
-    await c.subscribe(t.filterOf(s), o.qos);
-    c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
-    subs.push(c);
-  }
   const pubs: BenchClient[] = [];
-  for (let p = 0; p < t.pubs; p++) {
-    const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version);
-    c.preparePublish(t.topicOf(p), Math.max(16, o.size), o.qos);
-    pubs.push(c);
+  try {
+    for (let s = 0; s < t.subs; s++) {
+      const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version);
+      subs.push(c);
+      await c.subscribe(t.filterOf(s), o.qos);
+      c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
+    }
+    for (let p = 0; p < t.pubs; p++) {
+      const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version);
+      c.preparePublish(t.topicOf(p), Math.max(16, o.size), o.qos);
+      pubs.push(c);
+    }
+  } catch (err) {
+    // the clients already connected would keep the process alive
+    for (const c of [...subs, ...pubs]) c.close();
+    throw err;
   }
 
   const sent = new Array<number>(t.pubs).fill(0);
@@ -181,10 +187,15 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
   const clients: BenchClient[] = [];
   const run = Date.now().toString(36);
   for (let i = 0; i < o.connections; i += 100) {
-    const batch = await Promise.all(
+    const batch = await Promise.allSettled(
       Array.from({ length: Math.min(100, o.connections - i) }, (_v, k) => BenchClient.connect(o.port, o.host, `bc${run}${i + k}`, o.version)),
     );
-    clients.push(...batch);
+    for (const r of batch) if (r.status === 'fulfilled') clients.push(r.value);
+    const failed = batch.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
+      for (const c of clients) c.close();
+      throw new Error(`${(failed.reason as Error).message} (after ${clients.length} connections)`);
+    }
   }
   // Right after a burst of connections a garbage-collected broker still holds the garbage of the
   // burst; what a fleet of idle devices costs is the memory once the broker has been idle a while.

@@ -76,7 +76,15 @@ export async function bench(argv: string[]): Promise<void> {
     connections: num('connections', s('connections'), 10_000, 1, 1_000_000),
     pid: s('pid') === undefined ? undefined : num('pid', s('pid'), 0, 1, 2 ** 22),
   };
-  const result = await runBench(o);
+  let result: BenchResult;
+  try {
+    result = await runBench(o);
+  } catch (err) {
+    // the broker could not be reached, or refused the clients: one line, not a stack
+    console.error(`midge: bench: ${(err as Error).message}`);
+    process.exitCode = 1;
+    return;
+  }
   console.log(v.json === true ? JSON.stringify(result) : table(result));
 }
 

@@ -140,7 +140,8 @@ async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
   if (first === 'bench') {
     await bench(rest);
-    process.exit(0);
+    // the run's clients may still be closing: exit now, with the code bench set (1 after a failed run)
+    process.exit();
   }
   if (first === 'passwd') {
     await passwd(rest);

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { runBench, type BenchOptions } from '../../src/bench/run.js';
@@ -73,5 +77,50 @@ describe('midge bench', () => {
     const bad = await midge(['bench', 'storm']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr.trim(), /^midge: bench: the scenario must be one of fanin, fanout, pairs, conn$/);
+  });
+
+  test('a broker that cannot be reached, refuses the clients or their subscription, hangs up or does not answer ends the run in one line (exit 1), without waiting for ever', async () => {
+    const listening = async (onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> => {
+      const server = createServer(onSocket);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return { server, port: (server.address() as { port: number }).port };
+    };
+    const closed = await listening(() => undefined);
+    await new Promise((resolve) => closed.server.close(resolve));
+    const hangsUp = await listening((s) => s.destroy());
+    const held: Socket[] = [];
+    const silent = await listening((s) => held.push(s));
+    const locked = await startBroker({ allowAnonymous: false });
+    const dir = mkdtempSync(join(tmpdir(), 'midge-bench-acl-'));
+    writeFileSync(join(dir, 'acl'), 'topic read elsewhere/#\n');
+    const readsElsewhere = await startBroker({ aclFile: join(dir, 'acl') });
+    try {
+      const run = (port: number, ...more: string[]): ReturnType<typeof midge> => midge(['bench', 'fanin', '--port', String(port), '--duration', '0.5', '--warmup', '0', ...more]);
+      const [refused, unauthenticated, unauthenticated5, denied, hungUp, unanswered] = await Promise.all([
+        run(closed.port),
+        run(locked.port),
+        run(locked.port, '--version', '5'),
+        run(readsElsewhere.port),
+        run(hangsUp.port),
+        run(silent.port),
+      ]);
+      const oneLine = (r: { status: number | null; stderr: string }, pattern: RegExp): void => {
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, pattern);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      };
+      oneLine(refused, new RegExp(`^midge: bench: cannot connect to 127\\.0\\.0\\.1:${closed.port}: ECONNREFUSED`));
+      oneLine(unauthenticated, /^midge: bench: the broker refused client \S+ \(CONNACK 0x04\): it wants a user name and password/);
+      oneLine(unauthenticated5, /^midge: bench: the broker refused client \S+ \(CONNACK 0x86\): it wants a user name and password/);
+      oneLine(denied, /^midge: bench: the broker refused client \S+'s subscription to bench\/fanin\/\+ \(SUBACK 0x80\)/);
+      oneLine(hungUp, /^midge: bench: client \S+: the broker closed the connection/);
+      oneLine(unanswered, /^midge: bench: client \S+: no reply from the broker within 10 s: is an MQTT broker listening there\?/);
+    } finally {
+      for (const s of held) s.destroy();
+      hangsUp.server.close();
+      silent.server.close();
+      await locked.close();
+      await readsElsewhere.close();
+    }
   });
 });
