@@ -5,6 +5,12 @@ import { encodePacket, type Packet, type ProtocolVersion, type QoS } from '../co
 import { scanFrames } from './frame-scan.js';
 
 const NO_BYTES = Buffer.alloc(0);
+
+/** What every client of a run logs in with. */
+export interface BenchLogin {
+  username?: string;
+  password?: string;
+}
 /** how long a CONNACK or SUBACK may take: a broker busy with thousands of connections answers well within it */
 const REPLY_WAIT_MS = 10_000;
 
@@ -55,20 +61,25 @@ export class BenchClient {
    * Connects and waits for a CONNACK; rejects with one line when the broker cannot be reached,
    * closes the connection or refuses the client (a run of refused clients measures nothing).
    */
-  static async connect(port: number, host: string, clientId: string, version: ProtocolVersion, clean = true): Promise<BenchClient> {
+  static async connect(port: number, host: string, clientId: string, version: ProtocolVersion, login?: BenchLogin): Promise<BenchClient> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect({ port, host }, () => resolve(s));
       s.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot connect to ${host}:${port}: ${err.code ?? err.message}`)));
     });
     const c = new BenchClient(socket, version, `client ${clientId}`);
     const acked = c.waitFor((p) => p.type === 'connack');
-    c.send({ type: 'connect', protocolName: version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: version, cleanStart: clean, keepAlive: 0, clientId: clientId.slice(0, 23), ...(version === 5 ? { properties: { receiveMaximum: 65535 } } : {}) });
+    c.send({
+      type: 'connect', protocolName: version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: version, cleanStart: true, keepAlive: 0, clientId: clientId.slice(0, 23),
+      ...(login?.username === undefined ? {} : { username: login.username }),
+      ...(login?.password === undefined ? {} : { password: Buffer.from(login.password) }),
+      ...(version === 5 ? { properties: { receiveMaximum: 65535 } } : {}),
+    });
     const connack = await acked;
     const code = connack.type === 'connack' ? connack.reasonCode : 0;
     if (code !== 0) {
       c.close();
-      // 3.1.1 0x04/0x05, 5.0 0x86/0x87: the bench's clients connect without credentials
-      const hint = [0x04, 0x05, 0x86, 0x87].includes(code) ? ': it wants a user name and password, and the bench connects without' : '';
+      // 3.1.1 0x04/0x05, 5.0 0x86/0x87
+      const hint = [0x04, 0x05, 0x86, 0x87].includes(code) ? (login?.username === undefined ? ': it wants a user name and password (--username, --password)' : `: check the user name and password, and what ${login.username} may do`) : '';
       throw new Error(`the broker refused ${c.label} (CONNACK 0x${code.toString(16).padStart(2, '0')})${hint}`);
     }
     return c;

@@ -32,11 +32,14 @@ export interface BenchOptions {
   connections: number;
   /** the broker's process id, for its CPU and memory */
   pid: number | undefined;
+  /** what every client logs in with */
+  username?: string;
+  password?: string;
 }
 
 export interface BenchResult {
   scenario: Scenario;
-  options: Omit<BenchOptions, 'pid'>;
+  options: Omit<BenchOptions, 'pid' | 'password'>;
   publishedPerSecond: number;
   deliveredPerSecond: number;
   latencyMs: { p50: number; p99: number; p999: number };
@@ -81,13 +84,13 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const pubs: BenchClient[] = [];
   try {
     for (let s = 0; s < t.subs; s++) {
-      const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version);
+      const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version, o);
       subs.push(c);
       await c.subscribe(t.filterOf(s), o.qos);
       c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
     }
     for (let p = 0; p < t.pubs; p++) {
-      const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version);
+      const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version, o);
       c.preparePublish(t.topicOf(p), Math.max(16, o.size), o.qos);
       pubs.push(c);
     }
@@ -169,7 +172,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   if (o.qos === 0 && o.rate === 0) warnings.push('QoS 0 at full speed: deliveries the broker drops for slow subscribers count as lost');
   return {
     scenario: o.scenario,
-    options: withoutPid(o),
+    options: reported(o),
     publishedPerSecond: published / seconds,
     deliveredPerSecond: delivered / seconds,
     latencyMs: tracker.percentiles(),
@@ -188,7 +191,7 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
   const run = Date.now().toString(36);
   for (let i = 0; i < o.connections; i += 100) {
     const batch = await Promise.allSettled(
-      Array.from({ length: Math.min(100, o.connections - i) }, (_v, k) => BenchClient.connect(o.port, o.host, `bc${run}${i + k}`, o.version)),
+      Array.from({ length: Math.min(100, o.connections - i) }, (_v, k) => BenchClient.connect(o.port, o.host, `bc${run}${i + k}`, o.version, o)),
     );
     for (const r of batch) if (r.status === 'fulfilled') clients.push(r.value);
     const failed = batch.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -209,7 +212,7 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
     broker.rssPerConnectionJustConnectedKiB = (connected.rssBytes - before.rssBytes) / 1024 / clients.length;
   }
   return {
-    scenario: 'conn', options: withoutPid(o), publishedPerSecond: 0, deliveredPerSecond: 0, latencyMs: { p50: NaN, p99: NaN, p999: NaN },
+    scenario: 'conn', options: reported(o), publishedPerSecond: 0, deliveredPerSecond: 0, latencyMs: { p50: NaN, p99: NaN, p999: NaN },
     lost: 0, duplicated: 0, outOfOrder: 0, broker, generatorCpuPercent: NaN,
     warnings: o.pid === undefined ? ['without --pid the memory per connection cannot be measured'] : [],
   };
@@ -220,7 +223,8 @@ function brokerUsage(a: Usage | undefined, b: Usage | undefined, seconds: number
   return { cpuPercent: ((b.cpuSeconds - a.cpuSeconds) / seconds) * 100, rssMiB: b.rssBytes / 1024 / 1024 };
 }
 
-function withoutPid(o: BenchOptions): Omit<BenchOptions, 'pid'> {
-  const { pid: _pid, ...rest } = o;
+/** The options as a result reports them: no process id, and no password in output that gets shared. */
+function reported(o: BenchOptions): Omit<BenchOptions, 'pid' | 'password'> {
+  const { pid: _pid, password: _password, ...rest } = o;
   return rest;
 }

@@ -7,6 +7,8 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
   --host H            broker address (default 127.0.0.1)
   --port N            broker port (default 1883)
   --sub-port N        subscribers connect to this port instead: another node of a cluster
+  --username U        every client logs in as U (with --password P)
+  --password P
   --version V         MQTT version 3, 4 or 5 (default 4)
   --qos Q             0, 1 or 2 (default 0)
   --size BYTES        payload size, at least 16 (default 64)
@@ -41,7 +43,7 @@ export async function bench(argv: string[]): Promise<void> {
       strict: true,
       options: {
         ...Object.fromEntries(
-          ['host', 'port', 'sub-port', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
+          ['host', 'port', 'sub-port', 'username', 'password', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
         json: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -75,7 +77,10 @@ export async function bench(argv: string[]): Promise<void> {
     warmup: num('warmup', s('warmup'), 2, 0, 3600),
     connections: num('connections', s('connections'), 10_000, 1, 1_000_000),
     pid: s('pid') === undefined ? undefined : num('pid', s('pid'), 0, 1, 2 ** 22),
+    ...(s('username') === undefined ? {} : { username: s('username') }),
+    ...(s('password') === undefined ? {} : { password: s('password') }),
   };
+  if (o.password !== undefined && o.username === undefined) throw new ConfigError('bench: --password needs --username');
   let result: BenchResult;
   try {
     result = await runBench(o);

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { formatPasswordFile, hashPassword } from '../../src/auth/password-file.js';
 import { runBench, type BenchOptions } from '../../src/bench/run.js';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
 
@@ -79,6 +80,28 @@ describe('midge bench', () => {
     assert.match(bad.stderr.trim(), /^midge: bench: the scenario must be one of fanin, fanout, pairs, conn$/);
   });
 
+  test('--username and --password log every client in; a wrong password is named in one line; the JSON leaves the password out', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-bench-pw-'));
+    writeFileSync(join(dir, 'passwords'), formatPasswordFile(new Map([['loader', hashPassword('s3cret', 1000)]])));
+    const locked = await startBroker({ passwordFile: join(dir, 'passwords') });
+    try {
+      const args = ['bench', 'pairs', '--port', String(locked.port), '--publishers', '3', '--qos', '1', '--rate', '300', '--duration', '0.5', '--warmup', '0.1', '--json', '--username', 'loader'];
+      const [ok, wrong, alone] = await Promise.all([midge([...args, '--password', 's3cret']), midge([...args, '--password', 'guess']), midge(['bench', 'fanin', '--password', 'p'])]);
+      assert.equal(ok.status, 0, ok.stderr);
+      const r = JSON.parse(ok.stdout) as { deliveredPerSecond: number; lost: number; options: Record<string, unknown> };
+      assert.ok(r.deliveredPerSecond > 0);
+      assert.equal(r.lost, 0);
+      assert.equal(r.options.username, 'loader');
+      assert.ok(!('password' in r.options) && !ok.stdout.includes('s3cret'), 'the password is not in the output');
+      assert.equal(wrong.status, 1);
+      assert.match(wrong.stderr.trim(), /^midge: bench: the broker refused client \S+ \(CONNACK 0x04\): check the user name and password, and what loader may do$/);
+      assert.equal(alone.status, 2);
+      assert.match(alone.stderr.trim(), /^midge: bench: --password needs --username$/);
+    } finally {
+      await locked.close();
+    }
+  });
+
   test('a broker that cannot be reached, refuses the clients or their subscription, hangs up or does not answer ends the run in one line (exit 1), without waiting for ever', async () => {
     const listening = async (onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> => {
       const server = createServer(onSocket);
@@ -110,7 +133,7 @@ describe('midge bench', () => {
         assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
       };
       oneLine(refused, new RegExp(`^midge: bench: cannot connect to 127\\.0\\.0\\.1:${closed.port}: ECONNREFUSED`));
-      oneLine(unauthenticated, /^midge: bench: the broker refused client \S+ \(CONNACK 0x04\): it wants a user name and password/);
+      oneLine(unauthenticated, /^midge: bench: the broker refused client \S+ \(CONNACK 0x04\): it wants a user name and password \(--username, --password\)\n/);
       oneLine(unauthenticated5, /^midge: bench: the broker refused client \S+ \(CONNACK 0x86\): it wants a user name and password/);
       oneLine(denied, /^midge: bench: the broker refused client \S+'s subscription to bench\/fanin\/\+ \(SUBACK 0x80\)/);
       oneLine(hungUp, /^midge: bench: client \S+: the broker closed the connection/);
