@@ -160,7 +160,7 @@ async function stop(child: ChildProcess): Promise<void> {
 
 function runLoad(s: Scenario, pid: number): Record<string, unknown> {
   // the scenario's own options come last, so that they override the common ones (conn's idle time)
-  const r = spawnSync('taskset', ['-c', LOAD_CPU, process.execPath, MAIN, 'bench', '--port', String(PORT), '--duration', values.duration as string, '--warmup', '1', '--pid', String(pid), '--json', ...s.args], { encoding: 'utf8', timeout: 600_000 });
+  const r = spawnSync('taskset', ['-c', LOAD_CPU, process.execPath, MAIN, 'bench', '--port', String(PORT), '--duration', values.duration, '--warmup', '1', '--pid', String(pid), '--json', ...s.args], { encoding: 'utf8', timeout: 600_000 });
   if (r.status !== 0) throw new Error(`bench failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
@@ -187,13 +187,13 @@ const median = (xs: number[]): number => {
 };
 
 const KNOWN = ['midge', 'mosquitto', 'aedes', 'forwarder-node', 'forwarder-c'];
-const brokers = (values.brokers as string).split(',').filter((b) => {
+const brokers = values.brokers.split(',').filter((b) => {
   if (!KNOWN.includes(b)) usageError(`unknown broker "${b}" (known: ${KNOWN.join(', ')})`);
   return (b !== 'mosquitto' || hasMosquitto()) && (b !== 'forwarder-c' || cForwarder() !== undefined);
 });
 if (brokers[0] !== 'midge') usageError('--brokers must start with midge: every ratio is taken against it');
 const isForwarder = (b: string): boolean => b.startsWith('forwarder-');
-const scenarios = (values.scenarios as string).split(',').map((k) => {
+const scenarios = values.scenarios.split(',').map((k) => {
   const s = SCENARIOS[k];
   if (s === undefined) usageError(`unknown scenario "${k}" (known: ${Object.keys(SCENARIOS).join(', ')})`);
   return s;
