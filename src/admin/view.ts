@@ -98,9 +98,13 @@ export class AdminView {
     return true;
   }
 
-  /** The client's session, unless it was handed to another node and only lingers here. */
+  /** Whether a session here is this node's: not one handed to another node that only lingers here. */
+  private isOurs(clientId: string): boolean {
+    return this.core.cluster?.leaving(clientId) !== true;
+  }
+
   private session(clientId: string): Session | undefined {
-    return this.core.cluster?.leaving(clientId) === true ? undefined : this.core.sessions.get(clientId);
+    return this.isOurs(clientId) ? this.core.sessions.get(clientId) : undefined;
   }
 
   subscriptions(clientId: string): SubscriptionRow[] | undefined {
@@ -119,8 +123,7 @@ export class AdminView {
   /** Every session, connected or not, by client id. */
   sessions(offset: number, limit: number): Page<SessionRow> {
     const ids: string[] = [];
-    const cluster = this.core.cluster;
-    for (const s of this.core.sessions.values()) if (cluster === undefined || !cluster.leaving(s.clientId)) ids.push(s.clientId);
+    for (const s of this.core.sessions.values()) if (this.isOurs(s.clientId)) ids.push(s.clientId);
     const items = pageOf(ids, offset, limit).map((id) => sessionRow(this.core.sessions.get(id) as Session));
     return { total: ids.length, offset, limit, items };
   }

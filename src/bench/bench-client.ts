@@ -54,7 +54,7 @@ export class BenchClient {
     socket.on('data', (chunk: Buffer) => this.scan(chunk));
     socket.on('error', () => undefined);
     // a broker that closes the connection while a reply is awaited must not leave the run waiting
-    socket.on('close', () => this.waitFailed?.(new Error(`${this.label}: the broker closed the connection`)));
+    socket.on('close', () => this.waitFailed?.(this.closedError()));
   }
 
   /**
@@ -133,6 +133,10 @@ export class BenchClient {
     this.socket.destroy();
   }
 
+  private closedError(): Error {
+    return new Error(`${this.label}: the broker closed the connection`);
+  }
+
   /** The next packet `match` accepts; rejects when the connection closes or nothing comes within REPLY_WAIT_MS. */
   private waitFor(match: (p: Packet) => boolean): Promise<Packet> {
     return new Promise((resolve, reject) => {
@@ -149,7 +153,7 @@ export class BenchClient {
         this.waitFailed = undefined;
         reject(err);
       };
-      if (this.socket.destroyed) this.waitFailed(new Error(`${this.label}: the broker closed the connection`));
+      if (this.socket.destroyed) this.waitFailed(this.closedError());
     });
   }
 
