@@ -106,15 +106,21 @@ const frames = publishers.map((_, i) =>
 );
 for (const p of publishers) {
   p.received = (bytes) => {
-    if ((bytes[0] as number) >> 4 === 5) feed(p, Buffer.from([0x62, 2, bytes[2] as number, bytes[3] as number]));
+    // replies held back a turn can leave together: release every PUBREC of the write
+    scanFrames(bytes, (start, i) => {
+      if ((bytes[start] as number) >> 4 === 5) feed(p, Buffer.from([0x62, 2, bytes[i] as number, bytes[i + 1] as number]));
+    });
   };
 }
+
+// counts on across runs: a packet id is not used again while its last exchange may be under way
+let sent = 0;
 
 async function run(count: number): Promise<void> {
   for (let n = 0; n < count; n++) {
     const k = n % PUBLISHERS;
     const frame = Buffer.from(frames[k] as Buffer);
-    if (QOS > 0) frame.writeUInt16BE((n % 60000) + 1, frame.length - 64 - 2 - (VERSION === 5 ? 1 : 0));
+    if (QOS > 0) frame.writeUInt16BE((sent++ % 60000) + 1, frame.length - 64 - 2 - (VERSION === 5 ? 1 : 0));
     feed(publishers[k] as MemorySocket, frame);
     await turn();
     while (acks.length > 0) feed(subscriber, acks.shift() as Buffer);

@@ -111,6 +111,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     const handler = this.handler;
     if (handler === undefined || this.closing) return;
     this.host.stats.bytesReceived += chunk.length;
+    this.host.batcher.chunkStart(this.socket);
     const packets = this.parser.push(chunk);
     if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
     for (let i = 0; i < packets.length; i++) {

@@ -6,7 +6,9 @@ const FULL_WRITE_BYTES = 16384;
 
 const PENDING = Symbol('midge.pendingOutput');
 const PENDING_BYTES = Symbol('midge.pendingBytes');
-type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: number };
+/** what the socket holds leaves at the end of this turn: a delivery, or replies that waited a turn */
+const DUE = Symbol('midge.due');
+type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: number; [DUE]?: boolean };
 
 /**
  * Holds what is written to a socket until the end of the event-loop turn, so that what many
@@ -18,14 +20,41 @@ type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: 
  * wait that long once it is large (a socket holding 16 KB is written at once) or spread over many
  * sockets (at 32 waiting sockets everything leaves after the chunk of input), so a busy turn
  * neither holds thousands of buffers alive nor keeps every reply back until it ends.
+ *
+ * Replies to the socket whose input is being handled (PUBACK, PUBREC, SUBACK, PINGRESP...) wait
+ * one turn more, unless something else is written to that socket meanwhile. At a steady rate a
+ * burst of messages from several publishers often reaches the broker over two turns, and each
+ * write costs some 5 µs of kernel time here: the first turn's acknowledgements, written at its end,
+ * held back the second turn's deliveries. Held one turn, they leave with the second turn's own,
+ * after its deliveries' write is under way. At 5,000 msg/s QoS 1 (25 alternating rounds) this
+ * took 8-10% off latency from the median to the 98th percentile, at the same CPU per message.
  */
 export class WriteBatcher {
   private waiting: Batched[] = [];
   private scheduled = false;
-  private readonly flushAll = (): void => {
+  /** the socket whose input is being handled: what is written to it is a reply to its sender */
+  private reading: Writable | undefined = undefined;
+  private readonly endOfTurn = (): void => {
     this.scheduled = false;
-    this.flush();
+    const list = this.waiting;
+    this.waiting = [];
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i] as Batched;
+      if (s[PENDING] === undefined) continue;
+      if (s[DUE] === true) {
+        this.release(s);
+      } else {
+        s[DUE] = true;
+        this.waiting.push(s);
+      }
+    }
+    if (this.waiting.length > 0) this.schedule();
   };
+
+  private schedule(): void {
+    this.scheduled = true;
+    setImmediate(this.endOfTurn);
+  }
 
   /** Writes what every socket holds. */
   private flush(): void {
@@ -35,11 +64,17 @@ export class WriteBatcher {
     for (let i = 0; i < list.length; i++) this.release(list[i] as Batched);
   }
 
+  /** Called before a chunk of the socket's input is handled. */
+  chunkStart(socket: Writable): void {
+    this.reading = socket;
+  }
+
   /**
    * Called after each chunk of input has been handled. A socket written at once for holding 16 KB
    * and written to again later in the turn counts twice: a turn that full has little left to gain.
    */
   chunkDone(): void {
+    this.reading = undefined;
     if (this.waiting.length >= MAX_WAITING_SOCKETS) this.flush();
   }
 
@@ -51,14 +86,12 @@ export class WriteBatcher {
       s[PENDING] = [bytes];
       s[PENDING_BYTES] = bytes.length;
       this.waiting.push(s);
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(this.flushAll);
-      }
+      if (!this.scheduled) this.schedule();
     } else {
       pending.push(bytes);
       s[PENDING_BYTES] = (s[PENDING_BYTES] as number) + bytes.length;
     }
+    if (socket !== this.reading) s[DUE] = true;
     if ((s[PENDING_BYTES] as number) >= FULL_WRITE_BYTES) this.release(s);
   }
 
@@ -68,6 +101,7 @@ export class WriteBatcher {
     const pending = s[PENDING];
     if (pending === undefined) return;
     s[PENDING] = undefined;
+    s[DUE] = false;
     const bytes = s[PENDING_BYTES] as number;
     if (pending.length === 1) {
       socket.write(pending[0] as Buffer);

@@ -38,6 +38,74 @@ describe('write batcher', () => {
     assert.deepEqual(sub.calls, [700]);
   });
 
+  test('a reply to the socket whose input is being handled waits one turn more; a delivery leaves at the end of this one', async () => {
+    const batcher = new WriteBatcher();
+    const publisher = recorder();
+    const subscriber = recorder();
+    batcher.chunkStart(publisher.stream);
+    write(batcher, subscriber.stream, 30); // the message, to its subscriber
+    write(batcher, publisher.stream, 4); // PUBACK to its sender
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(subscriber.calls, [30]);
+    assert.deepEqual(publisher.calls, [], 'the acknowledgement waits a turn');
+    await nextTurn();
+    assert.deepEqual(publisher.calls, [4], 'and leaves after it with no further input');
+    await nextTurn();
+    assert.deepEqual(publisher.calls, [4], 'once');
+  });
+
+  test('replies held a turn leave with the next turn\'s replies to the same socket, in one write and in order', async () => {
+    const batcher = new WriteBatcher();
+    const publisher = recorder();
+    const seen: number[] = [];
+    const stream = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _enc, cb) {
+        seen.push(...chunk);
+        cb();
+      },
+    });
+    batcher.chunkStart(stream);
+    batcher.write(stream, Buffer.from([1]));
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(seen, []);
+    batcher.chunkStart(stream);
+    batcher.write(stream, Buffer.from([2]));
+    batcher.chunkDone();
+    batcher.chunkStart(publisher.stream);
+    write(batcher, publisher.stream, 4);
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(seen, [1, 2], 'the second reply goes with the first: nothing is reordered');
+    assert.deepEqual(publisher.calls, [], 'another socket\'s fresh reply still waits its turn');
+    await nextTurn();
+    assert.deepEqual(publisher.calls, [4]);
+  });
+
+  test('a delivery to a socket that holds a reply takes the reply with it at the end of the turn', async () => {
+    const batcher = new WriteBatcher();
+    const client = recorder();
+    const other = recorder();
+    batcher.chunkStart(client.stream);
+    write(batcher, client.stream, 4); // its PUBACK
+    batcher.chunkDone();
+    batcher.chunkStart(other.stream);
+    write(batcher, client.stream, 50); // another client's message to it
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(client.calls, [54]);
+  });
+
+  test('a reply written outside any chunk of its socket\'s input (after a store commit) is not held', async () => {
+    const batcher = new WriteBatcher();
+    const client = recorder();
+    write(batcher, client.stream, 4);
+    await nextTurn();
+    assert.deepEqual(client.calls, [4]);
+  });
+
   test('a socket holding a full write (16 KB) is written at once, without waiting for the turn to end', () => {
     const batcher = new WriteBatcher();
     const sub = recorder();
