@@ -6,7 +6,7 @@
 // Node or a C program pays on this machine with this generator.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +60,12 @@ const USAGE = `usage: npm run bench:compare -- [--runs N] [--duration S] [--brok
                     (default midge,mosquitto,aedes)
   --scenarios LIST  any of ${Object.keys(SCENARIOS).join(', ')} (default all)
   --port N          the port every broker listens on (default 18830)`;
+
+/** A run that cannot go on (a broker that does not start, a failed load run): one line, no stack. */
+function fail(message: string): never {
+  console.error(`bench:compare: ${message}`);
+  process.exit(1);
+}
 
 /** A mistake in the flags: one line and the usage, no stack. */
 function usageError(message: string): never {
@@ -161,7 +167,11 @@ async function stop(child: ChildProcess): Promise<void> {
 function runLoad(s: Scenario, pid: number): Record<string, unknown> {
   // the scenario's own options come last, so that they override the common ones (conn's idle time)
   const r = spawnSync('taskset', ['-c', LOAD_CPU, process.execPath, MAIN, 'bench', '--port', String(PORT), '--duration', values.duration, '--warmup', '1', '--pid', String(pid), '--json', ...s.args], { encoding: 'utf8', timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`bench failed: ${r.stderr}`);
+  if (r.status !== 0) {
+    // the bench's own line, without the CLI's prefix
+    const said = r.stderr.trim().split('\n').pop()?.replace(/^midge: bench: /, '');
+    throw new Error(r.error !== undefined ? `the load generator: ${r.error.message}` : said !== undefined && said !== '' ? said : `the load generator exited with code ${String(r.status)}`);
+  }
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
@@ -198,6 +208,13 @@ const scenarios = values.scenarios.split(',').map((k) => {
   if (s === undefined) usageError(`unknown scenario "${k}" (known: ${Object.keys(SCENARIOS).join(', ')})`);
   return s;
 });
+// Another program on the port would answer in the brokers' place (and each broker would fail to listen)
+const portFree = await new Promise<boolean>((resolve) => {
+  const probe = createServer();
+  probe.once('error', () => resolve(false));
+  probe.listen(PORT, '127.0.0.1', () => probe.close(() => resolve(true)));
+});
+if (!portFree) fail(`port ${PORT} is in use by another program: stop it or choose another port with --port`);
 const results = new Map<string, number[]>();
 const issues: string[] = [];
 /** per run: each side's CPU in throughput runs, memory right after connecting */
@@ -208,24 +225,28 @@ for (const s of scenarios) {
     const order = run % 2 === 0 ? brokers : [...brokers].reverse();
     for (const b of order) {
       if (isForwarder(b) && s.fanIn !== true) continue;
-      const child = await startBroker(b, s.deepQueues);
+      const child = await startBroker(b, s.deepQueues).catch((err: unknown) => fail(`${b} did not start: ${(err as Error).message}`));
+      let r: Record<string, unknown> | undefined;
+      let error: unknown;
       try {
-        const r = runLoad(s, child.pid as number);
-        const key = `${s.name}\u0000${b}`;
-        results.set(key, [...(results.get(key) ?? []), value(s, r)]);
-        if ((r.lost as number) > 0 || (r.duplicated as number) > 0) issues.push(`${b}, ${s.name}: lost ${String(r.lost)}, duplicated ${String(r.duplicated)}`);
-        const brokerCpu = (r.broker as { cpuPercent?: number } | undefined)?.cpuPercent ?? NaN;
-        const generatorCpu = r.generatorCpuPercent as number;
-        // a saturated generator only clouds the result when the broker still had room
-        if (s.metric === 'delivered' && generatorCpu > 90 && !(brokerCpu >= 90)) {
-          issues.push(`${b}, ${s.name}: the load generator used ${generatorCpu.toFixed(0)}% of its core and the broker ${brokerCpu.toFixed(0)}% of its own: the generator may have been the limit`);
-        }
-        if (s.metric === 'delivered') cpuNotes.push(`${b}, ${s.name}: broker ${brokerCpu.toFixed(0)}%, generator ${generatorCpu.toFixed(0)}%`);
-        const justConnected = (r.broker as { rssPerConnectionJustConnectedKiB?: number } | undefined)?.rssPerConnectionJustConnectedKiB;
-        if (justConnected !== undefined) cpuNotes.push(`${b}, ${s.name}: ${justConnected.toFixed(2)} KiB per connection right after connecting`);
-      } finally {
-        await stop(child);
+        r = runLoad(s, child.pid as number);
+      } catch (err) {
+        error = err;
       }
+      await stop(child);
+      if (r === undefined) fail(`${b}, ${s.name}: ${(error as Error).message}`);
+      const key = `${s.name}\u0000${b}`;
+      results.set(key, [...(results.get(key) ?? []), value(s, r)]);
+      if ((r.lost as number) > 0 || (r.duplicated as number) > 0) issues.push(`${b}, ${s.name}: lost ${String(r.lost)}, duplicated ${String(r.duplicated)}`);
+      const brokerCpu = (r.broker as { cpuPercent?: number } | undefined)?.cpuPercent ?? NaN;
+      const generatorCpu = r.generatorCpuPercent as number;
+      // a saturated generator only clouds the result when the broker still had room
+      if (s.metric === 'delivered' && generatorCpu > 90 && !(brokerCpu >= 90)) {
+        issues.push(`${b}, ${s.name}: the load generator used ${generatorCpu.toFixed(0)}% of its core and the broker ${brokerCpu.toFixed(0)}% of its own: the generator may have been the limit`);
+      }
+      if (s.metric === 'delivered') cpuNotes.push(`${b}, ${s.name}: broker ${brokerCpu.toFixed(0)}%, generator ${generatorCpu.toFixed(0)}%`);
+      const justConnected = (r.broker as { rssPerConnectionJustConnectedKiB?: number } | undefined)?.rssPerConnectionJustConnectedKiB;
+      if (justConnected !== undefined) cpuNotes.push(`${b}, ${s.name}: ${justConnected.toFixed(2)} KiB per connection right after connecting`);
     }
   }
 }

@@ -38,6 +38,9 @@ export class BenchClient {
   private waiting: ((p: Packet) => boolean) | undefined;
   private waitDone: ((p: Packet) => void) | undefined;
   private waitFailed: ((err: Error) => void) | undefined;
+  /** told once when the broker ends the connection (not when close() did) */
+  onBrokerClose: ((err: Error) => void) | undefined = undefined;
+  private closing = false;
   private template: Buffer | undefined;
   private qos: QoS = 0;
   /** offsets in the template of the packet id and of the payload */
@@ -54,7 +57,10 @@ export class BenchClient {
     socket.on('data', (chunk: Buffer) => this.scan(chunk));
     socket.on('error', () => undefined);
     // a broker that closes the connection while a reply is awaited must not leave the run waiting
-    socket.on('close', () => this.waitFailed?.(this.closedError()));
+    socket.on('close', () => {
+      this.waitFailed?.(this.closedError());
+      if (!this.closing) this.onBrokerClose?.(this.closedError());
+    });
   }
 
   /**
@@ -130,6 +136,7 @@ export class BenchClient {
   }
 
   close(): void {
+    this.closing = true;
     this.socket.destroy();
   }
 

@@ -60,6 +60,30 @@ export interface BenchResult {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Rejects when the broker ends any of the clients' connections: the figures of a run that lost
+ * some of its clients part way would mean nothing.
+ */
+function brokerHangsUp(clients: BenchClient[]): Promise<never> {
+  const hungUp = new Promise<never>((_resolve, reject) => {
+    for (const c of clients) c.onBrokerClose = (err) => reject(new Error(`${err.message} during the run`));
+  });
+  // a rejection nobody is waiting on is not an error of its own
+  hungUp.catch(() => undefined);
+  return hungUp;
+}
+
+/** Sleeps `ms`, or rejects (and stops the timer) as soon as `hungUp` does. */
+function sleepUnless(ms: number, hungUp: Promise<never>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    hungUp.catch((err: unknown) => {
+      clearTimeout(timer);
+      reject(err as Error);
+    });
+  });
+}
+
 /** Topic of publisher i, and the filter subscriber j uses, per scenario. */
 function topology(o: BenchOptions): { pubs: number; subs: number; topicOf: (p: number) => string; filterOf: (s: number) => string; listensTo: (s: number, p: number) => boolean } {
   switch (o.scenario) {
@@ -139,14 +163,25 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     };
   });
   const ticker = o.rate > 0 ? setInterval(() => pubs.forEach((_c, p) => pump(p)), PACE_MS) : undefined;
+  const hungUp = brokerHangsUp([...subs, ...pubs]);
+  const wait = async (ms: number): Promise<void> => {
+    try {
+      await sleepUnless(ms, hungUp);
+    } catch (err) {
+      stopped = true;
+      if (ticker !== undefined) clearInterval(ticker);
+      for (const c of [...subs, ...pubs]) c.close();
+      throw err;
+    }
+  };
   pubs.forEach((_c, p) => pump(p));
 
-  await sleep(o.warmup * 1000);
+  await wait(o.warmup * 1000);
   tracker.measuring = true;
   const cpu0 = process.cpuUsage();
   const broker0: Usage | undefined = o.pid === undefined ? undefined : usageOf(o.pid);
   const t0 = performance.now();
-  await sleep(o.duration * 1000);
+  await wait(o.duration * 1000);
   const seconds = (performance.now() - t0) / 1000;
   tracker.measuring = false;
   const published = publishedInWindow;
@@ -158,7 +193,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // let what is in flight arrive before counting losses: wait until deliveries stop coming (at most 10 s)
   for (let i = 0, before = -1; i < 100 && tracker.total !== before; i++) {
     before = tracker.total;
-    await sleep(200);
+    await wait(200);
   }
 
   let lost = 0;
@@ -203,7 +238,12 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
   // Right after a burst of connections a garbage-collected broker still holds the garbage of the
   // burst; what a fleet of idle devices costs is the memory once the broker has been idle a while.
   const connected = o.pid === undefined ? undefined : usageOf(o.pid);
-  await sleep(Math.max(1000, o.duration * 1000));
+  try {
+    await sleepUnless(Math.max(1000, o.duration * 1000), brokerHangsUp(clients));
+  } catch (err) {
+    for (const c of clients) c.close();
+    throw err;
+  }
   const after = o.pid === undefined ? undefined : usageOf(o.pid);
   for (const c of clients) c.close();
   const broker = brokerUsage(before, after, o.duration);

@@ -102,6 +102,24 @@ describe('midge bench', () => {
     }
   });
 
+  test('a broker that ends the connections part way through a run ends the run in one line (exit 1), not with figures', async () => {
+    const stopping = await startBroker({});
+    const started = Date.now();
+    const runs = Promise.all([
+      midge(['bench', 'fanin', '--port', String(stopping.port), '--rate', '1000', '--duration', '20', '--warmup', '0']),
+      midge(['bench', 'conn', '--port', String(stopping.port), '--connections', '20', '--duration', '20']),
+    ]);
+    await new Promise((r) => setTimeout(r, 1500));
+    await stopping.close();
+    const [fanin, conn] = await runs;
+    for (const r of [fanin, conn]) {
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /^midge: bench: client \S+: the broker closed the connection during the run\n$/);
+      assert.equal(r.stdout, '');
+    }
+    assert.ok(Date.now() - started < 15_000, 'the runs ended when the broker went, not after their 20 s');
+  });
+
   test('a broker that cannot be reached, refuses the clients or their subscription, hangs up or does not answer ends the run in one line (exit 1), without waiting for ever', async () => {
     const listening = async (onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> => {
       const server = createServer(onSocket);
