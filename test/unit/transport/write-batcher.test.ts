@@ -4,21 +4,27 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { WriteBatcher } from '../../../src/transport/write-batcher.js';
 
-/** A writable that records each call that reached it: one entry per syscall a socket would make. */
-function recorder(): { stream: Writable; calls: number[] } {
+/**
+ * A writable that records each call that reached it (one entry per syscall a socket would make)
+ * and every byte, in the order they arrived.
+ */
+function recorder(): { stream: Writable; calls: number[]; bytes: number[] } {
   const calls: number[] = [];
+  const bytes: number[] = [];
   const stream = new Writable({
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _enc, cb) {
       calls.push(chunk.length);
+      bytes.push(...chunk);
       cb();
     },
     writev(chunks, cb) {
       calls.push(chunks.reduce((n, c) => n + (c.chunk as Buffer).length, 0));
+      for (const c of chunks) bytes.push(...(c.chunk as Buffer));
       cb();
     },
   });
-  return { stream, calls };
+  return { stream, calls, bytes };
 }
 
 function write(batcher: WriteBatcher, stream: Writable, bytes: number): void {
@@ -58,27 +64,21 @@ describe('write batcher', () => {
   test('replies held a turn leave with the next turn\'s replies to the same socket, in one write and in order', async () => {
     const batcher = new WriteBatcher();
     const publisher = recorder();
-    const seen: number[] = [];
-    const stream = new Writable({
-      highWaterMark: 1 << 20,
-      write(chunk: Buffer, _enc, cb) {
-        seen.push(...chunk);
-        cb();
-      },
-    });
-    batcher.chunkStart(stream);
-    batcher.write(stream, Buffer.from([1]));
+    const client = recorder();
+    batcher.chunkStart(client.stream);
+    batcher.write(client.stream, Buffer.from([1]));
     batcher.chunkDone();
     await nextTurn();
-    assert.deepEqual(seen, []);
-    batcher.chunkStart(stream);
-    batcher.write(stream, Buffer.from([2]));
+    assert.deepEqual(client.calls, []);
+    batcher.chunkStart(client.stream);
+    batcher.write(client.stream, Buffer.from([2]));
     batcher.chunkDone();
     batcher.chunkStart(publisher.stream);
     write(batcher, publisher.stream, 4);
     batcher.chunkDone();
     await nextTurn();
-    assert.deepEqual(seen, [1, 2], 'the second reply goes with the first: nothing is reordered');
+    assert.deepEqual(client.calls, [2], 'one write');
+    assert.deepEqual(client.bytes, [1, 2], 'the second reply goes with the first: nothing is reordered');
     assert.deepEqual(publisher.calls, [], 'another socket\'s fresh reply still waits its turn');
     await nextTurn();
     assert.deepEqual(publisher.calls, [4]);
