@@ -167,10 +167,11 @@ async function stop(child: ChildProcess): Promise<void> {
 function runLoad(s: Scenario, pid: number): Record<string, unknown> {
   // the scenario's own options come last, so that they override the common ones (conn's idle time)
   const r = spawnSync('taskset', ['-c', LOAD_CPU, process.execPath, MAIN, 'bench', '--port', String(PORT), '--duration', values.duration, '--warmup', '1', '--pid', String(pid), '--json', ...s.args], { encoding: 'utf8', timeout: 600_000 });
+  if (r.error !== undefined) throw new Error(`the load generator: ${r.error.message}`);
   if (r.status !== 0) {
     // the bench's own line, without the CLI's prefix
     const said = r.stderr.trim().split('\n').pop()?.replace(/^midge: bench: /, '');
-    throw new Error(r.error !== undefined ? `the load generator: ${r.error.message}` : said !== undefined && said !== '' ? said : `the load generator exited with code ${String(r.status)}`);
+    throw new Error(said || `the load generator exited with code ${String(r.status)}`);
   }
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
