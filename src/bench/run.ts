@@ -58,8 +58,6 @@ export interface BenchResult {
   warnings: string[];
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /**
  * Rejects when the broker ends any of the clients' connections: the figures of a run that lost
  * some of its clients part way would mean nothing.
@@ -100,28 +98,31 @@ function topology(o: BenchOptions): { pubs: number; subs: number; topicOf: (p: n
 const PACE_MS = 1;
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
-  if (o.scenario === 'conn') return runConn(o);
-  const t = topology(o);
-  const tracker = new Tracker();
-  const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
   const subs: BenchClient[] = [];
   const pubs: BenchClient[] = [];
   try {
-    for (let s = 0; s < t.subs; s++) {
-      const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version, o);
-      subs.push(c);
-      await c.subscribe(t.filterOf(s), o.qos);
-      c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
-    }
-    for (let p = 0; p < t.pubs; p++) {
-      const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version, o);
-      c.preparePublish(t.topicOf(p), Math.max(16, o.size), o.qos);
-      pubs.push(c);
-    }
-  } catch (err) {
-    // the clients already connected would keep the process alive
+    return o.scenario === 'conn' ? await runConn(o, subs) : await runMessages(o, subs, pubs);
+  } finally {
+    // however the run ended: connected clients would keep the process alive
     for (const c of [...subs, ...pubs]) c.close();
-    throw err;
+  }
+}
+
+/** The message scenarios; the clients it connects go into `subs` and `pubs`, for the caller to close. */
+async function runMessages(o: BenchOptions, subs: BenchClient[], pubs: BenchClient[]): Promise<BenchResult> {
+  const t = topology(o);
+  const tracker = new Tracker();
+  const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
+  for (let s = 0; s < t.subs; s++) {
+    const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bs${run}${s}`, o.version, o);
+    subs.push(c);
+    await c.subscribe(t.filterOf(s), o.qos);
+    c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
+  }
+  for (let p = 0; p < t.pubs; p++) {
+    const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version, o);
+    c.preparePublish(t.topicOf(p), Math.max(16, o.size), o.qos);
+    pubs.push(c);
   }
 
   const sent = new Array<number>(t.pubs).fill(0);
@@ -163,14 +164,16 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     };
   });
   const ticker = o.rate > 0 ? setInterval(() => pubs.forEach((_c, p) => pump(p)), PACE_MS) : undefined;
+  const stopSending = (): void => {
+    stopped = true;
+    if (ticker !== undefined) clearInterval(ticker);
+  };
   const hungUp = brokerHangsUp([...subs, ...pubs]);
   const wait = async (ms: number): Promise<void> => {
     try {
       await sleepUnless(ms, hungUp);
     } catch (err) {
-      stopped = true;
-      if (ticker !== undefined) clearInterval(ticker);
-      for (const c of [...subs, ...pubs]) c.close();
+      stopSending();
       throw err;
     }
   };
@@ -188,8 +191,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const delivered = tracker.delivered;
   const cpu = process.cpuUsage(cpu0);
   const broker1 = o.pid === undefined ? undefined : usageOf(o.pid);
-  stopped = true;
-  if (ticker !== undefined) clearInterval(ticker);
+  stopSending();
   // let what is in flight arrive before counting losses: wait until deliveries stop coming (at most 10 s)
   for (let i = 0, before = -1; i < 100 && tracker.total !== before; i++) {
     before = tracker.total;
@@ -200,7 +202,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   if (o.qos > 0) {
     for (let s = 0; s < t.subs; s++) for (let p = 0; p < t.pubs; p++) if (t.listensTo(s, p)) lost += tracker.lost(s, p, acked[p] as number);
   }
-  for (const c of [...subs, ...pubs]) c.close();
   const generatorCpuPercent = ((cpu.user + cpu.system) / 1e6 / seconds) * 100;
   const warnings: string[] = [];
   if (generatorCpuPercent > 90) warnings.push(`the load generator used ${generatorCpuPercent.toFixed(0)}% of a core: it may be the bottleneck, not the broker`);
@@ -220,9 +221,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   };
 }
 
-async function runConn(o: BenchOptions): Promise<BenchResult> {
+/** Idle connections; the clients it connects go into `clients`, for the caller to close. */
+async function runConn(o: BenchOptions, clients: BenchClient[]): Promise<BenchResult> {
   const before = o.pid === undefined ? undefined : usageOf(o.pid);
-  const clients: BenchClient[] = [];
   const run = Date.now().toString(36);
   for (let i = 0; i < o.connections; i += 100) {
     const batch = await Promise.allSettled(
@@ -230,22 +231,13 @@ async function runConn(o: BenchOptions): Promise<BenchResult> {
     );
     for (const r of batch) if (r.status === 'fulfilled') clients.push(r.value);
     const failed = batch.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed !== undefined) {
-      for (const c of clients) c.close();
-      throw new Error(`${(failed.reason as Error).message} (after ${clients.length} connections)`);
-    }
+    if (failed !== undefined) throw new Error(`${(failed.reason as Error).message} (after ${clients.length} connections)`);
   }
   // Right after a burst of connections a garbage-collected broker still holds the garbage of the
   // burst; what a fleet of idle devices costs is the memory once the broker has been idle a while.
   const connected = o.pid === undefined ? undefined : usageOf(o.pid);
-  try {
-    await sleepUnless(Math.max(1000, o.duration * 1000), brokerHangsUp(clients));
-  } catch (err) {
-    for (const c of clients) c.close();
-    throw err;
-  }
+  await sleepUnless(Math.max(1000, o.duration * 1000), brokerHangsUp(clients));
   const after = o.pid === undefined ? undefined : usageOf(o.pid);
-  for (const c of clients) c.close();
   const broker = brokerUsage(before, after, o.duration);
   if (broker !== undefined && before !== undefined && after !== undefined && connected !== undefined) {
     broker.rssPerConnectionKiB = (after.rssBytes - before.rssBytes) / 1024 / clients.length;
