@@ -20,6 +20,8 @@ import { startBroker, type TestBroker } from '../helpers/broker.js';
 // that is connected when any is, else at most once to one whose session waits offline.
 
 const CLIENTS = 3;
+/** MODEL_RUNS_FACTOR=20 multiplies every property's runs, for a soak outside CI */
+const RUNS_FACTOR = Math.max(1, Number(process.env.MODEL_RUNS_FACTOR ?? 1) || 1);
 const TOPICS = ['a', 'a/b', 'a/c', 'b/b'];
 const FILTERS = ['a', 'a/+', 'a/#', '#', '+/b', 'b/b', '+'];
 /** 5.0 only: two groups on overlapping filters, and one group name on two filters (two groups) */
@@ -456,7 +458,7 @@ async function check(version: Version, restarts: boolean, numRuns: number): Prom
         if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true });
       }
     }),
-    { numRuns },
+    { numRuns: numRuns * RUNS_FACTOR },
   );
 }
 
