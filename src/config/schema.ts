@@ -1,29 +1,26 @@
+import type { ProtocolSettings } from '../protocol/ports.js';
 import type { ListenerConfig } from './listeners.js';
 
-/** Per-client and broker-wide limits, each with a safe default. */
-export interface Limits {
-  maxPacketSize: number;
-  receiveMaximum: number;
-  maxInflight: number;
-  maxQueuedMessages: number;
-  maxQueuedBytes: number;
-  /** QoS 0 messages for an offline persistent session: dropped, or queued with the QoS 1/2 ones */
-  offlineQos0: 'drop' | 'queue';
-  maxTopicLength: number;
-  maxTopicLevels: number;
-  maxClientIdLength: number;
-  maxSubscriptionsPerClient: number;
-  connectTimeoutMs: number;
-  maxKeepAlive: number;
-  maxSessionExpiryInterval: number;
-  topicAliasMaximum: number;
+/** The protocol engine's limits that a configuration sets (the rest of its settings come from `mqtt5`). */
+type ConfiguredProtocolLimits = Omit<
+  ProtocolSettings,
+  | 'maximumQoS'
+  | 'retainAvailable'
+  | 'wildcardSubscriptionAvailable'
+  | 'subscriptionIdentifiersAvailable'
+  | 'sharedSubscriptionAvailable'
+  | 'responseInformationPrefix'
+  | 'serverReference'
+  | 'serverMoved'
+>;
+
+/** Per-client and broker-wide limits, each with a safe default (LIMIT_SPECS below). */
+export interface Limits extends ConfiguredProtocolLimits {
+  /** connections open at once over all listeners; 0 = no limit */
   maxConnections: number;
+  /** new connections per second; 0 = no limit */
   maxConnectionRate: number;
-  maxPublishRate: number;
-  maxPublishBytesRate: number;
-  /** over a publish rate, 5.0 clients are refused (0x97) or slowed down; 3.1.1 clients are always slowed down */
-  publishRateAction: 'refuse' | 'throttle';
-  maxRetainedMessages: number;
+  /** bytes of heap and buffers past which new work is refused; 0 = 85% of the heap limit */
   maxMemory: number;
 }
 
