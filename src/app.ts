@@ -29,6 +29,7 @@ import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission, type Refusal } from './transport/admission.js';
 import { MemoryGuard } from './broker/memory-guard.js';
+import { ListenerGuards } from './broker/listener-guards.js';
 import { RedisCluster } from './cluster/redis-cluster.js';
 import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
@@ -170,6 +171,9 @@ export class Broker {
   private cluster: RedisCluster | undefined;
   /** stops watching certificate files */
   private readonly unwatch: Array<() => void> = [];
+  private readonly guards = new ListenerGuards((event, err) =>
+    this.logger.error({ err, event }, `a '${event}' listener failed: ${err instanceof Error ? err.message : String(err)}`),
+  );
 
   constructor(config: MidgeConfig, hooks: Hooks, logger: Logger, authenticators: EnhancedAuthenticator[] = [], mqtt5: Mqtt5Options = {}, sysInterval = 10, store?: Store) {
     this.config = config;
@@ -414,13 +418,15 @@ export class Broker {
     this.logger.info('stopped');
   }
 
+  /** Adds an application's listener; one that throws or rejects is logged, and the broker goes on. */
   on<K extends keyof BrokerEvents>(event: K, listener: (...args: BrokerEvents[K]) => void): this {
-    this.core.on(event, listener as never);
+    this.core.on(event, this.guards.wrap(event, listener as never) as never);
     return this;
   }
 
   off<K extends keyof BrokerEvents>(event: K, listener: (...args: BrokerEvents[K]) => void): this {
-    this.core.off(event, listener as never);
+    const guarded = this.guards.unwrap(event, listener as never);
+    if (guarded !== undefined) this.core.off(event, guarded as never);
     return this;
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { pino } from 'pino';
 import { createBroker, type ClientInfo, type PublishInfo } from '../../src/index.js';
 import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
 import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
@@ -112,6 +113,39 @@ describe('embedding API: createBroker, hooks and events', () => {
       ['ev/1', 'payload', 1, 'ev'],
       ['ev/2', 'from app', 0, undefined],
     ]);
+    await broker.close();
+  });
+
+  test('a listener that throws or rejects is logged, and the broker and the message go on; off() removes what on() added', async () => {
+    const lines: string[] = [];
+    const broker = await createBroker({ sysInterval: 0, logger: pino({ level: 'error' }, { write: (line: string) => void lines.push(line) }) });
+    let seen = 0;
+    const counted = (): void => void seen++;
+    broker.on('messagePublished', () => {
+      throw new Error('observer bug');
+    });
+    broker.on('clientConnected', async () => {
+      throw new Error('async observer bug');
+    });
+    broker.on('messagePublished', counted);
+    broker.on('messagePublished', counted);
+    const removed = (): void => assert.fail('a removed listener was called');
+    broker.on('messagePublished', removed);
+    broker.off('messagePublished', removed);
+    broker.off('messagePublished', counted);
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const sub = await connectClient(port, { clientId: 'observed-sub' });
+    await sub.subscribeAsync('observed/#', { qos: 1 });
+    const got = nextMessages(sub, 2);
+    const pub = await connectClient(port, { clientId: 'observed-pub', protocolVersion: 5 });
+    await pub.publishAsync('observed/1', 'one', { qos: 1 });
+    await broker.publish({ topic: 'observed/2', payload: 'two', qos: 1 });
+    assert.deepEqual((await got).map((m) => m.payload.toString()), ['one', 'two']);
+    assert.equal(seen, 2, 'the listener added twice and removed once is called once a message');
+    const failures = lines.map((l) => JSON.parse(l) as { event: string; msg: string; err: { stack: string } });
+    assert.ok(failures.some((f) => f.event === 'messagePublished' && f.msg === "a 'messagePublished' listener failed: observer bug" && f.err.stack.includes('observer bug')));
+    assert.ok(failures.some((f) => f.event === 'clientConnected' && f.msg === "a 'clientConnected' listener failed: async observer bug"));
+    await closeClients();
     await broker.close();
   });
 
