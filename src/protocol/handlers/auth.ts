@@ -1,6 +1,7 @@
+import { Buffer } from 'node:buffer';
 import type { AuthPacket, ConnectPacket } from '../../codec/packets.js';
 import { RC } from '../../codec/reason-codes.js';
-import type { AuthOutcome } from '../../hooks/authenticator.js';
+import type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from '../../hooks/authenticator.js';
 import type { Channel } from '../channel.js';
 import { isPromise } from '../maybe-promise.js';
 import { accept, refuse } from './connect.js';
@@ -16,8 +17,7 @@ export function startConnectAuth(ch: Channel, p: ConnectPacket, method: string, 
   ch.authMethod = method;
   ch.state = 'authenticating';
   ch.pendingConnect = { packet: p, clientId, assigned };
-  ch.authConversation = authenticator.start(ch.client, false);
-  return run(ch, ch.authConversation.step(p.properties?.authenticationData), false);
+  return run(ch, begin(ch, authenticator, false, p.properties?.authenticationData), false);
 }
 
 export function handleAuth(ch: Channel, p: AuthPacket): Promise<void> | undefined {
@@ -38,7 +38,7 @@ export function handleAuth(ch: Channel, p: AuthPacket): Promise<void> | undefine
       ch.terminate('unexpected AUTH reason code during authentication');
       return undefined;
     }
-    return run(ch, ch.authConversation.step(data), false);
+    return run(ch, step(ch.authConversation, data), false);
   }
   // connected
   if (p.reasonCode === RC.ReAuthenticate) {
@@ -47,24 +47,61 @@ export function handleAuth(ch: Channel, p: AuthPacket): Promise<void> | undefine
       ch.closeWith(RC.BadAuthenticationMethod, 'authentication method no longer available');
       return undefined;
     }
-    ch.authConversation = authenticator.start(ch.client, true);
-    return run(ch, ch.authConversation.step(data), true);
+    return run(ch, begin(ch, authenticator, true, data), true);
   }
   if (p.reasonCode === RC.ContinueAuthentication && ch.authConversation !== undefined) {
-    return run(ch, ch.authConversation.step(data), true);
+    return run(ch, step(ch.authConversation, data), true);
   }
   ch.closeWith(RC.ProtocolError, 'AUTH outside an authentication exchange');
   return undefined;
 }
 
+/** What a method that throws, rejects or answers something that is no outcome counts as. */
+const FAILED: AuthOutcome = { kind: 'failure', reason: 'authentication error' };
+
+/** Starts a method's exchange and takes its first step. */
+function begin(ch: Channel, authenticator: EnhancedAuthenticator, reauth: boolean, data: Buffer | undefined): AuthOutcome | Promise<AuthOutcome> {
+  try {
+    ch.authConversation = authenticator.start(ch.client, reauth);
+  } catch {
+    // a method's mistake refuses this client; it does not reach the broker's handling of others
+    return FAILED;
+  }
+  return step(ch.authConversation, data);
+}
+
+function step(conversation: AuthConversation, data: Buffer | undefined): AuthOutcome | Promise<AuthOutcome> {
+  try {
+    return conversation.step(data);
+  } catch {
+    return FAILED;
+  }
+}
+
+/** The outcome, if it is one that can be sent: its data a Buffer, its user name a string. */
+function checked(outcome: unknown): AuthOutcome {
+  const o = outcome as { kind?: unknown; data?: unknown; username?: unknown; reasonCode?: unknown; reason?: unknown } | null | undefined;
+  if (o === null || typeof o !== 'object') return FAILED;
+  if (o.kind === 'failure') {
+    // a refusal's code is an error code (0x80 and above); any other is Not authorized
+    const code = typeof o.reasonCode === 'number' && Number.isInteger(o.reasonCode) && o.reasonCode >= 0x80 && o.reasonCode <= 0xff ? o.reasonCode : undefined;
+    return { kind: 'failure', reasonCode: code, reason: typeof o.reason === 'string' ? o.reason : undefined };
+  }
+  if (o.kind === 'continue') return Buffer.isBuffer(o.data) ? (o as AuthOutcome) : FAILED;
+  if (o.kind !== 'success') return FAILED;
+  const dataOk = o.data === undefined || Buffer.isBuffer(o.data);
+  const userOk = o.username === undefined || typeof o.username === 'string';
+  return dataOk && userOk ? (o as AuthOutcome) : FAILED;
+}
+
 function run(ch: Channel, outcome: AuthOutcome | Promise<AuthOutcome>, reauth: boolean): Promise<void> | undefined {
   if (isPromise(outcome)) {
     return outcome.then(
-      (o) => apply(ch, o, reauth),
-      () => apply(ch, { kind: 'failure', reason: 'authentication error' }, reauth),
+      (o) => apply(ch, checked(o), reauth),
+      () => apply(ch, FAILED, reauth),
     );
   }
-  return apply(ch, outcome, reauth);
+  return apply(ch, checked(outcome), reauth);
 }
 
 function apply(ch: Channel, outcome: AuthOutcome, reauth: boolean): Promise<void> | undefined {

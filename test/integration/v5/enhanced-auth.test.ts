@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import mqtt from 'mqtt';
 import type mqttPacket from 'mqtt-packet';
 import { scramSha256 } from '../../../src/index.js';
+import type { AuthConversation, AuthOutcome, EnhancedAuthenticator } from '../../../src/index.js';
 import { closeClients, startBroker, type TestBroker } from '../../helpers/broker.js';
 import { RawClient } from '../../helpers/raw-client.js';
 import { ScramClient } from '../../helpers/scram-client.js';
@@ -166,5 +167,78 @@ describe('MQTT 5 enhanced authentication (5.0): SCRAM-SHA-256 over AUTH', () => 
     });
     assert.ok(scram.verifyServer(connack.properties?.authenticationData));
     await client.endAsync();
+  });
+});
+
+describe('MQTT 5 enhanced authentication (5.0): a method that misbehaves refuses its client, and the broker goes on', () => {
+  let b: TestBroker;
+  let reauthentications = 0;
+  const method = (name: string, start: (reauth: boolean) => AuthConversation): EnhancedAuthenticator => ({ method: name, start: (_c, reauth) => start(reauth) });
+  const answers = (outcome: unknown): AuthConversation => ({ step: () => outcome as AuthOutcome });
+  before(async () => {
+    b = await startBroker({
+      authenticators: [
+        method('THROWS-START', () => {
+          throw new Error('start failed');
+        }),
+        method('THROWS-STEP', () => ({
+          step: () => {
+            throw new Error('step failed');
+          },
+        })),
+        method('NO-OUTCOME', () => answers(undefined)),
+        method('UNKNOWN-KIND', () => answers({ kind: 'maybe' })),
+        method('TEXT-DATA', () => answers({ kind: 'continue', data: 'not a buffer' })),
+        method('NUMBER-USER', () => answers({ kind: 'success', username: 42 })),
+        method('SUCCESS-CODE', () => answers({ kind: 'failure', reasonCode: 0 })),
+        method('REJECTS', () => answers(Promise.reject(new Error('backend down')))),
+        method('FIRST-ONLY', (reauth) => {
+          if (reauth) reauthentications++;
+          if (reauth) throw new Error('no second time');
+          return answers({ kind: 'success' });
+        }),
+      ],
+    });
+  });
+  after(async () => {
+    await closeClients();
+    await b.close();
+  });
+
+  const refusals: Array<[string, string]> = [
+    ['THROWS-START', 'start() throws'],
+    ['THROWS-STEP', 'step() throws'],
+    ['NO-OUTCOME', 'step() answers undefined'],
+    ['UNKNOWN-KIND', 'step() answers an unknown kind'],
+    ['TEXT-DATA', 'step() answers continue with data that is not a Buffer'],
+    ['NUMBER-USER', 'step() answers success with a user name that is not a string'],
+    ['SUCCESS-CODE', 'step() answers failure with code 0'],
+    ['REJECTS', 'step() rejects'],
+  ];
+  for (const [name, what] of refusals) {
+    test(`[MQTT-4.12.0-4] ${what}: CONNACK 0x87 and a close, and the next client is served`, async () => {
+      const raw = await RawClient.open(b.port, 5);
+      raw.sendPacket(connectPacket(`bad-${name}`, { authenticationMethod: name }), 5);
+      const connack = (await raw.next()) as mqttPacket.IConnackPacket;
+      assert.equal(connack.cmd, 'connack');
+      assert.equal(connack.reasonCode, 0x87);
+      assert.ok(await raw.waitClosed());
+      const next = await RawClient.open(b.port, 5);
+      next.sendPacket(connectPacket(`after-${name}`, {}), 5);
+      assert.equal(((await next.next()) as mqttPacket.IConnackPacket).reasonCode, 0);
+      next.close();
+    });
+  }
+
+  test('[MQTT-4.12.1-2] a method that throws on re-authentication: DISCONNECT 0x87 and a close', async () => {
+    const raw = await RawClient.open(b.port, 5);
+    raw.sendPacket(connectPacket('reauth-throws', { authenticationMethod: 'FIRST-ONLY' }), 5);
+    assert.equal(((await raw.next()) as mqttPacket.IConnackPacket).reasonCode, 0);
+    raw.sendPacket({ cmd: 'auth', reasonCode: 0x19, properties: { authenticationMethod: 'FIRST-ONLY' } }, 5);
+    const disconnect = (await raw.next()) as mqttPacket.IDisconnectPacket;
+    assert.equal(disconnect.cmd, 'disconnect');
+    assert.equal(disconnect.reasonCode, 0x87);
+    assert.ok(await raw.waitClosed());
+    assert.equal(reauthentications, 1);
   });
 });
