@@ -295,6 +295,7 @@ export class Broker {
       stats: this.transportStats,
       admit: () => (this.core.memoryFull ? MEMORY_FULL : this.admission.admit(this.openConnections())),
       attach: (conn) => new Channel(conn, this.core),
+      onInternalError: (err, address) => this.logger.error({ err, address }, `internal error serving ${address}; its connection is closed`),
     };
   }
 

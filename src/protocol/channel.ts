@@ -127,6 +127,13 @@ export class Channel implements SessionOwner {
     this.closeWith(err.reasonCode, err.message);
   }
 
+  /** The handling of a packet failed on a fault of the broker's own: reported, and only this client is let go. */
+  handleInternalError(err: unknown): void {
+    if (this.state === 'closed') return;
+    this.conn.reportError(err);
+    this.closeWith(RC.ImplementationSpecificError, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
   /** Connect timeout or keep-alive timeout. */
   handleTimeout(): void {
     if (this.state === 'closed') return;
@@ -204,7 +211,7 @@ export class Channel implements SessionOwner {
     pending.then(
       () => this.resume(),
       (err: unknown) => {
-        this.closeWith(RC.ImplementationSpecificError, `internal error: ${String(err)}`);
+        this.handleInternalError(err);
         this.resume();
       },
     );

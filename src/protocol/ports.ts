@@ -62,6 +62,8 @@ export interface ConnectionPort {
   resumeReading(): void;
   /** flush what was written, then close */
   close(): void;
+  /** an error of the broker's own met while serving this connection, for the log */
+  reportError(err: unknown): void;
 }
 
 /** The live connection a session is attached to; the broker drives it through this. */

@@ -19,6 +19,8 @@ export interface PoolOptions {
   admit(peer: PeerInfo): Refusal | undefined;
   /** builds the protocol side of a new connection */
   attach(conn: Connection): PacketHandler;
+  /** an error of the broker's own met while serving a connection (it is closed): for the log */
+  onInternalError(err: unknown, remoteAddress: string): void;
 }
 
 export const TICK_MS = 250;
@@ -96,5 +98,9 @@ export class ConnectionPool implements ConnectionHost {
 
   closed(conn: Connection): void {
     this.connections.delete(conn);
+  }
+
+  internalError(conn: Connection, err: unknown): void {
+    this.options.onInternalError(err, conn.remoteAddress);
   }
 }

@@ -13,6 +13,8 @@ export interface PacketHandler {
   handleTimeout(): void;
   handleClosed(): void;
   handleDrain(): void;
+  /** the handling of the connection's input threw: a fault of the broker's, not of the client's bytes */
+  handleInternalError(err: unknown): void;
 }
 
 /** Who is on the other end, as the transport knows it. */
@@ -40,6 +42,8 @@ export interface ConnectionHost {
   readonly lateNow: number;
   /** start watching the connection's deadline */
   watch(conn: Connection): void;
+  /** an error of the broker's own, for the log (the connection is closed by its handler) */
+  internalError(conn: Connection, err: unknown): void;
   unwatch(conn: Connection): void;
   closed(conn: Connection): void;
 }
@@ -112,15 +116,21 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (handler === undefined || this.closing) return;
     this.host.stats.bytesReceived += chunk.length;
     this.host.batcher.chunkStart(this.socket);
-    const packets = this.parser.push(chunk);
-    if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
-    for (let i = 0; i < packets.length; i++) {
-      handler.handleIn(packets[i] as Packet);
-      if (this.closing) break;
+    try {
+      const packets = this.parser.push(chunk);
+      if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
+      for (let i = 0; i < packets.length; i++) {
+        handler.handleIn(packets[i] as Packet);
+        if (this.closing) break;
+      }
+      const err = this.parser.error;
+      if (err !== undefined && !this.closing) handler.handleProtocolError(err);
+    } catch (err) {
+      // a bug met by one client's input ends that client's connection, not the broker's process
+      handler.handleInternalError(err);
+    } finally {
+      this.host.batcher.chunkDone();
     }
-    const err = this.parser.error;
-    if (err !== undefined && !this.closing) handler.handleProtocolError(err);
-    this.host.batcher.chunkDone();
   }
 
   /** @internal */
@@ -140,6 +150,10 @@ export class Connection implements ConnectionPort, WheelEntry {
 
   get congested(): boolean {
     return this.socket.writableNeedDrain;
+  }
+
+  reportError(err: unknown): void {
+    this.host.internalError(this, err);
   }
 
   write(bytes: Buffer): void {
