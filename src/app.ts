@@ -181,6 +181,7 @@ export class Broker {
     this.admission = new Admission(config.limits);
     this.store = store;
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
+    this.core.reportFault = (err, task) => logger.error({ err, task }, `internal error in ${task}; the broker goes on`);
     this.memory = new MemoryGuard(
       () => this.config.limits.maxMemory,
       (full, used, limit) => {

@@ -55,6 +55,14 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   /** the store of persistent state, when the broker has one */
   readonly durability: Durability | undefined;
 
+  /**
+   * A fault met by work no client's input started (a session's expiry, a delayed will, `$SYS`):
+   * the composition root logs it and the broker goes on. Without one, it is thrown.
+   */
+  reportFault: (err: unknown, task: string) => void = (err) => {
+    throw err;
+  };
+
   constructor(settings: ProtocolSettings, hooks: Hooks, authenticators: readonly EnhancedAuthenticator[] = [], durability?: Durability) {
     super();
     this.durability = durability;
@@ -63,9 +71,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     this.retained.maxMessages = settings.maxRetainedMessages;
     for (const a of authenticators) this.authenticators.set(a.method, a);
     this.router = new Router((session, message, qos, retain, ids, share) => this.deliverTo(session, message, qos, retain, ids, share));
-    this.sessions = new SessionRegistry((session) => this.sessionEnded(session));
-    this.wills = new WillScheduler((client, will) => this.publishWill(client, will));
+    const fault = (err: unknown, task: string): void => this.reportFault(err, task);
+    this.sessions = new SessionRegistry((session) => this.sessionEnded(session), fault);
+    this.wills = new WillScheduler((client, will) => this.publishWill(client, will), fault);
     if (durability !== undefined) {
+      durability.reportFault = fault;
       this.wills.observer = {
         pending: (client, will, fireAt) => durability.willPending(client, will, fireAt),
         done: (clientId) => durability.willDone(clientId),

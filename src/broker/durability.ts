@@ -52,6 +52,11 @@ export class Durability {
   private readonly owing = new Set<Session>();
   private owingScheduled = false;
 
+  /** set by the broker: a fault of the store met outside any client's packet */
+  reportFault: (err: unknown, task: string) => void = (err) => {
+    throw err;
+  };
+
   constructor(private readonly store: Store) {}
 
   /** Journals a slice of what the session owes in each later turn, until all of it is there. */
@@ -67,7 +72,14 @@ export class Durability {
     let budget = OWED_JOURNAL_SLICE;
     for (const session of this.owing) {
       if (budget <= 0) break;
-      budget -= session.journalOwed(budget);
+      try {
+        budget -= session.journalOwed(budget);
+      } catch (err) {
+        // not tried again: a store that failed here would fail every turn
+        this.owing.delete(session);
+        this.reportFault(err, `storing the retained messages owed to ${session.clientId}`);
+        continue;
+      }
       // done with it once all it owes is journaled, or it has no journal any more (it ended)
       if (session.journal === undefined || session.retained?.unjournaled !== true) this.owing.delete(session);
     }

@@ -13,15 +13,22 @@ const NEVER = 0xffffffff;
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
   private readonly expiries = new ExpirySchedule((session) => {
-    if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session);
+    try {
+      if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session);
+    } catch (err) {
+      // the other sessions due in this turn still end, and the schedule goes on
+      this.onFault(err, `the expiry of session ${session.clientId}`);
+    }
   });
   private readonly onEnd: (session: Session) => void;
+  private readonly onFault: (err: unknown, task: string) => void;
   /** what every session here holds, kept by the sessions themselves */
   readonly totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
   private attached = 0;
 
-  constructor(onEnd: (session: Session) => void) {
+  constructor(onEnd: (session: Session) => void, onFault: (err: unknown, task: string) => void) {
     this.onEnd = onEnd;
+    this.onFault = onFault;
   }
 
   get size(): number {

@@ -33,7 +33,13 @@ export class SysTopics {
   start(): void {
     if (this.intervalSeconds <= 0 || this.timer !== undefined) return;
     this.publishNow();
-    this.timer = setInterval(() => this.publishNow(), this.intervalSeconds * 1000);
+    this.timer = setInterval(() => {
+      try {
+        this.publishNow();
+      } catch (err) {
+        this.core.reportFault(err, 'publishing $SYS topics');
+      }
+    }, this.intervalSeconds * 1000);
     this.timer.unref();
   }
 

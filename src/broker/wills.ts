@@ -21,10 +21,12 @@ export interface WillObserver {
 export class WillScheduler {
   private readonly pending = new Map<string, Pending>();
   private readonly publish: (client: ClientInfo, will: Will) => void;
+  private readonly onFault: (err: unknown, task: string) => void;
   observer: WillObserver | undefined;
 
-  constructor(publish: (client: ClientInfo, will: Will) => void) {
+  constructor(publish: (client: ClientInfo, will: Will) => void, onFault: (err: unknown, task: string) => void) {
     this.publish = publish;
+    this.onFault = onFault;
   }
 
   get size(): number {
@@ -45,7 +47,7 @@ export class WillScheduler {
   scheduleAt(client: ClientInfo, will: Will, fireAt: number): void {
     const clientId = client.id;
     this.cancel(clientId);
-    const timer = setTimeout(() => this.fire(clientId), Math.max(0, Math.min(fireAt - Date.now(), 2 ** 31 - 1)));
+    const timer = setTimeout(() => this.fireDue(clientId), Math.max(0, Math.min(fireAt - Date.now(), 2 ** 31 - 1)));
     timer.unref();
     this.pending.set(clientId, { client, will, timer });
     this.observer?.pending(client, will, fireAt);
@@ -68,6 +70,14 @@ export class WillScheduler {
     this.pending.delete(clientId);
     this.observer?.done(clientId);
     this.publish(p.client, p.will);
+  }
+
+  private fireDue(clientId: string): void {
+    try {
+      this.fire(clientId);
+    } catch (err) {
+      this.onFault(err, `the delayed will of ${clientId}`);
+    }
   }
 
   clear(): void {

@@ -129,9 +129,15 @@ export class Channel implements SessionOwner {
 
   /** The handling of a packet failed on a fault of the broker's own: reported, and only this client is let go. */
   handleInternalError(err: unknown): void {
-    if (this.state === 'closed') return;
     this.conn.reportError(err);
-    this.closeWith(RC.ImplementationSpecificError, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+    try {
+      this.closeWith(RC.ImplementationSpecificError, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+    } catch (again) {
+      // ending the session met a fault as well: what it held stays as it is, and the client goes
+      this.conn.reportError(again);
+    }
+    // a fault while the session was ending left the channel closed and the connection open
+    this.conn.close();
   }
 
   /** Connect timeout or keep-alive timeout. */
@@ -219,13 +225,18 @@ export class Channel implements SessionOwner {
 
   private resume(): void {
     this.busy = false;
-    while (this.backlog.length > 0 && !this.busy && !this.throttled && this.state !== 'closed') {
-      const next = this.backlog.shift() as Packet;
-      const pending = this.dispatch(next);
-      if (pending !== undefined) {
-        this.waitFor(pending);
-        return;
+    try {
+      while (this.backlog.length > 0 && !this.busy && !this.throttled && this.state !== 'closed') {
+        const next = this.backlog.shift() as Packet;
+        const pending = this.dispatch(next);
+        if (pending !== undefined) {
+          this.waitFor(pending);
+          return;
+        }
       }
+    } catch (err) {
+      // packets that waited for a hook or a commit are handled here, outside any read of the socket
+      this.handleInternalError(err);
     }
     if (this.state === 'closed') this.backlog.clear();
     if (this.paused && this.backlog.length === 0 && !this.throttled) {
@@ -293,8 +304,11 @@ export class Channel implements SessionOwner {
   /** Closes the network connection at once, publishing the will if one is set. */
   terminate(reason: string): void {
     if (this.state === 'closed') return;
-    this.endSession(reason);
-    this.conn.close();
+    try {
+      this.endSession(reason);
+    } finally {
+      this.conn.close();
+    }
   }
 
   private endSession(reason: string): void {

@@ -64,7 +64,7 @@ export function onSocketData(this: Duplex, chunk: Buffer): void {
 }
 
 function onSocketDrain(this: Duplex): void {
-  (this as OwnedSocket)[OWNER].handler?.handleDrain();
+  (this as OwnedSocket)[OWNER].onDrain();
 }
 
 function onSocketError(): void {
@@ -134,16 +134,38 @@ export class Connection implements ConnectionPort, WheelEntry {
   }
 
   /** @internal */
+  onDrain(): void {
+    const handler = this.handler;
+    if (handler === undefined) return;
+    try {
+      handler.handleDrain();
+    } catch (err) {
+      handler.handleInternalError(err);
+    }
+  }
+
+  /** @internal */
   onClose(): void {
     this.closing = true;
     this.host.unwatch(this);
     this.host.closed(this);
-    this.handler?.handleClosed();
+    try {
+      this.handler?.handleClosed();
+    } catch (err) {
+      // the connection is gone already: the fault is logged, and the broker goes on
+      this.host.internalError(this, err);
+    }
   }
 
   /** Called by the timer wheel when the deadline passed. */
   expire(): void {
-    this.handler?.handleTimeout();
+    const handler = this.handler;
+    if (handler === undefined) return;
+    try {
+      handler.handleTimeout();
+    } catch (err) {
+      handler.handleInternalError(err);
+    }
   }
 
   // ---- ConnectionPort -------------------------------------------------------------------------
