@@ -64,150 +64,143 @@ async function faultyBroker(store: FaultyStore, options: BrokerOptions = {}) {
   return { broker, port, lines, logged };
 }
 
-/** A client that connects after the fault still gets what it subscribes to. */
-async function stillServes(port: number, publish: (topic: string) => Promise<void>): Promise<void> {
-  const other = await connectClient(port, { clientId: `unharmed-${Math.random().toString(36).slice(2)}` });
+type FaultyBroker = Awaited<ReturnType<typeof faultyBroker>>;
+
+/** The fault was logged as `expected` says; a client that connects after it is still served; then all is closed. */
+async function loggedAndServing(b: FaultyBroker, expected: (line: LogLine) => boolean): Promise<void> {
+  assert.ok(await eventually(() => b.logged().some(expected), 4000), b.lines.join('\n'));
+  const other = await connectClient(b.port, { clientId: `unharmed-${Math.random().toString(36).slice(2)}` });
   await other.subscribeAsync('fine/#', { qos: 1 });
   const got = nextMessages(other, 1);
-  await publish('fine/1');
+  await b.broker.publish({ topic: 'fine/1', payload: 'still here', qos: 1 });
   assert.equal((await got)[0]?.payload.toString(), 'still here');
+  await closeClients();
+  await b.broker.close();
 }
 
-const SERVING = /^internal error serving 127\.0\.0\.1:\d+; its connection is closed$/;
+/** The connection's fault, with the store's message. */
+const serving =
+  (message: string) =>
+  (l: LogLine): boolean =>
+    /^internal error serving 127\.0\.0\.1:\d+; its connection is closed$/.test(l.msg) && l.err?.message === message;
+
+/** A fault of the broker's timed work. */
+const inTask =
+  (task: string) =>
+  (l: LogLine): boolean =>
+    l.msg === `internal error in ${task}; the broker goes on`;
 
 describe('a fault of the broker\'s own is logged and ends no more than its client', () => {
   test('a fault met while handling one client\'s packet closes that client (5.0: DISCONNECT 0x83) and is logged; the broker serves the others', async () => {
     const store = new FaultyStore();
     store.failRetainedSet = (topic) => topic === 'boom';
-    const { broker, port, lines, logged } = await faultyBroker(store);
-    const { raw } = await rawConnect(port, 5, { clientId: 'faulty' });
+    const b = await faultyBroker(store);
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'faulty' });
     raw.sendPacket({ cmd: 'publish', topic: 'boom', payload: 'x', qos: 0, retain: true }, 5);
     assert.equal((await expectPacket(raw, 'disconnect')).reasonCode, 0x83);
     assert.ok(await raw.waitClosed(2000));
-    assert.ok(logged().some((l) => SERVING.test(l.msg) && l.err?.message === 'store fault: retainedSet'), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, serving('store fault: retainedSet'));
   });
 
   test('a packet that waited behind an asynchronous hook and meets a fault closes its client with 0x83; the broker goes on', async () => {
     // the PUBLISH waits in the backlog while the SUBSCRIBE's hook answers, and is handled from the promise's callback
     const store = new FaultyStore();
     store.failRetainedSet = (topic) => topic === 'boom';
-    const { broker, port, lines, logged } = await faultyBroker(store, { hooks: { authorizeSubscribe: async () => true } });
-    const { raw } = await rawConnect(port, 5, { clientId: 'waiting' });
+    const b = await faultyBroker(store, { hooks: { authorizeSubscribe: async () => true } });
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'waiting' });
     const subscribe = Buffer.from([0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61, 0x01]);
     const publish = Buffer.from([0x31, 0x08, 0x00, 0x04, ...Buffer.from('boom'), 0x00, 0x78]);
     raw.send(Buffer.concat([subscribe, publish]));
     assert.equal((await expectPacket(raw, 'suback')).granted?.[0], 1);
     assert.equal((await expectPacket(raw, 'disconnect')).reasonCode, 0x83);
     assert.ok(await raw.waitClosed(2000));
-    assert.ok(logged().some((l) => SERVING.test(l.msg) && l.err?.message === 'store fault: retainedSet'), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, serving('store fault: retainedSet'));
   });
 
   test('[MQTT-3.1.2-22] a keep-alive timeout that meets a fault still closes the connection, and is logged', async () => {
     const store = new FaultyStore();
     // the session going offline is saved with its deadline: that write fails
     store.failSessionSaved = (record) => record.clientId === 'sleepy' && record.expiresAt !== undefined;
-    const { broker, port, lines, logged } = await faultyBroker(store);
-    const { raw } = await rawConnect(port, 5, { clientId: 'sleepy', keepalive: 1, clean: false, properties: { sessionExpiryInterval: 60 } });
+    const b = await faultyBroker(store);
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'sleepy', keepalive: 1, clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal((await expectPacket(raw, 'disconnect', 4000)).reasonCode, 0x8d);
     assert.ok(await raw.waitClosed(2000));
-    assert.ok(logged().some((l) => SERVING.test(l.msg) && l.err?.message === 'store fault: sessionSaved'), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, serving('store fault: sessionSaved'));
   });
 
   test('a connection lost while its session meets a fault going offline is logged; the broker goes on', async () => {
     const store = new FaultyStore();
     store.failSessionSaved = (record) => record.clientId === 'dropper' && record.expiresAt !== undefined;
-    const { broker, port, lines, logged } = await faultyBroker(store);
-    const { raw } = await rawConnect(port, 5, { clientId: 'dropper', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const b = await faultyBroker(store);
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'dropper', clean: false, properties: { sessionExpiryInterval: 60 } });
     raw.close();
-    assert.ok(await eventually(() => logged().some((l) => SERVING.test(l.msg) && l.err?.message === 'store fault: sessionSaved')), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, serving('store fault: sessionSaved'));
   });
 
   test('a subscriber whose socket drains into a fault is closed with 0x83; the broker goes on', async () => {
     const store = new FaultyStore();
-    const { broker, port, lines, logged } = await faultyBroker(store, { limits: { maxInflight: 65535 } });
-    const { raw } = await rawConnect(port, 5, { clientId: 'slow', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const b = await faultyBroker(store, { limits: { maxInflight: 65535 } });
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'slow', clean: false, properties: { sessionExpiryInterval: 60 } });
     await rawSubscribe(raw, 5, 1, [{ topic: 'bulk', qos: 1 }]);
     // stops reading until what the broker writes to it backs up: QoS 0 then waits in its queue,
     // and a QoS 1 message waits behind it, to be sent (and stored as in flight) once the socket drains
     raw.socket.pause();
     const payload = Buffer.alloc(256 * 1024, 1);
-    for (let i = 0; i < 200; i++) await broker.publish({ topic: 'bulk', payload, qos: 0 });
-    await broker.publish({ topic: 'bulk', payload: 'last', qos: 1 });
-    assert.ok(broker.stats.queued > 1, 'messages wait in the queue');
-    assert.equal(broker.stats.inflight, 0);
+    for (let i = 0; i < 200; i++) await b.broker.publish({ topic: 'bulk', payload, qos: 0 });
+    await b.broker.publish({ topic: 'bulk', payload: 'last', qos: 1 });
+    assert.ok(b.broker.stats.queued > 1, 'messages wait in the queue');
+    assert.equal(b.broker.stats.inflight, 0);
     // what the drain then sends on fails to be stored
     store.failInflightSet = (clientId) => clientId === 'slow';
     raw.socket.resume();
     assert.ok(await raw.waitClosed(10_000));
     const last = raw.received.at(-1) as { cmd: string; reasonCode?: number } | undefined;
     assert.deepEqual([last?.cmd, last?.reasonCode], ['disconnect', 0x83]);
-    assert.ok(logged().some((l) => SERVING.test(l.msg) && l.err?.message === 'store fault: inflightSet'), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, serving('store fault: inflightSet'));
   });
 
   test('a session expiry that meets a fault is logged; the other sessions due still end and the broker goes on', async () => {
     const store = new FaultyStore();
     store.failSessionRemoved = (clientId) => clientId === 'doomed';
-    const { broker, port, lines, logged } = await faultyBroker(store);
+    const b = await faultyBroker(store);
     for (const clientId of ['doomed', 'fine']) {
-      const { raw } = await rawConnect(port, 5, { clientId, clean: false, properties: { sessionExpiryInterval: 1 } });
+      const { raw } = await rawConnect(b.port, 5, { clientId, clean: false, properties: { sessionExpiryInterval: 1 } });
       raw.sendPacket({ cmd: 'disconnect' }, 5);
       assert.ok(await raw.waitClosed());
     }
-    assert.ok(await eventually(() => logged().some((l) => l.msg === 'internal error in the expiry of session doomed; the broker goes on'), 4000), lines.join('\n'));
+    assert.ok(await eventually(() => b.logged().some(inTask('the expiry of session doomed')), 4000), b.lines.join('\n'));
     await delay(100);
-    const back = await rawConnect(port, 5, { clientId: 'fine', clean: false, properties: { sessionExpiryInterval: 1 } });
+    const back = await rawConnect(b.port, 5, { clientId: 'fine', clean: false, properties: { sessionExpiryInterval: 1 } });
     assert.equal(back.connack.sessionPresent, false, 'the session that expired beside the faulty one ended');
     back.raw.close();
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, inTask('the expiry of session doomed'));
   });
 
   test('a delayed will that meets a fault is logged; the broker goes on', async () => {
     const store = new FaultyStore();
     store.failWillCleared = (clientId) => clientId === 'willer';
-    const { broker, port, lines, logged } = await faultyBroker(store);
-    const { raw } = await rawConnect(port, 5, {
+    const b = await faultyBroker(store);
+    const { raw } = await rawConnect(b.port, 5, {
       clientId: 'willer',
       clean: false,
       properties: { sessionExpiryInterval: 60 },
       will: { topic: 'wills/willer', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 1 } },
     });
     raw.close();
-    assert.ok(await eventually(() => logged().some((l) => l.msg === 'internal error in the delayed will of willer; the broker goes on'), 4000), lines.join('\n'));
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, inTask('the delayed will of willer'));
   });
 
   test('retained messages owed to a persistent session that fail to be stored in a later turn are logged; the broker goes on', async () => {
     const store = new FaultyStore();
-    const { broker, port, lines, logged } = await faultyBroker(store);
-    for (let i = 0; i < 1200; i++) await broker.publish({ topic: `owed/${i}`, payload: 'r', qos: 1, retain: true });
+    const b = await faultyBroker(store);
+    for (let i = 0; i < 1200; i++) await b.broker.publish({ topic: `owed/${i}`, payload: 'r', qos: 1, retain: true });
     // the first 1,000 owed are stored with the SUBSCRIBE, the rest a slice per later turn: those fail
     let queued = 0;
     store.failMessageQueued = (clientId) => clientId === 'owed' && ++queued > 1000;
-    const { raw } = await rawConnect(port, 5, { clientId: 'owed', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const { raw } = await rawConnect(b.port, 5, { clientId: 'owed', clean: false, properties: { sessionExpiryInterval: 60 } });
     raw.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'owed/#', qos: 1 }] }, 5);
-    assert.ok(await eventually(() => logged().some((l) => l.msg === 'internal error in storing the retained messages owed to owed; the broker goes on'), 4000), lines.join('\n'));
+    assert.ok(await eventually(() => b.logged().some(inTask('storing the retained messages owed to owed')), 4000), b.lines.join('\n'));
     raw.close();
-    await stillServes(port, (topic) => broker.publish({ topic, payload: 'still here', qos: 1 }));
-    await closeClients();
-    await broker.close();
+    await loggedAndServing(b, inTask('storing the retained messages owed to owed'));
   });
 });
