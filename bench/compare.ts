@@ -50,6 +50,7 @@ const SCENARIOS: Record<string, Scenario> = {
   'pairs-q1': { name: '1,000 pairs QoS 1, 10 in flight per publisher', args: ['pairs', '--qos', '1', '--publishers', '1000', '--inflight', '10'], metric: 'delivered', deepQueues: true },
   // a p99 from 5 s swings by up to 2x between runs of the same broker here; 15 s runs steady it
   'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
+  'latency-q1-spread': { name: 'p99 latency at 5,000 msg/s QoS 1, each message at its own time (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--spread', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
   conn: { name: 'memory per idle connection (KiB, 19,000 connections, after 30 s idle)', args: ['conn', '--connections', '19000', '--duration', '30'], metric: 'kib', deepQueues: false },
 };
 

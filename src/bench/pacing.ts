@@ -8,3 +8,11 @@
 export function dueCount(elapsedMs: number, perPublisherRate: number, p: number, publishers: number): number {
   return Math.floor((elapsedMs / 1000) * perPublisherRate + p / publishers);
 }
+
+/**
+ * The publisher whose message is the run's `j`-th (from 1) in dueCount's schedule: message j is
+ * due at j / rate seconds, and publisher p's k-th at (k * publishers - p) / rate.
+ */
+export function publisherOf(j: number, publishers: number): number {
+  return (publishers - (j % publishers)) % publishers;
+}

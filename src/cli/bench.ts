@@ -15,6 +15,8 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
   --publishers N      fanin: publishers (default 10); pairs: pairs (default 1000)
   --subscribers N     fanout: subscribers (default 100)
   --rate R            messages per second over all publishers; 0 = as fast as acks allow (default 0)
+  --spread            with --rate: each message leaves at its own time (the generator spins on
+                      its core), not with the others due in the same 1 ms step
   --inflight N        unacknowledged QoS 1/2 publishes per publisher (default 100)
   --batch N           publishes a publisher hands to one socket write, at most (default 32)
   --duration S        seconds measured (default 10)
@@ -46,6 +48,7 @@ export async function bench(argv: string[]): Promise<void> {
           ['host', 'port', 'sub-port', 'username', 'password', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
         json: { type: 'boolean' },
+        spread: { type: 'boolean' },
         help: { type: 'boolean' },
       },
     });
@@ -71,6 +74,7 @@ export async function bench(argv: string[]): Promise<void> {
     publishers: num('publishers', s('publishers'), scenario === 'pairs' ? 1000 : 10, 1, 100_000),
     subscribers: num('subscribers', s('subscribers'), 100, 1, 100_000),
     rate: num('rate', s('rate'), 0, 0, 1e9),
+    spread: v.spread === true,
     inflight: num('inflight', s('inflight'), 100, 1, 65535),
     batch: num('batch', s('batch'), 32, 1, 65535),
     duration: num('duration', s('duration'), 10, 0.1, 86400),
@@ -81,6 +85,7 @@ export async function bench(argv: string[]): Promise<void> {
     ...(s('password') === undefined ? {} : { password: s('password') }),
   };
   if (o.password !== undefined && o.username === undefined) throw new ConfigError('bench: --password needs --username');
+  if (o.spread === true && o.rate === 0) throw new ConfigError('bench: --spread needs --rate');
   let result: BenchResult;
   try {
     result = await runBench(o);
