@@ -53,6 +53,8 @@ export interface ClusterHost {
   readonly retained: Pick<RetainedStore, 'values'>;
   /** A message another node routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
   routeRemote(message: Message, shared: SharedSelector): void;
+  /** a fault met by work no client's input started: logged, and the node goes on */
+  reportFault(err: unknown, task: string): void;
   /** A retained message set (undefined: cleared) on another node. */
   applyRemoteRetained(topic: string, message: Message | undefined): void;
   /** A delivery made elsewhere (another node had the session), given to the session as if routed here. */

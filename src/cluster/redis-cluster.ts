@@ -252,7 +252,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
           const message = unpackMessage(frame.body, sent);
           if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
           if (this.moves.adopting) this.moves.taken(from, frame.n);
-          this.core.routeRemote(message, select);
+          try {
+            this.core.routeRemote(message, select);
+          } catch (err) {
+            // the messages after it in the same entry still go to their subscribers
+            this.core.reportFault(err, `routing a message from node ${from}`);
+          }
           break;
         }
         case 'adopted':

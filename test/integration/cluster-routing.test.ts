@@ -3,7 +3,9 @@ import { describe, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { collectFor, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { FaultyStore } from '../helpers/faulty-store.js';
 import { eventually } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
 import { CLUSTER_TEST, clusterHarness, missedAfterSuback, routesKnown } from '../helpers/cluster.js';
@@ -193,5 +195,30 @@ describe('a cluster routes messages, retained messages and shared subscriptions 
     const all = [...ra, ...rb].map((m) => Number(m.payload.toString())).sort((x, y) => x - y);
     assert.deepEqual(all, Array.from({ length: 100 }, (_, i) => i), 'each message exactly once');
     assert.ok(ra.length > 0 && rb.length > 0, `a: ${ra.length}, b: ${rb.length}`);
+  });
+
+  test('a fault met routing one message from another node is logged; the messages after it in the same batch still arrive', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const lines: string[] = [];
+    const store = new FaultyStore();
+    const node = (id: string, extra: Record<string, unknown>) => startBroker({ clusterRedis: h.redis.url, clusterNodeId: id, clusterPrefix: prefix, sysInterval: 0, ...extra });
+    const a = await node('n0', {});
+    h.nodes.push(a);
+    const b = await node('n1', { store, logger: pino({ level: 'error' }, { write: (line: string) => void lines.push(line) }) });
+    h.nodes.push(b);
+    // an offline persistent session on b: what reaches it is stored, and that store fails
+    const victim = await connectClient(b.port, { clientId: 'victim', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
+    await victim.subscribeAsync('v/#', { qos: 1 });
+    await victim.endAsync();
+    const watcher = await connectClient(b.port, { clientId: 'watcher' });
+    await watcher.subscribeAsync('w/#', { qos: 1 });
+    await routesKnown(a, 2);
+    store.failMessageQueued = (clientId) => clientId === 'victim';
+    const got = nextMessages(watcher, 1);
+    // published in one turn, the two go to b in one batch, the faulty one first
+    await Promise.all([a.broker.publish({ topic: 'v/1', payload: 'lost', qos: 1 }), a.broker.publish({ topic: 'w/1', payload: 'after', qos: 1 })]);
+    assert.equal((await got)[0]?.payload.toString(), 'after');
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; err?: { message: string } });
+    assert.ok(logged.some((l) => l.msg === 'internal error in routing a message from node n0; the broker goes on' && l.err?.message === 'store fault: messageQueued'), lines.join('\n'));
   });
 });
