@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8';
 import { Buffer } from 'node:buffer';
 import type { TransportStats } from '../transport/connection.js';
 import { createMessage } from '../session/message.js';
@@ -71,7 +72,8 @@ export class SysTopics {
       ['bytes/sent', s.bytesSent],
       ['subscriptions/count', s.subscriptions],
       ['retained messages/count', s.retained],
-      ['heap/current', process.memoryUsage().heapUsed],
+      // not process.memoryUsage(): it needs a file descriptor, and a broker may have none left
+      ['heap/current', getHeapStatistics().used_heap_size],
     ];
     for (const [name] of WINDOWS) {
       values.push([`load/messages/received/${name}`, round(this.loads.received[name])]);

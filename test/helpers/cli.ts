@@ -6,9 +6,15 @@ export const MIDGE_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.
 
 const children = new Set<ChildProcess>();
 
-/** Starts `midge` with `args`; resolves with the process and its first MQTT port once it listens. */
-export async function spawnMidge(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Starts `midge` with `args`; resolves with the process and its first MQTT port once it listens.
+ * `maxFiles` sets its limit of open files (`ulimit -n`).
+ */
+export async function spawnMidge(args: string[], maxFiles?: number): Promise<{ child: ChildProcess; port: number }> {
+  const child =
+    maxFiles === undefined
+      ? spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+      : spawn('bash', ['-c', `ulimit -n ${maxFiles} && exec "$0" "$@"`, process.execPath, MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let out = '';
