@@ -1,4 +1,5 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { pino, type Logger } from 'pino';
 import { createBroker, type Broker, type BrokerOptions } from '../../src/index.js';
 
 export interface TestBroker {
@@ -13,6 +14,22 @@ export async function startBroker(options: BrokerOptions = {}): Promise<TestBrok
   const broker = await createBroker({ persistence: 'memory', ...options });
   const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
   return { broker, port, url: `mqtt://127.0.0.1:${port}`, close: () => broker.close() };
+}
+
+/**
+ * A logger that keeps the broker's faults of its own ("internal error ..." at error level). The
+ * broker logs such a fault and goes on, so a test that drives it hard (fuzz, random sessions)
+ * must look for them: the client it cost is closed, and nothing else would show the bug.
+ */
+export function faultLog(): { logger: Logger; faults: string[] } {
+  const faults: string[] = [];
+  const logger = pino({ level: 'error' }, {
+    write: (line: string) => {
+      const entry = JSON.parse(line) as { msg?: string; err?: { stack?: string } };
+      if (entry.msg?.startsWith('internal error') === true) faults.push(`${entry.msg}\n${entry.err?.stack ?? ''}`);
+    },
+  });
+  return { logger, faults };
 }
 
 const clients = new Set<MqttClient>();

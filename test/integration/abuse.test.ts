@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { encodePacket } from '../../src/codec/index.js';
-import { startBroker, type TestBroker } from '../helpers/broker.js';
+import { faultLog, startBroker, type TestBroker } from '../helpers/broker.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
 import { packetOf } from '../helpers/packet-arbitraries.js';
@@ -38,11 +38,12 @@ const closedWithin = (s: Socket, ms: number): Promise<boolean> =>
   });
 
 describe('abuse: the broker keeps serving others, with bounded memory', () => {
+  const log = faultLog();
   let b: TestBroker;
   let healthy: RawClient;
 
   before(async () => {
-    b = await startBroker({ limits: { connectTimeoutMs: 500, maxSubscriptionsPerClient: 1000 }, sysInterval: 0 });
+    b = await startBroker({ limits: { connectTimeoutMs: 500, maxSubscriptionsPerClient: 1000 }, sysInterval: 0, logger: log.logger });
     healthy = (await rawConnect(b.port, 5, { clientId: 'healthy' })).raw;
     await rawSubscribe(healthy, 5, 1, [{ topic: 'health', qos: 1 }]);
   });
@@ -135,5 +136,7 @@ describe('abuse: the broker keeps serving others, with bounded memory', () => {
     );
     await stillServing();
     assert.ok(heapMb() - before < 30);
+    // bad bytes get a protocol error, never a fault of the broker's own (which it would survive)
+    assert.deepEqual(log.faults, []);
   });
 });
