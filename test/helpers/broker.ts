@@ -9,11 +9,19 @@ export interface TestBroker {
   close(): Promise<void>;
 }
 
-/** A real broker on an ephemeral loopback port. */
+/**
+ * A real broker on an ephemeral loopback port. Unless the test brings its own logger, closing it
+ * fails when the broker met a fault of its own meanwhile (see faultLog).
+ */
 export async function startBroker(options: BrokerOptions = {}): Promise<TestBroker> {
-  const broker = await createBroker({ persistence: 'memory', ...options });
+  const log = options.logger === undefined ? faultLog() : undefined;
+  const broker = await createBroker({ persistence: 'memory', ...(log === undefined ? {} : { logger: log.logger }), ...options });
   const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
-  return { broker, port, url: `mqtt://127.0.0.1:${port}`, close: () => broker.close() };
+  const close = async (): Promise<void> => {
+    await broker.close();
+    if (log !== undefined && log.faults.length > 0) throw new Error(`the broker met faults of its own:\n${log.faults.join('\n')}`);
+  };
+  return { broker, port, url: `mqtt://127.0.0.1:${port}`, close };
 }
 
 /**
