@@ -135,13 +135,7 @@ export class Connection implements ConnectionPort, WheelEntry {
 
   /** @internal */
   onDrain(): void {
-    const handler = this.handler;
-    if (handler === undefined) return;
-    try {
-      handler.handleDrain();
-    } catch (err) {
-      handler.handleInternalError(err);
-    }
+    this.guarded('handleDrain');
   }
 
   /** @internal */
@@ -159,10 +153,15 @@ export class Connection implements ConnectionPort, WheelEntry {
 
   /** Called by the timer wheel when the deadline passed. */
   expire(): void {
+    this.guarded('handleTimeout');
+  }
+
+  /** A socket or timer event for the handler; a fault in it closes this connection, not the process. */
+  private guarded(event: 'handleDrain' | 'handleTimeout'): void {
     const handler = this.handler;
     if (handler === undefined) return;
     try {
-      handler.handleTimeout();
+      handler[event]();
     } catch (err) {
       handler.handleInternalError(err);
     }

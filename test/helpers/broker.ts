@@ -24,20 +24,34 @@ export async function startBroker(options: BrokerOptions = {}): Promise<TestBrok
   return { broker, port, url: `mqtt://127.0.0.1:${port}`, close };
 }
 
+/** A fault the broker logged: "internal error serving ADDRESS; ..." or "internal error in TASK; ...". */
+export interface FaultEntry {
+  msg: string;
+  task?: string;
+  err?: { message: string; stack?: string };
+}
+
 /**
  * A logger that keeps the broker's faults of its own ("internal error ..." at error level). The
  * broker logs such a fault and goes on, so a test that drives it hard (fuzz, random sessions)
- * must look for them: the client it cost is closed, and nothing else would show the bug.
+ * must look for them: the client it cost is closed, and nothing else would show the bug. `faults`
+ * gives each with its stack.
  */
-export function faultLog(): { logger: Logger; faults: string[] } {
-  const faults: string[] = [];
+export function faultLog(): { logger: Logger; entries: FaultEntry[]; faults: string[] } {
+  const entries: FaultEntry[] = [];
   const logger = pino({ level: 'error' }, {
     write: (line: string) => {
-      const entry = JSON.parse(line) as { msg?: string; err?: { stack?: string } };
-      if (entry.msg?.startsWith('internal error') === true) faults.push(`${entry.msg}\n${entry.err?.stack ?? ''}`);
+      const entry = JSON.parse(line) as FaultEntry;
+      if (entry.msg?.startsWith('internal error') === true) entries.push(entry);
     },
   });
-  return { logger, faults };
+  return {
+    logger,
+    entries,
+    get faults() {
+      return entries.map((e) => `${e.msg}\n${e.err?.stack ?? ''}`);
+    },
+  };
 }
 
 const clients = new Set<MqttClient>();

@@ -3,8 +3,7 @@ import { describe, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
-import { collectFor, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
+import { collectFor, connectClient, faultLog, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { FaultyStore } from '../helpers/faulty-store.js';
 import { eventually } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
@@ -199,12 +198,12 @@ describe('a cluster routes messages, retained messages and shared subscriptions 
 
   test('a fault met routing one message from another node is logged; the messages after it in the same batch still arrive', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const lines: string[] = [];
+    const log = faultLog();
     const store = new FaultyStore();
     const node = (id: string, extra: Record<string, unknown>) => startBroker({ clusterRedis: h.redis.url, clusterNodeId: id, clusterPrefix: prefix, sysInterval: 0, ...extra });
     const a = await node('n0', {});
     h.nodes.push(a);
-    const b = await node('n1', { store, logger: pino({ level: 'error' }, { write: (line: string) => void lines.push(line) }) });
+    const b = await node('n1', { store, logger: log.logger });
     h.nodes.push(b);
     // an offline persistent session on b: what reaches it is stored, and that store fails
     const victim = await connectClient(b.port, { clientId: 'victim', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
@@ -218,7 +217,6 @@ describe('a cluster routes messages, retained messages and shared subscriptions 
     // published in one turn, the two go to b in one batch, the faulty one first
     await Promise.all([a.broker.publish({ topic: 'v/1', payload: 'lost', qos: 1 }), a.broker.publish({ topic: 'w/1', payload: 'after', qos: 1 })]);
     assert.equal((await got)[0]?.payload.toString(), 'after');
-    const logged = lines.map((l) => JSON.parse(l) as { msg: string; err?: { message: string } });
-    assert.ok(logged.some((l) => l.msg === 'internal error in routing a message from node n0; the broker goes on' && l.err?.message === 'store fault: messageQueued'), lines.join('\n'));
+    assert.ok(log.entries.some((l) => l.msg === 'internal error in routing a message from node n0; the broker goes on' && l.err?.message === 'store fault: messageQueued'), log.faults.join('\n'));
   });
 });

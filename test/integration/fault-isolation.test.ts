@@ -1,30 +1,22 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { pino } from 'pino';
 import { createBroker, type BrokerOptions } from '../../src/index.js';
 import { FaultyStore } from '../helpers/faulty-store.js';
-import { closeClients, connectClient, delay, nextMessages } from '../helpers/broker.js';
+import { closeClients, connectClient, delay, faultLog, nextMessages, type FaultEntry } from '../helpers/broker.js';
 import { eventually, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
 
-interface LogLine {
-  msg: string;
-  task?: string;
-  err?: { message: string };
-}
-
 async function faultyBroker(store: FaultyStore, options: BrokerOptions = {}) {
-  const lines: string[] = [];
-  const broker = await createBroker({ ...options, store, sysInterval: 0, logger: pino({ level: 'error' }, { write: (line: string) => void lines.push(line) }) });
+  const log = faultLog();
+  const broker = await createBroker({ ...options, store, sysInterval: 0, logger: log.logger });
   const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
-  const logged = (): LogLine[] => lines.map((l) => JSON.parse(l) as LogLine);
-  return { broker, port, lines, logged };
+  return { broker, port, log };
 }
 
 type FaultyBroker = Awaited<ReturnType<typeof faultyBroker>>;
 
 /** The fault was logged as `expected` says; a client that connects after it is still served; then all is closed. */
-async function loggedAndServing(b: FaultyBroker, expected: (line: LogLine) => boolean): Promise<void> {
-  assert.ok(await eventually(() => b.logged().some(expected), 4000), b.lines.join('\n'));
+async function loggedAndServing(b: FaultyBroker, expected: (line: FaultEntry) => boolean): Promise<void> {
+  assert.ok(await eventually(() => b.log.entries.some(expected), 4000), b.log.faults.join('\n'));
   const other = await connectClient(b.port, { clientId: `unharmed-${Math.random().toString(36).slice(2)}` });
   await other.subscribeAsync('fine/#', { qos: 1 });
   const got = nextMessages(other, 1);
@@ -37,13 +29,13 @@ async function loggedAndServing(b: FaultyBroker, expected: (line: LogLine) => bo
 /** The connection's fault, with the store's message. */
 const serving =
   (message: string) =>
-  (l: LogLine): boolean =>
+  (l: FaultEntry): boolean =>
     /^internal error serving 127\.0\.0\.1:\d+; its connection is closed$/.test(l.msg) && l.err?.message === message;
 
 /** A fault of the broker's timed work. */
 const inTask =
   (task: string) =>
-  (l: LogLine): boolean =>
+  (l: FaultEntry): boolean =>
     l.msg === `internal error in ${task}; the broker goes on`;
 
 describe('a fault of the broker\'s own is logged and ends no more than its client', () => {
@@ -124,7 +116,7 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
       raw.sendPacket({ cmd: 'disconnect' }, 5);
       assert.ok(await raw.waitClosed());
     }
-    assert.ok(await eventually(() => b.logged().some(inTask('the expiry of session doomed')), 4000), b.lines.join('\n'));
+    assert.ok(await eventually(() => b.log.entries.some(inTask('the expiry of session doomed')), 4000), b.log.faults.join('\n'));
     await delay(100);
     const back = await rawConnect(b.port, 5, { clientId: 'fine', clean: false, properties: { sessionExpiryInterval: 1 } });
     assert.equal(back.connack.sessionPresent, false, 'the session that expired beside the faulty one ended');
@@ -155,7 +147,7 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
     store.failMessageQueued = (clientId) => clientId === 'owed' && ++queued > 1000;
     const { raw } = await rawConnect(b.port, 5, { clientId: 'owed', clean: false, properties: { sessionExpiryInterval: 60 } });
     raw.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'owed/#', qos: 1 }] }, 5);
-    assert.ok(await eventually(() => b.logged().some(inTask('storing the retained messages owed to owed')), 4000), b.lines.join('\n'));
+    assert.ok(await eventually(() => b.log.entries.some(inTask('storing the retained messages owed to owed')), 4000), b.log.faults.join('\n'));
     raw.close();
     await loggedAndServing(b, inTask('storing the retained messages owed to owed'));
   });
