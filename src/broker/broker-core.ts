@@ -336,6 +336,35 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   }
 
   private deliverTo(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
+    try {
+      this.deliverOne(session, message, qos, retain, ids, share);
+    } catch (err) {
+      this.deliveryFailed(session, err);
+    }
+  }
+
+  /**
+   * A fault of the broker's own delivering to one session (its store refused the message, say) is
+   * that session's alone: the message's other subscribers still get it and its publisher is
+   * answered as usual. The session's client is let go once the routing is over, as its will
+   * would otherwise route inside it.
+   */
+  private deliveryFailed(session: Session, err: unknown): void {
+    const sink = session.sink;
+    if (sink === undefined) {
+      this.reportFault(err, `delivering a message to the offline session ${session.clientId}`);
+      return;
+    }
+    queueMicrotask(() => {
+      try {
+        sink.fail(err);
+      } catch (again) {
+        this.reportFault(again, `closing ${session.clientId} after a fault`);
+      }
+    });
+  }
+
+  private deliverOne(session: Session, message: Message, qos: QoS, retain: boolean, ids: number[] | undefined, share: ShareRef | undefined): void {
     // read access is checked per delivery, so that a reloaded ACL applies to existing subscriptions
     if (this.acl !== undefined && !this.acl.canRead(session, message.topic)) return;
     const sink = session.sink;

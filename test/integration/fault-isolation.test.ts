@@ -107,6 +107,59 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
     await loggedAndServing(b, serving('store fault: inflightSet'));
   });
 
+  test('a fault met delivering to one subscriber closes only that subscriber (0x83); its publisher is acknowledged, the other subscribers get the message and the session keeps it', async () => {
+    const store = new FaultyStore();
+    const b = await faultyBroker(store);
+    // subscribed first, so its delivery comes ahead of the healthy one's
+    const poison = await rawConnect(b.port, 5, { clientId: 'poison', clean: false, properties: { sessionExpiryInterval: 60 } });
+    await rawSubscribe(poison.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    const healthy = await rawConnect(b.port, 5, { clientId: 'healthy' });
+    await rawSubscribe(healthy.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    store.failInflightSet = (clientId) => clientId === 'poison';
+    const { raw: pub } = await rawConnect(b.port, 5, { clientId: 'publisher' });
+    pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('one'), qos: 1, messageId: 7 }, 5);
+    const ack = await expectPacket(pub, 'puback');
+    assert.deepEqual([ack.messageId, ack.reasonCode ?? 0], [7, 0]);
+    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'one');
+    assert.equal((await expectPacket(poison.raw, 'disconnect')).reasonCode, 0x83);
+    assert.ok(await poison.raw.waitClosed(2000));
+    assert.ok(await eventually(() => b.log.entries.some(serving('store fault: inflightSet')), 2000), b.log.faults.join('\n'));
+
+    // offline, the session queues what follows; back, it gets both (the first as it was held in flight)
+    pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('two'), qos: 1, messageId: 8 }, 5);
+    assert.equal((await expectPacket(pub, 'puback')).messageId, 8);
+    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'two');
+    store.failInflightSet = undefined;
+    const back = await rawConnect(b.port, 5, { clientId: 'poison', clean: false, properties: { sessionExpiryInterval: 60 } });
+    assert.equal(back.connack.sessionPresent, true);
+    const resent = [await expectPacket(back.raw, 'publish'), await expectPacket(back.raw, 'publish')];
+    assert.deepEqual(
+      resent.map((p) => String(p.payload)),
+      ['one', 'two'],
+    );
+    assert.equal(pub.closed, false, 'the publisher was not let go');
+    for (const raw of [pub, healthy.raw, back.raw]) raw.close();
+    await loggedAndServing(b, serving('store fault: inflightSet'));
+  });
+
+  test('a fault met queueing a message for an offline session is logged; the publisher is acknowledged and the other subscribers get it', async () => {
+    const store = new FaultyStore();
+    const b = await faultyBroker(store);
+    const away = await rawConnect(b.port, 5, { clientId: 'away', clean: false, properties: { sessionExpiryInterval: 60 } });
+    await rawSubscribe(away.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    away.raw.sendPacket({ cmd: 'disconnect' }, 5);
+    assert.ok(await away.raw.waitClosed());
+    const healthy = await rawConnect(b.port, 5, { clientId: 'healthy' });
+    await rawSubscribe(healthy.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    store.failMessageQueued = (clientId) => clientId === 'away';
+    const { raw: pub } = await rawConnect(b.port, 5, { clientId: 'publisher' });
+    pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('one'), qos: 1, messageId: 3 }, 5);
+    assert.deepEqual([(await expectPacket(pub, 'puback')).reasonCode ?? 0], [0]);
+    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'one');
+    for (const raw of [pub, healthy.raw]) raw.close();
+    await loggedAndServing(b, inTask('delivering a message to the offline session away'));
+  });
+
   test('a session expiry that meets a fault is logged; the other sessions due still end and the broker goes on', async () => {
     const store = new FaultyStore();
     store.failSessionRemoved = (clientId) => clientId === 'doomed';
