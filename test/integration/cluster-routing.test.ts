@@ -217,6 +217,6 @@ describe('a cluster routes messages, retained messages and shared subscriptions 
     // published in one turn, the two go to b in one batch, the faulty one first
     await Promise.all([a.broker.publish({ topic: 'v/1', payload: 'lost', qos: 1 }), a.broker.publish({ topic: 'w/1', payload: 'after', qos: 1 })]);
     assert.equal((await got)[0]?.payload.toString(), 'after');
-    assert.ok(log.entries.some((l) => l.msg === 'internal error in routing a message from node n0; the broker goes on' && l.err?.message === 'store fault: messageQueued'), log.faults.join('\n'));
+    assert.ok(log.entries.some((l) => l.msg === 'internal error in delivering a message to the offline session victim; the broker goes on' && l.err?.message === 'store fault: messageQueued'), log.faults.join('\n'));
   });
 });
