@@ -30,14 +30,21 @@ type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: 
  * took 7-9% off latency from the median to the 98th percentile, at the same CPU per message.
  */
 export class WriteBatcher {
+  /** sockets first written to in this turn */
   private waiting: Batched[] = [];
+  /** replies held from the turn before, due at the end of this one */
+  private held: Batched[] = [];
   private scheduled = false;
   /** the socket whose input is being handled: what is written to it is a reply to its sender */
   private reading: Writable | undefined = undefined;
   private readonly endOfTurn = (): void => {
     this.scheduled = false;
     const list = this.waiting;
+    const held = this.held;
     this.waiting = [];
+    this.held = [];
+    // this turn's deliveries leave first: the replies held from the turn before would otherwise
+    // put a write of their own (some 5 µs each) ahead of every delivery of this turn
     for (let i = 0; i < list.length; i++) {
       const s = list[i] as Batched;
       if (s[PENDING] === undefined) continue;
@@ -45,10 +52,11 @@ export class WriteBatcher {
         this.release(s);
       } else {
         s[DUE] = true;
-        this.waiting.push(s);
+        this.held.push(s);
       }
     }
-    if (this.waiting.length > 0) this.schedule();
+    for (let i = 0; i < held.length; i++) this.release(held[i] as Batched);
+    if (this.held.length > 0) this.schedule();
   };
 
   private schedule(): void {
@@ -59,9 +67,12 @@ export class WriteBatcher {
   /** Writes what every socket holds. */
   private flush(): void {
     const list = this.waiting;
-    if (list.length === 0) return;
+    const held = this.held;
+    if (list.length === 0 && held.length === 0) return;
     this.waiting = [];
+    this.held = [];
     for (let i = 0; i < list.length; i++) this.release(list[i] as Batched);
+    for (let i = 0; i < held.length; i++) this.release(held[i] as Batched);
   }
 
   /** Called before a chunk of the socket's input is handled. */
@@ -75,7 +86,7 @@ export class WriteBatcher {
    */
   chunkDone(): void {
     this.reading = undefined;
-    if (this.waiting.length >= MAX_WAITING_SOCKETS) this.flush();
+    if (this.waiting.length + this.held.length >= MAX_WAITING_SOCKETS) this.flush();
   }
 
   /** Queues bytes for the socket; what reaches a full write's worth (16 KB) goes at once. */

@@ -84,6 +84,34 @@ describe('write batcher', () => {
     assert.deepEqual(publisher.calls, [4]);
   });
 
+  test('a turn\'s deliveries are written before the replies held from the turn before', async () => {
+    const batcher = new WriteBatcher();
+    const order: string[] = [];
+    const named = (name: string): Writable =>
+      new Writable({
+        write(_chunk, _enc, cb) {
+          order.push(name);
+          cb();
+        },
+      });
+    const [first, second, subscriber] = [named('first publisher'), named('second publisher'), named('subscriber')];
+    // a burst read over two turns: the first publisher's message, then the second's
+    batcher.chunkStart(first);
+    write(batcher, subscriber, 30);
+    write(batcher, first, 4);
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(order, ['subscriber']);
+    batcher.chunkStart(second);
+    write(batcher, subscriber, 30);
+    write(batcher, second, 4);
+    batcher.chunkDone();
+    await nextTurn();
+    assert.deepEqual(order, ['subscriber', 'subscriber', 'first publisher'], 'the second message goes out ahead of the first PUBACK');
+    await nextTurn();
+    assert.deepEqual(order, ['subscriber', 'subscriber', 'first publisher', 'second publisher']);
+  });
+
   test('a delivery to a socket that holds a reply takes the reply with it at the end of the turn', async () => {
     const batcher = new WriteBatcher();
     const client = recorder();
