@@ -49,11 +49,11 @@ function onRead(this: Socket, chunk: Buffer): void {
 }
 
 const readDirectly = directReads(onRead);
-const server = createServer({ noDelay: true, pauseOnConnect: true }, (accepted) => {
-  const socket = readDirectly(accepted, server, 64 * 1024);
+const server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
+  readDirectly(socket);
   socket.setNoDelay(true);
   // where direct reads are not available the socket reads through 'data'
-  if (socket === accepted) socket.on('data', onRead);
+  socket.on('data', onRead);
   socket.on('error', () => undefined);
   socket.on('close', () => {
     if (subscriber === socket) subscriber = undefined;

@@ -1,23 +1,26 @@
 import { Buffer } from 'node:buffer';
-import { Socket, type Server } from 'node:net';
+import { Socket } from 'node:net';
 
 /** Takes each read of a directly read socket; `this` is the socket. */
 export type DirectReader = (this: Socket, chunk: Buffer) => void;
 
-/** Moves an accepted socket to direct reads (see directReads). */
-export type DirectWrap = (accepted: Socket, server: Server, writeHighWater: number) => Socket;
+/** Sets an accepted socket up for direct reads (see directReads) and starts reading it. */
+export type DirectWrap = (accepted: Socket) => void;
 
 // One buffer for every socket: reads arrive one at a time on this thread and each is copied out
 // before the next can land.
 const shared = Buffer.allocUnsafe(64 * 1024);
 
 /**
- * Re-wraps sockets accepted with `pauseOnConnect` so that their reads reach `reader` through
+ * Sets up sockets accepted with `pauseOnConnect` so that their reads reach `reader` through
  * net.Socket's `onread` option instead of the Readable stream: Node then allocates no buffer per
  * read and runs no stream machinery before the broker sees the bytes. Node offers `onread` only to
- * sockets it creates, so the accepted socket's handle moves to a new one. Where there is no handle
- * to move (another runtime, a future Node), the accepted socket is resumed and returned, and it
- * emits 'data' as usual, so `reader` must also be what listens for 'data'.
+ * sockets it creates, so the accepted socket is given the fields that option sets (found once on a
+ * socket made with it) and its handle the shared buffer; making a second socket around the handle
+ * instead cost some 2.7 KB of garbage per connection, which a reconnect storm of thousands of
+ * devices pays at once. Where those fields or the handle are not there (a future Node, another
+ * runtime), the socket is read as a stream and emits 'data' as usual, so `reader` must also be
+ * what listens for 'data'.
  */
 export function directReads(reader: DirectReader): DirectWrap {
   // one set of options for every socket of the listener: nothing per socket to find the reader by
@@ -31,15 +34,39 @@ export function directReads(reader: DirectReader): DirectWrap {
       return true;
     },
   };
-  return (accepted, server, writeHighWater) => {
-    const handle = (accepted as unknown as { _handle?: object | null })._handle;
-    if (handle === undefined || handle === null) {
-      accepted.resume();
-      return accepted;
+  const own = onreadSymbols();
+  return (accepted) => {
+    const handle = (accepted as unknown as { _handle?: UserBufferHandle | null })._handle;
+    if (own !== undefined && typeof handle?.useUserBuffer === 'function') {
+      const fields = accepted as unknown as Record<symbol, unknown>;
+      fields[own.buffer] = shared;
+      fields[own.generator] = null;
+      fields[own.callback] = onread.callback;
+      handle.useUserBuffer(shared);
     }
-    const socket = new Socket({ handle, onread, highWaterMark: writeHighWater } as ConstructorParameters<typeof Socket>[0]);
-    // the server counts the accepted socket as open until this one closes: its close() waits on that
-    (socket as unknown as { _server: Server })._server = server;
-    return socket;
+    accepted.resume();
   };
+}
+
+interface UserBufferHandle {
+  useUserBuffer?(buffer: Uint8Array): void;
+}
+
+interface OnreadSymbols {
+  buffer: symbol;
+  generator: symbol;
+  callback: symbol;
+}
+
+/** The fields under which net.Socket keeps its `onread` option, found on a socket made with one. */
+function onreadSymbols(): OnreadSymbols | undefined {
+  const callback = (): boolean => true;
+  const probe = new Socket({ onread: { buffer: shared, callback } } as ConstructorParameters<typeof Socket>[0]);
+  const fields = probe as unknown as Record<symbol, unknown>;
+  const symbols = Object.getOwnPropertySymbols(probe);
+  const buffer = symbols.find((k) => fields[k] === shared);
+  const cb = symbols.find((k) => fields[k] === callback);
+  const generator = symbols.find((k) => k.description === 'kBufferGen' && fields[k] === null);
+  probe.destroy();
+  return buffer === undefined || cb === undefined || generator === undefined ? undefined : { buffer, generator, callback: cb };
 }

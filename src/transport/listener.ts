@@ -62,7 +62,7 @@ export class Listener extends ConnectionPool {
     };
     switch (options.protocol) {
       case 'mqtt':
-        // paused so that no read happens before the socket is re-wrapped for direct reads
+        // paused so that no read happens before the socket is set up for direct reads
         this.server = createNetServer(
           { noDelay: true, highWaterMark: WRITE_HIGH_WATER, pauseOnConnect: !options.proxyProtocol },
           (s) => this.onSocket(s),
@@ -166,9 +166,9 @@ export class Listener extends ConnectionPool {
 
   private onSocket(socket: Socket): void {
     if (!this.options.proxyProtocol) {
-      const direct = readDirectly(socket, this.server as Server, WRITE_HIGH_WATER);
-      direct.setNoDelay(true);
-      this.accept(direct, this.peerOf(direct, undefined));
+      readDirectly(socket);
+      socket.setNoDelay(true);
+      this.accept(socket, this.peerOf(socket, undefined));
       return;
     }
     socket.setNoDelay(true);

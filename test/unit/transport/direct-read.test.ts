@@ -8,6 +8,8 @@ import { directReads } from '../../../src/transport/direct-read.js';
 interface Accepted {
   socket: Socket;
   chunks: Buffer[];
+  /** reads that came as 'data' events, through the stream, instead of directly */
+  dataEvents: number;
 }
 
 const chunksOf = new Map<Socket, Buffer[]>();
@@ -19,12 +21,15 @@ const readDirectly = directReads(keep);
 /** A server whose sockets are read directly; every chunk is kept, as the parser keeps payload views. */
 async function directServer(): Promise<{ server: Server; port: number; accepted: Accepted[] }> {
   const accepted: Accepted[] = [];
-  const server = createServer({ pauseOnConnect: true }, (s) => {
-    const socket = readDirectly(s, server, 64 * 1024);
-    const entry: Accepted = { socket, chunks: [] };
+  const server = createServer({ pauseOnConnect: true }, (socket) => {
+    const entry: Accepted = { socket, chunks: [], dataEvents: 0 };
     chunksOf.set(socket, entry.chunks);
-    // as a connection does: the same reader takes 'data' where the socket could not be moved
-    socket.on('data', keep);
+    readDirectly(socket);
+    // as a connection does: the same reader takes 'data' where direct reads are not available
+    socket.on('data', function (this: Socket, chunk: Buffer) {
+      entry.dataEvents++;
+      keep.call(this, chunk);
+    });
     accepted.push(entry);
   });
   server.listen(0, '127.0.0.1');
@@ -77,11 +82,12 @@ describe('direct reads of plain TCP sockets', () => {
     const received = accepted.map((a) => Buffer.concat(a.chunks));
     for (const s of sent) assert.ok(received.some((r) => r.equals(s)), 'a socket saw its bytes overwritten');
     assert.ok(accepted.every((a) => a.chunks.length > 1), 'each socket needed more than one read');
+    assert.ok(accepted.every((a) => a.dataEvents === 0), 'every read reached the reader directly, none through the stream');
     for (const c of clients) c.destroy();
     await closed(server);
   });
 
-  test('the server closes once the re-wrapped sockets have closed', async () => {
+  test('the server closes once the directly read sockets have closed', async () => {
     const { server, client, a } = await oneClient();
     let done = false;
     server.close(() => (done = true));
@@ -114,11 +120,10 @@ describe('direct reads of plain TCP sockets', () => {
     await closed(server);
   });
 
-  test('a socket with no handle to move is resumed and returned as it is', () => {
+  test('a socket with no handle is resumed, to be read as a stream', () => {
     const s = new Socket();
     s.pause();
-    const r = directReads(() => assert.fail('the reader is only for direct reads'))(s, createServer(), 1024);
-    assert.equal(r, s);
+    directReads(() => assert.fail('the reader is only for direct reads'))(s);
     assert.equal(s.isPaused(), false);
   });
 });
