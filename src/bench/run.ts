@@ -105,11 +105,12 @@ const PACE_MS = 1;
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const subs: BenchClient[] = [];
   const pubs: BenchClient[] = [];
+  const idle: BenchClient[] = [];
   try {
-    return o.scenario === 'conn' ? await runConn(o, subs) : await runMessages(o, subs, pubs);
+    return o.scenario === 'conn' ? await runConn(o, idle) : await runMessages(o, subs, pubs);
   } finally {
     // however the run ended: connected clients would keep the process alive
-    for (const c of [...subs, ...pubs]) c.close();
+    for (const c of [...subs, ...pubs, ...idle]) c.close();
   }
 }
 
