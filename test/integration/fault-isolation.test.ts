@@ -26,6 +26,15 @@ async function loggedAndServing(b: FaultyBroker, expected: (line: FaultEntry) =>
   await b.broker.close();
 }
 
+/** A persistent session subscribed to `feed` ahead of a clean one, so that its delivery comes first. */
+async function feedSubscribers(port: number, clientId: string) {
+  const persistent = await rawConnect(port, 5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+  await rawSubscribe(persistent.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+  const healthy = await rawConnect(port, 5, { clientId: 'healthy' });
+  await rawSubscribe(healthy.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+  return { persistent: persistent.raw, healthy: healthy.raw };
+}
+
 /** The connection's fault, with the store's message. */
 const serving =
   (message: string) =>
@@ -110,25 +119,21 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
   test('a fault met delivering to one subscriber closes only that subscriber (0x83); its publisher is acknowledged, the other subscribers get the message and the session keeps it', async () => {
     const store = new FaultyStore();
     const b = await faultyBroker(store);
-    // subscribed first, so its delivery comes ahead of the healthy one's
-    const poison = await rawConnect(b.port, 5, { clientId: 'poison', clean: false, properties: { sessionExpiryInterval: 60 } });
-    await rawSubscribe(poison.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
-    const healthy = await rawConnect(b.port, 5, { clientId: 'healthy' });
-    await rawSubscribe(healthy.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    const { persistent: poison, healthy } = await feedSubscribers(b.port, 'poison');
     store.failInflightSet = (clientId) => clientId === 'poison';
     const { raw: pub } = await rawConnect(b.port, 5, { clientId: 'publisher' });
     pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('one'), qos: 1, messageId: 7 }, 5);
     const ack = await expectPacket(pub, 'puback');
     assert.deepEqual([ack.messageId, ack.reasonCode ?? 0], [7, 0]);
-    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'one');
-    assert.equal((await expectPacket(poison.raw, 'disconnect')).reasonCode, 0x83);
-    assert.ok(await poison.raw.waitClosed(2000));
+    assert.equal(String((await expectPacket(healthy, 'publish')).payload), 'one');
+    assert.equal((await expectPacket(poison, 'disconnect')).reasonCode, 0x83);
+    assert.ok(await poison.waitClosed(2000));
     assert.ok(await eventually(() => b.log.entries.some(serving('store fault: inflightSet')), 2000), b.log.faults.join('\n'));
 
     // offline, the session queues what follows; back, it gets both (the first as it was held in flight)
     pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('two'), qos: 1, messageId: 8 }, 5);
     assert.equal((await expectPacket(pub, 'puback')).messageId, 8);
-    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'two');
+    assert.equal(String((await expectPacket(healthy, 'publish')).payload), 'two');
     store.failInflightSet = undefined;
     const back = await rawConnect(b.port, 5, { clientId: 'poison', clean: false, properties: { sessionExpiryInterval: 60 } });
     assert.equal(back.connack.sessionPresent, true);
@@ -138,25 +143,22 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
       ['one', 'two'],
     );
     assert.equal(pub.closed, false, 'the publisher was not let go');
-    for (const raw of [pub, healthy.raw, back.raw]) raw.close();
+    for (const raw of [pub, healthy, back.raw]) raw.close();
     await loggedAndServing(b, serving('store fault: inflightSet'));
   });
 
   test('a fault met queueing a message for an offline session is logged; the publisher is acknowledged and the other subscribers get it', async () => {
     const store = new FaultyStore();
     const b = await faultyBroker(store);
-    const away = await rawConnect(b.port, 5, { clientId: 'away', clean: false, properties: { sessionExpiryInterval: 60 } });
-    await rawSubscribe(away.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
-    away.raw.sendPacket({ cmd: 'disconnect' }, 5);
-    assert.ok(await away.raw.waitClosed());
-    const healthy = await rawConnect(b.port, 5, { clientId: 'healthy' });
-    await rawSubscribe(healthy.raw, 5, 1, [{ topic: 'feed', qos: 1 }]);
+    const { persistent: away, healthy } = await feedSubscribers(b.port, 'away');
+    away.sendPacket({ cmd: 'disconnect' }, 5);
+    assert.ok(await away.waitClosed());
     store.failMessageQueued = (clientId) => clientId === 'away';
     const { raw: pub } = await rawConnect(b.port, 5, { clientId: 'publisher' });
     pub.sendPacket({ cmd: 'publish', topic: 'feed', payload: Buffer.from('one'), qos: 1, messageId: 3 }, 5);
     assert.deepEqual([(await expectPacket(pub, 'puback')).reasonCode ?? 0], [0]);
-    assert.equal(String((await expectPacket(healthy.raw, 'publish')).payload), 'one');
-    for (const raw of [pub, healthy.raw]) raw.close();
+    assert.equal(String((await expectPacket(healthy, 'publish')).payload), 'one');
+    for (const raw of [pub, healthy]) raw.close();
     await loggedAndServing(b, inTask('delivering a message to the offline session away'));
   });
 
