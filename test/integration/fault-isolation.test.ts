@@ -35,6 +35,15 @@ async function feedSubscribers(port: number, clientId: string) {
   return { persistent: persistent.raw, healthy: healthy.raw };
 }
 
+/** A persistent session connected to a broker whose store fails to save it going offline (saved with its deadline). */
+async function goingOfflineFails(clientId: string, keepalive?: number) {
+  const store = new FaultyStore();
+  store.failSessionSaved = (record) => record.clientId === clientId && record.expiresAt !== undefined;
+  const b = await faultyBroker(store);
+  const { raw } = await rawConnect(b.port, 5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 }, ...(keepalive === undefined ? {} : { keepalive }) });
+  return { b, raw };
+}
+
 /** The connection's fault, with the store's message. */
 const serving =
   (message: string) =>
@@ -75,21 +84,14 @@ describe('a fault of the broker\'s own is logged and ends no more than its clien
   });
 
   test('[MQTT-3.1.2-22] a keep-alive timeout that meets a fault still closes the connection, and is logged', async () => {
-    const store = new FaultyStore();
-    // the session going offline is saved with its deadline: that write fails
-    store.failSessionSaved = (record) => record.clientId === 'sleepy' && record.expiresAt !== undefined;
-    const b = await faultyBroker(store);
-    const { raw } = await rawConnect(b.port, 5, { clientId: 'sleepy', keepalive: 1, clean: false, properties: { sessionExpiryInterval: 60 } });
+    const { b, raw } = await goingOfflineFails('sleepy', 1);
     assert.equal((await expectPacket(raw, 'disconnect', 4000)).reasonCode, 0x8d);
     assert.ok(await raw.waitClosed(2000));
     await loggedAndServing(b, serving('store fault: sessionSaved'));
   });
 
   test('a connection lost while its session meets a fault going offline is logged; the broker goes on', async () => {
-    const store = new FaultyStore();
-    store.failSessionSaved = (record) => record.clientId === 'dropper' && record.expiresAt !== undefined;
-    const b = await faultyBroker(store);
-    const { raw } = await rawConnect(b.port, 5, { clientId: 'dropper', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const { b, raw } = await goingOfflineFails('dropper');
     raw.close();
     await loggedAndServing(b, serving('store fault: sessionSaved'));
   });
