@@ -357,7 +357,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     queueMicrotask(() => {
       try {
-        sink.fail(err);
+        sink.handleInternalError(err);
       } catch (again) {
         this.reportFault(again, `closing ${session.clientId} after a fault`);
       }

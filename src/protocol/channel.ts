@@ -140,10 +140,6 @@ export class Channel implements SessionOwner {
     this.conn.close();
   }
 
-  fail(err: unknown): void {
-    this.handleInternalError(err);
-  }
-
   /** Connect timeout or keep-alive timeout. */
   handleTimeout(): void {
     if (this.state === 'closed') return;

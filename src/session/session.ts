@@ -33,8 +33,8 @@ export interface DeliverySink {
   readonly hasCapacity: boolean;
   /** the broker ends this connection (session taken over, shutdown, administrative action) */
   disconnect(reasonCode: number): void;
-  /** a fault of the broker's own met delivering to this connection: reported, and the connection is let go */
-  fail(err: unknown): void;
+  /** a fault of the broker's own met serving this connection (delivering to it, say): reported, and the connection is let go */
+  handleInternalError(err: unknown): void;
 }
 
 /**
