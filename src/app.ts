@@ -434,7 +434,7 @@ export class Broker {
 
   /** Brings back what the store kept; called once by createBroker, before the first listener opens. */
   restore(state: StoredState): void {
-    this.core.restore(state);
+    this.core.restore(state, this.config.clusterRedis === '');
     const n = state.sessions.length;
     if (n > 0 || state.retained.length > 0) {
       this.logger.info({ sessions: n, retained: state.retained.length, wills: state.wills.length }, 'state restored');

@@ -74,17 +74,26 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     const fault = (err: unknown, task: string): void => this.reportFault(err, task);
     this.sessions = new SessionRegistry((session) => this.sessionEnded(session), fault);
     this.wills = new WillScheduler((client, will) => this.publishWill(client, will), fault);
-    if (durability !== undefined) {
-      durability.reportFault = fault;
-      this.wills.observer = {
-        pending: (client, will, fireAt) => durability.willPending(client, will, fireAt),
-        done: (clientId) => durability.willDone(clientId),
-      };
-    }
+    if (durability !== undefined) durability.reportFault = fault;
+    // a will waiting out its delay outlives a restart in the store, and this node in the cluster
+    this.wills.observer = {
+      pending: (client, will, fireAt) => {
+        durability?.willPending(client, will, fireAt);
+        this.cluster?.willPending(client, will, fireAt);
+      },
+      done: (clientId) => {
+        durability?.willDone(clientId);
+        this.cluster?.willDone(clientId);
+      },
+    };
   }
 
-  /** Rebuilds sessions, retained messages and pending wills from the store, before any listener opens. */
-  restore(state: StoredState): void {
+  /**
+   * Rebuilds sessions, retained messages and pending wills from the store, before any listener
+   * opens. A node of a cluster leaves the wills to the cluster (`withWills` false): the copy in
+   * Redis is sent by whichever node gets to it first, this one or another that found it gone.
+   */
+  restore(state: StoredState, withWills = true): void {
     for (const m of state.retained) {
       if (!isExpired(m, this)) this.retained.apply(m);
       else this.durability?.retainedDeleted(m.topic);
@@ -102,6 +111,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     const now = this.now();
     for (const w of state.wills) {
+      if (!withWills) {
+        this.durability?.willDone(w.clientId);
+        continue;
+      }
       const client: ClientInfo = { id: w.clientId, username: w.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
       this.wills.scheduleAt(client, w.will, w.fireAt ?? now);
     }
@@ -164,12 +177,17 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will
     if (opened.present) this.wills.cancel(owner.client.id);
     else this.wills.fire(owner.client.id);
+    const will = owner.will;
+    if (will !== undefined && this.cluster !== undefined) {
+      this.cluster.willArmed(owner, owner.client, will, Math.min(will.properties?.willDelayInterval ?? 0, expiryInterval));
+    }
     if (++this.connected > this.maxConnected) this.maxConnected = this.connected;
     this.emit('clientConnected', owner.client);
     return opened;
   }
 
   closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void {
+    this.cluster?.willDisarmed(owner, owner.client.id);
     if (session.sink !== owner) {
       // Already taken over: the new connection owns the session now.
       if (will !== undefined) this.wills.schedule(owner.client, will, 0);
@@ -385,7 +403,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);
   }
 
-  private publishWill(client: ClientInfo, will: Will): void {
+  publishWill(client: ClientInfo, will: Will): void {
     const properties = willMessageProperties(will.properties);
     const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this, client.id);
     const verdict = this.authorizePublish(client, message);

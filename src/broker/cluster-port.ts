@@ -1,3 +1,5 @@
+import type { Will } from '../codec/packets.js';
+import type { ClientInfo } from '../hooks/types.js';
 import type { Delivery, Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
@@ -40,6 +42,17 @@ export interface ClusterPort {
    * on what reached it here: it is that node's now, so it is neither counted nor listed here.
    */
   leaving(clientId: string): boolean;
+  /**
+   * A client connected here with a will (due `afterS` seconds after the connection is lost): the
+   * other nodes send it should this node die with the connection.
+   */
+  willArmed(owner: object, client: ClientInfo, will: Will, afterS: number): void;
+  /** `owner`'s connection ended: its will was sent, dropped, or waits out its delay (willPending). */
+  willDisarmed(owner: object, clientId: string): void;
+  /** A will waits here, with no connection, until `fireAt`. */
+  willPending(client: ClientInfo, will: Will, fireAt: number): void;
+  /** The waiting will was sent, or its client came back in time. */
+  willDone(clientId: string): void;
 }
 
 /** What the cluster asks of the broker whose node it is. */
@@ -53,6 +66,8 @@ export interface ClusterHost {
   readonly retained: Pick<RetainedStore, 'values'>;
   /** A message another node routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
   routeRemote(message: Message, shared: SharedSelector): void;
+  /** Publishes a client's will as the broker does when its connection is lost (its ACL applies). */
+  publishWill(client: ClientInfo, will: Will): void;
   /** a fault met by work no client's input started: logged, and the node goes on */
   reportFault(err: unknown, task: string): void;
   /** A retained message set (undefined: cleared) on another node. */

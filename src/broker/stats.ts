@@ -56,6 +56,8 @@ export interface ClusterCounts {
   /** sessions handed to other nodes / taken from them */
   sessionsHandedOver: number;
   sessionsTakenOver: number;
+  /** wills of clients of nodes that were gone (died or stopped) that this node published */
+  orphanWillsSent: number;
   /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
   sessionsLeaving: number;
 }

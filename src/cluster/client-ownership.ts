@@ -38,6 +38,8 @@ export interface OwnershipNode {
   readonly handoverTimeoutMs: number;
   key(name: string): string;
   isLive(node: string): boolean;
+  /** a client connects here whose id `node`, no longer live, held: the will it left there is settled */
+  orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void>;
   /** sends a frame to a node at once, over pub/sub */
   sendFrame(node: string, frame: NodeFrame): void;
 }
@@ -96,6 +98,7 @@ export class ClientOwnership {
     if (previous === null || previous === nodeId) return;
     if (!this.node.isLive(previous)) {
       logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; its session stays there');
+      await this.node.orphanedWill(previous, clientId, cleanStart);
       return;
     }
     const transfer = await this.request(previous, clientId, cleanStart);

@@ -1,14 +1,15 @@
 import { publishCommand, publishOn, type RedisClient } from './redis-target.js';
 import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
+import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphan-wills.js';
 
 /**
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
  * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
- * ARGV[4] ms for a restart, and says so with ARGV[5] (PUBLISH, or SPUBLISH in a Redis Cluster).
- * Returns [was this node missing, live nodes].
+ * ARGV[4] ms for a restart, their wills made orphans (orphan-wills.ts), and says so with ARGV[5]
+ * (PUBLISH, or SPUBLISH in a Redis Cluster). Returns [was this node missing, live nodes, orphan sets].
  */
-export const HEARTBEAT = `
+export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[3]
@@ -23,12 +24,13 @@ for _, id in ipairs(dead) do
   redis.call('DEL', prefix .. ':routes:' .. id)
   redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
   redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
+  orphan(prefix, id, now, 'd')
   redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id)
 end
-return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}`;
+return {added, redis.call('ZRANGE', KEYS[1], 0, -1), orphans(prefix)}`;
 
 export interface MembershipScripts {
-  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number, publish: 'PUBLISH' | 'SPUBLISH'): Promise<[number, string[]]>;
+  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number, publish: 'PUBLISH' | 'SPUBLISH'): Promise<[number, string[], string[]]>;
 }
 
 /** What membership tells the rest of the node. */
@@ -37,6 +39,8 @@ export interface MembershipEvents {
   joined(node: string): void;
   /** this node had been declared dead (it was unreachable) and is registered again: its routes were dropped with it */
   readmitted(): Promise<void>;
+  /** the orphan will sets Redis holds now (orphan-wills.ts) */
+  orphans(members: string[]): void;
 }
 
 /** The other nodes' routes, which go with the nodes that go. */
@@ -89,14 +93,14 @@ export class Membership {
   /** Registers this node and reads the live set; `initial` (joining, or after an outage) throws when Redis cannot be reached. */
   async heartbeat(initial = false): Promise<void> {
     const { nodeId, prefix, nodeTimeoutMs } = this.options;
-    let result: [number, string[]];
+    let result: [number, string[], string[]];
     try {
       result = await this.scripts.midgeHeartbeat(`${prefix}:nodes`, nodeId, nodeTimeoutMs, prefix, INBOX_KEEP_MS, publishCommand(this.cmd));
     } catch (err) {
       if (initial) throw err;
       return;
     }
-    const [added, live] = result;
+    const [added, live, orphans] = result;
     // a node that (re)joined while this one's subscriber connection was down announced itself unheard
     const joined = initial ? [] : live.filter((n) => n !== nodeId && !this.live.has(n));
     this.live.clear();
@@ -104,6 +108,7 @@ export class Membership {
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
     if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
+    this.events.orphans(orphans);
   }
 
   /**

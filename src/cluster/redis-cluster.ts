@@ -19,6 +19,10 @@ import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
+import { WillMirror } from './will-mirror.js';
+import { CLAIM_WILL, OrphanWills, RECLAIM_WILLS, TAKE_ORPHAN_WILL, WILLS_GONE, type OrphanNode, type OrphanScripts } from './orphan-wills.js';
+import type { Will } from '../codec/packets.js';
+import type { ClientInfo } from '../hooks/types.js';
 
 export interface ClusterOptions {
   /** the URL of the Redis the nodes share: one server, a Sentinel-watched master or a Redis Cluster (see redis-target.ts) */
@@ -38,6 +42,12 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
+/**
+ * How long the wills of a node found dead wait before they are sent: a node that only lost Redis
+ * for a while (everyone's heartbeat is late once Redis is back) shows it is live within a
+ * heartbeat or two, and takes them back.
+ */
+const ORPHAN_GRACE_MS = 3 * HEARTBEAT_MS;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
 
@@ -49,7 +59,7 @@ function keyPrefix(options: ClusterOptions): string {
   return isRedisCluster(options.redis) && !options.prefix.includes('{') ? `{${options.prefix}}` : options.prefix;
 }
 
-interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
+interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, OrphanScripts {}
 
 /**
  * This broker as a node of a cluster whose shared state lives in Redis: which node has
@@ -59,9 +69,9 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts {}
  * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
  * pub/sub.
  */
-export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
+export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, OrphanNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -87,6 +97,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   /** messages routed to other nodes so far: each one's number */
   private forwardedCount = 0;
   private readonly retained: RetainedSync;
+  /** the wills of this node's clients, in Redis for the other nodes should this one die */
+  private readonly wills: WillMirror;
+  /** the wills of nodes that are gone, sent by this node or another */
+  private readonly orphans: OrphanWills;
+  readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
   constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
@@ -104,17 +119,28 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
     this.cmd.defineCommand('midgeClaimIfFree', { numberOfKeys: 1, lua: CLAIM_IF_FREE });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
+    this.cmd.defineCommand('midgeWillsGone', { numberOfKeys: 1, lua: WILLS_GONE });
+    this.cmd.defineCommand('midgeReclaimWills', { numberOfKeys: 1, lua: RECLAIM_WILLS });
+    this.cmd.defineCommand('midgeTakeOrphanWill', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILL });
+    this.cmd.defineCommand('midgeClaimWill', { numberOfKeys: 1, lua: CLAIM_WILL });
     this.scripts = this.cmd as unknown as Scripts;
     this.moves = new SessionMoves(this);
     this.ownership = new ClientOwnership(this, this.moves);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
+    this.prefix = prefix;
+    this.wills = new WillMirror(this.cmd, this.key(`wills:${this.nodeId}`), logger);
+    this.orphans = new OrphanWills(this, ORPHAN_GRACE_MS);
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
     const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
-      readmitted: () => (this.started ? this.routes.publishOwn([...core.router.filters()]) : Promise.resolve()),
+      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => undefined) : Promise.resolve()),
+      // a will sent before this node has joined would reach its own subscribers only
+      orphans: (members) => {
+        if (this.started && !this.stopping) this.orphans.listed(members);
+      },
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
     this.replicaWait = replicaWait;
@@ -158,6 +184,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     await this.conns.listen(channels, (channel, message) => this.onMessage(channel, message));
+    // the wills this node answered for before it stopped or died are due now, here or elsewhere
+    await this.scripts.midgeWillsGone(this.key('orphans'), this.prefix, this.nodeId);
     await this.ownership.settle();
     this.core.router.observe(this.routes);
     await this.sync();
@@ -180,6 +208,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
   private async sync(): Promise<void> {
     this.buffered ??= [];
     await this.members.heartbeat(true);
+    await this.rewriteWills();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
     const sets = await this.routes.read(nodes);
@@ -189,6 +218,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     const events = this.buffered;
     this.buffered = undefined;
     for (const [channel, message] of events) this.onMessage(channel, message);
+  }
+
+  /**
+   * Writes this node's wills again: after Redis lost them, or after another node found this one
+   * dead (Redis was out of its reach) and made them orphans, which this node takes back.
+   */
+  private async rewriteWills(): Promise<void> {
+    await this.scripts.midgeReclaimWills(this.key('orphans'), this.prefix, this.nodeId);
+    await this.wills.resync();
   }
 
   /** Leaves the cluster: other nodes drop this node's routes at once instead of after the timeout. */
@@ -203,9 +241,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
     this.forwarder.stop();
     this.ownership.flush();
     this.moves.stop();
+    this.orphans.stop();
     const leaving = (async () => {
       await this.inbox.stop();
-      if (this.started) await this.members.leave();
+      if (this.started) {
+        // the wills of the clients this node closed, and of those waiting out a delay, go to the others
+        await this.wills.flush();
+        await this.scripts.midgeWillsGone(this.key('orphans'), this.prefix, this.nodeId);
+        await this.members.leave();
+      }
       await this.conns.quit();
     })();
     // a Redis that does not answer (gone, or a Redis Cluster client stuck after a failover) must
@@ -372,6 +416,31 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode {
 
   isLive(node: string): boolean {
     return this.members.isLive(node);
+  }
+
+  willArmed(owner: object, client: ClientInfo, will: Will, afterS: number): void {
+    this.wills.armed(owner, client.id, client.username, will, afterS);
+  }
+
+  willDisarmed(owner: object, clientId: string): void {
+    this.wills.disarmed(owner, clientId);
+  }
+
+  willPending(client: ClientInfo, will: Will, fireAt: number): void {
+    this.wills.pending(client.id, client.username, will, fireAt);
+  }
+
+  willDone(clientId: string): void {
+    this.wills.done(clientId);
+  }
+
+  /** A client connects here whose id `node`, no longer live, held: the will it left there is settled. */
+  orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void> {
+    return this.orphans.claimed(node, clientId, cleanStart);
+  }
+
+  hgetall(key: string): Promise<Record<string, Buffer>> {
+    return this.cmd.hgetallBuffer(key);
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Buffer } from 'node:buffer';
 import { Packr } from 'msgpackr';
-import type { Properties, QoS } from '../codec/packets.js';
+import type { Properties, QoS, Will } from '../codec/packets.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Subscription } from '../session/session.js';
 
@@ -198,4 +198,30 @@ export function toWireDelivery(d: Delivery, now: number): WireDelivery {
 
 export function fromWireDelivery(w: WireDelivery, now: number): Delivery {
   return { message: fromWire(w.m, now), qos: w.q, retain: w.r, subscriptionIds: w.i ?? undefined, share: w.s ?? undefined };
+}
+
+/**
+ * A will this node answers for, as kept in Redis for the other nodes to send should this node die:
+ * the will of a connected client (`afterS`: seconds its delay runs from the connection's loss, the
+ * session's expiry included), or one waiting out its delay (`at`: when it is due).
+ */
+export interface WillEntry {
+  username: string | undefined;
+  will: Will;
+  due: { afterS: number } | { at: number };
+}
+
+export function packWillEntry(e: WillEntry): Buffer {
+  const w = e.will;
+  const due = 'at' in e.due ? ['p', e.due.at] : ['a', e.due.afterS];
+  return packr.pack([e.username ?? null, w.topic, w.payload, w.qos, w.retain, w.properties ?? null, ...due]);
+}
+
+export function unpackWillEntry(bytes: Buffer): WillEntry {
+  const a = packr.unpack(bytes) as unknown[];
+  if (!Array.isArray(a) || a.length < 8 || typeof a[1] !== 'string') throw new Error('not a will entry');
+  const [username, topic, payload, qos, retain, properties, kind, value] = a as [string | null, string, Buffer, QoS, boolean, Properties | null, 'a' | 'p', number];
+  const will: Will = { topic, payload, qos, retain };
+  if (properties !== null) will.properties = properties;
+  return { username: username ?? undefined, will, due: kind === 'p' ? { at: value } : { afterS: value } };
 }

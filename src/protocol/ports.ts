@@ -69,6 +69,8 @@ export interface ConnectionPort {
 /** The live connection a session is attached to; the broker drives it through this. */
 export interface SessionOwner extends DeliverySink {
   readonly client: ClientInfo;
+  /** the will to publish should the connection be lost */
+  readonly will: Will | undefined;
 }
 
 export interface OpenedSession {

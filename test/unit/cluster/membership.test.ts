@@ -20,7 +20,7 @@ function setup(): {
   const scripts: MembershipScripts = {
     midgeHeartbeat: async () => {
       if (answer.fail) throw new Error('Redis is gone');
-      return [answer.added, [...answer.live]];
+      return [answer.added, [...answer.live], []];
     },
   };
   const index = new RouteIndex('self');
@@ -29,6 +29,7 @@ function setup(): {
   const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, now: () => clock.t }, index, {
     joined: (node) => joined.push(node),
     readmitted: async () => void readmitted.count++,
+    orphans: () => undefined,
   });
   return { members, index, clock, answer, joined, readmitted };
 }
