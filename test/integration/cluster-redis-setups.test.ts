@@ -114,7 +114,7 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
     }
   });
 
-  test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages and move sessions, and go on after that slot fails over', CLUSTER_TEST, async () => {
+  test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages, move sessions, publish the waiting wills of a node that stops, and go on after that slot fails over', CLUSTER_TEST, async () => {
     const rc = await startRedisCluster(3, 1);
     const ask = new Redis(rc.nodes[0]!.port, '127.0.0.1');
     try {
@@ -163,6 +163,18 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
       await (await connectClient(a.port, mover)).subscribeAsync('rc-move/#', { qos: 1 });
       const moved = await connectClient(b.port, mover);
       assert.equal(connackOf(moved).sessionPresent, true, 'the session moved between the nodes');
+
+      // a will waiting out its delay when its node stops is published by another node: the wills'
+      // keys and scripts are in the slot too
+      const x = await startBroker({ clusterRedis: rc.url, clusterNodeId: 'x', clusterPrefix: h.lastPrefix(), sysInterval: 0 });
+      await late.subscribeAsync('rc-will/#', { qos: 1 });
+      await connectClient(x.port, { clientId: 'rc-will', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 60 }, will: { topic: 'rc-will/x', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 1 } } });
+      const kept = new Redis(await rc.masterOf(tag), '127.0.0.1');
+      assert.ok(await poll(async () => (await kept.hexists(`${tag}:wills:x`, 'rc-will')) === 1, 3000), 'the will is kept in the slot');
+      kept.disconnect();
+      const will = nextMessages(late, 1, 8000);
+      await x.close();
+      assert.equal((await will)[0]?.payload.toString(), 'gone');
 
       // the master serving the slot dies; its replica takes over
       const master = rc.nodes.find((n) => n.port === masterPort) as TestRedis;
