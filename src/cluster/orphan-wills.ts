@@ -70,20 +70,27 @@ end
 return 1`;
 
 /**
- * Takes an orphan will to send (ARGV: prefix, member, client id, delayed): 1 once, to one node,
- * and never while its node is live again (kind d) or, for a delayed will, once its client is
- * held by another node (it came back within the delay, [MQTT-3.1.3-9]).
+ * Takes orphan wills to send (ARGV: prefix, member, then client id and delayed flag for each):
+ * for each, 1 once, to one node, and never while its node is live again (kind d) or, for a
+ * delayed will, once its client is held by another node (it came back within the delay,
+ * [MQTT-3.1.3-9]).
  */
-export const TAKE_ORPHAN_WILL = `
-local prefix, member, clientId, delayed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+export const TAKE_ORPHAN_WILLS = `
+local prefix, member = ARGV[1], ARGV[2]
 local _, kind, node = string.match(member, '^(%d+)|(%a)|(.*)$')
-if kind == 'd' and redis.call('ZSCORE', prefix .. ':nodes', node) then return 0 end
-if redis.call('HDEL', prefix .. ':orphan-wills:' .. member, clientId) == 0 then return 0 end
-if delayed == '1' then
-  local holder = redis.call('GET', prefix .. ':client:' .. clientId)
-  if holder and holder ~= node then return 0 end
+local out = {}
+if kind == 'd' and redis.call('ZSCORE', prefix .. ':nodes', node) then return out end
+local key = prefix .. ':orphan-wills:' .. member
+for i = 3, #ARGV, 2 do
+  local clientId = ARGV[i]
+  local taken = redis.call('HDEL', key, clientId)
+  if taken == 1 and ARGV[i + 1] == '1' then
+    local holder = redis.call('GET', prefix .. ':client:' .. clientId)
+    if holder and holder ~= node then taken = 0 end
+  end
+  table.insert(out, taken)
 end
-return 1`;
+return out`;
 
 /**
  * A client connects here whose id node ARGV[2], no longer live, held: its will, kept or orphaned,
@@ -117,7 +124,7 @@ return nil`;
 export interface OrphanScripts {
   midgeWillsGone(orphansKey: string, prefix: string, node: string): Promise<number>;
   midgeReclaimWills(orphansKey: string, prefix: string, node: string): Promise<number>;
-  midgeTakeOrphanWill(orphansKey: string, prefix: string, member: string, clientId: string, delayed: '0' | '1'): Promise<number>;
+  midgeTakeOrphanWills(orphansKey: string, prefix: string, member: string, ...idAndDelayed: string[]): Promise<number[]>;
   midgeClaimWillBuffer(orphansKey: string, prefix: string, node: string, clientId: string): Promise<[Buffer, Buffer] | null>;
 }
 
@@ -136,6 +143,18 @@ interface Member {
   kind: 'd' | 'g';
   node: string;
 }
+
+interface Orphan {
+  clientId: string;
+  entry: WillEntry;
+  /** sent only if its client has not connected to another node meanwhile */
+  delayed: boolean;
+}
+
+/** wills due within this much of each other are taken from Redis together */
+const DUE_STEP_MS = 100;
+/** wills taken from Redis per script call: a longer call would hold up every other client of Redis */
+const TAKE_BATCH = 500;
 
 function parseMember(member: string): Member | undefined {
   const m = /^(\d+)\|([dg])\|(.*)$/s.exec(member);
@@ -182,6 +201,8 @@ export class OrphanWills {
     const entries = await this.node.hgetall(`${this.node.prefix}:orphan-wills:${member}`);
     const now = this.node.core.now();
     const earliest = parsed.kind === 'd' ? parsed.at + this.graceMs : 0;
+    // a node that dies with 100,000 clients leaves as many wills: one timer per tenth of a second they fall due in
+    const byDue = new Map<number, Orphan[]>();
     for (const [clientId, bytes] of Object.entries(entries)) {
       let entry: WillEntry;
       try {
@@ -189,29 +210,41 @@ export class OrphanWills {
       } catch {
         continue;
       }
-      const due = 'at' in entry.due ? entry.due.at : parsed.at + entry.due.afterS * 1000;
+      const due = Math.max('at' in entry.due ? entry.due.at : parsed.at + entry.due.afterS * 1000, earliest);
+      const slot = Math.ceil(due / DUE_STEP_MS) * DUE_STEP_MS;
       const delayed = 'at' in entry.due || entry.due.afterS > 0;
+      let group = byDue.get(slot);
+      if (group === undefined) byDue.set(slot, (group = []));
+      group.push({ clientId, entry, delayed });
+    }
+    for (const [slot, group] of byDue) {
       const timer = setTimeout(() => {
         this.timers.delete(timer);
-        void this.send(member, clientId, entry, delayed);
-      }, Math.min(Math.max(0, Math.max(due, earliest) - now), 2 ** 31 - 1));
+        void this.send(member, group);
+      }, Math.min(Math.max(0, slot - now), 2 ** 31 - 1));
       timer.unref();
       this.timers.add(timer);
     }
   }
 
-  private async send(member: string, clientId: string, entry: WillEntry, delayed: boolean): Promise<void> {
-    if (this.stopped) return;
-    let taken: number;
-    try {
-      taken = await this.node.scripts.midgeTakeOrphanWill(`${this.node.prefix}:orphans`, this.node.prefix, member, clientId, delayed ? '1' : '0');
-    } catch (err) {
-      // it stays in Redis: read again at the next heartbeat, here or by another node
-      this.read.delete(member);
-      this.node.logger.warn({ err: (err as Error).message, clientId }, 'cluster: will of a gone node not sent; tried again');
-      return;
+  private async send(member: string, group: Orphan[]): Promise<void> {
+    for (let i = 0; i < group.length && !this.stopped; i += TAKE_BATCH) {
+      const batch = group.slice(i, i + TAKE_BATCH);
+      const args: string[] = [];
+      for (const o of batch) args.push(o.clientId, o.delayed ? '1' : '0');
+      let taken: number[];
+      try {
+        taken = await this.node.scripts.midgeTakeOrphanWills(`${this.node.prefix}:orphans`, this.node.prefix, member, ...args);
+      } catch (err) {
+        // they stay in Redis: read again at the next heartbeat, here or by another node
+        this.read.delete(member);
+        this.node.logger.warn({ err: (err as Error).message, orphans: member }, 'cluster: wills of a gone node not sent; tried again');
+        return;
+      }
+      batch.forEach((o, k) => {
+        if (taken[k] === 1) this.publish(o.clientId, o.entry);
+      });
     }
-    if (taken === 1) this.publish(clientId, entry);
   }
 
   /**

@@ -20,7 +20,7 @@ import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { WillMirror } from './will-mirror.js';
-import { CLAIM_WILL, OrphanWills, RECLAIM_WILLS, TAKE_ORPHAN_WILL, WILLS_GONE, type OrphanNode, type OrphanScripts } from './orphan-wills.js';
+import { CLAIM_WILL, OrphanWills, RECLAIM_WILLS, TAKE_ORPHAN_WILLS, WILLS_GONE, type OrphanNode, type OrphanScripts } from './orphan-wills.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -121,7 +121,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
     this.cmd.defineCommand('midgeWillsGone', { numberOfKeys: 1, lua: WILLS_GONE });
     this.cmd.defineCommand('midgeReclaimWills', { numberOfKeys: 1, lua: RECLAIM_WILLS });
-    this.cmd.defineCommand('midgeTakeOrphanWill', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILL });
+    this.cmd.defineCommand('midgeTakeOrphanWills', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILLS });
     this.cmd.defineCommand('midgeClaimWill', { numberOfKeys: 1, lua: CLAIM_WILL });
     this.scripts = this.cmd as unknown as Scripts;
     this.moves = new SessionMoves(this);
