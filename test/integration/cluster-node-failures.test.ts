@@ -10,7 +10,7 @@ import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker,
 import { spawnMidge } from '../helpers/cli.js';
 import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
-import { CLUSTER_TEST, clusterHarness, routesKnown } from '../helpers/cluster.js';
+import { CLUSTER_TEST, clusterHarness, poll, routesKnown } from '../helpers/cluster.js';
 
 describe('a cluster outlives its nodes and its Redis server stopping, restarting and falling behind', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
@@ -148,7 +148,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     }
   });
 
-  test('after Redis restarts empty, the nodes register their routes again and put their retained messages back', CLUSTER_TEST, async () => {
+  test('after Redis restarts empty, the nodes register their routes again and put their retained messages and their clients\' wills back', CLUSTER_TEST, async () => {
     const own = await startRedis();
     const prefix = h.prefix();
     const opts = { clusterRedis: own.url, clusterPrefix: prefix, sysInterval: 0 };
@@ -160,7 +160,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     try {
       const sub = await connectClient(b.port, { clientId: 'r-sub' });
       await sub.subscribeAsync('r/#', { qos: 1 });
-      const pub = await connectClient(a.port, { clientId: 'r-pub' });
+      const pub = await connectClient(a.port, { clientId: 'r-pub', will: { topic: 'r/will', payload: Buffer.from('w'), qos: 1, retain: false } });
       await pub.publishAsync('r/kept', 'k', { qos: 1, retain: true });
       await routesKnown(a, 1);
       assert.ok(await eventually(() => b.broker.stats.retained === 1));
@@ -176,6 +176,13 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
       const late = await startBroker({ ...opts, clusterNodeId: 'rc' });
       h.nodes.push(late);
       assert.equal(late.broker.stats.retained, 1, 'the retained message is in Redis again');
+      // the will of a client still connected is kept again, for the other nodes should its node die
+      const ask = new Redis(own.url);
+      try {
+        assert.ok(await poll(async () => (await ask.hkeys(`${prefix}:wills:ra`)).join() === 'r-pub', 3000), 'the will is written again');
+      } finally {
+        ask.disconnect();
+      }
     } finally {
       await h.closeNodes();
       await again?.stop();
