@@ -135,7 +135,8 @@ export interface OrphanNode {
   readonly logger: Logger;
   readonly prefix: string;
   readonly counters: { orphanWillsSent: number };
-  hgetall(key: string): Promise<Record<string, Buffer>>;
+  /** every field of a hash, read a slice at a time: a dead node's wills may be many, and Redis serves everyone else meanwhile */
+  scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void>;
 }
 
 interface Member {
@@ -198,17 +199,15 @@ export class OrphanWills {
   private async load(member: string): Promise<void> {
     const parsed = parseMember(member);
     if (parsed === undefined) return;
-    const entries = await this.node.hgetall(`${this.node.prefix}:orphan-wills:${member}`);
-    const now = this.node.core.now();
     const earliest = parsed.kind === 'd' ? parsed.at + this.graceMs : 0;
     // a node that dies with 100,000 clients leaves as many wills: one timer per tenth of a second they fall due in
     const byDue = new Map<number, Orphan[]>();
-    for (const [clientId, bytes] of Object.entries(entries)) {
+    await this.node.scanHash(`${this.node.prefix}:orphan-wills:${member}`, (clientId, bytes) => {
       let entry: WillEntry;
       try {
         entry = unpackWillEntry(bytes);
       } catch {
-        continue;
+        return;
       }
       const due = Math.max('at' in entry.due ? entry.due.at : parsed.at + entry.due.afterS * 1000, earliest);
       const slot = Math.ceil(due / DUE_STEP_MS) * DUE_STEP_MS;
@@ -216,7 +215,8 @@ export class OrphanWills {
       let group = byDue.get(slot);
       if (group === undefined) byDue.set(slot, (group = []));
       group.push({ clientId, entry, delayed });
-    }
+    });
+    const now = this.node.core.now();
     for (const [slot, group] of byDue) {
       const timer = setTimeout(() => {
         this.timers.delete(timer);

@@ -439,8 +439,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     return this.orphans.claimed(node, clientId, cleanStart);
   }
 
-  hgetall(key: string): Promise<Record<string, Buffer>> {
-    return this.cmd.hgetallBuffer(key);
+  async scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, items] = await this.cmd.hscanBuffer(key, cursor, 'COUNT', 1000);
+      cursor = next.toString();
+      for (let i = 0; i + 1 < items.length; i += 2) each((items[i] as Buffer).toString(), items[i + 1] as Buffer);
+    } while (cursor !== '0');
   }
 }
 
