@@ -178,8 +178,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (opened.present) this.wills.cancel(owner.client.id);
     else this.wills.fire(owner.client.id);
     const will = owner.will;
-    if (will !== undefined && this.cluster !== undefined) {
-      this.cluster.willArmed(owner, owner.client, will, Math.min(will.properties?.willDelayInterval ?? 0, expiryInterval));
+    if (this.cluster !== undefined) {
+      if (will !== undefined) this.cluster.willArmed(owner, owner.client, will, Math.min(will.properties?.willDelayInterval ?? 0, expiryInterval));
+      this.cluster.sessionChanged(owner.client.id);
     }
     if (++this.connected > this.maxConnected) this.maxConnected = this.connected;
     this.emit('clientConnected', owner.client);
@@ -212,6 +213,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         this.wills.schedule(owner.client, will, delay);
       }
     }
+    this.cluster?.sessionChanged(owner.client.id);
     this.connected--;
     this.emit('clientDisconnected', owner.client, reason);
   }
@@ -307,6 +309,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   subscribe(session: Session, subscription: Subscription): boolean {
     const existed = this.router.add(session, subscription);
     this.durability?.subscribed(session, subscription);
+    this.cluster?.sessionChanged(session.clientId);
     if (session.sink !== undefined && this.listenerCount('subscribed') > 0) {
       this.emit('subscribed', (session.sink as SessionOwner).client, subscription.filter, subscription.qos);
     }
@@ -321,7 +324,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     const existed = this.router.remove(session, filter);
     // [MQTT-3.10.4-2] nothing more is sent for it, retained messages still owed included
     session.forgetRetained(filter);
-    if (existed) this.durability?.unsubscribed(session, filter);
+    if (existed) {
+      this.durability?.unsubscribed(session, filter);
+      this.cluster?.sessionChanged(session.clientId);
+    }
     if (existed && session.sink !== undefined && this.listenerCount('unsubscribed') > 0) {
       this.emit('unsubscribed', (session.sink as SessionOwner).client, filter);
     }

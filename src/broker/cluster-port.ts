@@ -37,6 +37,8 @@ export interface ClusterPort {
   claim(clientId: string, cleanStart: boolean): Promise<void> | undefined;
   /** The client's session ended here: the client id is no longer this node's. */
   sessionEnded(clientId: string): void;
+  /** The session was opened, went offline, or its subscriptions changed: what the other nodes keep of it is written again. */
+  sessionChanged(clientId: string): void;
   /**
    * Whether the client's session here was handed to another node and stays only a moment, to send
    * on what reached it here: it is that node's now, so it is neither counted nor listed here.

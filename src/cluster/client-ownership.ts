@@ -4,21 +4,15 @@ import type { RedisClient } from './redis-target.js';
 import { adopt, handOver, resumeLate } from './session-handover.js';
 import { RELEASE_WAIT_MS, type SessionMoves } from './session-moves.js';
 import type { NodeFrame, SessionTransfer } from './wire.js';
+import type { OrphanScripts } from './orphans.js';
 
-/** Takes a client id that no node holds; returns the holder. */
-export const CLAIM_IF_FREE = `
-local cur = redis.call('GET', KEYS[1])
-if cur then return cur end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]`;
 /** Lets go of a client id only if this node still holds it. */
 export const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
 /** The scripts above, as the command connection defines them. */
-export interface OwnershipScripts {
-  midgeClaimIfFree(key: string, nodeId: string): Promise<string>;
+export interface OwnershipScripts extends Pick<OrphanScripts, 'midgeWithdrawSessions'> {
   midgeRelease(key: string, nodeId: string): Promise<number>;
 }
 
@@ -36,10 +30,16 @@ export interface OwnershipNode {
   readonly logger: Logger;
   readonly counters: HandoverCounters;
   readonly handoverTimeoutMs: number;
+  /** the prefix of the cluster's keys */
+  readonly prefix: string;
   key(name: string): string;
   isLive(node: string): boolean;
   /** a client connects here whose id `node`, no longer live, held: the will it left there is settled */
   orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void>;
+  /** a client connects here whose id `node` held and does not hand over: the session it left in Redis resumes here */
+  orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void>;
+  /** a session brought back from the store is another node's now: what it holds goes there */
+  gaveUp(clientId: string, holder: string): void;
   /** sends a frame to a node at once, over pub/sub */
   sendFrame(node: string, frame: NodeFrame): void;
 }
@@ -65,17 +65,22 @@ export class ClientOwnership {
     this.moves = moves;
   }
 
-  /** Sessions kept on disk whose client connected to another node while this one was down are no longer this node's. */
+  /**
+   * Sessions kept on disk are this node's again, and no longer orphans for other nodes to take
+   * up; those whose client connected to another node while this one was down are that node's,
+   * and what they held here follows them there.
+   */
   async settle(): Promise<void> {
     const { core, scripts, nodeId } = this.node;
     const sessions = [...core.sessions.values()];
     for (let i = 0; i < sessions.length; i += 1000) {
       const slice = sessions.slice(i, i + 1000);
-      const owners = await Promise.all(slice.map((s) => scripts.midgeClaimIfFree(this.node.key(`client:${s.clientId}`), nodeId)));
+      const owners = await scripts.midgeWithdrawSessions(this.node.key('orphans'), this.node.prefix, nodeId, ...slice.map((s) => s.clientId));
       slice.forEach((s, k) => {
-        if (owners[k] === nodeId) return;
+        const owner = owners[k] as string;
+        if (owner === nodeId) return;
         core.wills.cancel(s.clientId);
-        core.sessions.end(s);
+        this.node.gaveUp(s.clientId, owner);
       });
     }
   }
@@ -98,17 +103,21 @@ export class ClientOwnership {
     if (previous === null || previous === nodeId) return;
     if (!this.node.isLive(previous)) {
       logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; its session stays there');
-      await this.node.orphanedWill(previous, clientId, cleanStart);
+      await Promise.all([this.node.orphanedWill(previous, clientId, cleanStart), this.node.orphanedSession(previous, clientId, cleanStart)]);
       return;
     }
     const transfer = await this.request(previous, clientId, cleanStart);
+    // no answer in time: the node is likely dead and not found so yet; the session's subscriptions
+    // are taken from Redis (its will is left to the node, or to the others once it is found dead)
+    if (transfer === undefined) return this.node.orphanedSession(previous, clientId, cleanStart);
     if (transfer === null) return;
     const adopted = adopt(this.node.core, clientId, transfer);
     if (adopted) this.node.counters.sessionsTakenOver++;
     await this.moves.arrived(previous, clientId, adopted, transfer.queue.length);
   }
 
-  private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null> {
+  /** The session `node` hands over; null when it has none, undefined when it did not answer in time. */
+  private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null | undefined> {
     const requestId = this.nextRequest++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -116,7 +125,7 @@ export class ClientOwnership {
         this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the client starts a new session');
         this.late.set(requestId, { node, clientId });
         setTimeout(() => this.late.delete(requestId), RELEASE_WAIT_MS).unref();
-        resolve(null);
+        resolve(undefined);
       }, this.node.handoverTimeoutMs);
       this.requests.set(requestId, (session) => {
         clearTimeout(timer);

@@ -1,7 +1,7 @@
 import { publishCommand, publishOn, type RedisClient } from './redis-target.js';
 import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
-import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphan-wills.js';
+import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
 
 /**
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and

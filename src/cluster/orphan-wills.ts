@@ -2,72 +2,8 @@ import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { ClientInfo } from '../hooks/types.js';
+import { parseMember, type OrphanScripts } from './orphans.js';
 import { unpackWillEntry, type WillEntry } from './wire.js';
-
-/*
- * A node's wills (`wills:<node>`, will-mirror.ts) become orphans when the node is gone: the hash is
- * renamed to `orphan-wills:<member>` and its member (`<ms>|<kind>|<node>`) added to the `orphans`
- * sorted set. Kind `d`: the node was found dead by another's heartbeat; it may only have lost Redis
- * for a while, so its wills wait a grace period and are not sent while it is live again (it takes
- * them back). Kind `g`: the node is gone for sure (it stopped, or started again): they are due.
- */
-
-/** Lua: renames the wills of node `node` to an orphan set of kind `kind`, stamped `now`. */
-export const ORPHAN_LUA = `
-local function orphan(prefix, node, now, kind)
-  local from = prefix .. ':wills:' .. node
-  if redis.call('EXISTS', from) == 0 then return end
-  local member = now .. '|' .. kind .. '|' .. node
-  redis.call('RENAME', from, prefix .. ':orphan-wills:' .. member)
-  redis.call('ZADD', prefix .. ':orphans', now, member)
-end`;
-
-/** Lua: the orphan sets still holding wills (emptied ones are dropped from the list). */
-export const LIST_ORPHANS_LUA = `
-local function orphans(prefix)
-  local out = {}
-  for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
-    if redis.call('EXISTS', prefix .. ':orphan-wills:' .. m) == 1 then table.insert(out, m)
-    else redis.call('ZREM', prefix .. ':orphans', m) end
-  end
-  return out
-end`;
-
-const NOW_LUA = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
-
-/**
- * A node starting or stopping (ARGV[1] prefix, ARGV[2] node): the wills its previous run or this
- * one answered for are due, and those another node found dead are no longer to be taken back.
- */
-export const WILLS_GONE = `${ORPHAN_LUA}${NOW_LUA}
-local prefix, node = ARGV[1], ARGV[2]
-for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
-  local at, kind, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
-  if owner == node and kind == 'd' then
-    local gone = at .. '|g|' .. node
-    if redis.call('EXISTS', prefix .. ':orphan-wills:' .. m) == 1 then
-      redis.call('RENAME', prefix .. ':orphan-wills:' .. m, prefix .. ':orphan-wills:' .. gone)
-      redis.call('ZADD', prefix .. ':orphans', tonumber(at), gone)
-    end
-    redis.call('ZREM', prefix .. ':orphans', m)
-  end
-end
-orphan(prefix, node, now, 'g')
-return 1`;
-
-/** A node that was found dead but is live (ARGV[2]): it takes back its wills, to write them again. */
-export const RECLAIM_WILLS = `
-local prefix, node = ARGV[1], ARGV[2]
-for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
-  local _, kind, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
-  if owner == node and kind == 'd' then
-    redis.call('DEL', prefix .. ':orphan-wills:' .. m)
-    redis.call('ZREM', prefix .. ':orphans', m)
-  end
-end
-return 1`;
 
 /**
  * Takes orphan wills to send (ARGV: prefix, member, then client id and delayed flag for each):
@@ -92,42 +28,6 @@ for i = 3, #ARGV, 2 do
 end
 return out`;
 
-/**
- * A client connects here whose id node ARGV[2], no longer live, held: its will, kept or orphaned,
- * is taken out ({entry, orphaned at}; orphaned at is -1 for a will not yet orphaned), or nil.
- */
-export const CLAIM_WILL = `
-local prefix, node, clientId = ARGV[1], ARGV[2], ARGV[3]
-local own = prefix .. ':wills:' .. node
-local v = redis.call('HGET', own, clientId)
-if v then
-  redis.call('HDEL', own, clientId)
-  return {v, '-1'}
-end
-for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
-  local at, _, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
-  if owner == node then
-    local key = prefix .. ':orphan-wills:' .. m
-    v = redis.call('HGET', key, clientId)
-    if v then
-      redis.call('HDEL', key, clientId)
-      return {v, at}
-    end
-  end
-end
-return nil`;
-
-/**
- * The scripts above, as the command connection defines them. Each is given the `orphans` key, so
- * that a Redis Cluster runs it on the master of the cluster's slot, where all its keys are.
- */
-export interface OrphanScripts {
-  midgeWillsGone(orphansKey: string, prefix: string, node: string): Promise<number>;
-  midgeReclaimWills(orphansKey: string, prefix: string, node: string): Promise<number>;
-  midgeTakeOrphanWills(orphansKey: string, prefix: string, member: string, ...idAndDelayed: string[]): Promise<number[]>;
-  midgeClaimWillBuffer(orphansKey: string, prefix: string, node: string, clientId: string): Promise<[Buffer, Buffer] | null>;
-}
-
 /** What the orphan wills need of their node. */
 export interface OrphanNode {
   readonly core: Pick<ClusterHost, 'now' | 'publishWill' | 'reportFault'>;
@@ -137,12 +37,6 @@ export interface OrphanNode {
   readonly counters: { orphanWillsSent: number };
   /** every field of a hash, read a slice at a time: a dead node's wills may be many, and Redis serves everyone else meanwhile */
   scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void>;
-}
-
-interface Member {
-  at: number;
-  kind: 'd' | 'g';
-  node: string;
 }
 
 interface Orphan {
@@ -156,12 +50,6 @@ interface Orphan {
 const DUE_STEP_MS = 100;
 /** wills taken from Redis per script call: a longer call would hold up every other client of Redis */
 const TAKE_BATCH = 500;
-
-function parseMember(member: string): Member | undefined {
-  const m = /^(\d+)\|([dg])\|(.*)$/s.exec(member);
-  if (m === null) return undefined;
-  return { at: Number(m[1]), kind: m[2] as 'd' | 'g', node: m[3] as string };
-}
 
 /**
  * Sends the wills of nodes that are gone. Every node schedules every orphan will and the first to
@@ -254,7 +142,7 @@ export class OrphanWills {
    * back within its delay.
    */
   async claimed(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    const found = await this.node.scripts.midgeClaimWillBuffer(`${this.node.prefix}:orphans`, this.node.prefix, node, clientId);
+    const found = await this.node.scripts.midgeClaimOrphanedBuffer(`${this.node.prefix}:orphans`, this.node.prefix, 'wills', node, clientId);
     if (found === null) return;
     const entry = unpackWillEntry(found[0]);
     const orphanedAt = Number(found[1].toString());

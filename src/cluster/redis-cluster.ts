@@ -12,7 +12,7 @@ import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
 import { ReplicaWait } from './replica-wait.js';
 import { RouteSync } from './route-sync.js';
-import { CLAIM_IF_FREE, ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
+import { ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { SessionMoves, type MoveNode } from './session-moves.js';
 import { settlesWithin } from './settles-within.js';
 import { describeCluster, type ClusterNodeView } from './cluster-view.js';
@@ -20,7 +20,11 @@ import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { WillMirror } from './will-mirror.js';
-import { CLAIM_WILL, OrphanWills, RECLAIM_WILLS, TAKE_ORPHAN_WILLS, WILLS_GONE, type OrphanNode, type OrphanScripts } from './orphan-wills.js';
+import { OrphanWills, TAKE_ORPHAN_WILLS, type OrphanNode } from './orphan-wills.js';
+import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { HashMirror } from './hash-mirror.js';
+import { packSessionEntry, unpackSessionEntry } from './wire.js';
+import { adopt, giveUp } from './session-handover.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -101,6 +105,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   private readonly wills: WillMirror;
   /** the wills of nodes that are gone, sent by this node or another */
   private readonly orphans: OrphanWills;
+  /** this node's persistent sessions (subscriptions and expiry), in Redis for the node their client connects to should this one die */
+  private readonly sessionsMirror: HashMirror;
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -117,12 +123,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.cmd.defineCommand('midgeHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
     this.cmd.defineCommand('midgeInboxAppend', { numberOfKeys: 2, lua: INBOX_APPEND });
     this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
-    this.cmd.defineCommand('midgeClaimIfFree', { numberOfKeys: 1, lua: CLAIM_IF_FREE });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
-    this.cmd.defineCommand('midgeWillsGone', { numberOfKeys: 1, lua: WILLS_GONE });
-    this.cmd.defineCommand('midgeReclaimWills', { numberOfKeys: 1, lua: RECLAIM_WILLS });
+    this.cmd.defineCommand('midgeNodeGone', { numberOfKeys: 1, lua: NODE_GONE });
+    this.cmd.defineCommand('midgeReclaim', { numberOfKeys: 1, lua: RECLAIM });
     this.cmd.defineCommand('midgeTakeOrphanWills', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILLS });
-    this.cmd.defineCommand('midgeClaimWill', { numberOfKeys: 1, lua: CLAIM_WILL });
+    this.cmd.defineCommand('midgeClaimOrphaned', { numberOfKeys: 1, lua: CLAIM_ORPHANED });
+    this.cmd.defineCommand('midgeWithdrawSessions', { numberOfKeys: 1, lua: WITHDRAW_SESSIONS });
     this.scripts = this.cmd as unknown as Scripts;
     this.moves = new SessionMoves(this);
     this.ownership = new ClientOwnership(this, this.moves);
@@ -130,6 +136,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.prefix = prefix;
     this.wills = new WillMirror(this.cmd, this.key(`wills:${this.nodeId}`), logger);
     this.orphans = new OrphanWills(this, ORPHAN_GRACE_MS);
+    this.sessionsMirror = new HashMirror(this.cmd, this.key(`sessions:${this.nodeId}`), logger, 'sessions', (id) => this.sessionEntry(id), () => this.sessionEntries());
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
     const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
@@ -184,9 +191,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     await this.conns.listen(channels, (channel, message) => this.onMessage(channel, message));
-    // the wills this node answered for before it stopped or died are due now, here or elsewhere
-    await this.scripts.midgeWillsGone(this.key('orphans'), this.prefix, this.nodeId);
+    // the sessions brought back from the store are this node's again, unless their client went elsewhere
     await this.ownership.settle();
+    // what this node answered for before it stopped or died is the cluster's now: wills due, sessions for their clients to take up
+    await this.scripts.midgeNodeGone(this.key('orphans'), this.prefix, this.nodeId);
     this.core.router.observe(this.routes);
     await this.sync();
     this.started = true;
@@ -225,8 +233,27 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
    * dead (Redis was out of its reach) and made them orphans, which this node takes back.
    */
   private async rewriteWills(): Promise<void> {
-    await this.scripts.midgeReclaimWills(this.key('orphans'), this.prefix, this.nodeId);
-    await this.wills.resync();
+    await this.scripts.midgeReclaim(this.key('orphans'), this.prefix, this.nodeId);
+    await Promise.all([this.wills.resync(), this.sessionsMirror.resync()]);
+  }
+
+  /** A session as the other nodes are to know it, or undefined when it is not this node's to keep there. */
+  private sessionEntry(clientId: string): Buffer | undefined {
+    const s = this.core.sessions.get(clientId);
+    if (s === undefined || s.expiryInterval === 0 || this.moves.isLeaving(clientId)) return undefined;
+    return packSessionEntry({
+      expiryInterval: s.expiryInterval,
+      username: s.username,
+      subscriptions: [...s.subscriptions.values()],
+      expiresAt: s.sink === undefined ? (s.expiresAt ?? null) : null,
+    });
+  }
+
+  private *sessionEntries(): Iterable<[string, Buffer]> {
+    for (const s of this.core.sessions.values()) {
+      const entry = this.sessionEntry(s.clientId);
+      if (entry !== undefined) yield [s.clientId, entry];
+    }
   }
 
   /** Leaves the cluster: other nodes drop this node's routes at once instead of after the timeout. */
@@ -245,9 +272,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     const leaving = (async () => {
       await this.inbox.stop();
       if (this.started) {
-        // the wills of the clients this node closed, and of those waiting out a delay, go to the others
-        await this.wills.flush();
-        await this.scripts.midgeWillsGone(this.key('orphans'), this.prefix, this.nodeId);
+        // the wills of the clients this node closed, and of those waiting out a delay, go to the
+        // others, and its sessions to whichever node their clients connect to
+        await Promise.all([this.wills.flush(), this.sessionsMirror.flush()]);
+        await this.scripts.midgeNodeGone(this.key('orphans'), this.prefix, this.nodeId);
         await this.members.leave();
       }
       await this.conns.quit();
@@ -327,6 +355,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
         return;
       case 'takeover':
         this.ownership.handOver(frame.requestId, frame.from, frame.clientId, frame.cleanStart);
+        // the session is the other node's now
+        this.sessionsMirror.mark(frame.clientId);
         return;
       case 'session':
         this.ownership.answered(frame.requestId, frame.session);
@@ -412,6 +442,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
 
   sessionEnded(clientId: string): void {
     this.ownership.sessionEnded(clientId);
+    this.sessionsMirror.mark(clientId);
+  }
+
+  sessionChanged(clientId: string): void {
+    this.sessionsMirror.mark(clientId);
   }
 
   isLive(node: string): boolean {
@@ -437,6 +472,34 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   /** A client connects here whose id `node`, no longer live, held: the will it left there is settled. */
   orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void> {
     return this.orphans.claimed(node, clientId, cleanStart);
+  }
+
+  /**
+   * A client connects here whose id `node` held, and that node is gone or did not hand the
+   * session over in time: the session it kept in Redis (subscriptions and expiry, not what was
+   * queued there) resumes here, unless the client starts clean or the session has expired.
+   */
+  async orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void> {
+    const found = await this.scripts.midgeClaimOrphanedBuffer(this.key('orphans'), this.prefix, 'sessions', node, clientId);
+    if (found === null || cleanStart) return;
+    const entry = unpackSessionEntry(found[0]);
+    const orphanedAt = Number(found[1].toString());
+    // connected when its node went: its expiry runs from then (from now, if its node was not found gone yet)
+    const wentAt = orphanedAt < 0 ? this.core.now() : orphanedAt;
+    const endsAt = entry.expiresAt ?? (entry.expiryInterval === 0xffffffff ? Infinity : wentAt + entry.expiryInterval * 1000);
+    if (endsAt <= this.core.now()) return;
+    // adopt() takes the subscriptions as they travel, with null for what a subscription does not have
+    if (adopt(this.core, clientId, { expiryInterval: entry.expiryInterval, username: entry.username ?? null, subscriptions: entry.subscriptions, queue: [], inflight: [], incomingQos2: [] })) {
+      this.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions; what was queued there follows if that node comes back)');
+    }
+  }
+
+  /** Sessions brought back from the store whose client went to another node: what they hold follows it there. */
+  gaveUp(clientId: string, holder: string): void {
+    const session = this.core.sessions.get(clientId);
+    if (session === undefined) return;
+    const queue = giveUp(this.core, session);
+    if (queue.length > 0) this.sendFrame(holder, { kind: 'tail', clientId, queue });
   }
 
   async scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void> {

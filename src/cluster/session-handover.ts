@@ -82,6 +82,20 @@ export function deliverTail(core: ClusterHost, clientId: string, queue: WireDeli
   return queue.length;
 }
 
+/**
+ * A session brought back from the store whose client went to another node meanwhile: it ends
+ * here, and what it held (messages sent and not acknowledged, then those queued) is returned to
+ * be delivered where the client is.
+ */
+export function giveUp(core: ClusterHost, session: Session): WireDelivery[] {
+  const now = core.now();
+  const held: WireDelivery[] = [];
+  for (const entry of session.inflight.values()) if (entry.state === 'publish') held.push(toWireDelivery(entry.delivery, now));
+  held.push(...takeQueue(session, now));
+  core.sessions.end(session);
+  return held;
+}
+
 function takeQueue(session: Session, now: number, keep?: (d: Delivery) => boolean, origin?: (d: Delivery) => [string, number] | undefined): WireDelivery[] {
   const queue: WireDelivery[] = [];
   // retained messages still owed come first, then the queue: the order they would have gone in

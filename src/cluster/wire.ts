@@ -225,3 +225,27 @@ export function unpackWillEntry(bytes: Buffer): WillEntry {
   if (properties !== null) will.properties = properties;
   return { username: username ?? undefined, will, due: kind === 'p' ? { at: value } : { afterS: value } };
 }
+
+/**
+ * A persistent session this node holds, as kept in Redis for the other nodes to take up should
+ * this node die: what it is subscribed to, for how long it outlives its connection, and while
+ * offline when it ends (null while connected, or when it never ends). Messages queued for it are
+ * not here: they stay in this node's store.
+ */
+export interface SessionEntry {
+  expiryInterval: number;
+  username: string | undefined;
+  subscriptions: Subscription[];
+  expiresAt: number | null;
+}
+
+export function packSessionEntry(e: SessionEntry): Buffer {
+  return packr.pack([e.expiryInterval, e.username ?? null, e.subscriptions, e.expiresAt]);
+}
+
+export function unpackSessionEntry(bytes: Buffer): SessionEntry {
+  const a = packr.unpack(bytes) as unknown[];
+  if (!Array.isArray(a) || a.length < 4 || typeof a[0] !== 'number' || !Array.isArray(a[2])) throw new Error('not a session entry');
+  const [expiryInterval, username, subscriptions, expiresAt] = a as [number, string | null, Subscription[], number | null];
+  return { expiryInterval, username: username ?? undefined, subscriptions, expiresAt };
+}

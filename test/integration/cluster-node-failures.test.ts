@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import type { IClientOptions } from 'mqtt';
 import { pino } from 'pino';
 import { createBroker } from '../../src/index.js';
 import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
@@ -41,33 +42,77 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.ok(Date.now() - started < 1000);
   });
 
-  test('a node restarted with its store keeps the sessions no other node took, and gives up those whose client connected elsewhere', CLUSTER_TEST, async () => {
+  test('[MQTT-3.1.2-5] a client whose node is down resumes its session on another node (its subscriptions); the node restarted with its store keeps the sessions no other node took, and sends on what it held for the one that went', CLUSTER_TEST, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'midge-cluster-'));
     const prefix = h.prefix();
     const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, sysInterval: 0 };
+    const session = (id: string): IClientOptions => ({ clientId: id, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
     try {
       const a = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
       const b = await startBroker({ ...opts, clusterNodeId: 'other' });
       h.nodes.push(b);
       for (const id of ['stays', 'moves']) {
-        const c = await connectClient(a.port, { clientId: id, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+        const c = await connectClient(a.port, session(id));
         await c.subscribeAsync(`${id}/#`, { qos: 1 });
         await c.endAsync();
       }
+      // queued on the keeper for the offline session, and kept in its store
+      await routesKnown(b, 2);
+      const pub = await connectClient(b.port, { clientId: 'keeper-pub' });
+      await pub.publishAsync('moves/before', 'held by the keeper', { qos: 1 });
+      assert.ok(await eventually(() => a.broker.stats.queued === 1), 'queued on the keeper');
       await a.close();
-      // while the keeper is down, one client connects to the other node: a new session there
-      const moved = await connectClient(b.port, { clientId: 'moves', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
-      assert.equal(connackOf(moved).sessionPresent, false, 'its node is down: a new session');
+      // while the keeper is down, one client connects to the other node: its session resumes there
+      const moved = await connectClient(b.port, session('moves'));
+      assert.equal(connackOf(moved).sessionPresent, true, 'its subscriptions came with it');
+      const live = nextMessages(moved, 1);
+      await pub.publishAsync('moves/after', 'routed to its new node', { qos: 1 });
+      assert.equal((await live)[0]?.topic, 'moves/after', 'no need to subscribe again');
+      const held = nextMessages(moved, 1, 5000);
       const again = await startBroker({ ...opts, clusterNodeId: 'keeper', persistence: 'lmdb', dataDir: dir });
       h.nodes.push(again);
       assert.equal(again.broker.stats.sessions, 1, 'only the session no other node took');
-      const back = await connectClient(again.port, { clientId: 'stays', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      assert.equal((await held)[0]?.payload.toString(), 'held by the keeper', 'what the keeper held follows the session');
+      const back = await connectClient(again.port, session('stays'));
       assert.equal(connackOf(back).sessionPresent, true);
-      // and a message for it from the other node still finds it
-      await routesKnown(b, 1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test('[MQTT-3.1.2-5] a client whose node died resumes its session on another node (its subscriptions, as long as the session has not expired), before the node is found dead too', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'lives', clusterPrefix: prefix, sysInterval: 0 });
+    h.nodes.push(a);
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'dies', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const lasting = { clientId: 'lasting', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const brief = { clientId: 'brief', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 1 } };
+    const quick = { clientId: 'quick', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    for (const [options, filter] of [[lasting, 'lasting/#'], [brief, 'brief/#'], [quick, 'quick/#']] as const) {
+      await (await connectClient(port, options)).subscribeAsync(filter, { qos: 1 });
+    }
+    await routesKnown(a, 3);
+    const redis = new Redis(h.redis.url);
+    try {
+      assert.ok(await poll(async () => (await redis.hlen(`${prefix}:sessions:dies`)) === 3, 3000), 'the sessions are kept in Redis');
+    } finally {
+      redis.disconnect();
+    }
+    child.kill('SIGKILL');
+    // at once, before the node is found dead: it does not hand the session over (3 s), which comes from Redis then
+    const early = await connectClient(a.port, quick);
+    assert.equal(connackOf(early).sessionPresent, true, 'resumed although its node was not found dead yet');
+    assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1, 9000), 'the dead node is dropped');
+    const back = await connectClient(a.port, lasting);
+    assert.equal(connackOf(back).sessionPresent, true, 'the session resumes here');
+    const got = nextMessages(back, 1);
+    const pub = await connectClient(a.port, { clientId: 'died-pub' });
+    await pub.publishAsync('lasting/1', 'found', { qos: 1 });
+    assert.equal((await got)[0]?.topic, 'lasting/1', 'subscribed as before, without subscribing again');
+    // its expiry (1 s) ran from when its node was found dead
+    await delay(1200);
+    const late = await connectClient(a.port, brief);
+    assert.equal(connackOf(late).sessionPresent, false, 'expired meanwhile: a new session');
   });
 
   test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {
@@ -148,7 +193,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     }
   });
 
-  test('after Redis restarts empty, the nodes register their routes again and put their retained messages and their clients\' wills back', CLUSTER_TEST, async () => {
+  test('after Redis restarts empty, the nodes register their routes again and put their retained messages, their clients\' wills and persistent sessions back', CLUSTER_TEST, async () => {
     const own = await startRedis();
     const prefix = h.prefix();
     const opts = { clusterRedis: own.url, clusterPrefix: prefix, sysInterval: 0 };
@@ -160,7 +205,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     try {
       const sub = await connectClient(b.port, { clientId: 'r-sub' });
       await sub.subscribeAsync('r/#', { qos: 1 });
-      const pub = await connectClient(a.port, { clientId: 'r-pub', will: { topic: 'r/will', payload: Buffer.from('w'), qos: 1, retain: false } });
+      const pub = await connectClient(a.port, { clientId: 'r-pub', clean: false, will: { topic: 'r/will', payload: Buffer.from('w'), qos: 1, retain: false } });
       await pub.publishAsync('r/kept', 'k', { qos: 1, retain: true });
       await routesKnown(a, 1);
       assert.ok(await eventually(() => b.broker.stats.retained === 1));
@@ -180,6 +225,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
       const ask = new Redis(own.url);
       try {
         assert.ok(await poll(async () => (await ask.hkeys(`${prefix}:wills:ra`)).join() === 'r-pub', 3000), 'the will is written again');
+        assert.ok(await poll(async () => (await ask.hkeys(`${prefix}:sessions:ra`)).join() === 'r-pub', 3000), 'and the persistent session');
       } finally {
         ask.disconnect();
       }

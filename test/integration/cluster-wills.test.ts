@@ -114,7 +114,7 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
     doomed.child.kill('SIGKILL');
     assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1, 9000), 'the dead node is dropped');
     const back = await clientWithWill(a.port, 'returns', 600, 3600, false);
-    assert.equal(connackOf(back).sessionPresent, false, 'its session stays with the dead node');
+    assert.equal(connackOf(back).sessionPresent, true, 'its session (subscriptions, expiry) resumes here');
     const fresh = nextMessages(watcher, 1, 3000);
     await clientWithWill(a.port, 'restarts', 600, 3600, true);
     const got = await fresh;
