@@ -100,9 +100,14 @@ export class ClientOwnership {
   private async take(clientId: string, cleanStart: boolean): Promise<void> {
     const { cmd, nodeId, logger } = this.node;
     const previous = (await cmd.call('SET', this.node.key(`client:${clientId}`), nodeId, 'GET')) as string | null;
-    if (previous === null || previous === nodeId) return;
+    if (previous === null) return;
+    if (previous === nodeId) {
+      // held here by an earlier run of this node that kept no store: its session waits in Redis
+      if (this.node.core.sessions.get(clientId) === undefined) await this.node.orphanedSession(nodeId, clientId, cleanStart);
+      return;
+    }
     if (!this.node.isLive(previous)) {
-      logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; its session stays there');
+      logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; what it kept in Redis of the session resumes here');
       await Promise.all([this.node.orphanedWill(previous, clientId, cleanStart), this.node.orphanedSession(previous, clientId, cleanStart)]);
       return;
     }

@@ -115,6 +115,26 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.equal(connackOf(late).sessionPresent, false, 'expired meanwhile: a new session');
   });
 
+  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) resumes its clients\' sessions from Redis', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets', persistence: 'memory' as const, sysInterval: 0 };
+    const first = await startBroker(opts);
+    const options = { clientId: 'remembered', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const c = await connectClient(first.port, options);
+    await c.subscribeAsync('remembered/#', { qos: 1 });
+    await c.endAsync();
+    await first.close();
+    const again = await startBroker(opts);
+    h.nodes.push(again);
+    assert.equal(again.broker.stats.sessions, 0, 'nothing in its own memory');
+    const back = await connectClient(again.port, options);
+    assert.equal(connackOf(back).sessionPresent, true);
+    const got = nextMessages(back, 1);
+    const pub = await connectClient(again.port, { clientId: 'remembered-pub' });
+    await pub.publishAsync('remembered/1', 'x', { qos: 1 });
+    assert.equal((await got)[0]?.topic, 'remembered/1');
+  });
+
   test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const maxBacklog = 65_536;
