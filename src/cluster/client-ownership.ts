@@ -127,7 +127,7 @@ export class ClientOwnership {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.requests.delete(requestId);
-        this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the client starts a new session');
+        this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the session resumes from what Redis keeps of it');
         this.late.set(requestId, { node, clientId });
         setTimeout(() => this.late.delete(requestId), RELEASE_WAIT_MS).unref();
         resolve(undefined);
