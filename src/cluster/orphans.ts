@@ -14,6 +14,13 @@
 /** what an orphan set may hold, each in a hash of its own */
 const KINDS_LUA = `local kinds = {'wills', 'sessions'}`;
 
+/**
+ * How long what a gone node left is kept for: a client that comes back later starts a new session
+ * (its node, back with its store, still has it), and Redis does not fill with the sessions of
+ * devices that never return.
+ */
+export const ORPHAN_KEEP_MS = 7 * 24 * 3600 * 1000;
+
 /** Lua: renames what node `node` left to orphan sets of kind `kind`, stamped `now`. */
 export const ORPHAN_LUA = `
 ${KINDS_LUA}
@@ -24,6 +31,7 @@ local function orphan(prefix, node, now, kind)
     local from = prefix .. ':' .. what .. ':' .. node
     if redis.call('EXISTS', from) == 1 then
       redis.call('RENAME', from, prefix .. ':orphan-' .. what .. ':' .. member)
+      redis.call('PEXPIRE', prefix .. ':orphan-' .. what .. ':' .. member, ${ORPHAN_KEEP_MS})
       any = true
     end
   end
