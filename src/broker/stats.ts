@@ -58,6 +58,8 @@ export interface ClusterCounts {
   sessionsTakenOver: number;
   /** wills of clients of nodes that were gone (died or stopped) that this node published */
   orphanWillsSent: number;
+  /** sessions resumed here from what Redis kept of them, their node being gone or not answering */
+  sessionsResumedFromRedis: number;
   /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
   sessionsLeaving: number;
 }

@@ -75,7 +75,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, Orp
  */
 export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, OrphanNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -490,6 +490,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     if (endsAt <= this.core.now()) return;
     // adopt() takes the subscriptions as they travel, with null for what a subscription does not have
     if (adopt(this.core, clientId, { expiryInterval: entry.expiryInterval, username: entry.username ?? null, subscriptions: entry.subscriptions, queue: [], inflight: [], incomingQos2: [] })) {
+      this.counters.sessionsResumedFromRedis++;
       this.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions; what was queued there follows if that node comes back)');
     }
   }

@@ -105,6 +105,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1, 9000), 'the dead node is dropped');
     const back = await connectClient(a.port, lasting);
     assert.equal(connackOf(back).sessionPresent, true, 'the session resumes here');
+    assert.equal(a.broker.stats.cluster?.sessionsResumedFromRedis, 2, 'this one, and the one resumed before the node was found dead');
     const got = nextMessages(back, 1);
     const pub = await connectClient(a.port, { clientId: 'died-pub' });
     await pub.publishAsync('lasting/1', 'found', { qos: 1 });
