@@ -102,8 +102,10 @@ export class ClientOwnership {
     const previous = (await cmd.call('SET', this.node.key(`client:${clientId}`), nodeId, 'GET')) as string | null;
     if (previous === null) return;
     if (previous === nodeId) {
-      // held here by an earlier run of this node that kept no store: its session waits in Redis
-      if (this.node.core.sessions.get(clientId) === undefined) await this.node.orphanedSession(nodeId, clientId, cleanStart);
+      // held here by an earlier run of this node: the will it left is settled as on any node, and
+      // the session too when this run did not bring it back from a store
+      const local = this.node.core.sessions.get(clientId) !== undefined;
+      await Promise.all([this.node.orphanedWill(nodeId, clientId, cleanStart), local ? undefined : this.node.orphanedSession(nodeId, clientId, cleanStart)]);
       return;
     }
     if (!this.node.isLive(previous)) {

@@ -63,15 +63,25 @@ export class OrphanWills {
   /** how long wills of a node found dead wait for it to show it is live after all */
   private readonly graceMs: number;
   private stopped = false;
+  private members: readonly string[] = [];
 
   constructor(node: OrphanNode, graceMs: number) {
     this.node = node;
     this.graceMs = graceMs;
   }
 
-  /** The orphan sets Redis lists now (each heartbeat): those not read yet are read and scheduled. */
-  listed(members: readonly string[]): void {
-    if (this.stopped) return;
+  /** The orphan sets Redis listed last: whether any is of `node`'s. */
+  hasOrphansOf(node: string): boolean {
+    return this.members.some((m) => parseMember(m)?.node === node);
+  }
+
+  /**
+   * The orphan sets Redis lists now (each heartbeat): those not read yet are read and scheduled,
+   * once `load` (the node has joined: a will sent before would reach its own subscribers only).
+   */
+  listed(members: readonly string[], load: boolean): void {
+    this.members = members;
+    if (this.stopped || !load) return;
     for (const m of this.read) if (!members.includes(m)) this.read.delete(m);
     for (const m of members) {
       if (this.read.has(m)) continue;
@@ -141,8 +151,8 @@ export class OrphanWills {
    * client starts clean (its old session ends, [MQTT-3.1.3-9]); it is dropped when the client is
    * back within its delay.
    */
-  async claimed(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    const found = await this.node.scripts.midgeClaimOrphanedBuffer(`${this.node.prefix}:orphans`, this.node.prefix, 'wills', node, clientId);
+  async claimed(node: string, clientId: string, cleanStart: boolean, orphansOnly: boolean): Promise<void> {
+    const found = await this.node.scripts.midgeClaimOrphanedBuffer(`${this.node.prefix}:orphans`, this.node.prefix, 'wills', node, clientId, orphansOnly ? '1' : '0');
     if (found === null) return;
     const entry = unpackWillEntry(found[0]);
     const orphanedAt = Number(found[1].toString());

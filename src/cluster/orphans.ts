@@ -91,12 +91,13 @@ return 1`;
 /**
  * A client connects here whose id node ARGV[3], no longer live, held: its will or session (ARGV[2]
  * 'wills' or 'sessions'), kept or orphaned, is taken out: {entry, orphaned at} (orphaned at is -1
- * when not orphaned yet), or nil.
+ * when not orphaned yet), or nil. With ARGV[5] '1' only the orphan sets are looked in: the node is
+ * this one, and what it keeps now is its own business.
  */
 export const CLAIM_ORPHANED = `
 local prefix, what, node, clientId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local own = prefix .. ':' .. what .. ':' .. node
-local v = redis.call('HGET', own, clientId)
+local v = ARGV[5] ~= '1' and redis.call('HGET', own, clientId)
 if v then
   redis.call('HDEL', own, clientId)
   return {v, '-1'}
@@ -160,7 +161,7 @@ export function parseMember(member: string): OrphanMember | undefined {
 export interface OrphanScripts {
   midgeNodeGone(orphansKey: string, prefix: string, node: string): Promise<number>;
   midgeReclaim(orphansKey: string, prefix: string, node: string): Promise<number>;
-  midgeClaimOrphanedBuffer(orphansKey: string, prefix: string, what: 'wills' | 'sessions', node: string, clientId: string): Promise<[Buffer, Buffer] | null>;
+  midgeClaimOrphanedBuffer(orphansKey: string, prefix: string, what: 'wills' | 'sessions', node: string, clientId: string, orphansOnly: '0' | '1'): Promise<[Buffer, Buffer] | null>;
   midgeWithdrawSessions(orphansKey: string, prefix: string, node: string, ...clientIds: string[]): Promise<string[]>;
   midgeTakeOrphanWills(orphansKey: string, prefix: string, member: string, ...idAndDelayed: string[]): Promise<number[]>;
 }

@@ -144,10 +144,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
       readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => undefined) : Promise.resolve()),
-      // a will sent before this node has joined would reach its own subscribers only
-      orphans: (members) => {
-        if (this.started && !this.stopping) this.orphans.listed(members);
-      },
+      orphans: (members) => this.orphans.listed(members, this.started && !this.stopping),
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
     this.replicaWait = replicaWait;
@@ -469,9 +466,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.wills.done(clientId);
   }
 
-  /** A client connects here whose id `node`, no longer live, held: the will it left there is settled. */
-  orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    return this.orphans.claimed(node, clientId, cleanStart);
+  /** A client connects here whose id `node`, no longer live (or an earlier run of this one), held: the will it left there is settled. */
+  async orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void> {
+    // this node's own: only what an earlier run left, and only when it left anything (most reconnects here cost nothing)
+    if (node === this.nodeId && !this.orphans.hasOrphansOf(node)) return;
+    return this.orphans.claimed(node, clientId, cleanStart, node === this.nodeId);
   }
 
   /**
@@ -480,7 +479,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
    * queued there) resumes here, unless the client starts clean or the session has expired.
    */
   async orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    const found = await this.scripts.midgeClaimOrphanedBuffer(this.key('orphans'), this.prefix, 'sessions', node, clientId);
+    if (node === this.nodeId && !this.orphans.hasOrphansOf(node)) return;
+    const found = await this.scripts.midgeClaimOrphanedBuffer(this.key('orphans'), this.prefix, 'sessions', node, clientId, node === this.nodeId ? '1' : '0');
     if (found === null || cleanStart) return;
     const entry = unpackSessionEntry(found[0]);
     const orphanedAt = Number(found[1].toString());
