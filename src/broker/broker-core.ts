@@ -241,6 +241,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     this.cluster?.sessionEnded(session.clientId);
   }
 
+  keep(session: Session): void {
+    this.durability?.sessionOpened(session);
+  }
+
   claimSession(clientId: string, cleanStart: boolean): Promise<void> | undefined {
     return this.cluster?.claim(clientId, cleanStart);
   }

@@ -64,7 +64,9 @@ export interface ClusterHost {
   cluster: ClusterPort | undefined;
   readonly router: Pick<Router, 'route' | 'add' | 'observe' | 'filters'>;
   readonly sessions: Pick<SessionRegistry, 'get' | 'end' | 'values' | 'restore' | 'totals'>;
-  readonly wills: Pick<WillScheduler, 'fire' | 'cancel'>;
+  readonly wills: Pick<WillScheduler, 'fire' | 'cancel' | 'scheduleAt'>;
+  /** A session this node takes up offline (its node gone): written to the store, as one opened here would be. */
+  keep(session: Session): void;
   readonly retained: Pick<RetainedStore, 'values'>;
   /** A message another node routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
   routeRemote(message: Message, shared: SharedSelector): void;

@@ -60,6 +60,8 @@ export interface ClusterCounts {
   orphanWillsSent: number;
   /** sessions resumed here from what Redis kept of them, their node being gone or not answering */
   sessionsResumedFromRedis: number;
+  /** sessions of gone nodes whose clients had not come back, taken up here to wait offline */
+  orphanSessionsAdopted: number;
   /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
   sessionsLeaving: number;
 }

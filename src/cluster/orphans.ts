@@ -7,8 +7,9 @@
  * while, so what it left waits a grace period and is not taken while it is live again (it takes it
  * back). Kind `g`: the node is gone for sure (it stopped, or started again).
  *
- * Orphan wills are sent when due (orphan-wills.ts); an orphan session is taken up by the node its
- * client connects to next (client-ownership.ts), or by its own node when that comes back.
+ * Orphan wills are sent when due (orphan-wills.ts). An orphan session is taken up by the node its
+ * client connects to next (client-ownership.ts), by its own node when that comes back, or, if
+ * neither happens first, by any node, to keep it offline with its will (orphan-sessions.ts).
  */
 
 /** what an orphan set may hold, each in a hash of its own */
@@ -141,6 +142,35 @@ for i = 3, #ARGV do
 end
 return out`;
 
+/**
+ * Takes orphan sessions up to keep here offline (ARGV: prefix, member, this node, client ids...):
+ * those whose client no other node holds now, each once, never while their node is live again
+ * (kind d). Each comes with its will, if it left one, which goes with the session from now on.
+ * Returns {client id, will or ''} for each taken.
+ */
+export const TAKE_ORPHAN_SESSIONS = `
+local prefix, member, me = ARGV[1], ARGV[2], ARGV[3]
+local _, kind, node = string.match(member, '^(%d+)|(%a)|(.*)$')
+local out = {}
+if kind == 'd' and redis.call('ZSCORE', prefix .. ':nodes', node) then return out end
+local sessions = prefix .. ':orphan-sessions:' .. member
+local wills = prefix .. ':orphan-wills:' .. member
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HDEL', sessions, id) == 1 then
+    local ck = prefix .. ':client:' .. id
+    local holder = redis.call('GET', ck)
+    if not holder or holder == node then
+      redis.call('SET', ck, me)
+      local w = redis.call('HGET', wills, id)
+      if w then redis.call('HDEL', wills, id) else w = '' end
+      table.insert(out, id)
+      table.insert(out, w)
+    end
+  end
+end
+return out`;
+
 export interface OrphanMember {
   /** when it was made an orphan (Redis's clock, ms) */
   at: number;
@@ -164,4 +194,5 @@ export interface OrphanScripts {
   midgeClaimOrphanedBuffer(orphansKey: string, prefix: string, what: 'wills' | 'sessions', node: string, clientId: string, orphansOnly: '0' | '1'): Promise<[Buffer, Buffer] | null>;
   midgeWithdrawSessions(orphansKey: string, prefix: string, node: string, ...clientIds: string[]): Promise<string[]>;
   midgeTakeOrphanWills(orphansKey: string, prefix: string, member: string, ...idAndDelayed: string[]): Promise<number[]>;
+  midgeTakeOrphanSessionsBuffer(orphansKey: string, prefix: string, member: string, node: string, ...clientIds: string[]): Promise<Buffer[]>;
 }

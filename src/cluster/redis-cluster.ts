@@ -21,7 +21,8 @@ import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { WillMirror } from './will-mirror.js';
 import { OrphanWills, TAKE_ORPHAN_WILLS, type OrphanNode } from './orphan-wills.js';
-import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { OrphanSessions, type OrphanSessionNode } from './orphan-sessions.js';
 import { HashMirror } from './hash-mirror.js';
 import { packSessionEntry, unpackSessionEntry } from './wire.js';
 import { adopt, giveUp } from './session-handover.js';
@@ -52,6 +53,12 @@ const HEARTBEAT_MS = 1000;
  * heartbeat or two, and takes them back.
  */
 const ORPHAN_GRACE_MS = 3 * HEARTBEAT_MS;
+/**
+ * How long the sessions of a node that stopped wait for it before another node takes them up
+ * (their clients take them up at once wherever they connect): a node restarting takes back those
+ * its store holds.
+ */
+const RETURN_WAIT_MS = 10_000;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
 
@@ -73,9 +80,9 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, Orp
  * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
  * pub/sub.
  */
-export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, OrphanNode {
+export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, OrphanNode, OrphanSessionNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -107,6 +114,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   private readonly orphans: OrphanWills;
   /** this node's persistent sessions (subscriptions and expiry), in Redis for the node their client connects to should this one die */
   private readonly sessionsMirror: HashMirror;
+  /** the sessions of nodes that are gone, taken up here or by another node */
+  private readonly orphanSessions: OrphanSessions;
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -129,6 +138,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.cmd.defineCommand('midgeTakeOrphanWills', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILLS });
     this.cmd.defineCommand('midgeClaimOrphaned', { numberOfKeys: 1, lua: CLAIM_ORPHANED });
     this.cmd.defineCommand('midgeWithdrawSessions', { numberOfKeys: 1, lua: WITHDRAW_SESSIONS });
+    this.cmd.defineCommand('midgeTakeOrphanSessions', { numberOfKeys: 1, lua: TAKE_ORPHAN_SESSIONS });
     this.scripts = this.cmd as unknown as Scripts;
     this.moves = new SessionMoves(this);
     this.ownership = new ClientOwnership(this, this.moves);
@@ -136,6 +146,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.prefix = prefix;
     this.wills = new WillMirror(this.cmd, this.key(`wills:${this.nodeId}`), logger);
     this.orphans = new OrphanWills(this, ORPHAN_GRACE_MS);
+    this.orphanSessions = new OrphanSessions(this, ORPHAN_GRACE_MS, RETURN_WAIT_MS);
     this.sessionsMirror = new HashMirror(this.cmd, this.key(`sessions:${this.nodeId}`), logger, 'sessions', (id) => this.sessionEntry(id), () => this.sessionEntries());
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
@@ -144,7 +155,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
       readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => undefined) : Promise.resolve()),
-      orphans: (members) => this.orphans.listed(members, this.started && !this.stopping),
+      orphans: (members) => {
+        // what is taken up before this node has joined would reach its own subscribers only
+        const joined = this.started && !this.stopping;
+        this.orphans.listed(members, joined);
+        if (joined) this.orphanSessions.listed(members);
+      },
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
     this.replicaWait = replicaWait;
@@ -266,6 +282,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.ownership.flush();
     this.moves.stop();
     this.orphans.stop();
+    this.orphanSessions.stop();
     const leaving = (async () => {
       await this.inbox.stop();
       if (this.started) {

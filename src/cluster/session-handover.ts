@@ -2,7 +2,7 @@ import type { ClusterHost } from '../broker/cluster-port.js';
 import { RC } from '../codec/reason-codes.js';
 import type { Delivery } from '../session/message.js';
 import { Session } from '../session/session.js';
-import { fromWireDelivery, toWireDelivery, type SessionTransfer, type WireDelivery } from './wire.js';
+import { fromWireDelivery, toWireDelivery, type SessionEntry, type SessionTransfer, type WireDelivery } from './wire.js';
 
 /**
  * A client connected to another node: its connection here closes with 0x8E (Session taken over),
@@ -130,6 +130,26 @@ export function adopt(core: ClusterHost, clientId: string, transfer: SessionTran
   core.sessions.restore(session, undefined);
   return true;
 }
+
+/**
+ * A session whose node is gone, taken up here to wait offline for its client (the messages
+ * published for it from now on queue here): its subscriptions, and its expiry, which runs from
+ * `wentAt` (when its node went) unless it was offline already then. False when it has expired.
+ */
+export function adoptOffline(core: ClusterHost, clientId: string, entry: SessionEntry, wentAt: number): boolean {
+  if (core.sessions.get(clientId) !== undefined) return false;
+  const session = new Session(clientId, entry.expiryInterval, core.sessions.totals);
+  session.username = entry.username;
+  for (const sub of entry.subscriptions) {
+    core.router.add(session, { ...sub, shareGroup: sub.shareGroup ?? undefined, subscriptionId: sub.subscriptionId ?? undefined });
+  }
+  const expiresAt = entry.expiresAt ?? (entry.expiryInterval === NEVER ? undefined : wentAt + entry.expiryInterval * 1000);
+  if (!core.sessions.restore(session, expiresAt)) return false;
+  core.keep(session);
+  return true;
+}
+
+const NEVER = 0xffffffff;
 
 /**
  * A session handed over after this node gave up waiting for it: the client has a new session

@@ -136,6 +136,35 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.equal((await got)[0]?.topic, 'remembered/1');
   });
 
+  test('[MQTT-3.1.2-5] the offline sessions of a node that died are taken up by another node: what is published for them meanwhile waits for their clients there, and their wills go with them', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'takes', clusterPrefix: prefix, sysInterval: 0 });
+    h.nodes.push(a);
+    const watcher = await connectClient(a.port, { clientId: 'takes-watch' });
+    await watcher.subscribeAsync('will/#', { qos: 1 });
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'leaves', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const sleeper = { clientId: 'sleeper', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const s = await connectClient(port, sleeper);
+    await s.subscribeAsync('sleeper/#', { qos: 1 });
+    await s.endAsync();
+    // connected when its node dies, and never back: its will (4 s delay) goes from the node that took its session up
+    await connectClient(port, { clientId: 'gone', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 }, will: { topic: 'will/gone', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 4 } } });
+    await routesKnown(a, 1);
+    child.kill('SIGKILL');
+    const will = nextMessages(watcher, 1, 15_000);
+    assert.ok(await eventually(() => a.broker.stats.cluster?.orphanSessionsAdopted === 2, 12_000), 'both sessions taken up after the node timeout and the grace');
+    assert.equal(a.broker.stats.sessions, 3, 'waiting here offline, beside the watcher');
+    const pub = await connectClient(a.port, { clientId: 'takes-pub' });
+    await pub.publishAsync('sleeper/1', 'kept for it', { qos: 1 });
+    assert.equal((await will)[0]?.topic, 'will/gone');
+    // what was queued comes right behind the CONNACK
+    let got: Promise<Array<{ payload: Buffer }>> | undefined;
+    const back = await connectClient(a.port, sleeper, (c) => (got = nextMessages(c, 1)));
+    assert.equal(connackOf(back).sessionPresent, true);
+    assert.equal((await got)?.[0]?.payload.toString(), 'kept for it');
+    assert.deepEqual(await collectFor(watcher, 500), [], 'the will went once');
+  });
+
   test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const maxBacklog = 65_536;

@@ -1,0 +1,103 @@
+import type { Buffer } from 'node:buffer';
+import type { Logger } from 'pino';
+import type { ClusterHost } from '../broker/cluster-port.js';
+import type { ClientInfo } from '../hooks/types.js';
+import { parseMember, type OrphanScripts } from './orphans.js';
+import { adoptOffline } from './session-handover.js';
+import { unpackSessionEntry, unpackWillEntry, type SessionEntry } from './wire.js';
+
+/** What the orphan sessions need of their node. */
+export interface OrphanSessionNode {
+  readonly nodeId: string;
+  readonly core: ClusterHost;
+  readonly scripts: OrphanScripts;
+  readonly logger: Logger;
+  readonly prefix: string;
+  readonly counters: { orphanSessionsAdopted: number };
+  scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void>;
+  /** a session taken up here: what the other nodes keep of it is written */
+  sessionChanged(clientId: string): void;
+}
+
+/** sessions taken from Redis per script call */
+const TAKE_BATCH = 500;
+
+/**
+ * Takes up the sessions of nodes that are gone and whose clients have not come back: they wait
+ * here offline, so that what is published for them meanwhile is kept (not what their node held:
+ * that is in its store, and follows if it comes back), with their wills. A node found dead leaves
+ * them for the grace period (it may only have lost Redis); one that stopped, a while longer (it
+ * may be restarting, and take them back).
+ */
+export class OrphanSessions {
+  private readonly read = new Set<string>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+
+  constructor(
+    private readonly node: OrphanSessionNode,
+    private readonly graceMs: number,
+    private readonly returnWaitMs: number,
+  ) {}
+
+  /** The orphan sets Redis lists now: each not seen yet is taken up once its wait is over. */
+  listed(members: readonly string[]): void {
+    if (this.stopped) return;
+    for (const m of this.read) if (!members.includes(m)) this.read.delete(m);
+    for (const m of members) {
+      if (this.read.has(m)) continue;
+      const parsed = parseMember(m);
+      if (parsed === undefined) continue;
+      this.read.add(m);
+      const due = parsed.at + (parsed.kind === 'd' ? this.graceMs : this.returnWaitMs);
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        this.take(m, parsed.at).catch((err: Error) => {
+          // looked at again at the next heartbeat, here or by another node
+          this.read.delete(m);
+          this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: sessions of a gone node not taken up');
+        });
+      }, Math.min(Math.max(0, due - this.node.core.now()), 2 ** 31 - 1));
+      timer.unref();
+      this.timers.add(timer);
+    }
+  }
+
+  private async take(member: string, wentAt: number): Promise<void> {
+    const entries = new Map<string, Buffer>();
+    await this.node.scanHash(`${this.node.prefix}:orphan-sessions:${member}`, (id, bytes) => entries.set(id, bytes));
+    const ids = [...entries.keys()];
+    for (let i = 0; i < ids.length && !this.stopped; i += TAKE_BATCH) {
+      const taken = await this.node.scripts.midgeTakeOrphanSessionsBuffer(`${this.node.prefix}:orphans`, this.node.prefix, member, this.node.nodeId, ...ids.slice(i, i + TAKE_BATCH));
+      for (let k = 0; k + 1 < taken.length; k += 2) {
+        const id = (taken[k] as Buffer).toString();
+        try {
+          this.adopt(id, unpackSessionEntry(entries.get(id) as Buffer), taken[k + 1] as Buffer, wentAt);
+        } catch (err) {
+          this.node.core.reportFault(err, `taking up the session of ${id}, left by a gone node`);
+        }
+      }
+    }
+  }
+
+  private adopt(clientId: string, entry: SessionEntry, willBytes: Buffer, wentAt: number): void {
+    const { core } = this.node;
+    const adopted = adoptOffline(core, clientId, entry, wentAt);
+    if (adopted) {
+      this.node.counters.orphanSessionsAdopted++;
+      this.node.sessionChanged(clientId);
+    }
+    if (willBytes.length === 0) return;
+    const will = unpackWillEntry(willBytes);
+    const client: ClientInfo = { id: clientId, username: will.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
+    const due = 'at' in will.due ? will.due.at : wentAt + will.due.afterS * 1000;
+    // the session it waited on has expired: the will goes now, as a session's end sends it
+    core.wills.scheduleAt(client, will.will, adopted ? due : core.now());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+}
