@@ -1,7 +1,9 @@
 // What it costs when a cluster node dies with many clients: how long until the other nodes have
 // published every will it held, whether each went exactly once, how the nodes shared them, and
-// how many script calls Redis ran for it. Needs redis-server on the PATH.
-// Usage: npm run build && node dist/bench/orphan-wills.js [--clients 10000] [--survivors 2]
+// how many script calls Redis ran for it; with --persistent, the clients' sessions as well (kept
+// in Redis, taken up by the survivors once their clients have not come back).
+// Needs redis-server on the PATH.
+// Usage: npm run build && node dist/bench/orphan-wills.js [--clients 10000] [--survivors 2] [--persistent]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
@@ -13,9 +15,10 @@ import { encodePacket } from '../src/codec/encoder.js';
 import { createBroker, type Broker } from '../src/index.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, survivors: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, survivors: { type: 'string', default: '2' }, persistent: { type: 'boolean', default: false } } });
 const CLIENTS = Number(values.clients);
 const SURVIVORS = Number(values.survivors);
+const PERSISTENT = values.persistent;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -57,9 +60,11 @@ async function spawnNode(redisUrl: string): Promise<{ child: ChildProcess; port:
 /** A device with a will, over a plain socket (MQTT.js would cost more than the broker here); resolves at its CONNACK. */
 async function device(port: number, i: number): Promise<Socket> {
   const socket = createConnection(port, '127.0.0.1');
-  const connect = encodePacket({ type: 'connect', protocolName: 'MQTT', protocolVersion: 4, cleanStart: true, keepAlive: 0, clientId: `device-${i}`, will: { topic: `will/${i}`, payload: Buffer.from('offline'), qos: 1, retain: false } }, 4);
+  const connect = encodePacket({ type: 'connect', protocolName: 'MQTT', protocolVersion: 4, cleanStart: !PERSISTENT, keepAlive: 0, clientId: `device-${i}`, will: { topic: `will/${i}`, payload: Buffer.from('offline'), qos: 1, retain: false } }, 4);
   socket.write(connect);
   await once(socket, 'data');
+  // a device's own command topic: what its session is subscribed to
+  if (PERSISTENT) socket.write(encodePacket({ type: 'subscribe', packetId: 1, subscriptions: [{ topicFilter: `cmd/${i}`, qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }] }, 4));
   socket.on('error', () => undefined);
   return socket;
 }
@@ -91,7 +96,7 @@ try {
     const batch = await Promise.all(Array.from({ length: Math.min(200, CLIENTS - i) }, (_, k) => device((doomed as { port: number }).port, i + k)));
     sockets.push(...batch);
   }
-  while ((await ask.hlen('midge:wills:doomed')) < CLIENTS) await new Promise((r) => setTimeout(r, 50));
+  while ((await ask.hlen('midge:wills:doomed')) < CLIENTS || (PERSISTENT && (await ask.hlen('midge:sessions:doomed')) < CLIENTS)) await new Promise((r) => setTimeout(r, 50));
   const stats = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await ask.info('commandstats'))?.[1] ?? 0);
   const scriptsBefore = await stats();
   await new Promise((r) => setTimeout(r, 2000));
@@ -101,7 +106,12 @@ try {
   doomed.child.kill('SIGKILL');
   const evalBefore = await stats();
   for (const s of sockets) s.destroy();
-  while (seen.size < CLIENTS && Date.now() - killed < 120_000) await new Promise((r) => setTimeout(r, 20));
+  const adopted = (): number => survivors.reduce((n, b) => n + (b.stats.cluster?.orphanSessionsAdopted ?? 0), 0);
+  let allAdopted = 0;
+  while ((seen.size < CLIENTS || (PERSISTENT && adopted() < CLIENTS)) && Date.now() - killed < 120_000) {
+    await new Promise((r) => setTimeout(r, 20));
+    if (PERSISTENT && allAdopted === 0 && adopted() === CLIENTS) allAdopted = Date.now() - killed;
+  }
   const allIn = last - killed;
   // anything sent twice would come within a moment of the rest
   await new Promise((r) => setTimeout(r, 2000));
@@ -111,7 +121,8 @@ try {
   console.log(
     `${CLIENTS} clients with wills on a node killed outright: ${seen.size} wills published, ${twice} more than once, ` +
       `all in ${(allIn / 1000).toFixed(2)} s after the kill (node timeout 5 s, grace 3 s); ` +
-      `sent by the ${SURVIVORS} survivors: ${bySurvivor.join(' / ')}; about ${scripts} script calls beyond heartbeats`,
+      `sent as orphan wills by the ${SURVIVORS} survivors: ${bySurvivor.join(' / ')}${PERSISTENT ? ' (the rest with the sessions taken up)' : ''}; about ${scripts} script calls beyond heartbeats` +
+      (PERSISTENT ? `; ${adopted()} sessions taken up (${survivors.map((b) => b.stats.cluster?.orphanSessionsAdopted ?? 0).join(' / ')}), all ${(allAdopted / 1000).toFixed(2)} s after the kill` : ''),
   );
   await watcher.endAsync();
 } finally {
