@@ -69,6 +69,9 @@ export class OrphanSessions {
     const ids = [...entries.keys()];
     for (let i = 0; i < ids.length && !this.stopped; i += TAKE_BATCH) {
       const taken = await this.node.scripts.midgeTakeOrphanSessionsBuffer(`${this.node.prefix}:orphans`, this.node.prefix, member, this.node.nodeId, ...ids.slice(i, i + TAKE_BATCH));
+      // none taken: their node may be live again without having taken them back yet (or their
+      // clients are elsewhere): looked at again at the next heartbeat
+      if (taken.length === 0) this.read.delete(member);
       for (let k = 0; k + 1 < taken.length; k += 2) {
         const id = (taken[k] as Buffer).toString();
         try {

@@ -139,6 +139,11 @@ export class OrphanWills {
         this.node.logger.warn({ err: (err as Error).message, orphans: member }, 'cluster: wills of a gone node not sent; tried again');
         return;
       }
+      if (taken.length === 0) {
+        // its node is live again and has not taken them back yet: looked at again at the next heartbeat
+        this.read.delete(member);
+        return;
+      }
       batch.forEach((o, k) => {
         if (taken[k] === 1) this.publish(o.clientId, o.entry);
       });
