@@ -33,10 +33,6 @@ export class WillMirror {
     );
   }
 
-  get size(): number {
-    return this.held.size;
-  }
-
   /** A client connected here with a will, due `afterS` seconds after its connection is lost. */
   armed(owner: object, clientId: string, username: string | undefined, will: Will, afterS: number): void {
     this.held.set(clientId, { owner, entry: { username, will, due: { afterS } } });
