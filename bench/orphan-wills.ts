@@ -120,7 +120,7 @@ try {
   const bySurvivor = survivors.map((b) => b.stats.cluster?.orphanWillsSent ?? 0);
   console.log(
     `${CLIENTS} clients with wills on a node killed outright: ${seen.size} wills published, ${twice} more than once, ` +
-      `all in ${(allIn / 1000).toFixed(2)} s after the kill (node timeout 5 s, grace 3 s); ` +
+      `all in ${(allIn / 1000).toFixed(2)} s after the kill (node timeout 5 s, grace 5 s); ` +
       `sent as orphan wills by the ${SURVIVORS} survivors: ${bySurvivor.join(' / ')}${PERSISTENT ? ' (the rest with the sessions taken up)' : ''}; about ${scripts} script calls beyond heartbeats` +
       (PERSISTENT ? `; ${adopted()} sessions taken up (${survivors.map((b) => b.stats.cluster?.orphanSessionsAdopted ?? 0).join(' / ')}), all ${(allAdopted / 1000).toFixed(2)} s after the kill` : ''),
   );

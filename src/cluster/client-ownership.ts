@@ -34,8 +34,11 @@ export interface OwnershipNode {
   readonly prefix: string;
   key(name: string): string;
   isLive(node: string): boolean;
-  /** a client connects here whose id `node`, no longer live, held: the will it left there is settled */
-  orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void>;
+  /**
+   * a client connects here whose id `node` held: the will it left in Redis is settled (with
+   * `earlierRuns`, only what earlier runs of that node left: the node is live and settles its own)
+   */
+  orphanedWill(node: string, clientId: string, cleanStart: boolean, earlierRuns: boolean): Promise<void>;
   /** a client connects here whose id `node` held and does not hand over: the session it left in Redis resumes here */
   orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void>;
   /** a session brought back from the store is another node's now: what it holds goes there */
@@ -57,6 +60,7 @@ export class ClientOwnership {
   private readonly late = new Map<number, { node: string; clientId: string }>();
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
   private readonly claiming = new Map<string, number>();
+  private readonly claims = new Map<string, Promise<void>>();
   private releases: Set<string> | undefined;
   private readonly moves: SessionMoves;
 
@@ -85,16 +89,56 @@ export class ClientOwnership {
     }
   }
 
+  /**
+   * This node was found dead while it was only cut off from Redis, and is back: sessions another
+   * node took up meanwhile are settled. One whose client is still connected here is taken back
+   * with what reached it there (and its will there is dropped); one whose client is not is given
+   * up to that node, as at a start.
+   */
+  async reconcile(): Promise<void> {
+    const { core, cmd, nodeId } = this.node;
+    const sessions = [...core.sessions.values()].filter((s) => s.expiryInterval > 0 && !this.claiming.has(s.clientId));
+    for (let i = 0; i < sessions.length; i += 1000) {
+      const slice = sessions.slice(i, i + 1000);
+      const holders = await cmd.mget(slice.map((s) => this.node.key(`client:${s.clientId}`)));
+      await Promise.all(
+        slice.map(async (s, k) => {
+          const holder = holders[k];
+          if (holder === null || holder === undefined || holder === nodeId || core.sessions.get(s.clientId) !== s) return;
+          if (s.sink === undefined) {
+            core.wills.cancel(s.clientId);
+            this.node.gaveUp(s.clientId, holder);
+            return;
+          }
+          await cmd.set(this.node.key(`client:${s.clientId}`), nodeId);
+          const transfer = await this.request(holder, s.clientId, false);
+          if (transfer === null || transfer === undefined) return;
+          const count = resumeLate(core, s.clientId, transfer);
+          this.node.logger.info({ clientId: s.clientId, node: holder, messages: count }, 'cluster: a session taken up elsewhere while this node was cut off from Redis is back here');
+          this.moves.moveHere(holder, s.clientId);
+        }),
+      );
+    }
+  }
+
   /** A client is connecting here: takes its id, and its session from the node that had it. */
   claim(clientId: string, cleanStart: boolean): Promise<void> {
     this.claiming.set(clientId, (this.claiming.get(clientId) ?? 0) + 1);
-    return this.take(clientId, cleanStart)
+    const claim = this.take(clientId, cleanStart)
       .catch((err: Error) => this.node.logger.warn({ err: err.message, clientId }, 'cluster: client id not claimed'))
       .finally(() => {
         const n = (this.claiming.get(clientId) ?? 1) - 1;
         if (n > 0) this.claiming.set(clientId, n);
         else this.claiming.delete(clientId);
+        if (this.claims.get(clientId) === claim) this.claims.delete(clientId);
       });
+    this.claims.set(clientId, claim);
+    return claim;
+  }
+
+  /** The claim of the client id under way here, if any: what is sent on for its session waits for the session. */
+  claimOf(clientId: string): Promise<void> | undefined {
+    return this.claims.get(clientId);
   }
 
   private async take(clientId: string, cleanStart: boolean): Promise<void> {
@@ -105,18 +149,23 @@ export class ClientOwnership {
       // held here by an earlier run of this node: the will it left is settled as on any node, and
       // the session too when this run did not bring it back from a store
       const local = this.node.core.sessions.get(clientId) !== undefined;
-      await Promise.all([this.node.orphanedWill(nodeId, clientId, cleanStart), local ? undefined : this.node.orphanedSession(nodeId, clientId, cleanStart)]);
+      await Promise.all([this.node.orphanedWill(nodeId, clientId, cleanStart, true), local ? undefined : this.node.orphanedSession(nodeId, clientId, cleanStart)]);
       return;
     }
     if (!this.node.isLive(previous)) {
       logger.info({ clientId, node: previous }, 'cluster: the node that held this client is gone; what it kept in Redis of the session resumes here');
-      await Promise.all([this.node.orphanedWill(previous, clientId, cleanStart), this.node.orphanedSession(previous, clientId, cleanStart)]);
+      await Promise.all([this.node.orphanedWill(previous, clientId, cleanStart, false), this.node.orphanedSession(previous, clientId, cleanStart)]);
       return;
     }
-    const transfer = await this.request(previous, clientId, cleanStart);
-    // no answer in time: the node is likely dead and not found so yet; the session's subscriptions
-    // are taken from Redis (its will is left to the node, or to the others once it is found dead)
-    if (transfer === undefined) return this.node.orphanedSession(previous, clientId, cleanStart);
+    // the node is live: what an earlier run of it left is settled here, the rest by the node itself
+    const [transfer] = await Promise.all([this.request(previous, clientId, cleanStart), this.node.orphanedWill(previous, clientId, cleanStart, true)]);
+    if (transfer === undefined) {
+      // no answer in time: the node is likely dead and not found so yet. The session's
+      // subscriptions are taken from Redis; a will waiting on the connection there goes now if
+      // the client starts clean (else it is left to the node, or to the others once it is found dead)
+      await Promise.all([this.node.orphanedSession(previous, clientId, cleanStart), cleanStart ? this.node.orphanedWill(previous, clientId, true, false) : undefined]);
+      return;
+    }
     if (transfer === null) return;
     const adopted = adopt(this.node.core, clientId, transfer);
     if (adopted) this.node.counters.sessionsTakenOver++;

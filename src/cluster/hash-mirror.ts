@@ -9,6 +9,8 @@ import type { RedisClient } from './redis-target.js';
  */
 export class HashMirror {
   private dirty: Set<string> | undefined;
+  /** a write failed since the last resync: what Redis holds may be short of what it should */
+  broken = false;
   /** the fields written: most clients have neither a will nor a persistent session, and cost no HDEL */
   private readonly present = new Set<string>();
   private readonly flushLater = (): void => void this.flush();
@@ -56,6 +58,7 @@ export class HashMirror {
       const failed = results?.find(([err]) => err !== null);
       if (failed !== undefined) throw failed[0] as Error;
     } catch (err) {
+      this.broken = true;
       this.logger.warn({ err: (err as Error).message }, `cluster: ${this.what} not written to Redis; written again once it is back`);
     }
   }
@@ -63,12 +66,18 @@ export class HashMirror {
   /** Writes every field again in place of what Redis holds (it may have lost it, or hold another run's). */
   async resync(): Promise<void> {
     this.dirty = undefined;
+    this.broken = false;
     const tx = this.cmd.multi().del(this.key);
     this.present.clear();
     for (const [id, value] of this.all()) {
       tx.hset(this.key, id, value);
       this.present.add(id);
     }
-    await tx.exec();
+    try {
+      await tx.exec();
+    } catch (err) {
+      this.broken = true;
+      throw err;
+    }
   }
 }

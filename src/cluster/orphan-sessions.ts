@@ -30,8 +30,10 @@ const TAKE_BATCH = 500;
  * may be restarting, and take them back).
  */
 export class OrphanSessions {
-  private readonly read = new Set<string>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** orphan sets seen, by member, with the timer of their taking up */
+  private readonly read = new Map<string, NodeJS.Timeout | undefined>();
+  /** takes from Redis under way: a node stopping waits for them, then keeps what they took */
+  private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
 
   constructor(
@@ -43,24 +45,32 @@ export class OrphanSessions {
   /** The orphan sets Redis lists now: each not seen yet is taken up once its wait is over. */
   listed(members: readonly string[]): void {
     if (this.stopped) return;
-    for (const m of this.read) if (!members.includes(m)) this.read.delete(m);
+    for (const m of this.read.keys()) if (!members.includes(m)) this.forget(m);
     for (const m of members) {
       if (this.read.has(m)) continue;
       const parsed = parseMember(m);
       if (parsed === undefined) continue;
-      this.read.add(m);
       const due = parsed.at + (parsed.kind === 'd' ? this.graceMs : this.returnWaitMs);
       const timer = setTimeout(() => {
-        this.timers.delete(timer);
-        this.take(m, parsed.at).catch((err: Error) => {
+        this.read.set(m, undefined);
+        const taking = this.take(m, parsed.at).catch((err: Error) => {
           // looked at again at the next heartbeat, here or by another node
-          this.read.delete(m);
+          this.forget(m);
           this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: sessions of a gone node not taken up');
         });
-      }, Math.min(Math.max(0, due - this.node.core.now()), 2 ** 31 - 1));
+        this.inFlight.add(taking);
+        void taking.finally(() => this.inFlight.delete(taking));
+      }, Math.max(0, due - this.node.core.now()));
       timer.unref();
-      this.timers.add(timer);
+      this.read.set(m, timer);
     }
+  }
+
+  /** An orphan set to look at again at the next heartbeat (or gone). */
+  private forget(member: string): void {
+    const timer = this.read.get(member);
+    if (timer !== undefined) clearTimeout(timer);
+    this.read.delete(member);
   }
 
   private async take(member: string, wentAt: number): Promise<void> {
@@ -71,7 +81,7 @@ export class OrphanSessions {
       const taken = await this.node.scripts.midgeTakeOrphanSessionsBuffer(`${this.node.prefix}:orphans`, this.node.prefix, member, this.node.nodeId, ...ids.slice(i, i + TAKE_BATCH));
       // none taken: their node may be live again without having taken them back yet (or their
       // clients are elsewhere): looked at again at the next heartbeat
-      if (taken.length === 0) this.read.delete(member);
+      if (taken.length === 0) this.forget(member);
       for (let k = 0; k + 1 < taken.length; k += 2) {
         const id = (taken[k] as Buffer).toString();
         try {
@@ -86,21 +96,23 @@ export class OrphanSessions {
   private adopt(clientId: string, entry: SessionEntry, willBytes: Buffer, wentAt: number): void {
     const { core } = this.node;
     const adopted = adoptOffline(core, clientId, entry, wentAt);
-    if (adopted) {
+    if (adopted === 'adopted') {
       this.node.counters.orphanSessionsAdopted++;
       this.node.sessionChanged(clientId);
     }
-    if (willBytes.length === 0) return;
+    // a session of that client id is here already: the client is back, and its will is not sent
+    if (willBytes.length === 0 || adopted === 'present') return;
     const will = unpackWillEntry(willBytes);
     const client: ClientInfo = { id: clientId, username: will.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
     const due = 'at' in will.due ? will.due.at : wentAt + will.due.afterS * 1000;
     // the session it waited on has expired: the will goes now, as a session's end sends it
-    core.wills.scheduleAt(client, will.will, adopted ? due : core.now());
+    core.wills.scheduleAt(client, will.will, adopted === 'adopted' ? due : core.now());
   }
 
-  stop(): void {
+  /** Stops taking sessions up; resolves once those already taken are kept here (while the node is still in the cluster). */
+  async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const m of [...this.read.keys()]) this.forget(m);
+    await Promise.allSettled([...this.inFlight]);
   }
 }

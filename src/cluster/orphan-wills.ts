@@ -2,7 +2,7 @@ import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { ClientInfo } from '../hooks/types.js';
-import { parseMember, type OrphanScripts } from './orphans.js';
+import { ORPHAN_KEEP_MS, parseMember, type OrphanScripts } from './orphans.js';
 import { unpackWillEntry, type WillEntry } from './wire.js';
 
 /**
@@ -57,8 +57,10 @@ const TAKE_BATCH = 500;
  */
 export class OrphanWills {
   /** orphan sets read, by member */
-  private readonly read = new Set<string>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** orphan sets read, by member, with the timers of the wills they hold */
+  private readonly read = new Map<string, Set<NodeJS.Timeout>>();
+  /** takes from Redis under way: a node stopping waits for them, then sends what they took */
+  private readonly inFlight = new Set<Promise<void>>();
   private readonly node: OrphanNode;
   /** how long wills of a node found dead wait for it to show it is live after all */
   private readonly graceMs: number;
@@ -82,19 +84,28 @@ export class OrphanWills {
   listed(members: readonly string[], load: boolean): void {
     this.members = members;
     if (this.stopped || !load) return;
-    for (const m of this.read) if (!members.includes(m)) this.read.delete(m);
+    for (const m of this.read.keys()) if (!members.includes(m)) this.forget(m);
     for (const m of members) {
       if (this.read.has(m)) continue;
-      this.read.add(m);
-      this.load(m).catch((err: Error) => {
+      const timers = new Set<NodeJS.Timeout>();
+      this.read.set(m, timers);
+      this.load(m, timers).catch((err: Error) => {
         // read again at the next heartbeat
-        this.read.delete(m);
+        this.forget(m);
         this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: wills of a gone node not read');
       });
     }
   }
 
-  private async load(member: string): Promise<void> {
+  /** An orphan set to read again at the next heartbeat (or gone): its timers go with it. */
+  private forget(member: string): void {
+    const timers = this.read.get(member);
+    if (timers === undefined) return;
+    for (const t of timers) clearTimeout(t);
+    this.read.delete(member);
+  }
+
+  private async load(member: string, timers: Set<NodeJS.Timeout>): Promise<void> {
     const parsed = parseMember(member);
     if (parsed === undefined) return;
     const earliest = parsed.kind === 'd' ? parsed.at + this.graceMs : 0;
@@ -116,12 +127,16 @@ export class OrphanWills {
     });
     const now = this.node.core.now();
     for (const [slot, group] of byDue) {
+      // past the 7 days Redis keeps them for, they will be gone
+      if (slot > parsed.at + ORPHAN_KEEP_MS || this.stopped || this.read.get(member) !== timers) continue;
       const timer = setTimeout(() => {
-        this.timers.delete(timer);
-        void this.send(member, group);
-      }, Math.min(Math.max(0, slot - now), 2 ** 31 - 1));
+        timers.delete(timer);
+        const sending = this.send(member, group);
+        this.inFlight.add(sending);
+        void sending.finally(() => this.inFlight.delete(sending));
+      }, Math.max(0, slot - now));
       timer.unref();
-      this.timers.add(timer);
+      timers.add(timer);
     }
   }
 
@@ -135,13 +150,13 @@ export class OrphanWills {
         taken = await this.node.scripts.midgeTakeOrphanWills(`${this.node.prefix}:orphans`, this.node.prefix, member, ...args);
       } catch (err) {
         // they stay in Redis: read again at the next heartbeat, here or by another node
-        this.read.delete(member);
+        this.forget(member);
         this.node.logger.warn({ err: (err as Error).message, orphans: member }, 'cluster: wills of a gone node not sent; tried again');
         return;
       }
       if (taken.length === 0) {
         // its node is live again and has not taken them back yet: looked at again at the next heartbeat
-        this.read.delete(member);
+        this.forget(member);
         return;
       }
       batch.forEach((o, k) => {
@@ -176,9 +191,10 @@ export class OrphanWills {
     }
   }
 
-  stop(): void {
+  /** Stops taking wills; resolves once those already taken are sent (while the node is still in the cluster). */
+  async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const m of [...this.read.keys()]) this.forget(m);
+    await Promise.allSettled([...this.inFlight]);
   }
 }

@@ -92,8 +92,8 @@ return 1`;
 /**
  * A client connects here whose id node ARGV[3], no longer live, held: its will or session (ARGV[2]
  * 'wills' or 'sessions'), kept or orphaned, is taken out: {entry, orphaned at} (orphaned at is -1
- * when not orphaned yet), or nil. With ARGV[5] '1' only the orphan sets are looked in: the node is
- * this one, and what it keeps now is its own business.
+ * when not orphaned yet), or nil. With ARGV[5] '1' only the orphan sets of kind g are looked in: the
+ * node is this one, and what it keeps now, or takes back, is its own business.
  */
 export const CLAIM_ORPHANED = `
 local prefix, what, node, clientId = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -104,8 +104,9 @@ if v then
   return {v, '-1'}
 end
 for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
-  local at, _, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
-  if owner == node then
+  local at, kind, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
+  -- this node's own sets of kind d are still this run's (it is taking them back)
+  if owner == node and (ARGV[5] ~= '1' or kind == 'g') then
     local key = prefix .. ':orphan-' .. what .. ':' .. m
     v = redis.call('HGET', key, clientId)
     if v then
@@ -118,8 +119,8 @@ return nil`;
 
 /**
  * A node starting (ARGV[2]) brought these sessions (ARGV[3...]) back from its store: they are no
- * longer orphans, and each is its own again unless its client went to another node meanwhile.
- * Returns the node holding each.
+ * longer orphans, and each is its own again unless its client went to another node meanwhile
+ * (whose claim may still be on its way: the record is left for it). Returns the node holding each.
  */
 export const WITHDRAW_SESSIONS = `
 local prefix, node = ARGV[1], ARGV[2]
@@ -131,12 +132,14 @@ end
 local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  for _, key in ipairs(sets) do redis.call('HDEL', key, id) end
   local ck = prefix .. ':client:' .. id
   local holder = redis.call('GET', ck)
   if not holder then
     redis.call('SET', ck, node)
     holder = node
+  end
+  if holder == node then
+    for _, key in ipairs(sets) do redis.call('HDEL', key, id) end
   end
   table.insert(out, holder)
 end
@@ -157,16 +160,15 @@ local sessions = prefix .. ':orphan-sessions:' .. member
 local wills = prefix .. ':orphan-wills:' .. member
 for i = 4, #ARGV do
   local id = ARGV[i]
-  if redis.call('HDEL', sessions, id) == 1 then
-    local ck = prefix .. ':client:' .. id
-    local holder = redis.call('GET', ck)
-    if not holder or holder == node then
-      redis.call('SET', ck, me)
-      local w = redis.call('HGET', wills, id)
-      if w then redis.call('HDEL', wills, id) else w = '' end
-      table.insert(out, id)
-      table.insert(out, w)
-    end
+  local ck = prefix .. ':client:' .. id
+  local holder = redis.call('GET', ck)
+  -- a client held elsewhere is being claimed there (or was): its record is left for that claim
+  if (not holder or holder == node) and redis.call('HDEL', sessions, id) == 1 then
+    redis.call('SET', ck, me)
+    local w = redis.call('HGET', wills, id)
+    if w then redis.call('HDEL', wills, id) else w = '' end
+    table.insert(out, id)
+    table.insert(out, w)
   end
 end
 return out`;

@@ -21,7 +21,7 @@ import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { WillMirror } from './will-mirror.js';
 import { OrphanWills, TAKE_ORPHAN_WILLS, type OrphanNode } from './orphan-wills.js';
-import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { CLAIM_ORPHANED, NODE_GONE, parseMember, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
 import { OrphanSessions, type OrphanSessionNode } from './orphan-sessions.js';
 import { HashMirror } from './hash-mirror.js';
 import { packSessionEntry, unpackSessionEntry } from './wire.js';
@@ -48,11 +48,12 @@ export interface ClusterOptions {
 
 const HEARTBEAT_MS = 1000;
 /**
- * How long the wills of a node found dead wait before they are sent: a node that only lost Redis
- * for a while (everyone's heartbeat is late once Redis is back) shows it is live within a
- * heartbeat or two, and takes them back.
+ * How long the wills and sessions of a node found dead wait before they are sent or taken up: a
+ * node that only lost Redis for a while (everyone's heartbeat is late once Redis is back) shows it
+ * is live once its connection is back (ioredis retries every 2 s at most) and its next heartbeat
+ * has run, and takes them back.
  */
-const ORPHAN_GRACE_MS = 3 * HEARTBEAT_MS;
+const ORPHAN_GRACE_MS = 5 * HEARTBEAT_MS;
 /**
  * How long the sessions of a node that stopped wait for it before another node takes them up
  * (their clients take them up at once wherever they connect): a node restarting takes back those
@@ -116,6 +117,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   private readonly sessionsMirror: HashMirror;
   /** the sessions of nodes that are gone, taken up here or by another node */
   private readonly orphanSessions: OrphanSessions;
+  /** a rewrite of this node's wills and sessions in Redis is under way (repairWills) */
+  private repairing = false;
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -154,12 +157,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
-      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => undefined) : Promise.resolve()),
+      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => this.reconcile()) : Promise.resolve()),
       orphans: (members) => {
         // what is taken up before this node has joined would reach its own subscribers only
         const joined = this.started && !this.stopping;
         this.orphans.listed(members, joined);
-        if (joined) this.orphanSessions.listed(members);
+        if (joined) {
+          this.orphanSessions.listed(members);
+          this.repairWills(members);
+        }
       },
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
@@ -230,6 +236,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.buffered ??= [];
     await this.members.heartbeat(true);
     await this.rewriteWills();
+    // back after an outage: sessions the others took up meanwhile (this node was found dead) are settled
+    if (this.started) this.reconcile();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
     const sets = await this.routes.read(nodes);
@@ -246,8 +254,33 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
    * dead (Redis was out of its reach) and made them orphans, which this node takes back.
    */
   private async rewriteWills(): Promise<void> {
+    if (this.stopping) return;
     await this.scripts.midgeReclaim(this.key('orphans'), this.prefix, this.nodeId);
+    // a stop meanwhile has made them orphans for the others: written again, they would be no one's
+    if (this.stopping) return;
     await Promise.all([this.wills.resync(), this.sessionsMirror.resync()]);
+  }
+
+  /** Settles, in the background, the sessions other nodes took up while this one was found dead. */
+  private reconcile(): void {
+    this.ownership.reconcile().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: sessions taken up elsewhere not settled'));
+  }
+
+  /**
+   * Each heartbeat: a node found dead whose taking back failed (Redis went again), or whose
+   * writes to Redis failed, tries again, so that nothing of it is left to the others by mistake.
+   */
+  private repairWills(members: readonly string[]): void {
+    if (this.repairing || this.stopping) return;
+    const own = members.some((m) => {
+      const p = parseMember(m);
+      return p?.node === this.nodeId && p.kind === 'd';
+    });
+    if (!own && !this.wills.broken && !this.sessionsMirror.broken) return;
+    this.repairing = true;
+    this.rewriteWills()
+      .catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: wills and sessions not written to Redis again; tried at the next heartbeat'))
+      .finally(() => (this.repairing = false));
   }
 
   /** A session as the other nodes are to know it, or undefined when it is not this node's to keep there. */
@@ -276,13 +309,14 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.conns.report(false);
     this.routes.leaving = true;
     clearInterval(this.timer);
+    // wills and sessions already taken out of Redis are sent and kept while this node still routes
+    // to the others (and writes what it keeps to Redis)
+    await settlesWithin(Promise.all([this.orphans.stop(), this.orphanSessions.stop()]), STOP_WAIT_MS);
     this.core.cluster = undefined;
     this.forwarder.flush();
     this.forwarder.stop();
     this.ownership.flush();
     this.moves.stop();
-    this.orphans.stop();
-    this.orphanSessions.stop();
     const leaving = (async () => {
       await this.inbox.stop();
       if (this.started) {
@@ -380,9 +414,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
       case 'release':
         // come through the inbox, in order with the messages
         return;
-      case 'tail':
-        this.moves.tail(frame.clientId, frame.queue);
+      case 'tail': {
+        // from a node given up a session its client took here: it goes in once the session is here
+        const claim = this.moves.expectsTail(frame.clientId) ? undefined : this.ownership.claimOf(frame.clientId);
+        if (claim === undefined) this.moves.tail(frame.clientId, frame.queue);
+        else void claim.then(() => this.moves.tail(frame.clientId, frame.queue));
         return;
+      }
     }
   }
 
@@ -483,11 +521,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.wills.done(clientId);
   }
 
-  /** A client connects here whose id `node`, no longer live (or an earlier run of this one), held: the will it left there is settled. */
-  async orphanedWill(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    // this node's own: only what an earlier run left, and only when it left anything (most reconnects here cost nothing)
-    if (node === this.nodeId && !this.orphans.hasOrphansOf(node)) return;
-    return this.orphans.claimed(node, clientId, cleanStart, node === this.nodeId);
+  /** A client connects here whose id `node` held: the will it left in Redis (or, `earlierRuns`, that earlier runs of it left) is settled. */
+  async orphanedWill(node: string, clientId: string, cleanStart: boolean, earlierRuns: boolean): Promise<void> {
+    // only when such a node left anything: most reconnects cost nothing
+    if (earlierRuns && !this.orphans.hasOrphansOf(node)) return;
+    return this.orphans.claimed(node, clientId, cleanStart, earlierRuns);
   }
 
   /**
@@ -508,6 +546,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     // adopt() takes the subscriptions as they travel, with null for what a subscription does not have
     if (adopt(this.core, clientId, { expiryInterval: entry.expiryInterval, username: entry.username ?? null, subscriptions: entry.subscriptions, queue: [], inflight: [], incomingQos2: [] })) {
       this.counters.sessionsResumedFromRedis++;
+      // kept in Redis as this node's even if its client goes before its CONNACK
+      this.sessionsMirror.mark(clientId);
       this.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions; what was queued there follows if that node comes back)');
     }
   }

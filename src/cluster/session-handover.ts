@@ -134,19 +134,20 @@ export function adopt(core: ClusterHost, clientId: string, transfer: SessionTran
 /**
  * A session whose node is gone, taken up here to wait offline for its client (the messages
  * published for it from now on queue here): its subscriptions, and its expiry, which runs from
- * `wentAt` (when its node went) unless it was offline already then. False when it has expired.
+ * `wentAt` (when its node went) unless it was offline already then. Says 'expired' when it ended
+ * meanwhile, and 'present' when a session of that client id is here already (it is left as is).
  */
-export function adoptOffline(core: ClusterHost, clientId: string, entry: SessionEntry, wentAt: number): boolean {
-  if (core.sessions.get(clientId) !== undefined) return false;
+export function adoptOffline(core: ClusterHost, clientId: string, entry: SessionEntry, wentAt: number): 'adopted' | 'expired' | 'present' {
+  if (core.sessions.get(clientId) !== undefined) return 'present';
   const session = new Session(clientId, entry.expiryInterval, core.sessions.totals);
   session.username = entry.username;
   for (const sub of entry.subscriptions) {
     core.router.add(session, { ...sub, shareGroup: sub.shareGroup ?? undefined, subscriptionId: sub.subscriptionId ?? undefined });
   }
   const expiresAt = entry.expiresAt ?? (entry.expiryInterval === NEVER ? undefined : wentAt + entry.expiryInterval * 1000);
-  if (!core.sessions.restore(session, expiresAt)) return false;
+  if (!core.sessions.restore(session, expiresAt)) return 'expired';
   core.keep(session);
-  return true;
+  return 'adopted';
 }
 
 const NEVER = 0xffffffff;

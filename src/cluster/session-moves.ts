@@ -139,6 +139,11 @@ export class SessionMoves {
   }
 
   /** What reached a session on its old node after it was handed over. */
+  /** Whether a session moving here waits for its first tail (which must not wait for anything else). */
+  expectsTail(clientId: string): boolean {
+    return this.firstTails.has(clientId);
+  }
+
   tail(clientId: string, all: WireDelivery[]): void {
     const queue = this.notTakenHere(clientId, all);
     const waiting = this.firstTails.get(clientId);

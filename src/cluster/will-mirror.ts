@@ -60,6 +60,11 @@ export class WillMirror {
     this.hash.mark(clientId);
   }
 
+  /** a write failed since the last resync */
+  get broken(): boolean {
+    return this.hash.broken;
+  }
+
   flush(): Promise<void> {
     return this.hash.flush();
   }

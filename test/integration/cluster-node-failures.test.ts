@@ -165,6 +165,31 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.deepEqual(await collectFor(watcher, 500), [], 'the will went once');
   });
 
+  test('[MQTT-3.1.3-9] a node found dead while it was only stalled takes back the sessions of its still connected clients, with what reached them elsewhere, and their wills are not sent', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'watches', clusterPrefix: prefix, sysInterval: 0 });
+    h.nodes.push(a);
+    const watcher = await connectClient(a.port, { clientId: 'stall-watch' });
+    await watcher.subscribeAsync('will/#', { qos: 1 });
+    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'stalls', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const c = await connectClient(port, { clientId: 'patient', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 }, will: { topic: 'will/patient', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 12 } } });
+    await c.subscribeAsync('patient/#', { qos: 1 });
+    await routesKnown(a, 1);
+    child.kill('SIGSTOP');
+    try {
+      // found dead after 5 s, its session taken up here 5 s later, with its will (due 12 s after the node was found dead)
+      assert.ok(await eventually(() => a.broker.stats.cluster?.orphanSessionsAdopted === 1, 15_000), 'taken up while the node is stalled');
+      const pub = await connectClient(a.port, { clientId: 'stall-pub' });
+      await pub.publishAsync('patient/1', 'reached the other node', { qos: 1 });
+    } finally {
+      child.kill('SIGCONT');
+    }
+    const got = await nextMessages(c, 1, 8000);
+    assert.equal(got[0]?.payload.toString(), 'reached the other node', 'what was kept for it elsewhere follows it back');
+    assert.ok(await eventually(() => a.broker.stats.sessions === 2, 3000), 'the copy taken up here is gone (watcher and publisher are left)');
+    assert.deepEqual(await collectFor(watcher, 8000), [], 'the client never went: its will is not sent');
+  });
+
   test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const maxBacklog = 65_536;
