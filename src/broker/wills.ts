@@ -4,8 +4,12 @@ import type { ClientInfo } from '../hooks/types.js';
 interface Pending {
   readonly client: ClientInfo;
   readonly will: Will;
-  readonly timer: NodeJS.Timeout;
+  readonly fireAt: number;
+  timer: NodeJS.Timeout;
 }
+
+/** the longest a Node timer waits: a will due later is waited for in steps */
+const LONGEST_WAIT_MS = 2 ** 31 - 1;
 
 /** Told of wills that wait, so that they can outlive a restart. */
 export interface WillObserver {
@@ -47,9 +51,7 @@ export class WillScheduler {
   scheduleAt(client: ClientInfo, will: Will, fireAt: number): void {
     const clientId = client.id;
     this.cancel(clientId);
-    const timer = setTimeout(() => this.fireDue(clientId), Math.max(0, Math.min(fireAt - Date.now(), 2 ** 31 - 1)));
-    timer.unref();
-    this.pending.set(clientId, { client, will, timer });
+    this.pending.set(clientId, { client, will, fireAt, timer: this.wait(clientId, fireAt) });
     this.observer?.pending(client, will, fireAt);
   }
 
@@ -72,7 +74,19 @@ export class WillScheduler {
     this.publish(p.client, p.will);
   }
 
+  private wait(clientId: string, fireAt: number): NodeJS.Timeout {
+    const timer = setTimeout(() => this.fireDue(clientId), Math.max(0, Math.min(fireAt - Date.now(), LONGEST_WAIT_MS)));
+    timer.unref();
+    return timer;
+  }
+
   private fireDue(clientId: string): void {
+    const p = this.pending.get(clientId);
+    // a delay beyond what one timer waits (24.8 days; a Will Delay Interval may be 136 years)
+    if (p !== undefined && p.fireAt > Date.now()) {
+      p.timer = this.wait(clientId, p.fireAt);
+      return;
+    }
     try {
       this.fire(clientId);
     } catch (err) {
