@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { closeClients, connectClient, delay, nextMessages, startBroker, type TestBroker } from './broker.js';
-import { killMidges } from './cli.js';
+import type { ChildProcess } from 'node:child_process';
+import { killMidges, spawnMidge } from './cli.js';
 import { eventually } from './raw-session.js';
 import { startRedis, type TestRedis } from './redis.js';
 
@@ -25,6 +26,8 @@ export interface ClusterHarness {
   lastPrefix(): string;
   /** `count` nodes of a cluster of their own (a fresh key prefix) */
   cluster(count: number, options?: Record<string, unknown>): Promise<TestBroker[]>;
+  /** one node named `nodeId` of the cluster with key prefix `prefix`, closed after the test */
+  node(prefix: string, nodeId: string, options?: Record<string, unknown>): Promise<TestBroker>;
   /** closes the test's clients and nodes (before the Redis servers a test started itself) */
   closeNodes(): Promise<void>;
 }
@@ -63,6 +66,11 @@ export function clusterHarness(): ClusterHarness {
         out.push(n);
       }
       return out;
+    },
+    node: async (prefix, nodeId, options = {}) => {
+      const n = await startBroker({ clusterRedis: harness.redis.url, clusterNodeId: nodeId, clusterPrefix: prefix, sysInterval: 0, ...options });
+      nodes.push(n);
+      return n;
     },
     closeNodes,
   };
@@ -106,4 +114,16 @@ export function deliveredAgain(node: TestBroker, sub: MqttClient, topic: string)
 /** Waits until `node` knows `count` routes of other nodes. */
 export async function routesKnown(node: TestBroker, count: number): Promise<void> {
   assert.ok(await eventually(() => node.broker.stats.cluster?.remoteRoutes === count, 3000), `routes known: ${node.broker.stats.cluster?.remoteRoutes}, expected ${count}`);
+}
+
+/** A node of the cluster in a process of its own (no store), to be killed or stopped outright. */
+export function spawnNode(redisUrl: string, prefix: string, nodeId: string): Promise<{ child: ChildProcess; port: number }> {
+  return spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redisUrl, '--cluster-node-id', nodeId, '--cluster-prefix', prefix, '--log-level', 'warn', '--sys-interval', '0']);
+}
+
+/** A client of `node` subscribed to every will (`will/#`). */
+export async function watchWills(node: TestBroker): Promise<MqttClient> {
+  const sub = await connectClient(node.port, { clientId: `watch-${node.port}`, protocolVersion: 5 });
+  await sub.subscribeAsync('will/#', { qos: 1 });
+  return sub;
 }

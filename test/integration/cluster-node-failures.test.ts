@@ -11,7 +11,7 @@ import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker,
 import { spawnMidge } from '../helpers/cli.js';
 import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
-import { CLUSTER_TEST, clusterHarness, poll, routesKnown } from '../helpers/cluster.js';
+import { CLUSTER_TEST, clusterHarness, poll, routesKnown, spawnNode, watchWills } from '../helpers/cluster.js';
 
 describe('a cluster outlives its nodes and its Redis server stopping, restarting and falling behind', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
@@ -82,9 +82,8 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
 
   test('[MQTT-3.1.2-5] a client whose node died resumes its session on another node (its subscriptions, as long as the session has not expired), before the node is found dead too', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'lives', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'dies', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const a = await h.node(prefix, 'lives');
+    const { child, port } = await spawnNode(h.redis.url, prefix, 'dies');
     const lasting = { clientId: 'lasting', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
     const brief = { clientId: 'brief', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 1 } };
     const quick = { clientId: 'quick', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
@@ -138,11 +137,9 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
 
   test('[MQTT-3.1.2-5] the offline sessions of a node that died are taken up by another node: what is published for them meanwhile waits for their clients there, and their wills go with them', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'takes', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const watcher = await connectClient(a.port, { clientId: 'takes-watch' });
-    await watcher.subscribeAsync('will/#', { qos: 1 });
-    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'leaves', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const a = await h.node(prefix, 'takes');
+    const watcher = await watchWills(a);
+    const { child, port } = await spawnNode(h.redis.url, prefix, 'leaves');
     const sleeper = { clientId: 'sleeper', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
     const s = await connectClient(port, sleeper);
     await s.subscribeAsync('sleeper/#', { qos: 1 });
@@ -167,11 +164,9 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
 
   test('[MQTT-3.1.3-9] a node found dead while it was only stalled takes back the sessions of its still connected clients, with what reached them elsewhere, and their wills are not sent', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'watches', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const watcher = await connectClient(a.port, { clientId: 'stall-watch' });
-    await watcher.subscribeAsync('will/#', { qos: 1 });
-    const { child, port } = await spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', h.redis.url, '--cluster-node-id', 'stalls', '--cluster-prefix', prefix, '--log-level', 'warn']);
+    const a = await h.node(prefix, 'watches');
+    const watcher = await watchWills(a);
+    const { child, port } = await spawnNode(h.redis.url, prefix, 'stalls');
     const c = await connectClient(port, { clientId: 'patient', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 }, will: { topic: 'will/patient', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 12 } } });
     await c.subscribeAsync('patient/#', { qos: 1 });
     await routesKnown(a, 1);

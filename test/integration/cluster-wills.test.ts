@@ -3,11 +3,10 @@ import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
 import { HEARTBEAT } from '../../src/cluster/membership.js';
-import { collectFor, connackOf, connectClient, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
-import { spawnMidge } from '../helpers/cli.js';
+import { collectFor, connackOf, connectClient, nextMessages, type TestBroker } from '../helpers/broker.js';
 import { eventually } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
-import { CLUSTER_TEST, clusterHarness, poll } from '../helpers/cluster.js';
+import { CLUSTER_TEST, clusterHarness, poll, spawnNode, watchWills } from '../helpers/cluster.js';
 
 /** A client with a will on `will/<id>` (payload `gone <id>`), delayed `delayS` seconds, in a session kept `expiryS`. */
 function clientWithWill(port: number, id: string, delayS = 0, expiryS = 0, clean = true): Promise<MqttClient> {
@@ -20,26 +19,15 @@ function clientWithWill(port: number, id: string, delayS = 0, expiryS = 0, clean
   });
 }
 
-/** A subscriber to every will, on `node`. */
-async function willWatcher(node: TestBroker): Promise<MqttClient> {
-  const sub = await connectClient(node.port, { clientId: `watch-${node.port}`, protocolVersion: 5 });
-  await sub.subscribeAsync('will/#', { qos: 1 });
-  return sub;
-}
 
-/** A node of its own process, to be killed outright. */
-function spawnNode(redisUrl: string, prefix: string, nodeId: string): Promise<{ child: import('node:child_process').ChildProcess; port: number }> {
-  return spawnMidge(['--port', '0', '--persistence', 'memory', '--cluster-redis', redisUrl, '--cluster-node-id', nodeId, '--cluster-prefix', prefix, '--log-level', 'warn', '--sys-interval', '0']);
-}
 
 describe('wills outlive the node their client was connected to', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
 
   test('[MQTT-3.1.2-8] the will of a client connected to a node that dies is published by another node, once; [MQTT-3.1.2-10] one removed by DISCONNECT is not', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'survivor', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const watcher = await willWatcher(a);
+    const a = await h.node(prefix, 'survivor');
+    const watcher = await watchWills(a);
     const doomed = await spawnNode(h.redis.url, prefix, 'doomed');
     await clientWithWill(doomed.port, 'sensor-1');
     const polite = await clientWithWill(doomed.port, 'sensor-2');
@@ -67,7 +55,7 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
   test('a node found dead that had only lost Redis for a while takes its wills back: none is sent, and they are kept again', CLUSTER_TEST, async () => {
     const [a, b] = (await h.cluster(2)) as [TestBroker, TestBroker];
     const prefix = h.lastPrefix();
-    const watcher = await willWatcher(a);
+    const watcher = await watchWills(a);
     await clientWithWill(b.port, 'alive-1');
     const redis = new Redis(h.redis.url);
     try {
@@ -90,7 +78,7 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
 
   test('[MQTT-3.1.2-8] a will waiting out its delay when its node stops is published by another node when the delay ends', CLUSTER_TEST, async () => {
     const [a, b] = (await h.cluster(2)) as [TestBroker, TestBroker];
-    const watcher = await willWatcher(a);
+    const watcher = await watchWills(a);
     await clientWithWill(b.port, 'delayed-1', 2, 60, false);
     const stops = Date.now();
     // stopping, the node closes its clients (DISCONNECT 0x8B): the will starts its 2 s delay there
@@ -105,9 +93,8 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
 
   test('[MQTT-3.1.3-9] a client back on another node within its will delay has its will dropped; [MQTT-3.1.2-8] one that starts clean ends its old session, and the will goes at once', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'home', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const watcher = await willWatcher(a);
+    const a = await h.node(prefix, 'home');
+    const watcher = await watchWills(a);
     const doomed = await spawnNode(h.redis.url, prefix, 'doomed');
     await clientWithWill(doomed.port, 'returns', 600, 3600, false);
     await clientWithWill(doomed.port, 'restarts', 600, 3600, false);
@@ -132,9 +119,8 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
 
   test('[MQTT-3.1.2-8] a node killed and started again before it is found dead: the wills of its first run are published once; [MQTT-3.1.3-9] not that of a client back on it within its delay', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await startBroker({ clusterRedis: h.redis.url, clusterNodeId: 'steady', clusterPrefix: prefix, sysInterval: 0 });
-    h.nodes.push(a);
-    const watcher = await willWatcher(a);
+    const a = await h.node(prefix, 'steady');
+    const watcher = await watchWills(a);
     const first = await spawnNode(h.redis.url, prefix, 'phoenix');
     await clientWithWill(first.port, 'bird-1');
     await clientWithWill(first.port, 'bird-2', 1, 60);
