@@ -19,13 +19,9 @@ import { describeCluster, type ClusterNodeView } from './cluster-view.js';
 import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
-import { WillMirror } from './will-mirror.js';
-import { OrphanWills, TAKE_ORPHAN_WILLS, type OrphanNode } from './orphan-wills.js';
-import { CLAIM_ORPHANED, NODE_GONE, parseMember, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
-import { OrphanSessions, type OrphanSessionNode } from './orphan-sessions.js';
-import { HashMirror } from './hash-mirror.js';
-import { packSessionEntry, unpackSessionEntry } from './wire.js';
-import { adopt, giveUp } from './session-handover.js';
+import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
+import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { Legacy, type LegacyNode } from './legacy.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -47,19 +43,6 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
-/**
- * How long the wills and sessions of a node found dead wait before they are sent or taken up: a
- * node that only lost Redis for a while (everyone's heartbeat is late once Redis is back) shows it
- * is live once its connection is back (ioredis retries every 2 s at most) and its next heartbeat
- * has run, and takes them back.
- */
-const ORPHAN_GRACE_MS = 5 * HEARTBEAT_MS;
-/**
- * How long the sessions of a node that stopped wait for it before another node takes them up
- * (their clients take them up at once wherever they connect): a node restarting takes back those
- * its store holds.
- */
-const RETURN_WAIT_MS = 10_000;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
 
@@ -81,7 +64,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, Orp
  * (inbox.ts), each to the nodes with a matching subscriber only; requests about sessions over
  * pub/sub.
  */
-export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, OrphanNode, OrphanSessionNode {
+export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, LegacyNode {
   readonly nodeId: string;
   readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0 };
   readonly core: ClusterHost;
@@ -109,16 +92,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   /** messages routed to other nodes so far: each one's number */
   private forwardedCount = 0;
   private readonly retained: RetainedSync;
-  /** the wills of this node's clients, in Redis for the other nodes should this one die */
-  private readonly wills: WillMirror;
-  /** the wills of nodes that are gone, sent by this node or another */
-  private readonly orphans: OrphanWills;
-  /** this node's persistent sessions (subscriptions and expiry), in Redis for the node their client connects to should this one die */
-  private readonly sessionsMirror: HashMirror;
-  /** the sessions of nodes that are gone, taken up here or by another node */
-  private readonly orphanSessions: OrphanSessions;
-  /** a rewrite of this node's wills and sessions in Redis is under way (repairWills) */
-  private repairing = false;
+  /** what this node leaves in Redis for the others should it go, and what gone nodes left */
+  private readonly legacy: Legacy;
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -147,26 +122,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     this.ownership = new ClientOwnership(this, this.moves);
     this.retained = new RetainedSync(core, this.cmd, (name) => this.key(name), logger);
     this.prefix = prefix;
-    this.wills = new WillMirror(this.cmd, this.key(`wills:${this.nodeId}`), logger);
-    this.orphans = new OrphanWills(this, ORPHAN_GRACE_MS);
-    this.orphanSessions = new OrphanSessions(this, ORPHAN_GRACE_MS, RETURN_WAIT_MS);
-    this.sessionsMirror = new HashMirror(this.cmd, this.key(`sessions:${this.nodeId}`), logger, 'sessions', (id) => this.sessionEntry(id), () => this.sessionEntries());
+    this.legacy = new Legacy(this, HEARTBEAT_MS);
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
     const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
-      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.rewriteWills()]).then(() => this.reconcile()) : Promise.resolve()),
-      orphans: (members) => {
-        // what is taken up before this node has joined would reach its own subscribers only
-        const joined = this.started && !this.stopping;
-        this.orphans.listed(members, joined);
-        if (joined) {
-          this.orphanSessions.listed(members);
-          this.repairWills(members);
-        }
-      },
+      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.legacy.rewrite()]).then(() => this.legacy.reconcile()) : Promise.resolve()),
+      // what is taken up before this node has joined would reach its own subscribers only
+      orphans: (members) => this.legacy.listed(members, this.started && !this.stopping),
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
     this.replicaWait = replicaWait;
@@ -213,7 +178,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     // the sessions brought back from the store are this node's again, unless their client went elsewhere
     await this.ownership.settle();
     // what this node answered for before it stopped or died is the cluster's now: wills due, sessions for their clients to take up
-    await this.scripts.midgeNodeGone(this.key('orphans'), this.prefix, this.nodeId);
+    await this.legacy.leaveBehind();
     this.core.router.observe(this.routes);
     await this.sync();
     this.started = true;
@@ -235,9 +200,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   private async sync(): Promise<void> {
     this.buffered ??= [];
     await this.members.heartbeat(true);
-    await this.rewriteWills();
+    await this.legacy.rewrite();
     // back after an outage: sessions the others took up meanwhile (this node was found dead) are settled
-    if (this.started) this.reconcile();
+    if (this.started) this.legacy.reconcile();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
     const sets = await this.routes.read(nodes);
@@ -249,59 +214,6 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     for (const [channel, message] of events) this.onMessage(channel, message);
   }
 
-  /**
-   * Writes this node's wills again: after Redis lost them, or after another node found this one
-   * dead (Redis was out of its reach) and made them orphans, which this node takes back.
-   */
-  private async rewriteWills(): Promise<void> {
-    if (this.stopping) return;
-    await this.scripts.midgeReclaim(this.key('orphans'), this.prefix, this.nodeId);
-    // a stop meanwhile has made them orphans for the others: written again, they would be no one's
-    if (this.stopping) return;
-    await Promise.all([this.wills.resync(), this.sessionsMirror.resync()]);
-  }
-
-  /** Settles, in the background, the sessions other nodes took up while this one was found dead. */
-  private reconcile(): void {
-    this.ownership.reconcile().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: sessions taken up elsewhere not settled'));
-  }
-
-  /**
-   * Each heartbeat: a node found dead whose taking back failed (Redis went again), or whose
-   * writes to Redis failed, tries again, so that nothing of it is left to the others by mistake.
-   */
-  private repairWills(members: readonly string[]): void {
-    if (this.repairing || this.stopping) return;
-    const own = members.some((m) => {
-      const p = parseMember(m);
-      return p?.node === this.nodeId && p.kind === 'd';
-    });
-    if (!own && !this.wills.broken && !this.sessionsMirror.broken) return;
-    this.repairing = true;
-    this.rewriteWills()
-      .catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: wills and sessions not written to Redis again; tried at the next heartbeat'))
-      .finally(() => (this.repairing = false));
-  }
-
-  /** A session as the other nodes are to know it, or undefined when it is not this node's to keep there. */
-  private sessionEntry(clientId: string): Buffer | undefined {
-    const s = this.core.sessions.get(clientId);
-    if (s === undefined || s.expiryInterval === 0 || this.moves.isLeaving(clientId)) return undefined;
-    return packSessionEntry({
-      expiryInterval: s.expiryInterval,
-      username: s.username,
-      subscriptions: [...s.subscriptions.values()],
-      expiresAt: s.sink === undefined ? (s.expiresAt ?? null) : null,
-    });
-  }
-
-  private *sessionEntries(): Iterable<[string, Buffer]> {
-    for (const s of this.core.sessions.values()) {
-      const entry = this.sessionEntry(s.clientId);
-      if (entry !== undefined) yield [s.clientId, entry];
-    }
-  }
-
   /** Leaves the cluster: other nodes drop this node's routes at once instead of after the timeout. */
   async stop(): Promise<void> {
     if (this.stopping) return;
@@ -311,7 +223,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     clearInterval(this.timer);
     // wills and sessions already taken out of Redis are sent and kept while this node still routes
     // to the others (and writes what it keeps to Redis)
-    await settlesWithin(Promise.all([this.orphans.stop(), this.orphanSessions.stop()]), STOP_WAIT_MS);
+    await settlesWithin(this.legacy.stopTaking(), STOP_WAIT_MS);
     this.core.cluster = undefined;
     this.forwarder.flush();
     this.forwarder.stop();
@@ -322,8 +234,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
       if (this.started) {
         // the wills of the clients this node closed, and of those waiting out a delay, go to the
         // others, and its sessions to whichever node their clients connect to
-        await Promise.all([this.wills.flush(), this.sessionsMirror.flush()]);
-        await this.scripts.midgeNodeGone(this.key('orphans'), this.prefix, this.nodeId);
+        await this.legacy.leaveBehind();
         await this.members.leave();
       }
       await this.conns.quit();
@@ -404,7 +315,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
       case 'takeover':
         this.ownership.handOver(frame.requestId, frame.from, frame.clientId, frame.cleanStart);
         // the session is the other node's now
-        this.sessionsMirror.mark(frame.clientId);
+        this.legacy.sessions.mark(frame.clientId);
         return;
       case 'session':
         this.ownership.answered(frame.requestId, frame.session);
@@ -492,13 +403,17 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
     return this.moves.isLeaving(clientId);
   }
 
+  reconcileSessions(): Promise<void> {
+    return this.ownership.reconcile();
+  }
+
   sessionEnded(clientId: string): void {
     this.ownership.sessionEnded(clientId);
-    this.sessionsMirror.mark(clientId);
+    this.legacy.sessions.mark(clientId);
   }
 
   sessionChanged(clientId: string): void {
-    this.sessionsMirror.mark(clientId);
+    this.legacy.sessions.mark(clientId);
   }
 
   isLive(node: string): boolean {
@@ -506,67 +421,31 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Orpha
   }
 
   willArmed(owner: object, client: ClientInfo, will: Will, afterS: number): void {
-    this.wills.armed(owner, client.id, client.username, will, afterS);
+    this.legacy.wills.armed(owner, client.id, client.username, will, afterS);
   }
 
   willDisarmed(owner: object, clientId: string): void {
-    this.wills.disarmed(owner, clientId);
+    this.legacy.wills.disarmed(owner, clientId);
   }
 
   willPending(client: ClientInfo, will: Will, fireAt: number): void {
-    this.wills.pending(client.id, client.username, will, fireAt);
+    this.legacy.wills.pending(client.id, client.username, will, fireAt);
   }
 
   willDone(clientId: string): void {
-    this.wills.done(clientId);
+    this.legacy.wills.done(clientId);
   }
 
-  /** A client connects here whose id `node` held: the will it left in Redis (or, `earlierRuns`, that earlier runs of it left) is settled. */
-  async orphanedWill(node: string, clientId: string, cleanStart: boolean, earlierRuns: boolean): Promise<void> {
-    // only when such a node left anything: most reconnects cost nothing
-    if (earlierRuns && !this.orphans.hasOrphansOf(node)) return;
-    return this.orphans.claimed(node, clientId, cleanStart, earlierRuns);
+  orphanedWill(node: string, clientId: string, cleanStart: boolean, earlierRuns: boolean): Promise<void> {
+    return this.legacy.orphanedWill(node, clientId, cleanStart, earlierRuns);
   }
 
-  /**
-   * A client connects here whose id `node` held, and that node is gone or did not hand the
-   * session over in time: the session it kept in Redis (subscriptions and expiry, not what was
-   * queued there) resumes here, unless the client starts clean or the session has expired.
-   */
-  async orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void> {
-    if (node === this.nodeId && !this.orphans.hasOrphansOf(node)) return;
-    const found = await this.scripts.midgeClaimOrphanedBuffer(this.key('orphans'), this.prefix, 'sessions', node, clientId, node === this.nodeId ? '1' : '0');
-    if (found === null || cleanStart) return;
-    const entry = unpackSessionEntry(found[0]);
-    const orphanedAt = Number(found[1].toString());
-    // connected when its node went: its expiry runs from then (from now, if its node was not found gone yet)
-    const wentAt = orphanedAt < 0 ? this.core.now() : orphanedAt;
-    const endsAt = entry.expiresAt ?? (entry.expiryInterval === 0xffffffff ? Infinity : wentAt + entry.expiryInterval * 1000);
-    if (endsAt <= this.core.now()) return;
-    // adopt() takes the subscriptions as they travel, with null for what a subscription does not have
-    if (adopt(this.core, clientId, { expiryInterval: entry.expiryInterval, username: entry.username ?? null, subscriptions: entry.subscriptions, queue: [], inflight: [], incomingQos2: [] })) {
-      this.counters.sessionsResumedFromRedis++;
-      // kept in Redis as this node's even if its client goes before its CONNACK
-      this.sessionsMirror.mark(clientId);
-      this.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions; what was queued there follows if that node comes back)');
-    }
+  orphanedSession(node: string, clientId: string, cleanStart: boolean): Promise<void> {
+    return this.legacy.orphanedSession(node, clientId, cleanStart);
   }
 
-  /** Sessions brought back from the store whose client went to another node: what they hold follows it there. */
   gaveUp(clientId: string, holder: string): void {
-    const session = this.core.sessions.get(clientId);
-    if (session === undefined) return;
-    const queue = giveUp(this.core, session);
-    if (queue.length > 0) this.sendFrame(holder, { kind: 'tail', clientId, queue });
-  }
-
-  async scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void> {
-    let cursor = '0';
-    do {
-      const [next, items] = await this.cmd.hscanBuffer(key, cursor, 'COUNT', 1000);
-      cursor = next.toString();
-      for (let i = 0; i + 1 < items.length; i += 2) each((items[i] as Buffer).toString(), items[i + 1] as Buffer);
-    } while (cursor !== '0');
+    this.legacy.gaveUp(clientId, holder);
   }
 }
 
