@@ -14,6 +14,8 @@ export interface ApiContext {
 export interface ClusterAdmin {
   readonly nodeId: string;
   describe(): Promise<unknown[]>;
+  /** what gone nodes left in Redis and no node has sent or taken up yet */
+  describeOrphans(): Promise<unknown[]>;
   ownerOf(clientId: string): Promise<string | null>;
 }
 
@@ -96,7 +98,10 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
     case 'cluster': {
       const cluster = ctx.cluster();
       if (cluster === undefined) throw new HttpError(404, 'this broker is not a node of a cluster (clusterRedis is not set)');
-      if (id === undefined && method === 'GET') return ok({ nodeId: cluster.nodeId, nodes: await cluster.describe() });
+      if (id === undefined && method === 'GET') {
+        const [nodes, orphans] = await Promise.all([cluster.describe(), cluster.describeOrphans()]);
+        return ok({ nodeId: cluster.nodeId, nodes, orphans });
+      }
       // which node holds a client id, wherever it is connected
       if (id === 'clients' && sub !== undefined && parts.length === 3 && method === 'GET') {
         const node = await cluster.ownerOf(sub);

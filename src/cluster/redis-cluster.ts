@@ -15,7 +15,7 @@ import { RouteSync } from './route-sync.js';
 import { ClientOwnership, RELEASE, type OwnershipNode, type OwnershipScripts } from './client-ownership.js';
 import { SessionMoves, type MoveNode } from './session-moves.js';
 import { settlesWithin } from './settles-within.js';
-import { describeCluster, type ClusterNodeView } from './cluster-view.js';
+import { describeCluster, describeOrphans, type ClusterNodeView, type OrphanView } from './cluster-view.js';
 import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
@@ -160,6 +160,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   /** The cluster as Redis holds it now (the admin API's view). */
   describe(): Promise<ClusterNodeView[]> {
     return describeCluster(this.cmd, this.options.prefix, this.nodeId);
+  }
+
+  /** What gone nodes left in Redis and no node has sent or taken up yet (the admin API's view). */
+  describeOrphans(): Promise<OrphanView[]> {
+    return describeOrphans(this.cmd, this.options.prefix);
   }
 
   /** The node holding a client id, if any does. */

@@ -52,7 +52,7 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
     }
   });
 
-  test('a node found dead that had only lost Redis for a while takes its wills back: none is sent, and they are kept again', CLUSTER_TEST, async () => {
+  test('a node found dead that had only lost Redis for a while takes its wills back: none is sent, and they are kept again; the admin API shows them while they wait', CLUSTER_TEST, async () => {
     const [a, b] = (await h.cluster(2)) as [TestBroker, TestBroker];
     const prefix = h.lastPrefix();
     const watcher = await watchWills(a);
@@ -67,6 +67,10 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
       await hb.heartbeat(`${prefix}:nodes`, 'n0', 5000, prefix, 60_000, 'PUBLISH');
       assert.equal(await redis.exists(`${prefix}:wills:n1`), 0, 'made orphans');
       assert.equal(await redis.zcard(`${prefix}:orphans`), 1);
+      const http = await a.broker.listenHttp({ port: 0, adminToken: 'tok' });
+      const view = (await (await fetch(`http://127.0.0.1:${http.port}/api/v1/cluster`, { headers: { authorization: 'Bearer tok' } })).json()) as { orphans: Array<{ node: string; kind: string; sinceMs: number; wills: number; sessions: number }> };
+      assert.deepEqual(view.orphans.map((o) => [o.node, o.kind, o.wills, o.sessions]), [['n1', 'found dead', 1, 0]]);
+      assert.ok(view.orphans[0] !== undefined && view.orphans[0].sinceMs < 2000, JSON.stringify(view.orphans));
       // n1's next heartbeat finds it was dropped: it registers again and takes its wills back
       const back = await poll(async () => (await redis.zcard(`${prefix}:orphans`)) === 0 && (await redis.hexists(`${prefix}:wills:n1`, 'alive-1')) === 1, 5000);
       assert.ok(back, 'taken back and written again');
