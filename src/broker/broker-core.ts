@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ConnectPacket, Properties, QoS, Will } from '../codec/packets.js';
 import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
+import { absentClient } from '../hooks/absent-client.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
@@ -115,8 +116,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         this.durability?.willDone(w.clientId);
         continue;
       }
-      const client: ClientInfo = { id: w.clientId, username: w.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
-      this.wills.scheduleAt(client, w.will, w.fireAt ?? now);
+      this.wills.scheduleAt(absentClient(w.clientId, w.username), w.will, w.fireAt ?? now);
     }
   }
 

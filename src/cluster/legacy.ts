@@ -6,7 +6,7 @@ import { OrphanSessions, type OrphanSessionNode } from './orphan-sessions.js';
 import { OrphanWills, type OrphanNode } from './orphan-wills.js';
 import { parseMember, type OrphanScripts } from './orphans.js';
 import type { RedisClient } from './redis-target.js';
-import { adopt, giveUp } from './session-handover.js';
+import { adopt, endsAt, giveUp } from './session-handover.js';
 import { WillMirror } from './will-mirror.js';
 import { packSessionEntry, unpackSessionEntry, type NodeFrame } from './wire.js';
 
@@ -201,9 +201,7 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
     const orphanedAt = Number(found[1].toString());
     // connected when its node went: its expiry runs from then (from now, if its node was not found gone yet)
     const wentAt = orphanedAt < 0 ? core.now() : orphanedAt;
-    const endsAt = entry.expiresAt ?? (entry.expiryInterval === 0xffffffff ? Infinity : wentAt + entry.expiryInterval * 1000);
-    if (endsAt <= core.now()) return;
-    // adopt() takes the subscriptions as they travel, with null for what a subscription does not have
+    if (endsAt(entry, wentAt) <= core.now()) return;
     if (adopt(core, clientId, { expiryInterval: entry.expiryInterval, username: entry.username ?? null, subscriptions: entry.subscriptions, queue: [], inflight: [], incomingQos2: [] })) {
       this.node.counters.sessionsResumedFromRedis++;
       // kept in Redis as this node's even if its client goes before its CONNACK

@@ -1,7 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
-import type { ClientInfo } from '../hooks/types.js';
+import { absentClient } from '../hooks/absent-client.js';
 import { parseMember, type OrphanScripts } from './orphans.js';
 import { adoptOffline } from './session-handover.js';
 import { unpackSessionEntry, unpackWillEntry, type SessionEntry } from './wire.js';
@@ -103,7 +103,7 @@ export class OrphanSessions {
     // a session of that client id is here already: the client is back, and its will is not sent
     if (willBytes.length === 0 || adopted === 'present') return;
     const will = unpackWillEntry(willBytes);
-    const client: ClientInfo = { id: clientId, username: will.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
+    const client = absentClient(clientId, will.username);
     const due = 'at' in will.due ? will.due.at : wentAt + will.due.afterS * 1000;
     // the session it waited on has expired: the will goes now, as a session's end sends it
     core.wills.scheduleAt(client, will.will, adopted === 'adopted' ? due : core.now());

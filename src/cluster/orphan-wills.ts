@@ -1,7 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
-import type { ClientInfo } from '../hooks/types.js';
+import { absentClient } from '../hooks/absent-client.js';
 import { ORPHAN_KEEP_MS, parseMember, type OrphanScripts } from './orphans.js';
 import { unpackWillEntry, type WillEntry } from './wire.js';
 
@@ -56,7 +56,6 @@ const TAKE_BATCH = 500;
  * take it out of Redis when it is due sends it: a node that dies meanwhile leaves it to the others.
  */
 export class OrphanWills {
-  /** orphan sets read, by member */
   /** orphan sets read, by member, with the timers of the wills they hold */
   private readonly read = new Map<string, Set<NodeJS.Timeout>>();
   /** takes from Redis under way: a node stopping waits for them, then sends what they took */
@@ -182,9 +181,8 @@ export class OrphanWills {
   }
 
   private publish(clientId: string, entry: WillEntry): void {
-    const client: ClientInfo = { id: clientId, username: entry.username, remoteAddress: '', protocolVersion: 5, connectedAt: 0, keepAlive: 0 };
     try {
-      this.node.core.publishWill(client, entry.will);
+      this.node.core.publishWill(absentClient(clientId, entry.username), entry.will);
       this.node.counters.orphanWillsSent++;
     } catch (err) {
       this.node.core.reportFault(err, `sending the will of ${clientId}, left by a gone node`);

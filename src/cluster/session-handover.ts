@@ -1,7 +1,7 @@
 import type { ClusterHost } from '../broker/cluster-port.js';
 import { RC } from '../codec/reason-codes.js';
 import type { Delivery } from '../session/message.js';
-import { Session } from '../session/session.js';
+import { Session, type Subscription } from '../session/session.js';
 import { fromWireDelivery, toWireDelivery, type SessionEntry, type SessionTransfer, type WireDelivery } from './wire.js';
 
 /**
@@ -119,11 +119,7 @@ export function adopt(core: ClusterHost, clientId: string, transfer: SessionTran
   if (existing?.sink !== undefined) return false;
   if (existing !== undefined) core.sessions.end(existing);
   const now = core.now();
-  const session = new Session(clientId, transfer.expiryInterval, core.sessions.totals);
-  session.username = transfer.username ?? undefined;
-  for (const sub of transfer.subscriptions) {
-    core.router.add(session, { ...sub, shareGroup: sub.shareGroup ?? undefined, subscriptionId: sub.subscriptionId ?? undefined });
-  }
+  const session = subscribedSession(core, clientId, transfer.expiryInterval, transfer.username ?? undefined, transfer.subscriptions);
   for (const w of transfer.queue) session.restoreQueued(fromWireDelivery(w, now));
   for (const e of transfer.inflight) session.restoreInflight(e.packetId, { delivery: fromWireDelivery(e.delivery, now), state: e.state });
   for (const id of transfer.incomingQos2) session.incomingQos2.set(id, true);
@@ -139,18 +135,33 @@ export function adopt(core: ClusterHost, clientId: string, transfer: SessionTran
  */
 export function adoptOffline(core: ClusterHost, clientId: string, entry: SessionEntry, wentAt: number): 'adopted' | 'expired' | 'present' {
   if (core.sessions.get(clientId) !== undefined) return 'present';
-  const session = new Session(clientId, entry.expiryInterval, core.sessions.totals);
-  session.username = entry.username;
-  for (const sub of entry.subscriptions) {
-    core.router.add(session, { ...sub, shareGroup: sub.shareGroup ?? undefined, subscriptionId: sub.subscriptionId ?? undefined });
-  }
-  const expiresAt = entry.expiresAt ?? (entry.expiryInterval === NEVER ? undefined : wentAt + entry.expiryInterval * 1000);
-  if (!core.sessions.restore(session, expiresAt)) return 'expired';
+  const session = subscribedSession(core, clientId, entry.expiryInterval, entry.username, entry.subscriptions);
+  const ends = endsAt(entry, wentAt);
+  if (!core.sessions.restore(session, ends === Infinity ? undefined : ends)) return 'expired';
   core.keep(session);
   return 'adopted';
 }
 
+/**
+ * When a session kept in Redis ends: at its recorded instant if it was offline, else its expiry
+ * interval after `wentAt` (when its node went); Infinity for one that never expires.
+ */
+export function endsAt(entry: SessionEntry, wentAt: number): number {
+  if (entry.expiresAt !== null) return entry.expiresAt;
+  return entry.expiryInterval === NEVER ? Infinity : wentAt + entry.expiryInterval * 1000;
+}
+
 const NEVER = 0xffffffff;
+
+/** A session with the subscriptions it had on another node (as they travel: null for what a subscription has not), routed here. */
+function subscribedSession(core: ClusterHost, clientId: string, expiryInterval: number, username: string | undefined, subscriptions: Subscription[]): Session {
+  const session = new Session(clientId, expiryInterval, core.sessions.totals);
+  session.username = username;
+  for (const sub of subscriptions) {
+    core.router.add(session, { ...sub, shareGroup: sub.shareGroup ?? undefined, subscriptionId: sub.subscriptionId ?? undefined });
+  }
+  return session;
+}
 
 /**
  * A session handed over after this node gave up waiting for it: the client has a new session
