@@ -6,7 +6,7 @@ import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
 /**
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
  * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
- * ARGV[4] ms for a restart, their wills made orphans (orphan-wills.ts), and says so with ARGV[5]
+ * ARGV[4] ms for a restart, their wills and sessions made orphans (orphans.ts), and says so with ARGV[5]
  * (PUBLISH, or SPUBLISH in a Redis Cluster). Returns [was this node missing, live nodes, orphan sets].
  */
 export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}
@@ -39,7 +39,7 @@ export interface MembershipEvents {
   joined(node: string): void;
   /** this node had been declared dead (it was unreachable) and is registered again: its routes were dropped with it */
   readmitted(): Promise<void>;
-  /** the orphan will sets Redis holds now (orphan-wills.ts) */
+  /** the orphan sets Redis holds now (orphans.ts) */
   orphans(members: string[]): void;
 }
 
