@@ -290,8 +290,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   }
 
   /** A message another node of the cluster routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
-  routeRemote(message: Message, shared: SharedSelector): void {
-    this.routed += this.router.route(message, undefined, shared);
+  routeRemote(message: Message, shared: SharedSelector, only?: (session: Session) => boolean): number {
+    const reached = this.router.route(message, undefined, shared, only);
+    this.routed += reached;
+    return reached;
   }
 
   /** A retained message set (undefined: cleared) on another node of the cluster. */

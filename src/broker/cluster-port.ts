@@ -68,8 +68,12 @@ export interface ClusterHost {
   /** A session this node takes up offline (its node gone): written to the store, as one opened here would be. */
   keep(session: Session): void;
   readonly retained: Pick<RetainedStore, 'values'>;
-  /** A message another node routed here: to this node's subscribers, and to the shared groups `shared` accepts. */
-  routeRemote(message: Message, shared: SharedSelector): void;
+  /**
+   * A message another node routed here: to this node's subscribers, and to the shared groups
+   * `shared` accepts; with `only`, to the direct subscriptions of the sessions it accepts alone.
+   * Returns how many sessions it reached.
+   */
+  routeRemote(message: Message, shared: SharedSelector, only?: (session: Session) => boolean): number;
   /** Publishes a client's will as the broker does when its connection is lost (its ACL applies). */
   publishWill(client: ClientInfo, will: Will): void;
   /** a fault met by work no client's input started: logged, and the node goes on */

@@ -104,9 +104,10 @@ export class Router {
   /**
    * Routes one message to every matching subscription; returns how many sessions it reached. The
    * arrays it collects into are the router's own, so a delivery must not route again (none does:
-   * sessions queue and connections batch their writes).
+   * sessions queue and connections batch their writes). With `only`, it goes to the direct
+   * subscriptions of the sessions `only` accepts, and to no shared group.
    */
-  route(message: Message, memo?: MatchMemo, shared?: SharedSelector): number {
+  route(message: Message, memo?: MatchMemo, shared?: SharedSelector, only?: (session: Session) => boolean): number {
     const matches = this.matches;
     const targets = this.targets;
     const seq = ++this.seq;
@@ -118,6 +119,7 @@ export class Router {
       matches[i] = undefined as unknown as RouteEntry;
       // [MQTT-3.8.3-3] No Local: not back to the publisher's own connection
       if (sub.noLocal && session.clientId === message.senderId) continue;
+      if (only !== undefined && !only(session)) continue;
       const qos = (sub.qos < message.qos ? sub.qos : message.qos) as QoS;
       if (session.routeSeq !== seq) {
         session.routeSeq = seq;
@@ -138,7 +140,7 @@ export class Router {
       this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds, undefined);
       s.routeSubIds = undefined;
     }
-    if (this.shared.size > 0) count += this.routeShared(message, shared);
+    if (this.shared.size > 0 && only === undefined) count += this.routeShared(message, shared);
     return count;
   }
 

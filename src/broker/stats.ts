@@ -62,6 +62,8 @@ export interface ClusterCounts {
   sessionsResumedFromRedis: number;
   /** sessions of gone nodes whose clients had not come back, taken up here to wait offline */
   orphanSessionsAdopted: number;
+  /** messages left in the inboxes of gone nodes that reached sessions taken from them here */
+  goneInboxMessages: number;
   /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
   sessionsLeaving: number;
 }

@@ -169,8 +169,8 @@ export class InboxReader {
 
 type InboxReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
 
-/** The stream id right after `id` ("ms-seq"): XTRIM MINID keeps it and what follows. */
-function nextId(id: string): string {
+/** The stream id right after `id` ("ms-seq"): XTRIM MINID keeps it and what follows, XRANGE starts at it. */
+export function nextId(id: string): string {
   const dash = id.indexOf('-');
   return `${id.slice(0, dash)}-${BigInt(id.slice(dash + 1)) + 1n}`;
 }

@@ -25,6 +25,8 @@ export interface LegacyNode {
   /** settles the sessions other nodes took up while this one was found dead (client-ownership.ts) */
   reconcileSessions(): Promise<void>;
   sendFrame(node: string, frame: NodeFrame): void;
+  /** a session was taken from `node`: what waits for it in that node's inbox is delivered (gone-inboxes.ts) */
+  tookFrom(node: string, clientId: string): Promise<void>;
 }
 
 /**
@@ -39,7 +41,7 @@ const GRACE_HEARTBEATS = 5;
  * (their clients take them up at once wherever they connect): a node restarting takes back those
  * its store holds.
  */
-const RETURN_WAIT_MS = 10_000;
+export const RETURN_WAIT_MS = 10_000;
 
 /**
  * What a node leaves the others in Redis should it go (its clients' wills and its persistent
@@ -97,6 +99,10 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
     this.sessions.mark(clientId);
   }
 
+  tookFrom(node: string, clientId: string): Promise<void> {
+    return this.node.tookFrom(node, clientId);
+  }
+
   async scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void> {
     let cursor = '0';
     do {
@@ -147,10 +153,11 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
   /**
    * What this node answered for (before it stopped or died, or now that it stops) is the
    * cluster's: its wills are due, its sessions for their clients, or another node, to take up.
+   * Resolves to whether it left sessions.
    */
-  async leaveBehind(): Promise<void> {
+  async leaveBehind(): Promise<boolean> {
     await Promise.all([this.wills.flush(), this.sessions.flush()]);
-    await this.node.scripts.midgeNodeGone(this.node.key('orphans'), this.node.prefix, this.node.nodeId);
+    return (await this.node.scripts.midgeNodeGone(this.node.key('orphans'), this.node.prefix, this.node.nodeId)) === 1;
   }
 
   // ---- what gone nodes left -------------------------------------------------------------------
@@ -206,7 +213,9 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
       this.node.counters.sessionsResumedFromRedis++;
       // kept in Redis as this node's even if its client goes before its CONNACK
       this.sessions.mark(clientId);
-      this.node.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions; what was queued there follows if that node comes back)');
+      this.node.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions, and what waits for it in that node\'s inbox; what was queued there follows if that node comes back)');
+      // what was sent to that node for it comes ahead of the CONNACK
+      await this.node.tookFrom(node, clientId);
     }
   }
 

@@ -7,7 +7,8 @@ import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
  * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
  * ARGV[4] ms for a restart, their wills and sessions made orphans (orphans.ts), and says so with ARGV[5]
- * (PUBLISH, or SPUBLISH in a Redis Cluster). Returns [was this node missing, live nodes, orphan sets].
+ * (PUBLISH, or SPUBLISH in a Redis Cluster), adding 'sessions' when the node left some. Returns
+ * [was this node missing, live nodes, orphan sets].
  */
 export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}
 local t = redis.call('TIME')
@@ -24,8 +25,11 @@ for _, id in ipairs(dead) do
   redis.call('DEL', prefix .. ':routes:' .. id)
   redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
   redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
-  orphan(prefix, id, now, 'd')
-  redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id)
+  if orphan(prefix, id, now, 'd') then
+    redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id .. ' sessions')
+  else
+    redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id)
+  end
 end
 return {added, redis.call('ZRANGE', KEYS[1], 0, -1), orphans(prefix)}`;
 
@@ -50,6 +54,8 @@ export interface MembershipOptions {
   readonly nodeId: string;
   readonly prefix: string;
   readonly nodeTimeoutMs: number;
+  /** how long the routes of a node that went leaving sessions are kept (gone-inboxes.ts) */
+  readonly routeLingerMs: number;
   now(): number;
 }
 
@@ -57,11 +63,17 @@ export interface MembershipOptions {
  * Which nodes are in the cluster: each node's heartbeat keeps it in a sorted set, and drops (and
  * announces, 'down') any node not heard from for the node timeout. Nodes also say themselves when
  * they come ('up') and go ('down') on the `nodes` channel.
+ *
+ * A node that went leaving persistent sessions ('down <node> sessions') keeps its routes here a
+ * while: messages for its sessions then wait in its inbox, for the node coming back or for the
+ * nodes that take its sessions up, instead of reaching no one until the sessions are taken up.
  */
 export class Membership {
   private readonly live = new Set<string>();
   /** nodes whose routes are known but that the last heartbeats did not list, since when */
   private readonly missingSince = new Map<string, number>();
+  /** nodes gone whose routes are still kept, with the timer that drops them */
+  private readonly lingering = new Map<string, NodeJS.Timeout>();
   private readonly cmd: RedisClient;
   private readonly scripts: MembershipScripts;
   private readonly options: MembershipOptions;
@@ -104,7 +116,10 @@ export class Membership {
     // a node that (re)joined while this one's subscriber connection was down announced itself unheard
     const joined = initial ? [] : live.filter((n) => n !== nodeId && !this.live.has(n));
     this.live.clear();
-    for (const n of live) this.live.add(n);
+    for (const n of live) {
+      this.live.add(n);
+      this.stopLinger(n);
+    }
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
     if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
@@ -120,7 +135,7 @@ export class Membership {
   forgetMissing(): void {
     const now = this.options.now();
     for (const n of this.routes.nodes) {
-      if (n === this.options.nodeId || this.live.has(n)) {
+      if (n === this.options.nodeId || this.live.has(n) || this.lingering.has(n)) {
         this.missingSince.delete(n);
         continue;
       }
@@ -133,25 +148,53 @@ export class Membership {
     }
   }
 
-  /** A message on the `nodes` channel: `up <node>` or `down <node>`. */
+  /** A message on the `nodes` channel: `up <node>`, or `down <node>` with ` sessions` when it left some. */
   nodeEvent(text: string): void {
-    const [what, node] = text.split(' ') as [string, string];
+    const [what, node, left] = text.split(' ') as [string, string, string | undefined];
     if (node === this.options.nodeId) return;
     if (what === 'down') {
       this.live.delete(node);
       this.missingSince.delete(node);
-      this.routes.removeNode(node);
+      if (left === 'sessions') this.linger(node);
+      else this.routes.removeNode(node);
     } else if (what === 'up') {
       this.live.add(node);
+      this.stopLinger(node);
       this.events.joined(node);
     }
   }
 
-  /** Leaves the cluster: the others drop this node at once; its inbox is kept a while, for a restart with its store. */
-  async leave(): Promise<void> {
+  /** whether this node still routes to `node` */
+  routesTo(node: string): boolean {
+    return this.live.has(node) || this.lingering.has(node);
+  }
+
+  private linger(node: string): void {
+    if (this.lingering.has(node)) return;
+    const timer = setTimeout(() => {
+      this.lingering.delete(node);
+      if (!this.live.has(node)) this.routes.removeNode(node);
+    }, this.options.routeLingerMs);
+    timer.unref();
+    this.lingering.set(node, timer);
+  }
+
+  /** The node is live again: its routes are its own to keep (it announces them). */
+  private stopLinger(node: string): void {
+    const timer = this.lingering.get(node);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.lingering.delete(node);
+  }
+
+  /**
+   * Leaves the cluster: the others drop this node at once, or a while later when it leaves
+   * sessions (`leftSessions`); its inbox is kept a while, for a restart with its store.
+   */
+  async leave(leftSessions: boolean): Promise<void> {
     const { nodeId, prefix } = this.options;
     const [stream, bytes] = inboxKeys(prefix, nodeId);
     const tx = this.cmd.multi().zrem(`${prefix}:nodes`, nodeId).del(`${prefix}:routes:${nodeId}`).pexpire(stream, INBOX_KEEP_MS).pexpire(bytes, INBOX_KEEP_MS);
-    await publishOn(this.cmd, tx, `${prefix}:nodes`, `down ${nodeId}`).exec();
+    await publishOn(this.cmd, tx, `${prefix}:nodes`, leftSessions ? `down ${nodeId} sessions` : `down ${nodeId}`).exec();
   }
 }

@@ -17,6 +17,8 @@ export interface OrphanSessionNode {
   scanHash(key: string, each: (field: string, value: Buffer) => void): Promise<void>;
   /** a session taken up here: what the other nodes keep of it is written */
   sessionChanged(clientId: string): void;
+  /** a session was taken from `node`: what waits for it in that node's inbox is delivered */
+  tookFrom(node: string, clientId: string): Promise<void>;
 }
 
 /** sessions taken from Redis per script call */
@@ -24,8 +26,9 @@ const TAKE_BATCH = 500;
 
 /**
  * Takes up the sessions of nodes that are gone and whose clients have not come back: they wait
- * here offline, so that what is published for them meanwhile is kept (not what their node held:
- * that is in its store, and follows if it comes back), with their wills. A node found dead leaves
+ * here offline, so that what is published for them meanwhile is kept (and what waits for them in
+ * their node's inbox, gone-inboxes.ts; not what their node held: that is in its store, and follows
+ * if it comes back), with their wills. A node found dead leaves
  * them for the grace period (it may only have lost Redis); one that stopped, a while longer (it
  * may be restarting, and take them back).
  */
@@ -53,7 +56,7 @@ export class OrphanSessions {
       const due = parsed.at + (parsed.kind === 'd' ? this.graceMs : this.returnWaitMs);
       const timer = setTimeout(() => {
         this.read.set(m, undefined);
-        const taking = this.take(m, parsed.at).catch((err: Error) => {
+        const taking = this.take(m, parsed.at, parsed.node).catch((err: Error) => {
           // looked at again at the next heartbeat, here or by another node
           this.forget(m);
           this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: sessions of a gone node not taken up');
@@ -73,7 +76,7 @@ export class OrphanSessions {
     this.read.delete(member);
   }
 
-  private async take(member: string, wentAt: number): Promise<void> {
+  private async take(member: string, wentAt: number, node: string): Promise<void> {
     const entries = new Map<string, Buffer>();
     await this.node.scanHash(`${this.node.prefix}:orphan-sessions:${member}`, (id, bytes) => entries.set(id, bytes));
     const ids = [...entries.keys()];
@@ -85,7 +88,7 @@ export class OrphanSessions {
       for (let k = 0; k + 1 < taken.length; k += 2) {
         const id = (taken[k] as Buffer).toString();
         try {
-          this.adopt(id, unpackSessionEntry(entries.get(id) as Buffer), taken[k + 1] as Buffer, wentAt);
+          this.adopt(id, unpackSessionEntry(entries.get(id) as Buffer), taken[k + 1] as Buffer, wentAt, node);
         } catch (err) {
           this.node.core.reportFault(err, `taking up the session of ${id}, left by a gone node`);
         }
@@ -93,12 +96,14 @@ export class OrphanSessions {
     }
   }
 
-  private adopt(clientId: string, entry: SessionEntry, willBytes: Buffer, wentAt: number): void {
+  private adopt(clientId: string, entry: SessionEntry, willBytes: Buffer, wentAt: number, node: string): void {
     const { core } = this.node;
     const adopted = adoptOffline(core, clientId, entry, wentAt);
     if (adopted === 'adopted') {
       this.node.counters.orphanSessionsAdopted++;
       this.node.sessionChanged(clientId);
+      // errors are the reader's to log
+      void this.node.tookFrom(node, clientId);
     }
     // a session of that client id is here already: the client is back, and its will is not sent
     if (willBytes.length === 0 || adopted === 'present') return;

@@ -22,21 +22,24 @@ const KINDS_LUA = `local kinds = {'wills', 'sessions'}`;
  */
 export const ORPHAN_KEEP_MS = 7 * 24 * 3600 * 1000;
 
-/** Lua: renames what node `node` left to orphan sets of kind `kind`, stamped `now`. */
+/** Lua: renames what node `node` left to orphan sets of kind `kind`, stamped `now`; returns whether it left sessions. */
 export const ORPHAN_LUA = `
 ${KINDS_LUA}
 local function orphan(prefix, node, now, kind)
   local member = now .. '|' .. kind .. '|' .. node
   local any = false
+  local sessions = false
   for _, what in ipairs(kinds) do
     local from = prefix .. ':' .. what .. ':' .. node
     if redis.call('EXISTS', from) == 1 then
       redis.call('RENAME', from, prefix .. ':orphan-' .. what .. ':' .. member)
       redis.call('PEXPIRE', prefix .. ':orphan-' .. what .. ':' .. member, ${ORPHAN_KEEP_MS})
       any = true
+      if what == 'sessions' then sessions = true end
     end
   end
   if any then redis.call('ZADD', prefix .. ':orphans', now, member) end
+  return sessions
 end`;
 
 /** Lua: the orphan sets still holding something (emptied ones are dropped from the list). */
@@ -57,7 +60,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 /**
  * A node starting or stopping (ARGV[1] prefix, ARGV[2] node): what its previous run or this one
  * answered for is left to the cluster, and what another node found dead is no longer to be taken
- * back. (Starting, it has first withdrawn the sessions it brought back from its store.)
+ * back. (Starting, it has first withdrawn the sessions it brought back from its store.) Returns 1
+ * when it left sessions.
  */
 export const NODE_GONE = `${ORPHAN_LUA}${NOW_LUA}
 local prefix, node = ARGV[1], ARGV[2]
@@ -74,8 +78,8 @@ for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
     redis.call('ZADD', prefix .. ':orphans', tonumber(at), gone)
   end
 end
-orphan(prefix, node, now, 'g')
-return 1`;
+if orphan(prefix, node, now, 'g') then return 1 end
+return 0`;
 
 /** A node that was found dead but is live (ARGV[2]): it takes back what it left, to write it again. */
 export const RECLAIM = `${KINDS_LUA}

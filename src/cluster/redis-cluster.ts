@@ -21,7 +21,8 @@ import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
 import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
-import { Legacy, type LegacyNode } from './legacy.js';
+import { Legacy, RETURN_WAIT_MS, type LegacyNode } from './legacy.js';
+import { GoneInboxes } from './gone-inboxes.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -43,6 +44,8 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
+/** how much longer than the sessions of a node that stopped wait for it its routes are kept */
+const ROUTE_LINGER_MARGIN_MS = 5000;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
 
@@ -66,7 +69,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, Orp
  */
 export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, LegacyNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0, goneInboxMessages: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -94,6 +97,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly retained: RetainedSync;
   /** what this node leaves in Redis for the others should it go, and what gone nodes left */
   private readonly legacy: Legacy;
+  /** the inboxes of gone nodes, read for the sessions taken from them */
+  private readonly goneInboxes: GoneInboxes;
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -125,7 +130,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.legacy = new Legacy(this, HEARTBEAT_MS);
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
-    const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, now: () => core.now() };
+    // kept until the sessions of a node that stopped have been taken up, and a little longer
+    const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, routeLingerMs: RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
@@ -145,6 +151,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       this.counters,
       this.options.maxBacklog,
     );
+    this.goneInboxes = new GoneInboxes({
+      nodeId: this.nodeId,
+      prefix,
+      core,
+      cmd: this.cmd,
+      logger,
+      counters: this.counters,
+      isLive,
+      routesTo: (node) => this.members.routesTo(node),
+    });
     this.inbox = new InboxReader(this.conns.reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
   }
 
@@ -229,6 +245,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // wills and sessions already taken out of Redis are sent and kept while this node still routes
     // to the others (and writes what it keeps to Redis)
     await settlesWithin(this.legacy.stopTaking(), STOP_WAIT_MS);
+    this.goneInboxes.stop();
     this.core.cluster = undefined;
     this.forwarder.flush();
     this.forwarder.stop();
@@ -239,8 +256,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       if (this.started) {
         // the wills of the clients this node closed, and of those waiting out a delay, go to the
         // others, and its sessions to whichever node their clients connect to
-        await this.legacy.leaveBehind();
-        await this.members.leave();
+        await this.members.leave(await this.legacy.leaveBehind());
       }
       await this.conns.quit();
     })();
@@ -288,6 +304,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           const message = unpackMessage(frame.body, sent);
           if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
           if (this.moves.adopting) this.moves.taken(from, frame.n);
+          if (this.goneInboxes.following) this.goneInboxes.arrived(from, frame.n);
           try {
             this.core.routeRemote(message, select);
           } catch (err) {
@@ -350,6 +367,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n);
+    if (n > 0 && this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, n);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
@@ -451,6 +469,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   gaveUp(clientId: string, holder: string): void {
     this.legacy.gaveUp(clientId, holder);
+  }
+
+  tookFrom(node: string, clientId: string): Promise<void> {
+    const session = this.core.sessions.get(clientId);
+    return session === undefined ? Promise.resolve() : this.goneInboxes.took(node, session);
   }
 }
 

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { Membership, type MembershipScripts } from '../../../src/cluster/membership.js';
 import { RouteIndex } from '../../../src/cluster/route-index.js';
 
 const TIMEOUT = 5000;
+const LINGER = 150;
 
 /** A node's membership against a heartbeat script whose answers the test sets. */
 function setup(): {
@@ -26,7 +28,7 @@ function setup(): {
   const index = new RouteIndex('self');
   const joined: string[] = [];
   const readmitted = { count: 0 };
-  const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, now: () => clock.t }, index, {
+  const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, now: () => clock.t }, index, {
     joined: (node) => joined.push(node),
     readmitted: async () => void readmitted.count++,
     orphans: () => undefined,
@@ -70,6 +72,31 @@ describe('Membership: which nodes are in the cluster', () => {
     members.nodeEvent('down self');
     members.nodeEvent('up self');
     assert.deepEqual(joined, ['b'], "this node's own events are not news");
+  });
+
+  test("a node that left persistent sessions ('down <node> sessions') keeps its routes for the linger, through missed heartbeats, then loses them; back within it, it keeps them", async () => {
+    const { members, index, clock, answer } = setup();
+    members.nodeEvent('up b');
+    index.replaceNode('b', ['s/#']);
+    members.nodeEvent('down b sessions');
+    assert.equal(members.isLive('b'), false);
+    assert.equal(members.routesTo('b'), true);
+    // missing from the live set for longer than a node timeout does not drop them early
+    await members.heartbeat();
+    clock.t = 2 * TIMEOUT;
+    await members.heartbeat();
+    assert.deepEqual([...index.filtersOf('b')], ['s/#'], 'kept while lingering');
+    await delay(LINGER + 50);
+    assert.equal(index.filtersOf('b').size, 0, 'dropped after the linger');
+    assert.equal(members.routesTo('b'), false);
+
+    members.nodeEvent('up c');
+    index.replaceNode('c', ['c/#']);
+    members.nodeEvent('down c sessions');
+    members.nodeEvent('up c');
+    await delay(LINGER + 50);
+    assert.deepEqual([...index.filtersOf('c')], ['c/#'], 'back within the linger: its routes are its own again');
+    assert.equal(members.routesTo('c'), true);
   });
 
   test("a node the heartbeat lists but that was never heard of (its 'up' was missed) has its routes read", async () => {

@@ -1,0 +1,232 @@
+import type { Buffer } from 'node:buffer';
+import type { Logger } from 'pino';
+import type { ClusterHost } from '../broker/cluster-port.js';
+import type { Session } from '../session/session.js';
+import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
+import { inboxKeys, nextId } from './inbox.js';
+import type { RedisClient } from './redis-target.js';
+import { unpackFrames, unpackMessage } from './wire.js';
+
+/** What reading gone nodes' inboxes needs of the node. */
+export interface GoneInboxNode {
+  readonly nodeId: string;
+  readonly prefix: string;
+  readonly core: ClusterHost;
+  readonly cmd: RedisClient;
+  readonly logger: Logger;
+  readonly counters: { goneInboxMessages: number };
+  isLive(node: string): boolean;
+  /** whether this node still sends messages to `node`'s inbox (its routes linger after it went) */
+  routesTo(node: string): boolean;
+}
+
+/** how often the inbox of a gone node is read again while sessions taken from it may still get messages there */
+const POLL_MS = 200;
+const READ_COUNT = 500;
+/**
+ * Reading goes on this long after a session was last taken from the node and this node last
+ * routed there: messages other nodes sent there as they dropped its routes are on their way.
+ */
+const FOLLOW_MS = 2000;
+/**
+ * Reading stops this long after it began in any case: a node that did not hand a session over in
+ * time but was not dead keeps its routes and reads its inbox itself.
+ */
+const MAX_FOLLOW_MS = 30_000;
+
+/** A message read from a gone node's inbox: who forwarded it, its number there, and when Redis took it. */
+interface Entry {
+  readonly from: string;
+  readonly n: number;
+  readonly at: number;
+  readonly body: Buffer;
+}
+
+/** A session taken from the gone node, and where the messages reaching this node stood then. */
+interface Taken {
+  readonly session: Session;
+  readonly mark: ArrivalMark;
+}
+
+/** The inbox of one gone node, read for the sessions taken from it. */
+interface Follow {
+  readonly node: string;
+  readonly began: number;
+  /** messages read so far: a session taken later gets them too */
+  readonly entries: Entry[];
+  readonly taken: Map<string, Taken>;
+  /** the id of the last entry read ('' before the first) */
+  lastId: string;
+  lastTake: number;
+  lastRouted: number;
+  /** the node was seen gone: seen live again, it reads its inbox itself */
+  seenGone: boolean;
+  /** the reads so far, in order */
+  reading: Promise<void>;
+  /** a read asked for by the poll is under way */
+  polling: boolean;
+  failed: boolean;
+}
+
+const NO_GROUPS = (): boolean => false;
+
+/**
+ * Messages other nodes routed to a node that then died or stopped, read from its inbox for the
+ * sessions taken from it. A node that goes keeps its routes a while (membership.ts), so that what
+ * is published for its sessions meanwhile waits in its inbox (kept a day, for its return) instead
+ * of reaching no one. A node that takes up one of those sessions (its client connected here, or it
+ * is kept here offline) reads that inbox from the start, and on while messages may still arrive
+ * there, and gives the session what matches its subscriptions.
+ *
+ * Nothing is delivered twice on this node: each forwarded message has its sender and its number
+ * there, and what reached this node itself after a session was taken (which the session then got
+ * here) is skipped. Messages the gone node had handled but not yet trimmed are given again: between
+ * nodes, delivery is at least once. Shared subscriptions are left out (any member of the group may
+ * have taken the message).
+ */
+export class GoneInboxes {
+  private readonly node: GoneInboxNode;
+  private readonly follows = new Map<string, Follow>();
+  /** the forwarded messages this node took while sessions were being followed */
+  private readonly arrivals = new ArrivalLog();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(node: GoneInboxNode) {
+    this.node = node;
+  }
+
+  /** whether messages reaching this node are to be told (arrived) */
+  get following(): boolean {
+    return this.arrivals.active;
+  }
+
+  /** A message forwarded by `sender` (its `n`th) reached this node and was routed here. */
+  arrived(sender: string, n: number): void {
+    this.arrivals.record(sender, n);
+  }
+
+  /**
+   * A session was taken from `node`, which is gone or did not hand it over: what waits for it in
+   * that node's inbox is delivered to it. Settles once everything the inbox holds now has been.
+   */
+  took(node: string, session: Session): Promise<void> {
+    if (node === this.node.nodeId || this.stopped) return Promise.resolve();
+    const now = this.node.core.now();
+    let f = this.follows.get(node);
+    if (f === undefined) {
+      f = { node, began: now, entries: [], taken: new Map(), lastId: '', lastTake: now, lastRouted: now, seenGone: false, reading: Promise.resolve(), polling: false, failed: false };
+      this.follows.set(node, f);
+      this.timer ??= setInterval(this.poll, POLL_MS);
+    }
+    f.lastTake = now;
+    const before = f.taken.get(session.clientId);
+    if (before !== undefined) this.arrivals.release(before.mark);
+    const taken = { session, mark: this.arrivals.mark() };
+    f.taken.set(session.clientId, taken);
+    // what was read already reaches it now, ahead of what is read next
+    for (const e of f.entries) this.deliver(f, e, taken);
+    return this.read(f);
+  }
+
+  /** Stops reading; sessions keep what reached them. */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const f of [...this.follows.values()]) this.end(f);
+  }
+
+  private readonly poll = (): void => {
+    const now = this.node.core.now();
+    for (const f of this.follows.values()) {
+      if (this.node.routesTo(f.node)) f.lastRouted = now;
+      if (!this.node.isLive(f.node)) f.seenGone = true;
+      // a slow Redis is not asked again before it answered
+      if (f.polling) continue;
+      f.polling = true;
+      // read once more before it ends: what arrived since the last read
+      void this.read(f).then(() => {
+        f.polling = false;
+        if (this.finished(f)) this.end(f);
+      });
+    }
+  };
+
+  /** Whether nothing more can arrive in the node's inbox for the sessions taken from it, or the node reads it itself again. */
+  private finished(f: Follow): boolean {
+    const now = this.node.core.now();
+    return (f.seenGone && this.node.isLive(f.node)) || now - f.began >= MAX_FOLLOW_MS || now - Math.max(f.lastTake, f.lastRouted) >= FOLLOW_MS;
+  }
+
+  private end(f: Follow): void {
+    if (this.follows.get(f.node) !== f) return;
+    this.follows.delete(f.node);
+    for (const t of f.taken.values()) this.arrivals.release(t.mark);
+    if (this.follows.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** Reads what the inbox holds past the last entry read, after the reads already asked for; never rejects. */
+  private read(f: Follow): Promise<void> {
+    f.reading = f.reading.then(() => this.pull(f)).then(
+      () => {
+        if (f.failed) this.node.logger.info({ node: f.node }, 'cluster: the inbox of a gone node read again');
+        f.failed = false;
+      },
+      (err: Error) => {
+        // read again at the next poll
+        if (!f.failed) this.node.logger.warn({ err: err.message, node: f.node }, 'cluster: the inbox of a gone node not read');
+        f.failed = true;
+      },
+    );
+    return f.reading;
+  }
+
+  private async pull(f: Follow): Promise<void> {
+    const key = inboxKeys(this.node.prefix, f.node)[0];
+    for (;;) {
+      if (this.follows.get(f.node) !== f) return;
+      const batch = await this.node.cmd.xrangeBuffer(key, f.lastId === '' ? '-' : nextId(f.lastId), '+', 'COUNT', READ_COUNT);
+      if (this.follows.get(f.node) !== f) return;
+      for (const [id, fields] of batch) {
+        f.lastId = id.toString();
+        const bytes = fields[1];
+        if (bytes === undefined) continue;
+        const at = parseInt(f.lastId, 10);
+        const from = fields[3]?.toString() ?? '';
+        let frames;
+        try {
+          frames = unpackFrames(bytes);
+        } catch {
+          continue;
+        }
+        for (const frame of frames) {
+          if (frame.kind !== 'message') continue;
+          const e = { from, n: frame.n, at, body: frame.body };
+          f.entries.push(e);
+          this.deliver(f, e, undefined);
+        }
+      }
+      if (batch.length < READ_COUNT) return;
+    }
+  }
+
+  /** Gives a message to the sessions taken from the node (or to `only`) that match it and did not get it here. */
+  private deliver(f: Follow, e: Entry, only: Taken | undefined): void {
+    const { core } = this.node;
+    const accept = (s: Session): boolean => {
+      const t = f.taken.get(s.clientId);
+      return t !== undefined && t.session === s && (only === undefined || t === only) && !this.arrivals.takenSince(t.mark, e.from, e.n);
+    };
+    try {
+      // its expiry counts from when Redis took it
+      const message = unpackMessage(e.body, Math.min(core.now(), e.at));
+      if (core.routeRemote(message, NO_GROUPS, accept) > 0) this.node.counters.goneInboxMessages++;
+    } catch (err) {
+      core.reportFault(err, `delivering a message left in the inbox of node ${f.node}`);
+    }
+  }
+}
