@@ -218,7 +218,8 @@ export class Forwarder {
   }
 
   private observed(node: string, backlog: number): void {
-    if (backlog > this.maxBacklog) {
+    // a node gone whose routes are kept a while reads nothing: its publishers are not held for it
+    if (backlog > this.maxBacklog && this.link.isLive(node)) {
       this.behind.set(node, backlog);
       this.poll ??= setTimeout(this.recheck, POLL_MS);
     } else if (backlog <= this.maxBacklog / 2 && this.behind.delete(node)) {

@@ -120,6 +120,19 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     assert.equal(await settled(held), true);
   });
 
+  test('a gone node whose routes are kept a while (it left persistent sessions) is sent messages, and holds no publisher however much waits for it', async () => {
+    const { fwd, inboxes, counters } = setup();
+    inboxes.live.delete('b');
+    inboxes.waiting.set('b', MAX + 1);
+    await forward(fwd, 1, 'b');
+    assert.equal(await settled(forward(fwd, 1, 'b') as Promise<void>), true);
+    forward(fwd, 0, 'b');
+    await turn();
+    assert.equal(inboxes.messagesFor('b'), 3);
+    assert.equal(counters.backlogWaits, 0);
+    assert.equal(counters.forwardDropped, 0);
+  });
+
   test('a frame other than a message goes in the same inbox entry as the messages around it, in its place; it is not counted as a message', async () => {
     const { fwd, inboxes, counters } = setup();
     forward(fwd, 0, 'b');
