@@ -70,7 +70,7 @@ export interface ClusterHost {
   readonly retained: Pick<RetainedStore, 'values'>;
   /**
    * A message another node routed here: to this node's subscribers, and to the shared groups
-   * `shared` accepts; with `only`, to the direct subscriptions of the sessions it accepts alone.
+   * `shared` accepts; with `only`, direct subscriptions are those of the sessions it accepts.
    * Returns how many sessions it reached.
    */
   routeRemote(message: Message, shared: SharedSelector, only?: (session: Session) => boolean): number;

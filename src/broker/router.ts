@@ -104,8 +104,8 @@ export class Router {
   /**
    * Routes one message to every matching subscription; returns how many sessions it reached. The
    * arrays it collects into are the router's own, so a delivery must not route again (none does:
-   * sessions queue and connections batch their writes). With `only`, it goes to the direct
-   * subscriptions of the sessions `only` accepts, and to no shared group.
+   * sessions queue and connections batch their writes). With `only`, direct subscriptions are
+   * those of the sessions `only` accepts.
    */
   route(message: Message, memo?: MatchMemo, shared?: SharedSelector, only?: (session: Session) => boolean): number {
     const matches = this.matches;
@@ -140,7 +140,7 @@ export class Router {
       this.deliverTo(s, message, s.routeQos, message.retain && s.routeRetainAsPublished, s.routeSubIds, undefined);
       s.routeSubIds = undefined;
     }
-    if (this.shared.size > 0 && only === undefined) count += this.routeShared(message, shared);
+    if (this.shared.size > 0) count += this.routeShared(message, shared);
     return count;
   }
 

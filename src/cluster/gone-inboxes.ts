@@ -18,6 +18,8 @@ export interface GoneInboxNode {
   isLive(node: string): boolean;
   /** whether this node still sends messages to `node`'s inbox (its routes linger after it went) */
   routesTo(node: string): boolean;
+  /** settles once the other nodes have been told of this node's subscriptions so far */
+  routesShared(): Promise<void> | undefined;
 }
 
 /** how often the inbox of a gone node is read again while sessions taken from it may still get messages there */
@@ -33,6 +35,8 @@ const FOLLOW_MS = 2000;
  * time but was not dead keeps its routes and reads its inbox itself.
  */
 const MAX_FOLLOW_MS = 30_000;
+/** Reading that keeps failing (Redis out of reach) goes on trying this long, unless the node comes back. */
+const FAILING_FOLLOW_MS = 5 * 60_000;
 
 /** A message read from a gone node's inbox: who forwarded it, its number there, and when Redis took it. */
 interface Entry {
@@ -55,6 +59,15 @@ interface Follow {
   /** messages read so far: a session taken later gets them too */
   readonly entries: Entry[];
   readonly taken: Map<string, Taken>;
+  /** sessions taken this turn, given what was read so far together at its end */
+  joining: Map<string, Taken>;
+  /** settles once the sessions joining have been given what was read so far */
+  joined: Promise<void> | undefined;
+  /**
+   * the sessions each message read was given to, by sender and number: the same message may reach
+   * this node itself later (its sender had this node's routes too), and is not given to them again
+   */
+  readonly given: Map<string, Set<Session>>;
   /** the id of the last entry read ('' before the first) */
   lastId: string;
   lastTake: number;
@@ -79,8 +92,9 @@ const NO_GROUPS = (): boolean => false;
  * there, and gives the session what matches its subscriptions.
  *
  * Nothing is delivered twice on this node: each forwarded message has its sender and its number
- * there, and what reached this node itself after a session was taken (which the session then got
- * here) is skipped. Messages the gone node had handled but not yet trimmed are given again: between
+ * there; what reached this node itself after a session was taken (which the session then got
+ * here) is skipped, and what the session got from the inbox is skipped when it reaches this node
+ * itself later. Messages the gone node had handled but not yet trimmed are given again: between
  * nodes, delivery is at least once. Shared subscriptions are left out (any member of the group may
  * have taken the message).
  */
@@ -101,32 +115,73 @@ export class GoneInboxes {
     return this.arrivals.active;
   }
 
-  /** A message forwarded by `sender` (its `n`th) reached this node and was routed here. */
-  arrived(sender: string, n: number): void {
+  /**
+   * A message forwarded by `sender` (its `n`th) reached this node and is routed here; returns the
+   * sessions it was given to from a gone node's inbox already, which it skips.
+   */
+  arrived(sender: string, n: number): ReadonlySet<Session> | undefined {
     this.arrivals.record(sender, n);
+    if (this.follows.size === 0) return undefined;
+    const key = `${sender}\n${n}`;
+    for (const f of this.follows.values()) {
+      const given = f.given.get(key);
+      if (given !== undefined) return given;
+    }
+    return undefined;
   }
 
   /**
    * A session was taken from `node`, which is gone or did not hand it over: what waits for it in
-   * that node's inbox is delivered to it. Settles once everything the inbox holds now has been.
+   * that node's inbox is delivered to it. Settles once everything the inbox held when the other
+   * nodes knew of the session here has been (the claim of a client waits for that).
    */
   took(node: string, session: Session): Promise<void> {
     if (node === this.node.nodeId || this.stopped) return Promise.resolve();
     const now = this.node.core.now();
     let f = this.follows.get(node);
     if (f === undefined) {
-      f = { node, began: now, entries: [], taken: new Map(), lastId: '', lastTake: now, lastRouted: now, seenGone: false, reading: Promise.resolve(), polling: false, failed: false };
+      f = { node, began: now, entries: [], taken: new Map(), joining: new Map(), joined: undefined, given: new Map(), lastId: '', lastTake: now, lastRouted: now, seenGone: false, reading: Promise.resolve(), polling: false, failed: false };
       this.follows.set(node, f);
-      this.timer ??= setInterval(this.poll, POLL_MS);
+      if (this.timer === undefined) {
+        this.timer = setInterval(this.poll, POLL_MS);
+        this.timer.unref();
+      }
     }
     f.lastTake = now;
-    const before = f.taken.get(session.clientId);
+    const before = f.taken.get(session.clientId) ?? f.joining.get(session.clientId);
     if (before !== undefined) this.arrivals.release(before.mark);
-    const taken = { session, mark: this.arrivals.mark() };
-    f.taken.set(session.clientId, taken);
-    // what was read already reaches it now, ahead of what is read next
-    for (const e of f.entries) this.deliver(f, e, taken);
-    return this.read(f);
+    f.taken.delete(session.clientId);
+    // marked now, as it starts to take messages here
+    f.joining.set(session.clientId, { session, mark: this.arrivals.mark() });
+    const follow = f;
+    follow.joined ??= new Promise<void>((resolve) =>
+      setImmediate(() => {
+        this.join(follow);
+        resolve();
+      }),
+    );
+    // read once now, and once more after the other nodes know the session is here: what they sent
+    // the gone node until then comes ahead of the CONNACK
+    return follow.joined
+      .then(() => this.read(follow))
+      .then(() => this.node.routesShared())
+      .then(() => this.read(follow));
+  }
+
+  /**
+   * The sessions taken this turn are given what was read so far, in one pass (a gone node's
+   * sessions are taken up hundreds at a time), ahead of what is read next.
+   */
+  private join(f: Follow): void {
+    const joining = f.joining;
+    f.joining = new Map();
+    f.joined = undefined;
+    if (this.follows.get(f.node) !== f) {
+      for (const t of joining.values()) this.arrivals.release(t.mark);
+      return;
+    }
+    for (const [id, t] of joining) f.taken.set(id, t);
+    for (const e of f.entries) this.deliver(f, e, joining);
   }
 
   /** Stops reading; sessions keep what reached them. */
@@ -142,8 +197,11 @@ export class GoneInboxes {
     for (const f of this.follows.values()) {
       if (this.node.routesTo(f.node)) f.lastRouted = now;
       if (!this.node.isLive(f.node)) f.seenGone = true;
-      // a slow Redis is not asked again before it answered
-      if (f.polling) continue;
+      // a slow Redis is not asked again before it answered; one that never answers is given up on
+      if (f.polling) {
+        if (now - f.began >= FAILING_FOLLOW_MS) this.end(f);
+        continue;
+      }
       f.polling = true;
       // read once more before it ends: what arrived since the last read
       void this.read(f).then(() => {
@@ -156,13 +214,18 @@ export class GoneInboxes {
   /** Whether nothing more can arrive in the node's inbox for the sessions taken from it, or the node reads it itself again. */
   private finished(f: Follow): boolean {
     const now = this.node.core.now();
-    return (f.seenGone && this.node.isLive(f.node)) || now - f.began >= MAX_FOLLOW_MS || now - Math.max(f.lastTake, f.lastRouted) >= FOLLOW_MS;
+    if (f.seenGone && this.node.isLive(f.node)) return true;
+    if (f.joining.size > 0) return false;
+    // what could not be read yet is still to be
+    if (f.failed) return now - f.began >= FAILING_FOLLOW_MS;
+    return now - f.began >= MAX_FOLLOW_MS || now - Math.max(f.lastTake, f.lastRouted) >= FOLLOW_MS;
   }
 
   private end(f: Follow): void {
     if (this.follows.get(f.node) !== f) return;
     this.follows.delete(f.node);
     for (const t of f.taken.values()) this.arrivals.release(t.mark);
+    for (const t of f.joining.values()) this.arrivals.release(t.mark);
     if (this.follows.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -207,19 +270,24 @@ export class GoneInboxes {
           if (frame.kind !== 'message') continue;
           const e = { from, n: frame.n, at, body: frame.body };
           f.entries.push(e);
-          this.deliver(f, e, undefined);
+          this.deliver(f, e);
         }
       }
       if (batch.length < READ_COUNT) return;
     }
   }
 
-  /** Gives a message to the sessions taken from the node (or to `only`) that match it and did not get it here. */
-  private deliver(f: Follow, e: Entry, only: Taken | undefined): void {
+  /** Gives a message to the sessions taken from the node (or those `among`) that match it and did not get it here. */
+  private deliver(f: Follow, e: Entry, among: ReadonlyMap<string, Taken> = f.taken): void {
     const { core } = this.node;
+    const key = `${e.from}\n${e.n}`;
     const accept = (s: Session): boolean => {
-      const t = f.taken.get(s.clientId);
-      return t !== undefined && t.session === s && (only === undefined || t === only) && !this.arrivals.takenSince(t.mark, e.from, e.n);
+      const t = among.get(s.clientId);
+      if (t === undefined || t.session !== s || this.arrivals.takenSince(t.mark, e.from, e.n)) return false;
+      let given = f.given.get(key);
+      if (given === undefined) f.given.set(key, (given = new Set()));
+      given.add(s);
+      return true;
     };
     try {
       // its expiry counts from when Redis took it

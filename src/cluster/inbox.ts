@@ -31,6 +31,17 @@ return left`;
 /** An inbox outlives its node this long, so that a node restarted with its store still finds what was sent to it. */
 export const INBOX_KEEP_MS = 24 * 3600 * 1000;
 
+/**
+ * Lua: makes sure a node's inbox keys exist (an empty stream, a zero count), so that an expiry set
+ * on them as the node goes holds for what is still sent to it after (its routes are kept a while).
+ */
+export const INBOX_KEYS_LUA = `
+local function inboxKeysExist(prefix, node)
+  local stream = prefix .. ':inbox:' .. node
+  if redis.call('EXISTS', stream) == 0 then redis.call('XADD', stream, 'MAXLEN', 0, '*', 'x', '') end
+  redis.call('SET', prefix .. ':inbox-bytes:' .. node, 0, 'NX')
+end`;
+
 export interface InboxScripts {
   midgeInboxAppend(stream: string, bytes: string, batch: Buffer, from: string): Promise<number>;
   midgeInboxTrim(stream: string, bytes: string, minId: string, taken: number): Promise<number>;

@@ -7,6 +7,7 @@ import { OrphanWills, type OrphanNode } from './orphan-wills.js';
 import { parseMember, type OrphanScripts } from './orphans.js';
 import type { RedisClient } from './redis-target.js';
 import { adopt, endsAt, giveUp } from './session-handover.js';
+import { settlesWithin } from './settles-within.js';
 import { WillMirror } from './will-mirror.js';
 import { packSessionEntry, unpackSessionEntry, type NodeFrame } from './wire.js';
 
@@ -42,6 +43,8 @@ const GRACE_HEARTBEATS = 5;
  * its store holds.
  */
 export const RETURN_WAIT_MS = 10_000;
+/** How long a client resuming a gone node's session waits for what that node's inbox held for it; the rest comes after its CONNACK. */
+const INBOX_READ_WAIT_MS = 1000;
 
 /**
  * What a node leaves the others in Redis should it go (its clients' wills and its persistent
@@ -214,8 +217,8 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
       // kept in Redis as this node's even if its client goes before its CONNACK
       this.sessions.mark(clientId);
       this.node.logger.info({ clientId, node }, 'cluster: a session its node did not hand over resumed here (its subscriptions, and what waits for it in that node\'s inbox; what was queued there follows if that node comes back)');
-      // what was sent to that node for it comes ahead of the CONNACK
-      await this.node.tookFrom(node, clientId);
+      // what was sent to that node for it comes ahead of the CONNACK, unless reading it takes long
+      await settlesWithin(this.node.tookFrom(node, clientId), INBOX_READ_WAIT_MS);
     }
   }
 

@@ -1,5 +1,5 @@
 import { publishCommand, publishOn, type RedisClient } from './redis-target.js';
-import { INBOX_KEEP_MS, inboxKeys } from './inbox.js';
+import { INBOX_KEEP_MS, INBOX_KEYS_LUA, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
 import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
 
@@ -10,7 +10,7 @@ import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
  * (PUBLISH, or SPUBLISH in a Redis Cluster), adding 'sessions' when the node left some. Returns
  * [was this node missing, live nodes, orphan sets].
  */
-export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}
+export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}${INBOX_KEYS_LUA}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[3]
@@ -23,6 +23,7 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]
 for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('DEL', prefix .. ':routes:' .. id)
+  inboxKeysExist(prefix, id)
   redis.call('PEXPIRE', prefix .. ':inbox:' .. id, ARGV[4])
   redis.call('PEXPIRE', prefix .. ':inbox-bytes:' .. id, ARGV[4])
   if orphan(prefix, id, now, 'd') then
@@ -48,7 +49,7 @@ export interface MembershipEvents {
 }
 
 /** The other nodes' routes, which go with the nodes that go. */
-export type KnownRoutes = Pick<RouteIndex, 'nodes' | 'removeNode'>;
+export type KnownRoutes = Pick<RouteIndex, 'nodes' | 'removeNode' | 'removeShared'>;
 
 export interface MembershipOptions {
   readonly nodeId: string;
@@ -112,14 +113,14 @@ export class Membership {
       if (initial) throw err;
       return;
     }
-    const [added, live, orphans] = result;
+    const [added, listed, orphans] = result;
+    // a node that went is live again when it says so ('up'), or once its routes are no longer
+    // kept: a heartbeat answered just before it left would otherwise bring it back
+    const live = this.lingering.size === 0 ? listed : listed.filter((n) => !this.lingering.has(n));
     // a node that (re)joined while this one's subscriber connection was down announced itself unheard
     const joined = initial ? [] : live.filter((n) => n !== nodeId && !this.live.has(n));
     this.live.clear();
-    for (const n of live) {
-      this.live.add(n);
-      this.stopLinger(n);
-    }
+    for (const n of live) this.live.add(n);
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
     if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
@@ -169,7 +170,9 @@ export class Membership {
     return this.live.has(node) || this.lingering.has(node);
   }
 
+  /** Keeps the node's direct routes a while; its shares of shared groups go to the groups' other members at once. */
   private linger(node: string): void {
+    this.routes.removeShared(node);
     if (this.lingering.has(node)) return;
     const timer = setTimeout(() => {
       this.lingering.delete(node);

@@ -1,3 +1,4 @@
+import { INBOX_KEYS_LUA } from './inbox.js';
 /*
  * What a node answers for in Redis, kept by it for the others should it die: its clients' wills
  * (`wills:<node>`, will-mirror.ts) and its persistent sessions (`sessions:<node>`: subscriptions and
@@ -63,7 +64,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
  * back. (Starting, it has first withdrawn the sessions it brought back from its store.) Returns 1
  * when it left sessions.
  */
-export const NODE_GONE = `${ORPHAN_LUA}${NOW_LUA}
+export const NODE_GONE = `${ORPHAN_LUA}${NOW_LUA}${INBOX_KEYS_LUA}
 local prefix, node = ARGV[1], ARGV[2]
 for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
   local at, kind, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
@@ -78,7 +79,10 @@ for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
     redis.call('ZADD', prefix .. ':orphans', tonumber(at), gone)
   end
 end
-if orphan(prefix, node, now, 'g') then return 1 end
+if orphan(prefix, node, now, 'g') then
+  inboxKeysExist(prefix, node)
+  return 1
+end
 return 0`;
 
 /** A node that was found dead but is live (ARGV[2]): it takes back what it left, to write it again. */

@@ -160,6 +160,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       counters: this.counters,
       isLive,
       routesTo: (node) => this.members.routesTo(node),
+      routesShared: () => this.routes.shared(),
     });
     this.inbox = new InboxReader(this.conns.reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
   }
@@ -304,9 +305,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           const message = unpackMessage(frame.body, sent);
           if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
           if (this.moves.adopting) this.moves.taken(from, frame.n);
-          if (this.goneInboxes.following) this.goneInboxes.arrived(from, frame.n);
+          // sessions taken from a gone node may have had it from its inbox already
+          const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, frame.n) : undefined;
           try {
-            this.core.routeRemote(message, select);
+            this.core.routeRemote(message, select, given === undefined ? undefined : (s) => !given.has(s));
           } catch (err) {
             // the messages after it in the same entry still go to their subscribers
             this.core.reportFault(err, `routing a message from node ${from}`);

@@ -99,6 +99,11 @@ export class RouteIndex {
     for (const f of [...this.filtersOf(node)]) this.remove(node, f);
   }
 
+  /** Drops the node's shared-subscription routes (`$share/...`), keeping its direct ones. */
+  removeShared(node: string): void {
+    for (const f of [...this.filtersOf(node)]) if (f.startsWith('$share/')) this.remove(node, f);
+  }
+
   /** Fills `plan` (emptied first) for a message on `topic`. */
   plan(topic: string, plan: RoutePlan): void {
     plan.nodes.clear();

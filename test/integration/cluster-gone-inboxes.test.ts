@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { collectFor, connackOf, connectClient, nextMessages } from '../helpers/broker.js';
+import { collectFor, connackOf, connectClient, delay, nextMessages } from '../helpers/broker.js';
 import { eventually } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
 import { CLUSTER_TEST, clusterHarness, routesKnown, spawnNode } from '../helpers/cluster.js';
@@ -61,6 +61,38 @@ describe('a cluster keeps what is published for the sessions of a node that goes
     assert.deepEqual(woke.payloads, ['s1', 's2', 's3']);
     assert.equal(a.broker.stats.cluster?.goneInboxMessages, 4);
     assert.deepEqual(seen, ['a1', 'a2', 'a3'], 'the bystander got each once, as published');
+  });
+
+  test('[MQTT-4.3.3-2] messages a third node publishes all along, to the dead node still routed to and then to the node its session went to as well, reach the session once each', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    // room for the few thousand messages the dead node's inbox holds for the session by then
+    const a = await h.node(prefix, 'takes', { limits: { maxQueuedMessages: 100_000 } });
+    const relay = await h.node(prefix, 'relays');
+    const { child, port } = await spawnNode(h.redis.url, prefix, 'falls');
+    const c = await connectClient(port, persistent('burst'));
+    await c.subscribeAsync('burst/#', { qos: 1 });
+    await routesKnown(relay, 1);
+    const pub = await connectClient(relay.port, { clientId: 'burst-pub', protocolVersion: 5 });
+    child.kill('SIGKILL');
+    c.end(true);
+    // from the kill until a second after the session is taken up, 20 every 20 ms
+    let sent = 0;
+    let taken = false;
+    const publishing = (async () => {
+      for (let until = Infinity; Date.now() < until; sent += 20) {
+        if (taken && until === Infinity) until = Date.now() + 1000;
+        await Promise.all([delay(20), ...Array.from({ length: 20 }, (_, k) => pub.publishAsync(`burst/${sent + k}`, String(sent + k), { qos: 1 }))]);
+      }
+    })();
+    assert.ok(await eventually(() => relay.broker.stats.cluster?.nodes === 2, 9000), 'the dead node is found dead');
+    const payloads: string[] = [];
+    const back = await connectClient(a.port, persistent('burst'), (cl) => cl.on('message', (_t, p) => payloads.push(p.toString())));
+    assert.equal(connackOf(back).sessionPresent, true);
+    taken = true;
+    await publishing;
+    await collectFor(back, 2000);
+    assert.equal(new Set(payloads).size, sent, `every one of ${sent}`);
+    assert.equal(payloads.length, sent, 'none twice');
   });
 
   test('[MQTT-3.1.2-5] a node that stops and comes back with its store finds what was published for its offline sessions meanwhile; a client that went elsewhere gets what was sent to the node for it there', CLUSTER_TEST, async () => {

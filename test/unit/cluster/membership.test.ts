@@ -74,13 +74,19 @@ describe('Membership: which nodes are in the cluster', () => {
     assert.deepEqual(joined, ['b'], "this node's own events are not news");
   });
 
-  test("a node that left persistent sessions ('down <node> sessions') keeps its routes for the linger, through missed heartbeats, then loses them; back within it, it keeps them", async () => {
+  test("a node that left persistent sessions ('down <node> sessions') keeps its direct routes for the linger, through missed and stale heartbeats, then loses them; back within it, it keeps them", async () => {
     const { members, index, clock, answer } = setup();
     members.nodeEvent('up b');
-    index.replaceNode('b', ['s/#']);
+    index.replaceNode('b', ['s/#', '$share/g/s/#']);
     members.nodeEvent('down b sessions');
     assert.equal(members.isLive('b'), false);
     assert.equal(members.routesTo('b'), true);
+    assert.deepEqual([...index.filtersOf('b')], ['s/#'], "its shares of shared groups go to the groups' other members at once");
+    // a heartbeat answered just before it left does not bring it back
+    answer.live = ['self', 'b'];
+    await members.heartbeat();
+    assert.equal(members.isLive('b'), false);
+    answer.live = ['self'];
     // missing from the live set for longer than a node timeout does not drop them early
     await members.heartbeat();
     clock.t = 2 * TIMEOUT;
