@@ -1,6 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
+import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
 import { inboxKeys, nextId } from './inbox.js';
@@ -20,6 +21,11 @@ export interface GoneInboxNode {
   routesTo(node: string): boolean;
   /** settles once the other nodes have been told of this node's subscriptions so far */
   routesShared(): Promise<void> | undefined;
+  /**
+   * a message is routed here that `from` forwarded as its `n`th: a session handed on from here
+   * meanwhile sends it on with that origin, for the node it went to to tell it from its own copy
+   */
+  noteRoute(message: Message, from: string, n: number): void;
 }
 
 /** how often the inbox of a gone node is read again while sessions taken from it may still get messages there */
@@ -292,6 +298,7 @@ export class GoneInboxes {
     try {
       // its expiry counts from when Redis took it
       const message = unpackMessage(e.body, Math.min(core.now(), e.at));
+      this.node.noteRoute(message, e.from, e.n);
       if (core.routeRemote(message, NO_GROUPS, accept) > 0) this.node.counters.goneInboxMessages++;
     } catch (err) {
       core.reportFault(err, `delivering a message left in the inbox of node ${f.node}`);

@@ -161,6 +161,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       isLive,
       routesTo: (node) => this.members.routesTo(node),
       routesShared: () => this.routes.shared(),
+      noteRoute: (message, from, n) => {
+        if (this.moves.active) this.moves.noteRoute(message, from, n);
+      },
     });
     this.inbox = new InboxReader(this.conns.reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
   }
