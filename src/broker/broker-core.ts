@@ -415,12 +415,19 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);
   }
 
-  publishWill(client: ClientInfo, will: Will): void {
+  publishWill(client: ClientInfo, will: Will): boolean | Promise<boolean> {
     const properties = willMessageProperties(will.properties);
     const message = createMessage(will.topic, will.payload, will.qos, will.retain, properties, this, client.id);
     const verdict = this.authorizePublish(client, message);
     if (verdict === true) void this.publish(message)?.catch(noop);
-    else if (verdict !== false) void verdict.then((ok) => ok && this.publish(message)).catch(noop);
+    if (typeof verdict === 'boolean') return verdict;
+    return verdict.then(
+      (ok) => {
+        if (ok) void this.publish(message)?.catch(noop);
+        return ok;
+      },
+      () => false,
+    );
   }
 }
 

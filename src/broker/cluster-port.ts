@@ -74,8 +74,8 @@ export interface ClusterHost {
    * Returns how many sessions it reached.
    */
   routeRemote(message: Message, shared: SharedSelector, only?: (session: Session) => boolean): number;
-  /** Publishes a client's will as the broker does when its connection is lost (its ACL applies). */
-  publishWill(client: ClientInfo, will: Will): void;
+  /** Publishes a client's will as the broker does when its connection is lost (its ACL applies); says whether the ACL let it through. */
+  publishWill(client: ClientInfo, will: Will): boolean | Promise<boolean>;
   /** a fault met by work no client's input started: logged, and the node goes on */
   reportFault(err: unknown, task: string): void;
   /** A retained message set (undefined: cleared) on another node. */

@@ -182,8 +182,10 @@ export class OrphanWills {
 
   private publish(clientId: string, entry: WillEntry): void {
     try {
-      this.node.core.publishWill(absentClient(clientId, entry.username), entry.will);
-      this.node.counters.orphanWillsSent++;
+      // counted once its client's ACL let it through
+      const sent = this.node.core.publishWill(absentClient(clientId, entry.username), entry.will);
+      if (sent === true) this.node.counters.orphanWillsSent++;
+      else if (sent !== false) void sent.then((ok) => void (ok && this.node.counters.orphanWillsSent++));
     } catch (err) {
       this.node.core.reportFault(err, `sending the will of ${clientId}, left by a gone node`);
     }

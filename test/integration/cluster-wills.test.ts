@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
@@ -24,18 +27,22 @@ function clientWithWill(port: number, id: string, delayS = 0, expiryS = 0, clean
 describe('wills outlive the node their client was connected to', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
 
-  test('[MQTT-3.1.2-8] the will of a client connected to a node that dies is published by another node, once; [MQTT-3.1.2-10] one removed by DISCONNECT is not', CLUSTER_TEST, async () => {
+  test('[MQTT-3.1.2-8] the will of a client connected to a node that dies is published by another node, once; [MQTT-3.1.2-10] one removed by DISCONNECT is not; one the ACL of the sending node refuses is neither sent nor counted', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
-    const a = await h.node(prefix, 'survivor');
+    // the ACL of the node that sends a will applies: this one may not send sensor-3's
+    const dir = mkdtempSync(join(tmpdir(), 'midge-will-acl-'));
+    writeFileSync(join(dir, 'acl'), 'topic read will/#\ntopic write will/sensor-1\ntopic write will/sensor-2\n');
+    const a = await h.node(prefix, 'survivor', { aclFile: join(dir, 'acl') });
     const watcher = await watchWills(a);
     const doomed = await spawnNode(h.redis.url, prefix, 'doomed');
     await clientWithWill(doomed.port, 'sensor-1');
+    await clientWithWill(doomed.port, 'sensor-3');
     const polite = await clientWithWill(doomed.port, 'sensor-2');
     await polite.endAsync();
     const redis = new Redis(h.redis.url);
     try {
       const kept = async (): Promise<string[]> => redis.hkeys(`${prefix}:wills:doomed`);
-      assert.ok(await poll(async () => (await kept()).join() === 'sensor-1', 3000), `the connected client's will is kept in Redis, the one removed by DISCONNECT is not: ${(await kept()).join()}`);
+      assert.ok(await poll(async () => (await kept()).sort().join() === 'sensor-1,sensor-3', 3000), `the connected client's will is kept in Redis, the one removed by DISCONNECT is not: ${(await kept()).join()}`);
       const dies = Date.now();
       doomed.child.kill('SIGKILL');
       // the node timeout (5 s) finds it dead, then its wills wait the grace (3 s) in case it was only cut off from Redis
@@ -43,12 +50,13 @@ describe('wills outlive the node their client was connected to', { skip: skipWit
       assert.equal(got[0]?.topic, 'will/sensor-1');
       assert.equal(got[0]?.payload.toString(), 'gone sensor-1');
       assert.ok(Date.now() - dies >= 5000, 'not before the node was found dead');
-      assert.deepEqual(await collectFor(watcher, 1500), [], 'sent once: no second will, and none for the client that disconnected');
-      assert.equal(a.broker.stats.cluster?.orphanWillsSent, 1);
+      assert.deepEqual(await collectFor(watcher, 1500), [], 'sent once: no second will, none for the client that disconnected, and none the ACL refused');
+      assert.equal(a.broker.stats.cluster?.orphanWillsSent, 1, 'the refused one is not counted as sent');
       assert.equal(await redis.exists(`${prefix}:wills:doomed`), 0);
       assert.equal(await redis.zcard(`${prefix}:orphans`), 0, 'the emptied orphan set is dropped');
     } finally {
       redis.disconnect();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
