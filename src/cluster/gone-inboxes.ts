@@ -91,7 +91,8 @@ const NO_GROUPS = (): boolean => false;
 
 /**
  * Messages other nodes routed to a node that then died or stopped, read from its inbox for the
- * sessions taken from it. A node that goes keeps its routes a while (membership.ts), so that what
+ * sessions taken from it (the node may be this one: a session of its earlier run, kept only in
+ * Redis, resumes when its client connects). A node that goes keeps its routes a while (membership.ts), so that what
  * is published for its sessions meanwhile waits in its inbox (kept a day, for its return) instead
  * of reaching no one. A node that takes up one of those sessions (its client connected here, or it
  * is kept here offline) reads that inbox from the start, and on while messages may still arrive
@@ -142,7 +143,7 @@ export class GoneInboxes {
    * nodes knew of the session here has been (the claim of a client waits for that).
    */
   took(node: string, session: Session): Promise<void> {
-    if (node === this.node.nodeId || this.stopped) return Promise.resolve();
+    if (this.stopped) return Promise.resolve();
     const now = this.node.core.now();
     let f = this.follows.get(node);
     if (f === undefined) {
@@ -201,7 +202,8 @@ export class GoneInboxes {
   private readonly poll = (): void => {
     const now = this.node.core.now();
     for (const f of this.follows.values()) {
-      if (this.node.routesTo(f.node)) f.lastRouted = now;
+      // an earlier run of this node is followed only for what was sent to it: the rest comes here
+      if (f.node !== this.node.nodeId && this.node.routesTo(f.node)) f.lastRouted = now;
       if (!this.node.isLive(f.node)) f.seenGone = true;
       // a slow Redis is not asked again before it answered; one that never answers is given up on
       if (f.polling) {

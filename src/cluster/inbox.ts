@@ -91,6 +91,8 @@ export class InboxReader {
   /** bytes handled and not yet trimmed */
   private untrimmed = 0;
   private trimTimer: NodeJS.Timeout | undefined;
+  /** no trim before then (Date.now() ms) */
+  private trimsFrom = 0;
 
   constructor(conn: RedisClient, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
     this.conn = conn;
@@ -101,7 +103,12 @@ export class InboxReader {
     this.halted = new Promise((resolve) => (this.halt = () => resolve(undefined)));
   }
 
-  start(): void {
+  /**
+   * Starts reading; what is read is not trimmed for `holdTrimsMs`: what was sent to this node's
+   * earlier run stays for the sessions of that run taken up here or elsewhere (gone-inboxes.ts).
+   */
+  start(holdTrimsMs = 0): void {
+    this.trimsFrom = Date.now() + holdTrimsMs;
     this.running = true;
     this.loop = this.run();
   }
@@ -161,7 +168,9 @@ export class InboxReader {
         }
       }
       this.untrimmed += bytes;
-      if (this.untrimmed >= TRIM_BYTES) this.trim();
+      const held = this.trimsFrom - Date.now();
+      if (held > 0) this.trimTimer ??= setTimeout(this.trim, held);
+      else if (this.untrimmed >= TRIM_BYTES) this.trim();
       else this.trimTimer ??= setTimeout(this.trim, TRIM_EVERY_MS);
     }
   }

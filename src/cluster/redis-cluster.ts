@@ -210,8 +210,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.conns.report(true);
     this.routes.joined = true;
     this.core.cluster = this;
-    // what was sent here before a restart is read first, then what comes
-    this.inbox.start();
+    // what was sent here before a restart is read first, then what comes; it stays in Redis while
+    // the sessions of the earlier run may still be taken up, here or elsewhere
+    this.inbox.start(RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS);
     this.timer = setInterval(() => void this.members.heartbeat(), HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again

@@ -115,24 +115,33 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.equal(connackOf(late).sessionPresent, false, 'expired meanwhile: a new session');
   });
 
-  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) resumes its clients\' sessions from Redis', CLUSTER_TEST, async () => {
+  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) resumes its clients\' sessions from Redis, with what was published for them while it was down', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets', persistence: 'memory' as const, sysInterval: 0 };
+    const other = await h.node(prefix, 'remembers');
     const first = await startBroker(opts);
     const options = { clientId: 'remembered', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
     const c = await connectClient(first.port, options);
     await c.subscribeAsync('remembered/#', { qos: 1 });
     await c.endAsync();
+    await routesKnown(other, 1);
     await first.close();
+    // the stopped node's routes are kept a while: this waits in its inbox
+    const pub = await connectClient(other.port, { clientId: 'remembered-pub' });
+    await pub.publishAsync('remembered/0', 'while down', { qos: 1 });
     const again = await startBroker(opts);
     h.nodes.push(again);
     assert.equal(again.broker.stats.sessions, 0, 'nothing in its own memory');
-    const back = await connectClient(again.port, options);
+    // the node has read its inbox by now, and kept it
+    await delay(500);
+    let missed: Promise<Array<{ payload: Buffer }>> | undefined;
+    const back = await connectClient(again.port, options, (cl) => (missed = nextMessages(cl, 1)));
     assert.equal(connackOf(back).sessionPresent, true);
+    assert.equal((await missed)?.[0]?.payload.toString(), 'while down', 'read again from its inbox for the session of its earlier run');
     const got = nextMessages(back, 1);
-    const pub = await connectClient(again.port, { clientId: 'remembered-pub' });
     await pub.publishAsync('remembered/1', 'x', { qos: 1 });
     assert.equal((await got)[0]?.topic, 'remembered/1');
+    assert.deepEqual(await collectFor(back, 500), [], 'each once');
   });
 
   test('[MQTT-3.1.2-5] the offline sessions of a node that died are taken up by another node: what is published for them meanwhile waits for their clients there, and their wills go with them', CLUSTER_TEST, async () => {
