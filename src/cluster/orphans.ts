@@ -62,10 +62,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
  * A node starting or stopping (ARGV[1] prefix, ARGV[2] node): what its previous run or this one
  * answered for is left to the cluster, and what another node found dead is no longer to be taken
  * back. (Starting, it has first withdrawn the sessions it brought back from its store.) Returns 1
- * when it left sessions.
+ * when it left sessions, now or when it was found dead.
  */
 export const NODE_GONE = `${ORPHAN_LUA}${NOW_LUA}${INBOX_KEYS_LUA}
 local prefix, node = ARGV[1], ARGV[2]
+local left = false
 for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
   local at, kind, owner = string.match(m, '^(%d+)|(%a)|(.*)$')
   if owner == node and kind == 'd' then
@@ -73,13 +74,15 @@ for _, m in ipairs(redis.call('ZRANGE', prefix .. ':orphans', 0, -1)) do
     for _, what in ipairs(kinds) do
       if redis.call('EXISTS', prefix .. ':orphan-' .. what .. ':' .. m) == 1 then
         redis.call('RENAME', prefix .. ':orphan-' .. what .. ':' .. m, prefix .. ':orphan-' .. what .. ':' .. gone)
+        if what == 'sessions' then left = true end
       end
     end
     redis.call('ZREM', prefix .. ':orphans', m)
     redis.call('ZADD', prefix .. ':orphans', tonumber(at), gone)
   end
 end
-if orphan(prefix, node, now, 'g') then
+if orphan(prefix, node, now, 'g') then left = true end
+if left then
   inboxKeysExist(prefix, node)
   return 1
 end
