@@ -67,7 +67,7 @@ interface Follow {
   readonly taken: Map<string, Taken>;
   /** sessions taken this turn, given what was read so far together at its end */
   joining: Map<string, Taken>;
-  /** settles once the sessions joining have been given what was read so far */
+  /** settles once the sessions joining have been given what was read so far, and what was read twice more */
   joined: Promise<void> | undefined;
   /**
    * the sessions each message read was given to, by sender and number: the same message may reach
@@ -92,9 +92,9 @@ const NO_GROUPS = (): boolean => false;
 /**
  * Messages other nodes routed to a node that then died or stopped, read from its inbox for the
  * sessions taken from it (the node may be this one: a session of its earlier run, kept only in
- * Redis, resumes when its client connects). A node that goes keeps its routes a while (membership.ts), so that what
- * is published for its sessions meanwhile waits in its inbox (kept a day, for its return) instead
- * of reaching no one. A node that takes up one of those sessions (its client connected here, or it
+ * Redis, resumes when its client connects). A node that goes keeps its routes a while
+ * (membership.ts), so that what is published for its sessions meanwhile waits in its inbox (kept
+ * a day, for its return) instead of reaching no one. A node that takes up one of those sessions (its client connected here, or it
  * is kept here offline) reads that inbox from the start, and on while messages may still arrive
  * there, and gives the session what matches its subscriptions.
  *
@@ -161,18 +161,18 @@ export class GoneInboxes {
     // marked now, as it starts to take messages here
     f.joining.set(session.clientId, { session, mark: this.arrivals.mark() });
     const follow = f;
+    // read once now, and once more after the other nodes know the session is here: what they sent
+    // the gone node until then comes ahead of the CONNACK. One pass and two reads for the turn's sessions.
     follow.joined ??= new Promise<void>((resolve) =>
       setImmediate(() => {
         this.join(follow);
         resolve();
       }),
-    );
-    // read once now, and once more after the other nodes know the session is here: what they sent
-    // the gone node until then comes ahead of the CONNACK
-    return follow.joined
+    )
       .then(() => this.read(follow))
       .then(() => this.node.routesShared())
       .then(() => this.read(follow));
+    return follow.joined;
   }
 
   /**
