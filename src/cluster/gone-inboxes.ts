@@ -30,7 +30,8 @@ export interface GoneInboxNode {
 
 /** how often the inbox of a gone node is read again while sessions taken from it may still get messages there */
 const POLL_MS = 200;
-const READ_COUNT = 500;
+// entries are batches of a turn's messages: a read of many would hold up the command connection
+const READ_COUNT = 100;
 /**
  * Reading goes on this long after a session was last taken from the node and this node last
  * routed there: messages other nodes sent there as they dropped its routes are on their way.
