@@ -77,9 +77,13 @@ describe('midge bench', () => {
       return { median: d[Math.floor(d.length / 2)] as number, warnings: r.warnings };
     };
     const ticked = await gaps(false);
-    const spread = await gaps(true);
+    const spaced = (g: { median: number }): boolean => g.median > 0.15 && g.median < 0.35;
+    // a generator descheduled by other work on its core sends what fell due back to back: up to
+    // three tries, since load can only close the gaps, never open them where a 1 ms timer is used
+    let spread = await gaps(true);
+    for (let i = 0; i < 2 && !spaced(spread); i++) spread = await gaps(true);
     assert.ok(ticked.median < 0.1, `median gap ${ticked.median} ms with the 1 ms timer`);
-    assert.ok(spread.median > 0.15 && spread.median < 0.35, `median gap ${spread.median} ms spread`);
+    assert.ok(spaced(spread), `median gap ${spread.median} ms spread`);
     // spinning takes the generator's whole core by design: that is not reported as a bottleneck
     assert.ok(!spread.warnings.some((w) => w.includes('% of a core')), spread.warnings.join('; '));
     // a rate the publishers cannot keep (one message in flight each) is said
