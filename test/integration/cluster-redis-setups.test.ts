@@ -114,7 +114,7 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
     }
   });
 
-  test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages, move sessions, publish the waiting wills of a node that stops, and go on after that slot fails over', CLUSTER_TEST, async () => {
+  test('with a Redis Cluster (redis+cluster://) the nodes keep their keys in one hash slot, route, share retained messages, move sessions, publish the waiting wills of a node that stops, keep what is published for its session until it resumes elsewhere, and go on after that slot fails over', CLUSTER_TEST, async () => {
     const rc = await startRedisCluster(3, 1);
     const ask = new Redis(rc.nodes[0]!.port, '127.0.0.1');
     try {
@@ -168,13 +168,22 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
       // keys and scripts are in the slot too
       const x = await startBroker({ clusterRedis: rc.url, clusterNodeId: 'x', clusterPrefix: h.lastPrefix(), sysInterval: 0 });
       await late.subscribeAsync('rc-will/#', { qos: 1 });
-      await connectClient(x.port, { clientId: 'rc-will', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 60 }, will: { topic: 'rc-will/x', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 1 } } });
+      const willing = { clientId: 'rc-will', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 60 }, will: { topic: 'rc-will/x', payload: Buffer.from('gone'), qos: 1 as const, retain: false, properties: { willDelayInterval: 1 } } };
+      await (await connectClient(x.port, willing)).subscribeAsync('rc-gone/#', { qos: 1 });
       const kept = new Redis(await rc.masterOf(tag), '127.0.0.1');
       assert.ok(await poll(async () => (await kept.hexists(`${tag}:wills:x`, 'rc-will')) === 1, 3000), 'the will is kept in the slot');
       kept.disconnect();
       const will = nextMessages(late, 1, 8000);
       await x.close();
+      // the node that stopped left a persistent session: its routes are kept a while, and what is
+      // published for it meanwhile is read from its inbox where the session resumes
+      assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 3, 3000), 'the node that stopped has left');
+      await pub.publishAsync('rc-gone/1', 'while gone', { qos: 1 });
       assert.equal((await will)[0]?.payload.toString(), 'gone');
+      let missed: Promise<Array<{ payload: Buffer }>> | undefined;
+      const resumed = await connectClient(b.port, { ...willing, will: undefined }, (c) => (missed = nextMessages(c, 1)));
+      assert.equal(connackOf(resumed).sessionPresent, true);
+      assert.equal((await missed)?.[0]?.payload.toString(), 'while gone');
 
       // the master serving the slot dies; its replica takes over
       const master = rc.nodes.find((n) => n.port === masterPort) as TestRedis;
