@@ -93,10 +93,12 @@ export class ClientOwnership {
    * This node was found dead while it was only cut off from Redis, and is back: sessions another
    * node took up meanwhile are settled. One whose client is still connected here is taken back
    * with what reached it there (and its will there is dropped); one whose client is not is given
-   * up to that node, as at a start.
+   * up to that node, as at a start. Resolves to the client ids of those sessions, with when each
+   * was settled: what waited in this node's inbox for them until then reached them there.
    */
-  async reconcile(): Promise<void> {
+  async reconcile(): Promise<Map<string, number>> {
     const { core, cmd, nodeId } = this.node;
+    const settled = new Map<string, number>();
     const sessions = [...core.sessions.values()].filter((s) => s.expiryInterval > 0 && !this.claiming.has(s.clientId));
     for (let i = 0; i < sessions.length; i += 1000) {
       const slice = sessions.slice(i, i + 1000);
@@ -106,6 +108,7 @@ export class ClientOwnership {
           const holder = holders[k];
           if (holder === null || holder === undefined || holder === nodeId || core.sessions.get(s.clientId) !== s) return;
           if (s.sink === undefined) {
+            settled.set(s.clientId, core.now());
             core.wills.cancel(s.clientId);
             this.node.gaveUp(s.clientId, holder);
             return;
@@ -113,12 +116,14 @@ export class ClientOwnership {
           await cmd.set(this.node.key(`client:${s.clientId}`), nodeId);
           const transfer = await this.request(holder, s.clientId, false);
           if (transfer === null || transfer === undefined) return;
+          settled.set(s.clientId, core.now());
           const count = resumeLate(core, s.clientId, transfer);
           this.node.logger.info({ clientId: s.clientId, node: holder, messages: count }, 'cluster: a session taken up elsewhere while this node was cut off from Redis is back here');
           this.moves.moveHere(holder, s.clientId);
         }),
       );
     }
+    return settled;
   }
 
   /** A client is connecting here: takes its id, and its session from the node that had it. */

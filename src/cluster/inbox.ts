@@ -55,6 +55,9 @@ export function inboxKeys(prefix: string, node: string): [stream: string, bytes:
 /** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms), `from` the node that sent it. */
 export type InboxConsumer = (batch: Buffer, appendedAt: number, from: string) => void;
 
+/** Asked before each read is handled: undefined to handle it at once, or a promise that settles when it may be. */
+export type InboxGate = () => Promise<void> | undefined;
+
 const READ_COUNT = 256;
 const BLOCK_MS = 2000;
 /**
@@ -74,6 +77,7 @@ export class InboxReader {
   private readonly scripts: InboxScripts;
   private readonly keys: [string, string];
   private readonly consume: InboxConsumer;
+  private readonly gate: InboxGate;
   private readonly logger: Logger;
   private lastId = '0-0';
   private running = false;
@@ -94,11 +98,12 @@ export class InboxReader {
   /** no trim before then (Date.now() ms) */
   private trimsFrom = 0;
 
-  constructor(conn: RedisClient, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, logger: Logger) {
+  constructor(conn: RedisClient, scripts: InboxScripts, keys: [string, string], consume: InboxConsumer, gate: InboxGate, logger: Logger) {
     this.conn = conn;
     this.scripts = scripts;
     this.keys = keys;
     this.consume = consume;
+    this.gate = gate;
     this.logger = logger;
     this.halted = new Promise((resolve) => (this.halt = () => resolve(undefined)));
   }
@@ -156,6 +161,11 @@ export class InboxReader {
       this.lastId = last[0].toString();
       // the next read is on its way while this batch is handled: a round trip less per batch
       next = this.read();
+      const gate = this.gate();
+      if (gate !== undefined) {
+        await Promise.race([gate, this.halted]);
+        if (!this.running) return;
+      }
       let bytes = 0;
       for (const [id, fields] of entries) {
         const batch = fields[1];

@@ -24,7 +24,7 @@ export interface LegacyNode {
   /** whether the session was handed to another node and stays here only a moment */
   leaving(clientId: string): boolean;
   /** settles the sessions other nodes took up while this one was found dead (client-ownership.ts) */
-  reconcileSessions(): Promise<void>;
+  reconcileSessions(): Promise<Map<string, number>>;
   sendFrame(node: string, frame: NodeFrame): void;
   /** a session was taken from `node`: what waits for it in that node's inbox is delivered (gone-inboxes.ts) */
   tookFrom(node: string, clientId: string): Promise<void>;
@@ -148,9 +148,12 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
     await Promise.all([this.wills.resync(), this.sessions.resync()]);
   }
 
-  /** Settles, in the background, the sessions other nodes took up while this one was found dead. */
-  reconcile(): void {
-    this.node.reconcileSessions().catch((err: Error) => this.node.logger.warn({ err: err.message }, 'cluster: sessions taken up elsewhere not settled'));
+  /** Settles the sessions other nodes took up while this one was found dead; resolves to their client ids with when each was settled (none when it failed, which is logged). */
+  reconcile(): Promise<Map<string, number>> {
+    return this.node.reconcileSessions().catch((err: Error) => {
+      this.node.logger.warn({ err: err.message }, 'cluster: sessions taken up elsewhere not settled');
+      return new Map<string, number>();
+    });
   }
 
   /**

@@ -73,6 +73,10 @@ export class Membership {
   private readonly live = new Set<string>();
   /** nodes whose routes are known but that the last heartbeats did not list, since when */
   private readonly missingSince = new Map<string, number>();
+  /** when this node's heartbeat last went through (its clock) */
+  private lastBeat: number;
+  /** waiting for the next heartbeat to go through */
+  private beatWaiters: Array<() => void> = [];
   /** nodes gone whose routes are still kept, with the timer that drops them */
   private readonly lingering = new Map<string, NodeJS.Timeout>();
   private readonly cmd: RedisClient;
@@ -87,6 +91,20 @@ export class Membership {
     this.options = options;
     this.routes = routes;
     this.events = events;
+    this.lastBeat = options.now();
+  }
+
+  /**
+   * Whether this node may have been found dead: its heartbeat has not gone through for a node
+   * timeout (it was stalled, or cut off from Redis).
+   */
+  get maybeDropped(): boolean {
+    return this.options.now() - this.lastBeat >= this.options.nodeTimeoutMs;
+  }
+
+  /** Settles once a heartbeat has gone through, and what follows a readmission is done. */
+  nextBeat(): Promise<void> {
+    return new Promise((resolve) => this.beatWaiters.push(resolve));
   }
 
   isLive(node: string): boolean {
@@ -124,6 +142,10 @@ export class Membership {
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
     if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
+    this.lastBeat = this.options.now();
+    const waiters = this.beatWaiters;
+    this.beatWaiters = [];
+    for (const w of waiters) w();
     this.events.orphans(orphans);
   }
 

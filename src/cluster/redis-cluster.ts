@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ClusterHost, ClusterPort } from '../broker/cluster-port.js';
 import type { ClusterCounts } from '../broker/stats.js';
 import type { Message } from '../session/message.js';
+import type { Session } from '../session/session.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { Forwarder } from './forwarder.js';
 import { INBOX_APPEND, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
@@ -46,6 +47,8 @@ export interface ClusterOptions {
 const HEARTBEAT_MS = 1000;
 /** how much longer than the sessions of a node that stopped wait for it its routes are kept */
 const ROUTE_LINGER_MARGIN_MS = 5000;
+/** how long the inbox skips, for sessions settled with other nodes at a readmission, what was sent before */
+const SETTLED_AWAY_KEEP_MS = 60_000;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
 
@@ -86,6 +89,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly routes: RouteSync;
   /** events that arrived while the state they change was being read */
   private buffered: Array<[string, Buffer]> | undefined = [];
+  /**
+   * Sessions settled with other nodes after this node was readmitted, with when (this node's
+   * clock): what waited in this node's inbox for them until then was given them there, and comes
+   * back with them (or stays there), so it is not given them here again. Kept a while.
+   */
+  private settledAway = new Map<string, number>();
+  private settledTimer: NodeJS.Timeout | undefined;
   private started = false;
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
@@ -135,7 +145,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it
-      readmitted: () => (this.started ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.legacy.rewrite()]).then(() => this.legacy.reconcile()) : Promise.resolve()),
+      readmitted: () =>
+        this.started
+          ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.legacy.rewrite()])
+              .then(() => this.legacy.reconcile())
+              .then((settled) => this.noteSettledAway(settled))
+          : Promise.resolve(),
       // what is taken up before this node has joined would reach its own subscribers only
       orphans: (members) => this.legacy.listed(members, this.started && !this.stopping),
     });
@@ -165,7 +180,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
         if (this.moves.active) this.moves.noteRoute(message, from, n);
       },
     });
-    this.inbox = new InboxReader(this.conns.reader, this.scripts, inboxKeys(prefix, this.nodeId), (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from), logger);
+    this.inbox = new InboxReader(
+      this.conns.reader,
+      this.scripts,
+      inboxKeys(prefix, this.nodeId),
+      (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from),
+      // a node that may have been found dead (stalled, or cut off from Redis) and had its sessions
+      // taken up elsewhere handles what waited here once it knows which (settledAway)
+      () => (this.members.maybeDropped ? this.members.nextBeat() : undefined),
+      logger,
+    );
   }
 
   /** what this node knows of the cluster now */
@@ -228,7 +252,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     await this.members.heartbeat(true);
     await this.legacy.rewrite();
     // back after an outage: sessions the others took up meanwhile (this node was found dead) are settled
-    if (this.started) this.legacy.reconcile();
+    if (this.started) void this.legacy.reconcile();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
     const sets = await this.routes.read(nodes);
@@ -293,6 +317,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     }
   }
 
+  private noteSettledAway(settled: Map<string, number>): void {
+    this.settledAway = settled;
+    clearTimeout(this.settledTimer);
+    this.settledTimer = setTimeout(() => (this.settledAway = new Map()), SETTLED_AWAY_KEEP_MS);
+    this.settledTimer.unref();
+  }
+
   /**
    * Messages other nodes routed here. An entry read long after it was written (this node was
    * restarting) has aged meanwhile: its messages' expiry counts from when Redis took it.
@@ -311,8 +342,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           if (this.moves.adopting) this.moves.taken(from, frame.n);
           // sessions taken from a gone node may have had it from its inbox already
           const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, frame.n) : undefined;
+          const away = this.settledAway;
+          const settledBefore = (s: Session): boolean => appendedAt <= (away.get(s.clientId) ?? -1);
+          const only = given === undefined ? (away.size === 0 ? undefined : (s: Session) => !settledBefore(s)) : (s: Session) => !given.has(s) && !settledBefore(s);
           try {
-            this.core.routeRemote(message, select, given === undefined ? undefined : (s) => !given.has(s));
+            this.core.routeRemote(message, select, only);
           } catch (err) {
             // the messages after it in the same entry still go to their subscribers
             this.core.reportFault(err, `routing a message from node ${from}`);
@@ -432,7 +466,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     return this.moves.isLeaving(clientId);
   }
 
-  reconcileSessions(): Promise<void> {
+  reconcileSessions(): Promise<Map<string, number>> {
     return this.ownership.reconcile();
   }
 

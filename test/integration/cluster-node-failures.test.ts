@@ -190,7 +190,12 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     }
     const got = await nextMessages(c, 1, 8000);
     assert.equal(got[0]?.payload.toString(), 'reached the other node', 'what was kept for it elsewhere follows it back');
+    assert.deepEqual((await collectFor(c, 1500)).map((m) => m.payload.toString()), [], 'once: the copy sent to the stalled node\'s own inbox is not given again');
     assert.ok(await eventually(() => a.broker.stats.sessions === 2, 3000), 'the copy taken up here is gone (watcher and publisher are left)');
+    const after = collectFor(c, 1500);
+    const pub2 = await connectClient(a.port, { clientId: 'stall-pub-2' });
+    await pub2.publishAsync('patient/2', 'after it was back', { qos: 1 });
+    assert.deepEqual((await after).map((m) => m.payload.toString()), ['after it was back'], 'and what comes after, once');
     assert.deepEqual(await collectFor(watcher, 8000), [], 'the client never went: its will is not sent');
   });
 
