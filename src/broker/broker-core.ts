@@ -427,7 +427,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
         return ok;
       },
       () => false,
-    );
+    ).catch((err: unknown) => {
+      this.reportFault(err, `publishing the will of ${client.id}`);
+      return false;
+    });
   }
 }
 

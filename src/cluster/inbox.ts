@@ -80,6 +80,8 @@ export class InboxReader {
   private readonly gate: InboxGate;
   private readonly logger: Logger;
   private lastId = '0-0';
+  /** the last entry handled: what a trim may drop (lastId runs ahead while a read waits for the gate) */
+  private handledId = '0-0';
   private running = false;
   /** the error the last read failed with ('' once reads succeed): an outage is logged once, not every retry */
   private readError = '';
@@ -177,6 +179,7 @@ export class InboxReader {
           this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
         }
       }
+      this.handledId = this.lastId;
       this.untrimmed += bytes;
       const held = this.trimsFrom - Date.now();
       if (held > 0) this.trimTimer ??= setTimeout(this.trim, held);
@@ -191,7 +194,7 @@ export class InboxReader {
     if (this.untrimmed === 0) return;
     const bytes = this.untrimmed;
     this.untrimmed = 0;
-    this.trimmed = this.scripts.midgeInboxTrim(this.keys[0], this.keys[1], nextId(this.lastId), bytes).catch((err: Error) => {
+    this.trimmed = this.scripts.midgeInboxTrim(this.keys[0], this.keys[1], nextId(this.handledId), bytes).catch((err: Error) => {
       this.logger.warn({ err: err.message }, 'cluster: inbox not trimmed');
     });
   };

@@ -185,7 +185,7 @@ export class OrphanWills {
       // counted once its client's ACL let it through
       const sent = this.node.core.publishWill(absentClient(clientId, entry.username), entry.will);
       if (sent === true) this.node.counters.orphanWillsSent++;
-      else if (sent !== false) void sent.then((ok) => void (ok && this.node.counters.orphanWillsSent++));
+      else if (sent !== false) void sent.then((ok) => void (ok && this.node.counters.orphanWillsSent++), () => undefined);
     } catch (err) {
       this.node.core.reportFault(err, `sending the will of ${clientId}, left by a gone node`);
     }

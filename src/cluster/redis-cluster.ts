@@ -234,10 +234,17 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.conns.report(true);
     this.routes.joined = true;
     this.core.cluster = this;
-    // what was sent here before a restart is read first, then what comes; it stays in Redis while
-    // the sessions of the earlier run may still be taken up, here or elsewhere
-    this.inbox.start(RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS);
-    this.timer = setInterval(() => void this.members.heartbeat(), HEARTBEAT_MS);
+    // what was sent here before a restart is read first, then what comes; a node that brought no
+    // sessions back from a store keeps it in Redis while the sessions of its earlier run may still
+    // be taken up, here or elsewhere (a held trim also holds the byte count its senders go by)
+    this.inbox.start(this.core.sessions.values().next().done === true ? RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS : 0);
+    // one at a time: a heartbeat settling a readmission is not overtaken by the next (the inbox waits for it)
+    let beating = false;
+    this.timer = setInterval(() => {
+      if (beating) return;
+      beating = true;
+      void this.members.heartbeat().finally(() => (beating = false));
+    }, HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
     this.conns.sub.on('ready', () => {
