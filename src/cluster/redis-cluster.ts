@@ -324,6 +324,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     }
   }
 
+  /**
+   * The sessions a message from this node's inbox reaches: not those that had it from a gone
+   * node's inbox (`given`), nor those settled with other nodes after it was sent (settledAway).
+   */
+  private skipping(given: ReadonlySet<Session> | undefined, appendedAt: number): (s: Session) => boolean {
+    const away = this.settledAway;
+    return (s) => given?.has(s) !== true && appendedAt > (away.get(s.clientId) ?? -1);
+  }
+
   private noteSettledAway(settled: Map<string, number>): void {
     this.settledAway = settled;
     clearTimeout(this.settledTimer);
@@ -349,9 +358,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           if (this.moves.adopting) this.moves.taken(from, frame.n);
           // sessions taken from a gone node may have had it from its inbox already
           const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, frame.n) : undefined;
-          const away = this.settledAway;
-          const settledBefore = (s: Session): boolean => appendedAt <= (away.get(s.clientId) ?? -1);
-          const only = given === undefined ? (away.size === 0 ? undefined : (s: Session) => !settledBefore(s)) : (s: Session) => !given.has(s) && !settledBefore(s);
+          // no filter, and no closure, in the common case
+          const only = given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
           try {
             this.core.routeRemote(message, select, only);
           } catch (err) {
