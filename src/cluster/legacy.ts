@@ -148,6 +148,15 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
     await Promise.all([this.wills.resync(), this.sessions.resync()]);
   }
 
+  /**
+   * Starting: the sessions of this node's earlier runs that Redis keeps and no store brought back
+   * (all of them, without a store) are its own again at once, offline until their clients return.
+   */
+  async takeBackOwn(): Promise<void> {
+    const members = await this.node.cmd.zrange(this.node.key('orphans'), 0, -1);
+    await this.orphanSessions.takeBack(members);
+  }
+
   /** Settles the sessions other nodes took up while this one was found dead; resolves to their client ids with when each was settled (none when it failed, which is logged). */
   reconcile(): Promise<Map<string, number>> {
     return this.node.reconcileSessions().catch((err: Error) => {

@@ -69,6 +69,24 @@ export class OrphanSessions {
     }
   }
 
+  /**
+   * This node's own orphan sets, left by its earlier runs, are taken up at once (their node is
+   * back), before it announces its routes: what is published for those sessions from then on is
+   * routed here and waits for their clients, instead of reaching no one until the wait for their
+   * node's return is over.
+   */
+  async takeBack(members: readonly string[]): Promise<void> {
+    for (const m of members) {
+      const parsed = parseMember(m);
+      if (parsed === undefined || parsed.node !== this.node.nodeId || this.read.has(m)) continue;
+      this.read.set(m, undefined);
+      await this.take(m, parsed.at, parsed.node).catch((err: Error) => {
+        this.forget(m);
+        this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: sessions of this node\'s earlier run not taken back; taken up after the wait');
+      });
+    }
+  }
+
   /** An orphan set to look at again at the next heartbeat (or gone). */
   private forget(member: string): void {
     const timer = this.read.get(member);

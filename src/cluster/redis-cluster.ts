@@ -224,10 +224,14 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     await this.conns.listen(channels, (channel, message) => this.onMessage(channel, message));
+    const fromStore = this.core.sessions.values().next().done !== true;
     // the sessions brought back from the store are this node's again, unless their client went elsewhere
     await this.ownership.settle();
     // what this node answered for before it stopped or died is the cluster's now: wills due, sessions for their clients to take up
     await this.legacy.leaveBehind();
+    // ... but the sessions of its earlier runs that only Redis kept are this node's to take back,
+    // before its routes are announced (they include theirs) and its inbox is read (it holds what was sent for them)
+    await this.legacy.takeBackOwn();
     this.core.router.observe(this.routes);
     await this.sync();
     this.started = true;
@@ -237,7 +241,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // what was sent here before a restart is read first, then what comes; a node that brought no
     // sessions back from a store keeps it in Redis while the sessions of its earlier run may still
     // be taken up, here or elsewhere (a held trim also holds the byte count its senders go by)
-    this.inbox.start(this.core.sessions.values().next().done === true ? RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS : 0);
+    this.inbox.start(fromStore ? 0 : RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS);
     // one at a time: a heartbeat settling a readmission is not overtaken by the next (the inbox waits for it)
     let beating = false;
     this.timer = setInterval(() => {
@@ -528,7 +532,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   tookFrom(node: string, clientId: string): Promise<void> {
     const session = this.core.sessions.get(clientId);
-    return session === undefined ? Promise.resolve() : this.goneInboxes.took(node, session);
+    // taken back as this node starts: its inbox reader, not started yet, reads all that waits there
+    if (session === undefined || (node === this.nodeId && !this.started)) return Promise.resolve();
+    return this.goneInboxes.took(node, session);
   }
 }
 

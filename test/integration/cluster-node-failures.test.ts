@@ -115,7 +115,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.equal(connackOf(late).sessionPresent, false, 'expired meanwhile: a new session');
   });
 
-  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) resumes its clients\' sessions from Redis, with what was published for them while it was down', CLUSTER_TEST, async () => {
+  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) takes its clients\' sessions back from Redis as it starts, with what was published for them while it was down and since', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets', persistence: 'memory' as const, sysInterval: 0 };
     const other = await h.node(prefix, 'remembers');
@@ -131,17 +131,48 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     await pub.publishAsync('remembered/0', 'while down', { qos: 1 });
     const again = await startBroker(opts);
     h.nodes.push(again);
-    assert.equal(again.broker.stats.sessions, 0, 'nothing in its own memory');
-    // the node has read its inbox by now, and kept it
+    assert.equal(again.broker.stats.sessions, 1, 'nothing in its own memory, the session taken back from Redis as it started');
+    // its routes, announced anew, still hold the session's: what is published now reaches it there
     await delay(500);
+    await routesKnown(other, 1);
+    await pub.publishAsync('remembered/0', 'after the restart', { qos: 1 });
     let missed: Promise<Array<{ payload: Buffer }>> | undefined;
-    const back = await connectClient(again.port, options, (cl) => (missed = nextMessages(cl, 1)));
+    const back = await connectClient(again.port, options, (cl) => (missed = nextMessages(cl, 2)));
     assert.equal(connackOf(back).sessionPresent, true);
-    assert.equal((await missed)?.[0]?.payload.toString(), 'while down', 'read again from its inbox for the session of its earlier run');
+    assert.deepEqual(
+      (await missed)?.map((m) => m.payload.toString()),
+      ['while down', 'after the restart'],
+      'what its inbox held for the session of its earlier run, then what came since',
+    );
     const got = nextMessages(back, 1);
     await pub.publishAsync('remembered/1', 'x', { qos: 1 });
     assert.equal((await got)[0]?.topic, 'remembered/1');
     assert.deepEqual(await collectFor(back, 500), [], 'each once');
+  });
+
+  test('[MQTT-3.1.2-5] a client of a node restarted without a store that connects to another node has its session handed over from there, with what was published for it meanwhile', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets-2', persistence: 'memory' as const, sysInterval: 0 };
+    const other = await h.node(prefix, 'elsewhere');
+    const first = await startBroker(opts);
+    const options = { clientId: 'wanderer', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const c = await connectClient(first.port, options);
+    await c.subscribeAsync('wanderer/#', { qos: 1 });
+    await c.endAsync();
+    await routesKnown(other, 1);
+    await first.close();
+    const again = await startBroker(opts);
+    h.nodes.push(again);
+    await delay(500);
+    const pub = await connectClient(other.port, { clientId: 'wanderer-pub' });
+    await pub.publishAsync('wanderer/1', 'queued on the restarted node', { qos: 1 });
+    assert.ok(await eventually(() => again.broker.stats.queued === 1, 3000), 'queued for the session taken back');
+    let got: Promise<Array<{ payload: Buffer }>> | undefined;
+    const moved = await connectClient(other.port, options, (cl) => (got = nextMessages(cl, 1)));
+    assert.equal(connackOf(moved).sessionPresent, true, 'handed over by the restarted node');
+    assert.equal((await got)?.[0]?.payload.toString(), 'queued on the restarted node');
+    assert.deepEqual(await collectFor(moved, 500), [], 'once');
+    await Promise.all([moved.endAsync(), pub.endAsync()]);
   });
 
   test('[MQTT-3.1.2-5] the offline sessions of a node that died are taken up by another node: what is published for them meanwhile waits for their clients there, and their wills go with them', CLUSTER_TEST, async () => {
