@@ -45,6 +45,11 @@ export interface OwnershipNode {
   gaveUp(clientId: string, holder: string): void;
   /** sends a frame to a node at once, over pub/sub */
   sendFrame(node: string, frame: NodeFrame): void;
+  /**
+   * a session settled with the node that took it up while this one was found dead, `at` (Redis's
+   * clock): what waited in this node's inbox for it until then reached it there
+   */
+  sessionSettled(clientId: string, at: number): void;
 }
 
 /**
@@ -56,8 +61,11 @@ export class ClientOwnership {
   private readonly node: OwnershipNode;
   private nextRequest = 1;
   private readonly requests = new Map<number, (s: SessionTransfer | null) => void>();
-  /** requests given up on, for an answer that still comes (while the old node would wait for a release) */
-  private readonly late = new Map<number, { node: string; clientId: string }>();
+  /**
+   * requests given up on, for an answer that still comes (while the old node would wait for a
+   * release); `redisAhead` for those of a readmission (reconcile), to settle the session by Redis's clock
+   */
+  private readonly late = new Map<number, { node: string; clientId: string; redisAhead: number | undefined }>();
   /** client ids being taken from other nodes: a session ending here meanwhile does not let go of them */
   private readonly claiming = new Map<string, number>();
   private readonly claims = new Map<string, Promise<void>>();
@@ -94,11 +102,14 @@ export class ClientOwnership {
    * node took up meanwhile are settled. One whose client is still connected here is taken back
    * with what reached it there (and its will there is dropped); one whose client is not is given
    * up to that node, as at a start. Resolves to the client ids of those sessions, with when each
-   * was settled: what waited in this node's inbox for them until then reached them there.
+   * was settled, by Redis's clock (that of inbox entries' ids): what waited in this node's inbox
+   * for them until then reached them there.
    */
   async reconcile(): Promise<Map<string, number>> {
     const { core, cmd, nodeId } = this.node;
     const settled = new Map<string, number>();
+    const [seconds, micros] = await cmd.time();
+    const redisAhead = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - core.now();
     const sessions = [...core.sessions.values()].filter((s) => s.expiryInterval > 0 && !this.claiming.has(s.clientId));
     for (let i = 0; i < sessions.length; i += 1000) {
       const slice = sessions.slice(i, i + 1000);
@@ -108,18 +119,18 @@ export class ClientOwnership {
           const holder = holders[k];
           if (holder === null || holder === undefined || holder === nodeId || core.sessions.get(s.clientId) !== s) return;
           if (s.sink === undefined) {
-            settled.set(s.clientId, core.now());
+            settled.set(s.clientId, core.now() + redisAhead);
             core.wills.cancel(s.clientId);
             this.node.gaveUp(s.clientId, holder);
             return;
           }
           await cmd.set(this.node.key(`client:${s.clientId}`), nodeId);
-          const transfer = await this.request(holder, s.clientId, false);
+          const transfer = await this.request(holder, s.clientId, false, redisAhead);
           if (transfer === null || transfer === undefined) return;
-          settled.set(s.clientId, core.now());
+          settled.set(s.clientId, core.now() + redisAhead);
           const count = resumeLate(core, s.clientId, transfer);
           this.node.logger.info({ clientId: s.clientId, node: holder, messages: count }, 'cluster: a session taken up elsewhere while this node was cut off from Redis is back here');
-          this.moves.moveHere(holder, s.clientId);
+          this.moves.tookBack(holder, s.clientId);
         }),
       );
     }
@@ -178,13 +189,13 @@ export class ClientOwnership {
   }
 
   /** The session `node` hands over; null when it has none, undefined when it did not answer in time. */
-  private request(node: string, clientId: string, cleanStart: boolean): Promise<SessionTransfer | null | undefined> {
+  private request(node: string, clientId: string, cleanStart: boolean, redisAhead?: number): Promise<SessionTransfer | null | undefined> {
     const requestId = this.nextRequest++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.requests.delete(requestId);
         this.node.logger.warn({ clientId, node }, 'cluster: no session handover in time; the session resumes from what Redis keeps of it');
-        this.late.set(requestId, { node, clientId });
+        this.late.set(requestId, { node, clientId, redisAhead });
         setTimeout(() => this.late.delete(requestId), RELEASE_WAIT_MS).unref();
         resolve(undefined);
       }, this.node.handoverTimeoutMs);
@@ -213,11 +224,13 @@ export class ClientOwnership {
     if (late === undefined) return;
     this.late.delete(requestId);
     if (session === null) return;
-    // The client was told it has no session (Session Present 0) and started another here; the
-    // messages the old one held were acknowledged to their publishers, so they still reach it.
+    // The client was told it has no session (Session Present 0) and started another here, or (a
+    // readmission) kept the one it had here; the messages the old one held were acknowledged to
+    // their publishers, so they still reach it.
+    if (late.redisAhead !== undefined) this.node.sessionSettled(late.clientId, this.node.core.now() + late.redisAhead);
     const count = resumeLate(this.node.core, late.clientId, session);
     this.node.logger.info({ clientId: late.clientId, node: late.node, messages: count }, 'cluster: a session handed over late; its messages go to the new session');
-    this.moves.moveHere(late.node, late.clientId);
+    this.moves.tookBack(late.node, late.clientId);
   }
 
   /** The client's session ended here: its id is let go, unless a successor holds it by the end of the turn. */

@@ -42,7 +42,7 @@ export interface MembershipScripts {
 export interface MembershipEvents {
   /** a node this one did not know is live: its routes are to be read */
   joined(node: string): void;
-  /** this node had been declared dead (it was unreachable) and is registered again: its routes were dropped with it */
+  /** this node was registered again: it had been declared dead (it was unreachable), or Redis lost the node set; its routes were dropped with it */
   readmitted(): Promise<void>;
   /** the orphan sets Redis holds now (orphans.ts) */
   orphans(members: string[]): void;
@@ -77,6 +77,10 @@ export class Membership {
   private lastBeat: number;
   /** waiting for the next heartbeat to go through */
   private beatWaiters: Array<() => void> = [];
+  /** the readmission under way: whichever heartbeat found this node missing, every one waits for it */
+  private readmission: Promise<void> | undefined;
+  /** a heartbeat has registered this node: one that registers it again later readmits it */
+  private registered = false;
   /** nodes gone whose routes are still kept, with the timer that drops them */
   private readonly lingering = new Map<string, NodeJS.Timeout>();
   private readonly cmd: RedisClient;
@@ -141,7 +145,16 @@ export class Membership {
     for (const n of live) this.live.add(n);
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
-    if (added === 1 && !initial) await this.events.readmitted().catch(() => undefined);
+    // once, whether the periodic heartbeat or the resync after a reconnection found it; a
+    // heartbeat going through meanwhile does not open the inbox gate before it is done
+    if (added === 1 && this.registered) {
+      this.readmission ??= this.events
+        .readmitted()
+        .catch(() => undefined)
+        .finally(() => (this.readmission = undefined));
+    }
+    this.registered = true;
+    if (this.readmission !== undefined) await this.readmission;
     this.lastBeat = this.options.now();
     const waiters = this.beatWaiters;
     this.beatWaiters = [];

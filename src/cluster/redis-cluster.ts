@@ -94,7 +94,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
    * clock): what waited in this node's inbox for them until then was given them there, and comes
    * back with them (or stays there), so it is not given them here again. Kept a while.
    */
-  private settledAway = new Map<string, number>();
+  private readonly settledAway = new Map<string, number>();
+  /** when each of settledAway is forgotten */
+  private readonly settledUntil = new Map<string, number>();
   private settledTimer: NodeJS.Timeout | undefined;
   private started = false;
   private stopping = false;
@@ -242,12 +244,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // sessions back from a store keeps it in Redis while the sessions of its earlier run may still
     // be taken up, here or elsewhere (a held trim also holds the byte count its senders go by)
     this.inbox.start(fromStore ? 0 : RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS);
-    // one at a time: a heartbeat settling a readmission is not overtaken by the next (the inbox waits for it)
-    let beating = false;
+    // one at a time, unless one has hung for a node timeout (a command a Redis Cluster client
+    // never settles): this node would be found dead for want of the next
+    let beatingSince = 0;
     this.timer = setInterval(() => {
-      if (beating) return;
-      beating = true;
-      void this.members.heartbeat().finally(() => (beating = false));
+      const now = Date.now();
+      if (beatingSince !== 0 && now - beatingSince < this.options.nodeTimeoutMs) return;
+      beatingSince = now;
+      void this.members.heartbeat().finally(() => {
+        if (beatingSince === now) beatingSince = 0;
+      });
     }, HEARTBEAT_MS);
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
@@ -260,10 +266,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   /** Registers this node and its routes, then reads everyone's routes and the retained messages; events meanwhile wait. */
   private async sync(): Promise<void> {
     this.buffered ??= [];
+    // back after an outage and found dead meanwhile: the readmission (sessions the others took up
+    // settled) is done before this resolves, whichever heartbeat found it
     await this.members.heartbeat(true);
     await this.legacy.rewrite();
-    // back after an outage: sessions the others took up meanwhile (this node was found dead) are settled
-    if (this.started) void this.legacy.reconcile();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
     const sets = await this.routes.read(nodes);
@@ -282,6 +288,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.conns.report(false);
     this.routes.leaving = true;
     clearInterval(this.timer);
+    clearInterval(this.settledTimer);
     // wills and sessions already taken out of Redis are sent and kept while this node still routes
     // to the others (and writes what it keeps to Redis)
     await settlesWithin(this.legacy.stopTaking(), STOP_WAIT_MS);
@@ -337,10 +344,24 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     return (s) => given?.has(s) !== true && appendedAt > (away.get(s.clientId) ?? -1);
   }
 
-  private noteSettledAway(settled: Map<string, number>): void {
-    this.settledAway = settled;
-    clearTimeout(this.settledTimer);
-    this.settledTimer = setTimeout(() => (this.settledAway = new Map()), SETTLED_AWAY_KEEP_MS);
+  /** Adds to the sessions settled away (a late answer adds one); each is kept SETTLED_AWAY_KEEP_MS. */
+  private noteSettledAway(settled: ReadonlyMap<string, number>): void {
+    if (settled.size === 0) return;
+    const until = this.core.now() + SETTLED_AWAY_KEEP_MS;
+    for (const [id, at] of settled) this.settledAway.set(id, at);
+    for (const id of settled.keys()) this.settledUntil.set(id, until);
+    this.settledTimer ??= setInterval(() => {
+      const now = this.core.now();
+      for (const [id, end] of this.settledUntil) {
+        if (end > now) continue;
+        this.settledUntil.delete(id);
+        this.settledAway.delete(id);
+      }
+      if (this.settledAway.size === 0) {
+        clearInterval(this.settledTimer);
+        this.settledTimer = undefined;
+      }
+    }, 1000);
     this.settledTimer.unref();
   }
 
@@ -487,6 +508,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   reconcileSessions(): Promise<Map<string, number>> {
     return this.ownership.reconcile();
+  }
+
+  sessionSettled(clientId: string, at: number): void {
+    this.noteSettledAway(new Map([[clientId, at]]));
   }
 
   sessionEnded(clientId: string): void {

@@ -111,6 +111,15 @@ export class SessionMoves {
   }
 
   /**
+   * A session `previous` handed over late (or at a readmission) is back with the one here: what
+   * `previous` sends on after this reached it here too if this node took it since.
+   */
+  tookBack(previous: string, clientId: string): void {
+    this.rememberAdoption(clientId);
+    this.moveHere(previous, clientId);
+  }
+
+  /**
    * The client's session is here now: from here on, what is published here reaches it here, and
    * the old node, which also takes it until the release, must not send it back. The mark goes in
    * the same stream as the messages, so that the old node tells those published before it from
@@ -138,12 +147,12 @@ export class SessionMoves {
     });
   }
 
-  /** What reached a session on its old node after it was handed over. */
   /** Whether a session moving here waits for its first tail (which must not wait for anything else). */
   expectsTail(clientId: string): boolean {
     return this.firstTails.has(clientId);
   }
 
+  /** What reached a session on its old node after it was handed over. */
   tail(clientId: string, all: WireDelivery[]): void {
     const queue = this.notTakenHere(clientId, all);
     const waiting = this.firstTails.get(clientId);

@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { createBroker } from '../../src/index.js';
 import { collectFor, connackOf, connectClient, delay, nextMessages, startBroker, type TestBroker } from '../helpers/broker.js';
 import { spawnMidge } from '../helpers/cli.js';
+import { tcpCut } from '../helpers/tcp-cut.js';
 import { eventually, expectPacket, rawConnect, receiveAcking } from '../helpers/raw-session.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 import { CLUSTER_TEST, clusterHarness, poll, routesKnown, spawnNode, watchWills } from '../helpers/cluster.js';
@@ -228,6 +229,43 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     await pub2.publishAsync('patient/2', 'after it was back', { qos: 1 });
     assert.deepEqual((await after).map((m) => m.payload.toString()), ['after it was back'], 'and what comes after, once');
     assert.deepEqual(await collectFor(watcher, 8000), [], 'the client never went: its will is not sent');
+  });
+
+  test('[MQTT-3.1.3-9] a node found dead while it was cut off from Redis (still serving its clients) settles with the node that took up its sessions once it reconnects: its connected client gets what was kept for it there, once, and its offline session goes there', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await h.node(prefix, 'reachable');
+    const link = await tcpCut(h.redis.port);
+    try {
+      const b = await startBroker({ clusterRedis: link.url, clusterNodeId: 'cut-off', clusterPrefix: prefix, sysInterval: 0 });
+      h.nodes.push(b);
+      const persistent = { protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+      const c = await connectClient(b.port, { ...persistent, clientId: 'stays-on' });
+      await c.subscribeAsync('cut/#', { qos: 1 });
+      const away = await connectClient(b.port, { ...persistent, clientId: 'went-off' });
+      await away.subscribeAsync('cut/#', { qos: 1 });
+      await away.endAsync();
+      await routesKnown(a, 1);
+      link.cut();
+      // found dead after 5 s, its two sessions taken up here 5 s later
+      assert.ok(await eventually(() => a.broker.stats.cluster?.orphanSessionsAdopted === 2, 15_000), 'taken up while the node is cut off');
+      const pub = await connectClient(a.port, { clientId: 'cut-pub' });
+      await pub.publishAsync('cut/1', 'while cut off', { qos: 1 });
+      link.restore();
+      const got = await nextMessages(c, 1, 10_000);
+      assert.equal(got[0]?.payload.toString(), 'while cut off', 'what was kept for it elsewhere follows it back');
+      assert.deepEqual((await collectFor(c, 1500)).map((m) => m.payload.toString()), [], "once: the copy sent to the node's own inbox is not given again");
+      assert.ok(await eventually(() => b.broker.stats.sessions === 1, 3000), 'the offline session is given up to the node that took it');
+      const after = collectFor(c, 1500);
+      await pub.publishAsync('cut/2', 'after it was back', { qos: 1 });
+      assert.deepEqual((await after).map((m) => m.payload.toString()), ['after it was back'], 'and what comes after, once');
+      let kept: Promise<Array<{ payload: Buffer }>> | undefined;
+      const back = await connectClient(a.port, { ...persistent, clientId: 'went-off' }, (cl) => (kept = nextMessages(cl, 2)));
+      assert.equal(connackOf(back).sessionPresent, true);
+      assert.deepEqual((await kept)?.map((m) => m.payload.toString()), ['while cut off', 'after it was back']);
+      assert.deepEqual(await collectFor(back, 500), [], 'each once');
+    } finally {
+      await link.close();
+    }
   });
 
   test('a node that falls behind holds the acknowledgements of publishers to it at clusterMaxBacklog, then delivers everything; QoS 0 for it is dropped meanwhile, and counted', CLUSTER_TEST, async () => {

@@ -131,4 +131,37 @@ describe('Membership: which nodes are in the cluster', () => {
     assert.equal(members.size, 2);
     await assert.rejects(members.heartbeat(true), /Redis is gone/);
   });
+
+  test('a readmission is made once, whichever heartbeat finds this node registered again (the periodic one or the resync after a reconnection), and every heartbeat meanwhile waits for it before the inbox gate opens', async () => {
+    const clock = { t: 0 };
+    const answers = [1, 1, 0];
+    let release: () => void = () => undefined;
+    let readmissions = 0;
+    const scripts: MembershipScripts = { midgeHeartbeat: async () => [answers.shift() ?? 0, ['self'], []] };
+    const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, now: () => clock.t }, new RouteIndex('self'), {
+      joined: () => undefined,
+      readmitted: () => {
+        readmissions++;
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+      orphans: () => undefined,
+    });
+    await members.heartbeat(true);
+    assert.equal(readmissions, 0, 'joining is no readmission');
+    clock.t = TIMEOUT;
+    assert.equal(members.maybeDropped, true);
+    let gateOpen = false;
+    void members.nextBeat().then(() => (gateOpen = true));
+    const periodic = members.heartbeat();
+    const resync = members.heartbeat(true);
+    await delay(10);
+    assert.equal(readmissions, 1, 'once');
+    assert.equal(gateOpen, false, 'no heartbeat settles before the readmission is done');
+    assert.equal(members.maybeDropped, true);
+    release();
+    await Promise.all([periodic, resync]);
+    assert.equal(gateOpen, true);
+    assert.equal(members.maybeDropped, false);
+    assert.equal(readmissions, 1);
+  });
 });
