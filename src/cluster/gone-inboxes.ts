@@ -21,6 +21,8 @@ export interface GoneInboxNode {
   routesTo(node: string): boolean;
   /** settles once the other nodes have been told of this node's subscriptions so far */
   routesShared(): Promise<void> | undefined;
+  /** the id of the last entry this node's own inbox reader has handled ('0-0' before the first) */
+  ownHandled(): string;
   /**
    * a message is routed here that `from` forwarded as its `n`th: a session handed on from here
    * meanwhile sends it on with that origin, for the node it went to to tell it from its own copy
@@ -259,9 +261,12 @@ export class GoneInboxes {
 
   private async pull(f: Follow): Promise<void> {
     const key = inboxKeys(this.node.prefix, f.node)[0];
+    // this node's own inbox: what its reader handled before the session was here, no further (the
+    // reader gives the session the rest, and after the follow ends could not tell what it had)
+    const end = f.node === this.node.nodeId ? this.node.ownHandled() : '+';
     for (;;) {
       if (this.follows.get(f.node) !== f) return;
-      const batch = await this.node.cmd.xrangeBuffer(key, f.lastId === '' ? '-' : nextId(f.lastId), '+', 'COUNT', READ_COUNT);
+      const batch = await this.node.cmd.xrangeBuffer(key, f.lastId === '' ? '-' : nextId(f.lastId), end, 'COUNT', READ_COUNT);
       if (this.follows.get(f.node) !== f) return;
       for (const [id, fields] of batch) {
         f.lastId = id.toString();

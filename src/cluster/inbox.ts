@@ -110,6 +110,11 @@ export class InboxReader {
     this.halted = new Promise((resolve) => (this.halt = () => resolve(undefined)));
   }
 
+  /** the id of the last entry handled ('0-0' before the first) */
+  get handled(): string {
+    return this.handledId;
+  }
+
   /**
    * Starts reading; what is read is not trimmed for `holdTrimsMs`: what was sent to this node's
    * earlier run stays for the sessions of that run taken up here or elsewhere (gone-inboxes.ts).

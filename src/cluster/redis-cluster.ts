@@ -178,6 +178,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       isLive,
       routesTo: (node) => this.members.routesTo(node),
       routesShared: () => this.routes.shared(),
+      ownHandled: () => this.inbox.handled,
       noteRoute: (message, from, n) => {
         if (this.moves.active) this.moves.noteRoute(message, from, n);
       },

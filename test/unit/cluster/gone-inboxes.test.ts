@@ -23,12 +23,12 @@ function setup(): {
   append: (from: string, n: number, topic: string) => void;
   given: Map<string, string[]>;
   sessions: Map<string, Session>;
-  state: { live: boolean; routed: boolean; failing: boolean; reads: number; routeCalls: number };
+  state: { live: boolean; routed: boolean; failing: boolean; reads: number; routeCalls: number; handled: string };
 } {
   const inbox: StreamEntry[] = [];
   const given = new Map<string, string[]>();
   const sessions = new Map<string, Session>();
-  const state = { live: false, routed: true, failing: false, reads: 0, routeCalls: 0 };
+  const state = { live: false, routed: true, failing: false, reads: 0, routeCalls: 0, handled: '0-0' };
   let seq = 0;
   const clock = { now: () => Date.now() };
   const append = (from: string, n: number, topic: string): void => {
@@ -38,14 +38,14 @@ function setup(): {
   };
   const idOf = (e: StreamEntry): [number, number] => e[0].toString().split('-').map(Number) as [number, number];
   const cmd = {
-    xrangeBuffer: async (_key: string, start: string): Promise<StreamEntry[]> => {
+    xrangeBuffer: async (_key: string, start: string, end: string): Promise<StreamEntry[]> => {
       state.reads++;
       if (state.failing) throw new Error('Redis is out of reach');
-      if (start === '-') return inbox.slice();
-      const [ms, s] = start.split('-').map(Number) as [number, number];
+      const [ms, s] = start === '-' ? [0, 0] : (start.split('-').map(Number) as [number, number]);
+      const [endMs, endS] = end === '+' ? [Infinity, Infinity] : (end.split('-').map(Number) as [number, number]);
       return inbox.filter((e) => {
         const [ems, es] = idOf(e);
-        return ems > ms || (ems === ms && es >= s);
+        return (ems > ms || (ems === ms && es >= s)) && (ems < endMs || (ems === endMs && es <= endS));
       });
     },
   } as unknown as RedisClient;
@@ -75,6 +75,7 @@ function setup(): {
     isLive: () => state.live,
     routesTo: () => state.routed,
     routesShared: () => undefined,
+    ownHandled: () => state.handled,
     noteRoute: () => undefined,
   });
   return { gone, inbox, append, given, sessions, state };
@@ -115,6 +116,20 @@ describe('GoneInboxes: what a gone node was sent, for the sessions taken from it
     await gone.took('dead', take(sessions, 'b'));
     assert.deepEqual(given.get('b'), ['x:2']);
     assert.deepEqual(given.get('a'), ['x:1'], 'nothing twice to the first');
+    gone.stop();
+  });
+
+  test("this node's own inbox (a session of its earlier run) is read only as far as its reader has handled it: the reader gives the session the rest, once", async () => {
+    const { gone, inbox, append, given, sessions, state } = setup();
+    for (let n = 1; n <= 4; n++) append('x', n, `a/${n}`);
+    state.handled = (inbox[1] as StreamEntry)[0].toString();
+    await gone.took('here', take(sessions, 'a'));
+    assert.deepEqual(given.get('a'), ['x:1', 'x:2'], 'what the reader handled before the session was here');
+    // the reader goes on and gives the session the rest itself
+    for (const n of [3, 4]) assert.equal(gone.arrived('x', n), undefined);
+    state.handled = (inbox[3] as StreamEntry)[0].toString();
+    await delay(450);
+    assert.deepEqual(given.get('a'), ['x:1', 'x:2'], 'not again from the inbox');
     gone.stop();
   });
 
