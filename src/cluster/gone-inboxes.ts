@@ -47,9 +47,10 @@ const MAX_FOLLOW_MS = 30_000;
 /** Reading that keeps failing (Redis out of reach) goes on trying this long, unless the node comes back. */
 const FAILING_FOLLOW_MS = 5 * 60_000;
 
-/** A message read from a gone node's inbox: who forwarded it, its number there, and when Redis took it. */
+/** A message read from a gone node's inbox: who forwarded it (and in which of its runs: `sender`), its number there, and when Redis took it. */
 interface Entry {
   readonly from: string;
+  readonly sender: string;
   readonly n: number;
   readonly at: number;
   readonly body: Buffer;
@@ -92,6 +93,11 @@ interface Follow {
 
 const NO_GROUPS = (): boolean => false;
 
+/** A node in one of its runs: a node restarted numbers its messages from 1 again. */
+function senderOf(from: string, run: string): string {
+  return `${from}\n${run}`;
+}
+
 /**
  * Messages other nodes routed to a node that then died or stopped, read from its inbox for the
  * sessions taken from it (the node may be this one: a session of its earlier run, kept only in
@@ -126,10 +132,11 @@ export class GoneInboxes {
   }
 
   /**
-   * A message forwarded by `sender` (its `n`th) reached this node and is routed here; returns the
-   * sessions it was given to from a gone node's inbox already, which it skips.
+   * A message forwarded by node `from` in its run `run` (its `n`th) reached this node and is routed
+   * here; returns the sessions it was given to from a gone node's inbox already, which it skips.
    */
-  arrived(sender: string, n: number): ReadonlySet<Session> | undefined {
+  arrived(from: string, run: string, n: number): ReadonlySet<Session> | undefined {
+    const sender = senderOf(from, run);
     this.arrivals.record(sender, n);
     if (this.follows.size === 0) return undefined;
     const key = `${sender}\n${n}`;
@@ -274,6 +281,7 @@ export class GoneInboxes {
         if (bytes === undefined) continue;
         const at = parseInt(f.lastId, 10);
         const from = fields[3]?.toString() ?? '';
+        const sender = senderOf(from, fields[5]?.toString() ?? '');
         let frames;
         try {
           frames = unpackFrames(bytes);
@@ -282,7 +290,7 @@ export class GoneInboxes {
         }
         for (const frame of frames) {
           if (frame.kind !== 'message') continue;
-          const e = { from, n: frame.n, at, body: frame.body };
+          const e = { from, sender, n: frame.n, at, body: frame.body };
           f.entries.push(e);
           this.deliver(f, e);
         }
@@ -294,10 +302,10 @@ export class GoneInboxes {
   /** Gives a message to the sessions taken from the node (or those `among`) that match it and did not get it here. */
   private deliver(f: Follow, e: Entry, among: ReadonlyMap<string, Taken> = f.taken): void {
     const { core } = this.node;
-    const key = `${e.from}\n${e.n}`;
+    const key = `${e.sender}\n${e.n}`;
     const accept = (s: Session): boolean => {
       const t = among.get(s.clientId);
-      if (t === undefined || t.session !== s || this.arrivals.takenSince(t.mark, e.from, e.n)) return false;
+      if (t === undefined || t.session !== s || this.arrivals.takenSince(t.mark, e.sender, e.n)) return false;
       let given = f.given.get(key);
       if (given === undefined) f.given.set(key, (given = new Set()));
       given.add(s);

@@ -10,9 +10,13 @@ import type { Logger } from 'pino';
  * stream) and hold their publishers' acknowledgements while it is too much.
  */
 
-/** Appends a batch (ARGV[1]) from a node (ARGV[2]) to an inbox (KEYS[1]) and counts its bytes (KEYS[2]); returns the bytes now waiting. */
+/**
+ * Appends a batch (ARGV[1]) from a node (ARGV[2]) in its run ARGV[3] to an inbox (KEYS[1]) and
+ * counts its bytes (KEYS[2]); returns the bytes now waiting. The run tells a sender's messages
+ * from those of its earlier runs, which it numbered alike.
+ */
 export const INBOX_APPEND = `
-redis.call('XADD', KEYS[1], '*', 'm', ARGV[1], 'f', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[1], 'f', ARGV[2], 'r', ARGV[3])
 return redis.call('INCRBY', KEYS[2], string.len(ARGV[1]))`;
 
 /**
@@ -43,7 +47,7 @@ local function inboxKeysExist(prefix, node)
 end`;
 
 export interface InboxScripts {
-  midgeInboxAppend(stream: string, bytes: string, batch: Buffer, from: string): Promise<number>;
+  midgeInboxAppend(stream: string, bytes: string, batch: Buffer, from: string, run: string): Promise<number>;
   midgeInboxTrim(stream: string, bytes: string, minId: string, taken: number): Promise<number>;
 }
 
@@ -52,8 +56,8 @@ export function inboxKeys(prefix: string, node: string): [stream: string, bytes:
   return [`${prefix}:inbox:${node}`, `${prefix}:inbox-bytes:${node}`];
 }
 
-/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms), `from` the node that sent it. */
-export type InboxConsumer = (batch: Buffer, appendedAt: number, from: string) => void;
+/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms), `from` the node that sent it, in its run `run`. */
+export type InboxConsumer = (batch: Buffer, appendedAt: number, from: string, run: string) => void;
 
 /** Asked before each read is handled: undefined to handle it at once, or a promise that settles when it may be. */
 export type InboxGate = () => Promise<void> | undefined;
@@ -179,7 +183,7 @@ export class InboxReader {
         if (batch === undefined) continue;
         bytes += batch.length;
         try {
-          this.consume(batch, parseInt(id.toString(), 10), fields[3]?.toString() ?? '');
+          this.consume(batch, parseInt(id.toString(), 10), fields[3]?.toString() ?? '', fields[5]?.toString() ?? '');
         } catch (err) {
           this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
         }

@@ -106,6 +106,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly replicaWait: ReplicaWait | undefined;
   /** messages routed to other nodes so far: each one's number */
   private forwardedCount = 0;
+  /** this run of the node: its numbers start again at each run */
+  private readonly run = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2, 8)}`;
   private readonly retained: RetainedSync;
   /** what this node leaves in Redis for the others should it go, and what gone nodes left */
   private readonly legacy: Legacy;
@@ -160,7 +162,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.replicaWait = replicaWait;
     this.forwarder = new Forwarder(
       {
-        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(prefix, node), batch, this.nodeId),
+        append: (node, batch) => this.scripts.midgeInboxAppend(...inboxKeys(prefix, node), batch, this.nodeId, this.run),
         backlog: (node) => this.cmd.get(inboxKeys(prefix, node)[1]).then((b) => Number(b ?? 0)),
         isLive,
         ...(replicaWait === undefined ? {} : { replicated: () => replicaWait.replicated() }),
@@ -187,7 +189,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       this.conns.reader,
       this.scripts,
       inboxKeys(prefix, this.nodeId),
-      (batch, appendedAt, from) => this.onInboxEntry(batch, appendedAt, from),
+      (batch, appendedAt, from, run) => this.onInboxEntry(batch, appendedAt, from, run),
       // a node that may have been found dead (stalled, or cut off from Redis) and had its sessions
       // taken up elsewhere handles what waited here once it knows which (settledAway)
       () => (this.members.maybeDropped ? this.members.nextBeat() : undefined),
@@ -370,7 +372,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
    * Messages other nodes routed here. An entry read long after it was written (this node was
    * restarting) has aged meanwhile: its messages' expiry counts from when Redis took it.
    */
-  private onInboxEntry(batch: Buffer, appendedAt: number, from: string): void {
+  private onInboxEntry(batch: Buffer, appendedAt: number, from: string, run: string): void {
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
     for (const frame of unpackFrames(batch)) {
@@ -383,7 +385,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
           if (this.moves.adopting) this.moves.taken(from, frame.n);
           // sessions taken from a gone node may have had it from its inbox already
-          const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, frame.n) : undefined;
+          const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, run, frame.n) : undefined;
           // no filter, and no closure, in the common case
           const only = given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
           try {
@@ -448,7 +450,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n);
-    if (n > 0 && this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, n);
+    if (n > 0 && this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;

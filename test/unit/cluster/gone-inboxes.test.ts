@@ -20,7 +20,7 @@ type StreamEntry = [Buffer, Buffer[]];
 function setup(): {
   gone: GoneInboxes;
   inbox: StreamEntry[];
-  append: (from: string, n: number, topic: string) => void;
+  append: (from: string, n: number, topic: string, run?: string) => void;
   given: Map<string, string[]>;
   sessions: Map<string, Session>;
   state: { live: boolean; routed: boolean; failing: boolean; reads: number; routeCalls: number; handled: string };
@@ -31,10 +31,10 @@ function setup(): {
   const state = { live: false, routed: true, failing: false, reads: 0, routeCalls: 0, handled: '0-0' };
   let seq = 0;
   const clock = { now: () => Date.now() };
-  const append = (from: string, n: number, topic: string): void => {
+  const append = (from: string, n: number, topic: string, run = 'r1'): void => {
     const message = createMessage(topic, Buffer.from(`${from}:${n}`), 1, false, undefined, clock, 'pub');
     const frame = packFrame({ kind: 'message', body: packMessage(message, Date.now()), groups: null, n });
-    inbox.push([Buffer.from(`${Date.now()}-${seq++}`), [Buffer.from('m'), frame, Buffer.from('f'), Buffer.from(from)]]);
+    inbox.push([Buffer.from(`${Date.now()}-${seq++}`), [Buffer.from('m'), frame, Buffer.from('f'), Buffer.from(from), Buffer.from('r'), Buffer.from(run)]]);
   };
   const idOf = (e: StreamEntry): [number, number] => e[0].toString().split('-').map(Number) as [number, number];
   const cmd = {
@@ -126,7 +126,7 @@ describe('GoneInboxes: what a gone node was sent, for the sessions taken from it
     await gone.took('here', take(sessions, 'a'));
     assert.deepEqual(given.get('a'), ['x:1', 'x:2'], 'what the reader handled before the session was here');
     // the reader goes on and gives the session the rest itself
-    for (const n of [3, 4]) assert.equal(gone.arrived('x', n), undefined);
+    for (const n of [3, 4]) assert.equal(gone.arrived('x', 'r1', n), undefined);
     state.handled = (inbox[3] as StreamEntry)[0].toString();
     await delay(450);
     assert.deepEqual(given.get('a'), ['x:1', 'x:2'], 'not again from the inbox');
@@ -138,15 +138,32 @@ describe('GoneInboxes: what a gone node was sent, for the sessions taken from it
     const a = take(sessions, 'a');
     await gone.took('dead', a);
     // a direct copy first: the inbox copy is skipped
-    assert.equal(gone.arrived('y', 7), undefined);
+    assert.equal(gone.arrived('y', 'r1', 7), undefined);
     append('y', 7, 'a/1');
     // the inbox copy first: the direct copy is told which sessions had it
     append('y', 8, 'a/2');
     await delay(450);
     assert.deepEqual(given.get('a'), ['y:8']);
-    assert.deepEqual([...(gone.arrived('y', 8) ?? [])], [a]);
+    assert.deepEqual([...(gone.arrived('y', 'r1', 8) ?? [])], [a]);
     gone.stop();
     assert.equal(gone.following, false, 'nothing is logged once nothing is followed');
+  });
+
+  test('a sender restarted numbers its messages from 1 again: its messages are told from those of its earlier run with the same numbers, both ways', async () => {
+    const { gone, append, given, sessions } = setup();
+    const a = take(sessions, 'a');
+    await gone.took('dead', a);
+    // the earlier run's 5th came through the inbox; the new run's 5th, straight here, is another message
+    append('y', 5, 'a/1', 'r1');
+    await delay(450);
+    assert.equal(gone.arrived('y', 'r2', 5), undefined, 'not taken for the one the inbox gave');
+    assert.deepEqual([...(gone.arrived('y', 'r1', 5) ?? [])], [a], 'the same run and number is the same message');
+    // the earlier run's 3rd came straight here; the new run's 3rd in the inbox is another message
+    assert.equal(gone.arrived('z', 'r1', 3), undefined);
+    append('z', 3, 'a/2', 'r2');
+    await delay(450);
+    assert.deepEqual(given.get('a'), ['y:5', 'z:3']);
+    gone.stop();
   });
 
   test('reading ends 2 s after the node is no longer routed to; not while reads fail; at once when the node is back', async () => {
