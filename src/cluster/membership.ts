@@ -8,7 +8,7 @@ import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
  * drops the nodes not heard from for ARGV[2] ms: their routes with them, their inboxes kept
  * ARGV[4] ms for a restart, their wills and sessions made orphans (orphans.ts), and says so with ARGV[5]
  * (PUBLISH, or SPUBLISH in a Redis Cluster), adding 'sessions' when the node left some. Returns
- * [was this node missing, live nodes, orphan sets].
+ * [was this node missing, live nodes, orphan sets, nodes whose orphan sessions are not all taken up yet].
  */
 export const HEARTBEAT = `${ORPHAN_LUA}${LIST_ORPHANS_LUA}${INBOX_KEYS_LUA}
 local t = redis.call('TIME')
@@ -32,10 +32,15 @@ for _, id in ipairs(dead) do
     redis.call(ARGV[5], prefix .. ':nodes', 'down ' .. id)
   end
 end
-return {added, redis.call('ZRANGE', KEYS[1], 0, -1), orphans(prefix)}`;
+local listed = orphans(prefix)
+local untaken = {}
+for _, m in ipairs(listed) do
+  if redis.call('EXISTS', prefix .. ':orphan-sessions:' .. m) == 1 then table.insert(untaken, string.match(m, '^%d+|%a|(.*)$')) end
+end
+return {added, redis.call('ZRANGE', KEYS[1], 0, -1), listed, untaken}`;
 
 export interface MembershipScripts {
-  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number, publish: 'PUBLISH' | 'SPUBLISH'): Promise<[number, string[], string[]]>;
+  midgeHeartbeat(key: string, nodeId: string, timeoutMs: number, prefix: string, inboxKeepMs: number, publish: 'PUBLISH' | 'SPUBLISH'): Promise<[number, string[], string[], string[]?]>;
 }
 
 /** What membership tells the rest of the node. */
@@ -57,6 +62,8 @@ export interface MembershipOptions {
   readonly nodeTimeoutMs: number;
   /** how long the routes of a node that went leaving sessions are kept (gone-inboxes.ts) */
   readonly routeLingerMs: number;
+  /** how long at most they are kept past that while some of its sessions are still not taken up */
+  readonly maxRouteLingerMs: number;
   now(): number;
 }
 
@@ -81,8 +88,10 @@ export class Membership {
   private readmission: Promise<void> | undefined;
   /** a heartbeat has registered this node: one that registers it again later readmits it */
   private registered = false;
-  /** nodes gone whose routes are still kept, with the timer that drops them */
-  private readonly lingering = new Map<string, NodeJS.Timeout>();
+  /** nodes gone whose routes are still kept, with the timer that drops them and since when */
+  private readonly lingering = new Map<string, { timer: NodeJS.Timeout; since: number }>();
+  /** gone nodes some of whose sessions are still orphans, not taken up (the last heartbeat's list) */
+  private untaken: ReadonlySet<string> = new Set();
   private readonly cmd: RedisClient;
   private readonly scripts: MembershipScripts;
   private readonly options: MembershipOptions;
@@ -128,14 +137,15 @@ export class Membership {
   /** Registers this node and reads the live set; `initial` (joining, or after an outage) throws when Redis cannot be reached. */
   async heartbeat(initial = false): Promise<void> {
     const { nodeId, prefix, nodeTimeoutMs } = this.options;
-    let result: [number, string[], string[]];
+    let result: [number, string[], string[], string[]?];
     try {
       result = await this.scripts.midgeHeartbeat(`${prefix}:nodes`, nodeId, nodeTimeoutMs, prefix, INBOX_KEEP_MS, publishCommand(this.cmd));
     } catch (err) {
       if (initial) throw err;
       return;
     }
-    const [added, listed, orphans] = result;
+    const [added, listed, orphans, untaken = []] = result;
+    this.untaken = new Set(untaken);
     // a node that went is live again when it says so ('up'), or once its routes are no longer
     // kept: a heartbeat answered just before it left would otherwise bring it back
     const live = this.lingering.size === 0 ? listed : listed.filter((n) => !this.lingering.has(n));
@@ -205,23 +215,36 @@ export class Membership {
     return this.live.has(node) || this.lingering.has(node);
   }
 
-  /** Keeps the node's direct routes a while; its shares of shared groups go to the groups' other members at once. */
+  /**
+   * Keeps the node's direct routes a while, and on while sessions it left are still not taken up
+   * (there are many, or Redis is slow): what is published for them waits in its inbox for the
+   * nodes that take them up. Its shares of shared groups go to the groups' other members at once.
+   */
   private linger(node: string): void {
     this.routes.removeShared(node);
     if (this.lingering.has(node)) return;
-    const timer = setTimeout(() => {
+    const since = this.options.now();
+    const check = (): void => {
+      const entry = this.lingering.get(node);
+      if (entry === undefined) return;
+      if (this.untaken.has(node) && this.options.now() - since < this.options.maxRouteLingerMs) {
+        entry.timer = setTimeout(check, Math.min(1000, this.options.routeLingerMs));
+        entry.timer.unref();
+        return;
+      }
       this.lingering.delete(node);
       if (!this.live.has(node)) this.routes.removeNode(node);
-    }, this.options.routeLingerMs);
+    };
+    const timer = setTimeout(check, this.options.routeLingerMs);
     timer.unref();
-    this.lingering.set(node, timer);
+    this.lingering.set(node, { timer, since });
   }
 
   /** The node is live again: its routes are its own to keep (it announces them). */
   private stopLinger(node: string): void {
-    const timer = this.lingering.get(node);
-    if (timer === undefined) return;
-    clearTimeout(timer);
+    const entry = this.lingering.get(node);
+    if (entry === undefined) return;
+    clearTimeout(entry.timer);
     this.lingering.delete(node);
   }
 

@@ -47,6 +47,8 @@ export interface ClusterOptions {
 const HEARTBEAT_MS = 1000;
 /** how much longer than the sessions of a node that stopped wait for it its routes are kept */
 const ROUTE_LINGER_MARGIN_MS = 5000;
+/** how long at most its routes are kept while its sessions are still being taken up (what they get meanwhile waits in Redis) */
+const MAX_ROUTE_LINGER_MS = 60_000;
 /** how long the inbox skips, for sessions settled with other nodes at a readmission, what was sent before */
 const SETTLED_AWAY_KEEP_MS = 60_000;
 /** how long a stopping node waits for Redis to take its leave */
@@ -145,7 +147,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     const isLive = (node: string): boolean => this.members.isLive(node);
     this.routes = new RouteSync(this.cmd, this.index, prefix, logger, isLive, (previous, clientId) => this.onMove(previous, clientId));
     // kept until the sessions of a node that stopped have been taken up, and a little longer
-    const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, routeLingerMs: RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS, now: () => core.now() };
+    const membership = { nodeId: this.nodeId, prefix, nodeTimeoutMs: this.options.nodeTimeoutMs, routeLingerMs: RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS, maxRouteLingerMs: MAX_ROUTE_LINGER_MS, now: () => core.now() };
     this.members = new Membership(this.cmd, this.scripts, membership, this.index, {
       joined: (node) => this.routes.load(node),
       // declared gone while it was unreachable: its routes were dropped with it

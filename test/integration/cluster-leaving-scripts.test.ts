@@ -7,7 +7,7 @@ import { NODE_GONE } from '../../src/cluster/orphans.js';
 import { skipWithoutRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 interface Scripts {
-  heartbeat(key: string, node: string, timeoutMs: number, prefix: string, keepMs: number, publish: string): Promise<[number, string[], string[]]>;
+  heartbeat(key: string, node: string, timeoutMs: number, prefix: string, keepMs: number, publish: string): Promise<[number, string[], string[], string[]]>;
   nodeGone(key: string, prefix: string, node: string): Promise<number>;
 }
 
@@ -42,9 +42,14 @@ describe('Redis scripts of a node that goes', { skip: skipWithoutRedis }, () => 
     await cmd.zadd('p:nodes', 0, 'quiet', 0, 'keeper');
     await cmd.hset('p:sessions:keeper', 'c1', 'x');
     await cmd.hset('p:wills:quiet', 'c2', 'x');
-    await cmd.heartbeat('p:nodes', 'self', 5000, 'p', INBOX_KEEP_MS, 'PUBLISH');
+    const [, , orphans, untaken] = await cmd.heartbeat('p:nodes', 'self', 5000, 'p', INBOX_KEEP_MS, 'PUBLISH');
     await settle();
     assert.deepEqual(announced.splice(0).sort(), ['down keeper sessions', 'down quiet']);
+    assert.equal(orphans.length, 2);
+    assert.deepEqual(untaken, ['keeper'], 'the nodes whose sessions are still to be taken up (their routes are kept meanwhile)');
+    const keeperSet = orphans.find((m) => m.endsWith('|keeper')) as string;
+    await cmd.del(`p:orphan-sessions:${keeperSet}`);
+    assert.deepEqual((await cmd.heartbeat('p:nodes', 'self', 5000, 'p', INBOX_KEEP_MS, 'PUBLISH'))[3], [], 'all taken up');
     for (const node of ['keeper', 'quiet']) {
       assert.ok((await cmd.pttl(`p:inbox:${node}`)) > 0, `${node}: the inbox expires`);
       assert.ok((await cmd.pttl(`p:inbox-bytes:${node}`)) > 0);

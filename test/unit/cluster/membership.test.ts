@@ -7,28 +7,29 @@ import { RouteIndex } from '../../../src/cluster/route-index.js';
 
 const TIMEOUT = 5000;
 const LINGER = 150;
+const MAX_LINGER = 60_000;
 
 /** A node's membership against a heartbeat script whose answers the test sets. */
 function setup(): {
   members: Membership;
   index: RouteIndex;
   clock: { t: number };
-  answer: { added: number; live: string[]; fail: boolean };
+  answer: { added: number; live: string[]; fail: boolean; untaken: string[] };
   joined: string[];
   readmitted: { count: number };
 } {
   const clock = { t: 0 };
-  const answer = { added: 0, live: ['self'], fail: false };
+  const answer = { added: 0, live: ['self'], fail: false, untaken: [] as string[] };
   const scripts: MembershipScripts = {
     midgeHeartbeat: async () => {
       if (answer.fail) throw new Error('Redis is gone');
-      return [answer.added, [...answer.live], []];
+      return [answer.added, [...answer.live], [], [...answer.untaken]];
     },
   };
   const index = new RouteIndex('self');
   const joined: string[] = [];
   const readmitted = { count: 0 };
-  const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, now: () => clock.t }, index, {
+  const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, maxRouteLingerMs: MAX_LINGER, now: () => clock.t }, index, {
     joined: (node) => joined.push(node),
     readmitted: async () => void readmitted.count++,
     orphans: () => undefined,
@@ -105,6 +106,32 @@ describe('Membership: which nodes are in the cluster', () => {
     assert.equal(members.routesTo('c'), true);
   });
 
+  test('the routes of a gone node are kept past the linger while the heartbeat lists sessions it left that are not taken up yet, up to a bound', async () => {
+    const { members, index, clock, answer } = setup();
+    members.nodeEvent('up d');
+    index.replaceNode('d', ['d/#']);
+    members.nodeEvent('down d sessions');
+    answer.untaken = ['d'];
+    await members.heartbeat();
+    await delay(LINGER + 50);
+    assert.deepEqual([...index.filtersOf('d')], ['d/#'], 'kept: its sessions are still being taken up');
+    assert.equal(members.routesTo('d'), true);
+    answer.untaken = [];
+    await members.heartbeat();
+    await delay(LINGER + 50);
+    assert.equal(index.filtersOf('d').size, 0, 'dropped once they are all taken up');
+
+    members.nodeEvent('up e');
+    index.replaceNode('e', ['e/#']);
+    members.nodeEvent('down e sessions');
+    answer.untaken = ['e'];
+    await members.heartbeat();
+    clock.t += MAX_LINGER;
+    await delay(LINGER + 50);
+    assert.equal(index.filtersOf('e').size, 0, 'not kept past the bound');
+    assert.equal(members.routesTo('e'), false);
+  });
+
   test("a node the heartbeat lists but that was never heard of (its 'up' was missed) has its routes read", async () => {
     const { members, answer, joined } = setup();
     await members.heartbeat(true);
@@ -138,7 +165,7 @@ describe('Membership: which nodes are in the cluster', () => {
     let release: () => void = () => undefined;
     let readmissions = 0;
     const scripts: MembershipScripts = { midgeHeartbeat: async () => [answers.shift() ?? 0, ['self'], []] };
-    const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, now: () => clock.t }, new RouteIndex('self'), {
+    const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, maxRouteLingerMs: MAX_LINGER, now: () => clock.t }, new RouteIndex('self'), {
       joined: () => undefined,
       readmitted: () => {
         readmissions++;
