@@ -64,6 +64,8 @@ export interface ClusterCounts {
   orphanSessionsAdopted: number;
   /** messages left in the inboxes of gone nodes that reached sessions taken from them here */
   goneInboxMessages: number;
+  /** shared-subscription messages left in the inboxes of gone nodes, given here to their groups' other members */
+  sharedRedispatched: number;
   /** sessions handed to another node and still here a moment, to send on what reached only them: not this node's any more */
   sessionsLeaving: number;
 }

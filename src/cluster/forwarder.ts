@@ -79,8 +79,11 @@ export class Forwarder {
     this.maxBacklog = maxBacklog;
   }
 
-  /** Queues the message (this node's `n`th forwarded) for every node of the plan, with the shared groups each takes it for. */
-  send(message: Message, plan: RoutePlan, now: number, n: number): void {
+  /**
+   * Queues the message (this node's `n`th forwarded) for every node of the plan, with the shared
+   * groups each takes it for (`sharedOnly`: for those alone, not its direct subscribers).
+   */
+  send(message: Message, plan: RoutePlan, now: number, n: number, sharedOnly = false): void {
     const body = packMessage(message, now);
     // the frame of nodes that take it for their direct subscribers only is the same for all of them
     let plain: Buffer | undefined;
@@ -98,7 +101,7 @@ export class Forwarder {
       this.counters.forwarded++;
       const out = this.outboxOf(node);
       out.messages++;
-      out.frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, n })) : packFrame({ kind: 'message', body, groups, n }));
+      out.frames.push(groups.length === 0 ? (plain ??= packFrame({ kind: 'message', body, groups: null, n })) : packFrame({ kind: 'message', body, groups, n, sharedOnly }));
     }
     this.scheduleFlush();
   }

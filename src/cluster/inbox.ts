@@ -56,8 +56,8 @@ export function inboxKeys(prefix: string, node: string): [stream: string, bytes:
   return [`${prefix}:inbox:${node}`, `${prefix}:inbox-bytes:${node}`];
 }
 
-/** What the reader does with each batch: `appendedAt` is when Redis took it (its clock, in ms), `from` the node that sent it, in its run `run`. */
-export type InboxConsumer = (batch: Buffer, appendedAt: number, from: string, run: string) => void;
+/** What the reader does with each batch: `id` is its entry's id (whose first part is when Redis took it, its clock in ms), `from` the node that sent it, in its run `run`. */
+export type InboxConsumer = (batch: Buffer, id: string, from: string, run: string) => void;
 
 /** Asked before each read is handled: undefined to handle it at once, or a promise that settles when it may be. */
 export type InboxGate = () => Promise<void> | undefined;
@@ -183,7 +183,7 @@ export class InboxReader {
         if (batch === undefined) continue;
         bytes += batch.length;
         try {
-          this.consume(batch, parseInt(id.toString(), 10), fields[3]?.toString() ?? '', fields[5]?.toString() ?? '');
+          this.consume(batch, id.toString(), fields[3]?.toString() ?? '', fields[5]?.toString() ?? '');
         } catch (err) {
           this.logger.warn({ err: (err as Error).message }, 'cluster: unreadable inbox entry ignored');
         }
@@ -210,6 +210,15 @@ export class InboxReader {
 }
 
 type InboxReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+
+/** Whether stream id `a` ("ms-seq") comes no later than `b`. */
+export function idAtMost(a: string, b: string): boolean {
+  const da = a.indexOf('-');
+  const db = b.indexOf('-');
+  const ma = Number(a.slice(0, da));
+  const mb = Number(b.slice(0, db));
+  return ma < mb || (ma === mb && BigInt(a.slice(da + 1)) <= BigInt(b.slice(db + 1)));
+}
 
 /** The stream id right after `id` ("ms-seq"): XTRIM MINID keeps it and what follows, XRANGE starts at it. */
 export function nextId(id: string): string {

@@ -51,6 +51,8 @@ export interface MembershipEvents {
   readmitted(): Promise<void>;
   /** the orphan sets Redis holds now (orphans.ts) */
   orphans(members: string[]): void;
+  /** a node went (it stopped, or was found dead), and its routes were dropped or are lingering */
+  gone(node: string): void;
 }
 
 /** The other nodes' routes, which go with the nodes that go. */
@@ -203,6 +205,7 @@ export class Membership {
       this.missingSince.delete(node);
       if (left === 'sessions') this.linger(node);
       else this.routes.removeNode(node);
+      this.events.gone(node);
     } else if (what === 'up') {
       this.live.add(node);
       this.stopLinger(node);

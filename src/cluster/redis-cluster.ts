@@ -7,7 +7,7 @@ import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { MatchMemo } from '../topic/subscription-trie.js';
 import { Forwarder } from './forwarder.js';
-import { INBOX_APPEND, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
+import { idAtMost, INBOX_APPEND, INBOX_TRIM, InboxReader, inboxKeys, type InboxScripts } from './inbox.js';
 import { HEARTBEAT, Membership, type MembershipScripts } from './membership.js';
 import { isLocalTopic, RetainedSync } from './retained-sync.js';
 import { RouteIndex, type RoutePlan } from './route-index.js';
@@ -24,6 +24,7 @@ import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
 import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
 import { Legacy, RETURN_WAIT_MS, type LegacyNode } from './legacy.js';
 import { GoneInboxes } from './gone-inboxes.js';
+import { redispatchedKey, SharedRedispatch } from './shared-redispatch.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -74,7 +75,7 @@ interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, Orp
  */
 export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, LegacyNode {
   readonly nodeId: string;
-  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0, goneInboxMessages: 0 };
+  readonly counters = { forwarded: 0, received: 0, forwardFailed: 0, forwardDropped: 0, backlogWaits: 0, replicaWaitsFailed: 0, sessionsHandedOver: 0, sessionsTakenOver: 0, orphanWillsSent: 0, sessionsResumedFromRedis: 0, orphanSessionsAdopted: 0, goneInboxMessages: 0, sharedRedispatched: 0 };
   readonly core: ClusterHost;
   readonly logger: Logger;
   readonly cmd: RedisClient;
@@ -115,6 +116,14 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly legacy: Legacy;
   /** the inboxes of gone nodes, read for the sessions taken from them */
   private readonly goneInboxes: GoneInboxes;
+  /** the inboxes of gone nodes, read for the shared-subscription messages waiting there */
+  private readonly sharedRedispatch: SharedRedispatch;
+  /**
+   * the last entry of this node's inbox whose shared-subscription messages another node
+   * redispatched while this one was taken for gone: they are not given to the groups here again
+   */
+  private sharedDoneThrough: string | undefined;
+  private readonly redispatchPlan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
 
@@ -153,12 +162,13 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       // declared gone while it was unreachable: its routes were dropped with it
       readmitted: () =>
         this.started
-          ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.legacy.rewrite()])
+          ? Promise.all([this.routes.publishOwn([...core.router.filters()]), this.legacy.rewrite(), this.readSharedDone()])
               .then(() => this.legacy.reconcile())
               .then((settled) => this.noteSettledAway(settled))
           : Promise.resolve(),
       // what is taken up before this node has joined would reach its own subscribers only
       orphans: (members) => this.legacy.listed(members, this.started && !this.stopping),
+      gone: (node) => this.sharedRedispatch.gone(node),
     });
     const replicaWait = this.options.waitReplicas > 0 ? new ReplicaWait(this.cmd, this.options.waitReplicas) : undefined;
     this.replicaWait = replicaWait;
@@ -172,6 +182,16 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       this.counters,
       this.options.maxBacklog,
     );
+    this.sharedRedispatch = new SharedRedispatch({
+      nodeId: this.nodeId,
+      prefix,
+      core,
+      cmd: this.cmd,
+      logger,
+      counters: this.counters,
+      isLive,
+      redispatch: (message, groups) => this.redispatch(message, groups),
+    });
     this.goneInboxes = new GoneInboxes({
       nodeId: this.nodeId,
       prefix,
@@ -191,7 +211,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       this.conns.reader,
       this.scripts,
       inboxKeys(prefix, this.nodeId),
-      (batch, appendedAt, from, run) => this.onInboxEntry(batch, appendedAt, from, run),
+      (batch, id, from, run) => this.onInboxEntry(batch, id, from, run),
       // a node that may have been found dead (stalled, or cut off from Redis) and had its sessions
       // taken up elsewhere handles what waited here once it knows which (settledAway)
       () => (this.members.maybeDropped ? this.members.nextBeat() : undefined),
@@ -241,6 +261,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     await this.legacy.takeBackOwn();
     this.core.router.observe(this.routes);
     await this.sync();
+    await this.readSharedDone();
     this.started = true;
     this.conns.report(true);
     this.routes.joined = true;
@@ -298,6 +319,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // to the others (and writes what it keeps to Redis)
     await settlesWithin(this.legacy.stopTaking(), STOP_WAIT_MS);
     this.goneInboxes.stop();
+    this.sharedRedispatch.stop();
     this.core.cluster = undefined;
     this.forwarder.flush();
     this.forwarder.stop();
@@ -370,26 +392,34 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.settledTimer.unref();
   }
 
+  /** How far another node redispatched the shared-subscription messages of this node's inbox (at a start or readmission). */
+  private async readSharedDone(): Promise<void> {
+    this.sharedDoneThrough = (await this.cmd.get(redispatchedKey(this.options.prefix, this.nodeId))) ?? undefined;
+  }
+
   /**
    * Messages other nodes routed here. An entry read long after it was written (this node was
    * restarting) has aged meanwhile: its messages' expiry counts from when Redis took it.
    */
-  private onInboxEntry(batch: Buffer, appendedAt: number, from: string, run: string): void {
+  private onInboxEntry(batch: Buffer, id: string, from: string, run: string): void {
+    const appendedAt = parseInt(id, 10);
     const now = this.core.now();
     const sent = Math.min(now, appendedAt);
+    // what another node redispatched to the shared groups while this one was taken for gone
+    const sharedDone = this.sharedDoneThrough !== undefined && idAtMost(id, this.sharedDoneThrough);
     for (const frame of unpackFrames(batch)) {
       switch (frame.kind) {
         case 'message': {
           this.counters.received++;
           const groups = frame.groups;
-          const select = groups === null ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
+          const select = groups === null || sharedDone ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
           const message = unpackMessage(frame.body, sent);
           if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
           if (this.moves.adopting) this.moves.taken(from, frame.n);
           // sessions taken from a gone node may have had it from its inbox already
           const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, run, frame.n) : undefined;
-          // no filter, and no closure, in the common case
-          const only = given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
+          // no filter, and no closure, in the common case; a redispatched message is for its groups alone
+          const only = frame.sharedOnly === true ? NO_SESSIONS : given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
           try {
             this.core.routeRemote(message, select, only);
           } catch (err) {
@@ -456,6 +486,17 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
+  }
+
+  /** A shared-subscription message a gone node had been sent, given to `groups` alone: a member here, or a node with members. */
+  private redispatch(message: Message, groups: readonly string[]): void {
+    const plan = this.redispatchPlan;
+    this.index.plan(message.topic, plan, new Set(groups));
+    if (plan.localGroups.size > 0) {
+      const local = plan.localGroups;
+      this.core.routeRemote(message, (topicFilter, group) => local.has(`$share/${group}/${topicFilter}`), NO_SESSIONS);
+    }
+    if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now(), ++this.forwardedCount, true);
   }
 
   sent(): Promise<void> | undefined {
@@ -569,3 +610,4 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 }
 
 const NO_GROUPS = (): boolean => false;
+const NO_SESSIONS = (): boolean => false;

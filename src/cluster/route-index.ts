@@ -104,22 +104,17 @@ export class RouteIndex {
     for (const f of [...this.filtersOf(node)]) if (f.startsWith('$share/')) this.remove(node, f);
   }
 
-  /** Fills `plan` (emptied first) for a message on `topic`. */
-  plan(topic: string, plan: RoutePlan): void {
+  /** Fills `plan` (emptied first) for a message on `topic`; with `only`, for those shared groups alone (`$share/{group}/{filter}`), no direct subscribers. */
+  plan(topic: string, plan: RoutePlan, only?: ReadonlySet<string>): void {
     plan.nodes.clear();
     plan.localGroups.clear();
-    const found = this.found;
-    const n = this.direct.match(topic, found);
-    for (let i = 0; i < n; i++) {
-      const node = found[i] as string;
-      if (node !== this.self && !plan.nodes.has(node)) plan.nodes.set(node, []);
-    }
-    found.length = 0;
+    if (only === undefined) this.planDirect(topic, plan);
     if (this.shared.size === 0) return;
     const groups = this.groups;
     const g = this.shared.match(topic, groups);
     for (let i = 0; i < g; i++) {
       const group = groups[i] as GroupNodes;
+      if (only !== undefined && !only.has(group.key)) continue;
       const node = group.nodes[group.next % group.nodes.length] as string;
       group.next = (group.next + 1) % group.nodes.length;
       if (node === this.self) {
@@ -134,5 +129,15 @@ export class RouteIndex {
       list.push(group.key);
     }
     groups.length = 0;
+  }
+
+  private planDirect(topic: string, plan: RoutePlan): void {
+    const found = this.found;
+    const n = this.direct.match(topic, found);
+    for (let i = 0; i < n; i++) {
+      const node = found[i] as string;
+      if (node !== this.self && !plan.nodes.has(node)) plan.nodes.set(node, []);
+    }
+    found.length = 0;
   }
 }

@@ -74,9 +74,10 @@ export type NodeFrame =
   /**
    * a published message, the shared groups (`$share/{group}/{filter}`) the receiver delivers it
    * to, and its number among the messages its sender forwarded (with the sender, it names the
-   * message on every node it went to: a session moving between two of them gets it once)
+   * message on every node it went to: a session moving between two of them gets it once);
+   * `sharedOnly` for one redispatched from a gone node, which the direct subscribers had already
    */
-  | { kind: 'message'; body: Buffer; groups: string[] | null; n: number }
+  | { kind: 'message'; body: Buffer; groups: string[] | null; n: number; sharedOnly?: boolean }
   /** a client is connecting to `from`: close its connection here and hand its session over */
   | { kind: 'takeover'; requestId: number; from: string; clientId: string; cleanStart: boolean }
   /** the answer: the session, or null when there is none to hand over */
@@ -99,7 +100,7 @@ export type NodeFrame =
 export function packFrame(frame: NodeFrame): Buffer {
   switch (frame.kind) {
     case 'message':
-      return packr.pack(['M', frame.groups, frame.body, frame.n]);
+      return packr.pack(frame.sharedOnly === true ? ['M', frame.groups, frame.body, frame.n, 1] : ['M', frame.groups, frame.body, frame.n]);
     case 'takeover':
       return packr.pack(['T', frame.requestId, frame.from, frame.clientId, frame.cleanStart]);
     case 'session':
@@ -136,7 +137,7 @@ function frameOf(a: unknown[]): NodeFrame | undefined {
   if (!Array.isArray(a)) throw new Error('not a cluster frame');
   switch (a[0]) {
     case 'M':
-      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, n: typeof a[3] === 'number' ? a[3] : 0 };
+      return { kind: 'message', groups: a[1] as string[] | null, body: a[2] as Buffer, n: typeof a[3] === 'number' ? a[3] : 0, ...(a[4] === 1 ? { sharedOnly: true } : {}) };
     case 'T':
       return { kind: 'takeover', requestId: a[1] as number, from: a[2] as string, clientId: a[3] as string, cleanStart: a[4] as boolean };
     case 'S':

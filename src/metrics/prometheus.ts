@@ -79,6 +79,7 @@ export class BrokerMetrics {
       total('midge_cluster_sessions_resumed_from_redis_total', 'Sessions resumed here from what Redis kept of them (their node gone, or not handing them over in time)', (s) => s.cluster?.sessionsResumedFromRedis ?? 0);
       total('midge_cluster_orphan_sessions_adopted_total', 'Sessions of gone nodes whose clients had not come back, taken up here to wait offline', (s) => s.cluster?.orphanSessionsAdopted ?? 0);
       total('midge_cluster_gone_inbox_messages_total', 'Messages left in the inboxes of gone nodes that reached sessions taken from them here', (s) => s.cluster?.goneInboxMessages ?? 0);
+      total('midge_cluster_shared_redispatched_total', 'Shared-subscription messages left in the inboxes of gone nodes that this node gave to the groups\' other members', (s) => s.cluster?.sharedRedispatched ?? 0);
       total('midge_cluster_orphan_wills_sent_total', 'Wills of clients of gone nodes (died or stopped) published by this node', (s) => s.cluster?.orphanWillsSent ?? 0);
     }
     this.commitSeconds = new Histogram({

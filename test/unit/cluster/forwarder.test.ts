@@ -168,6 +168,14 @@ describe('Forwarder: messages to other nodes, with flow control', () => {
     assert.throws(() => unpackFrames(new Packr().pack('hello')), /not a cluster frame/);
   });
 
+  test('a message redispatched to shared groups alone says so; other messages do not carry the mark', () => {
+    const [shared, plain] = unpackFrames(
+      packBatch([packFrame({ kind: 'message', body: Buffer.from('x'), groups: ['$share/g/t'], n: 3, sharedOnly: true }), packFrame({ kind: 'message', body: Buffer.from('y'), groups: ['$share/g/t'], n: 4 })]),
+    );
+    assert.deepEqual(shared, { kind: 'message', body: Buffer.from('x'), groups: ['$share/g/t'], n: 3, sharedOnly: true });
+    assert.deepEqual(plain, { kind: 'message', body: Buffer.from('y'), groups: ['$share/g/t'], n: 4 });
+  });
+
   test('a write included in a turn (a QoS 1/2 retained message) holds its acknowledgements until Redis has it, then the replicas; one Redis refused rejects them', async () => {
     const { inboxes, counters } = setup();
     const replicaChecks: number[] = [];

@@ -17,6 +17,7 @@ function setup(): {
   answer: { added: number; live: string[]; fail: boolean; untaken: string[] };
   joined: string[];
   readmitted: { count: number };
+  gone: string[];
 } {
   const clock = { t: 0 };
   const answer = { added: 0, live: ['self'], fail: false, untaken: [] as string[] };
@@ -29,12 +30,14 @@ function setup(): {
   const index = new RouteIndex('self');
   const joined: string[] = [];
   const readmitted = { count: 0 };
+  const gone: string[] = [];
   const members = new Membership({} as Redis, scripts, { nodeId: 'self', prefix: 'p', nodeTimeoutMs: TIMEOUT, routeLingerMs: LINGER, maxRouteLingerMs: MAX_LINGER, now: () => clock.t }, index, {
     joined: (node) => joined.push(node),
     readmitted: async () => void readmitted.count++,
     orphans: () => undefined,
+    gone: (node) => gone.push(node),
   });
-  return { members, index, clock, answer, joined, readmitted };
+  return { members, index, clock, answer, joined, readmitted, gone };
 }
 
 describe('Membership: which nodes are in the cluster', () => {
@@ -76,10 +79,11 @@ describe('Membership: which nodes are in the cluster', () => {
   });
 
   test("a node that left persistent sessions ('down <node> sessions') keeps its direct routes for the linger, through missed and stale heartbeats, then loses them; back within it, it keeps them", async () => {
-    const { members, index, clock, answer } = setup();
+    const { members, index, clock, answer, gone } = setup();
     members.nodeEvent('up b');
     index.replaceNode('b', ['s/#', '$share/g/s/#']);
     members.nodeEvent('down b sessions');
+    assert.deepEqual(gone, ['b'], 'told, after its shares went (its shared-subscription messages are redispatched)');
     assert.equal(members.isLive('b'), false);
     assert.equal(members.routesTo('b'), true);
     assert.deepEqual([...index.filtersOf('b')], ['s/#'], "its shares of shared groups go to the groups' other members at once");
@@ -172,6 +176,7 @@ describe('Membership: which nodes are in the cluster', () => {
         return new Promise<void>((resolve) => (release = resolve));
       },
       orphans: () => undefined,
+      gone: () => undefined,
     });
     await members.heartbeat(true);
     assert.equal(readmissions, 0, 'joining is no readmission');

@@ -87,6 +87,20 @@ describe('RouteIndex: the cluster route table', () => {
     assert.deepEqual(Object.fromEntries(counts), { self: 10, n1: 10, n2: 10 });
   });
 
+  test('a plan for some shared groups alone (a gone node\'s messages redispatched) leaves out the direct subscribers and the other groups', () => {
+    const index = new RouteIndex('self');
+    index.add('n1', 'jobs/#');
+    index.add('n1', '$share/g/jobs/#');
+    index.add('n2', '$share/h/jobs/#');
+    index.add('self', '$share/k/jobs/+');
+    const plan = newPlan();
+    index.plan('jobs/1', plan, new Set(['$share/g/jobs/#', '$share/k/jobs/+']));
+    assert.deepEqual([...plan.nodes], [['n1', ['$share/g/jobs/#']]]);
+    assert.deepEqual([...plan.localGroups], ['$share/k/jobs/+']);
+    index.plan('jobs/1', plan, new Set(['$share/x/jobs/#']));
+    assert.equal(plan.nodes.size + plan.localGroups.size, 0, 'no such group');
+  });
+
   test("replacing a node's routes drops what it no longer has", () => {
     const index = new RouteIndex('self');
     index.add('n1', 'a/#');
