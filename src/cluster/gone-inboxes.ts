@@ -4,9 +4,9 @@ import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
-import { inboxKeys, nextId } from './inbox.js';
+import { inboxKeys, readInboxPage } from './inbox.js';
 import type { RedisClient } from './redis-target.js';
-import { unpackFrames, unpackMessage } from './wire.js';
+import { unpackMessage } from './wire.js';
 
 /** What reading gone nodes' inboxes needs of the node. */
 export interface GoneInboxNode {
@@ -273,29 +273,15 @@ export class GoneInboxes {
     const end = f.node === this.node.nodeId ? this.node.ownHandled() : '+';
     for (;;) {
       if (this.follows.get(f.node) !== f) return;
-      const batch = await this.node.cmd.xrangeBuffer(key, f.lastId === '' ? '-' : nextId(f.lastId), end, 'COUNT', READ_COUNT);
+      const page = await readInboxPage(this.node.cmd, key, f.lastId, READ_COUNT, end);
       if (this.follows.get(f.node) !== f) return;
-      for (const [id, fields] of batch) {
-        f.lastId = id.toString();
-        const bytes = fields[1];
-        if (bytes === undefined) continue;
-        const at = parseInt(f.lastId, 10);
-        const from = fields[3]?.toString() ?? '';
-        const sender = senderOf(from, fields[5]?.toString() ?? '');
-        let frames;
-        try {
-          frames = unpackFrames(bytes);
-        } catch {
-          continue;
-        }
-        for (const frame of frames) {
-          if (frame.kind !== 'message') continue;
-          const e = { from, sender, n: frame.n, at, body: frame.body };
-          f.entries.push(e);
-          this.deliver(f, e);
-        }
+      f.lastId = page.lastId;
+      for (const { from, run, at, frame } of page.messages) {
+        const e = { from, sender: senderOf(from, run), n: frame.n, at, body: frame.body };
+        f.entries.push(e);
+        this.deliver(f, e);
       }
-      if (batch.length < READ_COUNT) return;
+      if (page.entries < READ_COUNT) return;
     }
   }
 

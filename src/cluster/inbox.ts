@@ -1,6 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
+import { unpackFrames, type NodeFrame } from './wire.js';
 
 /**
  * Each node reads the messages other nodes route to it from a Redis stream of its own, its inbox.
@@ -210,6 +211,39 @@ export class InboxReader {
 }
 
 type InboxReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+
+/** A message read from an inbox: the node that sent it and its run, when Redis took it (ms), and its frame. */
+export interface InboxMessage {
+  readonly from: string;
+  readonly run: string;
+  readonly at: number;
+  readonly frame: Extract<NodeFrame, { kind: 'message' }>;
+}
+
+/**
+ * Reads up to `count` entries of an inbox after `after` ('': from the start) and up to `end`
+ * (inclusive); resolves to the messages in them, in order, the last id read (`after` when none)
+ * and how many entries there were. Unreadable entries are passed over.
+ */
+export async function readInboxPage(cmd: RedisClient, stream: string, after: string, count: number, end = '+'): Promise<{ messages: InboxMessage[]; lastId: string; entries: number }> {
+  const batch = await cmd.xrangeBuffer(stream, after === '' ? '-' : nextId(after), end, 'COUNT', count);
+  const messages: InboxMessage[] = [];
+  let lastId = after;
+  for (const [id, fields] of batch) {
+    lastId = id.toString();
+    const bytes = fields[1];
+    if (bytes === undefined) continue;
+    const head = { from: fields[3]?.toString() ?? '', run: fields[5]?.toString() ?? '', at: parseInt(lastId, 10) };
+    let frames;
+    try {
+      frames = unpackFrames(bytes);
+    } catch {
+      continue;
+    }
+    for (const frame of frames) if (frame.kind === 'message') messages.push({ ...head, frame });
+  }
+  return { messages, lastId, entries: batch.length };
+}
 
 /** Whether stream id `a` ("ms-seq") comes no later than `b`. */
 export function idAtMost(a: string, b: string): boolean {

@@ -182,24 +182,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       this.counters,
       this.options.maxBacklog,
     );
-    this.sharedRedispatch = new SharedRedispatch({
-      nodeId: this.nodeId,
-      prefix,
-      core,
-      cmd: this.cmd,
-      logger,
-      counters: this.counters,
-      isLive,
-      redispatch: (message, groups) => this.redispatch(message, groups),
-    });
+    // what the readers of gone nodes' inboxes need of this node
+    const reader = { nodeId: this.nodeId, prefix, core, cmd: this.cmd, logger, counters: this.counters, isLive };
+    this.sharedRedispatch = new SharedRedispatch({ ...reader, redispatch: (message, groups) => this.redispatch(message, groups) });
     this.goneInboxes = new GoneInboxes({
-      nodeId: this.nodeId,
-      prefix,
-      core,
-      cmd: this.cmd,
-      logger,
-      counters: this.counters,
-      isLive,
+      ...reader,
       routesTo: (node) => this.members.routesTo(node),
       routesShared: () => this.routes.shared(),
       ownHandled: () => this.inbox.handled,

@@ -1,10 +1,9 @@
-import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
-import { INBOX_KEEP_MS, inboxKeys, nextId } from './inbox.js';
+import { INBOX_KEEP_MS, inboxKeys, readInboxPage } from './inbox.js';
 import type { RedisClient } from './redis-target.js';
-import { unpackFrames, unpackMessage } from './wire.js';
+import { unpackMessage } from './wire.js';
 
 /** What redispatching a gone node's shared-subscription messages needs of the node. */
 export interface RedispatchNode {
@@ -92,39 +91,25 @@ export class SharedRedispatch {
 
   /** Redispatches what the inbox holds after `lastId` ('' : from the start); resolves to the last id read. */
   private async readFrom(node: string, after: string): Promise<string> {
-    const { cmd, prefix } = this.node;
+    const { cmd, prefix, core } = this.node;
     const key = inboxKeys(prefix, node)[0];
     let lastId = after;
     for (;;) {
-      const batch = await cmd.xrangeBuffer(key, lastId === '' ? '-' : nextId(lastId), '+', 'COUNT', READ_COUNT);
-      for (const [id, fields] of batch) {
-        lastId = id.toString();
-        const bytes = fields[1];
-        if (bytes !== undefined) this.redispatchEntry(node, bytes, parseInt(lastId, 10));
+      const page = await readInboxPage(cmd, key, lastId, READ_COUNT);
+      lastId = page.lastId;
+      for (const { at, frame } of page.messages) {
+        if (frame.groups === null || frame.groups.length === 0) continue;
+        try {
+          // its expiry counts from when Redis took it
+          this.node.redispatch(unpackMessage(frame.body, Math.min(core.now(), at)), frame.groups);
+          this.node.counters.sharedRedispatched++;
+        } catch (err) {
+          core.reportFault(err, `redispatching a shared-subscription message left in the inbox of node ${node}`);
+        }
       }
       // recorded after the messages went: the node, back, may give the last page again, not miss it
-      if (batch.length > 0) await cmd.set(redispatchedKey(prefix, node), lastId, 'PX', INBOX_KEEP_MS);
-      if (batch.length < READ_COUNT || this.stopped) return lastId;
-    }
-  }
-
-  private redispatchEntry(node: string, bytes: Buffer, at: number): void {
-    const { core } = this.node;
-    let frames;
-    try {
-      frames = unpackFrames(bytes);
-    } catch {
-      return;
-    }
-    for (const frame of frames) {
-      if (frame.kind !== 'message' || frame.groups === null || frame.groups.length === 0) continue;
-      try {
-        // its expiry counts from when Redis took it
-        this.node.redispatch(unpackMessage(frame.body, Math.min(core.now(), at)), frame.groups);
-        this.node.counters.sharedRedispatched++;
-      } catch (err) {
-        core.reportFault(err, `redispatching a shared-subscription message left in the inbox of node ${node}`);
-      }
+      if (page.entries > 0) await cmd.set(redispatchedKey(prefix, node), lastId, 'PX', INBOX_KEEP_MS);
+      if (page.entries < READ_COUNT || this.stopped) return lastId;
     }
   }
 }
