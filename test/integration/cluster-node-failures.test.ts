@@ -116,17 +116,23 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     assert.equal(connackOf(late).sessionPresent, false, 'expired meanwhile: a new session');
   });
 
-  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) takes its clients\' sessions back from Redis as it starts, with what was published for them while it was down and since', CLUSTER_TEST, async () => {
+  /** A node without a store (`nodeId`) that stopped with one offline persistent session, subscribed to `<clientId>/#`; and another node of its cluster. */
+  async function memoryNodeStopped(nodeId: string, otherId: string, clientId: string): Promise<{ opts: Record<string, unknown>; other: TestBroker; options: IClientOptions }> {
     const prefix = h.prefix();
-    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets', persistence: 'memory' as const, sysInterval: 0 };
-    const other = await h.node(prefix, 'remembers');
+    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: nodeId, persistence: 'memory' as const, sysInterval: 0 };
+    const other = await h.node(prefix, otherId);
     const first = await startBroker(opts);
-    const options = { clientId: 'remembered', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const options: IClientOptions = { clientId, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 3600 } };
     const c = await connectClient(first.port, options);
-    await c.subscribeAsync('remembered/#', { qos: 1 });
+    await c.subscribeAsync(`${clientId}/#`, { qos: 1 });
     await c.endAsync();
     await routesKnown(other, 1);
     await first.close();
+    return { opts, other, options };
+  }
+
+  test('[MQTT-3.1.2-5] a node restarted without a store (persistence memory) takes its clients\' sessions back from Redis as it starts, with what was published for them while it was down and since', CLUSTER_TEST, async () => {
+    const { opts, other, options } = await memoryNodeStopped('forgets', 'remembers', 'remembered');
     // the stopped node's routes are kept a while: this waits in its inbox
     const pub = await connectClient(other.port, { clientId: 'remembered-pub' });
     await pub.publishAsync('remembered/0', 'while down', { qos: 1 });
@@ -152,16 +158,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
   });
 
   test('[MQTT-3.1.2-5] a client of a node restarted without a store that connects to another node has its session handed over from there, with what was published for it meanwhile', CLUSTER_TEST, async () => {
-    const prefix = h.prefix();
-    const opts = { clusterRedis: h.redis.url, clusterPrefix: prefix, clusterNodeId: 'forgets-2', persistence: 'memory' as const, sysInterval: 0 };
-    const other = await h.node(prefix, 'elsewhere');
-    const first = await startBroker(opts);
-    const options = { clientId: 'wanderer', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 3600 } };
-    const c = await connectClient(first.port, options);
-    await c.subscribeAsync('wanderer/#', { qos: 1 });
-    await c.endAsync();
-    await routesKnown(other, 1);
-    await first.close();
+    const { opts, other, options } = await memoryNodeStopped('forgets-2', 'elsewhere', 'wanderer');
     const again = await startBroker(opts);
     h.nodes.push(again);
     await delay(500);
