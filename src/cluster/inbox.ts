@@ -212,8 +212,9 @@ export class InboxReader {
 
 type InboxReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
 
-/** A message read from an inbox: the node that sent it and its run, when Redis took it (ms), and its frame. */
+/** A message read from an inbox: its entry's id, the node that sent it and its run, when Redis took it (ms), and its frame. */
 export interface InboxMessage {
+  readonly id: string;
   readonly from: string;
   readonly run: string;
   readonly at: number;
@@ -233,7 +234,7 @@ export async function readInboxPage(cmd: RedisClient, stream: string, after: str
     lastId = id.toString();
     const bytes = fields[1];
     if (bytes === undefined) continue;
-    const head = { from: fields[3]?.toString() ?? '', run: fields[5]?.toString() ?? '', at: parseInt(lastId, 10) };
+    const head = { id: lastId, from: fields[3]?.toString() ?? '', run: fields[5]?.toString() ?? '', at: parseInt(lastId, 10) };
     let frames;
     try {
       frames = unpackFrames(bytes);

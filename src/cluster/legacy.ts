@@ -157,6 +157,11 @@ export class Legacy implements OrphanNode, OrphanSessionNode {
     await this.orphanSessions.takeBack(members);
   }
 
+  /** This node has joined: the wills of the sessions it took back as it started are scheduled. */
+  joined(): void {
+    this.orphanSessions.releaseWills();
+  }
+
   /** Settles the sessions other nodes took up while this one was found dead; resolves to their client ids with when each was settled (none when it failed, which is logged). */
   reconcile(): Promise<Map<string, number>> {
     return this.node.reconcileSessions().catch((err: Error) => {

@@ -2,6 +2,10 @@ import { publishCommand, publishOn, type RedisClient } from './redis-target.js';
 import { INBOX_KEEP_MS, INBOX_KEYS_LUA, inboxKeys } from './inbox.js';
 import type { RouteIndex } from './route-index.js';
 import { LIST_ORPHANS_LUA, ORPHAN_LUA } from './orphans.js';
+import { settlesWithin } from './settles-within.js';
+
+/** How long the inbox gate waits at most for a readmission (one whose Redis commands never settle must not shut it for good). */
+const READMISSION_WAIT_MS = 60_000;
 
 /**
  * Registers this node (ARGV[1]) in the node set (KEYS[1]), scored with Redis's own clock, and
@@ -86,8 +90,10 @@ export class Membership {
   private lastBeat: number;
   /** waiting for the next heartbeat to go through */
   private beatWaiters: Array<() => void> = [];
-  /** the readmission under way: whichever heartbeat found this node missing, every one waits for it */
+  /** the readmission under way: whichever heartbeat found this node missing, the inbox gate waits for it */
   private readmission: Promise<void> | undefined;
+  /** found missing again while a readmission was under way: its routes were dropped again, and it is made again */
+  private readmitAgain = false;
   /** a heartbeat has registered this node: one that registers it again later readmits it */
   private registered = false;
   /** nodes gone whose routes are still kept, with the timer that drops them and since when */
@@ -111,15 +117,20 @@ export class Membership {
 
   /**
    * Whether this node may have been found dead: its heartbeat has not gone through for a node
-   * timeout (it was stalled, or cut off from Redis).
+   * timeout (it was stalled, or cut off from Redis), or it was and its readmission is under way.
    */
   get maybeDropped(): boolean {
-    return this.options.now() - this.lastBeat >= this.options.nodeTimeoutMs;
+    return this.readmission !== undefined || this.options.now() - this.lastBeat >= this.options.nodeTimeoutMs;
   }
 
-  /** Settles once a heartbeat has gone through, and what follows a readmission is done. */
+  /** Settles once a heartbeat has gone through and no readmission is under way. */
   nextBeat(): Promise<void> {
     return new Promise((resolve) => this.beatWaiters.push(resolve));
+  }
+
+  /** Settles once the readmission under way, if any, is done. */
+  readmitted(): Promise<void> {
+    return this.readmission ?? Promise.resolve();
   }
 
   isLive(node: string): boolean {
@@ -157,21 +168,40 @@ export class Membership {
     for (const n of live) this.live.add(n);
     this.forgetMissing();
     for (const n of joined) this.events.joined(n);
-    // once, whether the periodic heartbeat or the resync after a reconnection found it; a
-    // heartbeat going through meanwhile does not open the inbox gate before it is done
-    if (added === 1 && this.registered) {
-      this.readmission ??= this.events
-        .readmitted()
-        .catch(() => undefined)
-        .finally(() => (this.readmission = undefined));
-    }
+    if (added === 1 && this.registered) this.readmit();
     this.registered = true;
-    if (this.readmission !== undefined) await this.readmission;
     this.lastBeat = this.options.now();
+    // the inbox gate opens once the readmission is done, not before
+    if (this.readmission === undefined) this.releaseWaiters();
+    this.events.orphans(orphans);
+  }
+
+  /**
+   * Once, whether the periodic heartbeat or the resync after a reconnection found this node
+   * registered again; heartbeats go on meanwhile (a readmission waits for other nodes, and this
+   * node must not be found dead again for want of them). Found missing again meanwhile, it is made
+   * again after; one that never settles is not waited for past READMISSION_WAIT_MS.
+   */
+  private readmit(): void {
+    if (this.readmission !== undefined) {
+      this.readmitAgain = true;
+      return;
+    }
+    this.readmission = (async () => {
+      do {
+        this.readmitAgain = false;
+        await settlesWithin(this.events.readmitted(), READMISSION_WAIT_MS);
+      } while (this.readmitAgain);
+    })().finally(() => {
+      this.readmission = undefined;
+      this.releaseWaiters();
+    });
+  }
+
+  private releaseWaiters(): void {
     const waiters = this.beatWaiters;
     this.beatWaiters = [];
     for (const w of waiters) w();
-    this.events.orphans(orphans);
   }
 
   /**

@@ -38,6 +38,8 @@ export class OrphanSessions {
   /** takes from Redis under way: a node stopping waits for them, then keeps what they took */
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
+  /** the wills of sessions taken back as this node starts, scheduled once it has joined (before, a will due would reach its own subscribers only) */
+  private heldWills: Array<() => void> | undefined;
 
   constructor(
     private readonly node: OrphanSessionNode,
@@ -76,6 +78,7 @@ export class OrphanSessions {
    * node's return is over.
    */
   async takeBack(members: readonly string[]): Promise<void> {
+    this.heldWills ??= [];
     for (const m of members) {
       const parsed = parseMember(m);
       if (parsed === undefined || parsed.node !== this.node.nodeId || this.read.has(m)) continue;
@@ -85,6 +88,13 @@ export class OrphanSessions {
         this.node.logger.warn({ err: err.message, orphans: m }, 'cluster: sessions of this node\'s earlier run not taken back; taken up after the wait');
       });
     }
+  }
+
+  /** This node has joined: the wills of the sessions it took back are scheduled. */
+  releaseWills(): void {
+    const held = this.heldWills ?? [];
+    this.heldWills = undefined;
+    for (const schedule of held) schedule();
   }
 
   /** An orphan set to look at again at the next heartbeat (or gone). */
@@ -129,7 +139,9 @@ export class OrphanSessions {
     const client = absentClient(clientId, will.username);
     const due = 'at' in will.due ? will.due.at : wentAt + will.due.afterS * 1000;
     // the session it waited on has expired: the will goes now, as a session's end sends it
-    core.wills.scheduleAt(client, will.will, adopted === 'adopted' ? due : core.now());
+    const schedule = (): void => core.wills.scheduleAt(client, will.will, adopted === 'adopted' ? due : core.now());
+    if (this.heldWills === undefined) schedule();
+    else this.heldWills.push(schedule);
   }
 
   /** Stops taking sessions up; resolves once those already taken are kept here (while the node is still in the cluster). */

@@ -24,7 +24,7 @@ import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
 import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
 import { Legacy, RETURN_WAIT_MS, type LegacyNode } from './legacy.js';
 import { GoneInboxes } from './gone-inboxes.js';
-import { redispatchedKey, SharedRedispatch } from './shared-redispatch.js';
+import { RENEW_LOCK, SharedRedispatch, type LockScripts } from './shared-redispatch.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 
@@ -46,8 +46,12 @@ export interface ClusterOptions {
 }
 
 const HEARTBEAT_MS = 1000;
+/** a heartbeat not answered in this long does not hold back the next */
+const HEARTBEAT_HUNG_MS = 2 * HEARTBEAT_MS;
 /** how much longer than the sessions of a node that stopped wait for it its routes are kept */
 const ROUTE_LINGER_MARGIN_MS = 5000;
+/** how long a node restarted without a store keeps what it reads of its inbox in Redis */
+const EARLIER_RUN_TRIM_HOLD_MS = 2000;
 /** how long at most its routes are kept while its sessions are still being taken up (what they get meanwhile waits in Redis) */
 const MAX_ROUTE_LINGER_MS = 60_000;
 /** how long the inbox skips, for sessions settled with other nodes at a readmission, what was sent before */
@@ -63,7 +67,7 @@ function keyPrefix(options: ClusterOptions): string {
   return isRedisCluster(options.redis) && !options.prefix.includes('{') ? `{${options.prefix}}` : options.prefix;
 }
 
-interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, OrphanScripts {}
+interface Scripts extends OwnershipScripts, InboxScripts, MembershipScripts, OrphanScripts, LockScripts {}
 
 /**
  * This broker as a node of a cluster whose shared state lives in Redis: which node has
@@ -141,6 +145,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.cmd.defineCommand('midgeInboxAppend', { numberOfKeys: 2, lua: INBOX_APPEND });
     this.cmd.defineCommand('midgeInboxTrim', { numberOfKeys: 2, lua: INBOX_TRIM });
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
+    this.cmd.defineCommand('midgeRenewLock', { numberOfKeys: 1, lua: RENEW_LOCK });
     this.cmd.defineCommand('midgeNodeGone', { numberOfKeys: 1, lua: NODE_GONE });
     this.cmd.defineCommand('midgeReclaim', { numberOfKeys: 1, lua: RECLAIM });
     this.cmd.defineCommand('midgeTakeOrphanWills', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILLS });
@@ -184,7 +189,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     );
     // what the readers of gone nodes' inboxes need of this node
     const reader = { nodeId: this.nodeId, prefix, core, cmd: this.cmd, logger, counters: this.counters, isLive };
-    this.sharedRedispatch = new SharedRedispatch({ ...reader, redispatch: (message, groups) => this.redispatch(message, groups) });
+    this.sharedRedispatch = new SharedRedispatch({ ...reader, scripts: this.scripts, redispatch: (message, groups) => this.redispatch(message, groups), sent: () => this.forwarder.sent() });
     this.goneInboxes = new GoneInboxes({
       ...reader,
       routesTo: (node) => this.members.routesTo(node),
@@ -238,9 +243,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     await this.replicaWait?.start(this.key('nodes'), this.logger);
     const channels = [this.key(`node:${this.nodeId}`), this.key('routes'), this.key('retained'), this.key('nodes')];
     await this.conns.listen(channels, (channel, message) => this.onMessage(channel, message));
-    const fromStore = this.core.sessions.values().next().done !== true;
     // the sessions brought back from the store are this node's again, unless their client went elsewhere
     await this.ownership.settle();
+    const fromStore = this.core.sessions.values().next().done !== true;
     // what this node answered for before it stopped or died is the cluster's now: wills due, sessions for their clients to take up
     await this.legacy.leaveBehind();
     // ... but the sessions of its earlier runs that only Redis kept are this node's to take back,
@@ -253,16 +258,18 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.conns.report(true);
     this.routes.joined = true;
     this.core.cluster = this;
+    this.legacy.joined();
     // what was sent here before a restart is read first, then what comes; a node that brought no
-    // sessions back from a store keeps it in Redis while the sessions of its earlier run may still
-    // be taken up, here or elsewhere (a held trim also holds the byte count its senders go by)
-    this.inbox.start(fromStore ? 0 : RETURN_WAIT_MS + ROUTE_LINGER_MARGIN_MS);
-    // one at a time, unless one has hung for a node timeout (a command a Redis Cluster client
-    // never settles): this node would be found dead for want of the next
+    // sessions back from a store keeps it in Redis a moment, for the nodes that took sessions of
+    // its earlier run while it was down: they see it back and read once more (a held trim also
+    // holds the byte count its senders go by, and is handled again should this node die meanwhile)
+    this.inbox.start(fromStore ? 0 : EARLIER_RUN_TRIM_HOLD_MS);
+    // one at a time, unless one has hung (a command a Redis Cluster client never settles): this
+    // node would be found dead for want of the next
     let beatingSince = 0;
     this.timer = setInterval(() => {
       const now = Date.now();
-      if (beatingSince !== 0 && now - beatingSince < this.options.nodeTimeoutMs) return;
+      if (beatingSince !== 0 && now - beatingSince < HEARTBEAT_HUNG_MS) return;
       beatingSince = now;
       void this.members.heartbeat().finally(() => {
         if (beatingSince === now) beatingSince = 0;
@@ -280,8 +287,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private async sync(): Promise<void> {
     this.buffered ??= [];
     // back after an outage and found dead meanwhile: the readmission (sessions the others took up
-    // settled) is done before this resolves, whichever heartbeat found it
+    // settled) is done first, whichever heartbeat found it
     await this.members.heartbeat(true);
+    await this.members.readmitted();
     await this.legacy.rewrite();
     await this.routes.publishOwn([...this.core.router.filters()]);
     const nodes = this.members.others();
@@ -381,7 +389,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   /** How far another node redispatched the shared-subscription messages of this node's inbox (at a start or readmission). */
   private async readSharedDone(): Promise<void> {
-    this.sharedDoneThrough = (await this.cmd.get(redispatchedKey(this.options.prefix, this.nodeId))) ?? undefined;
+    this.sharedDoneThrough = await this.sharedRedispatch.doneThrough();
   }
 
   /**
@@ -475,15 +483,22 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     return here;
   }
 
-  /** A shared-subscription message a gone node had been sent, given to `groups` alone: a member here, or a node with members. */
-  private redispatch(message: Message, groups: readonly string[]): void {
+  /**
+   * A shared-subscription message a gone node had been sent, given to `groups` alone: a member
+   * here, or a node with members. Says whether every group had one.
+   */
+  private redispatch(message: Message, groups: readonly string[]): boolean {
     const plan = this.redispatchPlan;
-    this.index.plan(message.topic, plan, new Set(groups));
-    if (plan.localGroups.size > 0) {
+    const wanted = new Set(groups);
+    this.index.plan(message.topic, plan, wanted);
+    let reached = plan.localGroups.size;
+    if (reached > 0) {
       const local = plan.localGroups;
       this.core.routeRemote(message, (topicFilter, group) => local.has(`$share/${group}/${topicFilter}`), NO_SESSIONS);
     }
+    for (const list of plan.nodes.values()) reached += list.length;
     if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now(), ++this.forwardedCount, true);
+    return reached === wanted.size;
   }
 
   sent(): Promise<void> | undefined {
