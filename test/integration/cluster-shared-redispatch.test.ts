@@ -80,4 +80,29 @@ describe('the shared-subscription messages a gone node was sent go to its groups
     await collectFor(there, 1500);
     assert.deepEqual(gotThere, [], 'not given again to the member on the node that was stalled');
   });
+
+  test('[MQTT-4.3.2-4] messages for a group whose only member is on a node found dead while stalled are left to that node, which gives them to its member once it is back', CLUSTER_TEST, async () => {
+    const prefix = h.prefix();
+    const a = await h.node(prefix, 'publishes-alone');
+    const { child, port } = await spawnNode(h.redis.url, prefix, 'holds-the-group');
+    const only = await connectClient(port, { clientId: 'only-worker', protocolVersion: 5, keepalive: 0 });
+    const got = record(only);
+    await only.subscribeAsync(GROUP, { qos: 1 });
+    await routesKnown(a, 1);
+    const pub = await connectClient(a.port, { clientId: 'solo-pub', protocolVersion: 5 });
+    child.kill('SIGSTOP');
+    let sent: string[];
+    try {
+      // acknowledged while its routes are still known (before it is found dead)
+      sent = await publishJobs(pub, 5);
+      assert.ok(await eventually(() => a.broker.stats.cluster?.nodes === 1, 9000), 'found dead');
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal(a.broker.stats.cluster?.sharedRedispatched, 5, 'read from its inbox, with no other member to go to');
+    } finally {
+      child.kill('SIGCONT');
+    }
+    assert.ok(await eventually(() => got.length >= 5, 10_000), `the member gets them once its node is back: ${got.length} of 5`);
+    assert.deepEqual(sorted(got), sent);
+    assert.deepEqual(await collectFor(only, 1000), [], 'once each');
+  });
 });
