@@ -6,59 +6,20 @@
 // reached its session once (what the dead node's inbox held, and what was sent there meanwhile).
 // Needs redis-server on the PATH.
 // Usage: npm run build && node dist/bench/orphan-wills.js [--clients 10000] [--survivors 2] [--persistent [--publish 2000]]
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createConnection, createServer, type Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { createConnection, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
 import { encodePacket } from '../src/codec/encoder.js';
 import { createBroker, type Broker } from '../src/index.js';
-
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+import { spawnNode, startRedis } from './cluster-kit.js';
 const { values } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, survivors: { type: 'string', default: '2' }, persistent: { type: 'boolean', default: false }, publish: { type: 'string', default: '0' } } });
 const CLIENTS = Number(values.clients);
 const SURVIVORS = Number(values.survivors);
 const PERSISTENT = values.persistent;
 const RATE = PERSISTENT ? Number(values.publish) : 0;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (const end = Date.now() + 10_000; ; await new Promise((r) => setTimeout(r, 50))) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = createConnection(port, '127.0.0.1', () => resolve(true));
-      s.once('error', () => resolve(false));
-      s.once('connect', () => s.destroy());
-    });
-    if (up) break;
-    if (Date.now() > end) throw new Error('redis-server did not start');
-  }
-  return { url: `redis://127.0.0.1:${port}`, child };
-}
-
-async function spawnNode(redisUrl: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--cluster-redis', redisUrl, '--cluster-node-id', 'doomed', '--sys-interval', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
-    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
-    if (m) return { child, port: Number(m[1]) };
-  }
-  throw new Error(`the doomed node did not start: ${out}`);
-}
 
 /** A device with a will, over a plain socket (MQTT.js would cost more than the broker here); resolves at its CONNACK. */
 async function device(port: number, i: number): Promise<Socket> {
@@ -93,7 +54,7 @@ try {
     last = Date.now();
   });
 
-  doomed = await spawnNode(redis.url);
+  doomed = await spawnNode(redis.url, 'doomed');
   const sockets: Socket[] = [];
   for (let i = 0; i < CLIENTS; i += 200) {
     const batch = await Promise.all(Array.from({ length: Math.min(200, CLIENTS - i) }, (_, k) => device((doomed as { port: number }).port, i + k)));
