@@ -32,12 +32,15 @@ export class RetainedSync {
   /** Reads every retained message of the cluster; what this node holds that Redis does not was cleared meanwhile. */
   async load(): Promise<void> {
     // A Redis without the cluster's marker is new, or lost its data (restarted without
-    // persistence): what this node holds is put back rather than taken for cleared.
-    const fresh = (await this.cmd.set(this.key('cluster'), String(Date.now()), 'NX')) === 'OK';
+    // persistence): what this node holds is put back rather than taken for cleared. The marker is
+    // set once it is back, so that a node loading meanwhile does not take it for cleared either
+    // (it puts its own back too).
+    const fresh = (await this.cmd.exists(this.key('cluster'))) === 0;
     if (fresh) {
       const key = this.key('retained');
       const writes = [...this.core.retained.values()].filter((m) => !isLocalTopic(m.topic)).map((m) => this.cmd.hsetnx(key, m.topic, packStoredMessage(m)));
       await Promise.all(writes);
+      await this.cmd.set(this.key('cluster'), String(Date.now()), 'NX');
     }
     const seen = new Set<string>();
     let cursor = '0';
