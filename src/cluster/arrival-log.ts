@@ -1,3 +1,11 @@
+/**
+ * A node in one of its runs, as an ArrivalLog sender: a node restarted numbers the messages it
+ * forwards from 1 again. A sender of an older version names no run ('').
+ */
+export function senderOf(from: string, run: string): string {
+  return `${from}\n${run}`;
+}
+
 /** Where each sender's messages stood in an ArrivalLog when a mark was made. */
 export type ArrivalMark = Map<string, number>;
 

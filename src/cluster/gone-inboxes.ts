@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
-import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
+import { ArrivalLog, senderOf, type ArrivalMark } from './arrival-log.js';
 import { inboxKeys, readInboxPage } from './inbox.js';
 import type { RedisClient } from './redis-target.js';
 import { unpackMessage } from './wire.js';
@@ -27,7 +27,7 @@ export interface GoneInboxNode {
    * a message is routed here that `from` forwarded as its `n`th: a session handed on from here
    * meanwhile sends it on with that origin, for the node it went to to tell it from its own copy
    */
-  noteRoute(message: Message, from: string, n: number): void;
+  noteRoute(message: Message, from: string, n: number, run: string): void;
 }
 
 /** how often the inbox of a gone node is read again while sessions taken from it may still get messages there */
@@ -47,9 +47,10 @@ const MAX_FOLLOW_MS = 30_000;
 /** Reading that keeps failing (Redis out of reach) goes on trying this long, unless the node comes back. */
 const FAILING_FOLLOW_MS = 5 * 60_000;
 
-/** A message read from a gone node's inbox: who forwarded it (and in which of its runs: `sender`), its number there, and when Redis took it. */
+/** A message read from a gone node's inbox: who forwarded it (in its run `run`; both: `sender`), its number there, and when Redis took it. */
 interface Entry {
   readonly from: string;
+  readonly run: string;
   readonly sender: string;
   readonly n: number;
   readonly at: number;
@@ -92,11 +93,6 @@ interface Follow {
 }
 
 const NO_GROUPS = (): boolean => false;
-
-/** A node in one of its runs: a node restarted numbers its messages from 1 again. */
-function senderOf(from: string, run: string): string {
-  return `${from}\n${run}`;
-}
 
 /**
  * Messages other nodes routed to a node that then died or stopped, read from its inbox for the
@@ -277,7 +273,7 @@ export class GoneInboxes {
       if (this.follows.get(f.node) !== f) return;
       f.lastId = page.lastId;
       for (const { from, run, at, frame } of page.messages) {
-        const e = { from, sender: senderOf(from, run), n: frame.n, at, body: frame.body };
+        const e = { from, run, sender: senderOf(from, run), n: frame.n, at, body: frame.body };
         f.entries.push(e);
         this.deliver(f, e);
       }
@@ -300,7 +296,7 @@ export class GoneInboxes {
     try {
       // its expiry counts from when Redis took it
       const message = unpackMessage(e.body, Math.min(core.now(), e.at));
-      this.node.noteRoute(message, e.from, e.n);
+      this.node.noteRoute(message, e.from, e.n, e.run);
       if (core.routeRemote(message, NO_GROUPS, accept) > 0) this.node.counters.goneInboxMessages++;
     } catch (err) {
       core.reportFault(err, `delivering a message left in the inbox of node ${f.node}`);

@@ -24,6 +24,7 @@ import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
 import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
 import { Legacy, RETURN_WAIT_MS, type LegacyNode } from './legacy.js';
 import { GoneInboxes } from './gone-inboxes.js';
+import { senderOf } from './arrival-log.js';
 import { RENEW_LOCK, SharedRedispatch, type LockScripts } from './shared-redispatch.js';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
@@ -195,8 +196,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       routesTo: (node) => this.members.routesTo(node),
       routesShared: () => this.routes.shared(),
       ownHandled: () => this.inbox.handled,
-      noteRoute: (message, from, n) => {
-        if (this.moves.active) this.moves.noteRoute(message, from, n);
+      noteRoute: (message, from, n, run) => {
+        if (this.moves.active) this.moves.noteRoute(message, from, n, run);
       },
     });
     this.inbox = new InboxReader(
@@ -409,8 +410,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           const groups = frame.groups;
           const select = groups === null || sharedDone ? NO_GROUPS : (topicFilter: string, group: string) => groups.includes(`$share/${group}/${topicFilter}`);
           const message = unpackMessage(frame.body, sent);
-          if (this.moves.active) this.moves.noteRoute(message, from, frame.n);
-          if (this.moves.adopting) this.moves.taken(from, frame.n);
+          if (this.moves.active) this.moves.noteRoute(message, from, frame.n, run);
+          if (this.moves.adopting) this.moves.taken(senderOf(from, run), frame.n);
           // sessions taken from a gone node may have had it from its inbox already
           const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, run, frame.n) : undefined;
           // no filter, and no closure, in the common case; a redispatched message is for its groups alone
@@ -476,7 +477,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.index.plan(message.topic, plan);
     // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
-    if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n);
+    if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n, this.run);
     if (n > 0 && this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);

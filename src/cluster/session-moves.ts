@@ -2,7 +2,7 @@ import type { Buffer } from 'node:buffer';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Delivery, Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
-import { ArrivalLog, type ArrivalMark } from './arrival-log.js';
+import { ArrivalLog, senderOf, type ArrivalMark } from './arrival-log.js';
 import { deliverTail, insertTail, takeTail } from './session-handover.js';
 import { packFrame, type NodeFrame, type WireDelivery } from './wire.js';
 
@@ -68,8 +68,8 @@ export class SessionMoves {
   private readonly node: MoveNode;
   /** sessions handed to other nodes, until they have been released and lingered */
   private readonly moving = new Map<string, Move>();
-  /** where messages routed while sessions handed over are here came from, their number there, and when (`seq`) they were noted */
-  private readonly routes = new WeakMap<Message, { from: string; n: number; seq: number }>();
+  /** where messages routed while sessions handed over are here came from (in its run), their number there, and when (`seq`) they were noted */
+  private readonly routes = new WeakMap<Message, { from: string; run: string; n: number; seq: number }>();
   /** messages noted so far */
   private noted = 0;
   /** sessions adopted here whose client waits for the old node's first tail */
@@ -169,9 +169,9 @@ export class SessionMoves {
     return this.arrivals.active;
   }
 
-  /** A message `from` forwarded (its `n`th) was taken here. */
-  taken(from: string, n: number): void {
-    this.arrivals.record(from, n);
+  /** A message `sender` (a node in one of its runs: senderOf) forwarded (its `n`th) was taken here. */
+  taken(sender: string, n: number): void {
+    this.arrivals.record(sender, n);
   }
 
   /**
@@ -217,9 +217,9 @@ export class SessionMoves {
     return this.moving.size > 0;
   }
 
-  /** A message routed here came from `from` (its `n`th forwarded; 0 when not forwarded). */
-  noteRoute(message: Message, from: string, n: number): void {
-    this.routes.set(message, { from, n, seq: ++this.noted });
+  /** A message routed here came from `from`, in its run `run` (its `n`th forwarded; 0 when not forwarded). */
+  noteRoute(message: Message, from: string, n: number, run: string): void {
+    this.routes.set(message, { from, run, n, seq: ++this.noted });
   }
 
   /** The node a session went to has resumed it: what that node sends from now on reached it there. */
@@ -297,10 +297,10 @@ export class SessionMoves {
     return route === undefined || route.from !== to || route.seq <= adoptedAt;
   }
 
-  /** The node that forwarded a delivery's message and its number there, if it was forwarded (see `taken`). */
+  /** The node that forwarded a delivery's message (with its run) and its number there, if it was forwarded (see `taken`). */
   private readonly origin = (d: Delivery): [string, number] | undefined => {
     const route = this.routes.get(d.message);
-    return route === undefined || route.n === 0 ? undefined : [route.from, route.n];
+    return route === undefined || route.n === 0 ? undefined : [senderOf(route.from, route.run), route.n];
   };
 
   /** The node is leaving: sessions handed over stay in its store, and a restart drops them (their ids are elsewhere). */
