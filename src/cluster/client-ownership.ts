@@ -12,7 +12,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0`;
 
 /** The scripts above, as the command connection defines them. */
-export interface OwnershipScripts extends Pick<OrphanScripts, 'midgeWithdrawSessions'> {
+export interface OwnershipScripts extends Pick<OrphanScripts, 'midgeWithdrawSessions' | 'midgeNow'> {
   midgeRelease(key: string, nodeId: string): Promise<number>;
 }
 
@@ -108,8 +108,7 @@ export class ClientOwnership {
   async reconcile(): Promise<Map<string, number>> {
     const { core, cmd, nodeId } = this.node;
     const settled = new Map<string, number>();
-    const [seconds, micros] = await cmd.time();
-    const redisAhead = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - core.now();
+    const redisAhead = (await this.node.scripts.midgeNow(this.node.key('orphans'))) - core.now();
     const sessions = [...core.sessions.values()].filter((s) => s.expiryInterval > 0 && !this.claiming.has(s.clientId));
     for (let i = 0; i < sessions.length; i += 1000) {
       const slice = sessions.slice(i, i + 1000);

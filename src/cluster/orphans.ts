@@ -59,6 +59,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /**
+ * Redis's clock now, in ms, as the master holding the key given (KEYS[1]) tells it: in a Redis
+ * Cluster the one whose streams' entry ids the cluster's keys get (a plain TIME goes to any master).
+ */
+export const REDIS_NOW = `${NOW_LUA}
+return now`;
+
+/**
  * A node starting or stopping (ARGV[1] prefix, ARGV[2] node): what its previous run or this one
  * answered for is left to the cluster, and what another node found dead is no longer to be taken
  * back. (Starting, it has first withdrawn the sessions it brought back from its store.) Returns 1
@@ -203,6 +210,7 @@ export function parseMember(member: string): OrphanMember | undefined {
  */
 export interface OrphanScripts {
   midgeNodeGone(orphansKey: string, prefix: string, node: string): Promise<number>;
+  midgeNow(orphansKey: string): Promise<number>;
   midgeReclaim(orphansKey: string, prefix: string, node: string): Promise<number>;
   midgeClaimOrphanedBuffer(orphansKey: string, prefix: string, what: 'wills' | 'sessions', node: string, clientId: string, orphansOnly: '0' | '1'): Promise<[Buffer, Buffer] | null>;
   midgeWithdrawSessions(orphansKey: string, prefix: string, node: string, ...clientIds: string[]): Promise<string[]>;

@@ -21,7 +21,7 @@ import { isRedisCluster, publishOn } from './redis-target.js';
 import { RedisConnections } from './redis-connections.js';
 import { packFrame, unpackFrames, unpackMessage, type NodeFrame } from './wire.js';
 import { TAKE_ORPHAN_WILLS } from './orphan-wills.js';
-import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
+import { CLAIM_ORPHANED, NODE_GONE, RECLAIM, REDIS_NOW, TAKE_ORPHAN_SESSIONS, WITHDRAW_SESSIONS, type OrphanScripts } from './orphans.js';
 import { Legacy, RETURN_WAIT_MS, type LegacyNode } from './legacy.js';
 import { GoneInboxes } from './gone-inboxes.js';
 import { senderOf } from './arrival-log.js';
@@ -148,6 +148,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.cmd.defineCommand('midgeRelease', { numberOfKeys: 1, lua: RELEASE });
     this.cmd.defineCommand('midgeRenewLock', { numberOfKeys: 1, lua: RENEW_LOCK });
     this.cmd.defineCommand('midgeNodeGone', { numberOfKeys: 1, lua: NODE_GONE });
+    this.cmd.defineCommand('midgeNow', { numberOfKeys: 1, lua: REDIS_NOW });
     this.cmd.defineCommand('midgeReclaim', { numberOfKeys: 1, lua: RECLAIM });
     this.cmd.defineCommand('midgeTakeOrphanWills', { numberOfKeys: 1, lua: TAKE_ORPHAN_WILLS });
     this.cmd.defineCommand('midgeClaimOrphaned', { numberOfKeys: 1, lua: CLAIM_ORPHANED });
