@@ -407,7 +407,7 @@ describe('a cluster outlives its nodes and its Redis server stopping, restarting
     }
   });
 
-  test('[MQTT-4.3.2-4] while Redis is down a QoS 1 message for another node, or a retained one, is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] (5.0) while Redis is down a QoS 1 message for another node, or a retained one, is not acknowledged: the publisher is disconnected (0x80) and its resend after Redis is back is delivered', CLUSTER_TEST, async () => {
     const own = await startRedis();
     const [a, b] = (await h.cluster(2, { clusterRedis: own.url })) as [TestBroker, TestBroker];
     let again: TestRedis | undefined;

@@ -14,7 +14,7 @@ import { CLUSTER_TEST, clusterHarness, deliveredAgain, missedAfterSuback, poll, 
 describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis settings', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
 
-  test('[MQTT-4.3.2-4] with clusterWaitReplicas a QoS 1 message for another node, or a retained one, is acknowledged only once a Redis replica has it: with the replica stopped the publisher is disconnected (0x80), and its resend is acknowledged once it runs again', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] (5.0) with clusterWaitReplicas a QoS 1 message for another node, or a retained one, is acknowledged only once a Redis replica has it: with the replica stopped the publisher is disconnected (0x80), and its resend is acknowledged once it runs again', CLUSTER_TEST, async () => {
     const master = await startRedis();
     const replica = await startRedis(undefined, ['--replicaof', '127.0.0.1', String(master.port)]);
     const askReplica = new Redis(replica.port, '127.0.0.1');

@@ -218,7 +218,7 @@ describe('a cluster moves sessions, takeovers and wills between nodes', { skip: 
     assert.deepEqual(wrong, []);
   });
 
-  test('[MQTT-4.3.3-10] QoS 2 messages published on the new node as a session moves there reach it once, not also through the old node', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.3-10] (5.0) QoS 2 messages published on the new node as a session moves there reach it once, not also through the old node', CLUSTER_TEST, async () => {
     const [a, b] = (await h.cluster(2)) as [TestBroker, TestBroker];
     const first = await connectClient(a.port, { clientId: 'self-mover', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
     await first.subscribeAsync('self/#', { qos: 2 });

@@ -30,7 +30,7 @@ const sorted = (a: string[]): string[] => [...a].sort((x, y) => Number(x.slice(1
 describe('the shared-subscription messages a gone node was sent go to its groups\' other members', { skip: skipWithoutRedis }, () => {
   const h = clusterHarness();
 
-  test('[MQTT-4.3.2-4] QoS 1 messages a shared group\'s turn gave a node that had died, before it was found dead, reach the group\'s other member once each', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] (5.0) QoS 1 messages a shared group\'s turn gave a node that had died, before it was found dead, reach the group\'s other member once each', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const a = await h.node(prefix, 'publishes');
     const b = await h.node(prefix, 'works');
@@ -81,7 +81,7 @@ describe('the shared-subscription messages a gone node was sent go to its groups
     assert.deepEqual(gotThere, [], 'not given again to the member on the node that was stalled');
   });
 
-  test('[MQTT-4.3.2-4] messages for a group whose only member is on a node found dead while stalled are left to that node, which gives them to its member once it is back', CLUSTER_TEST, async () => {
+  test('[MQTT-4.3.2-4] (5.0) messages for a group whose only member is on a node found dead while stalled are left to that node, which gives them to its member once it is back', CLUSTER_TEST, async () => {
     const prefix = h.prefix();
     const a = await h.node(prefix, 'publishes-alone');
     const { child, port } = await spawnNode(h.redis.url, prefix, 'holds-the-group');

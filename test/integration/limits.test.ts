@@ -82,7 +82,7 @@ describe('limits: bounded memory per client', () => {
     back.raw.close();
   });
 
-  test('[MQTT-3.3.2-5] expired messages in a full offline queue make room: a fresh message is queued, not refused', async () => {
+  test('[MQTT-3.3.2-5] (5.0) expired messages in a full offline queue make room: a fresh message is queued, not refused', async () => {
     const first = await rawConnect(b.port, 5, { clientId: 'queue-expiry', clean: false, properties: { sessionExpiryInterval: 300 } });
     await rawSubscribe(first.raw, 5, 1, [{ topic: 'qe/#', qos: 1 }]);
     first.raw.sendPacket({ cmd: 'disconnect', reasonCode: 0 }, 5);

@@ -158,7 +158,7 @@ for (const kind of KINDS) {
       await b.broker.close();
     });
 
-    test('[MQTT-3.3.2-5] expired messages a full queue let go stay gone after a restart', async () => {
+    test('[MQTT-3.3.2-5] (5.0) expired messages a full queue let go stay gone after a restart', async () => {
       const store = kind.fresh();
       let b = await start(store, 2);
       const first = await rawConnect(b.port, 5, { clientId: 'expiring', clean: false, properties: { sessionExpiryInterval: 3600 } });

@@ -150,7 +150,7 @@ describe('retained messages owed on subscribe: all of them, in order, with flow 
     }
   });
 
-  test('[MQTT-3.3.2-5] a retained message that expires while it is owed is not sent', async () => {
+  test('[MQTT-3.3.2-5] (5.0) a retained message that expires while it is owed is not sent', async () => {
     const b = await withRetained('rx', 100, 1);
     try {
       const { raw } = await rawConnect(b.port, 5, { clientId: 'rx', properties: { receiveMaximum: 5 } });

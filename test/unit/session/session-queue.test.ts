@@ -52,7 +52,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 describe('session queue bounds', () => {
-  test('[MQTT-3.3.2-5] queued bytes equal the payloads queued; the bounds hold; a full queue lets expired messages go, then the oldest QoS 0 ones; order is kept', () => {
+  test('[MQTT-3.3.2-5] (5.0) queued bytes equal the payloads queued; the bounds hold; a full queue lets expired messages go, then the oldest QoS 0 ones; order is kept', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 300 }), fc.array(op, { maxLength: 80 }), (max, maxBytes, ops) => {
         clock.time = 0;
@@ -124,7 +124,7 @@ describe('session queue bounds', () => {
     );
   });
 
-  test('[MQTT-3.3.2-5] a message that outlives one clean-up of a full queue goes at the next once it has expired', () => {
+  test('[MQTT-3.3.2-5] (5.0) a message that outlives one clean-up of a full queue goes at the next once it has expired', () => {
     clock.time = 0;
     const s = new Session('c', 0);
     const drops = { queueFull: 0, expired: 0 };
