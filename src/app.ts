@@ -35,6 +35,7 @@ import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
+import { refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
 
 export interface BrokerOptions {
   persistence?: MidgeConfig['persistence'];
@@ -103,6 +104,9 @@ export interface ListenOptions {
   allowAnonymous?: boolean;
 }
 
+const LISTEN_OPTIONS: ReadonlyArray<keyof ListenOptions> = ['port', 'host', 'socket', 'protocol', 'tls', 'maxConnections', 'proxyProtocol', 'wsPath', 'allowAnonymous'];
+const LISTENER_PROTOCOLS: readonly ListenerProtocol[] = ['mqtt', 'mqtts', 'ws', 'wss'];
+
 export interface HttpListenOptions {
   port?: number;
   /** default 127.0.0.1: metrics and the admin API are not for the open network */
@@ -110,6 +114,8 @@ export interface HttpListenOptions {
   /** enables the admin REST API under /api/v1 (Authorization: Bearer TOKEN) */
   adminToken?: string;
 }
+
+const LISTEN_HTTP_OPTIONS: ReadonlyArray<keyof HttpListenOptions> = ['port', 'host', 'adminToken'];
 
 export interface ListeningAddress {
   protocol: ListenerProtocol;
@@ -133,6 +139,8 @@ export interface HandleOptions {
    */
   verifiedUsername?: string;
 }
+
+const HANDLE_OPTIONS: ReadonlyArray<keyof HandleOptions> = ['remoteAddress', 'allowAnonymous', 'verifiedUsername'];
 
 export interface PublishOptions {
   topic: string;
@@ -211,7 +219,8 @@ export class Broker {
   /** Starts a listener (MQTT over TCP unless told otherwise); resolves with the address actually bound. */
   async listen(options: ListenOptions = {}): Promise<ListeningAddress> {
     if (this.closed) throw new Error('broker is closed');
-    const protocol = options.protocol ?? 'mqtt';
+    refuseUnknownOptions(options, LISTEN_OPTIONS, 'listen', { path: 'the WebSocket path is wsPath' });
+    const protocol = requireOneOf(options.protocol ?? 'mqtt', LISTENER_PROTOCOLS, 'listen: protocol');
     const tls = options.tls === undefined ? undefined : new TlsFiles(options.tls);
     const listener = new Listener({
       protocol,
@@ -266,6 +275,7 @@ export class Broker {
       throw new TypeError('handle() needs a byte stream: this one is in object mode or decodes text');
     }
     if (isServed(stream)) throw new TypeError('handle() was given a stream the broker already serves');
+    refuseUnknownOptions(options, HANDLE_OPTIONS, 'handle');
     if (this.closed) {
       stream.destroy();
       return;
@@ -324,6 +334,7 @@ export class Broker {
   /** Starts the HTTP endpoint: /metrics, /healthz, /readyz and, with a token, the admin API. */
   async listenHttp(options: HttpListenOptions = {}): Promise<{ host: string; port: number }> {
     if (this.closed) throw new Error('broker is closed');
+    refuseUnknownOptions(options, LISTEN_HTTP_OPTIONS, 'listenHttp');
     const endpoint = new HttpEndpoint({
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 8080,
@@ -470,6 +481,7 @@ function destroyStream(this: Duplex): void {
 
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
+  refuseCliOnlySettings(options);
   const { hooks, logger, authenticators, mqtt5, sysInterval, store: _store, ...settings } = options;
   const config = resolveConfig(settings, 'createBroker options');
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {

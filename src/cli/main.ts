@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createBroker, type Broker, type ListeningAddress } from '../app.js';
+import { brokerSettings } from '../embed-options.js';
 import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
 import type { MidgeConfig } from '../config/schema.js';
@@ -38,7 +39,7 @@ async function serve(argv: string[]): Promise<void> {
   const logger = createLogger(config.logLevel);
   let broker: Broker;
   try {
-    broker = await createBroker({ ...config, logger, sysInterval: config.sysInterval });
+    broker = await createBroker({ ...brokerSettings(config), logger });
   } catch (err) {
     if (err instanceof PasswordFileError || err instanceof AclFileError) throw new ConfigError(err.message);
     if (!(err instanceof StoreError)) throw err;

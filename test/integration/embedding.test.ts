@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { PassThrough } from 'node:stream';
 import { pino } from 'pino';
 import { createBroker, type ClientInfo, type PublishInfo } from '../../src/index.js';
 import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
@@ -153,6 +154,26 @@ describe('embedding API: createBroker, hooks and events', () => {
     await assert.rejects(createBroker({ limits: { maxInflight: 0 } }), /limits\.maxInflight must be an integer between 1 and 65535/);
     await assert.rejects(createBroker({ limits: { nope: 1 } as never }), /unknown setting "limits\.nope"/);
     await assert.rejects(createBroker({ persistence: 'floppy' as never }), /persistence must be one of/);
+  });
+
+  test('settings createBroker cannot act on, and options listen, listenHttp and handle do not know, are refused with what to use instead', async () => {
+    await assert.rejects(createBroker({ httpPort: 8080 } as never), /"httpPort" is a setting of the command line.*broker\.listenHttp/);
+    await assert.rejects(createBroker({ listeners: [{ protocol: 'ws', port: 0 }] } as never), /"listeners".*broker\.listen\(options\)/);
+    await assert.rejects(createBroker({ logLevel: 'debug' } as never), /"logLevel".*pino/);
+    await assert.rejects(createBroker({ adminToken: 'T' } as never), /"adminToken"/);
+    const broker = await createBroker();
+    try {
+      await assert.rejects(broker.listen({ port: 0, host: '127.0.0.1', protocol: 'ws', path: '/custom' } as never), /listen: unknown option "path": the WebSocket path is wsPath/);
+      await assert.rejects(broker.listen({ port: 0, protocol: 'bogus' } as never), /listen: protocol must be one of mqtt, mqtts, ws, wss \(got "bogus"\)/);
+      await assert.rejects(broker.listenHttp({ port: 0, token: 'T' } as never), /listenHttp: unknown option "token" \(known: port, host, adminToken\)/);
+      assert.throws(() => broker.handle(new PassThrough(), { username: 'u' } as never), /handle: unknown option "username"/);
+      // nothing was left listening by the refusals, and the path that is known is served
+      const { port } = await broker.listen({ port: 0, host: '127.0.0.1', protocol: 'ws', wsPath: '/custom' });
+      const client = await connectClient(port, { protocol: 'ws', path: '/custom', clientId: 'custom-path' } as never);
+      await client.endAsync();
+    } finally {
+      await broker.close();
+    }
   });
 
   test('[MQTT-4.7.3-3] broker.publish refuses a topic with wildcards, or longer than 65,535 bytes', async () => {
