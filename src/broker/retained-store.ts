@@ -1,16 +1,27 @@
 import { isExpired, ownBytesInPlace, type Clock, type Message } from '../session/message.js';
 import { TopicTree } from '../topic/topic-tree.js';
 
-/** Retained messages, one per topic, looked up by subscription filter. */
+/**
+ * Retained messages, one per topic, looked up by subscription filter. The limit counts the
+ * clients' topics only: the broker's own `$` topics ($SYS) come back every interval whatever the
+ * limit, so counting them would only take their slots from the clients (a limit of 40 left 8).
+ */
 export class RetainedStore {
   private readonly tree = new TopicTree<Message>();
+  private clientTopics = 0;
   /** 0 = no limit */
   maxMessages = 0;
   /** set while the broker is over its memory limit: no new topics */
   memoryFull = false;
 
+  /** every retained message held, the broker's own included */
   get size(): number {
     return this.tree.size;
+  }
+
+  /** retained messages on topics other than the broker's own `$` ones: what `maxMessages` bounds */
+  get clientCount(): number {
+    return this.clientTopics;
   }
 
   /**
@@ -19,21 +30,23 @@ export class RetainedStore {
    */
   apply(message: Message): boolean {
     if (message.payload.length === 0) {
-      this.tree.delete(message.topic);
+      this.delete(message.topic);
       return true;
     }
     // at the limit only topics already held may change; the broker's own $ topics are always kept
     if (!this.hasRoomFor(message.topic)) return false;
     ownBytesInPlace(message);
+    const held = this.tree.size;
     this.tree.set(message.topic, message);
+    if (this.tree.size > held && !isBrokerTopic(message.topic)) this.clientTopics++;
     return true;
   }
 
   /** Whether a retained message on `topic` would be stored (false only at a limit, for a new topic). */
   hasRoomFor(topic: string): boolean {
     const max = this.maxMessages;
-    const room = max === 0 || this.tree.size < max;
-    return (room && !this.memoryFull) || topic.charCodeAt(0) === 0x24 || this.tree.get(topic) !== undefined;
+    const room = max === 0 || this.clientTopics < max;
+    return (room && !this.memoryFull) || isBrokerTopic(topic) || this.tree.get(topic) !== undefined;
   }
 
   get(topic: string): Message | undefined {
@@ -41,7 +54,9 @@ export class RetainedStore {
   }
 
   delete(topic: string): boolean {
-    return this.tree.delete(topic);
+    const deleted = this.tree.delete(topic);
+    if (deleted && !isBrokerTopic(topic)) this.clientTopics--;
+    return deleted;
   }
 
   /** Messages matching a filter; expired ones are removed on the way ([MQTT-3.3.2-5]). */
@@ -53,7 +68,7 @@ export class RetainedStore {
     if (!expired) return found;
     const live: Message[] = [];
     for (const m of found) {
-      if (isExpired(m, clock)) this.tree.delete(m.topic);
+      if (isExpired(m, clock)) this.delete(m.topic);
       else live.push(m);
     }
     return live;
@@ -62,4 +77,9 @@ export class RetainedStore {
   values(): IterableIterator<Message> {
     return this.tree.values();
   }
+}
+
+/** `$` topics are the broker's own ($SYS): clients may not publish there. */
+function isBrokerTopic(topic: string): boolean {
+  return topic.charCodeAt(0) === 0x24;
 }

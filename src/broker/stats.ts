@@ -9,6 +9,7 @@ export interface StatsSnapshot {
   clientsMaximum: number;
   sessions: number;
   subscriptions: number;
+  /** retained messages the clients' limit counts: the broker's own $SYS ones are not among them */
   retained: number;
   /** messages held for clients: queued plus inflight */
   messagesStored: number;
@@ -82,7 +83,7 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats, clust
     clientsMaximum: core.maxConnected,
     sessions: core.sessions.size - leaving,
     subscriptions: core.router.subscriptionCount,
-    retained: core.retained.size,
+    retained: core.retained.clientCount,
     messagesStored: inflight + queued,
     inflight,
     queued,

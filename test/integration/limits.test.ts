@@ -559,4 +559,45 @@ describe('limits: connections, publish rates and retained messages', () => {
       await b.close();
     }
   });
+
+  test('maxRetainedMessages counts the clients\' retained topics only: the broker\'s own $SYS ones take none of the slots, and the counts reported agree', async () => {
+    const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 1 });
+    const h = await b.broker.listenHttp({ port: 0, adminToken: 'limits-token' });
+    try {
+      const watch = await rawConnect(b.port, 4, { clientId: 'ret-sys-watch' });
+      await rawSubscribe(watch.raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
+      const sysTopics = new Set((await publishes(watch.raw)).map((p) => p.topic as string));
+      assert.ok(sysTopics.size > 2, `${sysTopics.size} $SYS topics retained`);
+
+      const v5 = await rawConnect(b.port, 5, { clientId: 'ret-sys-v5' });
+      const codes: number[] = [];
+      for (const [i, topic] of ['slot/1', 'slot/2', 'slot/3'].entries()) {
+        v5.raw.sendPacket({ cmd: 'publish', topic, payload: Buffer.from('v'), qos: 1, messageId: i + 1, retain: true }, 5);
+        codes.push((await expectPacket(v5.raw, 'puback')).reasonCode ?? 0);
+      }
+      assert.deepEqual(codes, [0, 0, 0x97], 'two client topics fit; the third is over the limit');
+      assert.equal(b.broker.stats.retained, 2);
+      assert.equal(b.broker.stats.retainedRefused, 1);
+
+      // $SYS topics are still retained, and the count they publish is the clients' count
+      const late = await rawConnect(b.port, 4, { clientId: 'ret-sys-late' });
+      await rawSubscribe(late.raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
+      // the retained copy may predate the client topics: the next interval's is the one to read
+      const counts = (await publishes(late.raw, 1500)).filter((p) => p.topic === '$SYS/broker/retained messages/count');
+      assert.ok(counts.length >= 2, 'the retained copy, then the next interval\'s');
+      assert.equal(counts.at(-1)?.payload?.toString(), '2');
+
+      const metrics = await (await fetch(`http://127.0.0.1:${h.port}/metrics`)).text();
+      assert.match(metrics, /^midge_retained_messages 2$/m);
+      const listed = (await (await fetch(`http://127.0.0.1:${h.port}/api/v1/retained?limit=1000`, { headers: { authorization: 'Bearer limits-token' } })).json()) as { total: number; items: Array<{ topic: string }> };
+      const topics = listed.items.map((r) => r.topic);
+      assert.ok(topics.includes('slot/1') && topics.includes('slot/2') && !topics.includes('slot/3'));
+      assert.ok(topics.includes('$SYS/broker/version'), 'the listing shows the broker\'s own retained messages too');
+      watch.raw.close();
+      late.raw.close();
+      v5.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
 });
