@@ -266,8 +266,16 @@ export class Channel implements SessionOwner {
       const { assignedClientIdentifier, authenticationMethod, authenticationData } = packet.properties;
       bytes = encodePacket({ ...packet, properties: { assignedClientIdentifier, authenticationMethod, authenticationData } }, this.version);
     }
-    // [MQTT-3.1.2-24] (5.0) never more than the client's Maximum Packet Size
-    if (bytes.length > this.clientMaxPacketSize) return;
+    if (bytes.length > this.clientMaxPacketSize) {
+      // [MQTT-3.1.2-24] (5.0) never more than the client's Maximum Packet Size. A CONNACK letting
+      // the client in cannot simply be left out, as nothing may come before it ([MQTT-3.2.0-1]):
+      // the connection ends, and as the client never learnt it was in, its will is not published
+      if (packet.type === 'connack' && packet.reasonCode < 0x80) {
+        this.will = undefined;
+        this.terminate(`CONNACK of ${bytes.length} bytes over the client's Maximum Packet Size of ${this.clientMaxPacketSize}`);
+      }
+      return;
+    }
     this.conn.write(bytes);
   }
 

@@ -20,7 +20,11 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   ch.state = 'connecting';
   const v5 = p.protocolVersion === 5;
   const props = p.properties;
-  if (v5) ch.problemInformation = props?.requestProblemInformation !== 0;
+  if (v5) {
+    ch.problemInformation = props?.requestProblemInformation !== 0;
+    // set first: a refusing CONNACK is held to the client's limit too ([MQTT-3.2.2-19])
+    ch.clientMaxPacketSize = props?.maximumPacketSize ?? LARGEST_PACKET;
+  }
 
   let clientId = p.clientId;
   let assigned = false;
@@ -32,6 +36,12 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     // [MQTT-3.1.3-6] [MQTT-3.2.2-16] the server assigns a unique identifier
     clientId = ch.broker.assignClientId();
     assigned = true;
+    if (smallestConnack(clientId) > ch.clientMaxPacketSize) {
+      // [MQTT-3.2.2-16] its CONNACK must carry the identifier, and cannot: no session is opened
+      // and nothing is sent, since no packet may come before a CONNACK ([MQTT-3.2.0-1])
+      ch.terminate(`the assigned client identifier does not fit the client's Maximum Packet Size of ${ch.clientMaxPacketSize} bytes`);
+      return undefined;
+    }
   } else if (p.protocolVersion === 3 && clientId.length > 23) {
     // MQTT 3.1 allows 1 to 23 characters
     return refuse(ch, RC.ClientIdentifierNotValid, 'MQTT 3.1 client identifiers are at most 23 characters');
@@ -111,7 +121,6 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
   let expiry: number;
   if (v5) {
     expiry = Math.min(props?.sessionExpiryInterval ?? 0, settings.maxSessionExpiryInterval);
-    ch.clientMaxPacketSize = props?.maximumPacketSize ?? LARGEST_PACKET;
     ch.outbound.window = Math.min(props?.receiveMaximum ?? 65535, settings.maxInflight);
     // [MQTT-3.1.2-27] (5.0) no aliases unless the client said how many it takes
     const aliasMax = props?.topicAliasMaximum ?? 0;
@@ -170,7 +179,15 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
   }
   // [MQTT-3.2.2-2] [MQTT-3.2.2-3] Session Present reflects whether a session was resumed
   ch.sendConnack(present, 0, ackProps);
-  if (present) ch.outbound.resume();
+  // a CONNACK the client's Maximum Packet Size could not take ended the connection (channel.ts)
+  if (present && ch.state === 'connected') ch.outbound.resume();
+}
+
+/** Bytes of a successful 5.0 CONNACK that carries an assigned client identifier and nothing else. */
+function smallestConnack(clientId: string): number {
+  // fixed header (the remaining length fits one byte at this size), flags, reason code, property
+  // length, and the identifier property: its id byte, length prefix and UTF-8 bytes
+  return 2 + 1 + 1 + 1 + 1 + 2 + Buffer.byteLength(clientId);
 }
 
 /** CONNACK with an error code, then close ([MQTT-3.2.2-5] / [MQTT-3.2.2-7]). */

@@ -215,6 +215,39 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     raw.close();
   });
 
+  test('[MQTT-3.2.2-19] a refusing CONNACK leaves out its Reason String too when it would exceed the client Maximum Packet Size', async () => {
+    const cases: Array<[string, Record<string, unknown>, number]> = [
+      ['refused', {}, 0x86],
+      ['unknown-method', { authenticationMethod: 'FOO' }, 0x8c],
+      ['an-identifier-over-the-23-byte-limit', {}, 0x85],
+    ];
+    for (const [clientId, extra, code] of cases) {
+      const raw = await RawClient.open(b.port, 5);
+      raw.sendPacket({ cmd: 'connect', protocolVersion: 5, clientId, clean: true, keepalive: 60, properties: { maximumPacketSize: 10, ...extra } }, 5);
+      const ack = await expectPacket(raw, 'connack');
+      assert.equal(ack.reasonCode, code, clientId);
+      assert.ok((ack.length ?? 0) + 2 <= 10, `${clientId}: CONNACK of ${(ack.length ?? 0) + 2} bytes`);
+      assert.equal((ack.properties as { reasonString?: string } | undefined)?.reasonString, undefined);
+      assert.ok(await raw.waitClosed());
+      raw.close();
+    }
+  });
+
+  test('[MQTT-3.2.0-1] [MQTT-3.2.2-16] a client whose Maximum Packet Size cannot take a CONNACK with its assigned identifier is disconnected, sent nothing', async () => {
+    const raw = await RawClient.open(b.port, 5);
+    raw.sendPacket({ cmd: 'connect', protocolVersion: 5, clientId: '', clean: true, keepalive: 60, properties: { maximumPacketSize: 12 } }, 5);
+    raw.send('c000');
+    assert.ok(await raw.waitClosed(), 'closed');
+    assert.deepEqual(raw.received.map((p) => p.cmd), [], 'no PINGRESP, SUBACK or PUBACK without a CONNACK first');
+    // with room for the identifier it is let in as usual
+    const roomy = await RawClient.open(b.port, 5);
+    roomy.sendPacket({ cmd: 'connect', protocolVersion: 5, clientId: '', clean: true, keepalive: 60, properties: { maximumPacketSize: 64 } }, 5);
+    const ack = await expectPacket(roomy, 'connack');
+    assert.equal(ack.reasonCode, 0);
+    assert.equal(typeof (ack.properties as { assignedClientIdentifier?: string }).assignedClientIdentifier, 'string');
+    roomy.close();
+  });
+
   test('[MQTT-3.2.2-20] [MQTT-3.9.2-2] [MQTT-3.11.2-2] User Properties are not added beyond the client Maximum Packet Size either', async () => {
     // the broker adds no User Properties to CONNACK, SUBACK or UNSUBACK; with a tiny maximum the packets still arrive whole
     const { raw, connack } = await rawConnect(b.port, 5, { clientId: 'tiny-mps', properties: { maximumPacketSize: 64 } });
