@@ -50,6 +50,10 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
   }
 
   if (v5) {
+    if (props?.authenticationData !== undefined && props.authenticationMethod === undefined) {
+      // 5.0 section 3.1.2.11.10: Authentication Data without a method is a Protocol Error
+      return refuse(ch, RC.ProtocolError, 'authentication data without an authentication method');
+    }
     if (props?.authenticationMethod !== undefined && ch.broker.authenticator(props.authenticationMethod) === undefined) {
       // [MQTT-4.12.0-1] a method we do not know: CONNACK 0x8C and close
       return refuse(ch, RC.BadAuthenticationMethod, `authentication method ${props.authenticationMethod} is not supported`);

@@ -233,6 +233,15 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
     }
   });
 
+  test('Authentication Data without an Authentication Method is a Protocol Error: CONNACK 0x82, then close (section 3.1.2.11.10)', async () => {
+    const raw = await RawClient.open(b.port, 5);
+    raw.sendPacket({ cmd: 'connect', protocolVersion: 5, clientId: 'data-no-method', clean: true, keepalive: 60, properties: { authenticationData: Buffer.from('secret') } }, 5);
+    const ack = await expectPacket(raw, 'connack');
+    assert.equal(ack.reasonCode, 0x82);
+    assert.ok(await raw.waitClosed());
+    raw.close();
+  });
+
   test('[MQTT-3.2.0-1] [MQTT-3.2.2-16] a client whose Maximum Packet Size cannot take a CONNACK with its assigned identifier is disconnected, sent nothing', async () => {
     const raw = await RawClient.open(b.port, 5);
     raw.sendPacket({ cmd: 'connect', protocolVersion: 5, clientId: '', clean: true, keepalive: 60, properties: { maximumPacketSize: 12 } }, 5);
