@@ -92,8 +92,10 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     acknowledge(ch, p, RC.QuotaExceeded, 'retained message limit reached');
     return undefined;
   }
-  if (topic.charCodeAt(0) === 0x24 /* $ */) {
-    // `$` topics belong to the broker ($SYS); clients may not publish there.
+  if (topic.charCodeAt(0) === 0x24 /* $ */ && (topic === '$SYS' || topic.startsWith('$SYS/'))) {
+    // $SYS is the broker's own: a client there could forge its figures. Other `$` topics are
+    // open to clients, as in other brokers (device clouds name topics `$aws/...`, `$iothub/...`):
+    // wildcards at the start of a filter still never match them ([MQTT-4.7.2-1])
     return refused(ch, p, RC.NotAuthorized);
   }
   if (v5 && p.properties?.payloadFormatIndicator === 1 && !isUtf8(p.payload)) {

@@ -79,6 +79,25 @@ describe('MQTT 3.1.1 subscriptions and delivery (3.1.1)', () => {
     dollar.close();
   });
 
+  test('[MQTT-4.7.2-1] a client may publish to a $ topic other than $SYS: an explicit filter gets it, a leading wildcard does not; $SYS is refused', async () => {
+    const sub = await client();
+    await rawSubscribe(sub, 4, 1, [{ topic: '#', qos: 0 }, { topic: '+/things/+/shadow/update', qos: 0 }]);
+    const dollar = await client();
+    await rawSubscribe(dollar, 4, 1, [{ topic: '$aws/things/+/shadow/update', qos: 1 }, { topic: '$SYS/forged', qos: 0 }]);
+    const pub = await client();
+    pub.sendPacket({ cmd: 'publish', topic: '$SYS/forged', payload: Buffer.from('forged'), qos: 1, messageId: 7 });
+    assert.equal((await expectPacket(pub, 'puback')).messageId, 7, '3.1.1 has no refusal code: acknowledged, and dropped');
+    pub.sendPacket({ cmd: 'publish', topic: '$aws/things/lamp/shadow/update', payload: Buffer.from('on'), qos: 1, messageId: 8 });
+    assert.equal((await expectPacket(pub, 'puback')).messageId, 8);
+    const got = await receiveAcking(dollar, 4, 1);
+    assert.deepEqual(got, ['on'], 'delivered to the explicit filter; the forged $SYS message to no one');
+    assert.deepEqual((await drainFor(dollar, 200)).map((p) => p.topic), []);
+    assert.equal((await publishes(sub)).filter((p) => p.topic?.startsWith('$')).length, 0, 'not to # or +/...');
+    sub.close();
+    dollar.close();
+    pub.close();
+  });
+
   test('[MQTT-4.7.3-4] matching does not normalise case, spaces or Unicode forms', async () => {
     const sub = await client();
     await rawSubscribe(sub, 4, 1, [{ topic: 'caf\u00e9/Room', qos: 0 }]);

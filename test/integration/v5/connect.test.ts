@@ -189,7 +189,7 @@ describe('MQTT 5.0 CONNECT, CONNACK and DISCONNECT (5.0)', () => {
       const { raw } = await rawConnect(b.port, 5, { clientId: `rpi-${rpi}`, properties: { requestProblemInformation: rpi } });
       const ack = await rawSubscribe(raw, 5, 1, [{ topic: 'bad/#/x', qos: 0 }]);
       assert.deepEqual(ack.granted, [0x8f]);
-      raw.sendPacket({ cmd: 'publish', topic: '$nope', payload: Buffer.from('x'), qos: 1, messageId: 2 }, 5);
+      raw.sendPacket({ cmd: 'publish', topic: '$SYS/nope', payload: Buffer.from('x'), qos: 1, messageId: 2 }, 5);
       const puback = await expectPacket(raw, 'puback');
       assert.equal(puback.reasonCode, 0x87);
       raw.sendPacket({ cmd: 'unsubscribe', messageId: 3, unsubscriptions: ['never'] }, 5);
