@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.js';
 
@@ -20,7 +21,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
        midge check-config FILE
 
   -c, --config FILE     YAML or JSON configuration (settings and limits)
-  -h, --host H          address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+      --host H          address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
   -p, --port N          MQTT over TCP port (default 1883; 0 picks a free port)
       --data-dir DIR    directory of the on-disk store (default ./data)
       --persistence P   lmdb (on disk, the default) or memory (nothing survives a restart)
@@ -43,7 +44,33 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --allow-anonymous B  true or false (default: true without a password file, false with one)
       --log-level L     fatal, error, warn, info, debug, trace or silent (default info)
       --version         print the version
-      --help            print this help`;
+  -h, --help            print this help`;
+
+/** The setting each flag sets: a mistake in a flag is reported under the flag's name. */
+const SETTING_FLAGS: Readonly<Record<string, string>> = {
+  host: 'host',
+  port: 'port',
+  dataDir: 'data-dir',
+  logLevel: 'log-level',
+  persistence: 'persistence',
+  passwordFile: 'password-file',
+  aclFile: 'acl-file',
+  httpPort: 'http-port',
+  adminToken: 'admin-token',
+  sysInterval: 'sys-interval',
+  allowAnonymous: 'allow-anonymous',
+  clusterRedis: 'cluster-redis',
+  clusterNodeId: 'cluster-node-id',
+  clusterPrefix: 'cluster-prefix',
+  clusterMaxBacklog: 'cluster-max-backlog',
+  clusterWaitReplicas: 'cluster-wait-replicas',
+};
+
+/** How a message names `setting` when it came from the command line. */
+export function flagName(setting: string): string {
+  const flag = SETTING_FLAGS[setting];
+  return flag === undefined ? setting : `--${flag}`;
+}
 
 /** Parses the flags of `midge` (serve); a mistake is a ConfigError of one line. */
 export function parseServeArgs(argv: string[]): ServeArgs {
@@ -55,7 +82,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       allowPositionals: false,
       options: {
         config: { type: 'string', short: 'c' },
-        host: { type: 'string', short: 'h' },
+        host: { type: 'string' },
         port: { type: 'string', short: 'p' },
         'data-dir': { type: 'string' },
         'log-level': { type: 'string' },
@@ -79,32 +106,23 @@ export function parseServeArgs(argv: string[]): ServeArgs {
         'cluster-prefix': { type: 'string' },
         'cluster-max-backlog': { type: 'string' },
         'cluster-wait-replicas': { type: 'string' },
-        help: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
     });
   } catch (err) {
     // node's messages run over several lines; the first says what is wrong
-    throw new ConfigError(`command line: ${(err as Error).message.split('\n')[0]}`);
+    const first = (err as Error).message.split('\n')[0] as string;
+    // -h was the host once, and is it in mosquitto_pub: `-h 0.0.0.0` leaves 0.0.0.0 unexpected
+    const hostHint = argv.includes('-h') && /^Unexpected argument/.test(first) ? ' (-h is --help; the address to listen on is --host H)' : '';
+    throw new ConfigError(`command line: ${first}${hostHint}`);
   }
   const v = parsed.values;
   const overrides: Record<string, unknown> = {};
-  if (v.host !== undefined) overrides.host = v.host;
-  if (v.port !== undefined) overrides.port = v.port;
-  if (v['data-dir'] !== undefined) overrides.dataDir = v['data-dir'];
-  if (v['log-level'] !== undefined) overrides.logLevel = v['log-level'];
-  if (v.persistence !== undefined) overrides.persistence = v.persistence;
-  if (v['password-file'] !== undefined) overrides.passwordFile = v['password-file'];
-  if (v['acl-file'] !== undefined) overrides.aclFile = v['acl-file'];
-  if (v['http-port'] !== undefined) overrides.httpPort = v['http-port'];
-  if (v['admin-token'] !== undefined) overrides.adminToken = v['admin-token'];
-  if (v['sys-interval'] !== undefined) overrides.sysInterval = v['sys-interval'];
-  if (v['allow-anonymous'] !== undefined) overrides.allowAnonymous = v['allow-anonymous'];
-  if (v['cluster-redis'] !== undefined) overrides.clusterRedis = v['cluster-redis'];
-  if (v['cluster-node-id'] !== undefined) overrides.clusterNodeId = v['cluster-node-id'];
-  if (v['cluster-prefix'] !== undefined) overrides.clusterPrefix = v['cluster-prefix'];
-  if (v['cluster-max-backlog'] !== undefined) overrides.clusterMaxBacklog = v['cluster-max-backlog'];
-  if (v['cluster-wait-replicas'] !== undefined) overrides.clusterWaitReplicas = v['cluster-wait-replicas'];
+  for (const [setting, flag] of Object.entries(SETTING_FLAGS)) {
+    const value = v[flag as keyof typeof v];
+    if (value !== undefined) overrides[setting] = value;
+  }
   const extra = extraListeners(v);
   return { config: v.config, overrides, extraListeners: extra, help: v.help ?? false, version: v.version ?? false };
 }
@@ -119,6 +137,12 @@ function extraListeners(v: Record<string, string | boolean | undefined>): Array<
   const out: Array<Record<string, unknown>> = [];
   const cert = v['tls-cert'] as string | undefined;
   const key = v['tls-key'] as string | undefined;
+  const tlsListener = v['tls-port'] !== undefined || v['wss-port'] !== undefined;
+  // these flags set up only the listeners of --tls-port and --wss-port; alone they would do nothing
+  for (const f of ['tls-cert', 'tls-key', 'tls-ca', 'tls-require-client-cert']) {
+    if (v[f] !== undefined && !tlsListener) throw new ConfigError(`command line: --${f} goes with --tls-port or --wss-port`);
+  }
+  if (v['tls-require-client-cert'] === true && v['tls-ca'] === undefined) throw new ConfigError('command line: --tls-require-client-cert needs --tls-ca to verify client certificates');
   const tls = (): Record<string, unknown> => {
     if (cert === undefined || key === undefined) throw new ConfigError('command line: --tls-port and --wss-port need --tls-cert and --tls-key');
     return {
@@ -131,6 +155,9 @@ function extraListeners(v: Record<string, string | boolean | undefined>): Array<
   if (v['tls-port'] !== undefined) out.push({ protocol: 'mqtts', port: portOf('tls-port', v['tls-port'] as string), tls: tls() });
   if (v['ws-port'] !== undefined) out.push({ protocol: 'ws', port: portOf('ws-port', v['ws-port'] as string) });
   if (v['wss-port'] !== undefined) out.push({ protocol: 'wss', port: portOf('wss-port', v['wss-port'] as string), tls: tls() });
-  if (v.socket !== undefined) out.push({ socket: v.socket });
+  if (v.socket !== undefined) {
+    if (!isAbsolute(v.socket as string)) throw new ConfigError(`command line: --socket must be an absolute path (got ${JSON.stringify(v.socket)})`);
+    out.push({ socket: v.socket });
+  }
   return out;
 }

@@ -9,7 +9,7 @@ import type { MidgeConfig } from '../config/schema.js';
 import { createLogger } from '../log.js';
 import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
-import { parseServeArgs, SERVE_USAGE } from './args.js';
+import { flagName, parseServeArgs, SERVE_USAGE } from './args.js';
 import { passwd } from './passwd.js';
 import { bench } from './bench.js';
 import { PasswordFileError } from '../auth/password-file.js';
@@ -32,8 +32,9 @@ async function serve(argv: string[]): Promise<void> {
     return;
   }
   const fromFile = args.config === undefined ? {} : loadConfigFile(args.config);
-  const flags = Object.keys(args.overrides).length > 0;
-  const source = args.config === undefined ? 'command line' : flags ? `${args.config} with command-line flags` : args.config;
+  // the flags alone first, so that a mistake in one is reported under the flag's name
+  resolveConfig(args.overrides, 'command line', flagName);
+  const source = args.config ?? 'command line';
   // the command line keeps state on disk unless told otherwise; the library defaults to memory
   const config = resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(fromFile, args.overrides)), source);
   const logger = createLogger(config.logLevel);

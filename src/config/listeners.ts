@@ -45,14 +45,13 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
     if (typeof host !== 'string' || (host === '' && socket === undefined)) throw new ConfigError(`${at}.host must be a non-empty string`);
     const maxConnections = l.maxConnections ?? 0;
     if (typeof maxConnections !== 'number' || !Number.isInteger(maxConnections) || maxConnections < 0) throw new ConfigError(`${at}.maxConnections must be an integer >= 0`);
-    const proxyProtocol = l.proxyProtocol ?? false;
-    if (typeof proxyProtocol !== 'boolean') throw new ConfigError(`${at}.proxyProtocol must be true or false`);
+    const proxyProtocol = flag(l.proxyProtocol, `${at}.proxyProtocol`);
     const path = l.path ?? '/mqtt';
     if (typeof path !== 'string' || !path.startsWith('/')) throw new ConfigError(`${at}.path must start with "/"`);
     let tls: TlsPaths | undefined;
     if (l.tls !== undefined) {
       const t = l.tls as Record<string, unknown>;
-      if (typeof t !== 'object' || t === null) throw new ConfigError(`${at}.tls must be a mapping of settings`);
+      if (typeof t !== 'object' || t === null || Array.isArray(t)) throw new ConfigError(`${at}.tls must be a mapping of settings`);
       for (const k of Object.keys(t)) if (!TLS_KEYS.has(k)) throw new ConfigError(`${at}.tls: unknown setting "${k}"`);
       for (const k of ['cert', 'key'] as const) if (typeof t[k] !== 'string') throw new ConfigError(`${at}.tls.${k} must be a file path`);
       if (t.ca !== undefined && typeof t.ca !== 'string') throw new ConfigError(`${at}.tls.ca must be a file path`);
@@ -60,14 +59,20 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
         cert: t.cert as string,
         key: t.key as string,
         ...(t.ca === undefined ? {} : { ca: t.ca as string }),
-        requireClientCert: t.requireClientCert === true,
-        certificateAsUsername: t.certificateAsUsername === true,
+        requireClientCert: flag(t.requireClientCert, `${at}.tls.requireClientCert`),
+        certificateAsUsername: flag(t.certificateAsUsername, `${at}.tls.certificateAsUsername`),
       };
       if (tls.requireClientCert === true && tls.ca === undefined) throw new ConfigError(`${at}.tls.requireClientCert needs tls.ca to verify client certificates`);
     }
     if ((protocol === 'mqtts' || protocol === 'wss') && tls === undefined) throw new ConfigError(`${at}: a ${String(protocol)} listener needs tls.cert and tls.key`);
-    const allowAnonymous = l.allowAnonymous;
-    if (allowAnonymous !== undefined && typeof allowAnonymous !== 'boolean') throw new ConfigError(`${at}.allowAnonymous must be true or false`);
+    const allowAnonymous = l.allowAnonymous === undefined ? undefined : flag(l.allowAnonymous, `${at}.allowAnonymous`);
     return { protocol: protocol as ListenerProtocol, host, port, socket, maxConnections, proxyProtocol, path, tls, allowAnonymous };
   });
+}
+
+/** A boolean setting, false when absent; a string such as "yes" would otherwise read as false. */
+function flag(value: unknown, name: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new ConfigError(`${name} must be true or false (got ${JSON.stringify(value)})`);
+  return value;
 }

@@ -14,8 +14,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates a partial configuration (from a file, flags or createBroker) and fills in defaults. */
-export function resolveConfig(input: unknown, source: string): MidgeConfig {
+/**
+ * Validates a partial configuration (from a file, flags or createBroker) and fills in defaults.
+ * `nameOf` names a setting in messages: settings given as flags are reported under the flag.
+ */
+export function resolveConfig(input: unknown, source: string, nameOf: (setting: string) => string = (s) => s): MidgeConfig {
   const obj = asObject(input, source, '');
   const out: MidgeConfig = { ...DEFAULT_CONFIG, limits: { ...DEFAULT_CONFIG.limits } };
   const top = out as unknown as Record<string, unknown>;
@@ -25,14 +28,14 @@ export function resolveConfig(input: unknown, source: string): MidgeConfig {
       const limits = out.limits as unknown as Record<string, unknown>;
       for (const [lk, lv] of Object.entries(asObject(value, source, 'limits'))) {
         if (lv === undefined) continue;
-        limits[lk] = check(LIMIT_SPECS, lk, lv, source, 'limits.');
+        limits[lk] = check(LIMIT_SPECS, lk, lv, source, nameOf(`limits.${lk}`));
       }
       continue;
     }
-    top[key] = check(TOP_SPECS, key, value, source, '');
+    top[key] = check(TOP_SPECS, key, value, source, nameOf(key));
   }
   if (obj.listeners !== undefined) out.listeners = resolveListeners(obj.listeners, source, out.host);
-  checkCluster(out, source);
+  checkCluster(out, source, nameOf);
   return out;
 }
 
@@ -44,20 +47,31 @@ export function loadConfigFile(path: string): unknown {
   } catch (err) {
     throw new ConfigError(`config: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
+  let parsed: unknown;
   if (extname(path).toLowerCase() === '.json') {
     try {
-      return JSON.parse(text) as unknown;
+      parsed = JSON.parse(text) as unknown;
     } catch (err) {
       throw new ConfigError(`config: ${path} is not valid JSON: ${(err as Error).message}`);
     }
+    return mappingOf(parsed, path);
   }
   try {
-    return parseYaml(text) ?? {};
+    parsed = parseYaml(text) ?? {};
   } catch (err) {
     const e = err as Error & { linePos?: Array<{ line: number }> };
     const line = e.linePos?.[0]?.line;
     throw new ConfigError(`config: ${path}${line === undefined ? '' : `:${line}`} is not valid YAML: ${e.message.split('\n')[0]}`);
   }
+  return mappingOf(parsed, path);
+}
+
+/** A list or a scalar at the top would reach the settings as "0", "1"... and be called unknown settings. */
+function mappingOf(parsed: unknown, path: string): unknown {
+  if (isPlainObject(parsed)) return parsed;
+  if (parsed === null) return {};
+  const got = Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed);
+  throw new ConfigError(`config: ${path} must hold a mapping of settings (name: value), not ${got}`);
 }
 
 /** Deep-merges `override` onto `base` (objects merge, anything else replaces). */
@@ -71,9 +85,8 @@ export function mergeConfig(base: unknown, override: unknown): Record<string, un
   return out;
 }
 
-function check(specs: readonly SettingSpec[], key: string, value: unknown, source: string, prefix: string): unknown {
+function check(specs: readonly SettingSpec[], key: string, value: unknown, source: string, name: string): unknown {
   const spec = specs.find((s) => s.key === key);
-  const name = `${prefix}${key}`;
   if (spec === undefined) throw new ConfigError(`${source}: unknown setting "${name}"`);
   const shown = JSON.stringify(value);
   switch (spec.type) {
@@ -90,6 +103,10 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
     case 'path':
       if (typeof value !== 'string') throw new ConfigError(`${source}: ${name} must be a file path (got ${shown})`);
       return value;
+    case 'text':
+      // YAML reads an unquoted 12345 as a number
+      if (typeof value !== 'string') throw new ConfigError(`${source}: ${name} must be a string (got ${shown}${typeof value === 'number' ? '; quote it in YAML' : ''})`);
+      return value;
     case 'boolean':
       if (value === '') return '';
       if (value === true || value === 'true') return 'true';
@@ -103,17 +120,17 @@ function check(specs: readonly SettingSpec[], key: string, value: unknown, sourc
   }
 }
 
-function checkCluster(config: MidgeConfig, source: string): void {
+function checkCluster(config: MidgeConfig, source: string, nameOf: (setting: string) => string): void {
   const problem = config.clusterRedis === '' ? undefined : redisUrlProblem(config.clusterRedis);
   if (problem !== undefined) {
-    throw new ConfigError(`${source}: clusterRedis ${problem} (got ${JSON.stringify(redactUrl(config.clusterRedis))})`);
+    throw new ConfigError(`${source}: ${nameOf('clusterRedis')} ${problem} (got ${JSON.stringify(redactUrl(config.clusterRedis))})`);
   }
   // node ids and the prefix go into Redis keys, channel names and line-based route messages
   if (config.clusterNodeId !== '' && !/^[A-Za-z0-9._:-]{1,128}$/.test(config.clusterNodeId)) {
-    throw new ConfigError(`${source}: clusterNodeId must be 1 to 128 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterNodeId)})`);
+    throw new ConfigError(`${source}: ${nameOf('clusterNodeId')} must be 1 to 128 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterNodeId)})`);
   }
   if (!/^[A-Za-z0-9._:-]{1,64}$/.test(config.clusterPrefix)) {
-    throw new ConfigError(`${source}: clusterPrefix must be 1 to 64 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterPrefix)})`);
+    throw new ConfigError(`${source}: ${nameOf('clusterPrefix')} must be 1 to 64 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(config.clusterPrefix)})`);
   }
 }
 

@@ -64,7 +64,8 @@ export interface MidgeConfig {
 /** One setting: its type, default, bounds and what it is for (drives validation, help and docs). */
 export interface SettingSpec {
   key: string;
-  type: 'integer' | 'string' | 'enum' | 'path' | 'boolean';
+  /** 'string' may not be empty; 'text' may ('' = unset) */
+  type: 'integer' | 'string' | 'text' | 'enum' | 'path' | 'boolean';
   default: number | string;
   min?: number;
   max?: number;
@@ -109,9 +110,9 @@ export const TOP_SPECS: readonly SettingSpec[] = [
   { key: 'allowAnonymous', type: 'boolean', default: '', description: 'clients without a user name may connect (default: only when there is no password file)' },
   { key: 'httpPort', type: 'integer', default: -1, min: -1, max: 65535, description: 'HTTP port for /metrics, /healthz, /readyz and the admin API (-1 = off)' },
   { key: 'httpHost', type: 'string', default: '127.0.0.1', description: 'address the HTTP endpoint binds' },
-  { key: 'adminToken', type: 'path', default: '', description: 'bearer token that turns on the admin API under /api/v1' },
-  { key: 'clusterRedis', type: 'path', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster, or redis+sentinel://host:port[,host:port...]/master-name for a master watched by Redis Sentinel, or redis+cluster://host:port[,host:port...] for a Redis Cluster (empty: a single node)' },
-  { key: 'clusterNodeId', type: 'path', default: '', description: "this node's name in the cluster, stable across restarts (empty: host name and MQTT port)" },
+  { key: 'adminToken', type: 'text', default: '', description: 'bearer token that turns on the admin API under /api/v1' },
+  { key: 'clusterRedis', type: 'text', default: '', description: 'redis:// (or rediss://) URL of the Redis server shared by the nodes of a cluster, or redis+sentinel://host:port[,host:port...]/master-name for a master watched by Redis Sentinel, or redis+cluster://host:port[,host:port...] for a Redis Cluster (empty: a single node)' },
+  { key: 'clusterNodeId', type: 'text', default: '', description: "this node's name in the cluster, stable across restarts (empty: host name and MQTT port)" },
   { key: 'clusterPrefix', type: 'string', default: 'midge', description: "prefix of the cluster's Redis keys and channels (clusters sharing a Redis server need different ones)" },
   { key: 'clusterWaitReplicas', type: 'integer', default: 0, min: 0, max: 16, description: 'Redis replicas that must have a QoS 1/2 message for another node before its publisher is acknowledged (Redis WAIT, at most 1 s; 0: the master alone), so that a Redis failover loses no acknowledged message' },
   { key: 'clusterMaxBacklog', type: 'integer', default: 67108864, min: 65536, max: Number.MAX_SAFE_INTEGER, description: "bytes of messages waiting in Redis for a node past which QoS 1/2 publishers to it wait for their acknowledgements and QoS 0 messages for it are dropped, until it is under half of that" },

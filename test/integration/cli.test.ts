@@ -107,7 +107,32 @@ describe('command line', () => {
 
   test('an unknown flag is one line and exit code 2', () => usageError(['--bogus'], /--bogus/));
   test('a port out of range is one line naming the setting and exit code 2', () => usageError(['--port', '70000'], /port/));
-  test('an unknown log level is one line and exit code 2', () => usageError(['--log-level', 'loud'], /logLevel/));
+  test('an unknown log level is one line naming the flag and exit code 2', () => usageError(['--log-level', 'loud'], /^midge: command line: --log-level must be one of /));
+  test('a mistake in a flag names the flag the user typed, not the config key', async () => {
+    await usageError(['--allow-anonymous', 'yes'], /^midge: command line: --allow-anonymous must be true or false \(got "yes"\)$/);
+    await usageError(['--admin-token', 'T', '--cluster-node-id', 'a b'], /^midge: command line: --cluster-node-id must be 1 to 128 /);
+    await usageError(['--tls-port', '0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-require-client-cert'], /^midge: command line: --tls-require-client-cert needs --tls-ca to verify client certificates$/);
+    // alone they would set up no listener
+    await usageError(['--tls-ca', 'ca.pem'], /^midge: command line: --tls-ca goes with --tls-port or --wss-port$/);
+  });
+  test('the settings of the wrong type in a config file say which type they take', async () => {
+    await usageError(['--config', tmpFile('token.yaml', 'adminToken: 12345\n')], /token\.yaml: adminToken must be a string \(got 12345; quote it in YAML\)$/);
+    await usageError(['check-config', tmpFile('id.yaml', 'clusterNodeId: 7\n')], /id\.yaml: clusterNodeId must be a string \(got 7; quote it in YAML\)$/);
+    await usageError(['--config', tmpFile('mtls.yaml', 'listeners:\n  - protocol: mqtts\n    port: 0\n    tls: { cert: c.pem, key: k.pem, ca: ca.pem, requireClientCert: "yes" }\n')], /listeners\[0\]\.tls\.requireClientCert must be true or false \(got "yes"\)$/);
+  });
+  test('a config file holding a list, not a mapping of settings, says so', async () => {
+    await usageError(['--config', tmpFile('list.yaml', '- port: 1883\n- host: 0.0.0.0\n')], /list\.yaml must hold a mapping of settings \(name: value\), not a list$/);
+    await usageError(['check-config', tmpFile('list.json', '[{"port": 1883}]')], /list\.json must hold a mapping of settings \(name: value\), not a list$/);
+  });
+  test('-h alone prints the help (the host is --host); -h with an address says so', async () => {
+    for (const flag of ['-h', '--help']) {
+      const r = run([flag]);
+      assert.equal(await r.exit, 0, r.stderr());
+      assert.match(r.stdout(), /^usage: midge /);
+      assert.match(r.stdout(), /--cluster-redis URL/);
+    }
+    await usageError(['-h', '0.0.0.0'], /^midge: command line: Unexpected argument '0\.0\.0\.0'.* \(-h is --help; the address to listen on is --host H\)$/);
+  });
   test('an unknown setting in the file is one line naming it and exit code 2', () =>
     usageError(['--config', tmpFile('bad.yaml', 'limits:\n  maxInflightz: 5\n')], /limits\.maxInflightz/));
   test('a limit of the wrong type in the file is one line and exit code 2', () =>
@@ -228,7 +253,7 @@ describe('command line', () => {
     assert.equal(await third.exit, 0);
     assert.ok(!existsSync(socket), 'a broker that stops removes its socket file');
     await usageError(['--config', tmpFile('rel.yaml', 'listeners:\n  - socket: midge.sock\n')], /listeners\[0\]\.socket must be an absolute file path/);
-    await usageError(['--socket', 'midge.sock'], /command line: listeners\[0\]\.socket must be an absolute file path/);
+    await usageError(['--socket', 'midge.sock'], /^midge: command line: --socket must be an absolute path \(got "midge\.sock"\)$/);
     const nowhere = run(['--persistence', 'memory', '--port', '0', '--socket', join(dir, 'missing', 'm.sock')]);
     assert.equal(await nowhere.exit, 1);
     assert.equal(nowhere.stderr().trim(), `midge: cannot listen on ${join(dir, 'missing', 'm.sock')}: no directory ${join(dir, 'missing')}`);

@@ -210,6 +210,6 @@ describe('a cluster on Redis replicas, Sentinel and Redis Cluster, and bad Redis
     await assert.rejects(createBroker({ clusterRedis: h.redis.url, clusterWaitReplicas: -1 }), /clusterWaitReplicas must be an integer between 0 and 16/);
     const cli = spawnSync(process.execPath, [MIDGE_MAIN, '--port', '0', '--cluster-redis', h.redis.url, '--cluster-max-backlog', 'lots'], { encoding: 'utf8' });
     assert.equal(cli.status, 2);
-    assert.match(cli.stderr, /^midge: command line: clusterMaxBacklog must be an integer between 65536 and \d+ \(got "lots"\)\n$/);
+    assert.match(cli.stderr, /^midge: command line: --cluster-max-backlog must be an integer between 65536 and \d+ \(got "lots"\)\n$/);
   });
 });
