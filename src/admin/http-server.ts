@@ -3,7 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { BrokerMetrics } from '../metrics/prometheus.js';
-import { HttpError } from './http-error.js';
+import { HttpError, methodNotAllowed } from './http-error.js';
 import { handleApi, type ApiContext } from './routes.js';
 
 export interface HttpOptions {
@@ -28,9 +28,10 @@ export class HttpEndpoint {
   constructor(private readonly options: HttpOptions) {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
-        const status = err instanceof HttpError ? err.status : 500;
-        const message = err instanceof HttpError ? err.message : 'internal error';
-        sendJson(res, status, { error: message });
+        if (err instanceof HttpError) return sendJson(res, err.status, { error: err.message }, err.headers);
+        sendJson(res, 500, { error: 'internal error' });
+        // a 500 is a bug of ours: the client learns nothing from it, so the operator must
+        this.options.api.view.reportFault(err, `answering HTTP ${req.method ?? '?'} ${pathOf(req)}`);
       });
     });
     this.server.headersTimeout = 10_000;
@@ -55,17 +56,18 @@ export class HttpEndpoint {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
-    if (path === '/metrics' && req.method === 'GET') {
-      const text = await this.options.metrics.text();
-      res.writeHead(200, { 'content-type': this.options.metrics.contentType }).end(text);
-      return;
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      throw new HttpError(400, 'the request target is not a valid URL');
     }
-    if (path === '/healthz' && req.method === 'GET') return sendJson(res, 200, { status: 'ok' });
-    if (path === '/readyz' && req.method === 'GET') {
-      const ready = this.options.ready();
-      return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+    const path = url.pathname;
+    const probe = this.probes.get(path);
+    if (probe !== undefined) {
+      // HEAD too: load balancers probe with it, and Node sends the headers without the body
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw methodNotAllowed(req.method ?? '?', path, ['GET', 'HEAD']);
+      return probe(res);
     }
     if (path === '/api/v1' || path.startsWith('/api/v1/')) {
       this.authorize(req);
@@ -75,6 +77,24 @@ export class HttpEndpoint {
     }
     throw new HttpError(404, `no such endpoint: ${req.method} ${path}`);
   }
+
+  private readonly probes = new Map<string, (res: ServerResponse) => Promise<void> | void>([
+    [
+      '/metrics',
+      async (res) => {
+        const text = await this.options.metrics.text();
+        res.writeHead(200, { 'content-type': this.options.metrics.contentType }).end(text);
+      },
+    ],
+    ['/healthz', (res) => sendJson(res, 200, { status: 'ok' })],
+    [
+      '/readyz',
+      (res) => {
+        const ready = this.options.ready();
+        sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+      },
+    ],
+  ]);
 
   private authorize(req: IncomingMessage): void {
     const token = this.options.adminToken;
@@ -88,9 +108,16 @@ export class HttpEndpoint {
   }
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
   if (res.headersSent) return;
-  res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+  res.writeHead(status, { ...headers, 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+}
+
+/** The path alone for the log: never the query, whatever a client put there. */
+function pathOf(req: IncomingMessage): string {
+  const target = req.url ?? '/';
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {

@@ -1,6 +1,6 @@
 import { Buffer } from 'node:buffer';
 import type { QoS } from '../codec/packets.js';
-import { HttpError } from './http-error.js';
+import { HttpError, methodNotAllowed } from './http-error.js';
 import type { AdminView, Page } from './view.js';
 
 export interface ApiContext {
@@ -27,93 +27,129 @@ export interface ApiResult {
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
 
+/** What each method does on one path. */
+type Handlers = Partial<Record<'GET' | 'POST' | 'DELETE', () => ApiResult | Promise<ApiResult>>>;
+
 /** The admin REST API, as plain functions of (method, path, query, body). */
 export async function handleApi(ctx: ApiContext, method: string, path: string, query: URLSearchParams, body: unknown): Promise<ApiResult> {
-  const parts = path.split('/').filter((p) => p.length > 0).map(decodeURIComponent);
+  const handlers = routeOf(ctx, path, query, body);
+  const handler = Object.hasOwn(handlers, method) ? handlers[method as keyof Handlers] : undefined;
+  if (handler === undefined) throw methodNotAllowed(method, `/api/v1${path}`, Object.keys(handlers));
+  return handler();
+}
+
+/** The handlers of a path; a path no method is served on is a 404. */
+function routeOf(ctx: ApiContext, path: string, query: URLSearchParams, body: unknown): Handlers {
+  const parts = path.split('/').filter((p) => p.length > 0).map(decodePart);
   const [collection, id, sub] = parts;
   const view = ctx.view;
   switch (collection) {
     case 'clients': {
-      if (id === undefined && method === 'GET') {
-        const { offset, limit } = pageWindow(query);
-        return ok(view.clients(query.get('q'), offset, limit));
+      if (id === undefined) {
+        return { GET: () => ok(view.clients(query.get('q'), ...pageArgs(query))) };
       }
-      if (id !== undefined && sub === undefined && method === 'GET') {
-        const row = view.client(id);
-        if (row === undefined) throw new HttpError(404, `no connected client "${id}"`);
-        return ok(row);
+      if (parts.length === 2) {
+        return {
+          GET: () => {
+            const row = view.client(id);
+            if (row === undefined) throw new HttpError(404, `no connected client "${id}"`);
+            return ok(row);
+          },
+          DELETE: () => {
+            if (!view.disconnect(id)) throw new HttpError(404, `no connected client "${id}"`);
+            return ok({ disconnected: id });
+          },
+        };
       }
-      if (id !== undefined && sub === undefined && method === 'DELETE') {
-        if (!view.disconnect(id)) throw new HttpError(404, `no connected client "${id}"`);
-        return ok({ disconnected: id });
-      }
-      if (id !== undefined && sub === 'subscriptions' && method === 'GET') {
-        const subs = view.subscriptions(id);
-        if (subs === undefined) throw new HttpError(404, `no session for client "${id}"`);
-        return ok(page(subs, query));
+      if (sub === 'subscriptions' && parts.length === 3) {
+        return {
+          GET: () => {
+            const subs = view.subscriptions(id);
+            if (subs === undefined) throw new HttpError(404, `no session for client "${id}"`);
+            return ok(page(subs, query));
+          },
+        };
       }
       break;
     }
     case 'sessions': {
-      if (id === undefined && method === 'GET') {
-        const { offset, limit } = pageWindow(query);
-        return ok(view.sessions(offset, limit));
-      }
-      if (id !== undefined && method === 'DELETE') {
-        if (!view.deleteSession(id)) throw new HttpError(404, `no session for client "${id}"`);
-        return ok({ deleted: id });
+      if (id === undefined) return { GET: () => ok(view.sessions(...pageArgs(query))) };
+      if (parts.length === 2) {
+        return {
+          DELETE: () => {
+            if (!view.deleteSession(id)) throw new HttpError(404, `no session for client "${id}"`);
+            return ok({ deleted: id });
+          },
+        };
       }
       break;
     }
     case 'retained': {
-      // the topic is the rest of the path, so it may contain '/'
-      const topic = parts.slice(1).join('/');
-      if (topic === '' && method === 'GET') {
-        const { offset, limit } = pageWindow(query);
-        return ok(view.retained(offset, limit));
-      }
-      if (topic !== '' && method === 'GET') {
-        const row = view.retainedMessage(topic);
-        if (row === undefined) throw new HttpError(404, `no retained message on "${topic}"`);
-        return ok(row);
-      }
-      if (topic !== '' && method === 'DELETE') {
-        if (!view.deleteRetained(topic)) throw new HttpError(404, `no retained message on "${topic}"`);
-        return ok({ deleted: topic });
-      }
-      break;
+      // the topic is the rest of the path, '/' and empty levels included
+      const topic = decodePart(path.replace(/^\/*[^/]*\/?/, ''));
+      if (topic === '') return { GET: () => ok(view.retained(...pageArgs(query))) };
+      return {
+        GET: () => {
+          const row = view.retainedMessage(topic);
+          if (row === undefined) throw new HttpError(404, `no retained message on "${topic}"`);
+          return ok(row);
+        },
+        DELETE: () => {
+          if (!view.deleteRetained(topic)) throw new HttpError(404, `no retained message on "${topic}"`);
+          return ok({ deleted: topic });
+        },
+      };
     }
     case 'publish': {
-      if (id === undefined && method === 'POST') {
-        const msg = parsePublish(body);
-        try {
-          await ctx.publish(msg);
-        } catch (err) {
-          throw new HttpError(400, (err as Error).message);
-        }
-        return { status: 202, body: { published: msg.topic } };
-      }
-      break;
+      if (id !== undefined) break;
+      return {
+        POST: async () => {
+          const msg = parsePublish(body);
+          try {
+            await ctx.publish(msg);
+          } catch (err) {
+            throw new HttpError(400, (err as Error).message);
+          }
+          return { status: 202, body: { published: msg.topic } };
+        },
+      };
     }
     case 'cluster': {
       const cluster = ctx.cluster();
       if (cluster === undefined) throw new HttpError(404, 'this broker is not a node of a cluster (clusterRedis is not set)');
-      if (id === undefined && method === 'GET') {
-        const [nodes, orphans] = await Promise.all([cluster.describe(), cluster.describeOrphans()]);
-        return ok({ nodeId: cluster.nodeId, nodes, orphans });
+      if (id === undefined) {
+        return {
+          GET: async () => {
+            const [nodes, orphans] = await Promise.all([cluster.describe(), cluster.describeOrphans()]);
+            return ok({ nodeId: cluster.nodeId, nodes, orphans });
+          },
+        };
       }
       // which node holds a client id, wherever it is connected
-      if (id === 'clients' && sub !== undefined && parts.length === 3 && method === 'GET') {
-        const node = await cluster.ownerOf(sub);
-        if (node === null) throw new HttpError(404, `no node holds client "${sub}"`);
-        return ok({ clientId: sub, node });
+      if (id === 'clients' && sub !== undefined && parts.length === 3) {
+        return {
+          GET: async () => {
+            const node = await cluster.ownerOf(sub);
+            if (node === null) throw new HttpError(404, `no node holds client "${sub}"`);
+            return ok({ clientId: sub, node });
+          },
+        };
       }
       break;
     }
     default:
       throw new HttpError(404, `no such resource: ${collection ?? '(none)'}`);
   }
-  throw new HttpError(405, `${method} is not supported on /api/v1${path}`);
+  throw new HttpError(404, `no such resource: /api/v1${path}`);
+}
+
+/** A path segment as the client meant it: percent-encoding that is not UTF-8 is the client's mistake. */
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new HttpError(400, `bad percent-encoding in the path: "${part}" is not URL-encoded UTF-8`);
+  }
 }
 
 function ok(body: unknown): ApiResult {
@@ -126,6 +162,11 @@ function pageWindow(query: QueryLike): { offset: number; limit: number } {
     limit: intParam(query, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT),
     offset: intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER),
   };
+}
+
+function pageArgs(query: QueryLike): [offset: number, limit: number] {
+  const { offset, limit } = pageWindow(query);
+  return [offset, limit];
 }
 
 function page<T>(rows: T[], query: QueryLike): Page<T> {

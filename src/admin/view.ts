@@ -166,6 +166,15 @@ export class AdminView {
   deleteRetained(topic: string): boolean {
     return this.core.deleteRetained(topic);
   }
+
+  /** A fault of the admin API's own (answered 500), logged with the broker's other faults. */
+  reportFault(err: unknown, task: string): void {
+    try {
+      this.core.reportFault(err, task);
+    } catch {
+      // a core outside a broker throws its faults; the request is answered already, so nothing more to do
+    }
+  }
 }
 
 function sessionRow(s: Session): SessionRow {

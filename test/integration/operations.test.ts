@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +108,50 @@ describe('operations: metrics, health, admin API and $SYS over real HTTP and MQT
     assert.equal((await api('/nothing')).status, 404);
     assert.equal((await api('/clients', { method: 'PATCH' })).status, 405);
     assert.equal((await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'a/+', payload: 'x' }) })).status, 400);
+  });
+
+  test('bad input to the HTTP endpoint gets a 4xx that says what is wrong, never a 500: bad percent-encoding 400, a wrong method 405 with Allow', async () => {
+    for (const [method, path] of [['GET', '/clients/%E0%A4'], ['GET', '/retained/%ZZ'], ['DELETE', '/sessions/%E0'], ['GET', '/clients/ok/subscriptions%FF']] as const) {
+      const r = await api(path, { method });
+      assert.equal(r.status, 400, `${method} ${path}`);
+      assert.match(((await r.json()) as { error: string }).error, /percent-encoding/);
+    }
+    for (const path of ['/healthz', '/readyz', '/metrics']) {
+      for (const method of ['POST', 'PUT', 'DELETE']) {
+        const r = await fetch(`${http}${path}`, { method });
+        assert.equal(r.status, 405, `${method} ${path}`);
+        assert.equal(r.headers.get('allow'), 'GET, HEAD');
+        assert.match(((await r.json()) as { error: string }).error, new RegExp(`${method} is not supported on ${path}`));
+      }
+      assert.equal((await fetch(`${http}${path}`, { method: 'HEAD' })).status, 200, `HEAD ${path}`);
+    }
+    const patch = await api('/clients', { method: 'PATCH' });
+    assert.equal(patch.status, 405);
+    assert.equal(patch.headers.get('allow'), 'GET');
+    assert.equal((await api('/retained/some/topic', { method: 'POST', body: '{}' })).headers.get('allow'), 'GET, DELETE');
+    assert.equal((await api('/clients/a/b/c')).status, 404, 'no such resource, whatever the method');
+    // a request target no URL parser takes: only a raw socket can send one
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(http).port), '127.0.0.1', () => socket.end('GET http://[bad/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      let got = '';
+      socket.on('data', (d: Buffer) => (got += d.toString()));
+      socket.on('close', () => resolve(got));
+      socket.on('error', reject);
+    });
+    assert.match(head, /^HTTP\/1\.1 400 /);
+    assert.match(head, /not a valid URL/);
+  });
+
+  test('the admin API finds a retained topic with empty levels by the rest of the path', async () => {
+    for (const topic of ['/lead', 'a//b', 'trail/']) {
+      assert.equal((await api('/publish', { method: 'POST', body: JSON.stringify({ topic, payload: topic, retain: true }) })).status, 202);
+    }
+    for (const topic of ['/lead', 'a//b', 'trail/']) {
+      const r = await api(`/retained/${topic}`);
+      assert.equal(r.status, 200, topic);
+      assert.equal(((await r.json()) as { payload: string }).payload, topic);
+      assert.equal((await api(`/retained/${topic}`, { method: 'DELETE' })).status, 200);
+    }
   });
 
   test('docs/operations.md lists every metric and every $SYS topic the broker publishes, and no other', async () => {
