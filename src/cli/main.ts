@@ -12,6 +12,7 @@ import { VERSION } from '../version.js';
 import { flagName, parseServeArgs, SERVE_USAGE } from './args.js';
 import { passwd } from './passwd.js';
 import { bench } from './bench.js';
+import { checkConfig } from './check-config.js';
 import { PasswordFileError } from '../auth/password-file.js';
 import { AclFileError } from '../auth/acl-file.js';
 
@@ -150,11 +151,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (first === 'check-config') {
-    const path = rest[0];
-    if (path === undefined) throw new ConfigError('usage: midge check-config FILE');
-    const effective = resolveConfig(mergeConfig({ persistence: 'lmdb' }, loadConfigFile(path)), path);
-    console.log(`${path}: ok; effective settings:`);
-    console.log(JSON.stringify({ ...effective, adminToken: effective.adminToken === '' ? '' : '(set)' }, null, 2));
+    checkConfig(rest);
     return;
   }
   await serve(argv);

@@ -269,6 +269,60 @@ describe('command line', () => {
     await usageError(['--config', tmpFile('both.yaml', `listeners:\n  - socket: ${socket}\n    port: 1883\n`)], /listeners\[0\]: a listener takes either socket or host and port, not both/);
   });
 
+  test('check-config finds a password or ACL file that cannot be read, with the line start-up gives', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-files-'));
+    for (const [setting, path, line] of [
+      ['passwordFile', join(dir, 'missing'), `midge: cannot read the password file ${join(dir, 'missing')}: ENOENT`],
+      // a directory where a file should be: a file that cannot be read, even as root
+      ['aclFile', dir, `midge: cannot read the ACL file ${dir}: EISDIR`],
+    ] as const) {
+      const cfg = tmpFile('files.yaml', `${setting}: ${path}\nport: 0\npersistence: memory\n`);
+      const check = run(['check-config', cfg]);
+      assert.equal(await check.exit, 2, check.stdout());
+      assert.equal(check.stderr(), `${line}\n`);
+      const start = run(['--config', cfg]);
+      assert.equal(await start.exit, 2);
+      assert.equal(start.stderr(), `${line}\n`);
+    }
+    const bad = tmpFile('passwords', 'alice:not-a-hash\n');
+    await usageError(['check-config', tmpFile('pw.yaml', `passwordFile: ${bad}\n`)], /^midge: .*passwords:1: the password of "alice" is not a \$7\$ or \$6\$ hash$/);
+  });
+
+  test('check-config finds TLS files that cannot be read or used, naming the setting and the path', async () => {
+    const pki = createPki('check');
+    const listener = (tls: string): string => tmpFile('tls.yaml', `listeners:\n  - protocol: mqtts\n    port: 0\n    tls: { ${tls} }\n`);
+    await usageError(['check-config', listener(`cert: /nonexistent/c.pem, key: ${pki.serverKey}`)], /tls\.yaml: listeners\[0\]\.tls\.cert: cannot read \/nonexistent\/c\.pem: ENOENT$/);
+    await usageError(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: /nonexistent/ca.pem`)], /listeners\[0\]\.tls\.ca: cannot read \/nonexistent\/ca\.pem: ENOENT$/);
+    // the client's key does not go with the server's certificate
+    await usageError(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.clientKey}`)], /listeners\[0\]\.tls\.cert: .* are not a usable certificate and key: /);
+    const good = run(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: ${pki.ca}`)]);
+    assert.equal(await good.exit, 0, good.stderr());
+  });
+
+  test('check-config hides the password of the cluster URL, as it does the admin token', async () => {
+    const r = run(['check-config', tmpFile('cluster.yaml', 'clusterRedis: "redis://midge:s3cret@redis.internal:6379"\nadminToken: t0ken\nhttpPort: 9090\n')]);
+    assert.equal(await r.exit, 0, r.stderr());
+    assert.doesNotMatch(r.stdout(), /s3cret|t0ken/);
+    assert.match(r.stdout(), /"clusterRedis": "redis:\/\/\*\*\*@redis\.internal:6379"/);
+    assert.match(r.stdout(), /"adminToken": "\(set\)"/);
+    assert.equal(r.stderr(), '');
+  });
+
+  test('check-config --help (or -h) prints its usage', async () => {
+    for (const flag of ['--help', '-h']) {
+      const r = run(['check-config', flag]);
+      assert.equal(await r.exit, 0, r.stderr());
+      assert.match(r.stdout(), /^usage: midge check-config FILE\n/);
+    }
+    await usageError(['check-config'], /^midge: usage: midge check-config FILE$/);
+  });
+
+  test('an admin token with no HTTP port: check-config warns that the admin API is off', async () => {
+    const r = run(['check-config', tmpFile('admin.yaml', 'adminToken: t0ken\n')]);
+    assert.equal(await r.exit, 0);
+    assert.equal(r.stderr(), 'midge: warning: adminToken (--admin-token) is set but httpPort (--http-port) is not: the admin API is off\n');
+  });
+
   test('check-config accepts a good file and refuses a bad one with exit code 2', async () => {
     const good = run(['check-config', tmpFile('ok.yaml', 'port: 1884\n')]);
     assert.equal(await good.exit, 0);
