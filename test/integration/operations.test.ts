@@ -177,6 +177,14 @@ describe('operations: metrics, health, admin API and $SYS over real HTTP and MQT
     for (const n of named) if (!['1min', '5min', '15min'].includes(n)) assert.ok(topics.has(n), `docs/operations.md names $SYS/broker/${n}, which is not published`);
   });
 
+  test('docs/operations.md describes the cluster view\'s `filters` as the count the API answers, not a list of filters', () => {
+    const doc = readFileSync(fileURLToPath(new URL('../../../docs/operations.md', import.meta.url)), 'utf8');
+    const row = doc.split('\n').find((l) => l.startsWith('| `GET /api/v1/cluster` |')) ?? '';
+    const said = /`filters` \(([^)]*)\)/.exec(row)?.[1] ?? '';
+    // the cluster tests check the answer itself: `"filters": 2` for a node with two filters
+    assert.match(said, /^the number of /, `"${said}"`);
+  });
+
   test('$SYS topics with Mosquitto names are published every interval; clients cannot publish there', async () => {
     const { raw } = await rawConnect(port, 4, { clientId: 'sys-watch' });
     await rawSubscribe(raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
