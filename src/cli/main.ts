@@ -4,8 +4,10 @@ import { dirname } from 'node:path';
 import { createBroker, type Broker, type ListeningAddress } from '../app.js';
 import { brokerSettings } from '../embed-options.js';
 import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
+import { checkConfigFiles, listenerTls } from '../config/files.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
 import type { MidgeConfig } from '../config/schema.js';
+import { configWarnings } from '../config/warnings.js';
 import { createLogger } from '../log.js';
 import { StoreError } from '../persistence/store.js';
 import { VERSION } from '../version.js';
@@ -38,7 +40,12 @@ async function serve(argv: string[]): Promise<void> {
   const source = args.config ?? 'command line';
   // the command line keeps state on disk unless told otherwise; the library defaults to memory
   const config = resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(fromFile, args.overrides)), source);
+  // the config file's listeners replace the single host/port one; flags add to either
+  const extra = resolveListeners(args.extraListeners, 'command line', config.host);
+  const flagTls = extra.flatMap((l) => (l.tls === undefined ? [] : [{ tls: l.tls, name: (file: string) => `command line: --tls-${file}` }]));
+  checkConfigFiles(config, [...listenerTls(config.listeners, source), ...flagTls]);
   const logger = createLogger(config.logLevel);
+  for (const warning of configWarnings(config)) logger.warn(warning);
   let broker: Broker;
   try {
     broker = await createBroker({ ...brokerSettings(config), logger });
@@ -54,8 +61,6 @@ async function serve(argv: string[]): Promise<void> {
     const file = args.config === undefined ? {} : loadConfigFile(args.config);
     return resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(file, args.overrides)), source);
   });
-  // the config file's listeners replace the single host/port one; flags add to either
-  const extra = resolveListeners(args.extraListeners, 'command line', config.host);
   const wanted: ListenerConfig[] = [
     ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, socket: undefined, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined, allowAnonymous: undefined }]),
     ...extra,

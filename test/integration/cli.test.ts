@@ -299,6 +299,31 @@ describe('command line', () => {
     assert.equal(await good.exit, 0, good.stderr());
   });
 
+  test('a TLS file that cannot be read at start-up is a configuration mistake: one line naming the setting and the path, exit code 2', async () => {
+    const pki = createPki('start');
+    await usageError(['--persistence', 'memory', '--port', '0', '--tls-port', '0', '--tls-cert', '/nonexistent/c.pem', '--tls-key', pki.serverKey], /^midge: command line: --tls-cert: cannot read \/nonexistent\/c\.pem: ENOENT$/);
+    await usageError(['--persistence', 'memory', '--port', '0', '--wss-port', '0', '--tls-cert', pki.serverCert, '--tls-key', pki.dir], /^midge: command line: --tls-key: cannot read .*: EISDIR$/);
+    const cfg = tmpFile('tls.yaml', `persistence: memory\nlisteners:\n  - protocol: mqtts\n    port: 0\n    tls: { cert: ${pki.serverCert}, key: /nonexistent/k.pem }\n`);
+    await usageError(['--config', cfg], /^midge: .*tls\.yaml: listeners\[0\]\.tls\.key: cannot read \/nonexistent\/k\.pem: ENOENT$/);
+  });
+
+  test('an admin token with no HTTP port: start-up logs a warning that the admin API is off', async () => {
+    const r = run(['--port', '0', '--persistence', 'memory', '--admin-token', 't0ken']);
+    await listeningPort(r);
+    const warned = (): boolean =>
+      r.stdout().split('\n').some((l) => l.startsWith('{') && (JSON.parse(l) as { level: number; msg: string }).level === 40 && /the admin API is off/.test((JSON.parse(l) as { msg: string }).msg));
+    assert.ok(await eventually(warned, 5000), r.stdout());
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+    // with the port it is on, and nothing is said
+    const on = run(['--port', '0', '--persistence', 'memory', '--admin-token', 't0ken', '--http-port', '0']);
+    await listeningPort(on);
+    await eventually(() => /http endpoint on/.test(on.stdout() + on.stderr()), 5000);
+    on.child.kill('SIGTERM');
+    assert.equal(await on.exit, 0);
+    assert.doesNotMatch(on.stdout(), /admin API is off/);
+  });
+
   test('check-config hides the password of the cluster URL, as it does the admin token', async () => {
     const r = run(['check-config', tmpFile('cluster.yaml', 'clusterRedis: "redis://midge:s3cret@redis.internal:6379"\nadminToken: t0ken\nhttpPort: 9090\n')]);
     assert.equal(await r.exit, 0, r.stderr());
