@@ -8,7 +8,7 @@ interface Stream {
 
 /**
  * What subscribers received, per publisher: duplicates and reordering from sequence numbers,
- * losses against what the publishers had acknowledged, and end-to-end latency samples.
+ * losses against what the publishers had sent (QoS 0) or had acknowledged (QoS 1/2), and end-to-end latency samples.
  */
 export class Tracker {
   delivered = 0;

@@ -24,6 +24,8 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
   --connections N     conn: idle connections to open (default 10000); memory is read after
                       --duration seconds idle, and right after connecting
   --pid PID           the broker's process id, for its CPU and memory
+  --metrics URL       a Midge broker's /metrics (its --http-port), read before and after the run to
+                      say why messages were lost; once per node of a cluster
   --json              one JSON object instead of the table`;
 
 const SCENARIOS: readonly Scenario[] = ['fanin', 'fanout', 'pairs', 'conn'];
@@ -47,6 +49,7 @@ export async function bench(argv: string[]): Promise<void> {
         ...Object.fromEntries(
           ['host', 'port', 'sub-port', 'username', 'password', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
+        metrics: { type: 'string', multiple: true },
         json: { type: 'boolean' },
         spread: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -55,7 +58,7 @@ export async function bench(argv: string[]): Promise<void> {
   } catch (err) {
     throw new ConfigError(`bench: ${(err as Error).message.split('\n')[0]}`);
   }
-  const v = parsed.values as Record<string, string | boolean | undefined>;
+  const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
   if (v.help === true) {
     console.log(BENCH_USAGE);
     return;
@@ -83,9 +86,11 @@ export async function bench(argv: string[]): Promise<void> {
     pid: s('pid') === undefined ? undefined : num('pid', s('pid'), 0, 1, 2 ** 22),
     ...(s('username') === undefined ? {} : { username: s('username') }),
     ...(s('password') === undefined ? {} : { password: s('password') }),
+    ...(v.metrics === undefined ? {} : { metrics: v.metrics as string[] }),
   };
   if (o.password !== undefined && o.username === undefined) throw new ConfigError('bench: --password needs --username');
   if (o.spread === true && o.rate === 0) throw new ConfigError('bench: --spread needs --rate');
+  for (const url of o.metrics ?? []) if (!URL.canParse(url)) throw new ConfigError(`bench: --metrics must be a URL such as http://127.0.0.1:9090/metrics (got "${url}")`);
   let result: BenchResult;
   try {
     result = await runBench(o);

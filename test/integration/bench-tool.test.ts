@@ -94,6 +94,76 @@ describe('midge bench', () => {
     assert.match(bad.stderr.trim(), /^midge: bench: --spread needs --rate$/);
   });
 
+  test('messages a broker drops at QoS 1 are lost, and the note says what is known: without --metrics, that it dropped them; with it, its count by reason', async () => {
+    // one queued message beyond the 64 in flight: at full speed the subscriber cannot keep up
+    const shallow = await startBroker({ limits: { maxQueuedMessages: 1 } });
+    const http = await shallow.broker.listenHttp({ port: 0 });
+    const metrics = `http://127.0.0.1:${http.port}/metrics`;
+    try {
+      const args = ['bench', 'fanin', '--port', String(shallow.port), '--qos', '1', '--publishers', '4', '--duration', '0.5', '--warmup', '0.2', '--json'];
+      const blind = await midge(args);
+      assert.equal(blind.status, 0, blind.stderr);
+      const b0 = JSON.parse(blind.stdout) as { lost: number; brokerDropped?: unknown; warnings: string[] };
+      assert.ok(b0.lost > 0, 'a queue of one drops what the subscriber cannot take');
+      assert.equal(b0.brokerDropped, undefined);
+      assert.ok(
+        b0.warnings.includes(`the broker acknowledged ${b0.lost} messages it never delivered: it dropped them; the bench cannot tell why (--metrics URL reads a Midge broker's reasons); if a subscriber's queue was full, raise its limit (limits.maxQueuedMessages, default 1000; Mosquitto: max_queued_messages) or use --rate`),
+        b0.warnings.join('\n'),
+      );
+      const seen = await midge([...args, '--metrics', metrics]);
+      assert.equal(seen.status, 0, seen.stderr);
+      const r = JSON.parse(seen.stdout) as { lost: number; brokerDropped: Record<string, number>; warnings: string[] };
+      assert.ok(r.lost > 0);
+      // the run is the broker's only traffic: every message it dropped is one the bench lost
+      assert.equal(r.brokerDropped.queueFull, r.lost);
+      assert.equal(r.brokerDropped.memoryLimit, 0);
+      assert.ok(
+        r.warnings.includes(`the broker acknowledged ${r.lost} messages it never delivered: it dropped them; the broker's metrics counted ${r.lost} drops during the run: queueFull ${r.lost} (a subscriber's queue was full: raise limits.maxQueuedMessages, default 1000, or use --rate)`),
+        r.warnings.join('\n'),
+      );
+      const table = await midge(args.filter((a) => a !== '--json'));
+      assert.match(table.stdout, /^ {2}note: the broker acknowledged \d+ messages it never delivered: it dropped them; /m);
+      const bad = await midge(['bench', 'fanin', '--metrics', 'localhost']);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr.trim(), /^midge: bench: --metrics must be a URL such as http:\/\/127\.0\.0\.1:9090\/metrics \(got "localhost"\)$/);
+    } finally {
+      await shallow.close();
+    }
+  });
+
+  test('QoS 0 messages the broker does not deliver are lost too, and a reason other than a full queue is not blamed on the queue', async () => {
+    // the second publisher may not write: the broker takes its messages (3.1.1: acknowledged at QoS 1) and drops them
+    const dir = mkdtempSync(join(tmpdir(), 'midge-bench-drop-'));
+    writeFileSync(join(dir, 'acl'), 'topic read bench/fanin/+\ntopic write bench/fanin/0\n');
+    const denying = await startBroker({ aclFile: join(dir, 'acl') });
+    const http = await denying.broker.listenHttp({ port: 0 });
+    try {
+      for (const qos of ['0', '1']) {
+        const run = await midge(['bench', 'fanin', '--port', String(denying.port), '--qos', qos, '--publishers', '2', '--rate', '2000', '--duration', '0.5', '--warmup', '0.2', '--json', '--metrics', `http://127.0.0.1:${http.port}/metrics`]);
+        assert.equal(run.status, 0, run.stderr);
+        const r = JSON.parse(run.stdout) as { lost: number; publishedPerSecond: number; brokerDropped: Record<string, number>; warnings: string[] };
+        // half of the 2,000 msg/s over 0.7 s
+        assert.ok(r.lost > 500 && r.lost < 900, `QoS ${qos}: lost ${r.lost}`);
+        assert.equal(r.brokerDropped.notAuthorized, r.lost);
+        assert.equal(r.brokerDropped.queueFull, 0);
+        const what = qos === '0' ? `the broker did not deliver ${r.lost} of the messages sent to it (QoS 0 lets it drop them)` : `the broker acknowledged ${r.lost} messages it never delivered: it dropped them`;
+        assert.ok(r.warnings.includes(`${what}; the broker's metrics counted ${r.lost} drops during the run: notAuthorized ${r.lost}`), r.warnings.join('\n'));
+      }
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+      const nothing = (closed.address() as { port: number }).port;
+      await new Promise((resolve) => closed.close(resolve));
+      const gone = await midge(['bench', 'fanin', '--port', String(denying.port), '--duration', '0.2', '--warmup', '0', '--metrics', `http://127.0.0.1:${nothing}/metrics`]);
+      assert.equal(gone.status, 1);
+      assert.equal(gone.stderr, `midge: bench: cannot read the broker's metrics at http://127.0.0.1:${nothing}/metrics: ECONNREFUSED\n`);
+      const notMidge = await midge(['bench', 'fanin', '--port', String(denying.port), '--duration', '0.2', '--warmup', '0', '--metrics', `http://127.0.0.1:${http.port}/healthz`]);
+      assert.equal(notMidge.status, 1);
+      assert.equal(notMidge.stderr, `midge: bench: http://127.0.0.1:${http.port}/healthz has no midge_messages_dropped_total: --metrics reads a Midge broker's /metrics\n`);
+    } finally {
+      await denying.close();
+    }
+  });
+
   test('conn opens idle connections and reports memory per connection', async () => {
     const r = await runBench(base({ scenario: 'conn', connections: 200, duration: 0.2 }));
     assert.equal(r.scenario, 'conn');
