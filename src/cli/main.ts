@@ -51,9 +51,15 @@ async function serve(argv: string[]): Promise<void> {
     broker = await createBroker({ ...brokerSettings(config), logger });
   } catch (err) {
     if (err instanceof PasswordFileError || err instanceof AclFileError) throw new ConfigError(err.message);
-    if (!(err instanceof StoreError)) throw err;
-    console.error(`midge: ${err.message}`);
-    process.exitCode = EXIT_DATA;
+    if (err instanceof StoreError) {
+      console.error(`midge: ${err.message}`);
+      process.exitCode = EXIT_DATA;
+      return;
+    }
+    // e.g. a cluster's Redis that cannot be reached: one line, as a port in use; the stack is for debugging
+    logger.debug({ err }, 'start-up failed');
+    console.error(`midge: ${(err as Error).message.split('\n')[0]}`);
+    process.exitCode = EXIT_RUNTIME;
     return;
   }
   // signals are handled from here on: a SIGTERM while listeners open still closes cleanly

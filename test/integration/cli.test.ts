@@ -154,6 +154,16 @@ describe('command line', () => {
     }
   });
 
+  test("a cluster's Redis that cannot be reached is one line and exit code 1, as a port in use", async () => {
+    const probe = createServer();
+    await new Promise<void>((res) => probe.listen(0, '127.0.0.1', res));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise<void>((res) => probe.close(() => res()));
+    const r = run(['--port', '0', '--persistence', 'memory', '--cluster-redis', `redis://:s3cret@127.0.0.1:${port}`]);
+    assert.equal(await r.exit, 1);
+    assert.equal(r.stderr(), `midge: cluster: cannot reach Redis at redis://***@127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  });
+
   test('the default store is on disk: after SIGTERM no acknowledged message is left behind, a persistent session and its queue survive', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'midge-data-'));
     const first = run(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
