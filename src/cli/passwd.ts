@@ -1,10 +1,13 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { ReadStream } from 'node:tty';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.js';
 import { formatPasswordFile, hashPassword, parsePasswordFile } from '../auth/password-file.js';
+import { promptHidden } from './hidden-prompt.js';
 
-export const PASSWD_USAGE = `usage: midge passwd FILE USER [PASSWORD]     add USER or change its password (read from stdin when not given)
-       midge passwd --delete FILE USER        remove USER`;
+export const PASSWD_USAGE = `usage: midge passwd FILE USER [PASSWORD]     add USER or change its password
+       midge passwd --delete FILE USER        remove USER
+Without PASSWORD, it is typed twice at a terminal (not shown), or read from the first line of stdin.`;
 
 /** `midge passwd`: edits a Mosquitto-format password file, writing $7$ (PBKDF2-SHA512) hashes. */
 export async function passwd(argv: string[]): Promise<void> {
@@ -25,7 +28,12 @@ export async function passwd(argv: string[]): Promise<void> {
   if (parsed.values.delete) {
     if (!users.delete(user)) throw new ConfigError(`passwd: no user "${user}" in ${file}`);
   } else {
-    const password = given ?? (await readPassword());
+    const password = given ?? (process.stdin.isTTY ? await typedPassword() : await pipedPassword());
+    if (password === undefined) {
+      // given up with Ctrl-C: the file stays as it was, and the exit code is a SIGINT's
+      process.exitCode = 130;
+      return;
+    }
     if (password.length === 0) throw new ConfigError('passwd: the password is empty');
     users.set(user, hashPassword(password));
   }
@@ -35,9 +43,16 @@ export async function passwd(argv: string[]): Promise<void> {
   renameSync(tmp, file);
 }
 
-/** The first line of stdin (a pipe, or typed at a prompt). */
-async function readPassword(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write('Password: ');
+/** Typed twice at the terminal, as mosquitto_passwd asks for it, and not shown; undefined on Ctrl-C. */
+async function typedPassword(): Promise<string | undefined> {
+  const typed = await promptHidden(['Password: ', 'Reenter password: '], process.stdin as ReadStream, process.stderr);
+  if (typed === undefined) return undefined;
+  if (typed[0] !== typed[1]) throw new ConfigError('passwd: the passwords do not match');
+  return typed[0];
+}
+
+/** The first line of stdin (a pipe or a file). */
+async function pipedPassword(): Promise<string> {
   let text = '';
   for await (const chunk of process.stdin) {
     text += (chunk as Buffer).toString('utf8');

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { PasswordFile } from '../../src/auth/password-file.js';
 import { createBroker } from '../../src/index.js';
 import { rawConnect } from '../helpers/raw-session.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
@@ -12,6 +13,35 @@ import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 function midgePasswd(...args: string[]): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, [MIDGE_MAIN, 'passwd', ...args], { encoding: 'utf8' });
   return { status: r.status, stderr: r.stderr };
+}
+
+const quoted = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * `midge passwd ARGS` at a pseudo-terminal, as a user at a terminal runs it (util-linux `script`
+ * gives it one), followed by `after` in the same shell: each step's keys are typed once the
+ * screen ends with its text. Resolves with the exit code and all the terminal showed.
+ */
+async function atTerminal(args: string[], steps: Array<[string, string]>, after = ''): Promise<{ status: number | null; screen: string }> {
+  const command = `${[process.execPath, MIDGE_MAIN, 'passwd', ...args].map(quoted).join(' ')}; s=$?; ${after} exit $s`;
+  const child = spawn('script', ['-qec', command, '/dev/null'], { env: { ...process.env, SHELL: '/bin/sh' } });
+  let screen = '';
+  child.stdout.on('data', (d: Buffer) => (screen += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+  try {
+    for (const [shown, keys] of steps) {
+      const deadline = Date.now() + 10_000;
+      while (!screen.endsWith(shown)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`the terminal showed ${JSON.stringify(screen)}, not ${JSON.stringify(shown)} at its end`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      child.stdin.write(keys);
+    }
+    const status = await exited;
+    return { status, screen };
+  } finally {
+    child.kill('SIGKILL');
+  }
 }
 
 function serve(args: string[]): ReturnType<typeof spawnMidge> {
@@ -120,6 +150,37 @@ describe('password files and anonymous access', () => {
     assert.ok(Date.now() - t0 < 1000, 'a right password is not slowed down');
     good.raw.close();
     await broker.close();
+  });
+
+  const noTerminal = spawnSync('script', ['-V']).error === undefined ? false : 'util-linux script (for a pseudo-terminal) is not installed';
+
+  test('at a terminal, midge passwd asks for the password twice without showing it, as mosquitto_passwd does; Backspace takes back a character', { skip: noTerminal }, async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    const r = await atTerminal([file, 'tty'], [['Password: ', 's3crex\x7ft\r'], ['Reenter password: ', 's3cret\r']]);
+    assert.equal(r.status, 0, r.screen);
+    assert.equal(r.screen, 'Password: \r\nReenter password: \r\n');
+    const users = new PasswordFile(file);
+    assert.ok(users.verify('tty', Buffer.from('s3cret')));
+  });
+
+  test('at a terminal, two passwords that differ are refused in one line (exit 2), and Ctrl-C gives up (exit 130) with the echo back on; the file stays as it was', { skip: noTerminal }, async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    const differ = await atTerminal([file, 'tty'], [['Password: ', 'one\r'], ['Reenter password: ', 'two\r']]);
+    assert.equal(differ.status, 2, differ.screen);
+    assert.equal(differ.screen, 'Password: \r\nReenter password: \r\nmidge: passwd: the passwords do not match\r\n');
+    assert.equal(existsSync(file), false);
+    const given = await atTerminal([file, 'tty'], [['Password: ', 'hal\x03']], "stty -a | grep -qw -- -echo && echo 'echo is off';");
+    assert.equal(given.status, 130, given.screen);
+    assert.equal(given.screen, 'Password: \r\n');
+    assert.equal(existsSync(file), false);
+  });
+
+  test('without a terminal the password is the first line of stdin, read once', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
+    const r = spawnSync(process.execPath, [MIDGE_MAIN, 'passwd', file, 'piped'], { input: 'from a pipe\nnot this\n', encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.ok(new PasswordFile(file).verify('piped', Buffer.from('from a pipe')));
   });
 
   const mosquittoPasswd = spawnSync('mosquitto_passwd', ['-h']).error === undefined;
