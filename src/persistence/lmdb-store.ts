@@ -88,15 +88,33 @@ export class LmdbStore implements Store {
     } catch (err) {
       throw new StoreError(`cannot open the data dir ${dir}: ${(err as Error).message}`);
     }
+    try {
+      return LmdbStore.adopt(env, dir);
+    } catch (err) {
+      void env.close();
+      throw err instanceof StoreError ? err : new StoreError(`cannot open the data dir ${dir}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Checks that `env` is Midge's (or empty) before anything is written to it. */
+  private static adopt(env: RootDatabase, dir: string): LmdbStore {
+    const { ours, foreign } = mainKeys(env);
+    // read before any database is created, so that a dir Midge refuses is left as it was
+    const format = ours.has('meta') ? env.openDB<unknown, string>({ name: 'meta' }).get('format') : undefined;
+    // a newer Midge may keep a database this one does not know: that dir is newer, not foreign
+    if (format !== undefined && (typeof format !== 'number' || format > STORE_FORMAT)) {
+      throw new StoreError(`the data dir ${dir} has format ${String(format)}, newer than this Midge reads (${STORE_FORMAT})`);
+    }
+    if (foreign.length > 0) {
+      const shown = foreign.slice(0, 3).map((k) => JSON.stringify(k).slice(0, 40)).join(', ');
+      throw new StoreError(`the data dir ${dir} holds an LMDB environment with keys Midge never writes (${shown}${foreign.length > 3 ? ', ...' : ''}): it was not written by Midge`);
+    }
     const store = new LmdbStore(env);
-    const format = store.meta.get('format');
     if (format === undefined) {
       if (store.sessions.getKeysCount() > 0 || store.messages.getKeysCount() > 0) {
         throw new StoreError(`the data dir ${dir} has data but no format version: it was not written by Midge`);
       }
       store.meta.putSync('format', STORE_FORMAT);
-    } else if (typeof format !== 'number' || format > STORE_FORMAT) {
-      throw new StoreError(`the data dir ${dir} has format ${String(format)}, newer than this Midge reads (${STORE_FORMAT})`);
     }
     return store;
   }
@@ -373,6 +391,27 @@ function toDelivery(row: DeliveryRow, message: Message): Delivery {
 /** The message of a delivery in the PUBREL state is gone; only its packet id is used. */
 function placeholderMessage(): Message {
   return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
+}
+
+/** The named databases of the constructor: in LMDB each is a key of the main (unnamed) database. */
+const DB_NAMES: ReadonlySet<string> = new Set(['meta', 'msg', 'sess', 'sub', 'queue', 'inflight', 'incoming', 'retained', 'will']);
+
+/**
+ * The keys of the main database: Midge's named databases, and any other key, which is another
+ * program's data that Midge must neither take for an empty store nor write its format into. A
+ * named database's key has no value of its own to read (lmdb-js answers undefined), so a plain key
+ * that happens to be called `meta` is foreign too.
+ */
+function mainKeys(env: RootDatabase): { ours: Set<string>; foreign: unknown[] } {
+  const ours = new Set<string>();
+  const foreign: unknown[] = [];
+  for (const key of env.getKeys()) {
+    if (typeof key === 'string' && DB_NAMES.has(key) && env.getBinary(key) === undefined) ours.add(key);
+    else foreign.push(key);
+    // enough to refuse the dir and name a few; another program's database may be large
+    if (foreign.length > 3) break;
+  }
+  return { ours, foreign };
 }
 
 /** LMDB's meta page magic, at byte 24 of the data file (after the page header). */

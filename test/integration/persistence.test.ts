@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
+import { open } from 'lmdb';
 import { createBroker, LmdbStore, MemoryStore, type Broker, type Store } from '../../src/index.js';
+import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
 
 interface Kind {
@@ -216,3 +219,43 @@ for (const kind of KINDS) {
     });
   });
 }
+
+describe('a data dir that is not Midge\'s, on the command line', () => {
+  after(killMidges);
+
+  /** Runs midge on `dataDir` until it exits by itself (or 10 s pass): its exit code and what it printed on stderr. */
+  const refused = (dataDir: string): Promise<{ code: number | null; stderr: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, [MIDGE_MAIN, '--port', '0', '--data-dir', dataDir, '--log-level', 'silent'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stderr });
+      });
+    });
+
+  test('an LMDB environment another program wrote (a key in its main database) makes midge exit with code 3, and is left as it was', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-foreign-'));
+    const theirs = open({ path: dataDir });
+    await theirs.put('invoice:1', { total: 12 });
+    await theirs.close();
+    const r = await refused(dataDir);
+    assert.equal(r.code, 3);
+    assert.match(r.stderr.trim(), /^midge: the data dir .* holds an LMDB environment with keys Midge never writes \("invoice:1"\): it was not written by Midge$/);
+    const after = open({ path: dataDir });
+    assert.deepEqual([...after.getKeys()], ['invoice:1']);
+    await after.close();
+  });
+
+  test('a fresh data dir starts, and starts again once Midge has written it', async () => {
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'midge-own-')), 'data');
+    for (let run = 0; run < 2; run++) {
+      const { child } = await spawnMidge(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, `run ${run + 1}`);
+    }
+  });
+});

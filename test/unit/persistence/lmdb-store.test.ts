@@ -3,8 +3,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { open } from 'lmdb';
 import { LmdbStore } from '../../../src/persistence/lmdb-store.js';
 import { STORE_FORMAT, StoreError, type Store } from '../../../src/persistence/store.js';
+import { createMessage } from '../../../src/session/message.js';
 import { storeContract } from './store-contract.js';
 
 const dirs = new WeakMap<Store, string>();
@@ -41,6 +43,46 @@ describe('lmdb store: data dirs it must refuse', () => {
     const file = join(dir, 'not-a-dir');
     writeFileSync(file, 'x');
     assert.throws(() => LmdbStore.open(file), (err: Error) => err instanceof StoreError && /cannot open the data dir/.test(err.message));
+  });
+
+  test('an LMDB environment another program wrote (a plain key in the main database) is refused, and left as it was', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
+    const theirs = open({ path: dir });
+    await theirs.put('their-key', 'their value');
+    await theirs.close();
+    assert.throws(() => LmdbStore.open(dir), (err: Error) => err instanceof StoreError && /keys Midge never writes \("their-key"\).*not written by Midge/.test(err.message));
+    const after = open({ path: dir });
+    assert.deepEqual([...after.getKeys()], ['their-key'], 'no format marker nor database of Midge\'s written into it');
+    await after.close();
+  });
+
+  test('a plain key named like one of Midge\'s databases, or another program\'s named database, is foreign too', async () => {
+    const plain = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
+    const a = open({ path: plain });
+    await a.put('meta', 'not a database');
+    await a.close();
+    assert.throws(() => LmdbStore.open(plain), (err: Error) => err instanceof StoreError && /"meta".*not written by Midge/.test(err.message));
+    const named = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
+    const b = open({ path: named, maxDbs: 2 });
+    await b.openDB({ name: 'orders' }).put('o1', { qty: 1 });
+    await b.close();
+    assert.throws(() => LmdbStore.open(named), (err: Error) => err instanceof StoreError && /"orders".*not written by Midge/.test(err.message));
+  });
+
+  test('a fresh dir and a dir Midge wrote open; a newer Midge\'s dir with a database this one does not know is newer, not foreign', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
+    const s = LmdbStore.open(dir);
+    s.retainedSet(createMessage('kept', Buffer.from('v'), 1, true, undefined, { now: () => Date.now() }, undefined));
+    await s.commit();
+    await s.close();
+    const again = LmdbStore.open(dir);
+    assert.equal((await again.load()).retained.length, 1);
+    await again.close();
+    const env = open({ path: dir, maxDbs: 16 });
+    await env.openDB({ name: 'meta' }).put('format', STORE_FORMAT + 1);
+    await env.openDB({ name: 'added-later' }).put('k', 1);
+    await env.close();
+    assert.throws(() => LmdbStore.open(dir), (err: Error) => err instanceof StoreError && /newer/.test(err.message));
   });
 
   test('a corrupted data file is refused, not opened empty', () => {
