@@ -35,9 +35,13 @@ export async function startRedis(): Promise<{ url: string; child: ChildProcess }
 
 /** A cluster node without a store in a process of its own; resolves with its MQTT port once it listens. */
 export async function spawnNode(redisUrl: string, nodeId: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--cluster-redis', redisUrl, '--cluster-node-id', nodeId, '--sys-interval', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--cluster-redis', redisUrl, '--cluster-node-id', nodeId, '--sys-interval', '0', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // midge says where it listens on stderr (stdout holds its JSON log); the rest is shown as before
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+    process.stderr.write(d);
+  });
   for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
     const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
     if (m) return { child, port: Number(m[1]) };

@@ -55,9 +55,13 @@ async function startChild(persistence: string, dataDir: string): Promise<{ child
   // queues deep enough that nothing is dropped: the measurement is of delivery, not of drop policy
   const config = join(dataDir, 'bench.yaml');
   writeFileSync(config, 'limits:\n  maxQueuedMessages: 10000000\n');
-  const child = spawn(process.execPath, [MAIN, '--config', config, '--port', '0', '--persistence', persistence, '--data-dir', join(dataDir, 'data'), '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [MAIN, '--config', config, '--port', '0', '--persistence', persistence, '--data-dir', join(dataDir, 'data'), '--log-level', 'silent'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // midge says where it listens on stderr (stdout holds its JSON log); the rest is shown as before
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+    process.stderr.write(d);
+  });
   for (;;) {
     const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);
     if (m) return { child, port: Number(m[1]) };

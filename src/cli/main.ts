@@ -15,6 +15,7 @@ import { flagName, parseServeArgs, SERVE_USAGE } from './args.js';
 import { passwd } from './passwd.js';
 import { bench } from './bench.js';
 import { checkConfig } from './check-config.js';
+import { hostForUrl, reachHints } from './reach.js';
 import { PasswordFileError } from '../auth/password-file.js';
 import { AclFileError } from '../auth/acl-file.js';
 
@@ -88,15 +89,18 @@ async function serve(argv: string[]): Promise<void> {
       return;
     }
   }
+  // lines for people go to stderr: stdout holds the JSON log lines alone, for a log shipper
   for (const a of addresses) {
     const path = a.protocol === 'ws' || a.protocol === 'wss' ? a.path : '';
     const where = a.socket === undefined ? `${a.protocol}://${hostForUrl(a.host)}:${a.port}${path}` : `${a.protocol} over Unix socket ${a.socket}${path === '' ? '' : ` (path ${path})`}`;
-    console.log(`midge ${VERSION} listening on ${where}`);
+    console.error(`midge ${VERSION} listening on ${where}`);
   }
+  let httpHost: string | undefined;
   if (config.httpPort >= 0) {
     try {
       const http = await broker.listenHttp({ port: config.httpPort, host: config.httpHost, ...(config.adminToken === '' ? {} : { adminToken: config.adminToken }) });
-      console.log(`midge http endpoint on http://${hostForUrl(http.host)}:${http.port} (/metrics, /healthz, /readyz${config.adminToken === '' ? '' : ', /api/v1'})`);
+      httpHost = http.host;
+      console.error(`midge http endpoint on http://${hostForUrl(http.host)}:${http.port} (/metrics, /healthz, /readyz${config.adminToken === '' ? '' : ', /api/v1'})`);
     } catch (err) {
       console.error(`midge: cannot listen on ${config.httpHost}:${config.httpPort} for HTTP: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       await broker.close();
@@ -104,10 +108,7 @@ async function serve(argv: string[]): Promise<void> {
       return;
     }
   }
-  if (addresses.every((a) => a.socket !== undefined || isLoopback(a.host))) {
-    console.log('only this machine can connect; use --host 0.0.0.0 (or host: 0.0.0.0 in the config) to accept other machines');
-  }
-
+  for (const hint of reachHints({ mqtt: addresses, httpHost })) console.error(hint);
 }
 
 function stopOnSignals(broker: Broker, readConfig: () => MidgeConfig): void {
@@ -140,14 +141,6 @@ function stopOnSignals(broker: Broker, readConfig: () => MidgeConfig): void {
       broker.logger.error({ err: (err as Error).message }, 'reload failed; the previous configuration stays in force');
     }
   });
-}
-
-function isLoopback(host: string): boolean {
-  return host === '::1' || host.startsWith('127.') || host === 'localhost';
-}
-
-function hostForUrl(host: string): string {
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 async function main(argv: string[]): Promise<void> {

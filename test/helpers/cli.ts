@@ -13,12 +13,16 @@ const children = new Set<ChildProcess>();
 export async function spawnMidge(args: string[], maxFiles?: number): Promise<{ child: ChildProcess; port: number }> {
   const child =
     maxFiles === undefined
-      ? spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
-      : spawn('bash', ['-c', `ulimit -n ${maxFiles} && exec "$0" "$@"`, process.execPath, MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+      ? spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn('bash', ['-c', `ulimit -n ${maxFiles} && exec "$0" "$@"`, process.execPath, MIDGE_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
+  // midge says where it listens on stderr; its JSON log on stdout is not needed here
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+    process.stderr.write(d);
+  });
   const deadline = Date.now() + 10_000;
   for (;;) {
     const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out);

@@ -38,9 +38,9 @@ function run(args: string[], cwd = mkdtempSync(join(tmpdir(), 'midge-cwd-'))): R
 async function listeningPort(r: Run): Promise<number> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(r.stdout());
+    const m = /listening on mqtt:\/\/[^\s]+:(\d+)/.exec(r.stderr());
     if (m) return Number(m[1]);
-    if (Date.now() > deadline) throw new Error(`no listening line; stdout: ${r.stdout()} stderr: ${r.stderr()}`);
+    if (Date.now() > deadline) throw new Error(`no listening line; stderr: ${r.stderr()}`);
     await new Promise((res) => setTimeout(res, 20));
   }
 }
@@ -69,14 +69,46 @@ describe('command line', () => {
   test('with no host it listens on loopback only, says how to open it up, and SIGTERM sends 5.0 clients DISCONNECT 0x8B', async () => {
     const r = run(['--port', '0', '--log-level', 'silent']);
     const port = await listeningPort(r);
-    assert.match(r.stdout(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
-    await eventually(() => /--host 0\.0\.0\.0/.test(r.stdout()));
-    assert.match(r.stdout(), /--host 0\.0\.0\.0/);
+    assert.match(r.stderr(), /listening on mqtt:\/\/127\.0\.0\.1:\d+/);
+    await eventually(() => /--host 0\.0\.0\.0/.test(r.stderr()));
+    assert.match(r.stderr(), /--host 0\.0\.0\.0/);
     const { raw } = await rawConnect(port, 5, { clientId: 'cli-v5' });
     r.child.kill('SIGTERM');
     const d = await expectPacket(raw, 'disconnect', 5000);
     assert.equal(d.reasonCode, 0x8b);
     assert.equal(await r.exit, 0);
+  });
+
+  test('stdout holds JSON log lines only; where it listens and the hints go to stderr', async () => {
+    const r = run(['--port', '0', '--persistence', 'memory', '--http-port', '0', '--admin-token', 't0ken']);
+    const port = await listeningPort(r);
+    assert.ok(await eventually(() => /http endpoint on http:\/\/127\.0\.0\.1:\d+/.test(r.stderr()), 5000), r.stderr());
+    const { raw } = await rawConnect(port, 5, { clientId: 'log-reader' });
+    raw.close();
+    assert.ok(await eventually(() => /"msg":"client disconnected"/.test(r.stdout()), 5000), r.stdout());
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exit, 0);
+    const lines = r.stdout().split('\n').filter((l) => l !== '');
+    for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `not a JSON line on stdout: ${l}`);
+    assert.ok(lines.some((l) => (JSON.parse(l) as { msg: string }).msg === 'listening'), 'the log says where it listens too');
+    assert.match(r.stderr(), /only this machine can connect over MQTT/);
+  });
+
+  test('the hints say which endpoint other machines can reach: MQTT and HTTP each by its own host', async () => {
+    const open = run(['--config', tmpFile('http.yaml', 'httpHost: 0.0.0.0\nhttpPort: 0\nport: 0\npersistence: memory\nlogLevel: silent\n')]);
+    await listeningPort(open);
+    assert.ok(await eventually(() => /the HTTP endpoint accepts other machines/.test(open.stderr()), 5000), open.stderr());
+    assert.match(open.stderr(), /^only this machine can connect over MQTT; use --host 0\.0\.0\.0/m);
+    assert.match(open.stderr(), /^the HTTP endpoint accepts other machines \(httpHost 0\.0\.0\.0\)$/m);
+    open.child.kill('SIGTERM');
+    assert.equal(await open.exit, 0);
+    const mqttOpen = run(['--host', '0.0.0.0', '--port', '0', '--http-port', '0', '--persistence', 'memory', '--log-level', 'silent']);
+    await listeningPort(mqttOpen);
+    assert.ok(await eventually(() => /HTTP endpoint/.test(mqttOpen.stderr()), 5000), mqttOpen.stderr());
+    assert.match(mqttOpen.stderr(), /^only this machine can reach the HTTP endpoint; httpHost: 0\.0\.0\.0 in the config opens it to other machines$/m);
+    assert.doesNotMatch(mqttOpen.stderr(), /over MQTT/);
+    mqttOpen.child.kill('SIGTERM');
+    assert.equal(await mqttOpen.exit, 0);
   });
 
   test('SIGINT stops it with exit code 0', async () => {
@@ -209,9 +241,9 @@ describe('command line', () => {
     const pki = createPki('cli-client');
     const r = run(['--port', '0', '--persistence', 'memory', '--log-level', 'silent', '--tls-port', '0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--ws-port', '0']);
     await listeningPort(r);
-    await eventually(() => /listening on ws:/.test(r.stdout()));
-    const tlsPort = Number(/listening on mqtts:\/\/[^\s]+:(\d+)/.exec(r.stdout())?.[1]);
-    const wsPort = Number(/listening on ws:\/\/[^\s]+:(\d+)\/mqtt/.exec(r.stdout())?.[1]);
+    await eventually(() => /listening on ws:/.test(r.stderr()));
+    const tlsPort = Number(/listening on mqtts:\/\/[^\s]+:(\d+)/.exec(r.stderr())?.[1]);
+    const wsPort = Number(/listening on ws:\/\/[^\s]+:(\d+)\/mqtt/.exec(r.stderr())?.[1]);
     const viaTls = await connectClient(tlsPort, { protocol: 'mqtts', ca: readFileSync(pki.ca), clientId: 'cli-tls' } as IClientOptions);
     const viaWs = await connectClient(wsPort, { protocol: 'ws', path: '/mqtt', clientId: 'cli-ws' } as IClientOptions);
     await viaWs.subscribeAsync('cli/x', { qos: 1 });
@@ -226,8 +258,8 @@ describe('command line', () => {
   test('listeners from the config file replace the default one; a bad listener is one line and exit code 2', async () => {
     const cfg = tmpFile('listeners.yaml', 'logLevel: silent\npersistence: memory\nlisteners:\n  - protocol: ws\n    port: 0\n    path: /broker\n');
     const r = run(['--config', cfg]);
-    await eventually(() => /listening on ws:\/\/127\.0\.0\.1:\d+\/broker/.test(r.stdout()), 5000);
-    assert.doesNotMatch(r.stdout(), /listening on mqtt:/);
+    await eventually(() => /listening on ws:\/\/127\.0\.0\.1:\d+\/broker/.test(r.stderr()), 5000);
+    assert.doesNotMatch(r.stderr(), /listening on mqtt:/);
     r.child.kill('SIGTERM');
     assert.equal(await r.exit, 0);
     await usageError(['--config', tmpFile('bad.yaml', 'listeners:\n  - protocol: mqtts\n    port: 8883\n')], /listeners\[0\]: a mqtts listener needs tls.cert and tls.key/);
@@ -240,9 +272,9 @@ describe('command line', () => {
     const socket = join(dir, 'midge.sock');
     const cfg = tmpFile('unix.yaml', `logLevel: silent\npersistence: memory\nlisteners:\n  - socket: ${socket}\n  - port: 0\n`);
     const first = run(['--config', cfg]);
-    assert.ok(await eventually(() => first.stdout().includes(`listening on mqtt over Unix socket ${socket}`), 5000), first.stderr());
+    assert.ok(await eventually(() => first.stderr().includes(`listening on mqtt over Unix socket ${socket}`), 5000), first.stderr());
     // the lines may arrive in separate reads
-    assert.ok(await eventually(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(first.stdout()), 5000), first.stdout());
+    assert.ok(await eventually(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(first.stderr()), 5000), first.stderr());
     const { raw, connack } = await rawConnect(socket, 5, { clientId: 'local' });
     assert.equal(connack.reasonCode, 0);
     raw.close();
@@ -255,7 +287,7 @@ describe('command line', () => {
     await first.exit;
     assert.ok(existsSync(socket), 'a killed broker leaves its socket file');
     const third = run(['--config', cfg]);
-    assert.ok(await eventually(() => third.stdout().includes(`listening on mqtt over Unix socket ${socket}`), 5000), third.stderr());
+    assert.ok(await eventually(() => third.stderr().includes(`listening on mqtt over Unix socket ${socket}`), 5000), third.stderr());
     const again = await rawConnect(socket, 4, { clientId: 'local-again' });
     assert.equal(again.connack.returnCode, 0);
     again.raw.close();
@@ -269,8 +301,8 @@ describe('command line', () => {
     assert.equal(nowhere.stderr().trim(), `midge: cannot listen on ${join(dir, 'missing', 'm.sock')}: no directory ${join(dir, 'missing')}`);
     // --socket adds to the TCP listener
     const flag = run(['--persistence', 'memory', '--port', '0', '--socket', join(dir, 'flag.sock')]);
-    assert.ok(await eventually(() => flag.stdout().includes(`listening on mqtt over Unix socket ${join(dir, 'flag.sock')}`), 5000), flag.stderr());
-    assert.ok(await eventually(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(flag.stdout()), 5000), flag.stdout());
+    assert.ok(await eventually(() => flag.stderr().includes(`listening on mqtt over Unix socket ${join(dir, 'flag.sock')}`), 5000), flag.stderr());
+    assert.ok(await eventually(() => /listening on mqtt:\/\/127\.0\.0\.1:\d+/.test(flag.stderr()), 5000), flag.stderr());
     const viaFlag = await rawConnect(join(dir, 'flag.sock'), 4, { clientId: 'flag' });
     assert.equal(viaFlag.connack.returnCode, 0);
     viaFlag.raw.close();
@@ -328,7 +360,7 @@ describe('command line', () => {
     // with the port it is on, and nothing is said
     const on = run(['--port', '0', '--persistence', 'memory', '--admin-token', 't0ken', '--http-port', '0']);
     await listeningPort(on);
-    await eventually(() => /http endpoint on/.test(on.stdout() + on.stderr()), 5000);
+    await eventually(() => /http endpoint on/.test(on.stderr()), 5000);
     on.child.kill('SIGTERM');
     assert.equal(await on.exit, 0);
     assert.doesNotMatch(on.stdout(), /admin API is off/);

@@ -210,10 +210,12 @@ describe('operations: the command line', () => {
     const dir = mkdtempSync(join(tmpdir(), 'midge-hup-'));
     const cfg = join(dir, 'midge.yaml');
     writeFileSync(cfg, 'logLevel: silent\npersistence: memory\nport: 0\nlimits:\n  maxClientIdLength: 23\n');
-    const child = spawn(process.execPath, [MAIN, '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [MAIN, '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
+    // the JSON log on stdout, where it listens on stderr
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     assert.ok(await eventually(() => /listening on mqtt:/.test(out), 10_000));
     const port = Number(/listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out)?.[1]);
     const longId = 'x'.repeat(30);
@@ -233,10 +235,12 @@ describe('operations: the command line', () => {
     const dir = mkdtempSync(join(tmpdir(), 'midge-hup-'));
     const acl = join(dir, 'acl');
     writeFileSync(acl, 'pattern readwrite room/#\n');
-    const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--log-level', 'silent', '--acl-file', acl], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [MAIN, '--port', '0', '--persistence', 'memory', '--log-level', 'silent', '--acl-file', acl], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
+    // the JSON log on stdout, where it listens on stderr
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     assert.ok(await eventually(() => /listening on mqtt:/.test(out), 10_000));
     const port = Number(/listening on mqtt:\/\/[^\s]+:(\d+)/.exec(out)?.[1]);
     const c = await rawConnect(port, 5, { clientId: 'hup' });
