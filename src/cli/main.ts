@@ -64,7 +64,7 @@ async function serve(argv: string[]): Promise<void> {
     return;
   }
   // signals are handled from here on: a SIGTERM while listeners open still closes cleanly
-  stopOnSignals(broker, () => {
+  stopOnSignals(broker, config, () => {
     const file = args.config === undefined ? {} : loadConfigFile(args.config);
     return resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(file, args.overrides)), source);
   });
@@ -111,7 +111,10 @@ async function serve(argv: string[]): Promise<void> {
   for (const hint of reachHints({ mqtt: addresses, httpHost })) console.error(hint);
 }
 
-function stopOnSignals(broker: Broker, readConfig: () => MidgeConfig): void {
+/** Settings the command line acts on itself; createBroker holds none of them (see brokerSettings). */
+const CLI_ONLY = ['logLevel', 'httpPort', 'httpHost', 'adminToken', 'listeners'] as const;
+
+function stopOnSignals(broker: Broker, started: MidgeConfig, readConfig: () => MidgeConfig): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -133,7 +136,14 @@ function stopOnSignals(broker: Broker, readConfig: () => MidgeConfig): void {
   // SIGHUP reads the password file and certificates again; a broken file leaves the old one in force
   process.on('SIGHUP', () => {
     try {
-      const needRestart = broker.updateConfig(readConfig());
+      const next = readConfig();
+      // the broker compares what it holds; what it does not hold would look changed to it
+      const held = Object.fromEntries(CLI_ONLY.map((k) => [k, broker.config[k]]));
+      const needRestart = broker.updateConfig({ ...next, ...held });
+      broker.logger.level = next.logLevel;
+      for (const k of CLI_ONLY) {
+        if (k !== 'logLevel' && JSON.stringify(next[k]) !== JSON.stringify(started[k])) needRestart.push(k);
+      }
       broker.reload();
       if (needRestart.length > 0) broker.logger.warn({ settings: needRestart }, 'changed settings that take effect only after a restart');
       broker.logger.info('reloaded');
