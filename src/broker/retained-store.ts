@@ -3,7 +3,7 @@ import { TopicTree } from '../topic/topic-tree.js';
 
 /**
  * Retained messages, one per topic, looked up by subscription filter. The limit counts the
- * clients' topics only: the broker's own `$` topics ($SYS) come back every interval whatever the
+ * clients' topics only: the broker's own $SYS topics come back every interval whatever the
  * limit, so counting them would only take their slots from the clients (a limit of 40 left 8).
  */
 export class RetainedStore {
@@ -19,7 +19,7 @@ export class RetainedStore {
     return this.tree.size;
   }
 
-  /** retained messages on topics other than the broker's own `$` ones: what `maxMessages` bounds */
+  /** retained messages on topics other than the broker's own $SYS ones: what `maxMessages` bounds */
   get clientCount(): number {
     return this.clientTopics;
   }
@@ -33,7 +33,7 @@ export class RetainedStore {
       this.delete(message.topic);
       return true;
     }
-    // at the limit only topics already held may change; the broker's own $ topics are always kept
+    // at the limit only topics already held may change; the broker's own $SYS topics are always kept
     if (!this.hasRoomFor(message.topic)) return false;
     ownBytesInPlace(message);
     const held = this.tree.size;
@@ -79,7 +79,8 @@ export class RetainedStore {
   }
 }
 
-/** `$` topics are the broker's own ($SYS): clients may not publish there. */
+/** $SYS topics are the broker's own: clients may not publish there. */
 function isBrokerTopic(topic: string): boolean {
-  return topic.charCodeAt(0) === 0x24;
+  // clients may publish to other `$` topics ($aws/...): those count like any of theirs
+  return topic.charCodeAt(0) === 0x24 && (topic === '$SYS' || topic.startsWith('$SYS/'));
 }

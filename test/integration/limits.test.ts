@@ -571,13 +571,14 @@ describe('limits: connections, publish rates and retained messages', () => {
 
       const v5 = await rawConnect(b.port, 5, { clientId: 'ret-sys-v5' });
       const codes: number[] = [];
-      for (const [i, topic] of ['slot/1', 'slot/2', 'slot/3'].entries()) {
+      // a client's own `$` topic is one of its topics like any other
+      for (const [i, topic] of ['slot/1', '$dev/slot/2', 'slot/3', '$dev/slot/4'].entries()) {
         v5.raw.sendPacket({ cmd: 'publish', topic, payload: Buffer.from('v'), qos: 1, messageId: i + 1, retain: true }, 5);
         codes.push((await expectPacket(v5.raw, 'puback')).reasonCode ?? 0);
       }
-      assert.deepEqual(codes, [0, 0, 0x97], 'two client topics fit; the third is over the limit');
+      assert.deepEqual(codes, [0, 0, 0x97, 0x97], 'two client topics fit; the third and fourth are over the limit');
       assert.equal(b.broker.stats.retained, 2);
-      assert.equal(b.broker.stats.retainedRefused, 1);
+      assert.equal(b.broker.stats.retainedRefused, 2);
 
       // $SYS topics are still retained, and the count they publish is the clients' count
       const late = await rawConnect(b.port, 4, { clientId: 'ret-sys-late' });
@@ -591,7 +592,7 @@ describe('limits: connections, publish rates and retained messages', () => {
       assert.match(metrics, /^midge_retained_messages 2$/m);
       const listed = (await (await fetch(`http://127.0.0.1:${h.port}/api/v1/retained?limit=1000`, { headers: { authorization: 'Bearer limits-token' } })).json()) as { total: number; items: Array<{ topic: string }> };
       const topics = listed.items.map((r) => r.topic);
-      assert.ok(topics.includes('slot/1') && topics.includes('slot/2') && !topics.includes('slot/3'));
+      assert.ok(topics.includes('slot/1') && topics.includes('$dev/slot/2') && !topics.includes('slot/3') && !topics.includes('$dev/slot/4'));
       assert.ok(topics.includes('$SYS/broker/version'), 'the listing shows the broker\'s own retained messages too');
       watch.raw.close();
       late.raw.close();
