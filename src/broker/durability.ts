@@ -4,6 +4,7 @@ import type { ClientInfo } from '../hooks/types.js';
 import type { SessionRecord, Store, StoredState } from '../persistence/store.js';
 import type { Delivery, Message } from '../session/message.js';
 import { OWED_JOURNAL_SLICE, type InflightEntry, type Session, type SessionJournal, type Subscription } from '../session/session.js';
+import { isSysTopic } from '../topic/sys-topic.js';
 
 /** A persistent session's journal: its changes, as store events under its client id. */
 class StoreJournal implements SessionJournal {
@@ -145,7 +146,7 @@ export class Durability {
   }
 
   retained(message: Message): void {
-    if (message.topic.startsWith('$SYS/')) return;
+    if (isSysTopic(message.topic)) return;
     if (message.payload.length === 0) this.changed().retainedCleared(message.topic);
     else this.changed().retainedSet(message);
   }

@@ -1,5 +1,6 @@
 import { isExpired, ownBytesInPlace, type Clock, type Message } from '../session/message.js';
 import { TopicTree } from '../topic/topic-tree.js';
+import { isSysTopic } from '../topic/sys-topic.js';
 
 /**
  * Retained messages, one per topic, looked up by subscription filter. The limit counts the
@@ -38,7 +39,7 @@ export class RetainedStore {
     ownBytesInPlace(message);
     const held = this.tree.size;
     this.tree.set(message.topic, message);
-    if (this.tree.size > held && !isBrokerTopic(message.topic)) this.clientTopics++;
+    if (this.tree.size > held && !isSysTopic(message.topic)) this.clientTopics++;
     return true;
   }
 
@@ -46,7 +47,7 @@ export class RetainedStore {
   hasRoomFor(topic: string): boolean {
     const max = this.maxMessages;
     const room = max === 0 || this.clientTopics < max;
-    return (room && !this.memoryFull) || isBrokerTopic(topic) || this.tree.get(topic) !== undefined;
+    return (room && !this.memoryFull) || isSysTopic(topic) || this.tree.get(topic) !== undefined;
   }
 
   get(topic: string): Message | undefined {
@@ -55,7 +56,7 @@ export class RetainedStore {
 
   delete(topic: string): boolean {
     const deleted = this.tree.delete(topic);
-    if (deleted && !isBrokerTopic(topic)) this.clientTopics--;
+    if (deleted && !isSysTopic(topic)) this.clientTopics--;
     return deleted;
   }
 
@@ -79,8 +80,3 @@ export class RetainedStore {
   }
 }
 
-/** $SYS topics are the broker's own: clients may not publish there. */
-function isBrokerTopic(topic: string): boolean {
-  // clients may publish to other `$` topics ($aws/...): those count like any of theirs
-  return topic.charCodeAt(0) === 0x24 && (topic === '$SYS' || topic.startsWith('$SYS/'));
-}

@@ -4,10 +4,11 @@ import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
 import type { Message } from '../session/message.js';
 import { packRetained, packStoredMessage, unpackRetained, unpackStoredMessage } from './wire.js';
+import { isSysTopic } from '../topic/sys-topic.js';
 
 /** $SYS topics are each node's own: not shared, not forwarded. */
 export function isLocalTopic(topic: string): boolean {
-  return topic.startsWith('$SYS');
+  return isSysTopic(topic);
 }
 
 /**

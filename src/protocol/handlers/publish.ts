@@ -7,6 +7,7 @@ import { MatchMemo } from '../../topic/subscription-trie.js';
 import { checkTopicName } from '../../topic/validate.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
+import { isSysTopic } from '../../topic/sys-topic.js';
 
 /**
  * Client-to-server PUBLISH. QoS 2 uses "store the packet id, deliver at once" (method B of the
@@ -92,7 +93,7 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     acknowledge(ch, p, RC.QuotaExceeded, 'retained message limit reached');
     return undefined;
   }
-  if (topic.charCodeAt(0) === 0x24 /* $ */ && (topic === '$SYS' || topic.startsWith('$SYS/'))) {
+  if (isSysTopic(topic)) {
     // $SYS is the broker's own: a client there could forge its figures. Other `$` topics are
     // open to clients, as in other brokers (device clouds name topics `$aws/...`, `$iothub/...`):
     // wildcards at the start of a filter still never match them ([MQTT-4.7.2-1])
