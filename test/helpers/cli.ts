@@ -17,11 +17,14 @@ export async function spawnMidge(args: string[], maxFiles?: number): Promise<{ c
       : spawn('bash', ['-c', `ulimit -n ${maxFiles} && exec "$0" "$@"`, process.execPath, MIDGE_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
-  // midge says where it listens on stderr; its JSON log on stdout is not needed here
+  // midge says where it listens on stderr; its JSON log on stdout is not needed here. What it
+  // says there besides, an error, is shown; the start-up lines of every broker a test starts are not
   let out = '';
   child.stderr?.on('data', (d: Buffer) => {
-    out += d.toString();
-    process.stderr.write(d);
+    const text = d.toString();
+    out += text;
+    const shown = text.split('\n').filter((l) => l !== '' && !STARTUP_LINE.test(l));
+    if (shown.length > 0) process.stderr.write(`${shown.join('\n')}\n`);
   });
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -31,6 +34,8 @@ export async function spawnMidge(args: string[], maxFiles?: number): Promise<{ c
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+const STARTUP_LINE = /^(midge \S+ listening on |midge http endpoint on |only this machine |the HTTP endpoint )/;
 
 /** Kills every process spawnMidge started and that still runs (for `after`). */
 export function killMidges(): void {
