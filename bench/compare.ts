@@ -150,7 +150,12 @@ async function startBroker(name: string, deepQueues: boolean): Promise<ChildProc
   } else {
     cmd = [process.execPath, AEDES, String(PORT)];
   }
-  const child = spawn('taskset', ['-c', BROKER_CPU, ...cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn('taskset', ['-c', BROKER_CPU, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // what a broker says on stderr is shown, but for Midge's start-up lines, the same every round
+  child.stderr?.on('data', (d: Buffer) => {
+    const shown = d.toString().split('\n').filter((l) => l !== '' && !/^(midge \S+ listening on |only this machine )/.test(l));
+    if (shown.length > 0) process.stderr.write(`${shown.join('\n')}\n`);
+  });
   await waitForPort(PORT);
   return child;
 }
