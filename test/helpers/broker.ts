@@ -120,7 +120,7 @@ export function nextMessages(
     const got: Array<{ topic: string; payload: Buffer; packet: mqtt.IPublishPacket }> = [];
     const timer = setTimeout(() => {
       client.off('message', onMessage);
-      reject(new Error(`timed out with ${got.length}/${count} messages`));
+      reject(new Error(`timed out with ${got.length}/${count} messages${got.length === 0 ? '' : ` (${got.map((m) => m.topic).join(', ')})`}`));
     }, timeoutMs);
     const onMessage = (topic: string, payload: Buffer, packet: mqtt.IPublishPacket): void => {
       got.push({ topic, payload, packet });
