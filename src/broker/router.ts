@@ -227,14 +227,18 @@ export class Router {
 }
 
 /**
- * Round robin over the group: first among connected members with a free inflight slot, then
- * among connected ones, then any (an offline member's session queues it). `exclude` is skipped.
+ * Round robin over the group: first among connected members with a free inflight slot, then the
+ * connected one with the shortest queue, then any (an offline member's session queues it).
+ * `exclude` is skipped. Without the shortest queue, a member that stopped reading would take every
+ * other message once the others' windows were full, into a queue that is full: dropped messages,
+ * acknowledged to their publisher, that a member with room would have taken.
  */
 function pickMember(group: SharedGroup, exclude: Session | undefined): RouteEntry | undefined {
   const members = group.members;
   const n = members.length;
   if (n === 0) return undefined;
   let online = -1;
+  let onlineQueued = 0;
   let any = -1;
   for (let k = 0; k < n; k++) {
     const i = (group.next + k) % n;
@@ -243,7 +247,11 @@ function pickMember(group: SharedGroup, exclude: Session | undefined): RouteEntr
     const sink = m.session.sink;
     if (sink !== undefined) {
       if (sink.hasCapacity) return take(group, i);
-      if (online < 0) online = i;
+      const queued = m.session.queue.length;
+      if (online < 0 || queued < onlineQueued) {
+        online = i;
+        onlineQueued = queued;
+      }
     } else if (any < 0) {
       any = i;
     }

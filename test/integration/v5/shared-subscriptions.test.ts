@@ -3,6 +3,11 @@ import { after, before, describe, test } from 'node:test';
 import type mqttPacket from 'mqtt-packet';
 import { closeClients, collectFor, connectClient, delay, startBroker, type TestBroker } from '../../helpers/broker.js';
 import { RawClient } from '../../helpers/raw-client.js';
+import mqttPacketLib from 'mqtt-packet';
+
+function mqttPacketBytes(packet: Record<string, unknown>): Buffer {
+  return mqttPacketLib.generate(packet as unknown as mqttPacket.Packet, { protocolVersion: 5 });
+}
 
 describe('MQTT 5 shared subscriptions (5.0)', () => {
   let b: TestBroker;
@@ -103,5 +108,41 @@ describe('MQTT 5 shared subscriptions (5.0)', () => {
     // the raw member takes at most one (its window is 1 and it never acknowledges)
     assert.ok(toFree >= 9, `free member got ${toFree} of 10`);
     raw.close();
+  });
+
+  test('[MQTT-4.8.2-2] a member that stopped reading is not given the messages the others cannot take at once: they wait in the shortest queue, none is dropped', async () => {
+    const small = await startBroker({ limits: { maxInflight: 10, maxQueuedMessages: 300 } });
+    try {
+      // never acknowledges: its window fills, then its queue
+      const stuck = await RawClient.open(small.port, 5);
+      stuck.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'stuck-member' }, 5);
+      await stuck.next();
+      stuck.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/busy/b', qos: 1 }] }, 5);
+      await stuck.next();
+      const healthy = await connectClient(small.port, { protocolVersion: 5, clientId: 'healthy-member' });
+      await healthy.subscribeAsync('$share/busy/b', { qos: 1 });
+      const got = collectFor(healthy, 3000);
+      // bursts of 100, each more than the healthy member's window: alone it takes them all
+      // (window and queue), but every other one given to the stuck member would overflow its queue
+      const pub = await RawClient.open(small.port, 5);
+      pub.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'busy-pub' }, 5);
+      await pub.next();
+      const total = 1000;
+      for (let first = 1; first <= total; first += 100) {
+        const burst: Buffer[] = [];
+        for (let i = first; i < first + 100; i++) burst.push(mqttPacketBytes({ cmd: 'publish', topic: 'b', payload: Buffer.from(String(i)), qos: 1, messageId: i }));
+        pub.send(Buffer.concat(burst));
+        await delay(50);
+      }
+      const toHealthy = (await got).length;
+      const dropped = small.broker.stats.droppedByReason.queueFull ?? 0;
+      assert.equal(dropped, 0, `${dropped} dropped on a full queue while a member had room`);
+      // the stuck member holds what it was given: a window and a queue at the most
+      assert.ok(toHealthy >= total - 310, `the healthy member got ${toHealthy} of ${total}`);
+      stuck.close();
+      pub.close();
+    } finally {
+      await small.close();
+    }
   });
 });
