@@ -67,8 +67,10 @@ function onSocketDrain(this: Duplex): void {
   (this as OwnedSocket)[OWNER].onDrain();
 }
 
-function onSocketError(): void {
-  // 'close' follows; the reason is not the peer's business
+function onSocketError(this: Duplex): void {
+  // the reason is not the peer's business. 'close' follows most errors, but not all: a TLS socket
+  // reports a renegotiation flood as an error and stays open unless destroyed
+  this.destroy();
 }
 
 function onSocketClose(this: Duplex): void {

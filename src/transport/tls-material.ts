@@ -1,5 +1,6 @@
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { TlsOptions } from 'node:tls';
+import { constants as cryptoConstants } from 'node:crypto';
 
 export interface TlsPaths {
   cert: string;
@@ -70,6 +71,9 @@ export class TlsFiles {
       key: this.key,
       ca: this.ca,
       minVersion: 'TLSv1.2',
+      // a client may not renegotiate (TLS 1.2): each costs the broker a handshake's CPU, and Node
+      // only reports a flood of them as an error on the socket, leaving the connection up
+      secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       requestCert: this.requestCert,
       rejectUnauthorized: this.requestCert,
     };

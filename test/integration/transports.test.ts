@@ -81,6 +81,33 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.ok(err !== undefined, 'handshake must fail');
   });
 
+  test('a TLS 1.2 client may not renegotiate: the broker refuses, and does not spend a handshake on each try', async () => {
+    const s = tlsConnect({ port: tls, host: '127.0.0.1', ca: readFileSync(pki.ca), maxVersion: 'TLSv1.2', servername: 'localhost' });
+    s.on('error', () => undefined);
+    await new Promise((r) => s.once('secureConnect', r));
+    const closed = new Promise((r) => s.once('close', r));
+    s.write(Buffer.from('101000044d5154540402003c0004726e6567', 'hex'));
+    let accepted = 0;
+    for (let i = 0; i < 5; i++) {
+      const outcome = await new Promise<string>((resolve) => {
+        const timer = setTimeout(() => resolve('no answer'), 2000);
+        const started = s.renegotiate({}, (err) => {
+          clearTimeout(timer);
+          resolve(err === null || err === undefined ? 'ok' : 'refused');
+        });
+        if (!started) {
+          clearTimeout(timer);
+          resolve('refused');
+        }
+      });
+      if (outcome !== 'ok') break;
+      accepted++;
+    }
+    assert.equal(accepted, 0, 'no renegotiation accepted');
+    s.destroy();
+    await closed;
+  });
+
   test('mutual TLS: a client without a certificate is refused at the handshake', async () => {
     const failed = await new Promise<boolean>((resolve) => {
       const s = tlsConnect({ port: mtls, host: '127.0.0.1', ca: readFileSync(pki.ca), servername: 'localhost' });
