@@ -5,6 +5,8 @@ import { MALFORMED, malformed } from './primitives.js';
 import { ProtocolError } from './protocol-error.js';
 
 const PACKET_TOO_LARGE = 0x95;
+/** the smallest buffer an incomplete frame is collected in once it takes a third chunk */
+const MIN_HOLD = 1024;
 
 export interface ParserOptions {
   maxPacketSize: number;
@@ -24,9 +26,16 @@ export class PacketParser implements TopicMemo {
   error: ProtocolError | undefined;
   /** a publisher mostly repeats its topic: the last one is reused rather than decoded again */
   lastTopic = '';
-  /** chunks of an incomplete frame carried over, joined only once the whole frame is here */
-  private pending: Buffer[] | undefined;
+  /**
+   * The start of an incomplete frame: a view into the chunk it came in until a further chunk is
+   * still not enough, then a buffer of the parser's own that the next chunks are copied into.
+   * Keeping every chunk instead cost a Buffer object (and a pinned pool slab) per read, some 90
+   * bytes of heap per byte for a client sending one byte per segment.
+   */
+  private pending: Buffer | undefined;
   private pendingLength = 0;
+  /** pending is the parser's own (nothing else views it), so it may be written into */
+  private owned = false;
   /** size of the frame being collected, once its fixed header has been read (0 = unknown) */
   private needed = 0;
 
@@ -40,17 +49,24 @@ export class PacketParser implements TopicMemo {
     if (this.error !== undefined) return out;
     let buf = chunk;
     if (this.pendingLength > 0) {
-      if (this.pendingLength + chunk.length < this.needed) {
-        // still short of the frame: keep the chunk, no copying yet
-        (this.pending as Buffer[]).push(chunk);
-        this.pendingLength += chunk.length;
+      const have = this.pendingLength + chunk.length;
+      if (have < this.needed) {
+        this.hold(chunk, have);
         return out;
       }
-      const parts = this.pending as Buffer[];
-      parts.push(chunk);
-      buf = Buffer.concat(parts, this.pendingLength + chunk.length);
+      const pending = this.pending as Buffer;
+      if (this.owned && have <= pending.length) {
+        // the frame's last bytes and nothing after them: it is parsed where it was collected
+        pending.set(chunk, this.pendingLength);
+        buf = pending.subarray(0, have);
+      } else {
+        buf = Buffer.allocUnsafe(have);
+        pending.copy(buf, 0, 0, this.pendingLength);
+        buf.set(chunk, this.pendingLength);
+      }
       this.pending = undefined;
       this.pendingLength = 0;
+      this.owned = false;
     }
     this.needed = 0;
     let pos = 0;
@@ -100,14 +116,37 @@ export class PacketParser implements TopicMemo {
       }
       this.pending = undefined;
       this.pendingLength = 0;
+      this.owned = false;
       return out;
     }
     if (pos < len) {
-      // the rest is kept as a view: chunks are never written to after they arrive
-      const rest = buf.subarray(pos);
-      this.pending = [rest];
-      this.pendingLength = rest.length;
+      // the rest is kept as a view: chunks are never written to after they arrive, and a frame
+      // that ends in the next chunk is then copied once, as before
+      this.pending = buf.subarray(pos);
+      this.pendingLength = len - pos;
     }
     return out;
+  }
+
+  /**
+   * Adds a chunk that still leaves the frame incomplete. The buffer grows geometrically, so what
+   * is held stays within a small multiple of what was received and each byte is copied a bounded
+   * number of times; it takes the frame's full size only once a quarter of it is here, so that a
+   * header claiming a large frame does not make the broker allocate that much on its own.
+   */
+  private hold(chunk: Buffer, have: number): void {
+    let pending = this.pending as Buffer;
+    if (!this.owned || have > pending.length) {
+      let size = Math.max(have * 2, MIN_HOLD);
+      if (this.needed > 0 && size * 2 >= this.needed) size = this.needed;
+      // not from Buffer's shared pool: a small buffer held there would keep a whole slab alive
+      const grown = Buffer.allocUnsafeSlow(size);
+      pending.copy(grown, 0, 0, this.pendingLength);
+      pending = grown;
+      this.pending = grown;
+      this.owned = true;
+    }
+    pending.set(chunk, this.pendingLength);
+    this.pendingLength = have;
   }
 }
