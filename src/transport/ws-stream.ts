@@ -22,9 +22,11 @@ export class WebSocketDuplex extends Duplex {
       const chunk = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
       if (!this.push(chunk)) ws.pause();
     });
+    // the end of input, after what was read but not taken yet (a throttled client's last packets,
+    // its DISCONNECT): destroying here would drop them. Once it is all read the stream ends and
+    // closes by itself (allowHalfOpen false, autoDestroy)
     ws.on('close', () => {
       this.push(null);
-      this.destroy();
     });
     ws.on('error', (err) => this.destroy(err));
   }

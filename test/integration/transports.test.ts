@@ -6,10 +6,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import mqtt from 'mqtt';
+import mqttPacketLib from 'mqtt-packet';
 import type mqttPacket from 'mqtt-packet';
 import WebSocket from 'ws';
 import { createBroker, type Broker, type ClientInfo } from '../../src/index.js';
-import { closeClients, connectClient, delay, nextMessages } from '../helpers/broker.js';
+import { closeClients, collectFor, connectClient, delay, nextMessages } from '../helpers/broker.js';
 import { createPki, type TestPki } from '../helpers/certs.js';
 import { RawClient } from '../helpers/raw-client.js';
 
@@ -237,6 +238,32 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.equal(all[3], 0, 'accepted');
     assert.deepEqual([...all.subarray(4)], [0xd0, 0x00, 0xd0, 0x00], 'two PINGRESPs');
     s.close();
+  });
+
+  test('[MQTT-3.1.2-10] a throttled WebSocket client that closes after DISCONNECT: what it sent is all handled, and its will is not published', async () => {
+    const slow = await createBroker({ persistence: 'memory', limits: { maxPublishRate: 10 } });
+    try {
+      const tcpPort = (await slow.listen({ port: 0, host: '127.0.0.1' })).port;
+      const wsPort = (await slow.listen({ port: 0, host: '127.0.0.1', protocol: 'ws' })).port;
+      const sub = await connectClient(tcpPort, { clientId: 'ws-throttle-sub' });
+      await sub.subscribeAsync(['ws-throttled/#', 'will/ws-throttled'], { qos: 0 });
+      const got = collectFor(sub, 3500);
+      const s = new WebSocket(`ws://127.0.0.1:${wsPort}/mqtt`, ['mqtt']);
+      await new Promise((r) => s.once('open', r));
+      const gen = (p: Record<string, unknown>): Buffer => mqttPacketLib.generate(p as unknown as mqttPacket.Packet, { protocolVersion: 4 });
+      const frames = [gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'ws-throttled', will: { topic: 'will/ws-throttled', payload: Buffer.from('gone'), qos: 0, retain: false } })];
+      // 3.1.1 clients over a publish rate are throttled, never refused: read more slowly
+      for (let i = 0; i < 20; i++) frames.push(gen({ cmd: 'publish', topic: `ws-throttled/${i}`, payload: Buffer.from(String(i)), qos: 0, retain: false }));
+      frames.push(gen({ cmd: 'disconnect' }));
+      s.send(Buffer.concat(frames));
+      await delay(100);
+      s.close();
+      const topics = (await got).map((m) => m.topic);
+      assert.equal(topics.filter((t) => t.startsWith('ws-throttled/')).length, 20, 'every message it sent before closing');
+      assert.ok(!topics.includes('will/ws-throttled'), 'no will after its DISCONNECT');
+    } finally {
+      await slow.close();
+    }
   });
 
   test('a plain HTTP request to a WebSocket listener gets 426 rather than a hang', async () => {
