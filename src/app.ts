@@ -483,10 +483,11 @@ function destroyStream(this: Duplex): void {
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
   refuseCliOnlySettings(options);
   const { hooks, logger, authenticators, mqtt5, sysInterval, store: _store, ...settings } = options;
-  const config = resolveConfig(settings, 'createBroker options');
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
     throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);
   }
+  // the interval in force, not the default, is what a reload compares a new file's value with
+  const config = { ...resolveConfig(settings, 'createBroker options'), ...(sysInterval === undefined ? {} : { sysInterval }) };
   const store = options.store ?? (config.persistence === 'lmdb' ? LmdbStore.open(config.dataDir) : undefined);
   const broker = new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval, store);
   if (store !== undefined) broker.restore(await store.load());

@@ -25,6 +25,8 @@ type State = 'awaiting-connect' | 'connecting' | 'authenticating' | 'connected' 
 
 /** Packets held while an asynchronous hook answers; beyond this the socket stops being read. */
 const BACKLOG_PAUSE = 256;
+/** setTimeout fires at once for anything longer (about 24.8 days) */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The per-connection MQTT state machine. It receives decoded packets and acts through two ports:
@@ -64,7 +66,7 @@ export class Channel implements SessionOwner {
   private paused = false;
   /** reading is stopped for a while because the client publishes faster than its rate */
   private throttled = false;
-  /** set at CONNECT when publish rates are limited */
+  /** made at the first publish while publish rates are limited */
   publishQuota: PublishQuota | undefined;
   /** what this client's last topic matched (see MatchMemo); made at its first publish */
   matchMemo: MatchMemo | undefined;
@@ -101,11 +103,18 @@ export class Channel implements SessionOwner {
       this.paused = true;
       this.conn.pauseReading();
     }
-    // packets already read wait in the backlog, so the rate holds within a chunk too
-    setTimeout(() => {
-      this.throttled = false;
-      if (!this.busy && this.state !== 'closed') this.resume();
-    }, ms).unref();
+    // packets already read wait in the backlog, so the rate holds within a chunk too. A pause beyond
+    // what a timer can hold ends early; the debt it leaves is charged again at the next publish.
+    setTimeout(
+      () => {
+        this.throttled = false;
+        if (this.state === 'closed') return;
+        // the PINGREQs the client sent meanwhile are unread in the socket: its keep alive counts from now
+        if (this.state === 'connected') this.conn.setKeepAlive(this.client.keepAlive);
+        if (!this.busy) this.resume();
+      },
+      Math.min(ms, MAX_TIMER_MS),
+    ).unref();
   }
 
   /** The parser found a malformed packet. */
@@ -144,6 +153,8 @@ export class Channel implements SessionOwner {
   handleTimeout(): void {
     if (this.state === 'closed') return;
     if (this.state === 'connected') {
+      // the broker, not the client, stopped reading: the end of the pause restarts the keep alive
+      if (this.throttled) return;
       // [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: close; the will is published (abnormal close).
       this.closeWith(RC.KeepAliveTimeout, 'keep alive timeout');
     } else {

@@ -12,20 +12,22 @@ export interface PublishRateLimits {
   maxPublishBytesRate: number;
 }
 
-/** Longest single pause: the connection is read at least this often, so keep alive still works. */
-export const MAX_THROTTLE_MS = 1000;
-
 export class PublishQuota {
   private messages: number;
   private bytes: number;
   private at: number;
+  /** the rates the buckets were sized for: a reload may change the limits this reads */
+  private rate: number;
+  private byteRate: number;
 
   constructor(
     private readonly limits: PublishRateLimits,
     now: number,
   ) {
-    this.messages = limits.maxPublishRate;
-    this.bytes = limits.maxPublishBytesRate;
+    this.rate = limits.maxPublishRate;
+    this.byteRate = limits.maxPublishBytesRate;
+    this.messages = this.rate;
+    this.bytes = this.byteRate;
     this.at = now;
   }
 
@@ -47,6 +49,15 @@ export class PublishQuota {
 
   private refill(now: number): void {
     const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
+    if (rate !== this.rate || byteRate !== this.byteRate) {
+      // buckets left from other limits (or from none) say nothing about the new ones
+      this.rate = rate;
+      this.byteRate = byteRate;
+      this.messages = rate;
+      this.bytes = byteRate;
+      this.at = now;
+      return;
+    }
     const elapsed = now - this.at;
     if (elapsed <= 0) return;
     this.at = now;
@@ -54,7 +65,12 @@ export class PublishQuota {
     if (byteRate > 0) this.bytes = Math.min(byteRate, this.bytes + (elapsed * byteRate) / 1000);
   }
 
-  /** Counts a message of `size` bytes; returns how long (ms) to stop reading from the client, 0 for not at all. */
+  /**
+   * Counts a message of `size` bytes; returns how long (ms) to stop reading from the client, 0 for
+   * not at all. The pause is as long as the whole debt, however big the message: a shorter one lets
+   * a client of large messages through at one a second whatever the byte rate. The debt is then
+   * repaid before the client's next publish is read, so it never exceeds one message's worth.
+   */
   charge(size: number, now: number): number {
     this.refill(now);
     const { maxPublishRate: rate, maxPublishBytesRate: byteRate } = this.limits;
@@ -67,6 +83,6 @@ export class PublishQuota {
       this.bytes -= size;
       if (this.bytes < 0) wait = Math.max(wait, (-this.bytes * 1000) / byteRate);
     }
-    return Math.min(Math.ceil(wait), MAX_THROTTLE_MS);
+    return Math.ceil(wait);
   }
 }

@@ -530,6 +530,70 @@ describe('limits: connections, publish rates and retained messages', () => {
     }
   });
 
+  test('maxPublishBytesRate with throttle: large messages pass at the byte rate, none dropped, and the paused client keeps its keep alive', async () => {
+    const b = await startBroker({ limits: { maxPublishBytesRate: 100_000, publishRateAction: 'throttle' } });
+    try {
+      const sub = await rawConnect(b.port, 4, { clientId: 'bytes-sub' });
+      await rawSubscribe(sub.raw, 4, 1, [{ topic: 'big', qos: 0 }]);
+      // keep alive 1 s: the broker times it out after 1.5 s without a packet, shorter than the pauses
+      const pub = await rawConnect(b.port, 4, { clientId: 'bytes-pub', keepalive: 1 });
+      const size = 200_000;
+      const t0 = Date.now();
+      for (let i = 0; i < 4; i++) pub.raw.sendPacket({ cmd: 'publish', topic: 'big', payload: Buffer.alloc(size, i), qos: 0 }, 4);
+      // a client keeps pinging while it waits; the broker reads those only when the pause ends
+      const ping = setInterval(() => pub.raw.sendPacket({ cmd: 'pingreq' }, 4), 1000);
+      const arrived: number[] = [];
+      try {
+        assert.ok(await eventually(() => {
+          while (sub.raw.received.length > 0) if (sub.raw.received.shift()?.cmd === 'publish') arrived.push(Date.now() - t0);
+          return arrived.length === 4 || pub.raw.closed;
+        }, 10_000), `got ${arrived.length}/4`);
+      } finally {
+        clearInterval(ping);
+      }
+      assert.equal(pub.raw.closed, false, 'the broker paused the client; it must not time it out for that');
+      assert.equal(arrived.length, 4);
+      // a full bucket (100 KB) lets the first through; the other 700 KB of debt takes 7 s at 100 KB/s,
+      // of which the last message's own 2 s come after it: it arrives after 5 s, not 3 (one a second)
+      assert.ok((arrived[3] as number) >= 4500, `800 KB at 100 KB/s arrived at ${arrived.join(', ')} ms`);
+      assert.equal(b.broker.stats.messagesDropped, 0);
+      pub.raw.sendPacket({ cmd: 'pingreq' }, 4);
+      assert.ok(await eventually(() => pub.raw.received.some((p) => p.cmd === 'pingresp'), 5000), 'the client is still served');
+      sub.raw.close();
+      pub.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('publish rate limits changed by a reload apply to clients already connected, on and off', async () => {
+    const b = await startBroker({ sysInterval: 0 });
+    // what the command line does on SIGHUP, with the file's sysInterval the one the broker runs with
+    const reload = (limits: Record<string, unknown>): string[] =>
+      b.broker.updateConfig({ ...b.broker.config, sysInterval: 0, limits: { ...b.broker.config.limits, ...limits } });
+    try {
+      const pub = await rawConnect(b.port, 5, { clientId: 'reload-pub' });
+      const burst = async (from: number): Promise<number[]> => {
+        for (let i = 0; i < 20; i++) pub.raw.sendPacket({ cmd: 'publish', topic: 'rl', payload: Buffer.from('x'), qos: 1, messageId: from + i }, 5);
+        const codes: number[] = [];
+        for (let i = 0; i < 20; i++) codes.push((await expectPacket(pub.raw, 'puback')).reasonCode ?? 0);
+        return codes;
+      };
+      assert.ok((await burst(1)).every((c) => c === 0));
+      assert.deepEqual(reload({ maxPublishRate: 10 }), [], 'nothing of this needs a restart (sysInterval unchanged either)');
+      const limited = await burst(100);
+      // a burst of 10, and maybe a token refilled while the 20 were handled
+      const accepted = limited.filter((c) => c === 0).length;
+      assert.ok(accepted >= 10 && accepted <= 11, limited.join(','));
+      assert.equal(limited.filter((c) => c === 0x97).length, 20 - accepted);
+      reload({ maxPublishRate: 0 });
+      assert.ok((await burst(200)).every((c) => c === 0), 'a limit switched off no longer holds the client');
+      pub.raw.close();
+    } finally {
+      await b.close();
+    }
+  });
+
   test('maxRetainedMessages: at the limit a new topic is refused to 5.0 clients (0x97) and delivered but not retained for others; held topics still change', async () => {
     const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 0 });
     try {

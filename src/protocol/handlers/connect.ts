@@ -1,7 +1,6 @@
 import { Buffer } from 'node:buffer';
 import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
-import { PublishQuota } from '../publish-quota.js';
 import type { Channel } from '../channel.js';
 import { LARGEST_PACKET } from '../../codec/packets.js';
 import { isPromise, settle } from '../maybe-promise.js';
@@ -151,7 +150,6 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
   ch.session = session;
   ch.state = 'connected';
   ch.conn.setKeepAlive(keepAlive);
-  if (PublishQuota.needed(settings)) ch.publishQuota = new PublishQuota(settings, ch.broker.now());
 
   let ackProps: Properties | undefined;
   if (v5) {

@@ -8,6 +8,7 @@ import { checkTopicName } from '../../topic/validate.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { isSysTopic } from '../../topic/sys-topic.js';
+import { PublishQuota } from '../publish-quota.js';
 
 /**
  * Client-to-server PUBLISH. QoS 2 uses "store the packet id, deliver at once" (method B of the
@@ -70,8 +71,10 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     }
   }
 
-  // rate limits apply to well-formed publishes that are not resends of a QoS 2 message already taken
-  if (ch.publishQuota !== undefined) {
+  // rate limits apply to well-formed publishes that are not resends of a QoS 2 message already taken;
+  // a reload may switch them on or off while the client is connected
+  if (PublishQuota.needed(settings)) {
+    ch.publishQuota ??= new PublishQuota(settings, ch.broker.now());
     const size = p.payload.length + topic.length;
     if (v5 && settings.publishRateAction === 'refuse') {
       if (!ch.publishQuota.tryTake(size, ch.broker.now())) {

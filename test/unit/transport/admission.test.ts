@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Admission } from '../../../src/transport/admission.js';
-import { MAX_THROTTLE_MS, PublishQuota } from '../../../src/protocol/publish-quota.js';
+import { PublishQuota } from '../../../src/protocol/publish-quota.js';
 
 describe('connection admission', () => {
   test('refuses with 0x97 above the connection cap', () => {
@@ -36,14 +36,27 @@ describe('publish quota', () => {
     assert.equal(q.charge(10, 300), 0, 'the debt is paid back by waiting');
   });
 
-  test('bytes per second: a big message asks for a pause as long as its size takes at the rate, capped', () => {
+  test('bytes per second: a big message asks for a pause as long as its size takes at the rate', () => {
     const q = new PublishQuota({ maxPublishRate: 0, maxPublishBytesRate: 1000 }, 0);
     assert.equal(q.charge(600, 0), 0);
     assert.equal(q.charge(600, 0), 200);
-    assert.equal(q.charge(5000, 0), MAX_THROTTLE_MS, 'never one pause longer than the cap');
-    // the debt remains: 4200 bytes over, so the client is read again only after paying it off
-    assert.ok(q.charge(0, 1000) > 0);
-    assert.equal(q.charge(0, 6000), 0);
+    assert.equal(q.charge(5000, 200), 5000, 'the whole debt, not one second of it');
+    assert.equal(q.charge(0, 5200), 0, 'paid off by that one pause');
+    assert.equal(q.charge(5000, 5200), 5000, 'so the next one owes only for itself');
+  });
+
+  test('limits changed under a quota (a reload) take effect from the next publish', () => {
+    const limits = { maxPublishRate: 0, maxPublishBytesRate: 0 };
+    const q = new PublishQuota(limits, 0);
+    assert.equal(q.charge(10, 0), 0);
+    limits.maxPublishRate = 2;
+    assert.equal(q.charge(10, 1), 0);
+    assert.equal(q.charge(10, 1), 0);
+    assert.equal(q.charge(10, 1), 500);
+    assert.equal(q.tryTake(10, 2), false);
+    limits.maxPublishRate = 0;
+    assert.equal(q.tryTake(10, 3), true);
+    assert.equal(q.charge(10, 3), 0);
   });
 
   test('no limits: never a pause', () => {
