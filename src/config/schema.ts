@@ -90,6 +90,10 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxKeepAlive', type: 'integer', default: 0, min: 0, max: 65535, description: 'cap on the keep alive in seconds (0 = no cap; 5.0 clients are told)' },
   { key: 'maxSessionExpiryInterval', type: 'integer', default: U32, min: 0, max: U32, description: 'cap on a session expiry interval in seconds' },
   { key: 'topicAliasMaximum', type: 'integer', default: 1024, min: 0, max: 65535, description: 'topic aliases a 5.0 client may use towards the broker' },
+  // Without it a client could hold topicAliasMaximum topics of 64 KB each (64 MB of heap) for as long
+  // as it stays connected. 256 KB lets every one of 1024 aliases name a 256-byte topic, more than
+  // clients that alias their few hot topics, or every topic they publish to, come near.
+  { key: 'maxTopicAliasBytes', type: 'integer', default: 262144, min: 0, max: Number.MAX_SAFE_INTEGER, description: "UTF-8 bytes of topic names a 5.0 client's topic aliases towards the broker may hold in all (0 = no limit; DISCONNECT 0x97 for a PUBLISH that would go beyond it)" },
   { key: 'maxConnections', type: 'integer', default: 0, min: 0, max: U32, description: 'connections open at once over all listeners (0 = no limit; 0x97 beyond it)' },
   { key: 'maxConnectionRate', type: 'integer', default: 0, min: 0, max: U32, description: 'new connections per second (0 = no limit; 0x9F beyond it)' },
   { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; see publishRateAction)' },

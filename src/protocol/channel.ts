@@ -50,6 +50,8 @@ export class Channel implements SessionOwner {
   sessionExpiry = 0;
   /** 5.0 inbound topic aliases */
   readonly topicAliases = new LazyMap<number, string>();
+  /** UTF-8 bytes of the topics in topicAliases, held under maxTopicAliasBytes */
+  topicAliasBytes = 0;
   /** 5.0 enhanced authentication: the method named in CONNECT, and the exchange under way */
   authMethod: string | undefined;
   authConversation: AuthConversation | undefined;

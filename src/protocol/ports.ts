@@ -24,6 +24,8 @@ export interface ProtocolSettings {
   maxKeepAlive: number;
   maxSessionExpiryInterval: number;
   topicAliasMaximum: number;
+  /** UTF-8 bytes of topic names one client's inbound aliases may hold in all; 0 = no limit */
+  maxTopicAliasBytes: number;
   /** per client, 0 = no limit */
   maxPublishRate: number;
   maxPublishBytesRate: number;

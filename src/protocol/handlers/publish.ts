@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 import type { AckPacket, Properties, PublishPacket } from '../../codec/packets.js';
 import { RC } from '../../codec/reason-codes.js';
 import { createMessage, type Message } from '../../session/message.js';
@@ -214,7 +214,18 @@ function resolveTopicAlias(ch: Channel, p: PublishPacket): string | undefined {
     return undefined;
   }
   if (p.topic.length > 0) {
+    const previous = ch.topicAliases.get(alias);
+    if (previous === p.topic) return p.topic;
+    // the topic string is the decoder's own copy, not a view into a read buffer: what it costs to
+    // keep is its length, which its UTF-8 byte count bounds
+    const bytes = ch.topicAliasBytes + Buffer.byteLength(p.topic) - (previous === undefined ? 0 : Buffer.byteLength(previous));
+    const max = ch.broker.settings.maxTopicAliasBytes;
+    if (max > 0 && bytes > max) {
+      ch.closeWith(RC.QuotaExceeded, `topic aliases would hold ${bytes} bytes of topic names, over the limit of ${max}`);
+      return undefined;
+    }
     ch.topicAliases.set(alias, p.topic);
+    ch.topicAliasBytes = bytes;
     return p.topic;
   }
   const topic = ch.topicAliases.get(alias);
