@@ -82,7 +82,10 @@ export class Listener extends ConnectionPool {
         break;
       case 'ws':
       case 'wss': {
-        const http = options.protocol === 'ws' ? createHttpServer() : createHttpsServer(tlsOptions as object);
+        // the connect timeout holds before the upgrade too: Node looks for requests past
+        // headersTimeout only this often (30 s by default)
+        const checking = { connectionsCheckingInterval: Math.min(1000, Math.max(100, options.connectTimeoutMs)) };
+        const http = options.protocol === 'ws' ? createHttpServer(checking) : createHttpsServer({ ...(tlsOptions as object), ...checking });
         if (options.protocol === 'wss') http.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
         http.headersTimeout = options.connectTimeoutMs;
         http.requestTimeout = options.connectTimeoutMs;
@@ -91,6 +94,13 @@ export class Listener extends ConnectionPool {
           path: options.wsPath,
           maxPayload: options.maxPacketSize + 5,
           handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+          // [MQTT-6.0.0-4] a client that names subprotocols must name MQTT's; one that names none
+          // is taken, as browsers' and other brokers' clients may
+          verifyClient: (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
+            const header = info.req.headers['sec-websocket-protocol'];
+            if (header === undefined || header.split(',').some((p) => SUBPROTOCOLS.includes(p.trim()))) done(true);
+            else done(false, 400, 'MQTT over WebSocket needs the subprotocol mqtt');
+          },
         });
         wss.on('connection', (ws, req: IncomingMessage) => {
           const stream = new WebSocketDuplex(ws);
@@ -99,7 +109,7 @@ export class Listener extends ConnectionPool {
         wss.on('error', (err) => options.onError(err, 'websocket'));
         // a plain HTTP request on the MQTT path gets a clear answer instead of a hang
         http.on('request', (_req, res) => {
-          res.writeHead(426, { 'content-type': 'text/plain' }).end('this endpoint speaks MQTT over WebSocket\n');
+          res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'Upgrade' }).end('this endpoint speaks MQTT over WebSocket\n');
         });
         this.server = http;
         break;

@@ -2,6 +2,9 @@ import { Buffer } from 'node:buffer';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 
+/** How long a client has to answer the close frame before its socket is cut. */
+const CLOSE_REPLY_MS = 1000;
+
 /**
  * A WebSocket as a byte stream for the MQTT connection. MQTT packets may span or share frames
  * ([MQTT-6.0.0-2]); a batch of writes leaves as one binary frame. A text frame closes the
@@ -51,6 +54,8 @@ export class WebSocketDuplex extends Duplex {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.terminate();
+    // closing: ws would wait 30 s for the client's answer to its close frame, holding the socket
+    else if (this.ws.readyState === this.ws.CLOSING) setTimeout(() => this.ws.terminate(), CLOSE_REPLY_MS).unref();
     callback(err);
   }
 }

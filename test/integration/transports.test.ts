@@ -266,9 +266,51 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     }
   });
 
-  test('a plain HTTP request to a WebSocket listener gets 426 rather than a hang', async () => {
+  test('a plain HTTP request to a WebSocket listener gets 426 rather than a hang, naming the upgrade it needs', async () => {
     const res = await fetch(`http://127.0.0.1:${ws}/mqtt`);
     assert.equal(res.status, 426);
+    assert.equal(res.headers.get('upgrade'), 'websocket');
+  });
+
+  test('[MQTT-6.0.0-4] a WebSocket client that offers subprotocols but not mqtt is refused (400); one that offers none is taken', async () => {
+    const refused = await new Promise<number | string>((resolve) => {
+      const s = new WebSocket(`ws://127.0.0.1:${ws}/mqtt`, ['foo']);
+      s.once('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0);
+        s.terminate();
+      });
+      s.once('open', () => {
+        resolve('upgraded');
+        s.close();
+      });
+      // a client offered no subprotocol back fails the handshake itself
+      s.once('error', (err) => resolve(`upgraded without a subprotocol (${err.message})`));
+    });
+    assert.equal(refused, 400);
+    const plain = new WebSocket(`ws://127.0.0.1:${ws}/mqtt`);
+    await new Promise((r) => plain.once('open', r));
+    plain.close();
+  });
+
+  test('a WebSocket client that never sends CONNECT, nor answers the close frame, is cut off soon after the connect timeout; so is a request that never ends its headers', async () => {
+    const cutAfter = async (bytes: string): Promise<number> => {
+      const started = Date.now();
+      const s = netConnect({ port: ws, host: '127.0.0.1' });
+      s.on('data', () => undefined);
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('connect', r));
+      s.write(bytes);
+      await new Promise((r) => s.once('close', r));
+      return Date.now() - started;
+    };
+    // a raw upgrade: the socket reads what the server sends and answers nothing
+    const upgraded = cutAfter('GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n');
+    const unfinished = cutAfter('GET /mqtt HTTP/1.1\r\nHost: x\r\n');
+    const [a, b] = await Promise.all([upgraded, unfinished]);
+    // connect timeout 1 s here; before, ws waited 30 s for the close reply and Node checked
+    // unfinished headers every 30 s
+    assert.ok(a < 8000, `upgraded, silent: cut after ${a} ms`);
+    assert.ok(b < 5000, `headers never ended: cut after ${b} ms`);
   });
 
   test('PROXY protocol v1: the address in the header is the client address', async () => {
