@@ -5,7 +5,10 @@
  */
 
 /** Config-file settings that open ports or make the logger: the command line acts on them, createBroker cannot. */
-const NOT_FOR_CREATE_BROKER: Readonly<Record<string, string>> = {
+export const CLI_ONLY_SETTINGS = ['listeners', 'httpPort', 'httpHost', 'adminToken', 'logLevel'] as const;
+type CliOnly = (typeof CLI_ONLY_SETTINGS)[number];
+
+const NOT_FOR_CREATE_BROKER: Readonly<Record<CliOnly, string>> = {
   listeners: 'call broker.listen(options) once per listener',
   httpPort: 'call broker.listenHttp({ port, host, adminToken })',
   httpHost: 'call broker.listenHttp({ port, host, adminToken })',
@@ -16,7 +19,7 @@ const NOT_FOR_CREATE_BROKER: Readonly<Record<string, string>> = {
 /** Throws on a config-file setting createBroker would otherwise ignore, naming what does that job. */
 export function refuseCliOnlySettings(options: object): void {
   for (const key of Object.keys(options)) {
-    const instead = NOT_FOR_CREATE_BROKER[key];
+    const instead = (NOT_FOR_CREATE_BROKER as Readonly<Record<string, string>>)[key];
     if (instead !== undefined && (options as Record<string, unknown>)[key] !== undefined) {
       throw new TypeError(`createBroker options: "${key}" is a setting of the command line, which createBroker does not act on: ${instead}`);
     }
@@ -39,8 +42,8 @@ export function requireOneOf<T extends string>(value: unknown, allowed: readonly
 }
 
 /** The settings of a resolved config that createBroker takes: the command line acts on the rest itself. */
-export function brokerSettings<T extends object>(config: T): Omit<T, 'listeners' | 'httpPort' | 'httpHost' | 'adminToken' | 'logLevel'> {
+export function brokerSettings<T extends object>(config: T): Omit<T, CliOnly> {
   const out = { ...config } as Record<string, unknown>;
-  for (const key of Object.keys(NOT_FOR_CREATE_BROKER)) delete out[key];
-  return out as Omit<T, 'listeners' | 'httpPort' | 'httpHost' | 'adminToken' | 'logLevel'>;
+  for (const key of CLI_ONLY_SETTINGS) delete out[key];
+  return out as Omit<T, CliOnly>;
 }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createBroker, type Broker, type ListeningAddress } from '../app.js';
-import { brokerSettings } from '../embed-options.js';
+import { brokerSettings, CLI_ONLY_SETTINGS } from '../embed-options.js';
 import { resolveListeners, type ListenerConfig } from '../config/listeners.js';
 import { checkConfigFiles, listenerTls } from '../config/files.js';
 import { ConfigError, loadConfigFile, mergeConfig, resolveConfig } from '../config/load.js';
@@ -111,9 +111,6 @@ async function serve(argv: string[]): Promise<void> {
   for (const hint of reachHints({ mqtt: addresses, httpHost })) console.error(hint);
 }
 
-/** Settings the command line acts on itself; createBroker holds none of them (see brokerSettings). */
-const CLI_ONLY = ['logLevel', 'httpPort', 'httpHost', 'adminToken', 'listeners'] as const;
-
 function stopOnSignals(broker: Broker, started: MidgeConfig, readConfig: () => MidgeConfig): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
@@ -138,10 +135,10 @@ function stopOnSignals(broker: Broker, started: MidgeConfig, readConfig: () => M
     try {
       const next = readConfig();
       // the broker compares what it holds; what it does not hold would look changed to it
-      const held = Object.fromEntries(CLI_ONLY.map((k) => [k, broker.config[k]]));
+      const held = Object.fromEntries(CLI_ONLY_SETTINGS.map((k) => [k, broker.config[k]]));
       const needRestart = broker.updateConfig({ ...next, ...held });
       broker.logger.level = next.logLevel;
-      for (const k of CLI_ONLY) {
+      for (const k of CLI_ONLY_SETTINGS) {
         if (k !== 'logLevel' && JSON.stringify(next[k]) !== JSON.stringify(started[k])) needRestart.push(k);
       }
       broker.reload();

@@ -3,6 +3,7 @@ import type { ConnectPacket, Properties } from '../../codec/packets.js';
 import { RC, RC3, connackCodeForV4 } from '../../codec/reason-codes.js';
 import type { Channel } from '../channel.js';
 import { LARGEST_PACKET } from '../../codec/packets.js';
+import { encodePacket } from '../../codec/encoder.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { checkTopicName } from '../../topic/validate.js';
 import { OutboundAliases } from '../outbound-aliases.js';
@@ -187,9 +188,7 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
 
 /** Bytes of a successful 5.0 CONNACK that carries an assigned client identifier and nothing else. */
 function smallestConnack(clientId: string): number {
-  // fixed header (the remaining length fits one byte at this size), flags, reason code, property
-  // length, and the identifier property: its id byte, length prefix and UTF-8 bytes
-  return 2 + 1 + 1 + 1 + 1 + 2 + Buffer.byteLength(clientId);
+  return encodePacket({ type: 'connack', sessionPresent: false, reasonCode: 0, properties: { assignedClientIdentifier: clientId } }, 5).length;
 }
 
 /** CONNACK with an error code, then close ([MQTT-3.2.2-5] / [MQTT-3.2.2-7]). */
