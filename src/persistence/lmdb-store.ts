@@ -67,15 +67,15 @@ export class LmdbStore implements Store {
 
   private constructor(env: RootDatabase) {
     this.env = env;
-    this.meta = env.openDB({ name: 'meta' });
-    this.messages = env.openDB({ name: 'msg', keyEncoding: 'uint32' });
-    this.sessions = env.openDB({ name: 'sess' });
-    this.subscriptions = env.openDB({ name: 'sub' });
-    this.queue = env.openDB({ name: 'queue' });
-    this.inflight = env.openDB({ name: 'inflight' });
-    this.incoming = env.openDB({ name: 'incoming' });
-    this.retained = env.openDB({ name: 'retained' });
-    this.wills = env.openDB({ name: 'will' });
+    this.meta = env.openDB({ name: DB.meta });
+    this.messages = env.openDB({ name: DB.messages, keyEncoding: 'uint32' });
+    this.sessions = env.openDB({ name: DB.sessions });
+    this.subscriptions = env.openDB({ name: DB.subscriptions });
+    this.queue = env.openDB({ name: DB.queue });
+    this.inflight = env.openDB({ name: DB.inflight });
+    this.incoming = env.openDB({ name: DB.incoming });
+    this.retained = env.openDB({ name: DB.retained });
+    this.wills = env.openDB({ name: DB.wills });
   }
 
   /** Opens (or creates) the store in `dir`; an unusable dir is a StoreError, never an empty start. */
@@ -100,7 +100,7 @@ export class LmdbStore implements Store {
   private static adopt(env: RootDatabase, dir: string): LmdbStore {
     const { ours, foreign } = mainKeys(env);
     // read before any database is created, so that a dir Midge refuses is left as it was
-    const format = ours.has('meta') ? env.openDB<unknown, string>({ name: 'meta' }).get('format') : undefined;
+    const format = ours.has(DB.meta) ? env.openDB<unknown, string>({ name: DB.meta }).get('format') : undefined;
     // a newer Midge may keep a database this one does not know: that dir is newer, not foreign
     if (format !== undefined && (typeof format !== 'number' || format > STORE_FORMAT)) {
       throw new StoreError(`the data dir ${dir} has format ${String(format)}, newer than this Midge reads (${STORE_FORMAT})`);
@@ -393,8 +393,9 @@ function placeholderMessage(): Message {
   return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
 }
 
-/** The named databases of the constructor: in LMDB each is a key of the main (unnamed) database. */
-const DB_NAMES: ReadonlySet<string> = new Set(['meta', 'msg', 'sess', 'sub', 'queue', 'inflight', 'incoming', 'retained', 'will']);
+/** The named databases, by the field that holds each: in LMDB each is a key of the main (unnamed) database. */
+const DB = { meta: 'meta', messages: 'msg', sessions: 'sess', subscriptions: 'sub', queue: 'queue', inflight: 'inflight', incoming: 'incoming', retained: 'retained', wills: 'will' } as const;
+const DB_NAMES: ReadonlySet<string> = new Set(Object.values(DB));
 
 /**
  * The keys of the main database: Midge's named databases, and any other key, which is another
