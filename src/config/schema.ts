@@ -86,6 +86,10 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxTopicLevels', type: 'integer', default: 128, min: 1, max: 65535, description: 'most levels in a topic name or filter' },
   { key: 'maxClientIdLength', type: 'integer', default: 256, min: 23, max: 65535, description: 'longest client identifier, in UTF-8 bytes' },
   { key: 'maxSubscriptionsPerClient', type: 'integer', default: 1000, min: 1, max: U32, description: 'subscriptions one session may hold' },
+  // Without it a session could hold maxSubscriptionsPerClient filters of maxTopicLength bytes each
+  // (up to 64 MB of heap at the defaults), which the memory guard does not take back. 1 MiB lets
+  // every one of 1000 subscriptions name a 1 KB filter.
+  { key: 'maxSubscriptionBytes', type: 'integer', default: 1048576, min: 0, max: Number.MAX_SAFE_INTEGER, description: "UTF-8 bytes of topic filters one session's subscriptions may hold in all, shared ones as sent ($share/group/filter) (0 = no limit; SUBACK 0x97, 3.1.1: 0x80, for a filter that would go beyond it)" },
   { key: 'connectTimeoutMs', type: 'integer', default: 10000, min: 100, max: 600000, description: 'time a new connection has to send CONNECT (and finish TLS)' },
   { key: 'maxKeepAlive', type: 'integer', default: 0, min: 0, max: 65535, description: 'cap on the keep alive in seconds (0 = no cap; 5.0 clients are told)' },
   { key: 'maxSessionExpiryInterval', type: 'integer', default: U32, min: 0, max: U32, description: 'cap on a session expiry interval in seconds' },
@@ -99,8 +103,8 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxPublishRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH packets per second per client (0 = no limit; see publishRateAction)' },
   { key: 'maxPublishBytesRate', type: 'integer', default: 0, min: 0, max: U32, description: 'PUBLISH payload bytes per second per client (0 = no limit)' },
   { key: 'publishRateAction', type: 'enum', default: 'refuse', values: ['refuse', 'throttle'], description: 'over a publish rate: refuse (5.0: PUBACK/PUBREC 0x97, QoS 0 dropped) or throttle (read from the client more slowly, nothing dropped); 3.1.1 clients, which cannot be told, are always throttled' },
-  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is refused to 5.0 clients with 0x97, delivered but not retained from 3.1.1 clients)' },
-  { key: 'maxMemory', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'bytes of JavaScript heap and buffers (0: the heap alone, at 85% of its limit); past it new connections are refused (0x97), messages that would wait in a queue are dropped and new retained topics refused, until use falls below 90% of it' },
+  { key: 'maxRetainedMessages', type: 'integer', default: 0, min: 0, max: U32, description: 'retained messages stored (0 = no limit; at the limit a new topic is refused to 5.0 clients with 0x97 at QoS 1/2, delivered but not retained at QoS 0 and from 3.1.1 clients)' },
+  { key: 'maxMemory', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'bytes of JavaScript heap and buffers (0: the heap alone, at 85% of its limit); past it new connections and new subscriptions are refused (0x97), messages that would wait in a queue are dropped and new retained topics refused, until use falls below 90% of it' },
 ];
 
 export const TOP_SPECS: readonly SettingSpec[] = [

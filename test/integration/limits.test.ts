@@ -594,7 +594,7 @@ describe('limits: connections, publish rates and retained messages', () => {
     }
   });
 
-  test('maxRetainedMessages: at the limit a new topic is refused to 5.0 clients (0x97) and delivered but not retained for others; held topics still change', async () => {
+  test('maxRetainedMessages: at the limit a new topic is refused to 5.0 clients at QoS 1/2 (0x97) and delivered but not retained at QoS 0 and for others; held topics still change', async () => {
     const b = await startBroker({ limits: { maxRetainedMessages: 2 }, sysInterval: 0 });
     try {
       await b.broker.publish({ topic: 'keep/1', payload: 'a', retain: true });
@@ -616,6 +616,11 @@ describe('limits: connections, publish rates and retained messages', () => {
       assert.equal((await expectPacket(v5.raw, 'puback')).reasonCode, 0x97);
       v5.raw.sendPacket({ cmd: 'publish', topic: 'keep/1', payload: Buffer.from('a2'), qos: 1, messageId: 2, retain: true }, 5);
       assert.equal((await expectPacket(v5.raw, 'puback')).reasonCode ?? 0, 0, 'a held topic may still change');
+      // QoS 0 has no PUBACK to carry 0x97: the message is delivered, not retained, as for 3.1.1
+      v5.raw.sendPacket({ cmd: 'publish', topic: 'keep/3', payload: Buffer.from('c2'), qos: 0, retain: true }, 5);
+      assert.equal((await expectPacket(live.raw, 'publish')).payload?.toString(), 'c2', 'a 5.0 QoS 0 retained publish over the limit still reaches live subscribers');
+      assert.equal(b.broker.stats.retained, 2);
+      assert.equal(b.broker.stats.retainedRefused, 3);
       live.raw.close();
       late.raw.close();
       v5.raw.close();

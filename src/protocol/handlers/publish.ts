@@ -90,8 +90,10 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
       }
     }
   }
-  if (v5 && p.retain && p.payload.length > 0 && !ch.broker.retainedHasRoom(topic)) {
-    // 5.0 can say the retained limit was reached; the message is not half-accepted (sent but not kept)
+  if (v5 && p.qos > 0 && p.retain && p.payload.length > 0 && !ch.broker.retainedHasRoom(topic)) {
+    // 5.0 can say the retained limit was reached; the message is not half-accepted (sent but not
+    // kept). QoS 0 has no acknowledgement to say it in: like a 3.1.1 one, it reaches the live
+    // subscribers and is not retained, instead of vanishing without a word
     ch.broker.counters.retainedRefused++;
     acknowledge(ch, p, RC.QuotaExceeded, 'retained message limit reached');
     return undefined;
