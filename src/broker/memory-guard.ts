@@ -37,7 +37,8 @@ const RESUME_AT = 0.9;
  * A broker-wide memory bound, as Mosquitto's `memory_limit`: past `maxMemory()` bytes of heap and
  * buffers, or with none set past 85% of V8's heap limit (beyond which the process dies, and every
  * connection and unsaved message with it), the broker stops taking on what would grow its memory
- * (new connections, messages that would wait in a queue, retained messages owed or on new topics)
+ * (new connections, new subscriptions, messages that would wait in a queue, retained messages owed
+ * or on new topics)
  * until use falls back below 90% of the bound.
  */
 export class MemoryGuard {

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { QoS } from '../codec/packets.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Session, Subscription } from '../session/session.js';
@@ -82,6 +83,7 @@ export class Router {
   add(session: Session, sub: Subscription): boolean {
     const existed = session.subscriptions.get(sub.filter);
     if (existed !== undefined) this.unlink(session, existed);
+    else session.subscriptionBytes += Buffer.byteLength(sub.filter);
     session.subscriptions.set(sub.filter, sub);
     this.link(session, sub);
     return existed !== undefined;
@@ -91,6 +93,7 @@ export class Router {
     const sub = session.subscriptions.get(filter);
     if (sub === undefined) return false;
     session.subscriptions.delete(filter);
+    session.subscriptionBytes -= Buffer.byteLength(filter);
     this.unlink(session, sub);
     return true;
   }
@@ -99,6 +102,7 @@ export class Router {
   removeAll(session: Session): void {
     for (const sub of session.subscriptions.values()) this.unlink(session, sub);
     session.subscriptions.clear();
+    session.subscriptionBytes = 0;
   }
 
   /**

@@ -19,6 +19,8 @@ export interface ProtocolSettings {
   maxTopicLevels: number;
   maxClientIdLength: number;
   maxSubscriptionsPerClient: number;
+  /** UTF-8 bytes of topic filters one session's subscriptions may hold in all; 0 = no limit */
+  maxSubscriptionBytes: number;
   connectTimeoutMs: number;
   /** seconds; 0 = no cap */
   maxKeepAlive: number;

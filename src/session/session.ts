@@ -85,6 +85,8 @@ export interface QueueDrops {
 export class Session {
   readonly clientId: string;
   readonly subscriptions = new LazyMap<string, Subscription>();
+  /** UTF-8 bytes of the filters in subscriptions, kept by the router (which alone changes them) for maxSubscriptionBytes */
+  subscriptionBytes = 0;
   /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly inflight = new PacketIdMap<InflightEntry>();
   /** read freely; changed only through the methods below, which keep the journal and the totals */

@@ -171,6 +171,11 @@ describe('retained messages owed on subscribe: all of them, in order, with flow 
     const b = await withRetained('rm', 12_000);
     try {
       const { raw } = await rawConnect(b.port, 5, { clientId: 'rm' });
+      // the filter held first (Retain Handling 2: nothing owed), as over the bound only a filter
+      // already held may be subscribed again: should the once-a-second check come before the
+      // SUBSCRIBE, it is still granted and still weighs memory
+      raw.sendPacket({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'rm/#', qos: 1, rh: 2 }] }, 5);
+      assert.deepEqual((await expectPacket(raw, 'suback')).granted, [1]);
       // a bound already passed, and not yet seen by the once-a-second check
       b.broker.updateConfig(resolveConfig({ sysInterval: 0, limits: { ...LIMITS, maxMemory: 1 } }, 'test'));
       await rawSubscribe(raw, 5, 1, [{ topic: 'rm/#', qos: 1 }]);

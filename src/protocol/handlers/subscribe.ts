@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { Packet, QoS, SubscribePacket, SubscriptionRequest } from '../../codec/packets.js';
 import { RC, SUBACK_FAILURE_V4 } from '../../codec/reason-codes.js';
 import type { Session, Subscription } from '../../session/session.js';
@@ -11,6 +12,14 @@ interface Checked {
   /** a failure reason code, or undefined when the filter may be subscribed */
   failure: number | undefined;
   subscription: Subscription | undefined;
+  /** why a QuotaExceeded refusal was made, for the reason string */
+  quota?: string;
+}
+
+/** What this packet adds to the session so far, so that the quotas count it as it goes. */
+interface Adding {
+  filters: Set<string>;
+  bytes: number;
 }
 
 /**
@@ -29,8 +38,7 @@ export function handleSubscribe(ch: Channel, p: SubscribePacket): Promise<void> 
   const checked: Checked[] = [];
   const verdicts: Array<boolean | Promise<boolean>> = [];
   let anyAsync = false;
-  // filters this packet adds, so that the subscription quota counts them as it goes
-  const adding = new Set<string>();
+  const adding: Adding = { filters: new Set(), bytes: 0 };
   for (const request of p.subscriptions) {
     const c = check(ch, request, subscriptionId, adding);
     if (c === 'close') return undefined;
@@ -53,7 +61,7 @@ export function handleSubscribe(ch: Channel, p: SubscribePacket): Promise<void> 
   });
 }
 
-function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number | undefined, adding: Set<string>): Checked | 'close' {
+function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number | undefined, adding: Adding): Checked | 'close' {
   const settings = ch.broker.settings;
   const v5 = ch.version === 5;
   let topicFilter = request.topicFilter;
@@ -81,11 +89,23 @@ function check(ch: Channel, request: SubscriptionRequest, subscriptionId: number
     return { request, failure: RC.WildcardSubscriptionsNotSupported, subscription: undefined };
   }
   const session = ch.session as Session;
-  if (!session.subscriptions.has(request.topicFilter) && !adding.has(request.topicFilter)) {
-    if (session.subscriptions.size + adding.size >= settings.maxSubscriptionsPerClient) {
+  // a filter already held is replaced in place and costs nothing more, so these refuse new ones only
+  if (!session.subscriptions.has(request.topicFilter) && !adding.filters.has(request.topicFilter)) {
+    if (session.subscriptions.size + adding.filters.size >= settings.maxSubscriptionsPerClient) {
       return { request, failure: RC.QuotaExceeded, subscription: undefined };
     }
-    adding.add(request.topicFilter);
+    // the filter as sent, $share/{group}/ included: that is the string the session keeps
+    const bytes = Buffer.byteLength(request.topicFilter);
+    const max = settings.maxSubscriptionBytes;
+    if (max > 0 && session.subscriptionBytes + adding.bytes + bytes > max) {
+      return { request, failure: RC.QuotaExceeded, subscription: undefined, quota: `subscriptions would hold more than ${max} bytes of topic filters` };
+    }
+    // as new connections are, while the broker is over maxMemory: what a session holds is not taken back
+    if (ch.broker.memoryFull) {
+      return { request, failure: RC.QuotaExceeded, subscription: undefined, quota: 'the broker is over its memory limit' };
+    }
+    adding.filters.add(request.topicFilter);
+    adding.bytes += bytes;
   }
   const qos = Math.min(request.qos, settings.maximumQoS) as QoS;
   return {
@@ -116,7 +136,7 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
     if (failure === undefined && !allowed[i]) failure = RC.NotAuthorized;
     if (failure !== undefined || c.subscription === undefined) {
       reasonCodes.push(v5 ? (failure ?? RC.UnspecifiedError) : SUBACK_FAILURE_V4);
-      firstFailure ??= `"${c.request.topicFilter}": ${failureText(failure ?? RC.UnspecifiedError)}`;
+      firstFailure ??= `"${c.request.topicFilter}": ${c.quota ?? failureText(failure ?? RC.UnspecifiedError)}`;
       continue;
     }
     const sub = c.subscription;

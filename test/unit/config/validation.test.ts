@@ -31,6 +31,15 @@ describe('configuration checks', () => {
     refused(() => resolveConfig({ clusterPrefix: 'a b' }, 'command line', flags), `command line: --clusterprefix must be 1 to 64 letters, digits, '.', '_', ':' or '-' (got "a b")`);
   });
 
+  test('limits.maxSubscriptionBytes takes a whole number of bytes, 0 for no limit, and says so in one line otherwise', () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    refused(() => resolveConfig({ limits: { maxSubscriptionBytes: -1 } }, 'f.yaml'), `f.yaml: limits.maxSubscriptionBytes must be an integer between 0 and ${max} (got -1)`);
+    refused(() => resolveConfig({ limits: { maxSubscriptionBytes: 1.5 } }, 'f.yaml'), `f.yaml: limits.maxSubscriptionBytes must be an integer between 0 and ${max} (got 1.5)`);
+    refused(() => resolveConfig({ limits: { maxSubscriptionBytes: 'lots' } }, 'f.yaml'), `f.yaml: limits.maxSubscriptionBytes must be an integer between 0 and ${max} (got "lots")`);
+    assert.equal(resolveConfig({}, 'f.yaml').limits.maxSubscriptionBytes, 1048576);
+    assert.equal(resolveConfig({ limits: { maxSubscriptionBytes: 0 } }, 'f.yaml').limits.maxSubscriptionBytes, 0);
+  });
+
   test('a config file whose top level is not a mapping is said to be one, in YAML and JSON', () => {
     const yaml = fileWith('list.yaml', '- port: 1883\n');
     refused(() => loadConfigFile(yaml), `config: ${yaml} must hold a mapping of settings (name: value), not a list`);
