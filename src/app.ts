@@ -307,6 +307,9 @@ export class Broker {
       admit: () => (this.core.memoryFull ? MEMORY_FULL : this.admission.admit(this.openConnections())),
       attach: (conn) => new Channel(conn, this.core),
       onInternalError: (err, address) => this.logger.error({ err, address }, `internal error serving ${address}; its connection is closed`),
+      // info like the other per-client lines: any peer can cause it, it is no fault of the broker's
+      onOversizedConnect: (address, size, limit) =>
+        this.logger.info({ address, size, limit }, `CONNECT from ${address} refused: ${size} bytes, over the maximum packet size of ${limit}`),
     };
   }
 

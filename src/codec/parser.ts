@@ -5,6 +5,8 @@ import { MALFORMED, malformed } from './primitives.js';
 import { ProtocolError } from './protocol-error.js';
 
 const PACKET_TOO_LARGE = 0x95;
+/** CONNECT's type and flags: anything else in a first byte is not a CONNECT to answer */
+const CONNECT_BYTE = 0x10;
 /** the smallest buffer an incomplete frame is collected in once it takes a third chunk */
 const MIN_HOLD = 1024;
 
@@ -15,10 +17,28 @@ export interface ParserOptions {
 }
 
 /**
+ * A first CONNECT larger than the maximum packet size. `protocolVersion` is set when the start of
+ * its variable header named MQTT 3.1, 3.1.1 or 5.0: only 5.0 has a CONNACK code for it (0x95).
+ */
+export class OversizedConnect extends ProtocolError {
+  readonly size: number;
+  readonly limit: number;
+
+  constructor(size: number, limit: number, protocolVersion: ProtocolVersion | undefined) {
+    super(PACKET_TOO_LARGE, `CONNECT of ${size} bytes is over the maximum packet size ${limit}`);
+    this.size = size;
+    this.limit = limit;
+    this.inConnect = true;
+    if (protocolVersion !== undefined) this.protocolVersion = protocolVersion;
+  }
+}
+
+/**
  * Incremental MQTT parser: push bytes as they arrive, get every complete packet back. Frames may
  * be split anywhere. The fixed header is checked before the body is buffered, so a packet that
- * claims to be larger than the limit is refused after at most 5 bytes. Payloads of packets that
- * arrive whole are views into the chunk, not copies.
+ * claims to be larger than the limit is refused after at most 5 bytes (a first CONNECT after its
+ * protocol level, at most 14). Payloads of packets that arrive whole are views into the chunk,
+ * not copies.
  */
 export class PacketParser implements TopicMemo {
   protocolVersion: ProtocolVersion;
@@ -38,10 +58,13 @@ export class PacketParser implements TopicMemo {
   private owned = false;
   /** size of the frame being collected, once its fixed header has been read (0 = unknown) */
   private needed = 0;
+  /** a server's parser before CONNECT: an oversized CONNECT may still get its CONNACK 0x95 */
+  private awaitingConnect: boolean;
 
   constructor(options: ParserOptions) {
     this.maxPacketSize = options.maxPacketSize;
     this.protocolVersion = options.protocolVersion ?? 4;
+    this.awaitingConnect = options.protocolVersion === undefined;
   }
 
   push(chunk: Buffer): Packet[] {
@@ -94,7 +117,16 @@ export class PacketParser implements TopicMemo {
         if (!complete) break;
         const total = i - pos + remaining;
         if (total > this.maxPacketSize) {
-          throw new ProtocolError(PACKET_TOO_LARGE, `packet of ${total} bytes is over the maximum packet size ${this.maxPacketSize}`);
+          if (!this.awaitingConnect || buf[pos] !== CONNECT_BYTE) {
+            throw new ProtocolError(PACKET_TOO_LARGE, `packet of ${total} bytes is over the maximum packet size ${this.maxPacketSize}`);
+          }
+          const missing = oversizedConnectMissing(buf, i, len);
+          if (missing > 0) {
+            // only the bytes up to the protocol level are collected, never the body
+            this.needed = len - pos + missing;
+            break;
+          }
+          throw new OversizedConnect(total, this.maxPacketSize, connectVersion(buf, i, remaining));
         }
         if (i + remaining > len) {
           this.needed = total;
@@ -102,7 +134,10 @@ export class PacketParser implements TopicMemo {
         }
         const first = buf[pos] as number;
         const packet = decodePacket(first, buf, i, i + remaining, this.protocolVersion, this);
-        if (packet.type === 'connect') this.protocolVersion = packet.protocolVersion;
+        if (packet.type === 'connect') {
+          this.protocolVersion = packet.protocolVersion;
+          this.awaitingConnect = false;
+        }
         out.push(packet);
         pos = i + remaining;
       }
@@ -149,4 +184,28 @@ export class PacketParser implements TopicMemo {
     pending.set(chunk, this.pendingLength);
     this.pendingLength = have;
   }
+}
+
+/**
+ * Bytes still missing before connectVersion can read a CONNECT whose variable header starts at
+ * `at`: its protocol name's length, the name, the level. 0 when they are here, or when the length
+ * is no MQTT name's (a long one must not make the broker wait for it).
+ */
+function oversizedConnectMissing(buf: Buffer, at: number, len: number): number {
+  if (at + 2 > len) return at + 7 - len;
+  const nameLength = buf.readUInt16BE(at);
+  if (nameLength !== 4 && nameLength !== 6) return 0;
+  return Math.max(0, at + 3 + nameLength - len);
+}
+
+/** The version a CONNECT's variable header at `at` names (see oversizedConnectMissing), if it is MQTT's. */
+function connectVersion(buf: Buffer, at: number, remaining: number): ProtocolVersion | undefined {
+  const nameLength = buf.readUInt16BE(at);
+  // a CONNECT too short to hold its level is malformed, and what follows is not its level
+  if ((nameLength !== 4 && nameLength !== 6) || 3 + nameLength > remaining) return undefined;
+  const name = buf.toString('latin1', at + 2, at + 2 + nameLength);
+  const level = buf[at + 2 + nameLength];
+  if (name === 'MQTT' && (level === 4 || level === 5)) return level;
+  if (name === 'MQIsdp' && level === 3) return 3;
+  return undefined;
 }

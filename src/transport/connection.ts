@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Packet } from '../codec/packets.js';
-import { PacketParser } from '../codec/parser.js';
+import { OversizedConnect, PacketParser } from '../codec/parser.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
 import type { ConnectionPort } from '../protocol/ports.js';
 import type { WheelEntry } from './timer-wheel.js';
@@ -44,6 +44,8 @@ export interface ConnectionHost {
   watch(conn: Connection): void;
   /** an error of the broker's own, for the log (the connection is closed by its handler) */
   internalError(conn: Connection, err: unknown): void;
+  /** a first CONNECT over the maximum packet size, for the log (its handler refuses it) */
+  oversizedConnect(conn: Connection, size: number, limit: number): void;
   unwatch(conn: Connection): void;
   closed(conn: Connection): void;
 }
@@ -126,7 +128,11 @@ export class Connection implements ConnectionPort, WheelEntry {
         if (this.closing) break;
       }
       const err = this.parser.error;
-      if (err !== undefined && !this.closing) handler.handleProtocolError(err);
+      if (err !== undefined && !this.closing) {
+        // refused before any client identifier is known, so this is all the log can say of it
+        if (err instanceof OversizedConnect) this.host.oversizedConnect(this, err.size, err.limit);
+        handler.handleProtocolError(err);
+      }
     } catch (err) {
       // a bug met by one client's input ends that client's connection, not the broker's process
       handler.handleInternalError(err);
