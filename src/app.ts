@@ -36,6 +36,7 @@ import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/co
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 import { refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
+import { LogCap } from './log.js';
 
 export interface BrokerOptions {
   persistence?: MidgeConfig['persistence'];
@@ -179,6 +180,10 @@ export class Broker {
   private cluster: RedisCluster | undefined;
   /** stops watching certificate files */
   private readonly unwatch: Array<() => void> = [];
+  /** a client can fail TLS handshakes as fast as it connects */
+  private readonly tlsFailureLog = new LogCap(10, (n) =>
+    this.logger.warn({ suppressed: n }, `${n} more failed TLS handshakes in the last second, not logged one by one`),
+  );
   private readonly guards = new ListenerGuards((event, err) =>
     this.logger.error({ err, event }, `a '${event}' listener failed: ${err instanceof Error ? err.message : String(err)}`),
   );
@@ -222,6 +227,8 @@ export class Broker {
     refuseUnknownOptions(options, LISTEN_OPTIONS, 'listen', { path: 'the WebSocket path is wsPath' });
     const protocol = requireOneOf(options.protocol ?? 'mqtt', LISTENER_PROTOCOLS, 'listen: protocol');
     const tls = options.tls === undefined ? undefined : new TlsFiles(options.tls);
+    // named by its address once bound; no handshake can fail before
+    let name: string = protocol;
     const listener = new Listener({
       protocol,
       host: options.host ?? this.config.host,
@@ -233,6 +240,14 @@ export class Broker {
       tls,
       wsPath: options.wsPath ?? '/mqtt',
       onError: (err, where) => this.logger.error({ err, where }, 'listener error'),
+      onTlsClientError: (err, address) => {
+        if (!this.tlsFailureLog.admit()) return;
+        // OpenSSL's reason, without the file and line its message carries
+        const reason = (err as { reason?: unknown }).reason;
+        const why = typeof reason === 'string' ? reason : err.message;
+        const code = (err as NodeJS.ErrnoException).code;
+        this.logger.warn({ listener: name, address, code, err: why }, `TLS handshake with ${address} on ${name} failed: ${why}`);
+      },
     });
     // counted from the start, so that admission sees its connections
     this.listeners.push(listener);
@@ -255,6 +270,7 @@ export class Broker {
       throw err;
     }
     this.sys.start();
+    name = typeof address === 'string' ? `${protocol} ${address}` : `${protocol} ${address.address}:${address.port}`;
     if (typeof address === 'string') {
       this.logger.info({ protocol, socket: address }, 'listening');
       return { protocol, host: '', port: 0, socket: address };

@@ -132,7 +132,7 @@ export class Channel implements SessionOwner {
         this.version = 5;
         this.sendConnack(false, err.reasonCode);
       }
-      this.terminate(`malformed CONNECT: ${err.message}`);
+      this.terminate(`malformed CONNECT: ${err.message}`, err.reasonCode);
       return;
     }
     this.closeWith(err.reasonCode, err.message);
@@ -148,7 +148,7 @@ export class Channel implements SessionOwner {
       this.conn.reportError(again);
     }
     // a fault while the session was ending left the channel closed and the connection open
-    this.conn.close();
+    this.conn.close(RC.ImplementationSpecificError);
   }
 
   /** Connect timeout or keep-alive timeout. */
@@ -183,11 +183,11 @@ export class Channel implements SessionOwner {
       if (this.state === 'authenticating') {
         if (packet.type === 'auth') return handleAuth(this, packet);
         if (packet.type === 'disconnect') return void this.terminate('client disconnected during authentication');
-        this.terminate(`${packet.type.toUpperCase()} during authentication`);
+        this.terminate(`${packet.type.toUpperCase()} during authentication`, RC.ProtocolError);
         return undefined;
       }
       // [MQTT-3.1.0-1] the first packet must be CONNECT
-      this.terminate(`expected CONNECT first, got ${packet.type.toUpperCase()}`);
+      this.terminate(`expected CONNECT first, got ${packet.type.toUpperCase()}`, RC.ProtocolError);
       return undefined;
     }
     switch (packet.type) {
@@ -319,16 +319,19 @@ export class Channel implements SessionOwner {
       this.send({ type: 'disconnect', reasonCode, properties });
     }
     // the log line carries the MQTT reason code, whatever the client's version
-    this.terminate(`${reason} (reason code 0x${reasonCode.toString(16).padStart(2, '0')})`);
+    this.terminate(`${reason} (reason code 0x${reasonCode.toString(16).padStart(2, '0')})`, reasonCode);
   }
 
-  /** Closes the network connection at once, publishing the will if one is set. */
-  terminate(reason: string): void {
+  /**
+   * Closes the network connection at once, publishing the will if one is set. `reasonCode` (5.0
+   * codes, any version): why, when not a normal close, for a transport that can tell the client.
+   */
+  terminate(reason: string, reasonCode?: number): void {
     if (this.state === 'closed') return;
     try {
       this.endSession(reason);
     } finally {
-      this.conn.close();
+      this.conn.close(reasonCode);
     }
   }
 

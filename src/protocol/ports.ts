@@ -64,8 +64,12 @@ export interface ConnectionPort {
   setKeepAlive(seconds: number): void;
   pauseReading(): void;
   resumeReading(): void;
-  /** flush what was written, then close */
-  close(): void;
+  /**
+   * flush what was written, then close. `reasonCode` (a 5.0 reason code, whatever the client's
+   * version) says why when it is not a normal close: a transport that has its own way to say it
+   * (a WebSocket close code) uses it
+   */
+  close(reasonCode?: number): void;
   /** an error of the broker's own met while serving this connection, for the log */
   reportError(err: unknown): void;
 }

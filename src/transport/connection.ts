@@ -5,6 +5,7 @@ import type { ProtocolError } from '../codec/protocol-error.js';
 import type { ConnectionPort } from '../protocol/ports.js';
 import type { WheelEntry } from './timer-wheel.js';
 import type { WriteBatcher } from './write-batcher.js';
+import { WebSocketDuplex } from './ws-stream.js';
 
 /** What a connection drives: the protocol channel (kept as an interface so transport stays apart). */
 export interface PacketHandler {
@@ -218,11 +219,12 @@ export class Connection implements ConnectionPort, WheelEntry {
     if (!this.closing) this.socket.resume();
   }
 
-  close(): void {
+  close(reasonCode?: number): void {
     if (this.closing) return;
     this.closing = true;
     this.host.unwatch(this);
     const socket = this.socket;
+    if (socket instanceof WebSocketDuplex) socket.closeFor(reasonCode);
     // Let what was written (CONNACK or DISCONNECT with its reason) reach the peer, then go.
     this.host.batcher.release(socket);
     socket.once('finish', () => socket.destroy());

@@ -2,9 +2,9 @@ import { Buffer } from 'node:buffer';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { lstat, unlink } from 'node:fs/promises';
-import { createConnection, createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createConnection, createServer as createNetServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer, TLSSocket, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
+import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { onSocketData, type PeerInfo } from './connection.js';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './connection-pool.js';
@@ -28,6 +28,8 @@ export interface ListenerOptions extends PoolOptions {
   /** for ws and wss */
   wsPath: string;
   onError(err: Error, where: string): void;
+  /** a TLS handshake that led to no connection (a client certificate refused, a timeout): for the log */
+  onTlsClientError(err: Error, remoteAddress: string): void;
 }
 
 /** Per-socket write buffer before a subscriber counts as congested (QoS 0 then waits in its queue). */
@@ -44,7 +46,10 @@ const readDirectly = directReads(onSocketData);
 export class Listener extends ConnectionPool {
   declare readonly options: ListenerOptions;
   private readonly server: Server | HttpServer;
-  private secureContext: SecureContext | undefined;
+  /** mqtts behind PROXY headers: the TLS server, never listening, that the sockets go to once their header is read */
+  private proxiedTls: TlsServer | undefined;
+  /** the client address each PROXY header named, by the TCP socket it came on */
+  private readonly proxied = new WeakMap<Duplex, string | undefined>();
   private serverClosed: Promise<void> | undefined;
   /** every accepted socket, including those still in a TLS handshake or PROXY header, so close() never waits on them */
   private readonly sockets = new Set<Socket>();
@@ -70,14 +75,13 @@ export class Listener extends ConnectionPool {
         break;
       case 'mqtts':
         if (options.proxyProtocol) {
-          // the PROXY header precedes the TLS handshake: read it on the raw socket, then wrap
-          this.secureContext = createSecureContext(tlsOptions);
+          // the PROXY header precedes the TLS handshake: it is read on the raw socket, which then goes
+          // to a TLS server of Node's, so that the handshake, its timeout and the check of the client
+          // certificate are Node's own (a TLSSocket made by hand checks no certificate)
+          this.proxiedTls = this.tlsServer(tlsOptions as object);
           this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
         } else {
-          const server: TlsServer = createTlsServer(tlsOptions as object, (s) => this.accept(s, this.peerOf(s, undefined)));
-          // node reports a handshake timeout but leaves the socket open: close it here
-          server.on('tlsClientError', (_err, socket) => socket.destroy());
-          this.server = server;
+          this.server = this.tlsServer(tlsOptions as object);
         }
         break;
       case 'ws':
@@ -86,7 +90,7 @@ export class Listener extends ConnectionPool {
         // headersTimeout only this often (30 s by default)
         const checking = { connectionsCheckingInterval: Math.min(1000, Math.max(100, options.connectTimeoutMs)) };
         const http = options.protocol === 'ws' ? createHttpServer(checking) : createHttpsServer({ ...(tlsOptions as object), ...checking });
-        if (options.protocol === 'wss') http.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
+        if (options.protocol === 'wss') http.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
         http.headersTimeout = options.connectTimeoutMs;
         http.requestTimeout = options.connectTimeoutMs;
         const wss = new WebSocketServer({
@@ -121,6 +125,8 @@ export class Listener extends ConnectionPool {
   }
 
   private track(socket: Socket): void {
+    // read now: a TLS socket refused for its certificate is closed, and has lost its address, when Node reports it
+    if (this.options.tls !== undefined) void socket.remoteAddress;
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
   }
@@ -151,9 +157,7 @@ export class Listener extends ConnectionPool {
 
   /** New certificate and key (SIGHUP or changed files): new handshakes use them, live ones go on. */
   reloadTls(tls: TlsFiles): void {
-    const options = tls.serverOptions();
-    if (this.secureContext !== undefined) this.secureContext = createSecureContext(options);
-    else (this.server as TlsServer).setSecureContext(options);
+    (this.proxiedTls ?? (this.server as TlsServer)).setSecureContext(tls.serverOptions());
   }
 
   /** Stops accepting new connections; live ones go on until drain(). */
@@ -202,27 +206,48 @@ export class Listener extends ConnectionPool {
       socket.pause();
       const rest = buffered.subarray(header.consumed);
       if (rest.length > 0) socket.unshift(rest);
-      if (this.options.protocol === 'mqtts') {
-        const tls = new TLSSocket(socket, {
-          isServer: true,
-          secureContext: this.secureContext,
-          requestCert: this.options.tls?.requestCert ?? false,
-          rejectUnauthorized: this.options.tls?.requestCert ?? false,
-        });
-        const handshake = setTimeout(() => tls.destroy(), this.options.connectTimeoutMs);
-        handshake.unref();
-        tls.on('error', () => tls.destroy());
-        tls.once('close', () => clearTimeout(handshake));
-        tls.once('secure', () => {
-          clearTimeout(handshake);
-          this.accept(tls, this.peerOf(tls, header.address));
-        });
+      if (this.proxiedTls !== undefined) {
+        this.proxied.set(socket, header.address);
+        this.proxiedTls.emit('connection', socket);
       } else {
         this.accept(socket, this.peerOf(socket, header.address));
         socket.resume();
       }
     };
     socket.on('data', onData);
+  }
+
+  /** A TLS server's, whose connections this listener takes once their handshake is done. */
+  private tlsServer(options: object): TlsServer {
+    const server = createTlsServer(options, (s) => this.accept(s, this.peerOf(s, this.proxiedAddress(s))));
+    server.on('tlsClientError', (err, socket) => this.handshakeFailed(err, socket));
+    return server;
+  }
+
+  /** The address the PROXY header of a TLS socket's connection named. */
+  private proxiedAddress(socket: Duplex): string | undefined {
+    const raw = tcpSocketUnder(socket);
+    return raw === undefined ? undefined : this.proxied.get(raw);
+  }
+
+  /** A TLS handshake that led to no connection: closed, and reported unless the peer just went away. */
+  private handshakeFailed(err: Error, socket: Duplex): void {
+    const raw = tcpSocketUnder(socket);
+    const address = this.proxiedAddress(socket) ?? tcpPeerAddress(socket) ?? (raw === undefined ? undefined : tcpPeerAddress(raw)) ?? 'unknown';
+    // Node reports a handshake timeout but leaves the socket open
+    socket.destroy();
+    // a client certificate is checked once the handshake is over, and the socket then closed, which
+    // Node reports as the peer hanging up: the verification error says what happened
+    const unverified: unknown = (socket as TLSSocket).authorizationError;
+    if (unverified !== null && unverified !== undefined) {
+      const code = String(unverified);
+      err = Object.assign(new Error(`client certificate not accepted: ${code}`), { code });
+    } else {
+      const code = (err as NodeJS.ErrnoException).code;
+      // a TCP health check or a port scan that hung up: nothing was refused
+      if (code === 'ECONNRESET' || code === 'EPIPE') return;
+    }
+    this.options.onTlsClientError(err, address);
   }
 
   private peerOf(socket: Socket, proxied: string | undefined): PeerInfo {
@@ -235,6 +260,12 @@ export class Listener extends ConnectionPool {
     }
     return { remoteAddress };
   }
+}
+
+/** The TCP socket a TLS socket of a Node TLS server wraps: Node keeps it as _parent (since 0.11, not documented). */
+function tcpSocketUnder(socket: Duplex): Socket | undefined {
+  const raw = (socket as { _parent?: unknown })._parent;
+  return raw instanceof Socket ? raw : undefined;
 }
 
 /**

@@ -1,9 +1,38 @@
 import { Buffer } from 'node:buffer';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
+import { RC } from '../codec/reason-codes.js';
 
 /** How long a client has to answer the close frame before its socket is cut. */
 const CLOSE_REPLY_MS = 1000;
+
+/**
+ * The close code (RFC 6455 7.4.1) for the MQTT reason a connection is closed with, so that a
+ * WebSocket client that cannot read a DISCONNECT (3.1.1, or before CONNACK) still learns whether
+ * it was its fault. Undefined: no reason given, a normal close.
+ */
+export function wsCloseCode(reasonCode: number | undefined): number {
+  if (reasonCode === undefined || reasonCode < 0x80 || reasonCode === RC.SessionTakenOver) return 1000;
+  switch (reasonCode) {
+    case RC.ServerShuttingDown:
+      return 1001;
+    case RC.MalformedPacket:
+    case RC.ProtocolError:
+    case RC.UnsupportedProtocolVersion:
+    case RC.ReceiveMaximumExceeded:
+    case RC.TopicAliasInvalid:
+      return 1002;
+    case RC.PacketTooLarge:
+      return 1009;
+    // the broker's own fault (a failed store, a bug): 1011 in IANA's registry of close codes
+    case RC.UnspecifiedError:
+    case RC.ImplementationSpecificError:
+      return 1011;
+    default:
+      // refusals: authentication, authorization, limits, quotas
+      return 1008;
+  }
+}
 
 /**
  * A WebSocket as a byte stream for the MQTT connection. MQTT packets may span or share frames
@@ -12,11 +41,15 @@ const CLOSE_REPLY_MS = 1000;
  */
 export class WebSocketDuplex extends Duplex {
   private readonly ws: WebSocket;
+  private closeCode = 1000;
 
   constructor(ws: WebSocket) {
     super({ allowHalfOpen: false });
     this.ws = ws;
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+      // closed by the broker: what the client sent meanwhile is dropped, yet read (no pause),
+      // since its answer to the close frame is behind it
+      if (this.destroyed) return;
       if (!isBinary) {
         ws.close(1003, 'MQTT needs binary frames');
         this.destroy();
@@ -34,6 +67,11 @@ export class WebSocketDuplex extends Duplex {
     ws.on('error', (err) => this.destroy(err));
   }
 
+  /** The MQTT reason of the close to come (before end()): its close frame carries the matching code. */
+  closeFor(reasonCode: number | undefined): void {
+    this.closeCode = wsCloseCode(reasonCode);
+  }
+
   override _read(): void {
     this.ws.resume();
   }
@@ -48,7 +86,7 @@ export class WebSocketDuplex extends Duplex {
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    this.ws.close(1000);
+    this.ws.close(this.closeCode);
     callback();
   }
 

@@ -35,7 +35,7 @@ export function handleAuth(ch: Channel, p: AuthPacket): Promise<void> | undefine
   const data = p.properties?.authenticationData;
   if (ch.state === 'authenticating') {
     if (p.reasonCode !== RC.ContinueAuthentication || ch.authConversation === undefined) {
-      ch.terminate('unexpected AUTH reason code during authentication');
+      ch.terminate('unexpected AUTH reason code during authentication', RC.ProtocolError);
       return undefined;
     }
     return run(ch, step(ch.authConversation, data), false);

@@ -79,7 +79,7 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     if (invalid !== null) {
       // a will that could never be published: 5.0 says why, 3.1.1 has no code for it and just closes
       if (v5) return refuse(ch, RC.TopicNameInvalid, `will topic ${invalid}`);
-      ch.terminate(`will topic ${invalid}`);
+      ch.terminate(`will topic ${invalid}`, RC.TopicNameInvalid);
       return undefined;
     }
   }
@@ -200,6 +200,6 @@ export function refuse(ch: Channel, reasonCode: number, reason: string, extra?: 
     const rc = connackCodeForV4(reasonCode);
     ch.sendConnack(false, rc === RC3.Accepted ? RC3.ServerUnavailable : rc);
   }
-  ch.terminate(reason);
+  ch.terminate(reason, reasonCode);
   return undefined;
 }
