@@ -507,9 +507,17 @@ export async function createBroker(options: BrokerOptions = {}): Promise<Broker>
   }
   // the interval in force, not the default, is what a reload compares a new file's value with
   const config = { ...resolveConfig(settings, 'createBroker options'), ...(sysInterval === undefined ? {} : { sysInterval }) };
-  const store = options.store ?? (config.persistence === 'lmdb' ? LmdbStore.open(config.dataDir) : undefined);
-  const broker = new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval, store);
-  if (store !== undefined) broker.restore(await store.load());
+  // the data dir is taken for this broker before its store is read: a second broker on it is refused
+  const store = options.store ?? (config.persistence === 'lmdb' ? await LmdbStore.openExclusive(config.dataDir) : undefined);
+  let broker: Broker;
+  try {
+    broker = new Broker(config, hooks ?? {}, logger ?? pino({ level: 'warn' }), authenticators, mqtt5, sysInterval, store);
+    if (store !== undefined) broker.restore(await store.load());
+  } catch (err) {
+    // a store opened here is closed again, which lets go of its data dir
+    if (options.store === undefined) await store?.close().catch(() => undefined);
+    throw err;
+  }
   if (config.clusterRedis !== '') {
     try {
       await broker.joinCluster();

@@ -22,7 +22,7 @@ import { AclFileError } from '../auth/acl-file.js';
 /** Exit codes: 0 clean stop, 1 runtime failure (e.g. port in use), 2 usage or configuration mistake, 3 unusable data dir. */
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
-/** the data dir cannot be used (corrupted, unreadable, newer format): never start with empty state */
+/** the data dir cannot be used (corrupted, unreadable, newer format, held by another broker): never start with empty state */
 const EXIT_DATA = 3;
 
 async function serve(argv: string[]): Promise<void> {

@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { lockDataDir, type DataDirLock } from './dir-lock.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Subscription } from '../session/session.js';
 import { STORE_FORMAT, StoreError, type InflightRecord, type SessionRecord, type Store, type StoredSession, type StoredState, type WillRecord } from './store.js';
@@ -25,6 +26,12 @@ interface DeliveryRow {
   ids?: number[];
   share?: ShareRef;
   state?: 'publish' | 'pubrel';
+  /**
+   * Inflight rows: when the message went in flight, in the session's send order (rows are keyed by
+   * packet id, which after a restart or a wraparound is not that order). Rows written before this
+   * field existed have none: they were sent before any row that has one, and sort first.
+   */
+  o?: number;
 }
 
 interface SessionIndex {
@@ -33,6 +40,9 @@ interface SessionIndex {
   nextSeq: number;
   /** packet id -> message id (undefined once in the PUBREL state) */
   inflight: Map<number, number | undefined>;
+  /** packet id -> its row's place in the send order (none for rows written without one) */
+  inflightOrder: Map<number, number>;
+  nextInflightOrder: number;
   subscriptions: Set<string>;
   incoming: Set<number>;
 }
@@ -64,6 +74,8 @@ export class LmdbStore implements Store {
   private readonly seqs = new WeakMap<Delivery, number>();
   private readonly index = new Map<string, SessionIndex>();
   private readonly retainedIds = new Map<string, number>();
+  /** the data dir held for this store (openExclusive), let go once the store is closed */
+  private lock: DataDirLock | undefined;
 
   private constructor(env: RootDatabase) {
     this.env = env;
@@ -78,7 +90,27 @@ export class LmdbStore implements Store {
     this.wills = env.openDB({ name: DB.wills });
   }
 
-  /** Opens (or creates) the store in `dir`; an unusable dir is a StoreError, never an empty start. */
+  /**
+   * Opens (or creates) the store in `dir` once no other broker holds the dir, and holds it until
+   * close() (or the end of the process): a StoreError "data dir X is in use by another broker
+   * (pid N)" otherwise, before anything in the dir is read. What createBroker uses.
+   */
+  static async openExclusive(dir: string): Promise<LmdbStore> {
+    const lock = await lockDataDir(dir);
+    try {
+      const store = LmdbStore.open(dir);
+      store.lock = lock;
+      return store;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Opens (or creates) the store in `dir`; an unusable dir is a StoreError, never an empty start.
+   * It takes no lock: openExclusive does.
+   */
   static open(dir: string): LmdbStore {
     let env: RootDatabase;
     checkDataFile(join(dir, 'data.mdb'));
@@ -158,6 +190,8 @@ export class LmdbStore implements Store {
       this.seqs.set(delivery, seq);
       this.countRef(value.m as number, message);
     }
+    // rows come in packet id order; the broker resends them in the order they were first sent
+    const order = new Map<InflightRecord, number>();
     for (const { key, value } of this.inflight.getRange()) {
       const [clientId, packetId] = key as [string, number];
       const s = byClient.get(clientId);
@@ -165,10 +199,19 @@ export class LmdbStore implements Store {
       const message = value.m === undefined ? undefined : messages.get(value.m);
       if (value.state === 'publish' && message === undefined) continue;
       const delivery = toDelivery(value, message ?? placeholderMessage());
-      s.inflight.push({ packetId, delivery, state: value.state ?? 'publish' });
-      this.indexOf(clientId).inflight.set(packetId, value.m);
+      const entry: InflightRecord = { packetId, delivery, state: value.state ?? 'publish' };
+      s.inflight.push(entry);
+      const ix = this.indexOf(clientId);
+      ix.inflight.set(packetId, value.m);
+      if (typeof value.o === 'number') {
+        order.set(entry, value.o);
+        ix.inflightOrder.set(packetId, value.o);
+        if (value.o >= ix.nextInflightOrder) ix.nextInflightOrder = value.o + 1;
+      }
       if (value.m !== undefined && message !== undefined) this.countRef(value.m, message);
     }
+    // stable: rows without a place (older ones, sent before the rest) stay first, by packet id
+    for (const s of byClient.values()) if (s.inflight.length > 1) s.inflight.sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0));
     for (const { key } of this.incoming.getRange()) {
       const [clientId, packetId] = key as [string, number];
       const s = byClient.get(clientId);
@@ -249,7 +292,15 @@ export class LmdbStore implements Store {
     // in the PUBREL state only the packet id matters: the message reference is let go
     const id = entry.state === 'publish' ? this.store(entry.delivery.message) : undefined;
     ix.inflight.set(entry.packetId, id);
-    void this.inflight.put([clientId, entry.packetId], { ...toRow(entry.delivery, id), state: entry.state });
+    // a new id goes after every message in flight; a move to PUBREL keeps the message's place
+    let o = ix.inflightOrder.get(entry.packetId);
+    if (!had) {
+      o = ix.nextInflightOrder++;
+      ix.inflightOrder.set(entry.packetId, o);
+    }
+    const row: DeliveryRow = { ...toRow(entry.delivery, id), state: entry.state };
+    if (o !== undefined) row.o = o;
+    void this.inflight.put([clientId, entry.packetId], row);
     if (had && before !== undefined) this.unref(before);
   }
 
@@ -258,6 +309,7 @@ export class LmdbStore implements Store {
     if (ix === undefined || !ix.inflight.has(packetId)) return;
     const id = ix.inflight.get(packetId);
     ix.inflight.delete(packetId);
+    ix.inflightOrder.delete(packetId);
     void this.inflight.remove([clientId, packetId]);
     if (id !== undefined) this.unref(id);
   }
@@ -302,8 +354,14 @@ export class LmdbStore implements Store {
   }
 
   async close(): Promise<void> {
-    await this.env.flushed;
-    await this.env.close();
+    try {
+      await this.env.flushed;
+      await this.env.close();
+    } finally {
+      // only once the environment is shut: the next broker must not meet this one's writes
+      await this.lock?.release();
+      this.lock = undefined;
+    }
   }
 
   /** Takes a reference to a message, writing its row on the first one. */
@@ -350,7 +408,7 @@ export class LmdbStore implements Store {
 }
 
 function newIndex(): SessionIndex {
-  return { queue: new Map(), nextSeq: 1, inflight: new Map(), subscriptions: new Set(), incoming: new Set() };
+  return { queue: new Map(), nextSeq: 1, inflight: new Map(), inflightOrder: new Map(), nextInflightOrder: 1, subscriptions: new Set(), incoming: new Set() };
 }
 
 function toRow2(m: Message): MessageRow {

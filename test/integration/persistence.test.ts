@@ -138,6 +138,85 @@ for (const kind of KINDS) {
       await b.broker.close();
     });
 
+    for (const version of [4, 5] as const) {
+      const spec = version === 5 ? '[MQTT-4.6.0-5] (5.0)' : '[MQTT-4.6.0-6] (3.1.1)';
+      test(`[MQTT-4.4.0-1] ${spec} unacknowledged deliveries are resent in the order they were first sent, after two restarts and a packet id used again`, async () => {
+        const store = kind.fresh();
+        const session = { clientId: `order-${version}`, clean: false, properties: version === 5 ? { sessionExpiryInterval: 3600 } : undefined };
+        let b = await start(store);
+        try {
+          const first = await rawConnect(b.port, version, session);
+          await rawSubscribe(first.raw, version, 1, [{ topic: 'o', qos: 1 }]);
+          await b.broker.publish({ topic: 'o', payload: 'm1', qos: 1 });
+          const m1 = await expectPacket(first.raw, 'publish');
+          first.raw.sendPacket({ cmd: 'puback', messageId: m1.messageId }, version);
+          await b.broker.publish({ topic: 'o', payload: 'm2', qos: 1 });
+          const m2 = await expectPacket(first.raw, 'publish');
+          assert.deepEqual([m1.messageId, m2.messageId], [1, 2]);
+          first.raw.close();
+          await new Promise((r) => setTimeout(r, 50));
+          await b.broker.close();
+
+          b = await start(store);
+          const second = await rawConnect(b.port, version, session);
+          const resent = await expectPacket(second.raw, 'publish');
+          assert.deepEqual([resent.payload?.toString(), resent.messageId, resent.dup], ['m2', 2, true]);
+          await b.broker.publish({ topic: 'o', payload: 'm3', qos: 1 });
+          const m3 = await expectPacket(second.raw, 'publish');
+          // the premise: sent after m2, under a lower packet id (1 is free again)
+          assert.deepEqual([m3.payload?.toString(), m3.messageId], ['m3', 1]);
+          second.raw.close();
+          await new Promise((r) => setTimeout(r, 50));
+          await b.broker.close();
+
+          b = await start(store);
+          const third = await rawConnect(b.port, version, session);
+          assert.deepEqual((await publishes(third.raw)).map((p) => [p.payload?.toString(), p.messageId, p.dup]), [['m2', 2, true], ['m3', 1, true]]);
+          third.raw.close();
+        } finally {
+          await b.broker.close();
+        }
+      });
+    }
+
+    test('[MQTT-4.4.0-1] [MQTT-4.6.0-5] (5.0) deliveries in flight across a packet id wraparound (65535, then 1) are resent in the order they were sent', async () => {
+      const store = kind.fresh();
+      const session = { clientId: 'order-wrap', clean: false, properties: { sessionExpiryInterval: 3600 } };
+      let b = await start(store, 100_000);
+      try {
+        const first = await rawConnect(b.port, 5, session);
+        await rawSubscribe(first.raw, 5, 1, [{ topic: 'w', qos: 1 }]);
+        // packet ids 1-65534, each acknowledged, move the broker's next id to 65535
+        const acked = (async () => {
+          for (let n = 0; n < 65534; n++) {
+            const p = (await first.raw.next(10_000)) as Loose;
+            assert.equal(p.cmd, 'publish');
+            first.raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 5);
+          }
+        })();
+        for (let n = 0; n < 65534; n += 2000) {
+          const batch: Array<Promise<void>> = [];
+          for (let i = n; i < Math.min(n + 2000, 65534); i++) batch.push(b.broker.publish({ topic: 'w', payload: `f${i}`, qos: 1 }));
+          await Promise.all(batch);
+        }
+        await acked;
+        await b.broker.publish({ topic: 'w', payload: 'last-before-wrap', qos: 1 });
+        await b.broker.publish({ topic: 'w', payload: 'first-after-wrap', qos: 1 });
+        const sent = [await expectPacket(first.raw, 'publish'), await expectPacket(first.raw, 'publish')];
+        assert.deepEqual(sent.map((p) => [p.payload?.toString(), p.messageId]), [['last-before-wrap', 65535], ['first-after-wrap', 1]]);
+        first.raw.close();
+        await new Promise((r) => setTimeout(r, 50));
+        await b.broker.close();
+
+        b = await start(store, 100_000);
+        const back = await rawConnect(b.port, 5, session);
+        assert.deepEqual((await publishes(back.raw)).map((p) => [p.payload?.toString(), p.messageId, p.dup]), [['last-before-wrap', 65535, true], ['first-after-wrap', 1, true]]);
+        back.raw.close();
+      } finally {
+        await b.broker.close();
+      }
+    });
+
     test('exactly once across a restart: an incoming QoS 2 id waiting for PUBREL is remembered', async () => {
       const store = kind.fresh();
       let b = await start(store);

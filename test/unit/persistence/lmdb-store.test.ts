@@ -3,10 +3,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { open } from 'lmdb';
+import { open, type Database } from 'lmdb';
 import { LmdbStore } from '../../../src/persistence/lmdb-store.js';
 import { STORE_FORMAT, StoreError, type Store } from '../../../src/persistence/store.js';
-import { createMessage } from '../../../src/session/message.js';
+import { createMessage, type Delivery } from '../../../src/session/message.js';
 import { storeContract } from './store-contract.js';
 
 const dirs = new WeakMap<Store, string>();
@@ -89,5 +89,36 @@ describe('lmdb store: data dirs it must refuse', () => {
     const dir = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
     writeFileSync(join(dir, 'data.mdb'), Buffer.alloc(64 * 1024, 0xab));
     assert.throws(() => LmdbStore.open(dir), (err: Error) => err instanceof StoreError);
+  });
+});
+
+describe('lmdb store: rows of older Midge versions', () => {
+  test('[MQTT-4.4.0-1] inflight rows written before their place in the send order was kept still load: ahead of newer ones (they were sent first), by packet id', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-lmdb-'));
+    const clock = { now: () => Date.now() };
+    const d = (topic: string, qos: 1 | 2 = 1): Delivery => ({ message: createMessage(topic, Buffer.from(topic), qos, false, undefined, clock, undefined), qos, retain: false, subscriptionIds: undefined, share: undefined });
+    const order = async (s: LmdbStore): Promise<unknown> => (await s.load()).sessions[0]?.inflight.map((e) => [e.packetId, e.state, e.delivery.message.topic]);
+    let s = LmdbStore.open(dir);
+    s.sessionSaved({ clientId: 'c', expiryInterval: 60, expiresAt: undefined });
+    s.inflightSet('c', { packetId: 9, delivery: d('old9'), state: 'publish' });
+    s.inflightSet('c', { packetId: 5, delivery: d('old5', 2), state: 'publish' });
+    await s.commit();
+    // as a Midge of format 1 without the field wrote them: packet id order is all there is
+    const rows = (s as unknown as { inflight: Database<Record<string, unknown>, Array<string | number>> }).inflight;
+    for (const { key, value } of [...rows.getRange()]) {
+      const { o: _o, ...old } = value;
+      await rows.put(key, old);
+    }
+    await s.close();
+    s = LmdbStore.open(dir);
+    assert.deepEqual(await order(s), [[5, 'publish', 'old5'], [9, 'publish', 'old9']]);
+    s.inflightSet('c', { packetId: 1, delivery: d('new1'), state: 'publish' });
+    // an old row moved to PUBREL stays with the old ones
+    s.inflightSet('c', { packetId: 5, delivery: d('old5', 2), state: 'pubrel' });
+    await s.commit();
+    await s.close();
+    s = LmdbStore.open(dir);
+    assert.deepEqual(await order(s), [[5, 'pubrel', ''], [9, 'publish', 'old9'], [1, 'publish', 'new1']]);
+    await s.close();
   });
 });

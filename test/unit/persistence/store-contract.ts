@@ -119,6 +119,29 @@ export function storeContract(name: string, h: StoreHarness): void {
     await s.close();
   });
 
+  test(`${name}: [MQTT-4.4.0-1] inflight messages come back in the order they went in flight, not by packet id; a move to PUBREL keeps its place`, async () => {
+    let s = await h.create();
+    s.sessionSaved({ clientId: 'o', expiryInterval: 60, expiresAt: undefined });
+    const m = (topic: string, qos: 1 | 2 = 1): Delivery => delivery(message(topic, topic, qos), qos);
+    // sent in this order under these ids (after a restart the broker's ids start again at 1; they wrap after 65535)
+    s.inflightSet('o', { packetId: 65535, delivery: m('first'), state: 'publish' });
+    const second = m('second', 2);
+    s.inflightSet('o', { packetId: 7, delivery: second, state: 'publish' });
+    s.inflightSet('o', { packetId: 1, delivery: m('third'), state: 'publish' });
+    s.inflightSet('o', { packetId: 7, delivery: second, state: 'pubrel' });
+    await s.commit();
+    s = await h.reopen(s);
+    const order = (st: Awaited<ReturnType<Store['load']>>): unknown => st.sessions[0]?.inflight.map((e) => [e.packetId, e.state]);
+    assert.deepEqual(order(await s.load()), [[65535, 'publish'], [7, 'pubrel'], [1, 'publish']]);
+    // a fourth goes after them all, under an id freed meanwhile, across a second reopen
+    s.inflightRemoved('o', 65535);
+    s.inflightSet('o', { packetId: 2, delivery: m('fourth'), state: 'publish' });
+    await s.commit();
+    s = await h.reopen(s);
+    assert.deepEqual(order(await s.load()), [[7, 'pubrel'], [1, 'publish'], [2, 'publish']]);
+    await s.close();
+  });
+
   test(`${name}: retained messages are set, replaced and cleared; message fields round-trip`, async () => {
     let s = await h.create();
     const rich = createMessage('r/1', Buffer.from([0, 255, 1]), 2, true, {
