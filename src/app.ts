@@ -1,6 +1,7 @@
 import { Buffer } from 'node:buffer';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import process from 'node:process';
 import pino, { type Logger } from 'pino';
 import { BrokerCore } from './broker/broker-core.js';
 import { statsSnapshot, type StatsSnapshot } from './broker/stats.js';
@@ -195,6 +196,23 @@ export class Broker {
     this.store = store;
     this.core = new BrokerCore(protocolSettings(config.limits, mqtt5), hooks, authenticators, store === undefined ? undefined : new Durability(store));
     this.core.reportFault = (err, task) => logger.error({ err, task }, `internal error in ${task}; the broker goes on`);
+    if (this.core.durability !== undefined) {
+      // once when the store stops taking changes and once when it takes them again, not per client
+      this.core.durability.storeHealth = (error, failedMs) => {
+        if (error !== undefined) {
+          logger.error({ err: error }, `the store cannot write: ${error.message}; clients waiting for a commit are disconnected unacknowledged (5.0: DISCONNECT 0x83), changes wait in memory, and the broker goes on`);
+        } else {
+          logger.warn({ failedMs }, `the store writes again, after ${Math.round(failedMs / 1000)} s`);
+        }
+      };
+    }
+    if (store instanceof LmdbStore && store.onFatal === undefined) {
+      store.onFatal = (message) => {
+        logger.fatal(message);
+        logger.flush();
+        process.exit(1);
+      };
+    }
     this.memory = new MemoryGuard(
       () => this.config.limits.maxMemory,
       (full, used, limit) => {

@@ -171,7 +171,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   // ---- sessions -------------------------------------------------------------------------------
 
   openSession(owner: SessionOwner, cleanStart: boolean, expiryInterval: number): OpenedSession {
-    const opened = this.sessions.open(owner, cleanStart, expiryInterval);
+    // a session with a journal is in the store, and clean start is about to remove it from there
+    const discardedStored = cleanStart && this.sessions.get(owner.client.id)?.journal !== undefined;
+    const opened: OpenedSession = this.sessions.open(owner, cleanStart, expiryInterval);
+    if (discardedStored) opened.discardedStored = true;
     opened.session.username = owner.client.username;
     this.durability?.sessionOpened(opened.session);
     // [MQTT-3.1.3-9] a reconnect within the Will Delay Interval cancels the pending will

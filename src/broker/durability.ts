@@ -2,6 +2,7 @@ import process from 'node:process';
 import type { Will } from '../codec/packets.js';
 import type { ClientInfo } from '../hooks/types.js';
 import type { SessionRecord, Store, StoredState } from '../persistence/store.js';
+import { StoreFault } from '../protocol/ports.js';
 import type { Delivery, Message } from '../session/message.js';
 import { OWED_JOURNAL_SLICE, type InflightEntry, type Session, type SessionJournal, type Subscription } from '../session/session.js';
 import { isSysTopic } from '../topic/sys-topic.js';
@@ -58,7 +59,9 @@ export class Durability {
     throw err;
   };
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly store: Store) {
+    store.watch?.((error) => this.health(error));
+  }
 
   /** Journals a slice of what the session owes in each later turn, until all of it is there. */
   journalOwedLater(session: Session): void {
@@ -168,6 +171,15 @@ export class Durability {
   private turnCommit: Promise<void> | undefined;
 
   /**
+   * Told once when the store stops taking changes (the first error; the clients waiting for commits
+   * are let go unacknowledged) and once when it takes them again (`error` undefined, with how long
+   * it failed), so that a full disk is one line in the log and not one per message.
+   */
+  storeHealth: ((error: Error | undefined, failedMs: number) => void) | undefined;
+  /** when commits started failing; undefined while they succeed */
+  private failingSince: number | undefined;
+
+  /**
    * Resolves when every change so far is on disk; undefined when nothing is on its way there, so a
    * QoS 1 publish that nobody stores is acknowledged at once instead of after an empty commit.
    * Without new writes the latest unfinished commit is returned: acknowledgements waiting for it
@@ -179,7 +191,18 @@ export class Durability {
     this.dirty = false;
     if (this.turnCommit !== undefined) return this.turnCommit;
     const started = process.hrtime.bigint();
-    const p = this.store.commit().then(() => this.observeCommit?.(Number(process.hrtime.bigint() - started) / 1e9));
+    const p = this.store.commit().then(
+      () => {
+        this.observeCommit?.(Number(process.hrtime.bigint() - started) / 1e9);
+        if (this.store.watch === undefined) this.health(undefined);
+      },
+      (err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        if (this.store.watch === undefined) this.health(error);
+        // what waits for it tells a store fault from other failures by this
+        throw new StoreFault(error.message, { cause: error });
+      },
+    );
     const finished = (): void => {
       if (this.flushing === p) this.flushing = undefined;
     };
@@ -194,6 +217,19 @@ export class Durability {
 
   load(): Promise<StoredState> {
     return this.store.load();
+  }
+
+  /** A commit failed (error) or succeeded: storeHealth hears of the first failure and of the end of them. */
+  private health(error: Error | undefined): void {
+    if (error !== undefined) {
+      if (this.failingSince !== undefined) return;
+      this.failingSince = Date.now();
+      this.storeHealth?.(error, 0);
+    } else if (this.failingSince !== undefined) {
+      const failedMs = Date.now() - this.failingSince;
+      this.failingSince = undefined;
+      this.storeHealth?.(undefined, failedMs);
+    }
   }
 
   /** Writes the whole session: it becomes persistent with state it already has. */

@@ -3,6 +3,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { lockDataDir, type DataDirLock } from './dir-lock.js';
+import { exitOnFatal, LmdbWrites } from './lmdb-writes.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Subscription } from '../session/session.js';
 import { STORE_FORMAT, StoreError, type InflightRecord, type SessionRecord, type Store, type StoredSession, type StoredState, type WillRecord } from './store.js';
@@ -51,7 +52,7 @@ type Key = string | number | Array<string | number>;
 
 /**
  * The embedded on-disk store on LMDB: crash-safe copy-on-write B-trees, one environment per data
- * dir. lmdb-js batches the puts of an event-loop turn into one transaction, so `commit()` is a
+ * dir. The puts of an event-loop turn go to LMDB as one transaction (LmdbWrites), so `commit()` is a
  * group commit. Messages are stored once under a numeric id and referenced by queue, inflight and
  * retained rows; the reference counts live in memory and are rebuilt at load.
  */
@@ -77,7 +78,18 @@ export class LmdbStore implements Store {
   /** the data dir held for this store (openExclusive), let go once the store is closed */
   private lock: DataDirLock | undefined;
 
-  private constructor(env: RootDatabase) {
+  /** queues the writes of each turn for one batch, and keeps them while the data dir cannot take them */
+  private readonly writes: LmdbWrites;
+
+  /**
+   * Told when the process must stop at once: LMDB met a full disk that the free-space check did not
+   * foresee and lmdb-js corrupted the heap reporting it (see LmdbWrites). By default the message
+   * goes to stderr and the process exits with code 1; the broker logs it first.
+   */
+  onFatal: ((message: string) => void) | undefined;
+  private healthListener: ((error: StoreError | undefined) => void) | undefined;
+
+  private constructor(env: RootDatabase, dir: string) {
     this.env = env;
     this.meta = env.openDB({ name: DB.meta });
     this.messages = env.openDB({ name: DB.messages, keyEncoding: 'uint32' });
@@ -88,6 +100,13 @@ export class LmdbStore implements Store {
     this.incoming = env.openDB({ name: DB.incoming });
     this.retained = env.openDB({ name: DB.retained });
     this.wills = env.openDB({ name: DB.wills });
+    this.writes = new LmdbWrites(
+      env,
+      dir,
+      (error) => this.healthListener?.(error),
+      (message) => (this.onFatal ?? exitOnFatal)(message),
+    );
+    for (const db of [this.messages, this.sessions, this.subscriptions, this.queue, this.inflight, this.incoming, this.retained, this.wills]) this.writes.route(db);
   }
 
   /**
@@ -116,7 +135,8 @@ export class LmdbStore implements Store {
     checkDataFile(join(dir, 'data.mdb'));
     try {
       mkdirSync(dir, { recursive: true });
-      env = open({ path: dir, compression: false, maxDbs: 16 });
+      // LmdbWrites batches each turn's writes itself (see there)
+      env = open({ path: dir, compression: false, maxDbs: 16, eventTurnBatching: false });
     } catch (err) {
       throw new StoreError(`cannot open the data dir ${dir}: ${(err as Error).message}`);
     }
@@ -141,7 +161,7 @@ export class LmdbStore implements Store {
       const shown = foreign.slice(0, 3).map((k) => JSON.stringify(k).slice(0, 40)).join(', ');
       throw new StoreError(`the data dir ${dir} holds an LMDB environment with keys Midge never writes (${shown}${foreign.length > 3 ? ', ...' : ''}): it was not written by Midge`);
     }
-    const store = new LmdbStore(env);
+    const store = new LmdbStore(env, dir);
     if (format === undefined) {
       if (store.sessions.getKeysCount() > 0 || store.messages.getKeysCount() > 0) {
         throw new StoreError(`the data dir ${dir} has data but no format version: it was not written by Midge`);
@@ -348,15 +368,20 @@ export class LmdbStore implements Store {
     void this.wills.remove(clientId);
   }
 
-  async commit(): Promise<void> {
-    // every write so far sits in the current batch; this resolves once it is on disk
-    await this.env.flushed;
+  commit(): Promise<void> {
+    // every write so far sits in this turn's batch or one under way; this resolves once they are on disk
+    return this.writes.commit();
+  }
+
+  watch(listener: (error: StoreError | undefined) => void): void {
+    this.healthListener = listener;
   }
 
   async close(): Promise<void> {
     try {
-      await this.env.flushed;
+      const unwritten = await this.writes.finish();
       await this.env.close();
+      if (unwritten > 0) throw new StoreError(`${unwritten} changes could not be written to the data dir before it closed; it holds the state of the last commit that succeeded`);
     } finally {
       // only once the environment is shut: the next broker must not meet this one's writes
       await this.lock?.release();

@@ -34,8 +34,16 @@ export interface Store {
   willSet(record: WillRecord): void;
   willCleared(clientId: string): void;
 
-  /** Resolves once every change made so far is durable. */
+  /**
+   * Resolves once every change made so far is durable; rejects when one cannot be (a full disk):
+   * nothing that waited for it is acknowledged.
+   */
   commit(): Promise<void>;
+  /**
+   * Optional: `listener` is told once when changes stop reaching the disk (why) and once when they
+   * do again (undefined). Without it the broker goes by the outcome of the commits it waits for.
+   */
+  watch?(listener: (error: StoreError | undefined) => void): void;
   close(): Promise<void>;
 }
 

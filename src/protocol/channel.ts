@@ -62,6 +62,8 @@ export class Channel implements SessionOwner {
   /** settles when the latest acknowledgement waiting on the store or the cluster can go */
   ackWait: Promise<void> | undefined;
   readonly outbound: Outbound;
+  /** the session is open and its CONNACK waits for the disk (connect.ts): nothing may go before it */
+  connackDue = false;
 
   private busy = false;
   private readonly backlog = new Deque<Packet>();
@@ -314,7 +316,8 @@ export class Channel implements SessionOwner {
   /** Sends DISCONNECT with a reason (5.0 only), then closes; the will is published. */
   closeWith(reasonCode: number, reason: string): void {
     if (this.state === 'closed') return;
-    if (this.state === 'connected' && this.version === 5) {
+    // no packet may come before the CONNACK ([MQTT-3.2.0-1]), not even a DISCONNECT
+    if (this.state === 'connected' && this.version === 5 && !this.connackDue) {
       const properties = this.problemInformation ? { reasonString: reason } : undefined;
       this.send({ type: 'disconnect', reasonCode, properties });
     }

@@ -84,6 +84,20 @@ export interface SessionOwner extends DeliverySink {
 export interface OpenedSession {
   session: Session;
   present: boolean;
+  /** clean start ended a session the store keeps: its removal is on its way to disk (committed()) */
+  discardedStored?: boolean;
+}
+
+/**
+ * What committed() rejects with when the store could not make the commit (a full disk): the
+ * broker's own fault, so what waited for it is not acknowledged and its client is closed with
+ * 0x83 (5.0), not with the 0x80 of other failures (the other nodes of a cluster).
+ */
+export class StoreFault extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreFault';
+  }
 }
 
 /** Message counts kept by the broker and moved by the protocol engine (plain fields: cheap on the hot path). */

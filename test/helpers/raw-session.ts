@@ -90,6 +90,30 @@ export async function rawSubscribe(
   return suback;
 }
 
+/**
+ * Subscribes over a raw connection where retained messages may come before the SUBACK (3.8.4
+ * permits it: a session kept on disk has its SUBACK wait for the commit, its retained messages do
+ * not); returns the SUBACK and the packets that came first.
+ */
+export async function rawSubscribeEarly(
+  raw: RawClient,
+  protocolVersion: 3 | 4 | 5,
+  messageId: number,
+  subscriptions: Array<{ topic: string; qos: 0 | 1 | 2 }>,
+  timeoutMs = 3000,
+): Promise<{ suback: Loose; before: Loose[] }> {
+  raw.sendPacket({ cmd: 'subscribe', messageId, subscriptions }, protocolVersion);
+  const before: Loose[] = [];
+  for (;;) {
+    const p = (await raw.next(timeoutMs)) as Loose;
+    if (p.cmd === 'suback') {
+      assert.equal(p.messageId, messageId);
+      return { suback: p, before };
+    }
+    before.push(p);
+  }
+}
+
 /** Polls until `check` is true or the time is up; returns whether it became true. */
 export async function eventually(check: () => boolean, timeoutMs = 3000, stepMs = 10): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -107,17 +107,16 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     return undefined;
   }
   const claimed = ch.broker.claimSession(clientId, p.cleanStart);
-  if (claimed === undefined) {
-    open(ch, p, clientId, assigned, authData);
-    return undefined;
-  }
+  if (claimed === undefined) return open(ch, p, clientId, assigned, authData);
   return claimed.then(() => {
     // the client may have gone while its session was fetched
-    if (ch.state === 'connecting' || ch.state === 'authenticating') open(ch, p, clientId, assigned, authData);
+    if (ch.state === 'connecting' || ch.state === 'authenticating') return open(ch, p, clientId, assigned, authData);
+    return undefined;
   });
 }
 
-function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean, authData: Buffer | undefined): void {
+/** Opens the session and sends CONNACK; a promise while the CONNACK waits for the disk (packets from the client wait too). */
+function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean, authData: Buffer | undefined): Promise<void> | undefined {
   const settings = ch.broker.settings;
   const v5 = p.protocolVersion === 5;
   const props = p.properties;
@@ -147,7 +146,7 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
   ch.will = p.will === undefined ? undefined : { ...p.will, payload: ownBytes(p.will.payload), properties: ownProperties(p.will.properties) };
   if (keepAlive !== p.keepAlive) ch.client = { ...ch.client, keepAlive };
 
-  const { session, present } = ch.broker.openSession(ch, p.cleanStart, expiry);
+  const { session, present, discardedStored } = ch.broker.openSession(ch, p.cleanStart, expiry);
   ch.session = session;
   ch.state = 'connected';
   ch.conn.setKeepAlive(keepAlive);
@@ -180,6 +179,31 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
       if (authData !== undefined) ackProps.authenticationData = authData;
     }
   }
+  // [MQTT-3.1.2-4] a session clean start discarded must stay gone after a crash once the client was
+  // told Session Present 0: the CONNACK waits for its removal to be on disk
+  const removal = discardedStored === true ? ch.broker.committed() : undefined;
+  if (removal === undefined) {
+    connack(ch, present, ackProps);
+    return undefined;
+  }
+  ch.connackDue = true;
+  return removal.then(
+    () => {
+      ch.connackDue = false;
+      if (ch.state === 'connected') connack(ch, present, ackProps);
+    },
+    (err: unknown) => {
+      ch.connackDue = false;
+      // the client is told the server failed, and tries again later
+      const reason = `the session could not be started: ${err instanceof Error ? err.message : String(err)}`;
+      if (ch.version === 5) ch.sendConnack(false, RC.ImplementationSpecificError, ch.problemInformation ? { reasonString: reason } : undefined);
+      else ch.sendConnack(false, RC3.ServerUnavailable);
+      ch.terminate(reason, RC.ImplementationSpecificError);
+    },
+  );
+}
+
+function connack(ch: Channel, present: boolean, ackProps: Properties | undefined): void {
   // [MQTT-3.2.2-2] [MQTT-3.2.2-3] Session Present reflects whether a session was resumed
   ch.sendConnack(present, 0, ackProps);
   // a CONNACK the client's Maximum Packet Size could not take ended the connection (channel.ts)

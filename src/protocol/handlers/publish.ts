@@ -9,6 +9,7 @@ import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { isSysTopic } from '../../topic/sys-topic.js';
 import { PublishQuota } from '../publish-quota.js';
+import { closeUnacknowledged } from '../unacknowledged.js';
 
 /**
  * Client-to-server PUBLISH. QoS 2 uses "store the packet id, deliver at once" (method B of the
@@ -147,7 +148,7 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
       if (p.qos === 1) ch.pendingQos1--;
       if (ch.ackWait === stored) ch.ackWait = undefined;
       // not on disk or not with the other nodes: no acknowledgement; the client resends after reconnecting
-      ch.closeWith(RC.UnspecifiedError, `not acknowledged: ${(err as Error).message}`);
+      closeUnacknowledged(ch, err);
     },
   );
   return undefined;
@@ -191,7 +192,7 @@ export function handlePubrel(ch: Channel, p: AckPacket): void {
   }
   void committed.then(
     () => ch.state === 'connected' && ch.send(pubcomp),
-    () => ch.closeWith(RC.UnspecifiedError, 'store failed'),
+    (err: unknown) => closeUnacknowledged(ch, err),
   );
 }
 

@@ -6,6 +6,7 @@ import { parseSharedFilter } from '../../topic/shared.js';
 import { checkTopicFilter } from '../../topic/validate.js';
 import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
+import { afterCommit } from '../unacknowledged.js';
 
 interface Checked {
   request: SubscriptionRequest;
@@ -147,11 +148,13 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
   }
   // the channel drops the reason string when the client asked for no problem information or it would not fit
   const suback: Packet = { type: 'suback', packetId, reasonCodes, properties: v5 && firstFailure !== undefined ? { reasonString: firstFailure } : undefined };
-  // in a cluster, once the other nodes know of it; messages (retained ones included) may come
-  // first, as the server is permitted to send them before the SUBACK (3.8.4)
+  // once a session kept on disk has its subscriptions there (a crash after the SUBACK must not take
+  // them back), and in a cluster once the other nodes know of them; messages (retained ones
+  // included) may come first, as the server is permitted to send them before the SUBACK (3.8.4)
+  const durable = retainedFor.length > 0 && session.journal !== undefined ? ch.broker.committed() : undefined;
   const shared = retainedFor.length > 0 ? ch.broker.subscriptionsShared() : undefined;
-  if (shared === undefined) ch.send(suback);
-  else void shared.then(() => ch.state === 'connected' && ch.send(suback));
+  const ready = shared === undefined ? durable : durable === undefined ? shared : Promise.all([durable, shared]).then(() => undefined);
+  afterCommit(ch, ready, () => ch.send(suback));
 
   for (const { sub, existed } of retainedFor) {
     // No retained messages for shared subscriptions (5.0 section 4.8.2); Retain Handling 1 sends
