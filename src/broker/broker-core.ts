@@ -282,6 +282,11 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     return this.durability?.onDisk === true ? this.durability.commit() : undefined;
   }
 
+  /** The store is on disk: what must outlive a crash waits for committed(). */
+  get onDisk(): boolean {
+    return this.durability?.onDisk === true;
+  }
+
   /** Removes a retained message (administration). */
   deleteRetained(topic: string): boolean {
     const existed = this.retained.delete(topic);

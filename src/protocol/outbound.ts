@@ -1,14 +1,51 @@
 import type { QoS } from '../codec/packets.js';
 import { frameBytes, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
+import { Deque } from '../session/deque.js';
 import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { Channel } from './channel.js';
 import { aliasedFrame, frameFor } from './frame-cache.js';
 import type { OutboundAliases } from './outbound-aliases.js';
+import { closeUnacknowledged } from './unacknowledged.js';
 
 /** Retained messages owed at once beyond which memory is measured first. */
 const LARGE_OWE = 10_000;
+
+/**
+ * QoS 2 messages whose deliveries wait for the commit that records them (see accept() in
+ * handlers/publish.ts), each with the connections that hold writes for it. Its keys are messages,
+ * which no two brokers of the process share. Empty unless a persistent session publishes at QoS 2
+ * to a broker with a disk: every other send pays one look at its size.
+ */
+const unstored = new Map<Message, Outbound[]>();
+
+/** The PUBLISH writes of `message` wait, on every connection, until releaseStored(message). */
+export function holdUntilStored(message: Message): void {
+  unstored.set(message, []);
+}
+
+/** `message` is on disk (or will never be): what was held for it goes out, later sends go at once. */
+export function releaseStored(message: Message): void {
+  const waiting = unstored.get(message);
+  if (waiting === undefined) return;
+  unstored.delete(message);
+  for (const outbound of waiting) outbound.flushHeld();
+}
+
+/** A PUBLISH written to the connection later: its bytes, and its payload when not inline. */
+interface HeldWrite {
+  readonly message: Message;
+  readonly bytes: Buffer;
+  readonly payload: Buffer | undefined;
+}
+
+/** A PUBREL to send once `stored`. */
+interface PendingPubrel {
+  readonly packetId: number;
+  readonly session: Session;
+  stored: boolean;
+}
 
 /**
  * Server-to-client message flow for one connection: the inflight window (the client's Receive
@@ -21,6 +58,19 @@ export class Outbound {
   window = 65535;
   /** 5.0: topic aliases for this connection, when the client accepts them */
   aliases: OutboundAliases | undefined;
+  /**
+   * PUBLISH writes waiting behind a message not on disk yet, in the order they were made. Once one
+   * waits, every later PUBLISH to this connection waits behind it, whatever its QoS and topic. The
+   * specification would let a message of another QoS overtake it ([MQTT-4.6.0-5]: order is per
+   * topic and QoS), but a QoS 2 message downgraded to a QoS 1 or 0 subscription shares that QoS
+   * with the publisher's later QoS 1/0 messages; a topic alias is assigned by the first frame
+   * that carries it, which must reach the client before the frames that use it; and packet ids
+   * and the inflight window were taken in this order. A subscriber waits at most one commit, and
+   * only behind a QoS 2 message of a persistent publisher: QoS 0/1 traffic alone is never held.
+   */
+  private held: Deque<HeldWrite> | undefined;
+  /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
+  private pubrels: Deque<PendingPubrel> | undefined;
 
   constructor(channel: Channel) {
     this.ch = channel;
@@ -110,13 +160,14 @@ export class Outbound {
     if (session === undefined) return;
     for (const [packetId, entry] of session.inflight) {
       if (entry.state === 'pubrel') {
-        this.ch.sendAck(0x62, packetId);
+        // its state may still be on its way to the disk (the client came back within the commit)
+        this.sendPubrel(session, packetId);
         continue;
       }
       const d = entry.delivery;
       const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, this.ch.broker);
       this.ch.broker.counters.sent[d.qos]++;
-      this.writePublish(frame, packetId, true);
+      this.writePublish(d.message, frame, packetId, true);
     }
     this.pump();
   }
@@ -150,7 +201,73 @@ export class Outbound {
     }
     entry.state = 'pubrel';
     session.setInflight(packetId, entry);
-    this.ch.sendAck(0x62, packetId);
+    this.sendPubrel(session, packetId);
+  }
+
+  /**
+   * [MQTT-4.3.3-6] once PUBREL is sent the PUBLISH is never sent again, not even after a crash: a
+   * persistent session's PUBREL leaves only once its 'pubrel' state is on disk. Sent before, a
+   * broker killed meanwhile would come back with the message in the PUBLISH state and send it again
+   * (DUP 1), which the client, its packet id released by the PUBREL, would take as a new message.
+   * The commit is the one PUBACK and PUBREC to publishers wait for. PUBRELs leave in the order of
+   * their PUBRECs ([MQTT-4.6.0-4]) even when commits finish out of order (lmdb's can). No store on
+   * disk, or a session that is not kept: PUBREL at once.
+   */
+  private sendPubrel(session: Session, packetId: number): void {
+    const ch = this.ch;
+    const stored = session.journal === undefined ? undefined : ch.broker.committed();
+    if (stored === undefined && this.pubrels === undefined) {
+      ch.sendAck(0x62, packetId);
+      return;
+    }
+    const pending: PendingPubrel = { packetId, session, stored: stored === undefined };
+    (this.pubrels ??= new Deque<PendingPubrel>()).push(pending);
+    if (stored === undefined) return;
+    void stored.then(
+      () => {
+        pending.stored = true;
+        this.flushPubrels();
+      },
+      // not on disk: the client is closed without PUBREL, which is sent again when it resumes the session
+      (err: unknown) => closeUnacknowledged(ch, err),
+    );
+  }
+
+  /** Sends the PUBRELs whose state is on disk, up to the first still on its way there. */
+  private flushPubrels(): void {
+    const pubrels = this.pubrels;
+    if (pubrels === undefined) return;
+    const ch = this.ch;
+    if (ch.state !== 'connected') {
+      // sent when the client resumes the session
+      this.pubrels = undefined;
+      return;
+    }
+    for (let p = pubrels.peek(); p !== undefined && p.stored; p = pubrels.peek()) {
+      pubrels.shift();
+      // completed or ended meanwhile (a client that sent PUBCOMP early, a session taken over): nothing to send
+      if (ch.session === p.session && p.session.inflight.get(p.packetId)?.state === 'pubrel') ch.sendAck(0x62, p.packetId);
+    }
+    if (pubrels.length === 0) this.pubrels = undefined;
+  }
+
+  /** Writes what was held while the messages it waited for are on disk, in order (see releaseStored). */
+  flushHeld(): void {
+    const held = this.held;
+    if (held === undefined) return;
+    if (this.ch.state !== 'connected') {
+      // the connection is gone: what is in flight goes again (DUP 1) when the session is resumed
+      this.held = undefined;
+      return;
+    }
+    for (let w = held.peek(); w !== undefined; w = held.peek()) {
+      // the one in front waits for a later commit: its release flushes the rest
+      if (unstored.has(w.message)) return;
+      held.shift();
+      if (w.payload === undefined) this.ch.conn.write(w.bytes);
+      else this.ch.conn.writeFrame(w.bytes, w.payload);
+    }
+    this.held = undefined;
   }
 
   private send(
@@ -184,16 +301,25 @@ export class Outbound {
     }
     this.ch.broker.counters.sent[qos]++;
     if (qos === 0) {
-      this.writePublish(frame, 0, false);
+      this.writePublish(message, frame, 0, false);
       return;
     }
     const packetId = session.startInflight({ delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
-    this.writePublish(frame, packetId, false);
+    this.writePublish(message, frame, packetId, false);
   }
 
-  /** One write for a small payload (the frame's bytes hold it), head and payload otherwise. */
-  private writePublish(frame: PublishFrame, packetId: number, dup: boolean): void {
+  /**
+   * One write for a small payload (the frame's bytes hold it), head and payload otherwise; held
+   * while `message` is not on disk yet, or while anything else is held (see `held`).
+   */
+  private writePublish(message: Message, frame: PublishFrame, packetId: number, dup: boolean): void {
     const bytes = frameBytes(frame, packetId, dup);
+    if (this.held !== undefined || (unstored.size > 0 && unstored.has(message))) {
+      const waiting = unstored.get(message);
+      if (waiting !== undefined && waiting[waiting.length - 1] !== this) waiting.push(this);
+      (this.held ??= new Deque<HeldWrite>()).push({ message, bytes, payload: frame.inline ? undefined : frame.payload });
+      return;
+    }
     if (frame.inline) this.ch.conn.write(bytes);
     else this.ch.conn.writeFrame(bytes, frame.payload);
   }

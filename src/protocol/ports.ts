@@ -156,6 +156,8 @@ export interface BrokerPort {
   publish(message: Message, memo?: MatchMemo): void | Promise<void>;
   /** Resolves when every change so far is durable; undefined when nothing is kept on disk. */
   committed(): Promise<void> | undefined;
+  /** true when the store is on disk: committed() then waits for it */
+  readonly onDisk: boolean;
   /** Adds or replaces a subscription; returns true when it replaced an existing one. */
   subscribe(session: Session, subscription: Subscription): boolean;
   /** Returns true when the subscription existed. */

@@ -10,6 +10,7 @@ import { isPromise, settle } from '../maybe-promise.js';
 import { isSysTopic } from '../../topic/sys-topic.js';
 import { PublishQuota } from '../publish-quota.js';
 import { closeUnacknowledged } from '../unacknowledged.js';
+import { holdUntilStored, releaseStored } from '../outbound.js';
 
 /**
  * Client-to-server PUBLISH. QoS 2 uses "store the packet id, deliver at once" (method B of the
@@ -126,9 +127,11 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
 
 function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
   ch.broker.messageReceived(message, ch.client);
+  const session = ch.session as Session;
   // a QoS 2 id is recorded before the commit, so a resend before PUBREC is known as a duplicate
-  if (p.qos === 2) (ch.session as Session).markIncomingQos2(p.packetId as number, true);
-  const stored = ch.broker.publish(message, (ch.matchMemo ??= new MatchMemo()));
+  if (p.qos === 2) session.markIncomingQos2(p.packetId as number, true);
+  const memo = (ch.matchMemo ??= new MatchMemo());
+  const stored = p.qos === 2 && session.journal !== undefined && ch.broker.onDisk ? publishHeld(ch, message, memo) : ch.broker.publish(message, memo);
   if (stored === undefined) {
     acknowledge(ch, p, RC.Success);
     return undefined;
@@ -152,6 +155,34 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
     },
   );
   return undefined;
+}
+
+/**
+ * Exactly once across a crash: a QoS 2 message from a persistent session reaches the connected
+ * subscribers only once the commit that records it (and its packet id, and their inflight entries)
+ * is over. Routed at once, its entries go into that commit, but the writes to their sockets wait
+ * (Outbound holds them): a broker killed before the commit comes back without the packet id, so
+ * the publisher, never sent PUBREC, sends the message again and it is taken as new; had a subscriber
+ * had it already, it would get it twice. A commit that fails lets the writes go all the same: the
+ * packet id is marked in memory, so this broker would take a resend as a duplicate and the message
+ * would otherwise be lost; the publisher's connection is closed as for any failed commit.
+ * Publishers whose session ends with their connection do not resend after a restart, and QoS 0/1
+ * (duplicates allowed) never wait. In a cluster, other nodes are sent the message at once.
+ */
+function publishHeld(ch: Channel, message: Message, memo: MatchMemo): void | Promise<void> {
+  holdUntilStored(message);
+  let stored: void | Promise<void>;
+  try {
+    stored = ch.broker.publish(message, memo);
+  } catch (err) {
+    releaseStored(message);
+    throw err;
+  }
+  const disk = ch.broker.committed();
+  const release = (): void => releaseStored(message);
+  if (disk === undefined) release();
+  else void disk.then(release, release);
+  return stored;
 }
 
 /**
