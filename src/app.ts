@@ -464,6 +464,7 @@ export class Broker {
     this.core.wills.clear();
     // sessions, queues and pending wills stay in the store for the next start
     this.core.durability?.flushOwed();
+    this.core.durability?.stop();
     if (this.store !== undefined) await this.store.close();
     this.logger.info('stopped');
   }
@@ -483,6 +484,7 @@ export class Broker {
   /** Brings back what the store kept; called once by createBroker, before the first listener opens. */
   restore(state: StoredState): void {
     this.core.restore(state, this.config.clusterRedis === '');
+    this.core.durability?.startAliveNotes();
     const n = state.sessions.length;
     if (n > 0 || state.retained.length > 0) {
       this.logger.info({ sessions: n, retained: state.retained.length, wills: state.wills.length }, 'state restored');

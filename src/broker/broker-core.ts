@@ -99,7 +99,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       if (!isExpired(m, this)) this.retained.apply(m);
       else this.durability?.retainedDeleted(m.topic);
     }
+    // what was live when the broker stopped lost its connection then: after a crash, about when the
+    // broker last noted it was up
+    const now = this.now();
+    const lostAt = Math.min(state.aliveAt ?? now, now);
+    const expiries = new Map<string, number>();
     for (const stored of state.sessions) {
+      expiries.set(stored.record.clientId, stored.record.expiryInterval);
       const session = new Session(stored.record.clientId, stored.record.expiryInterval, this.sessions.totals);
       session.username = stored.record.username;
       for (const sub of stored.subscriptions) this.router.add(session, sub);
@@ -108,15 +114,17 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const id of stored.incomingQos2) session.incomingQos2.set(id, true);
       this.durability?.adopt(session);
       // a session whose deadline passed while the broker was down ends now, before any client can see it
-      if (this.sessions.restore(session, stored.record.expiresAt)) this.durability?.sessionDetached(session);
+      if (this.sessions.restore(session, stored.record.expiresAt, lostAt)) this.durability?.sessionDetached(session);
     }
-    const now = this.now();
     for (const w of state.wills) {
       if (!withWills) {
         this.durability?.willDone(w.clientId);
         continue;
       }
-      this.wills.scheduleAt(absentClient(w.clientId, w.username), w.will, w.fireAt ?? now);
+      // no fireAt: its connection was up when the broker died, and closed without DISCONNECT then
+      // ([MQTT-3.1.2-8]); the delay runs from that moment, and never past the session's end
+      const fireAt = w.fireAt ?? lostAt + Math.min(w.will.properties?.willDelayInterval ?? 0, expiries.get(w.clientId) ?? 0) * 1000;
+      this.wills.scheduleAt(absentClient(w.clientId, w.username), w.will, fireAt);
     }
   }
 
@@ -184,6 +192,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (this.cluster !== undefined) {
       if (will !== undefined) this.cluster.willArmed(owner, owner.client, will, Math.min(will.properties?.willDelayInterval ?? 0, expiryInterval));
       this.cluster.sessionChanged(owner.client.id);
+    } else if (will !== undefined) {
+      // a cluster keeps the wills of live connections in Redis instead
+      this.durability?.willArmed(owner, owner.client, will);
     }
     if (++this.connected > this.maxConnected) this.maxConnected = this.connected;
     this.emit('clientConnected', owner.client);
@@ -192,6 +203,8 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   closeSession(owner: SessionOwner, session: Session, will: Will | undefined, reason: string): void {
     this.cluster?.willDisarmed(owner, owner.client.id);
+    // before the will is published or scheduled below, which says so to the store again
+    this.durability?.willDisarmed(owner, owner.client.id);
     if (session.sink !== owner) {
       // Already taken over: the new connection owns the session now.
       if (will !== undefined) this.wills.schedule(owner.client, will, 0);

@@ -7,6 +7,9 @@ import type { Delivery, Message } from '../session/message.js';
 import { OWED_JOURNAL_SLICE, type InflightEntry, type Session, type SessionJournal, type Subscription } from '../session/session.js';
 import { isSysTopic } from '../topic/sys-topic.js';
 
+/** how often the store is told the broker is up: a crash is placed within this much of when it came */
+const ALIVE_NOTE_MS = 1000;
+
 /** A persistent session's journal: its changes, as store events under its client id. */
 class StoreJournal implements SessionJournal {
   constructor(
@@ -42,7 +45,8 @@ class StoreJournal implements SessionJournal {
 
 /**
  * What the broker keeps in its store, and when: persistent sessions (expiry > 0) with everything
- * under them, retained messages (not the broker's own $SYS ones) and wills waiting out a delay.
+ * under them, retained messages (not the broker's own $SYS ones), wills waiting out a delay and,
+ * on a disk, those of the connections that are up.
  */
 export class Durability {
   /** written to since the last commit was asked for */
@@ -164,6 +168,55 @@ export class Durability {
 
   willDone(clientId: string): void {
     this.changed().willCleared(clientId);
+  }
+
+  /** the connection whose will is in the store as armed, by client identifier */
+  private readonly armed = new Map<string, object>();
+
+  /**
+   * A connection with a will is up: its will is stored, due at no set time, so that a crash (which
+   * closes the connection without DISCONNECT) does not lose it ([MQTT-3.1.2-8]); on a disk only,
+   * for a memory store does not outlive the process.
+   */
+  willArmed(owner: object, client: ClientInfo, will: Will): void {
+    if (!this.onDisk) return;
+    this.armed.set(client.id, owner);
+    this.changed().willSet({ clientId: client.id, username: client.username, will, fireAt: undefined });
+  }
+
+  /** That connection closed: its will is published, waits out its delay (willPending) or was discarded. */
+  willDisarmed(owner: object, clientId: string): void {
+    // a connection taken over may close after its successor armed its own will
+    if (this.armed.get(clientId) !== owner) return;
+    this.armed.delete(clientId);
+    this.changed().willCleared(clientId);
+  }
+
+  private aliveTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Notes in the store every second that the broker is up, so that after a crash the sessions and
+   * wills that were live count their expiry and delay from about when it happened, not from the
+   * restart ([MQTT-4.1.0-2], [MQTT-3.1.3-9]). A memory store has no crash to tell of.
+   */
+  startAliveNotes(): void {
+    if (!this.onDisk || this.store.aliveAt === undefined || this.aliveTimer !== undefined) return;
+    const note = (): void => {
+      try {
+        this.changed().aliveAt?.(Date.now());
+      } catch (err) {
+        this.reportFault(err, 'noting the time in the store');
+      }
+    };
+    note();
+    this.aliveTimer = setInterval(note, ALIVE_NOTE_MS);
+    this.aliveTimer.unref();
+  }
+
+  /** Before the store closes. */
+  stop(): void {
+    if (this.aliveTimer !== undefined) clearInterval(this.aliveTimer);
+    this.aliveTimer = undefined;
   }
 
   /** told how long each group commit took (seconds), for the metrics */

@@ -96,12 +96,15 @@ export class SessionRegistry {
     this.expiries.add(session);
   }
 
-  /** A session read back from the store: offline, due to end at `expiresAt` (from now when unknown); false if it ended already. */
-  restore(session: Session, expiresAt: number | undefined): boolean {
+  /**
+   * A session read back from the store: offline, due to end at `expiresAt`; false if it ended
+   * already. One that was online when the broker stopped (no `expiresAt`) lost its connection at
+   * `lostAt`, when the broker was last known to be up (now when that is not known).
+   */
+  restore(session: Session, expiresAt: number | undefined, lostAt = Date.now()): boolean {
     this.sessions.set(session.clientId, session);
     if (session.expiryInterval === NEVER) return true;
-    // a session that was online when the broker stopped counts as disconnected now
-    session.expiresAt = expiresAt ?? Date.now() + session.expiryInterval * 1000;
+    session.expiresAt = expiresAt ?? lostAt + session.expiryInterval * 1000;
     if (session.expiresAt <= Date.now()) {
       this.end(session);
       return false;

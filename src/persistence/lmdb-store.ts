@@ -106,7 +106,7 @@ export class LmdbStore implements Store {
       (error) => this.healthListener?.(error),
       (message) => (this.onFatal ?? exitOnFatal)(message),
     );
-    for (const db of [this.messages, this.sessions, this.subscriptions, this.queue, this.inflight, this.incoming, this.retained, this.wills]) this.writes.route(db);
+    for (const db of [this.meta, this.messages, this.sessions, this.subscriptions, this.queue, this.inflight, this.incoming, this.retained, this.wills]) this.writes.route(db);
   }
 
   /**
@@ -250,7 +250,8 @@ export class LmdbStore implements Store {
     // rows no reference reaches (a crash between writes of one turn cannot leave any, but be sure)
     for (const id of messages.keys()) if (!this.refs.has(id)) void this.messages.remove(id);
     const wills = [...this.wills.getRange()].map(({ value }) => value);
-    return { sessions: [...byClient.values()], retained, wills };
+    const alive = this.meta.get(ALIVE_KEY);
+    return { sessions: [...byClient.values()], retained, wills, aliveAt: typeof alive === 'number' ? alive : undefined };
   }
 
   sessionSaved(record: SessionRecord): void {
@@ -368,6 +369,10 @@ export class LmdbStore implements Store {
     void this.wills.remove(clientId);
   }
 
+  aliveAt(ms: number): void {
+    void this.meta.put(ALIVE_KEY, ms);
+  }
+
   commit(): Promise<void> {
     // every write so far sits in this turn's batch or one under way; this resolves once they are on disk
     return this.writes.commit();
@@ -477,6 +482,8 @@ function placeholderMessage(): Message {
 }
 
 /** The named databases, by the field that holds each: in LMDB each is a key of the main (unnamed) database. */
+/** the meta row the broker's latest aliveAt is kept in */
+const ALIVE_KEY = 'aliveAt';
 const DB = { meta: 'meta', messages: 'msg', sessions: 'sess', subscriptions: 'sub', queue: 'queue', inflight: 'inflight', incoming: 'incoming', retained: 'retained', wills: 'will' } as const;
 const DB_NAMES: ReadonlySet<string> = new Set(Object.values(DB));
 

@@ -19,6 +19,7 @@ export class MemoryStore implements Store {
   private readonly sessions = new Map<string, Entry>();
   private readonly retained = new Map<string, Message>();
   private readonly wills = new Map<string, WillRecord>();
+  private alive: number | undefined;
 
   async load(): Promise<StoredState> {
     const sessions: StoredSession[] = [...this.sessions.values()].map((e) => ({
@@ -28,7 +29,7 @@ export class MemoryStore implements Store {
       inflight: [...e.inflight.values()].map((i) => ({ ...i })),
       incomingQos2: [...e.incomingQos2],
     }));
-    return { sessions, retained: [...this.retained.values()], wills: [...this.wills.values()].map((w) => ({ ...w })) };
+    return { sessions, retained: [...this.retained.values()], wills: [...this.wills.values()].map((w) => ({ ...w })), aliveAt: this.alive };
   }
 
   sessionSaved(record: SessionRecord): void {
@@ -90,6 +91,10 @@ export class MemoryStore implements Store {
 
   willCleared(clientId: string): void {
     this.wills.delete(clientId);
+  }
+
+  aliveAt(ms: number): void {
+    this.alive = ms;
   }
 
   commit(): Promise<void> {

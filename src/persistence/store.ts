@@ -33,6 +33,12 @@ export interface Store {
   retainedCleared(topic: string): void;
   willSet(record: WillRecord): void;
   willCleared(clientId: string): void;
+  /**
+   * The broker was up at `ms` (noted every second while it runs): after a crash, when its last
+   * connections closed, for the sessions and wills that were live then. A store without it has
+   * those counted from the restart.
+   */
+  aliveAt?(ms: number): void;
 
   /**
    * Resolves once every change made so far is durable; rejects when one cannot be (a full disk):
@@ -68,7 +74,10 @@ export interface WillRecord {
   clientId: string;
   username: string | undefined;
   will: Will;
-  /** absolute ms the will is due once its connection is gone; undefined while the connection is up */
+  /**
+   * absolute ms the will is due once its connection is gone; undefined while the connection is up
+   * (read back so, its connection was lost in a crash)
+   */
   fireAt: number | undefined;
 }
 
@@ -85,6 +94,8 @@ export interface StoredState {
   sessions: StoredSession[];
   retained: Message[];
   wills: WillRecord[];
+  /** the last aliveAt noted; undefined when none was */
+  aliveAt?: number | undefined;
 }
 
 /** Version of the on-disk layout; a data dir written by a newer Midge is refused, not misread. */
