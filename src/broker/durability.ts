@@ -203,7 +203,8 @@ export class Durability {
     if (!this.onDisk || this.store.aliveAt === undefined || this.aliveTimer !== undefined) return;
     const note = (): void => {
       try {
-        this.changed().aliveAt?.(Date.now());
+        // not through changed(): no acknowledgement has to wait for this row to be on disk
+        this.store.aliveAt?.(Date.now());
       } catch (err) {
         this.reportFault(err, 'noting the time in the store');
       }

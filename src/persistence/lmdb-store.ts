@@ -251,7 +251,7 @@ export class LmdbStore implements Store {
     for (const id of messages.keys()) if (!this.refs.has(id)) void this.messages.remove(id);
     const wills = [...this.wills.getRange()].map(({ value }) => value);
     const alive = this.meta.get(ALIVE_KEY);
-    return { sessions: [...byClient.values()], retained, wills, aliveAt: typeof alive === 'number' ? alive : undefined };
+    return { sessions: [...byClient.values()], retained, wills, ...(typeof alive === 'number' ? { aliveAt: alive } : {}) };
   }
 
   sessionSaved(record: SessionRecord): void {

@@ -29,7 +29,7 @@ export class MemoryStore implements Store {
       inflight: [...e.inflight.values()].map((i) => ({ ...i })),
       incomingQos2: [...e.incomingQos2],
     }));
-    return { sessions, retained: [...this.retained.values()], wills: [...this.wills.values()].map((w) => ({ ...w })), aliveAt: this.alive };
+    return { sessions, retained: [...this.retained.values()], wills: [...this.wills.values()].map((w) => ({ ...w })), ...(this.alive === undefined ? {} : { aliveAt: this.alive }) };
   }
 
   sessionSaved(record: SessionRecord): void {

@@ -35,6 +35,16 @@ export function storeContract(name: string, h: StoreHarness): void {
     await s.close();
   });
 
+  test(`${name}: the latest time the broker noted it was up is read back after a reopen`, async () => {
+    let s = await h.create();
+    s.aliveAt?.(NOW);
+    s.aliveAt?.(NOW + 1000);
+    await s.commit();
+    s = await h.reopen(s);
+    assert.equal((await s.load()).aliveAt, NOW + 1000);
+    await s.close();
+  });
+
   test(`${name}: sessions and their subscriptions survive a reopen; removed ones do not`, async () => {
     let s = await h.create();
     s.sessionSaved({ clientId: 'a', expiryInterval: 60, expiresAt: undefined });
