@@ -26,6 +26,8 @@ interface Batch {
   bytes: number;
   /** what commit() callers wait on; made by the first of them */
   waiter: Waiter | undefined;
+  /** LMDB committed it (with the rows it refused): its waiter hears so once every batch before it is done too */
+  done?: { refused: unknown[] };
 }
 
 /** Changes the data dir could not take, kept in memory (the latest of each row) until it can. */
@@ -209,19 +211,24 @@ export class LmdbWrites {
   }
 
   private written(b: Batch, refused: unknown[]): void {
-    const i = this.sent.indexOf(b);
     // kept since, as an earlier transaction failed: its rows are written again with the rest
-    if (i < 0) return;
-    this.sent.splice(i, 1);
-    this.underWay -= b.bytes;
-    this.stuck = false;
-    this.failures = 0;
-    if (this.reported && this.held === undefined) {
-      this.reported = false;
-      this.health(undefined);
+    if (!this.sent.includes(b)) return;
+    b.done = { refused };
+    // lmdb-js may report a later transaction flushed before an earlier one: the acknowledgements
+    // waiting on them leave in the order their batches were made ([MQTT-4.6.0-2])
+    while (this.sent[0]?.done !== undefined) {
+      const first = this.sent.shift() as Batch;
+      this.underWay -= first.bytes;
+      this.stuck = false;
+      this.failures = 0;
+      if (this.reported && this.held === undefined) {
+        this.reported = false;
+        this.health(undefined);
+      }
+      const r = (first.done as { refused: unknown[] }).refused;
+      if (r.length === 0) first.waiter?.resolve();
+      else first.waiter?.reject(new StoreError(`a row could not be stored: ${(r[0] as Error).message}`));
     }
-    if (refused.length === 0) b.waiter?.resolve();
-    else b.waiter?.reject(new StoreError(`a row could not be stored: ${(refused[0] as Error).message}`));
   }
 
   /** LMDB did not commit `b`: it and every batch sent after it wait to be written again. */

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { LmdbStore, StoreError } from '../../../src/index.js';
-import { heapOverrun } from '../../../src/persistence/lmdb-writes.js';
+import { LmdbWrites, heapOverrun } from '../../../src/persistence/lmdb-writes.js';
+import type { RootDatabase } from 'lmdb';
 import type { Message } from '../../../src/session/message.js';
 
 function message(topic: string, bytes: number): Message {
@@ -83,4 +84,40 @@ describe('lmdb store: a data dir that cannot take the writes', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('[MQTT-4.6.0-2] commits resolve in the order their batches were made, even when LMDB reports a later one first', async () => {
+    // an environment whose transactions finish when the test says, in any order
+    const finish: Array<() => void> = [];
+    const env = {
+      batch: (fn: () => void): Promise<boolean> => {
+        fn();
+        return new Promise<boolean>((resolve) => finish.push(() => resolve(true)));
+      },
+      flushed: Promise.resolve(true),
+      getStats: () => ({ pageSize: 4096 }),
+    } as unknown as RootDatabase;
+    const dir = mkdtempSync(join(tmpdir(), 'midge-writes-order-'));
+    try {
+      const writes = new LmdbWrites(env, dir, () => undefined, () => undefined);
+      const db = { put: async () => true, remove: async () => true };
+      writes.route(db);
+      const order: string[] = [];
+      await (db.put as unknown as (k: string, v: unknown) => Promise<boolean>)('a', 1);
+      const first = writes.commit().then(() => order.push('first'));
+      await new Promise((r) => setImmediate(r));
+      await (db.put as unknown as (k: string, v: unknown) => Promise<boolean>)('b', 2);
+      const second = writes.commit().then(() => order.push('second'));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(finish.length, 2, 'two transactions under way');
+      (finish[1] as () => void)();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(order, [], 'the later transaction is done, but the earlier is not: nobody hears yet');
+      (finish[0] as () => void)();
+      await Promise.all([first, second]);
+      assert.deepEqual(order, ['first', 'second']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+
