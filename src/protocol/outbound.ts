@@ -38,6 +38,14 @@ interface HeldWrite {
   readonly message: Message;
   readonly bytes: Buffer;
   readonly payload: Buffer | undefined;
+  /** the commit of its own inflight entry, when it waits for one (see inflightStored) */
+  readonly entry: EntryCommit | undefined;
+}
+
+/** A commit that QoS 2 PUBLISH writes of a connection wait for; `done` once it finished. */
+interface EntryCommit {
+  readonly disk: Promise<void>;
+  done: boolean;
 }
 
 /** A PUBREL to send once `stored`. */
@@ -66,11 +74,14 @@ export class Outbound {
    * with the publisher's later QoS 1/0 messages; a topic alias is assigned by the first frame
    * that carries it, which must reach the client before the frames that use it; and packet ids
    * and the inflight window were taken in this order. A subscriber waits at most one commit, and
-   * only behind a QoS 2 message of a persistent publisher: QoS 0/1 traffic alone is never held.
+   * only behind a QoS 2 message of a persistent publisher or, for a persistent session on a disk,
+   * behind any QoS 2 PUBLISH it is sent (see inflightStored): QoS 0/1 traffic alone is never held.
    */
   private held: Deque<HeldWrite> | undefined;
   /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
   private pubrels: Deque<PendingPubrel> | undefined;
+  /** the latest commit a QoS 2 PUBLISH waits for: those of one turn share it (see inflightStored) */
+  private entryCommit: EntryCommit | undefined;
 
   constructor(channel: Channel) {
     this.ch = channel;
@@ -167,7 +178,8 @@ export class Outbound {
       const d = entry.delivery;
       const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, this.ch.broker);
       this.ch.broker.counters.sent[d.qos]++;
-      this.writePublish(d.message, frame, packetId, true);
+      // the client may be back within the commit of the entry's first send (held, then dropped with its connection)
+      this.writePublish(d.message, frame, packetId, true, d.qos === 2 ? this.inflightStored(session) : undefined);
     }
     this.pump();
   }
@@ -262,7 +274,7 @@ export class Outbound {
     }
     for (let w = held.peek(); w !== undefined; w = held.peek()) {
       // the one in front waits for a later commit: its release flushes the rest
-      if (unstored.has(w.message)) return;
+      if ((w.entry !== undefined && !w.entry.done) || unstored.has(w.message)) return;
       held.shift();
       if (w.payload === undefined) this.ch.conn.write(w.bytes);
       else this.ch.conn.writeFrame(w.bytes, w.payload);
@@ -305,19 +317,64 @@ export class Outbound {
       return;
     }
     const packetId = session.startInflight({ delivery: { message, qos, retain, subscriptionIds, share }, state: 'publish' });
-    this.writePublish(message, frame, packetId, false);
+    this.writePublish(message, frame, packetId, false, qos === 2 ? this.inflightStored(session) : undefined);
+  }
+
+  /**
+   * Exactly once across a crash, for QoS 2 PUBLISHes this connection is sent: a persistent
+   * session's PUBLISH leaves only once its inflight entry (packet id -> message, just journaled) is
+   * on disk, whoever published the message and whether it came from the session's queue or not.
+   * Written before, a broker killed meanwhile would come back without knowing that packet id was
+   * used: the message, still queued on disk, would go again under another packet id, a duplicate
+   * the client cannot tell ([MQTT-4.3.3-10] holds per packet id); or a new message would take the
+   * packet id the client still holds unreleased (no PUBREL yet), and be taken as a resend of the
+   * first and dropped ([MQTT-4.3.3-1]: the id was not unused). Returns the commit to wait for;
+   * undefined (write at once) for a session that is not kept or a store not on disk. Writes of one
+   * turn share one commit and one callback.
+   *
+   * QoS 1 does not wait: a message sent again under another packet id is a duplicate QoS 1
+   * allows, and a packet id reused for another message is harmless, for the client no longer
+   * holds it once it sent its PUBACK ([MQTT-4.3.2-5]: a PUBLISH with that id is then a new message).
+   */
+  private inflightStored(session: Session): EntryCommit | undefined {
+    if (session.journal === undefined) return undefined;
+    const disk = this.ch.broker.committed();
+    if (disk === undefined) return undefined;
+    const last = this.entryCommit;
+    if (last !== undefined && last.disk === disk) return last;
+    const entry: EntryCommit = { disk, done: false };
+    this.entryCommit = entry;
+    const finished = (): void => {
+      entry.done = true;
+      if (this.entryCommit === entry) this.entryCommit = undefined;
+    };
+    void disk.then(
+      () => {
+        finished();
+        this.flushHeld();
+      },
+      (err: unknown) => {
+        finished();
+        // not on disk: the client is closed without it; the entry, kept in memory, goes again (DUP 1),
+        // once its commit is over, when the client resumes the session
+        this.held = undefined;
+        closeUnacknowledged(this.ch, err);
+      },
+    );
+    return entry;
   }
 
   /**
    * One write for a small payload (the frame's bytes hold it), head and payload otherwise; held
-   * while `message` is not on disk yet, or while anything else is held (see `held`).
+   * while `message` is not on disk yet, while `entry` (the commit of its inflight entry) is not
+   * over, or while anything else is held (see `held`).
    */
-  private writePublish(message: Message, frame: PublishFrame, packetId: number, dup: boolean): void {
+  private writePublish(message: Message, frame: PublishFrame, packetId: number, dup: boolean, entry?: EntryCommit): void {
     const bytes = frameBytes(frame, packetId, dup);
-    if (this.held !== undefined || (unstored.size > 0 && unstored.has(message))) {
+    if (this.held !== undefined || entry !== undefined || (unstored.size > 0 && unstored.has(message))) {
       const waiting = unstored.get(message);
       if (waiting !== undefined && waiting[waiting.length - 1] !== this) waiting.push(this);
-      (this.held ??= new Deque<HeldWrite>()).push({ message, bytes, payload: frame.inline ? undefined : frame.payload });
+      (this.held ??= new Deque<HeldWrite>()).push({ message, bytes, payload: frame.inline ? undefined : frame.payload, entry });
       return;
     }
     if (frame.inline) this.ch.conn.write(bytes);
