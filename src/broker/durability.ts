@@ -181,7 +181,9 @@ export class Durability {
   willArmed(owner: object, client: ClientInfo, will: Will): void {
     if (!this.onDisk) return;
     this.armed.set(client.id, owner);
-    this.changed().willSet({ clientId: client.id, username: client.username, will, fireAt: undefined });
+    // not through changed(): no acknowledgement waits for it (a device fleet connecting and leaving
+    // would otherwise make clean QoS 1 publishes wait for the disk); it goes with this turn's batch
+    this.store.willSet({ clientId: client.id, username: client.username, will, fireAt: undefined });
   }
 
   /** That connection closed: its will is published, waits out its delay (willPending) or was discarded. */
@@ -189,7 +191,7 @@ export class Durability {
     // a connection taken over may close after its successor armed its own will
     if (this.armed.get(clientId) !== owner) return;
     this.armed.delete(clientId);
-    this.changed().willCleared(clientId);
+    this.store.willCleared(clientId);
   }
 
   private aliveTimer: NodeJS.Timeout | undefined;
@@ -222,7 +224,6 @@ export class Durability {
 
   /** told how long each group commit took (seconds), for the metrics */
   observeCommit: ((seconds: number) => void) | undefined;
-  private turnCommit: Promise<void> | undefined;
 
   /**
    * Told once when the store stops taking changes (the first error; the clients waiting for commits
@@ -237,15 +238,32 @@ export class Durability {
    * Resolves when every change so far is on disk; undefined when nothing is on its way there, so a
    * QoS 1 publish that nobody stores is acknowledged at once instead of after an empty commit.
    * Without new writes the latest unfinished commit is returned: acknowledgements waiting for it
-   * leave first, keeping them in the order their PUBLISHes came ([MQTT-4.6.0-2]). Callers of one
-   * event-loop turn share a commit (its writes are all in the store's current batch).
+   * leave first, keeping them in the order their PUBLISHes came ([MQTT-4.6.0-2]); the store
+   * finishes its commits in the order they were asked for.
    */
   commit(): Promise<void> | undefined {
-    if (!this.dirty) return this.flushing;
+    if (!this.dirty) {
+      // rows the store could not write wait in memory: what depends on them is not on disk either
+      return this.failingSince === undefined ? this.flushing : this.wrap(this.store.commit());
+    }
     this.dirty = false;
-    if (this.turnCommit !== undefined) return this.turnCommit;
+    return this.wrap(this.store.commit());
+  }
+
+  /** the store's promise wrap() was last given, and what it made of it */
+  private lastRaw: Promise<void> | undefined;
+  private lastWrapped: Promise<void> | undefined;
+
+  /**
+   * The store's commit, timed and with a failure as a StoreFault. Asked again for the same batch,
+   * the store gives the same promise, and so does this: the publishes of one turn share it. A turn
+   * is not assumed to be one batch: writes that asked for no commit in an earlier turn, or a batch
+   * sent before this turn's later writes, would then be acknowledged with a commit they are not in.
+   */
+  private wrap(raw: Promise<void>): Promise<void> {
+    if (raw === this.lastRaw && this.lastWrapped !== undefined) return this.lastWrapped;
     const started = process.hrtime.bigint();
-    const p = this.store.commit().then(
+    const p = raw.then(
       () => {
         this.observeCommit?.(Number(process.hrtime.bigint() - started) / 1e9);
         if (this.store.watch === undefined) this.health(undefined);
@@ -259,13 +277,15 @@ export class Durability {
     );
     const finished = (): void => {
       if (this.flushing === p) this.flushing = undefined;
+      if (this.lastWrapped === p) {
+        this.lastRaw = undefined;
+        this.lastWrapped = undefined;
+      }
     };
     p.then(finished, finished);
-    this.turnCommit = p;
+    this.lastRaw = raw;
+    this.lastWrapped = p;
     this.flushing = p;
-    setImmediate(() => {
-      if (this.turnCommit === p) this.turnCommit = undefined;
-    });
     return p;
   }
 

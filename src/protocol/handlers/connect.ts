@@ -198,6 +198,8 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
       const reason = `the session could not be started: ${err instanceof Error ? err.message : String(err)}`;
       if (ch.version === 5) ch.sendConnack(false, RC.ImplementationSpecificError, ch.problemInformation ? { reasonString: reason } : undefined);
       else ch.sendConnack(false, RC3.ServerUnavailable);
+      // a client told it is not connected has no will to publish
+      ch.will = undefined;
       ch.terminate(reason, RC.ImplementationSpecificError);
     },
   );

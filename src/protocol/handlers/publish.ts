@@ -53,8 +53,20 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
   }
 
   if (p.qos === 2 && session.incomingQos2.has(p.packetId as number)) {
-    // [MQTT-4.3.3-9] a duplicate of a message already received: acknowledge, do not route again
-    ch.send({ type: 'pubrec', packetId: p.packetId as number });
+    // [MQTT-4.3.3-9] a duplicate of a message already received: acknowledge, do not route again;
+    // but not before the first copy's packet id is on disk (it may be a resend after a reconnect,
+    // while that commit is under way or the disk is full), or a crash would lose the message
+    const packetId = p.packetId as number;
+    const disk = session.journal === undefined ? undefined : ch.broker.committed();
+    if (disk === undefined) ch.send({ type: 'pubrec', packetId });
+    else {
+      void disk.then(
+        () => {
+          if (ch.state === 'connected') ch.send({ type: 'pubrec', packetId });
+        },
+        (err: unknown) => closeUnacknowledged(ch, err),
+      );
+    }
     return undefined;
   }
   if (p.qos > 0 && v5 && ch.pendingQos1 + session.incomingQos2.size >= settings.receiveMaximum) {
