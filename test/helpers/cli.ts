@@ -37,6 +37,20 @@ export async function spawnMidge(args: string[], maxFiles?: number): Promise<{ c
 
 const STARTUP_LINE = /^(midge \S+ listening on |midge http endpoint on |only this machine |the HTTP endpoint )/;
 
+/** Runs `midge` with `args` until it exits by itself (or is killed after 10 s): its exit code and what it printed on stderr. */
+export function runMidgeToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}
+
 /** Kills every process spawnMidge started and that still runs (for `after`). */
 export function killMidges(): void {
   for (const c of children) c.kill('SIGKILL');

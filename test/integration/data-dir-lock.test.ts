@@ -1,29 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createBroker, StoreError } from '../../src/index.js';
 import { delay, startBroker } from '../helpers/broker.js';
-import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
+import { killMidges, runMidgeToExit, spawnMidge } from '../helpers/cli.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
 
 const inUse = (dir: string, pid: number | undefined): string => `data dir ${dir} is in use by another broker (pid ${String(pid)})`;
-
-/** Runs midge until it exits by itself (or 10 s pass, then it is killed): its exit code and stderr. */
-function runToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
-}
 
 describe('one broker per data dir', () => {
   after(killMidges);
@@ -94,7 +79,7 @@ describe('one broker per data dir', () => {
     const live = await rawConnect(holder.port, 5, { clientId: 'live', clean: false, properties: { sessionExpiryInterval: 3 } });
     await rawSubscribe(live.raw, 5, 1, [{ topic: 'z/#', qos: 1 }]);
     for (const port of [String(holder.port), '0']) {
-      const second = await runToExit(['--port', port, ...args]);
+      const second = await runMidgeToExit(['--port', port, ...args]);
       assert.deepEqual(second, { code: 3, stderr: `midge: ${inUse(dir, holder.child.pid)}\n` }, `on port ${port}`);
     }
     // had a refused broker restored the store, it would have recorded the online session as gone

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { open } from 'lmdb';
 import { createBroker, LmdbStore, MemoryStore, type Broker, type Store } from '../../src/index.js';
-import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
+import { killMidges, runMidgeToExit, spawnMidge } from '../helpers/cli.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribe, rawSubscribeEarly, type Loose } from '../helpers/raw-session.js';
 
 interface Kind {
@@ -303,18 +302,8 @@ for (const kind of KINDS) {
 describe('a data dir that is not Midge\'s, on the command line', () => {
   after(killMidges);
 
-  /** Runs midge on `dataDir` until it exits by itself (or 10 s pass): its exit code and what it printed on stderr. */
-  const refused = (dataDir: string): Promise<{ code: number | null; stderr: string }> =>
-    new Promise((resolve) => {
-      const child = spawn(process.execPath, [MIDGE_MAIN, '--port', '0', '--data-dir', dataDir, '--log-level', 'silent'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stderr });
-      });
-    });
+  /** midge run on `dataDir` until it exits by itself */
+  const refused = (dataDir: string): ReturnType<typeof runMidgeToExit> => runMidgeToExit(['--port', '0', '--data-dir', dataDir, '--log-level', 'silent']);
 
   test('an LMDB environment another program wrote (a key in its main database) makes midge exit with code 3, and is left as it was', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'midge-foreign-'));

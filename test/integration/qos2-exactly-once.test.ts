@@ -333,17 +333,34 @@ describe('QoS 2 across a SIGKILL (command line broker, lmdb)', () => {
   const BIG = 16 * 1024 * 1024;
   const big = mqttPacket.generate({ cmd: 'publish', topic: 'noise/big', payload: Buffer.alloc(BIG, 1), qos: 0, retain: true, dup: false }, { protocolVersion: 4 });
 
+  /** A data dir and config for one round's broker (its packets may carry the 16 MB message), and how to remove them. */
+  const roundBroker = (): { args: string[]; cleanUp: () => void } => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-eo-'));
+    const config = `${dataDir}.yaml`;
+    writeFileSync(config, `limits:\n  maxPacketSize: ${2 * BIG}\n`);
+    return {
+      args: ['--config', config, '--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--sys-interval', '0', '--log-level', 'silent'],
+      cleanUp: () => {
+        rmSync(dataDir, { recursive: true, force: true });
+        rmSync(config, { force: true });
+      },
+    };
+  };
+
+  /** A persistent subscriber starting afresh and a publisher, both connected. */
+  const connectPair = async (port: number): Promise<{ sub: Subscriber; pub: Publisher }> => {
+    const sub = new Subscriber();
+    const pub = new Publisher();
+    await sub.connect(port, true);
+    await pub.connect(port);
+    return { sub, pub };
+  };
+
   test(`[MQTT-4.3.3-6] a broker killed as its first PUBREL reaches the subscriber delivers each QoS 2 message exactly once after the restart (${ROUNDS} times, ${COUNT} messages)`, async () => {
     for (let round = 0; round < ROUNDS; round++) {
-      const dataDir = mkdtempSync(join(tmpdir(), 'midge-eo-'));
-      const config = `${dataDir}.yaml`;
-      writeFileSync(config, `limits:\n  maxPacketSize: ${2 * BIG}\n`);
-      const args = ['--config', config, '--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--sys-interval', '0', '--log-level', 'silent'];
+      const { args, cleanUp } = roundBroker();
       let { child, port } = await spawnMidge(args);
-      const sub = new Subscriber();
-      const pub = new Publisher();
-      await sub.connect(port, true);
-      await pub.connect(port);
+      const { sub, pub } = await connectPair(port);
 
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       let killed = false;
@@ -363,8 +380,7 @@ describe('QoS 2 across a SIGKILL (command line broker, lmdb)', () => {
       await pub.connect(port);
       await Promise.all([sub.serve(400), pub.serve(400)]);
       child.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
-      rmSync(config, { force: true });
+      cleanUp();
 
       const wrong = [...Array(COUNT).keys()].map((i) => `m${i + 1}`).filter((t) => sub.delivered.get(t) !== 1);
       assert.deepEqual(
@@ -380,15 +396,9 @@ describe('QoS 2 across a SIGKILL (command line broker, lmdb)', () => {
   const SHIFT = 5;
   test(`[MQTT-4.3.3-1] [MQTT-4.4.0-1] a broker killed as the first of a resumed session's queued QoS 2 messages reaches it delivers each exactly once after the restart (${ROUNDS} times, ${QUEUED} messages)`, async () => {
     for (let round = 0; round < ROUNDS; round++) {
-      const dataDir = mkdtempSync(join(tmpdir(), 'midge-eo-'));
-      const config = `${dataDir}.yaml`;
-      writeFileSync(config, `limits:\n  maxPacketSize: ${2 * BIG}\n`);
-      const args = ['--config', config, '--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--sys-interval', '0', '--log-level', 'silent'];
+      const { args, cleanUp } = roundBroker();
       let { child, port } = await spawnMidge(args);
-      const sub = new Subscriber();
-      const pub = new Publisher();
-      await sub.connect(port, true);
-      await pub.connect(port);
+      const { sub, pub } = await connectPair(port);
       // packet ids 1 to SHIFT are used and released first: the queued messages go under others, which
       // a restarted broker that lost them would not give them again
       pub.publish(SHIFT, 'w');
@@ -420,8 +430,7 @@ describe('QoS 2 across a SIGKILL (command line broker, lmdb)', () => {
       await sub.connect(port, false);
       await sub.serve(400);
       child.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
-      rmSync(config, { force: true });
+      cleanUp();
 
       const texts = [...[...Array(SHIFT).keys()].map((i) => `w${i + 1}`), ...[...Array(QUEUED).keys()].map((i) => `m${i + 1}`)];
       const wrong = texts.filter((t) => sub.delivered.get(t) !== 1);
