@@ -33,7 +33,7 @@ describe('QoS 2 and the commit (a store on disk whose commits are held)', () => 
     for (const b of brokers) await b.close();
   });
 
-  test('[MQTT-4.3.3-6] a persistent session is sent PUBREL only once its PUBREL state is committed; a session that is not kept at once', async () => {
+  test('[MQTT-4.3.3-6] (5.0) a persistent session is sent PUBREL only once its PUBREL state is committed; a session that is not kept at once', async () => {
     const b = await start();
     brokers.push(b.broker);
     const keeper = await rawConnect(b.port, 5, { clientId: 'rel-keeper', clean: false, properties: { sessionExpiryInterval: 3600 } });
@@ -61,7 +61,7 @@ describe('QoS 2 and the commit (a store on disk whose commits are held)', () => 
     for (const c of [keeper, passer, pub]) c.raw.close();
   });
 
-  test('[MQTT-4.3.3-10] a QoS 2 PUBLISH of a persistent session reaches the connected subscribers only once it is committed, its QoS 0/1 ones at once; [MQTT-4.6.0-5] what follows it on the topic stays behind it', async () => {
+  test('[MQTT-4.3.3-10] (5.0) a QoS 2 PUBLISH of a persistent session reaches the connected subscribers only once it is committed, its QoS 0/1 ones at once; [MQTT-4.6.0-5] what follows it on the topic stays behind it', async () => {
     const b = await start();
     brokers.push(b.broker);
     // one subscriber at QoS 2, one (persistent, 5.0) at QoS 1: the message reaches the latter downgraded
@@ -208,7 +208,7 @@ describe('QoS 2 and the commit (a store on disk whose commits are held)', () => 
 
 /**
  * A subscriber that keeps its QoS 2 receiver state across connections, as a client must
- * ([MQTT-4.3.3-10]): a PUBLISH with a packet id not released yet is a duplicate; PUBREL releases it.
+ * ([MQTT-4.3.3-10] (5.0)): a PUBLISH with a packet id not released yet is a duplicate; PUBREL releases it.
  * It counts what its application is given.
  */
 class Subscriber {
@@ -356,7 +356,7 @@ describe('QoS 2 across a SIGKILL (command line broker, lmdb)', () => {
     return { sub, pub };
   };
 
-  test(`[MQTT-4.3.3-6] a broker killed as its first PUBREL reaches the subscriber delivers each QoS 2 message exactly once after the restart (${ROUNDS} times, ${COUNT} messages)`, async () => {
+  test(`[MQTT-4.3.3-6] (5.0) a broker killed as its first PUBREL reaches the subscriber delivers each QoS 2 message exactly once after the restart (${ROUNDS} times, ${COUNT} messages)`, async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const { args, cleanUp } = roundBroker();
       let { child, port } = await spawnMidge(args);

@@ -225,7 +225,7 @@ function alive(child: ChildProcess): boolean {
 }
 
 describe('an LMDB data dir whose disk fills up (command line broker)', () => {
-  test('[MQTT-4.3.2-4] the broker goes on: publishes it cannot store are refused (5.0: 0x83), others are served, and once there is room again it stores and acknowledges; nothing acknowledged is lost across a restart', async (t: TestContext) => {
+  test('[MQTT-4.3.2-4] (5.0) the broker goes on: publishes it cannot store are refused (5.0: 0x83), others are served, and once there is room again it stores and acknowledges; nothing acknowledged is lost across a restart', async (t: TestContext) => {
     const mounted = mountTmpfs('4m');
     if ('skip' in mounted) {
       t.skip(mounted.skip);

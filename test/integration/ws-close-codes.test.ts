@@ -79,11 +79,11 @@ describe('WebSocket close codes say why the broker closed (RFC 6455 7.4.1)', () 
     assert.equal(await closeCodeAfter(port, gen({ cmd: 'pingreq' })), 1002);
   });
 
-  test('[MQTT-4.8.0-1] a malformed packet after CONNECT (SUBSCRIBE with reserved flags 0000) is closed with 1002', async () => {
+  test('[MQTT-4.8.0-1] (3.1.1) a malformed packet after CONNECT (SUBSCRIBE with reserved flags 0000) is closed with 1002', async () => {
     assert.equal(await closeCodeAfter(port, connect('malformed'), Buffer.from('8006000100012f00', 'hex')), 1002);
   });
 
-  test('[MQTT-4.13.1-1] a 5.0 protocol error (a second CONNECT) is closed with 1002 after its DISCONNECT 0x82', async () => {
+  test('[MQTT-4.13.1-1] (5.0) a 5.0 protocol error (a second CONNECT) is closed with 1002 after its DISCONNECT 0x82', async () => {
     const c = await open(port);
     c.ws.send(connect('twice', 5));
     c.ws.send(connect('twice', 5));
@@ -114,7 +114,7 @@ describe('WebSocket close codes say why the broker closed (RFC 6455 7.4.1)', () 
   });
 
   for (const version of [4, 5]) {
-    test(`[MQTT-3.2.2-7] a refused CONNECT (authentication, MQTT ${version === 5 ? '5.0' : '3.1.1'}) is closed with 1008 (policy violation) after its CONNACK`, async () => {
+    test(`[MQTT-3.2.2-7] (5.0) a refused CONNECT (authentication, MQTT ${version === 5 ? '5.0' : '3.1.1'}) is closed with 1008 (policy violation) after its CONNACK`, async () => {
       const c = await open(port);
       c.ws.send(connect('refused', version));
       assert.equal(await withTimeout(c.closed), 1008);
