@@ -11,6 +11,12 @@ import { closeUnacknowledged } from './unacknowledged.js';
 
 /** Retained messages owed at once beyond which memory is measured first. */
 const LARGE_OWE = 10_000;
+/**
+ * Bytes of PUBLISH writes held behind a commit beyond which the connection counts as congested, as
+ * a socket's full write buffer does: QoS 0 then waits in the session queue, under its limits,
+ * instead of piling up in the held writes for as long as the commit takes.
+ */
+const HELD_CONGESTED_BYTES = 64 * 1024;
 
 /**
  * QoS 2 messages whose deliveries wait for the commit that records them (see accept() in
@@ -78,6 +84,8 @@ export class Outbound {
    * behind any QoS 2 PUBLISH it is sent (see inflightStored): QoS 0/1 traffic alone is never held.
    */
   private held: Deque<HeldWrite> | undefined;
+  /** what `held` holds, in bytes */
+  private heldBytes = 0;
   /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
   private pubrels: Deque<PendingPubrel> | undefined;
   /** the latest commit a QoS 2 PUBLISH waits for: those of one turn share it (see inflightStored) */
@@ -92,7 +100,7 @@ export class Outbound {
     if (session === undefined) return;
     // Order is kept per session: once anything waits in the queue, or retained messages are owed,
     // newcomers wait behind it.
-    if (!session.hasWaiting && (qos === 0 ? !this.ch.conn.congested : session.inflight.size < this.window)) {
+    if (!session.hasWaiting && (qos === 0 ? !this.congested : session.inflight.size < this.window)) {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
@@ -116,8 +124,13 @@ export class Outbound {
       session !== undefined &&
       !session.hasWaiting &&
       session.inflight.size < this.window &&
-      !this.ch.conn.congested
+      !this.congested
     );
+  }
+
+  /** The socket's write buffer is full, or as much is held behind a commit. */
+  private get congested(): boolean {
+    return this.ch.conn.congested || this.heldBytes >= HELD_CONGESTED_BYTES;
   }
 
   /**
@@ -156,7 +169,7 @@ export class Outbound {
         this.ch.broker.counters.dropped.expired++;
         continue;
       }
-      if (d.qos === 0 ? this.ch.conn.congested : session.inflight.size >= this.window) break;
+      if (d.qos === 0 ? this.congested : session.inflight.size >= this.window) break;
       session.takeWaiting();
       this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share, true);
     }
@@ -269,17 +282,25 @@ export class Outbound {
     if (held === undefined) return;
     if (this.ch.state !== 'connected') {
       // the connection is gone: what is in flight goes again (DUP 1) when the session is resumed
-      this.held = undefined;
+      this.dropHeld();
       return;
     }
     for (let w = held.peek(); w !== undefined; w = held.peek()) {
       // the one in front waits for a later commit: its release flushes the rest
       if ((w.entry !== undefined && !w.entry.done) || unstored.has(w.message)) return;
       held.shift();
+      this.heldBytes -= w.bytes.length + (w.payload?.length ?? 0);
       if (w.payload === undefined) this.ch.conn.write(w.bytes);
       else this.ch.conn.writeFrame(w.bytes, w.payload);
     }
+    this.dropHeld();
+    // QoS 0 that waited in the queue while as much was held goes now
+    this.pump();
+  }
+
+  private dropHeld(): void {
     this.held = undefined;
+    this.heldBytes = 0;
   }
 
   private send(
@@ -357,7 +378,7 @@ export class Outbound {
         finished();
         // not on disk: the client is closed without it; the entry, kept in memory, goes again (DUP 1),
         // once its commit is over, when the client resumes the session
-        this.held = undefined;
+        this.dropHeld();
         closeUnacknowledged(this.ch, err);
       },
     );
@@ -374,7 +395,9 @@ export class Outbound {
     if (this.held !== undefined || entry !== undefined || (unstored.size > 0 && unstored.has(message))) {
       const waiting = unstored.get(message);
       if (waiting !== undefined && waiting[waiting.length - 1] !== this) waiting.push(this);
-      (this.held ??= new Deque<HeldWrite>()).push({ message, bytes, payload: frame.inline ? undefined : frame.payload, entry });
+      const payload = frame.inline ? undefined : frame.payload;
+      (this.held ??= new Deque<HeldWrite>()).push({ message, bytes, payload, entry });
+      this.heldBytes += bytes.length + (payload?.length ?? 0);
       return;
     }
     if (frame.inline) this.ch.conn.write(bytes);

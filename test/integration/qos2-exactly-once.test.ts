@@ -61,6 +61,36 @@ describe('QoS 2 and the commit (a store on disk whose commits are held)', () => 
     for (const c of [keeper, passer, pub]) c.raw.close();
   });
 
+  test('QoS 0 behind a held QoS 2 PUBLISH waits in the session queue, under its limits, once 64 KB are held: what the commit holds up is bounded', async () => {
+    const held = new CommitFaultStore();
+    const broker = await createBroker({ store: held, sysInterval: 0, limits: { maxQueuedMessages: 10 } });
+    brokers.push(broker);
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const sub = await rawConnect(port, 4, { clientId: 'flood-sub', clean: false });
+    await rawSubscribe(sub.raw, 4, 1, [{ topic: 'flood/#', qos: 2 }]);
+    const pub = await rawConnect(port, 4, { clientId: 'flood-pub', clean: true });
+    await new Promise((r) => setTimeout(r, 50));
+
+    held.hold();
+    // a QoS 2 PUBLISH to a persistent session waits for its inflight entry's commit; 200 KB of QoS 0 follow
+    pub.raw.sendPacket({ cmd: 'publish', topic: 'flood/a', payload: Buffer.from('first'), qos: 2, messageId: 1, retain: false, dup: false }, 4);
+    const filler = Buffer.alloc(1000, 0x61);
+    for (let i = 0; i < 200; i++) {
+      pub.raw.sendPacket({ cmd: 'publish', topic: 'flood/a', payload: Buffer.concat([Buffer.from(`${String(i).padStart(3, '0')}:`), filler]), qos: 0, retain: false, dup: false }, 4);
+    }
+    assert.deepEqual(await drainFor(sub.raw, 300), [], 'all of it waits behind the commit');
+    held.release();
+    const got = publishes(await drainFor(sub.raw, 500));
+    assert.equal(got[0], 'first');
+    const seq = got.slice(1).map((p) => Number(p.slice(0, 3)));
+    assert.ok(seq.length < 120, `${seq.length} QoS 0 messages came: held without bound`);
+    assert.ok(seq.length >= 60, `${seq.length} QoS 0 messages came: those held before 64 KB and the queue's 10`);
+    assert.deepEqual(seq, [...seq].sort((a, b) => a - b), 'in the order published');
+    assert.ok((broker.stats.droppedByReason.queueFull ?? 0) > 0, 'the queue\'s limit dropped the rest');
+    sub.raw.close();
+    pub.raw.close();
+  });
+
   test('[MQTT-4.3.3-10] (5.0) a QoS 2 PUBLISH of a persistent session reaches the connected subscribers only once it is committed, its QoS 0/1 ones at once; [MQTT-4.6.0-5] what follows it on the topic stays behind it', async () => {
     const b = await start();
     brokers.push(b.broker);
