@@ -9,7 +9,7 @@ import type { Channel } from '../channel.js';
 import { isPromise, settle } from '../maybe-promise.js';
 import { isSysTopic } from '../../topic/sys-topic.js';
 import { PublishQuota } from '../publish-quota.js';
-import { closeUnacknowledged } from '../unacknowledged.js';
+import { afterCommit, closeUnacknowledged } from '../unacknowledged.js';
 import { holdUntilStored, releaseStored } from '../outbound.js';
 
 /**
@@ -57,16 +57,7 @@ export function handlePublish(ch: Channel, p: PublishPacket): Promise<void> | un
     // but not before the first copy's packet id is on disk (it may be a resend after a reconnect,
     // while that commit is under way or the disk is full), or a crash would lose the message
     const packetId = p.packetId as number;
-    const disk = session.journal === undefined ? undefined : ch.broker.committed();
-    if (disk === undefined) ch.send({ type: 'pubrec', packetId });
-    else {
-      void disk.then(
-        () => {
-          if (ch.state === 'connected') ch.send({ type: 'pubrec', packetId });
-        },
-        (err: unknown) => closeUnacknowledged(ch, err),
-      );
-    }
+    afterCommit(ch, session.journal === undefined ? undefined : ch.broker.committed(), () => ch.send({ type: 'pubrec', packetId }));
     return undefined;
   }
   if (p.qos > 0 && v5 && ch.pendingQos1 + session.incomingQos2.size >= settings.receiveMaximum) {
@@ -228,15 +219,7 @@ export function handlePubrel(ch: Channel, p: AckPacket): void {
   const rc = known || ch.version !== 5 ? RC.Success : RC.PacketIdentifierNotFound;
   const pubcomp = ackPacket('pubcomp', p.packetId, rc, known ? undefined : 'unknown packet identifier');
   // PUBCOMP only once the released id is on disk: a restart must not take a new message for a resend
-  const committed = known ? ch.broker.committed() : undefined;
-  if (committed === undefined) {
-    ch.send(pubcomp);
-    return;
-  }
-  void committed.then(
-    () => ch.state === 'connected' && ch.send(pubcomp),
-    (err: unknown) => closeUnacknowledged(ch, err),
-  );
+  afterCommit(ch, known ? ch.broker.committed() : undefined, () => ch.send(pubcomp));
 }
 
 function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number, reason?: string): AckPacket {
