@@ -1,9 +1,9 @@
 import { Buffer } from 'node:buffer';
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { lockDataDir, type DataDirLock } from './dir-lock.js';
-import { exitOnFatal, LmdbWrites } from './lmdb-writes.js';
+import { exitOnFatal, kib, LmdbWrites, reserveFor } from './lmdb-writes.js';
 import type { Delivery, Message, ShareRef } from '../session/message.js';
 import type { Subscription } from '../session/session.js';
 import { STORE_FORMAT, StoreError, type InflightRecord, type SessionRecord, type Store, type StoredSession, type StoredState, type WillRecord } from './store.js';
@@ -133,6 +133,7 @@ export class LmdbStore implements Store {
   static open(dir: string): LmdbStore {
     let env: RootDatabase;
     checkDataFile(join(dir, 'data.mdb'));
+    checkRoomToOpen(dir);
     try {
       mkdirSync(dir, { recursive: true });
       // LmdbWrites batches each turn's writes itself (see there)
@@ -505,20 +506,64 @@ function mainKeys(env: RootDatabase): { ours: Set<string>; foreign: unknown[] } 
   return { ours, foreign };
 }
 
+/**
+ * What opening may write besides the reserve: a lock file (3 pages, mapped: see checkRoomToOpen)
+ * and a new data file's first pages (its 2 meta pages, the named databases and the format row,
+ * about 10 more), with room to spare for larger pages.
+ */
+const OPEN_BYTES = 64 * 1024;
+
+/**
+ * LMDB maps its lock file and touches its pages in place: on a file system that cannot back a page
+ * that is SIGBUS, which ends the process with no word of why (with a page or two left, LMDB gets
+ * further and crashes on a data file it could not finish). And a broker that starts below the
+ * reserve LmdbWrites keeps could store nothing: every write would wait for room. So the store is
+ * not opened unless the data dir's file system has the reserve and what opening writes.
+ */
+function checkRoomToOpen(dir: string): void {
+  // the dir may not exist yet: it is made on the file system of the nearest dir that does
+  let at = resolve(dir);
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
+  let free: number;
+  let size: number;
+  try {
+    const s = statfsSync(at);
+    free = Number(s.bavail) * Number(s.bsize);
+    size = Number(s.blocks) * Number(s.bsize);
+  } catch {
+    // a file system that cannot tell: as LmdbWrites, LMDB finds out
+    return;
+  }
+  const reserve = reserveFor(size);
+  if (free >= reserve + OPEN_BYTES) return;
+  throw new StoreError(
+    `the file system of the data dir ${dir} is full: ${kib(free)} free, the store needs ${kib(reserve + OPEN_BYTES)} to open (${kib(reserve)} of it kept in reserve); free some space on it and start again`,
+  );
+}
+
 /** LMDB's meta page magic, at byte 24 of the data file (after the page header). */
 const LMDB_MAGIC = 0xbeefc0de;
+/**
+ * A data file starts with two meta pages, written at once when it is made, and a page is 4 KiB at
+ * least: anything stored comes after them.
+ */
+const MIN_DATA_FILE = 2 * 4096;
 
 /**
  * LMDB trusts its data file and can crash the process on one that is not an LMDB file at all, so
- * the magic number is checked first: a damaged or foreign file is an error, not a crash.
+ * the magic number is checked first: a damaged or foreign file is an error, not a crash. So is one
+ * whose making was cut short (a full disk stops LMDB's write of the meta pages after the first;
+ * LMDB then crashes on every open of it).
  */
 function checkDataFile(path: string): void {
   if (!existsSync(path)) return;
   const head = Buffer.alloc(32);
   let read = 0;
+  let size = 0;
   try {
     const fd = openSync(path, 'r');
     try {
+      size = fstatSync(fd).size;
       read = readSync(fd, head, 0, head.length, 0);
     } finally {
       closeSync(fd);
@@ -526,7 +571,11 @@ function checkDataFile(path: string): void {
   } catch (err) {
     throw new StoreError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (read < head.length || head.readUInt32LE(24) !== LMDB_MAGIC) {
+  const lmdb = read === head.length && head.readUInt32LE(24) === LMDB_MAGIC;
+  if (size === 0 || (lmdb && size < MIN_DATA_FILE)) {
+    throw new StoreError(`${path} is incomplete (${size} bytes): making it was cut short, by a full disk or a crash, before anything was stored in it; remove it and start again`);
+  }
+  if (!lmdb) {
     throw new StoreError(`${path} is corrupted or not a Midge data file`);
   }
 }

@@ -444,8 +444,11 @@ function sizeOf(v: unknown, depth: number): number {
   return n;
 }
 
-/** Kept free on the data dir's file system: a 64th of it, at least 128 KiB and at most 64 MiB. */
-function reserveFor(size: number): number {
+/**
+ * Kept free on the data dir's file system: a 64th of it, at least 128 KiB and at most 64 MiB. A
+ * batch that would eat into it waits, and a store is not opened without it (LmdbStore.open).
+ */
+export function reserveFor(size: number): number {
   return Math.min(64 * 1024 * 1024, Math.max(128 * 1024, Math.floor(size / 64)));
 }
 
@@ -476,7 +479,7 @@ function describe(err: unknown): string {
   return message.startsWith('Commit failed') ? 'the transaction failed' : message;
 }
 
-function kib(bytes: number): string {
+export function kib(bytes: number): string {
   return `${Math.max(0, Math.round(bytes / 1024))} KiB`;
 }
 
