@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Packet } from '../codec/packets.js';
-import { OversizedConnect, PacketParser } from '../codec/parser.js';
+import { OversizedConnect, PacketParser, type PacketSink } from '../codec/parser.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
 import type { ConnectionPort } from '../protocol/ports.js';
 import type { WheelEntry } from './timer-wheel.js';
@@ -84,7 +84,7 @@ function onSocketClose(this: Duplex): void {
  * Joins a socket, the incremental parser and a protocol channel: every complete packet of a chunk
  * is handled in turn; what they write is held and leaves through the write batcher.
  */
-export class Connection implements ConnectionPort, WheelEntry {
+export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   readonly socket: Duplex;
   readonly remoteAddress: string;
   readonly certificateUsername: string | undefined;
@@ -122,12 +122,7 @@ export class Connection implements ConnectionPort, WheelEntry {
     this.host.stats.bytesReceived += chunk.length;
     this.host.batcher.chunkStart(this.socket);
     try {
-      const packets = this.parser.push(chunk);
-      if (packets.length > 0 && this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
-      for (let i = 0; i < packets.length; i++) {
-        handler.handleIn(packets[i] as Packet);
-        if (this.closing) break;
-      }
+      this.parser.feed(chunk, this);
       const err = this.parser.error;
       if (err !== undefined && !this.closing) {
         // refused before any client identifier is known, so this is all the log can say of it
@@ -140,6 +135,13 @@ export class Connection implements ConnectionPort, WheelEntry {
     } finally {
       this.host.batcher.chunkDone();
     }
+  }
+
+  /** @internal each packet of a read, as the parser decodes it; true stops the read */
+  packet(packet: Packet): boolean {
+    if (this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
+    (this.handler as PacketHandler).handleIn(packet);
+    return this.closing;
   }
 
   /** @internal */

@@ -4,11 +4,14 @@ import type { Writable } from 'node:stream';
 const MAX_WAITING_SOCKETS = 32;
 const FULL_WRITE_BYTES = 16384;
 
-const PENDING = Symbol('midge.pendingOutput');
+/** the first frame a socket holds; most turns hold one, which then needs no array */
+const FIRST = Symbol('midge.pendingFirst');
+/** the frames after the first, once there are any */
+const REST = Symbol('midge.pendingRest');
 const PENDING_BYTES = Symbol('midge.pendingBytes');
 /** what the socket holds leaves at the end of this turn: a delivery, or replies that waited a turn */
 const DUE = Symbol('midge.due');
-type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: number; [DUE]?: boolean };
+type Batched = Writable & { [FIRST]?: Buffer | undefined; [REST]?: Buffer[] | undefined; [PENDING_BYTES]?: number; [DUE]?: boolean };
 
 /**
  * Holds what is written to a socket until the end of the event-loop turn, so that what many
@@ -30,34 +33,58 @@ type Batched = Writable & { [PENDING]?: Buffer[] | undefined; [PENDING_BYTES]?: 
  * took 7-9% off latency from the median to the 98th percentile, at the same CPU per message.
  */
 export class WriteBatcher {
+  // The lists of sockets are kept and refilled, two of each swapped at the end of a turn: a turn
+  // that carries one message (a few thousand a second) allocated four arrays for them.
   /** sockets first written to in this turn */
-  private waiting: Batched[] = [];
+  private waiting: (Batched | undefined)[] = [];
+  private waitingCount = 0;
   /** replies held from the turn before, due at the end of this one */
-  private held: Batched[] = [];
+  private held: (Batched | undefined)[] = [];
+  private heldCount = 0;
+  private spareWaiting: (Batched | undefined)[] = [];
+  private spareHeld: (Batched | undefined)[] = [];
   private scheduled = false;
   /** the socket whose input is being handled: what is written to it is a reply to its sender */
   private reading: Writable | undefined = undefined;
   private readonly endOfTurn = (): void => {
     this.scheduled = false;
     const list = this.waiting;
+    const count = this.waitingCount;
     const held = this.held;
-    this.waiting = [];
-    this.held = [];
+    const heldCount = this.heldCount;
+    this.swap();
     // this turn's deliveries leave first: the replies held from the turn before would otherwise
     // put a write of their own (some 5 µs each) ahead of every delivery of this turn
-    for (let i = 0; i < list.length; i++) {
+    for (let i = 0; i < count; i++) {
       const s = list[i] as Batched;
-      if (s[PENDING] === undefined) continue;
+      list[i] = undefined;
+      if (s[FIRST] === undefined) continue;
       if (s[DUE] === true) {
         this.release(s);
       } else {
         s[DUE] = true;
-        this.held.push(s);
+        this.held[this.heldCount++] = s;
       }
     }
-    for (let i = 0; i < held.length; i++) this.release(held[i] as Batched);
-    if (this.held.length > 0) this.schedule();
+    for (let i = 0; i < heldCount; i++) {
+      const s = held[i] as Batched;
+      held[i] = undefined;
+      this.release(s);
+    }
+    if (this.heldCount > 0) this.schedule();
   };
+
+  /** Starts new lists; the caller empties the old ones, which become the spares. */
+  private swap(): void {
+    const waiting = this.waiting;
+    const held = this.held;
+    this.waiting = this.spareWaiting;
+    this.held = this.spareHeld;
+    this.spareWaiting = waiting;
+    this.spareHeld = held;
+    this.waitingCount = 0;
+    this.heldCount = 0;
+  }
 
   private schedule(): void {
     this.scheduled = true;
@@ -67,12 +94,21 @@ export class WriteBatcher {
   /** Writes what every socket holds. */
   private flush(): void {
     const list = this.waiting;
+    const count = this.waitingCount;
     const held = this.held;
-    if (list.length === 0 && held.length === 0) return;
-    this.waiting = [];
-    this.held = [];
-    for (let i = 0; i < list.length; i++) this.release(list[i] as Batched);
-    for (let i = 0; i < held.length; i++) this.release(held[i] as Batched);
+    const heldCount = this.heldCount;
+    if (count === 0 && heldCount === 0) return;
+    this.swap();
+    for (let i = 0; i < count; i++) {
+      const s = list[i] as Batched;
+      list[i] = undefined;
+      this.release(s);
+    }
+    for (let i = 0; i < heldCount; i++) {
+      const s = held[i] as Batched;
+      held[i] = undefined;
+      this.release(s);
+    }
   }
 
   /** Called before a chunk of the socket's input is handled. */
@@ -86,20 +122,21 @@ export class WriteBatcher {
    */
   chunkDone(): void {
     this.reading = undefined;
-    if (this.waiting.length + this.held.length >= MAX_WAITING_SOCKETS) this.flush();
+    if (this.waitingCount + this.heldCount >= MAX_WAITING_SOCKETS) this.flush();
   }
 
   /** Queues bytes for the socket; what reaches a full write's worth (16 KB) goes at once. */
   write(socket: Writable, bytes: Buffer): void {
     const s = socket as Batched;
-    const pending = s[PENDING];
-    if (pending === undefined) {
-      s[PENDING] = [bytes];
+    if (s[FIRST] === undefined) {
+      s[FIRST] = bytes;
       s[PENDING_BYTES] = bytes.length;
-      this.waiting.push(s);
+      this.waiting[this.waitingCount++] = s;
       if (!this.scheduled) this.schedule();
     } else {
-      pending.push(bytes);
+      const rest = s[REST];
+      if (rest === undefined) s[REST] = [bytes];
+      else rest.push(bytes);
       s[PENDING_BYTES] = (s[PENDING_BYTES] as number) + bytes.length;
     }
     if (socket !== this.reading) s[DUE] = true;
@@ -109,19 +146,23 @@ export class WriteBatcher {
   /** Writes what the socket holds now: before it is ended, so that nothing written is left behind. */
   release(socket: Writable): void {
     const s = socket as Batched;
-    const pending = s[PENDING];
-    if (pending === undefined) return;
-    s[PENDING] = undefined;
+    const first = s[FIRST];
+    if (first === undefined) return;
+    const rest = s[REST];
+    s[FIRST] = undefined;
+    s[REST] = undefined;
     s[DUE] = false;
     const bytes = s[PENDING_BYTES] as number;
-    if (pending.length === 1) {
-      socket.write(pending[0] as Buffer);
+    if (rest === undefined) {
+      socket.write(first);
     } else if (bytes < FULL_WRITE_BYTES) {
-      socket.write(Buffer.concat(pending, bytes));
+      rest.unshift(first);
+      socket.write(Buffer.concat(rest, bytes));
     } else {
       // a large payload is not worth copying: the cork sends the pieces in one writev
       socket.cork();
-      for (let i = 0; i < pending.length; i++) socket.write(pending[i] as Buffer);
+      socket.write(first);
+      for (let i = 0; i < rest.length; i++) socket.write(rest[i] as Buffer);
       socket.uncork();
     }
   }

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { WriteBatcher } from '../../../src/transport/write-batcher.js';
 
 /**
@@ -25,6 +27,19 @@ function recorder(): { stream: Writable; calls: number[]; bytes: number[] } {
     },
   });
   return { stream, calls, bytes };
+}
+
+/** Writes to `count` new streams, every other one as a reply to its own input; weak references to them. */
+function writeToMany(batcher: WriteBatcher, count: number): WeakRef<Writable>[] {
+  const refs: WeakRef<Writable>[] = [];
+  for (let i = 0; i < count; i++) {
+    const { stream } = recorder();
+    refs.push(new WeakRef(stream));
+    if (i % 2 === 0) batcher.chunkStart(stream);
+    write(batcher, stream, 10);
+    batcher.chunkDone();
+  }
+  return refs;
 }
 
 function write(batcher: WriteBatcher, stream: Writable, bytes: number): void {
@@ -200,5 +215,21 @@ describe('write batcher', () => {
     batcher.write(stream, payload);
     assert.equal(seen.length, 2);
     assert.ok(seen[1] === payload, 'the payload was copied');
+  });
+
+  test('the batcher keeps no socket once its output is written: a closed connection can be collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const batcher = new WriteBatcher();
+    // deliveries (written at the end of the turn) and replies (held one turn more) alike; made in
+    // a function of their own, so that no variable of this one still holds the last of them
+    const refs = writeToMany(batcher, 40);
+    await nextTurn();
+    await nextTurn();
+    await nextTurn();
+    gc();
+    await nextTurn();
+    gc();
+    assert.deepEqual(refs.flatMap((r, i) => (r.deref() !== undefined ? [i] : [])), []);
   });
 });
