@@ -5,6 +5,7 @@ import type { EnhancedAuthenticator } from '../hooks/authenticator.js';
 import { absentClient } from '../hooks/absent-client.js';
 import type { BrokerEvents, ClientInfo, Credentials, Hooks, MaybePromise, PublishInfo, SubscribeInfo } from '../hooks/types.js';
 import { isPromise, settle } from '../protocol/maybe-promise.js';
+import { isHeldUntilStored } from '../protocol/outbound.js';
 import type { BrokerPort, MessageCounters, OpenedSession, ProtocolSettings, SessionOwner } from '../protocol/ports.js';
 import { createMessage, isExpired, ownBytesInPlace, type Delivery, type Message, type ShareRef } from '../session/message.js';
 import { Session, type Subscription } from '../session/session.js';
@@ -282,13 +283,20 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       // what this message changed is durable once the turn's group commit is
       return message.qos > 0 ? this.committed() : undefined;
     }
-    this.routed += cluster.route(message, memo);
+    // a QoS 2 message whose deliveries here wait for its commit (publishHeld) goes to the other
+    // nodes only once that commit is over too, or they could have it twice after a crash
+    const held = message.qos === 2 && isHeldUntilStored(message);
+    this.routed += cluster.route(message, memo, held ? this.commitOfHeld : undefined);
     if (message.qos === 0) return undefined;
     const disk = this.committed();
-    const sent = cluster.sent();
+    // the publisher's forwards kept back behind a commit are with the other nodes before it is acknowledged
+    const sent = cluster.sent(message.senderId);
     if (sent === undefined || disk === undefined) return sent ?? disk;
     return Promise.all([disk, sent]).then(noop);
   }
+
+  /** the commit a held message's forward waits for, asked once it is routed here (its writes are in it then) */
+  private readonly commitOfHeld = (): Promise<void> | undefined => this.committed();
 
   /** Resolves when every change so far is on disk; undefined when nothing is waiting to get there. */
   committed(): Promise<void> | undefined {

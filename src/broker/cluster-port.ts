@@ -13,16 +13,22 @@ import type { WillScheduler } from './wills.js';
  * and none of this is consulted.
  */
 export interface ClusterPort {
-  /** Routes a message published on this node, here and to the nodes with matching subscribers; returns sessions reached here. */
-  route(message: Message, memo: MatchMemo | undefined): number;
+  /**
+   * Routes a message published on this node, here and to the nodes with matching subscribers;
+   * returns sessions reached here. `stored`, for a QoS 2 message whose deliveries here wait for
+   * the commit that records it, is called once it is routed here and gives that commit: the
+   * message goes to the other nodes once it is over, and its publisher's later messages behind it.
+   */
+  route(message: Message, memo: MatchMemo | undefined, stored?: () => Promise<void> | undefined): number;
   /**
    * Settles once every message routed so far that went to other nodes, and every QoS 1/2 retained
    * message set, is with Redis and no node it went to is too far behind (undefined when none is on
    * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared.
    * A QoS 1/2 publisher is acknowledged then, so it cannot outrun the other nodes, and
-   * acknowledgements keep the order of the messages.
+   * acknowledgements keep the order of the messages. With `publisher`, that client's messages kept
+   * back behind a commit (see route) are waited for too.
    */
-  sent(): Promise<void> | undefined;
+  sent(publisher?: string): Promise<void> | undefined;
   /** Settles once Redis has every route change of this node so far, announced to the other nodes; undefined when none is on its way. */
   routesShared(): Promise<void> | undefined;
   /** A retained message was set, or cleared (empty payload), on this node: every node applies it. */

@@ -59,6 +59,12 @@ const MAX_ROUTE_LINGER_MS = 60_000;
 const SETTLED_AWAY_KEEP_MS = 60_000;
 /** how long a stopping node waits for Redis to take its leave */
 const STOP_WAIT_MS = 3000;
+/**
+ * Bytes of one publisher's messages kept back behind a commit (see routeKeptBack) past which its
+ * QoS 0 messages are not sent to the other nodes. Its QoS 1/2 messages are bounded already: their
+ * acknowledgements wait for their forwards, and a client has only so many unacknowledged.
+ */
+const MAX_KEPT_BYTES = 1024 * 1024;
 
 /**
  * The prefix of the cluster's keys. In a Redis Cluster it is a hash tag (`{midge}`), so that all
@@ -131,6 +137,8 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly redispatchPlan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
+  /** by publisher (client id), its forwards kept back behind a QoS 2 message of its whose commit is under way (see routeKeptBack) */
+  private readonly kept = new Map<string, KeptBack>();
 
   constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
     this.core = core;
@@ -317,6 +325,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     await settlesWithin(this.legacy.stopTaking(), STOP_WAIT_MS);
     this.goneInboxes.stop();
     this.sharedRedispatch.stop();
+    // messages kept back behind a commit go once it is over (the store is closed next, so it soon
+    // is), and anyway then: left here, they would never reach the other nodes
+    if (this.kept.size > 0) await settlesWithin(Promise.allSettled([...this.kept.values()].map((k) => k.last)), STOP_WAIT_MS);
+    this.forwardAllKept();
     this.core.cluster = undefined;
     this.forwarder.flush();
     this.forwarder.stop();
@@ -471,11 +483,15 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   // ---- ClusterPort ----------------------------------------------------------------------------
 
-  route(message: Message, memo: MatchMemo | undefined): number {
+  route(message: Message, memo: MatchMemo | undefined, stored?: () => Promise<void> | undefined): number {
     // the broker's own $SYS topics describe this node alone
     if (isLocalTopic(message.topic)) return this.core.router.route(message, memo);
     const plan = this.plan;
     this.index.plan(message.topic, plan);
+    const publisher = message.senderId;
+    if (plan.nodes.size > 0 && publisher !== undefined && (stored !== undefined || (this.kept.size > 0 && this.kept.has(publisher)))) {
+      return this.routeKeptBack(message, memo, publisher, stored);
+    }
     // numbered when forwarded, so that a node it reached and a session moving there can tell it apart
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n, this.run);
@@ -483,6 +499,100 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
+  }
+
+  /**
+   * Exactly once across a crash, between nodes: a QoS 2 message of a persistent publisher reaches
+   * this node's connected subscribers only once the commit that records it (and its packet id) is
+   * over (publishHeld in protocol/handlers/publish.ts), and the other nodes' subscribers only then
+   * too. Forwarded at once, a node killed before that commit comes back without the packet id: the
+   * publisher, never sent PUBREC, sends the message again, it is taken as new and forwarded again,
+   * and a subscriber elsewhere that had the first copy gets it twice. So the message is routed here
+   * now (its deliveries go into that commit, their writes wait) and kept back from the other nodes
+   * until `stored()` settles; its PUBREC waits for the forward as well (sent(publisher)).
+   *
+   * A commit that fails lets the forward go all the same, as it lets the writes here go: the packet
+   * id is marked in memory, so this node takes the publisher's resend (after it is disconnected,
+   * unacknowledged) for a duplicate and does not route it again; kept back, the message would
+   * reach no other node at all.
+   *
+   * Order: the publisher's later messages to other nodes, whatever their QoS and topic, are kept
+   * back behind it and leave after it, in the order published, even those whose own forward need
+   * not wait; a subscriber on another node then sees a held QoS 2 message and the QoS 1 message
+   * its publisher sent next in that order, as a subscriber here that matches both does (its
+   * connection holds every later PUBLISH behind the held one). [MQTT-4.6.0-5] only orders a
+   * publisher's messages of one topic and QoS, but a QoS 2 message reaches a QoS 1 subscription as
+   * QoS 1, and which subscriptions another node has is not known here. A subscriber here that
+   * matches only the later message has it at once; another node's, after the commit. Messages of
+   * other publishers (QoS 0/1, a clean session's QoS 2) are not kept back: their forwards leave at
+   * once, as before.
+   *
+   * Numbers (`n`, see route) are given as forwards leave, so that each node sees this node's
+   * numbers grow (ArrivalLog). What that leaves inexact lasts one commit: a session taken from a
+   * gone node meanwhile counts the message among those this node took since (GoneInboxes.arrived
+   * is told at the forward), and a session handed over from here sends it on in a tail without its
+   * origin (numbered later), for the node it went to to tell from its own copy.
+   */
+  private routeKeptBack(message: Message, memo: MatchMemo | undefined, publisher: string, stored: (() => Promise<void> | undefined) | undefined): number {
+    const plan = this.plan;
+    let kept = this.kept.get(publisher);
+    const size = message.payload.length + message.topic.length;
+    if (message.qos === 0 && kept !== undefined && kept.bytes + size > MAX_KEPT_BYTES) {
+      // a publisher flooding QoS 0 behind a commit that takes long: the rest is not sent to
+      // the other nodes, as a congested subscriber's queue drops it here
+      this.counters.forwardDropped += plan.nodes.size;
+      return this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
+    }
+    const entry: KeptForward = { message, size, nodes: new Map(plan.nodes), waiting: false, sent: deferred() };
+    if (this.moves.active) this.moves.noteRoute(message, this.nodeId, 0, this.run);
+    const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
+    if (kept === undefined) {
+      kept = { queue: [], bytes: 0, last: entry.sent.promise };
+      this.kept.set(publisher, kept);
+    }
+    kept.queue.push(entry);
+    kept.bytes += size;
+    kept.last = entry.sent.promise;
+    // asked only now: the deliveries just routed here are in it
+    const disk = stored?.();
+    if (disk !== undefined) {
+      entry.waiting = true;
+      const release = (): void => {
+        entry.waiting = false;
+        this.forwardKept(publisher);
+      };
+      void disk.then(release, release);
+    }
+    this.forwardKept(publisher);
+    return here;
+  }
+
+  /** Forwards the publisher's messages kept back, in order, up to the first still waiting for its commit. */
+  private forwardKept(publisher: string): void {
+    const kept = this.kept.get(publisher);
+    if (kept === undefined) return;
+    const queue = kept.queue;
+    let i = 0;
+    for (; i < queue.length; i++) {
+      const e = queue[i] as KeptForward;
+      if (e.waiting) break;
+      kept.bytes -= e.size;
+      const n = ++this.forwardedCount;
+      this.moves.numbered(e.message, n);
+      if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
+      this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
+      const sent = this.forwarder.sent();
+      if (sent === undefined) e.sent.resolve();
+      else sent.then(e.sent.resolve, e.sent.reject);
+    }
+    if (i > 0) queue.splice(0, i);
+    if (queue.length === 0) this.kept.delete(publisher);
+  }
+
+  /** Forwards everything kept back at once (the node is leaving): what is not sent now never is. */
+  private forwardAllKept(): void {
+    for (const kept of this.kept.values()) for (const e of kept.queue) e.waiting = false;
+    for (const publisher of [...this.kept.keys()]) this.forwardKept(publisher);
   }
 
   /**
@@ -503,8 +613,11 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     return reached === wanted.size;
   }
 
-  sent(): Promise<void> | undefined {
-    return this.forwarder.sent();
+  sent(publisher?: string): Promise<void> | undefined {
+    const turn = this.forwarder.sent();
+    const kept = publisher === undefined || this.kept.size === 0 ? undefined : this.kept.get(publisher)?.last;
+    if (kept === undefined) return turn;
+    return turn === undefined ? kept : Promise.all([turn, kept]).then(noop);
   }
 
   routesShared(): Promise<void> | undefined {
@@ -615,3 +728,45 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
 const NO_GROUPS = (): boolean => false;
 const NO_SESSIONS = (): boolean => false;
+const NO_LOCAL_GROUPS: Set<string> = new Set();
+
+function noop(): void {}
+
+/** A message forwarded once it, and what its publisher sent before it, may leave. */
+interface KeptForward {
+  readonly message: Message;
+  /** its payload and topic, in bytes */
+  readonly size: number;
+  /** the nodes it goes to, with their shared groups, as planned when it was routed here */
+  readonly nodes: Map<string, string[]>;
+  /** its commit is under way */
+  waiting: boolean;
+  /** settles once it is with Redis, as sent() does */
+  readonly sent: Deferred;
+}
+
+/** One publisher's forwards kept back, in the order published, and when the last is with Redis. */
+interface KeptBack {
+  readonly queue: KeptForward[];
+  /** what the queue holds, in bytes */
+  bytes: number;
+  last: Promise<void>;
+}
+
+interface Deferred {
+  readonly promise: Promise<void>;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // its publisher, when it waits, sees a rejection; otherwise nobody does
+  promise.catch(noop);
+  return { promise, resolve, reject };
+}

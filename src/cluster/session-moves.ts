@@ -222,6 +222,12 @@ export class SessionMoves {
     this.routes.set(message, { from, run, n, seq: ++this.noted });
   }
 
+  /** A message this node noted unnumbered (its forward kept back behind a commit) is forwarded now, as its `n`th. */
+  numbered(message: Message, n: number): void {
+    const route = this.routes.get(message);
+    if (route !== undefined && route.n === 0) route.n = n;
+  }
+
   /** The node a session went to has resumed it: what that node sends from now on reached it there. */
   adopted(clientId: string): void {
     const move = this.moving.get(clientId);

@@ -31,6 +31,11 @@ export function holdUntilStored(message: Message): void {
   unstored.set(message, []);
 }
 
+/** Whether the writes of `message` wait for its commit (holdUntilStored, not released yet). */
+export function isHeldUntilStored(message: Message): boolean {
+  return unstored.size > 0 && unstored.has(message);
+}
+
 /** `message` is on disk (or will never be): what was held for it goes out, later sends go at once. */
 export function releaseStored(message: Message): void {
   const waiting = unstored.get(message);

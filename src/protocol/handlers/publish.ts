@@ -170,7 +170,8 @@ function accept(ch: Channel, p: PublishPacket, message: Message): undefined {
  * packet id is marked in memory, so this broker would take a resend as a duplicate and the message
  * would otherwise be lost; the publisher's connection is closed as for any failed commit.
  * Publishers whose session ends with their connection do not resend after a restart, and QoS 0/1
- * (duplicates allowed) never wait. In a cluster, other nodes are sent the message at once.
+ * (duplicates allowed) never wait. In a cluster, the other nodes are sent the message once that
+ * commit is over too, and on a failed one all the same (see RedisCluster.routeKeptBack).
  */
 function publishHeld(ch: Channel, message: Message, memo: MatchMemo): void | Promise<void> {
   holdUntilStored(message);
