@@ -32,6 +32,14 @@ export interface PublishFrame {
  */
 export const INLINE_PAYLOAD = 1024;
 
+/** The size of the PUBLISH encodePublishFrame would make of these, without making it. */
+export function publishFrameSize(topic: string, payloadLength: number, qos: QoS, version: ProtocolVersion, properties?: Properties): number {
+  const propsLen = version === 5 ? propertiesLength(properties) : 0;
+  const variable = 2 + utf8Length(topic) + (qos > 0 ? 2 : 0) + (version === 5 ? varintSize(propsLen) + propsLen : 0);
+  const remaining = variable + payloadLength;
+  return 1 + varintSize(remaining) + remaining;
+}
+
 export function encodePublishFrame(
   topic: string,
   payload: Buffer,

@@ -1,5 +1,5 @@
 import type { Properties, ProtocolVersion, QoS } from '../codec/packets.js';
-import { encodePublishFrame, type PublishFrame } from '../codec/publish-frame.js';
+import { encodePublishFrame, publishFrameSize, type PublishFrame } from '../codec/publish-frame.js';
 import { remainingExpiry, type Clock, type Message } from '../session/message.js';
 
 /**
@@ -71,7 +71,12 @@ function outgoingProperties(
 
 /**
  * A PUBLISH using a topic alias: the topic in full with the alias the first time, the alias alone
- * (empty topic) after that. Encoded per connection; only the small head is new, the payload is shared.
+ * (empty topic) after that. Encoded per connection; only the small head is new, the payload is
+ * shared. Undefined when that frame would be over `maxSize`: the alias property can grow the first
+ * frame by 5 bytes (3, and a byte more in each of two lengths), and a short topic's alias-only
+ * frame can be larger than its full one; the frame without an alias is sent then. `alias` is asked
+ * for only once the frame fits, so that no alias is assigned (perhaps taken from another topic)
+ * for a frame that does not carry it.
  */
 export function aliasedFrame(
   message: Message,
@@ -79,10 +84,16 @@ export function aliasedFrame(
   retain: boolean,
   subscriptionIds: number[] | undefined,
   clock: Clock,
-  alias: number,
+  alias: number | (() => number),
   topicKnown: boolean,
-): PublishFrame {
+  maxSize: number,
+): PublishFrame | undefined {
   const remaining = remainingExpiry(message, clock);
-  const properties: Properties = { ...outgoingProperties(message, remaining, subscriptionIds), topicAlias: alias };
-  return encodePublishFrame(topicKnown ? '' : message.topic, message.payload, qos, retain, 5, properties);
+  // every alias number is a two-byte integer: the size does not depend on which
+  const properties: Properties = { ...outgoingProperties(message, remaining, subscriptionIds), topicAlias: 1 };
+  const topic = topicKnown ? '' : message.topic;
+  // [MQTT-3.1.2-24] (5.0)
+  if (publishFrameSize(topic, message.payload.length, qos, 5, properties) > maxSize) return undefined;
+  properties.topicAlias = typeof alias === 'number' ? alias : alias();
+  return encodePublishFrame(topic, message.payload, qos, retain, 5, properties);
 }

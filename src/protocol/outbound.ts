@@ -329,13 +329,13 @@ export class Outbound {
     }
     const aliases = this.aliases;
     if (aliases !== undefined && message.topic.length > 2) {
+      // a frame with the alias that would be over the client's maximum leaves without it (the full one fits)
       const known = aliases.known(message.topic);
-      if (known !== 0) {
-        frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, known, true);
-      } else if (frame.size + 4 <= maxSize) {
-        // the alias property adds at most 4 bytes to the first send: only assign one when that fits
-        frame = aliasedFrame(message, qos, retain, subscriptionIds, clock, aliases.assign(message.topic), false);
-      }
+      const aliased =
+        known !== 0
+          ? aliasedFrame(message, qos, retain, subscriptionIds, clock, known, true, maxSize)
+          : aliasedFrame(message, qos, retain, subscriptionIds, clock, () => aliases.assign(message.topic), false, maxSize);
+      if (aliased !== undefined) frame = aliased;
     }
     this.ch.broker.counters.sent[qos]++;
     if (qos === 0) {

@@ -83,4 +83,47 @@ describe('MQTT 5 outbound topic aliases (5.0)', () => {
     await done;
     assert.deepEqual(got, ['js/a', 'js/b', 'js/a', 'js/c', 'js/d', 'js/a']);
   });
+
+  test('[MQTT-3.1.2-24] (5.0) a topic alias never takes a PUBLISH over the client\'s Maximum Packet Size', async () => {
+    // A user property of 125 bytes of properties: the alias (3 bytes) makes the property length a
+    // two-byte number, and near 16,384 bytes the remaining length a three-byte one. The payloads
+    // sweep those edges; every full-topic frame fits the client's maximum, so every message is due.
+    const userProperties = { k: 'v'.repeat(119) };
+    const sizeOf = (p: mqttPacket.Packet): number => {
+      const remaining = (p as { length: number }).length;
+      return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : 3) + remaining;
+    };
+    const pub = await connectClient(b.port, { protocolVersion: 5, clientId: 'alias-size-pub' });
+
+    // the first frame of a topic, which carries the topic and a newly assigned alias
+    const first = await rawSubscriber(b.port, 'alias-size-first', { topicAliasMaximum: 100, maximumPacketSize: 16389 }, 'asz/#');
+    // remaining length without the alias: 2 + 6 (asz/NN) + 1 + 125 + payload, 16,372 to 16,385
+    const payloads = Array.from({ length: 14 }, (_, i) => 16238 + i);
+    for (let i = 0; i < payloads.length; i++) await pub.publishAsync(`asz/${10 + i}`, Buffer.alloc(payloads[i] as number), { qos: 0, properties: { userProperties } });
+    for (let i = 0; i < payloads.length; i++) {
+      const p = (await first.next()) as mqttPacket.IPublishPacket;
+      assert.equal(p.topic, `asz/${10 + i}`);
+      assert.ok(sizeOf(p) <= 16389, `a ${sizeOf(p)}-byte PUBLISH to a client whose maximum is 16389 (alias ${String(p.properties?.topicAlias)})`);
+    }
+    first.close();
+
+    // a topic of three characters whose alias the client knows: the alias-only frame is larger
+    const known = await rawSubscriber(b.port, 'alias-size-known', { topicAliasMaximum: 5, maximumPacketSize: 16386 }, 'k/x');
+    await pub.publishAsync('k/x', 'small', { qos: 0, properties: { userProperties } });
+    const set = (await known.next()) as mqttPacket.IPublishPacket;
+    const alias = set.properties?.topicAlias as number;
+    assert.equal(set.topic, 'k/x');
+    assert.ok(alias >= 1);
+    // remaining length with the topic: 2 + 3 + 1 + 125 + payload, 16,371 to 16,383
+    const sweep = Array.from({ length: 13 }, (_, i) => 16240 + i);
+    for (const size of sweep) await pub.publishAsync('k/x', Buffer.alloc(size), { qos: 0, properties: { userProperties } });
+    for (const size of sweep) {
+      const p = (await known.next()) as mqttPacket.IPublishPacket;
+      assert.equal(p.payload.length, size);
+      assert.ok(sizeOf(p) <= 16386, `a ${sizeOf(p)}-byte PUBLISH to a client whose maximum is 16386`);
+      // the alias-only frame where it fits, else the full topic (the client's mapping stays as it was)
+      assert.ok(p.topic === 'k/x' || (p.topic === '' && p.properties?.topicAlias === alias));
+    }
+    known.close();
+  });
 });
