@@ -2,7 +2,7 @@ import type { QoS } from '../codec/packets.js';
 import { frameBytes, type PublishFrame } from '../codec/publish-frame.js';
 import { RC } from '../codec/reason-codes.js';
 import { Deque } from '../session/deque.js';
-import { isExpired, messagePinsLargeRead, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
+import { expiresOnArrival, isExpired, messagePinsLargeRead, ownBytesInPlace, type Message, type ShareRef } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import type { Channel } from './channel.js';
 import { aliasedFrame, frameFor } from './frame-cache.js';
@@ -318,7 +318,7 @@ export class Outbound {
     fromQueue: boolean,
   ): void {
     const clock = this.ch.broker;
-    if (!fromQueue && isExpired(message, clock)) return;
+    if (!fromQueue && isExpired(message, clock) && !expiresOnArrival(message)) return;
     let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, clock);
     const maxSize = this.ch.clientMaxPacketSize;
     if (frame.size > maxSize) {

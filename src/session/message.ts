@@ -118,6 +118,17 @@ export function messagePinsLargeRead(message: Message): boolean {
   return pinsLargeRead(message.payload) || (data !== undefined && pinsLargeRead(data));
 }
 
+/**
+ * A Message Expiry Interval of 0: a lifetime that is over as the message arrives. It still goes to
+ * the subscribers it can be sent to at once: [MQTT-3.3.2-5] deletes a copy only when the interval
+ * passed before onward delivery started, and for these delivery starts on arrival. Every copy that
+ * would have to wait (a queue, a retained message for later subscribers) has expired, so nothing
+ * of it is kept. Mosquitto delivers it too; dropping it unseen surprised users.
+ */
+export function expiresOnArrival(message: Message): boolean {
+  return message.properties?.messageExpiryInterval === 0;
+}
+
 export function isExpired(message: Message, clock: Clock): boolean {
   return message.expiresAt !== undefined && message.expiresAt <= clock.now();
 }

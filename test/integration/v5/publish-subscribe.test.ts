@@ -161,6 +161,37 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     back.raw.close();
   });
 
+  test('[MQTT-3.3.2-5] [MQTT-3.3.2-6] a Message Expiry Interval of 0 reaches the subscribers it can be sent to at once, and is kept for no one', async () => {
+    const live = await client();
+    await subscribe(live, [{ topic: 'exp0/#', qos: 1 }]);
+    // a subscriber whose one-message window is taken: the next message would have to wait
+    const full = await client({ properties: { receiveMaximum: 1 } });
+    await subscribe(full, [{ topic: 'exp0/#', qos: 1 }]);
+    const away = await rawConnect(b.port, 5, { clientId: 'exp0-away', clean: false, properties: { sessionExpiryInterval: 60 } });
+    await subscribe(away.raw, [{ topic: 'exp0/#', qos: 1 }]);
+    away.raw.close();
+    await pause();
+    const pub = await client();
+    publish(pub, 'exp0/a', 'first', 1);
+    publish(pub, 'exp0/b', 'now or never', 1, { properties: { messageExpiryInterval: 0 } });
+    publish(pub, 'exp0/r', 'retained for no one', 0, { retain: true, properties: { messageExpiryInterval: 0 } });
+    const got = await publishes(live);
+    assert.deepEqual(got.map((p) => p.payload?.toString()), ['first', 'now or never', 'retained for no one']);
+    assert.equal((got[1]?.properties as { messageExpiryInterval?: number }).messageExpiryInterval, 0);
+    // the window held 'first' unacknowledged: the next two waited behind it (the QoS 0 one too, to
+    // keep the order) and are found expired once it is acknowledged
+    const held = await publishes(full);
+    assert.deepEqual(held.map((p) => p.payload?.toString()), ['first']);
+    full.sendPacket({ cmd: 'puback', messageId: held[0]?.messageId as number }, 5);
+    assert.deepEqual(await publishes(full), []);
+    const back = await rawConnect(b.port, 5, { clientId: 'exp0-away', clean: false, properties: { sessionExpiryInterval: 0 } });
+    assert.deepEqual((await publishes(back.raw)).map((p) => p.payload?.toString()), ['first']);
+    const late = await client();
+    await subscribe(late, [{ topic: 'exp0/r', qos: 0 }]);
+    assert.equal((await publishes(late)).length, 0, 'no retained copy for a later subscriber');
+    for (const raw of [live, full, back.raw, late, pub]) raw.close();
+  });
+
   test('an expired retained message is not sent to a new subscriber', async () => {
     await b.broker.publish({ topic: 'exp5r', payload: 'gone soon', retain: true, properties: { messageExpiryInterval: 1 } });
     await pause(1200);
