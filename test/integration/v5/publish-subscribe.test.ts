@@ -261,6 +261,16 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
+  test('[MQTT-3.10.4-5] UNSUBACK says 0x8F for a filter no subscription can have, and 0x11 for a valid one not held', async () => {
+    const sub = await client();
+    await subscribe(sub, [{ topic: 'u8f/a', qos: 0 }]);
+    sub.sendPacket({ cmd: 'unsubscribe', messageId: 78, unsubscriptions: ['u8f/#/b', 'u8f/a', 'u8f/x+', '$share/g+/u8f', 'u8f/none'] }, 5);
+    const ack = await expectPacket(sub, 'unsuback');
+    assert.deepEqual(ack.granted, [0x8f, 0x00, 0x8f, 0x8f, 0x11]);
+    assert.match(String((ack.properties as { reasonString?: string } | undefined)?.reasonString), /u8f\/#\/b/);
+    sub.close();
+  });
+
   test('[MQTT-2.2.1-6] [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] [MQTT-3.11.3-1] [MQTT-3.11.3-2] UNSUBSCRIBE: exact match, one UNSUBACK with a code per filter', async () => {
     const sub = await client();
     await subscribe(sub, [{ topic: 'u5/a', qos: 0 }, { topic: 'u5/+', qos: 0 }]);
