@@ -79,6 +79,9 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxPacketSize', type: 'integer', default: 1048576, min: 16, max: 268435455, description: 'largest MQTT packet accepted, in bytes (5.0 clients are told; 0x95 beyond it)' },
   { key: 'receiveMaximum', type: 'integer', default: 1024, min: 1, max: 65535, description: 'unacknowledged QoS 1/2 publishes a 5.0 client may have in flight to the broker' },
   { key: 'maxInflight', type: 'integer', default: 64, min: 1, max: 65535, description: 'unacknowledged QoS 1/2 messages the broker sends to one client before queueing' },
+  // Mosquitto's max_inflight_bytes: with large messages the count alone lets one client that stops
+  // reading hold maxInflight of them in its socket's buffers
+  { key: 'maxInflightBytes', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'payload bytes of unacknowledged QoS 1/2 messages the broker sends to one client before queueing (0 = no limit but maxInflight)' },
   { key: 'maxQueuedMessages', type: 'integer', default: 1000, min: 0, max: U32, description: 'messages queued per session; when full the oldest QoS 0 goes first' },
   { key: 'maxQueuedBytes', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'payload bytes queued per session (0 = no limit but maxQueuedMessages); when full the oldest QoS 0 goes first' },
   { key: 'offlineQos0', type: 'enum', default: 'drop', values: ['drop', 'queue'], description: 'QoS 0 messages for an offline persistent session: drop them, or queue them with its QoS 1/2 messages under the same limits (QoS 0 goes first when full; not kept across a restart)' },

@@ -75,6 +75,11 @@ export class Outbound {
   private readonly ch: Channel;
   /** the client's Receive Maximum (5.0) capped by the broker's inflight limit */
   window = 65535;
+  /**
+   * payload bytes in flight past which messages wait in the queue (maxInflightBytes); a message
+   * goes while less is in flight, so one larger than the bound still goes, alone
+   */
+  windowBytes = Infinity;
   /** 5.0: topic aliases for this connection, when the client accepts them */
   aliases: OutboundAliases | undefined;
   /**
@@ -105,7 +110,7 @@ export class Outbound {
     if (session === undefined) return;
     // Order is kept per session: once anything waits in the queue, or retained messages are owed,
     // newcomers wait behind it.
-    if (!session.hasWaiting && (qos === 0 ? !this.congested : session.inflight.size < this.window)) {
+    if (!session.hasWaiting && (qos === 0 ? !this.congested : this.hasRoom(session))) {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
@@ -128,9 +133,14 @@ export class Outbound {
     return (
       session !== undefined &&
       !session.hasWaiting &&
-      session.inflight.size < this.window &&
+      this.hasRoom(session) &&
       !this.congested
     );
+  }
+
+  /** Room in the inflight window for one more QoS 1/2 message. */
+  private hasRoom(session: Session): boolean {
+    return session.inflight.size < this.window && session.inflightBytes < this.windowBytes;
   }
 
   /** The socket's write buffer is full, or as much is held behind a commit. */
@@ -174,7 +184,7 @@ export class Outbound {
         this.ch.broker.counters.dropped.expired++;
         continue;
       }
-      if (d.qos === 0 ? this.congested : session.inflight.size >= this.window) break;
+      if (d.qos === 0 ? this.congested : !this.hasRoom(session)) break;
       session.takeWaiting();
       this.send(session, d.message, d.qos, d.retain, d.subscriptionIds, d.share, true);
     }

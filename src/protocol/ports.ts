@@ -10,6 +10,8 @@ export interface ProtocolSettings {
   maxPacketSize: number;
   receiveMaximum: number;
   maxInflight: number;
+  /** payload bytes of QoS 1/2 messages in flight to one client; 0 = no bound but the count */
+  maxInflightBytes: number;
   maxQueuedMessages: number;
   /** payload bytes queued per session; 0 = no bound but the message count */
   maxQueuedBytes: number;

@@ -89,6 +89,8 @@ export class Session {
   subscriptionBytes = 0;
   /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly inflight = new PacketIdMap<InflightEntry>();
+  /** payload bytes of the messages in `inflight` (see maxInflightBytes) */
+  inflightBytes = 0;
   /** read freely; changed only through the methods below, which keep the journal and the totals */
   readonly queue = new DeliveryQueue();
   /**
@@ -194,7 +196,9 @@ export class Session {
   /** A message the store kept in flight for this session, restored at start. */
   restoreInflight(packetId: number, entry: InflightEntry): void {
     const before = this.inflight.size;
+    this.inflightBytes -= this.inflight.get(packetId)?.delivery.message.payload.length ?? 0;
     this.inflight.set(packetId, entry);
+    this.inflightBytes += entry.delivery.message.payload.length;
     this.totals.inflight += this.inflight.size - before;
   }
 
@@ -279,6 +283,7 @@ export class Session {
     this.queue.clear();
     this.totals.inflight -= this.inflight.size;
     this.inflight.clear();
+    this.inflightBytes = 0;
     this.incomingQos2.clear();
   }
 
@@ -318,21 +323,30 @@ export class Session {
   /** A QoS 1/2 message about to be sent: records it in flight under a free packet id, returned. */
   startInflight(entry: InflightEntry): number {
     const packetId = this.packetIds.next();
-    this.setInflight(packetId, entry);
+    // the id is free: nothing is replaced
+    this.inflight.set(packetId, entry);
+    this.inflightBytes += entry.delivery.message.payload.length;
+    this.totals.inflight++;
+    this.journal?.inflight(packetId, entry);
     return packetId;
   }
 
   /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
   setInflight(packetId: number, entry: InflightEntry): void {
     const before = this.inflight.size;
+    this.inflightBytes -= this.inflight.get(packetId)?.delivery.message.payload.length ?? 0;
     this.inflight.set(packetId, entry);
+    this.inflightBytes += entry.delivery.message.payload.length;
     this.totals.inflight += this.inflight.size - before;
     this.journal?.inflight(packetId, entry);
   }
 
   /** The exchange for `packetId` is over: the id is free again. */
   endInflight(packetId: number): void {
-    if (!this.inflight.delete(packetId)) return;
+    const entry = this.inflight.get(packetId);
+    if (entry === undefined) return;
+    this.inflight.delete(packetId);
+    this.inflightBytes -= entry.delivery.message.payload.length;
     this.totals.inflight--;
     this.journal?.inflightDone(packetId);
   }

@@ -62,6 +62,53 @@ describe('limits: bounded memory per client', () => {
     raw.close();
   });
 
+  test('maxInflightBytes: messages go while less than that many payload bytes are in flight, the rest follow as acks arrive, one larger than it goes alone', async () => {
+    const own = await startBroker({ limits: { maxInflight: 100, maxInflightBytes: 1000 } });
+    try {
+      const { raw } = await rawConnect(own.port, 5, { clientId: 'window-bytes' });
+      await rawSubscribe(raw, 5, 1, [{ topic: 'wb', qos: 2 }]);
+      const payload = (i: number, size = 400): string => String(i).padEnd(size, '.');
+      for (let i = 0; i < 6; i++) await own.broker.publish({ topic: 'wb', payload: payload(i), qos: i % 2 === 0 ? 1 : 2 });
+      // 0, 400 and 800 bytes in flight let a message go; 1200 does not
+      const first = await publishes(raw);
+      assert.deepEqual(first.map((p) => p.payload?.toString().slice(0, 1)), ['0', '1', '2']);
+      assert.equal(own.broker.stats.queued, 3);
+      // a QoS 2 message's bytes are counted until its exchange is over (PUBCOMP), as Mosquitto counts them
+      raw.sendPacket({ cmd: 'pubrec', messageId: first[1]?.messageId }, 5);
+      await expectPacket(raw, 'pubrel');
+      assert.deepEqual(await publishes(raw, 150), [], 'PUBREC alone frees nothing');
+      raw.sendPacket({ cmd: 'pubcomp', messageId: first[1]?.messageId }, 5);
+      const next = await publishes(raw);
+      assert.deepEqual(next.map((p) => p.payload?.toString().slice(0, 1)), ['3']);
+      // 1200 bytes in flight (0, 2, 3): acknowledging 0 and 2 leaves 400, so 4 and then 5 go
+      for (const p of [first[0], first[2]]) raw.sendPacket({ cmd: 'puback', messageId: p?.messageId }, 5);
+      const rest = await publishes(raw);
+      assert.deepEqual(rest.map((p) => p.payload?.toString().slice(0, 1)), ['4', '5']);
+      raw.sendPacket({ cmd: 'pubrec', messageId: next[0]?.messageId }, 5);
+      await expectPacket(raw, 'pubrel');
+      raw.sendPacket({ cmd: 'pubcomp', messageId: next[0]?.messageId }, 5);
+      for (const p of rest) {
+        if (p.qos === 1) raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, 5);
+        else {
+          raw.sendPacket({ cmd: 'pubrec', messageId: p.messageId }, 5);
+          await expectPacket(raw, 'pubrel');
+          raw.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, 5);
+        }
+      }
+      await eventually(() => own.broker.stats.inflight === 0);
+      // nothing in flight: a message over the limit goes, and the next waits behind it
+      await own.broker.publish({ topic: 'wb', payload: payload(7, 5000), qos: 1 });
+      await own.broker.publish({ topic: 'wb', payload: payload(8), qos: 1 });
+      const big = await publishes(raw);
+      assert.deepEqual(big.map((p) => p.payload?.length), [5000]);
+      raw.sendPacket({ cmd: 'puback', messageId: big[0]?.messageId }, 5);
+      assert.deepEqual((await publishes(raw)).map((p) => p.payload?.toString().slice(0, 1)), ['8']);
+      raw.close();
+    } finally {
+      await own.close();
+    }
+  });
+
   test('an offline session queues at most maxQueuedMessages; the overflow is counted', async () => {
     const first = await rawConnect(b.port, 4, { clientId: 'queue', clean: false });
     await rawSubscribe(first.raw, 4, 1, [{ topic: 'q/#', qos: 1 }]);

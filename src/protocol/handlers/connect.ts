@@ -133,6 +133,7 @@ function open(ch: Channel, p: ConnectPacket, clientId: string, assigned: boolean
     expiry = p.cleanStart ? 0 : settings.maxSessionExpiryInterval;
     ch.outbound.window = settings.maxInflight;
   }
+  ch.outbound.windowBytes = settings.maxInflightBytes === 0 ? Infinity : settings.maxInflightBytes;
   ch.sessionExpiry = expiry;
 
   let keepAlive = p.keepAlive;
