@@ -1,4 +1,5 @@
 import type { Buffer } from 'node:buffer';
+import { deferred, type Deferred } from '../deferred.js';
 import type { Message } from '../session/message.js';
 import type { RoutePlan } from './route-index.js';
 import { packBatch, packFrame, packMessage } from './wire.js';
@@ -35,11 +36,7 @@ export interface InboxLink {
   replicated?(): Promise<boolean>;
 }
 
-interface Turn {
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
+type Turn = Deferred<Error>;
 
 /**
  * Messages on their way to other nodes. What a turn routes to a node goes as one inbox entry
@@ -148,7 +145,7 @@ export class Forwarder {
    * acknowledgements leave in the order messages came.
    */
   sent(): Promise<void> | undefined {
-    if (this.flushScheduled) return (this.current ??= deferred()).promise;
+    if (this.flushScheduled) return (this.current ??= deferred<Error>()).promise;
     return this.last?.promise;
   }
 
@@ -265,16 +262,4 @@ export class Forwarder {
     }
     this.waiters = still;
   }
-}
-
-function deferred(): Turn {
-  let resolve!: () => void;
-  let reject!: (err: Error) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // a turn no publisher waited on may fail unobserved; those that wait see the rejection
-  promise.catch(() => undefined);
-  return { promise, resolve, reject };
 }

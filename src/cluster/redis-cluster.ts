@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { deferred, type Deferred } from '../deferred.js';
 import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost, ClusterPort } from '../broker/cluster-port.js';
@@ -751,22 +752,4 @@ interface KeptBack {
   /** what the queue holds, in bytes */
   bytes: number;
   last: Promise<void>;
-}
-
-interface Deferred {
-  readonly promise: Promise<void>;
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // its publisher, when it waits, sees a rejection; otherwise nobody does
-  promise.catch(noop);
-  return { promise, resolve, reject };
 }

@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import { statfsSync } from 'node:fs';
 import process from 'node:process';
 import type { Database, Key, RootDatabase } from 'lmdb';
+import { deferred, type Deferred } from '../deferred.js';
 import { StoreError } from './store.js';
 
 /** A row to write (or REMOVE) in one of the store's databases. */
@@ -13,11 +14,7 @@ interface Change {
 
 const REMOVE = Symbol('remove');
 
-interface Waiter {
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (err: StoreError) => void;
-}
+type Waiter = Deferred<StoreError>;
 
 /** The changes of one event-loop turn: one LMDB transaction. */
 interface Batch {
@@ -131,7 +128,7 @@ export class LmdbWrites {
   /** Resolves once every change queued so far is on disk; rejects (a StoreError) if any of them cannot be. */
   commit(): Promise<void> {
     const b = this.batch ?? this.sent[this.sent.length - 1];
-    if (b !== undefined) return (b.waiter ??= waiter()).promise;
+    if (b !== undefined) return (b.waiter ??= deferred<StoreError>()).promise;
     return this.held === undefined ? Promise.resolve() : Promise.reject(this.held.error);
   }
 
@@ -141,7 +138,7 @@ export class LmdbWrites {
     this.submit();
     if (this.held !== undefined) this.retry();
     for (let b = this.sent[this.sent.length - 1]; b !== undefined; b = this.sent[this.sent.length - 1]) {
-      await (b.waiter ??= waiter()).promise.catch(() => undefined);
+      await (b.waiter ??= deferred<StoreError>()).promise.catch(() => undefined);
     }
     if (this.held?.timer !== undefined) clearTimeout(this.held.timer);
     // an empty transaction commits on a full disk too, and lets lmdb-js's close finish
@@ -418,18 +415,6 @@ function checkKey(db: Database<unknown, Key>, key: Key): void {
     size = Infinity;
   }
   if (size > max) throw new Error(`Key size is larger than the maximum key size (${max})`);
-}
-
-function waiter(): Waiter {
-  let resolve!: () => void;
-  let reject!: (err: StoreError) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // a batch whose commit nobody awaits any more may still fail
-  promise.catch(() => undefined);
-  return { promise, resolve, reject };
 }
 
 /** A bound on the bytes a value takes encoded (MessagePack, as lmdb-js writes rows). */

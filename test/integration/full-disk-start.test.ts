@@ -1,45 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { LmdbStore } from '../../src/index.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
-
-/** Mounts a tmpfs of `size` at a new directory; the reason instead when this system does not let the test. */
-function mountTmpfs(size: string): { dir: string } | { skip: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'midge-full-start-'));
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
-    return { skip: `cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): ${(r.stderr || r.error?.message || '').trim()}` };
-  }
-  return { dir };
-}
-
-function unmount(dir: string): void {
-  spawnSync('umount', ['-l', dir]);
-  rmSync(dir, { recursive: true, force: true });
-}
-
-function freeBytes(path: string): number {
-  const s = statfsSync(path);
-  return Number(s.bavail) * Number(s.bsize);
-}
-
-/** Writes `path` until its file system has at most `leave` bytes free. */
-function fill(path: string, leave: number): void {
-  const fd = openSync(path, 'w');
-  try {
-    for (let free = freeBytes(path); free > leave; free = freeBytes(path)) writeSync(fd, Buffer.alloc(Math.min(free - leave, 1024 * 1024)));
-  } catch {
-    // full already
-  } finally {
-    closeSync(fd);
-  }
-}
+import { fill, mountTmpfs, unmount } from '../helpers/tmpfs.js';
 
 interface Refusal {
   code: number | null;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, closeSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
@@ -10,6 +10,7 @@ import { killMidges, spawnMidge } from '../helpers/cli.js';
 import { CommitFaultStore } from '../helpers/faulty-store.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
+import { fill, mountTmpfs, unmount } from '../helpers/tmpfs.js';
 
 interface LogLine {
   level: number;
@@ -185,40 +186,6 @@ describe('acknowledgements of session state wait for the disk', () => {
     fresh.raw.close();
   });
 });
-
-/** Mounts a tmpfs of `size` at a new directory; undefined (and the reason) when this system does not let the test. */
-function mountTmpfs(size: string): { dir: string } | { skip: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'midge-full-'));
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
-    return { skip: `cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): ${(r.stderr || r.error?.message || '').trim()}` };
-  }
-  return { dir };
-}
-
-function unmount(dir: string): void {
-  spawnSync('umount', ['-l', dir]);
-  rmSync(dir, { recursive: true, force: true });
-}
-
-/** Writes a file until the file system has about `leave` bytes free. */
-function fill(path: string, leave: number): void {
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(64 * 1024);
-  try {
-    for (;;) {
-      const s = spawnSync('df', ['-B1', '--output=avail', path], { encoding: 'utf8' });
-      const free = Number(s.stdout.trim().split('\n').pop());
-      if (!(free > leave + chunk.length)) break;
-      writeSync(fd, chunk);
-    }
-  } catch {
-    // full already
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function alive(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
