@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import { deferred, type Deferred } from '../deferred.js';
+import { deferred, type Deferred } from '../collections/deferred.js';
 import type { Message } from '../session/message.js';
 import type { RoutePlan } from './route-index.js';
 import { packBatch, packFrame, packMessage } from './wire.js';

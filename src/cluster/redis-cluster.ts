@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { deferred, type Deferred } from '../deferred.js';
+import { deferred, type Deferred } from '../collections/deferred.js';
 import type { RedisClient } from './redis-target.js';
 import type { Logger } from 'pino';
 import type { ClusterHost, ClusterPort } from '../broker/cluster-port.js';

@@ -2,7 +2,7 @@ import { Buffer } from 'node:buffer';
 import { statfsSync } from 'node:fs';
 import process from 'node:process';
 import type { Database, Key, RootDatabase } from 'lmdb';
-import { deferred, type Deferred } from '../deferred.js';
+import { deferred, type Deferred } from '../collections/deferred.js';
 import { StoreError } from './store.js';
 
 /** A row to write (or REMOVE) in one of the store's databases. */
