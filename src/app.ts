@@ -237,6 +237,20 @@ export class Broker {
     this.core.on('clientDisconnected', (c, reason) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, reason }, 'client disconnected'),
     );
+    this.core.on('clientStalled', (c, unreadBytes) =>
+      logger.warn(
+        { clientId: c.id, address: c.remoteAddress, unreadBytes },
+        `client ${c.id === '' ? c.remoteAddress : c.id} is not reading what it is sent (${Math.round(unreadBytes / 1024)} KB unread): its input is not read until it does`,
+      ),
+    );
+    this.core.on('clientDropping', (c, reason) =>
+      logger.warn(
+        { clientId: c.id, address: c.remoteAddress, reason },
+        reason === 'memoryLimit'
+          ? `messages for client ${c.id} are being dropped: the broker is over its memory limit`
+          : `messages for client ${c.id} are being dropped: its queue is full (it takes them more slowly than they come)`,
+      ),
+    );
   }
 
   /** Starts a listener (MQTT over TCP unless told otherwise); resolves with the address actually bound. */

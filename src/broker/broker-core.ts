@@ -341,6 +341,14 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (this.listenerCount('messagePublished') > 0) this.emit('messagePublished', message, client);
   }
 
+  clientStalled(client: ClientInfo, unreadBytes: number): void {
+    this.emit('clientStalled', client, unreadBytes);
+  }
+
+  clientDropping(client: ClientInfo, reason: 'queueFull' | 'memoryLimit'): void {
+    this.emit('clientDropping', client, reason);
+  }
+
   subscribe(session: Session, subscription: Subscription): boolean {
     const existed = this.router.add(session, subscription);
     this.durability?.subscribed(session, subscription);

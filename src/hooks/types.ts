@@ -51,4 +51,11 @@ export interface BrokerEvents {
   messagePublished: [message: PublishInfo, client: ClientInfo | undefined];
   subscribed: [client: ClientInfo, topicFilter: string, qos: QoS];
   unsubscribed: [client: ClientInfo, topicFilter: string];
+  /** the client left `unreadBytes` of output unread: its input is not read until it reads (once a connection) */
+  clientStalled: [client: ClientInfo, unreadBytes: number];
+  /**
+   * messages for the client's session started to be dropped (its queue was full, or the broker over
+   * its memory limit): once, then again only after its queue has emptied
+   */
+  clientDropping: [client: ClientInfo, reason: 'queueFull' | 'memoryLimit'];
 }

@@ -70,6 +70,8 @@ export class Channel implements SessionOwner {
   private paused = false;
   /** reading is stopped for a while because the client publishes faster than its rate */
   private throttled = false;
+  /** clientStalled was told of this connection (handleStalled) */
+  private stallNoted = false;
   /** made at the first publish while publish rates are limited */
   publishQuota: PublishQuota | undefined;
   /** what this client's last topic matched (see MatchMemo); made at its first publish */
@@ -172,6 +174,15 @@ export class Channel implements SessionOwner {
       return;
     }
     this.endSession('connection lost');
+  }
+
+  /** The client left this much output unread; the connection stopped reading it meanwhile. */
+  handleStalled(unreadBytes: number): void {
+    // once a connection: the kernel's buffers take some of the output at each drain, so a client
+    // that reads nothing stalls a few times before they are full
+    if (this.stallNoted || this.state === 'closed') return;
+    this.stallNoted = true;
+    this.broker.clientStalled(this.client, unreadBytes);
   }
 
   /** Socket drained: queued deliveries may go out. */

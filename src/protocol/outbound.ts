@@ -98,6 +98,8 @@ export class Outbound {
   private heldBytes = 0;
   /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
   private pubrels: Deque<PendingPubrel> | undefined;
+  /** messages for this client were dropped since its queue was last empty: said once (noteDropping) */
+  private dropping = false;
   /** the latest commit a QoS 2 PUBLISH waits for: those of one turn share it (see inflightStored) */
   private entryCommit: EntryCommit | undefined;
 
@@ -118,13 +120,23 @@ export class Outbound {
     if (broker.memoryFull) {
       session.dropped++;
       broker.counters.dropped.memoryLimit++;
+      this.noteDropping('memoryLimit');
       return;
     }
     // A connected client's queue usually empties within moments, so the message keeps the read it
     // arrived in, unless it is a small part of a large one: a client that stops reading would
     // otherwise hold up to a 64 KB read for each of its queued messages.
     if (messagePinsLargeRead(message)) ownBytesInPlace(message);
+    const dropped = session.dropped;
     session.enqueue({ message, qos, retain, subscriptionIds, share }, broker.settings, broker, broker.counters.dropped);
+    if (session.dropped !== dropped) this.noteDropping('queueFull');
+  }
+
+  /** Tells of the first message dropped for this client since its queue was last empty (see pump). */
+  private noteDropping(reason: 'queueFull' | 'memoryLimit'): void {
+    if (this.dropping) return;
+    this.dropping = true;
+    this.ch.broker.clientDropping(this.ch.client, reason);
   }
 
   /** Free inflight room, nothing waiting: a shared-subscription message sent here goes out at once. */
@@ -176,7 +188,10 @@ export class Outbound {
     const session = this.ch.session;
     if (session === undefined) return;
     // most calls (one per acknowledgement) find nothing waiting
-    if (!session.hasWaiting) return;
+    if (!session.hasWaiting) {
+      this.dropping = false;
+      return;
+    }
     for (let d = session.nextWaiting(); d !== undefined; d = session.nextWaiting()) {
       if (isExpired(d.message, this.ch.broker)) {
         // [MQTT-3.3.2-5] an expired message is not delivered

@@ -182,4 +182,8 @@ export interface BrokerPort {
   checkMemory(): boolean;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
+  /** Observability: the client does not read what it is sent (see BrokerEvents). */
+  clientStalled(client: ClientInfo, unreadBytes: number): void;
+  /** Observability: messages for the client started to be dropped (see BrokerEvents). */
+  clientDropping(client: ClientInfo, reason: 'queueFull' | 'memoryLimit'): void;
 }

@@ -14,6 +14,8 @@ export interface PacketHandler {
   handleTimeout(): void;
   handleClosed(): void;
   handleDrain(): void;
+  /** the client left this many bytes of output unread: its input is not read until it drains */
+  handleStalled(unreadBytes: number): void;
   /** the handling of the connection's input threw: a fault of the broker's, not of the client's bytes */
   handleInternalError(err: unknown): void;
 }
@@ -50,6 +52,15 @@ export interface ConnectionHost {
   unwatch(conn: Connection): void;
   closed(conn: Connection): void;
 }
+
+/**
+ * Output a client may leave unread before the broker stops reading its input. Replies (PUBACK,
+ * PINGRESP...) are written for what it sends whether or not it reads them: a client that sent
+ * PINGREQs or QoS 1 publishes and never read had the broker buffer gigabytes of answers (2.4 GB
+ * in 20 s) while it served nothing else. As Mosquitto does, its input then waits in the kernel
+ * until it has read what it was sent (its keep alive still runs: it cannot send a PINGREQ we read).
+ */
+export const STALLED_OUTPUT_BYTES = 1024 * 1024;
 
 // The socket listeners are shared by every connection and find theirs through the socket: four
 // closures per connection would cost more memory than the rest of an idle connection's state.
@@ -98,6 +109,10 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   private keepAliveMs = 0;
   private readonly host: ConnectionHost;
   private closing = false;
+  /** reading paused by the handler (a hook answering, a publish rate) */
+  private readingPaused = false;
+  /** reading paused until the client reads its output (see STALLED_OUTPUT_BYTES) */
+  private stalled = false;
 
   constructor(socket: Duplex, peer: PeerInfo, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
     this.socket = socket;
@@ -135,6 +150,18 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
     } finally {
       this.host.batcher.chunkDone();
     }
+    // what this chunk's replies add is still in the batcher: it counts at the next chunk
+    if (!this.stalled && !this.closing && this.socket.writableLength >= STALLED_OUTPUT_BYTES) this.stall();
+  }
+
+  private stall(): void {
+    this.stalled = true;
+    this.socket.pause();
+    try {
+      this.handler?.handleStalled(this.socket.writableLength);
+    } catch (err) {
+      this.host.internalError(this, err);
+    }
   }
 
   /** @internal each packet of a read, as the parser decodes it; true stops the read */
@@ -146,6 +173,10 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
 
   /** @internal */
   onDrain(): void {
+    if (this.stalled) {
+      this.stalled = false;
+      if (!this.readingPaused && !this.closing) this.socket.resume();
+    }
     this.guarded('handleDrain');
   }
 
@@ -214,11 +245,13 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   }
 
   pauseReading(): void {
+    this.readingPaused = true;
     this.socket.pause();
   }
 
   resumeReading(): void {
-    if (!this.closing) this.socket.resume();
+    this.readingPaused = false;
+    if (!this.closing && !this.stalled) this.socket.resume();
   }
 
   close(reasonCode?: number): void {
