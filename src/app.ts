@@ -185,6 +185,10 @@ export class Broker {
   private readonly tlsFailureLog = new LogCap(10, (n) =>
     this.logger.warn({ suppressed: n }, `${n} more failed TLS handshakes in the last second, not logged one by one`),
   );
+  /** refusals come as fast as a misconfigured fleet, or an attacker, can connect */
+  private readonly refusalLog = new LogCap(10, (n) =>
+    this.logger.info({ suppressed: n }, `${n} more connections refused in the last second, not logged one by one`),
+  );
   private readonly guards = new ListenerGuards((event, err) =>
     this.logger.error({ err, event }, `a '${event}' listener failed: ${err instanceof Error ? err.message : String(err)}`),
   );
@@ -237,6 +241,12 @@ export class Broker {
     this.core.on('clientDisconnected', (c, reason) =>
       logger.info({ clientId: c.id, address: c.remoteAddress, reason }, 'client disconnected'),
     );
+    this.core.on('clientRefused', (c, reason, reasonCode) => {
+      if (!this.refusalLog.admit()) return;
+      const who = c.id === '' ? c.remoteAddress : `client ${c.id} (${c.remoteAddress})`;
+      const code = reasonCode === undefined ? '' : ` (0x${reasonCode.toString(16).padStart(2, '0')})`;
+      logger.info({ clientId: c.id, address: c.remoteAddress, reason, reasonCode }, `connection from ${who} refused: ${reason}${code}`);
+    });
     this.core.on('clientStalled', (c, unreadBytes) =>
       logger.warn(
         { clientId: c.id, address: c.remoteAddress, unreadBytes },
@@ -355,9 +365,6 @@ export class Broker {
       admit: () => (this.core.memoryFull ? MEMORY_FULL : this.admission.admit(this.openConnections())),
       attach: (conn) => new Channel(conn, this.core),
       onInternalError: (err, address) => this.logger.error({ err, address }, `internal error serving ${address}; its connection is closed`),
-      // info like the other per-client lines: any peer can cause it, it is no fault of the broker's
-      onOversizedConnect: (address, size, limit) =>
-        this.logger.info({ address, size, limit }, `CONNECT from ${address} refused: ${size} bytes, over the maximum packet size of ${limit}`),
     };
   }
 

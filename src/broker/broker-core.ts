@@ -341,6 +341,10 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     if (this.listenerCount('messagePublished') > 0) this.emit('messagePublished', message, client);
   }
 
+  clientRefused(client: ClientInfo, reason: string, reasonCode: number | undefined): void {
+    this.emit('clientRefused', client, reason, reasonCode);
+  }
+
   clientStalled(client: ClientInfo, unreadBytes: number): void {
     this.emit('clientStalled', client, unreadBytes);
   }

@@ -51,6 +51,12 @@ export interface BrokerEvents {
   messagePublished: [message: PublishInfo, client: ClientInfo | undefined];
   subscribed: [client: ClientInfo, topicFilter: string, qos: QoS];
   unsubscribed: [client: ClientInfo, topicFilter: string];
+  /**
+   * a connection closed before its client was let in: its CONNECT refused (bad credentials, an
+   * invalid client identifier, a limit), a packet other than CONNECT first, no CONNECT in time.
+   * `client.id` is empty when no CONNECT was read; `reasonCode` is the MQTT 5 code, when there is one
+   */
+  clientRefused: [client: ClientInfo, reason: string, reasonCode: number | undefined];
   /** the client left `unreadBytes` of output unread: its input is not read until it reads (once a connection) */
   clientStalled: [client: ClientInfo, unreadBytes: number];
   /**

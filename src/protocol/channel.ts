@@ -342,11 +342,14 @@ export class Channel implements SessionOwner {
    */
   terminate(reason: string, reasonCode?: number): void {
     if (this.state === 'closed') return;
+    // a client let in is told of as it leaves (closeSession); one never let in only here
+    const refused = this.state !== 'connected';
     try {
       this.endSession(reason);
     } finally {
       this.conn.close(reasonCode);
     }
+    if (refused) this.broker.clientRefused(this.client, reason, reasonCode);
   }
 
   private endSession(reason: string): void {

@@ -182,6 +182,8 @@ export interface BrokerPort {
   checkMemory(): boolean;
   /** Observability: a message was accepted from a client. */
   messageReceived(message: Message, client: ClientInfo): void;
+  /** Observability: a connection was closed before its client was let in (see BrokerEvents). */
+  clientRefused(client: ClientInfo, reason: string, reasonCode: number | undefined): void;
   /** Observability: the client does not read what it is sent (see BrokerEvents). */
   clientStalled(client: ClientInfo, unreadBytes: number): void;
   /** Observability: messages for the client started to be dropped (see BrokerEvents). */

@@ -21,8 +21,6 @@ export interface PoolOptions {
   attach(conn: Connection): PacketHandler;
   /** an error of the broker's own met while serving a connection (it is closed): for the log */
   onInternalError(err: unknown, remoteAddress: string): void;
-  /** a first CONNECT over maxPacketSize (refused): for the log */
-  onOversizedConnect(remoteAddress: string, size: number, limit: number): void;
 }
 
 export const TICK_MS = 250;
@@ -106,7 +104,4 @@ export class ConnectionPool implements ConnectionHost {
     this.options.onInternalError(err, conn.remoteAddress);
   }
 
-  oversizedConnect(conn: Connection, size: number, limit: number): void {
-    this.options.onOversizedConnect(conn.remoteAddress, size, limit);
-  }
 }

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Packet } from '../codec/packets.js';
-import { OversizedConnect, PacketParser, type PacketSink } from '../codec/parser.js';
+import { PacketParser, type PacketSink } from '../codec/parser.js';
 import type { ProtocolError } from '../codec/protocol-error.js';
 import type { ConnectionPort } from '../protocol/ports.js';
 import type { WheelEntry } from './timer-wheel.js';
@@ -47,8 +47,6 @@ export interface ConnectionHost {
   watch(conn: Connection): void;
   /** an error of the broker's own, for the log (the connection is closed by its handler) */
   internalError(conn: Connection, err: unknown): void;
-  /** a first CONNECT over the maximum packet size, for the log (its handler refuses it) */
-  oversizedConnect(conn: Connection, size: number, limit: number): void;
   unwatch(conn: Connection): void;
   closed(conn: Connection): void;
 }
@@ -139,11 +137,7 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
     try {
       this.parser.feed(chunk, this);
       const err = this.parser.error;
-      if (err !== undefined && !this.closing) {
-        // refused before any client identifier is known, so this is all the log can say of it
-        if (err instanceof OversizedConnect) this.host.oversizedConnect(this, err.size, err.limit);
-        handler.handleProtocolError(err);
-      }
+      if (err !== undefined && !this.closing) handler.handleProtocolError(err);
     } catch (err) {
       // a bug met by one client's input ends that client's connection, not the broker's process
       handler.handleInternalError(err);
