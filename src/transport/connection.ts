@@ -56,7 +56,8 @@ export interface ConnectionHost {
  * PINGRESP...) are written for what it sends whether or not it reads them: a client that sent
  * PINGREQs or QoS 1 publishes and never read had the broker buffer gigabytes of answers (2.4 GB
  * in 20 s) while it served nothing else. As Mosquitto does, its input then waits in the kernel
- * until it has read what it was sent (its keep alive still runs: it cannot send a PINGREQ we read).
+ * until it has read what it was sent. Its keep alive waits meanwhile (see expire): a PINGREQ it
+ * sends is not read either.
  */
 export const STALLED_OUTPUT_BYTES = 1024 * 1024;
 
@@ -169,6 +170,7 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   onDrain(): void {
     if (this.stalled) {
       this.stalled = false;
+      if (this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
       if (!this.readingPaused && !this.closing) this.socket.resume();
     }
     this.guarded('handleDrain');
@@ -189,6 +191,13 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
 
   /** Called by the timer wheel when the deadline passed. */
   expire(): void {
+    if (this.stalled && this.keepAliveMs > 0) {
+      // its PINGREQs wait unread behind the output it does not read: a client on a slow link taking
+      // a large backlog is not dropped for that; it is once it has read it and goes silent
+      this.deadline = this.host.lateNow + this.keepAliveMs;
+      this.host.watch(this);
+      return;
+    }
     this.guarded('handleTimeout');
   }
 

@@ -55,12 +55,12 @@ describe('a client that does not read what it is sent', () => {
 
     const peer = new Peer();
     broker.handle(peer);
-    peer.push(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'no-reader' }));
+    peer.push(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1, clientId: 'no-reader' }));
     assert.ok(await eventually(() => broker.stats.clientsConnected === 1));
     const before = broker.stats.bytesReceived;
 
     // PINGREQs, each answered with a PINGRESP the client never reads: 128 KB of answers a chunk
-    const chunks = 64;
+    const chunks = 12;
     for (let i = 0; i < chunks; i++) {
       peer.push(PING_CHUNK);
       await new Promise((r) => setImmediate(r));
@@ -72,8 +72,10 @@ describe('a client that does not read what it is sent', () => {
     assert.ok(read <= STALLED_OUTPUT_BYTES + 2 * PING_CHUNK.length, `read ${read} bytes`);
     assert.equal(stalled[0]?.[0].id, 'no-reader');
     assert.ok((stalled[0]?.[1] ?? 0) >= STALLED_OUTPUT_BYTES);
-    await new Promise((r) => setTimeout(r, 100));
+    // [MQTT-3.1.2-24] its keep alive (1 s) waits while its PINGREQs wait unread behind its output
+    await new Promise((r) => setTimeout(r, 2200));
     assert.equal(broker.stats.bytesReceived - before, read, 'nothing more is read while the output waits');
+    assert.equal(broker.stats.clientsConnected, 1, 'not dropped for PINGREQs the broker did not read');
 
     // other clients are served meanwhile
     const sub = await connectClient(port, { clientId: 'reader-sub' });
@@ -89,6 +91,15 @@ describe('a client that does not read what it is sent', () => {
     assert.ok(await eventually(() => peer.readableLength === 0 && peer.received >= 4 + all, 10_000));
     assert.equal(peer.received, 4 + all, 'CONNACK and one PINGRESP per PINGREQ');
     assert.equal(stalled.length, 1, 'told once a connection');
+    // once it has read everything and goes silent, its keep alive counts again
+    const silentAt = Date.now();
+    let gone: [string, number] | undefined;
+    broker.on('clientDisconnected', (c, reason) => {
+      if (c.id === 'no-reader') gone = [reason, Date.now() - silentAt];
+    });
+    assert.ok(await eventually(() => gone !== undefined, 4000), 'closed for its keep alive');
+    assert.match(gone?.[0] ?? '', /keep alive/);
+    assert.ok((gone?.[1] ?? 0) >= 1000, `closed ${gone?.[1]} ms after it went silent: not before 1.5 x its keep alive, less a tick`);
     peer.destroy();
   });
 
