@@ -43,6 +43,11 @@ export class WriteBatcher {
   private heldCount = 0;
   private spareWaiting: (Batched | undefined)[] = [];
   private spareHeld: (Batched | undefined)[] = [];
+  /**
+   * lists being walked: a write can re-enter (a stream whose peer answers at once, in-process), and
+   * a flush it makes must not be handed the spares, which are the lists still being walked
+   */
+  private walking = 0;
   private scheduled = false;
   /** the socket whose input is being handled: what is written to it is a reply to its sender */
   private reading: Writable | undefined = undefined;
@@ -53,35 +58,45 @@ export class WriteBatcher {
     const held = this.held;
     const heldCount = this.heldCount;
     this.swap();
-    // this turn's deliveries leave first: the replies held from the turn before would otherwise
-    // put a write of their own (some 5 µs each) ahead of every delivery of this turn
-    for (let i = 0; i < count; i++) {
-      const s = list[i] as Batched;
-      list[i] = undefined;
-      if (s[FIRST] === undefined) continue;
-      if (s[DUE] === true) {
-        this.release(s);
-      } else {
-        s[DUE] = true;
-        this.held[this.heldCount++] = s;
+    this.walking++;
+    try {
+      // this turn's deliveries leave first: the replies held from the turn before would otherwise
+      // put a write of their own (some 5 µs each) ahead of every delivery of this turn
+      for (let i = 0; i < count; i++) {
+        const s = list[i] as Batched;
+        list[i] = undefined;
+        if (s[FIRST] === undefined) continue;
+        if (s[DUE] === true) {
+          this.release(s);
+        } else {
+          s[DUE] = true;
+          this.held[this.heldCount++] = s;
+        }
       }
+      for (let i = 0; i < heldCount; i++) {
+        const s = held[i] as Batched;
+        held[i] = undefined;
+        this.release(s);
+      }
+    } finally {
+      this.walking--;
     }
-    for (let i = 0; i < heldCount; i++) {
-      const s = held[i] as Batched;
-      held[i] = undefined;
-      this.release(s);
-    }
-    if (this.heldCount > 0) this.schedule();
+    if (this.heldCount > 0 && !this.scheduled) this.schedule();
   };
 
   /** Starts new lists; the caller empties the old ones, which become the spares. */
   private swap(): void {
     const waiting = this.waiting;
     const held = this.held;
-    this.waiting = this.spareWaiting;
-    this.held = this.spareHeld;
-    this.spareWaiting = waiting;
-    this.spareHeld = held;
+    if (this.walking > 0) {
+      this.waiting = [];
+      this.held = [];
+    } else {
+      this.waiting = this.spareWaiting;
+      this.held = this.spareHeld;
+      this.spareWaiting = waiting;
+      this.spareHeld = held;
+    }
     this.waitingCount = 0;
     this.heldCount = 0;
   }
@@ -99,15 +114,20 @@ export class WriteBatcher {
     const heldCount = this.heldCount;
     if (count === 0 && heldCount === 0) return;
     this.swap();
-    for (let i = 0; i < count; i++) {
-      const s = list[i] as Batched;
-      list[i] = undefined;
-      this.release(s);
-    }
-    for (let i = 0; i < heldCount; i++) {
-      const s = held[i] as Batched;
-      held[i] = undefined;
-      this.release(s);
+    this.walking++;
+    try {
+      for (let i = 0; i < count; i++) {
+        const s = list[i] as Batched;
+        list[i] = undefined;
+        this.release(s);
+      }
+      for (let i = 0; i < heldCount; i++) {
+        const s = held[i] as Batched;
+        held[i] = undefined;
+        this.release(s);
+      }
+    } finally {
+      this.walking--;
     }
   }
 

@@ -232,4 +232,41 @@ describe('write batcher', () => {
     gc();
     assert.deepEqual(refs.flatMap((r, i) => (r.deref() !== undefined ? [i] : [])), []);
   });
+
+  test('a write that re-enters the batcher (an in-process peer answering at once) leaves no socket\'s output behind', async () => {
+    const batcher = new WriteBatcher();
+    type Fake = Writable & { out: number };
+    const fake = (onWrite?: () => void): Fake => {
+      const s = { out: 0, write: () => ((s.out++, onWrite?.()), true), cork() {}, uncork() {} };
+      return s as unknown as Fake;
+    };
+    const others = Array.from({ length: 40 }, () => fake());
+    const more = Array.from({ length: 5 }, () => fake());
+    let nested = false;
+    // its write brings a read whose handling writes to 40 sockets (a flush), then another read
+    const trigger = fake(() => {
+      if (nested) return;
+      nested = true;
+      batcher.chunkStart(trigger);
+      for (const o of others) batcher.write(o, Buffer.from('n'));
+      batcher.chunkDone();
+      batcher.chunkStart(trigger);
+      for (const m of more) batcher.write(m, Buffer.from('m'));
+      batcher.chunkDone();
+    });
+    const first = Array.from({ length: 40 }, () => fake());
+    batcher.chunkStart(fake());
+    batcher.write(trigger, Buffer.from('t'));
+    for (const f of first) batcher.write(f, Buffer.from('f'));
+    batcher.chunkDone();
+    await nextTurn();
+    await nextTurn();
+    assert.deepEqual(first.map((f) => f.out), first.map(() => 1), 'every socket of the first turn written once');
+    assert.deepEqual(others.map((o) => o.out), others.map(() => 1), 'every socket of the nested read written once');
+    assert.deepEqual(more.map((o) => o.out), more.map(() => 1), 'every socket of the second nested read written once');
+    // and the batcher still works: a later write leaves
+    batcher.write(first[0] as Fake, Buffer.from('later'));
+    await nextTurn();
+    assert.equal((first[0] as Fake).out, 2);
+  });
 });
