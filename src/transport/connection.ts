@@ -56,8 +56,8 @@ export interface ConnectionHost {
  * PINGRESP...) are written for what it sends whether or not it reads them: a client that sent
  * PINGREQs or QoS 1 publishes and never read had the broker buffer gigabytes of answers (2.4 GB
  * in 20 s) while it served nothing else. As Mosquitto does, its input then waits in the kernel
- * until it has read what it was sent. Its keep alive waits meanwhile (see expire): a PINGREQ it
- * sends is not read either.
+ * until it has read what it was sent. Its keep alive is put off meanwhile while it reads some of
+ * that output (see expire): a PINGREQ it sends is not read either.
  */
 export const STALLED_OUTPUT_BYTES = 1024 * 1024;
 
@@ -112,6 +112,8 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   private readingPaused = false;
   /** reading paused until the client reads its output (see STALLED_OUTPUT_BYTES) */
   private stalled = false;
+  /** output unread when the stall began or its keep alive was last put off (see expire) */
+  private unreadAtCheck = 0;
 
   constructor(socket: Duplex, peer: PeerInfo, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
     this.socket = socket;
@@ -146,11 +148,13 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
       this.host.batcher.chunkDone();
     }
     // what this chunk's replies add is still in the batcher: it counts at the next chunk
-    if (!this.stalled && !this.closing && this.socket.writableLength >= STALLED_OUTPUT_BYTES) this.stall();
+    // only with a 'drain' to come: a stream whose buffer holds more than that takes it without one
+    if (!this.stalled && !this.closing && this.socket.writableLength >= STALLED_OUTPUT_BYTES && this.socket.writableNeedDrain) this.stall();
   }
 
   private stall(): void {
     this.stalled = true;
+    this.unreadAtCheck = this.socket.writableLength;
     this.socket.pause();
     try {
       this.handler?.handleStalled(this.socket.writableLength);
@@ -191,9 +195,11 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
 
   /** Called by the timer wheel when the deadline passed. */
   expire(): void {
-    if (this.stalled && this.keepAliveMs > 0) {
+    if (this.stalled && this.keepAliveMs > 0 && this.socket.writableLength < this.unreadAtCheck) {
       // its PINGREQs wait unread behind the output it does not read: a client on a slow link taking
-      // a large backlog is not dropped for that; it is once it has read it and goes silent
+      // a large backlog, reading some of it since the last look, is not dropped for that; one that
+      // read nothing over a whole keep alive is [MQTT-3.1.2-24]
+      this.unreadAtCheck = this.socket.writableLength;
       this.deadline = this.host.lateNow + this.keepAliveMs;
       this.host.watch(this);
       return;

@@ -30,6 +30,12 @@ class Peer extends Duplex {
     else this.waiting.push({ chunk, callback });
   }
 
+  /** Takes the oldest write waiting, as a client on a slow link reads a little at a time. */
+  readOne(): void {
+    const w = this.waiting.shift();
+    if (w !== undefined) this.accept(w.chunk, w.callback);
+  }
+
   startReading(): void {
     this.reading = true;
     const waiting = this.waiting;
@@ -72,8 +78,12 @@ describe('a client that does not read what it is sent', () => {
     assert.ok(read <= STALLED_OUTPUT_BYTES + 2 * PING_CHUNK.length, `read ${read} bytes`);
     assert.equal(stalled[0]?.[0].id, 'no-reader');
     assert.ok((stalled[0]?.[1] ?? 0) >= STALLED_OUTPUT_BYTES);
-    // [MQTT-3.1.2-24] its keep alive (1 s) waits while its PINGREQs wait unread behind its output
-    await new Promise((r) => setTimeout(r, 2200));
+    // [MQTT-3.1.2-24] its keep alive (1 s) is put off while its PINGREQs wait unread behind the
+    // output it is reading, slowly
+    for (let i = 0; i < 9; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      peer.readOne();
+    }
     assert.equal(broker.stats.bytesReceived - before, read, 'nothing more is read while the output waits');
     assert.equal(broker.stats.clientsConnected, 1, 'not dropped for PINGREQs the broker did not read');
 
@@ -100,6 +110,27 @@ describe('a client that does not read what it is sent', () => {
     assert.ok(await eventually(() => gone !== undefined, 4000), 'closed for its keep alive');
     assert.match(gone?.[0] ?? '', /keep alive/);
     assert.ok((gone?.[1] ?? 0) >= 1000, `closed ${gone?.[1]} ms after it went silent: not before 1.5 x its keep alive, less a tick`);
+    peer.destroy();
+  });
+
+  test('[MQTT-3.1.2-24] a client that reads none of its output over 1.5 x its keep alive is closed, though its PINGREQs went unread', async () => {
+    const broker = await createBroker({ persistence: 'memory', sysInterval: 0 });
+    brokers.push(broker);
+    let gone: string | undefined;
+    broker.on('clientDisconnected', (c, reason) => {
+      if (c.id === 'dead-reader') gone = reason;
+    });
+    const peer = new Peer();
+    broker.handle(peer);
+    peer.push(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1, clientId: 'dead-reader' }));
+    for (let i = 0; i < 8; i++) {
+      peer.push(PING_CHUNK);
+      await new Promise((r) => setImmediate(r));
+    }
+    const start = Date.now();
+    assert.ok(await eventually(() => gone !== undefined, 4000), 'closed');
+    assert.match(gone ?? '', /keep alive/);
+    assert.ok(Date.now() - start <= 3000);
     peer.destroy();
   });
 
