@@ -112,6 +112,10 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   private readingPaused = false;
   /** reading paused until the client reads its output (see STALLED_OUTPUT_BYTES) */
   private stalled = false;
+  /** a read is being handled (see onData) */
+  private feeding = false;
+  /** reads that came while one was being handled, in order */
+  private later: Buffer[] | undefined;
   /** output unread when the stall began or its keep alive was last put off (see expire) */
   private unreadAtCheck = 0;
 
@@ -135,6 +139,29 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   onData(chunk: Buffer): void {
     const handler = this.handler;
     if (handler === undefined || this.closing) return;
+    if (this.feeding) {
+      // a read that came inside the handling of another: a stream whose peer, in this process,
+      // answers a write at once. The parser is in the middle of the other read; this one waits
+      (this.later ??= []).push(chunk);
+      return;
+    }
+    this.feeding = true;
+    try {
+      this.handleChunk(handler, chunk);
+      for (let next = this.later; next !== undefined && !this.closing; next = this.later) {
+        this.later = undefined;
+        for (let i = 0; i < next.length && !this.closing; i++) this.handleChunk(handler, next[i] as Buffer);
+      }
+    } finally {
+      this.feeding = false;
+      this.later = undefined;
+    }
+    // what this chunk's replies add is still in the batcher: it counts at the next chunk
+    // only with a 'drain' to come: a stream whose buffer holds more than that takes it without one
+    if (!this.stalled && !this.closing && this.socket.writableLength >= STALLED_OUTPUT_BYTES && this.socket.writableNeedDrain) this.stall();
+  }
+
+  private handleChunk(handler: PacketHandler, chunk: Buffer): void {
     this.host.stats.bytesReceived += chunk.length;
     this.host.batcher.chunkStart(this.socket);
     try {
@@ -147,9 +174,6 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
     } finally {
       this.host.batcher.chunkDone();
     }
-    // what this chunk's replies add is still in the batcher: it counts at the next chunk
-    // only with a 'drain' to come: a stream whose buffer holds more than that takes it without one
-    if (!this.stalled && !this.closing && this.socket.writableLength >= STALLED_OUTPUT_BYTES && this.socket.writableNeedDrain) this.stall();
   }
 
   private stall(): void {
