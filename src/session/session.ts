@@ -2,7 +2,7 @@ import type { QoS } from '../codec/packets.js';
 import { DeliveryQueue } from './delivery-queue.js';
 import { PacketIdMap } from './packet-id-map.js';
 import { LazyMap } from '../collections/lazy-map.js';
-import { ownBytesInPlace, type Clock, type Delivery, type Message, type ShareRef } from './message.js';
+import { expiresOnArrival, ownBytesInPlace, type Clock, type Delivery, type Message, type ShareRef } from './message.js';
 import { PacketIdAllocator } from './packet-ids.js';
 import { RetainedBacklog } from './retained-backlog.js';
 
@@ -142,6 +142,11 @@ export class Session {
    * they stay.
    */
   enqueue(delivery: Delivery, limits: QueueLimits, clock: Clock, drops: QueueDrops): void {
+    // its lifetime ended as it arrived: only a delivery that starts at once is made of it
+    if (expiresOnArrival(delivery.message)) {
+      drops.expired++;
+      return;
+    }
     const queue = this.queue;
     const size = delivery.message.payload.length;
     const max = limits.maxQueuedMessages;
