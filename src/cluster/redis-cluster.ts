@@ -560,7 +560,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       entry.waiting = true;
       const release = (): void => {
         entry.waiting = false;
-        this.forwardKept(publisher);
+        try {
+          this.forwardKept(publisher);
+        } catch (err) {
+          // outside any client's handling: a fault here must not end the process
+          this.logger.error({ err }, 'cluster: forwarding messages kept back for a commit failed');
+        }
       };
       void disk.then(release, release);
     }
@@ -574,26 +579,44 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     if (kept === undefined) return;
     const queue = kept.queue;
     let i = 0;
-    for (; i < queue.length; i++) {
-      const e = queue[i] as KeptForward;
-      if (e.waiting) break;
-      kept.bytes -= e.size;
-      const n = ++this.forwardedCount;
-      this.moves.numbered(e.message, n);
-      if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
-      this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
-      const sent = this.forwarder.sent();
-      if (sent === undefined) e.sent.resolve();
-      else sent.then(e.sent.resolve, e.sent.reject);
+    try {
+      for (; i < queue.length; i++) {
+        const e = queue[i] as KeptForward;
+        if (e.waiting) break;
+        kept.bytes -= e.size;
+        const n = ++this.forwardedCount;
+        this.moves.numbered(e.message, n);
+        if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
+        try {
+          this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
+        } catch (err) {
+          // its publisher, waiting for it, is not acknowledged; the entry is gone either way, so a
+          // fault is not met again and what was sent before it is not sent twice
+          e.sent.reject(err);
+          throw err;
+        }
+        const sent = this.forwarder.sent();
+        if (sent === undefined) e.sent.resolve();
+        else sent.then(e.sent.resolve, e.sent.reject);
+      }
+    } finally {
+      // up to and with an entry that threw
+      const done = i < queue.length && !(queue[i] as KeptForward).waiting ? i + 1 : i;
+      if (done > 0) queue.splice(0, done);
+      if (queue.length === 0) this.kept.delete(publisher);
     }
-    if (i > 0) queue.splice(0, i);
-    if (queue.length === 0) this.kept.delete(publisher);
   }
 
   /** Forwards everything kept back at once (the node is leaving): what is not sent now never is. */
   private forwardAllKept(): void {
     for (const kept of this.kept.values()) for (const e of kept.queue) e.waiting = false;
-    for (const publisher of [...this.kept.keys()]) this.forwardKept(publisher);
+    for (const publisher of [...this.kept.keys()]) {
+      try {
+        this.forwardKept(publisher);
+      } catch (err) {
+        this.logger.error({ err }, 'cluster: forwarding messages kept back for a commit failed');
+      }
+    }
   }
 
   /**
