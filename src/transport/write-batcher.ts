@@ -73,11 +73,7 @@ export class WriteBatcher {
           this.held[this.heldCount++] = s;
         }
       }
-      for (let i = 0; i < heldCount; i++) {
-        const s = held[i] as Batched;
-        held[i] = undefined;
-        this.release(s);
-      }
+      this.releaseAll(held, heldCount);
     } finally {
       this.walking--;
     }
@@ -116,18 +112,19 @@ export class WriteBatcher {
     this.swap();
     this.walking++;
     try {
-      for (let i = 0; i < count; i++) {
-        const s = list[i] as Batched;
-        list[i] = undefined;
-        this.release(s);
-      }
-      for (let i = 0; i < heldCount; i++) {
-        const s = held[i] as Batched;
-        held[i] = undefined;
-        this.release(s);
-      }
+      this.releaseAll(list, count);
+      this.releaseAll(held, heldCount);
     } finally {
       this.walking--;
+    }
+  }
+
+  /** Writes what the first `count` sockets of a list hold, emptying its slots as it goes. */
+  private releaseAll(list: (Batched | undefined)[], count: number): void {
+    for (let i = 0; i < count; i++) {
+      const s = list[i] as Batched;
+      list[i] = undefined;
+      this.release(s);
     }
   }
 
