@@ -200,11 +200,7 @@ export class Session {
 
   /** A message the store kept in flight for this session, restored at start. */
   restoreInflight(packetId: number, entry: InflightEntry): void {
-    const before = this.inflight.size;
-    this.inflightBytes -= this.inflight.get(packetId)?.delivery.message.payload.length ?? 0;
-    this.inflight.set(packetId, entry);
-    this.inflightBytes += entry.delivery.message.payload.length;
-    this.totals.inflight += this.inflight.size - before;
+    this.putInflight(packetId, entry);
   }
 
   /**
@@ -338,12 +334,17 @@ export class Session {
 
   /** A QoS 1/2 message sent and awaiting its acknowledgement, or moved to the PUBREL state. */
   setInflight(packetId: number, entry: InflightEntry): void {
+    this.putInflight(packetId, entry);
+    this.journal?.inflight(packetId, entry);
+  }
+
+  /** Adds or replaces an entry, keeping the byte count and the broker's totals. */
+  private putInflight(packetId: number, entry: InflightEntry): void {
     const before = this.inflight.size;
     this.inflightBytes -= this.inflight.get(packetId)?.delivery.message.payload.length ?? 0;
     this.inflight.set(packetId, entry);
     this.inflightBytes += entry.delivery.message.payload.length;
     this.totals.inflight += this.inflight.size - before;
-    this.journal?.inflight(packetId, entry);
   }
 
   /** The exchange for `packetId` is over: the id is free again. */
