@@ -1,8 +1,10 @@
 import { Buffer } from 'node:buffer';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { killMidges } from './cli.js';
 
 /** Mounts a tmpfs of `size` (as mount takes it: '4m') at a new directory; the reason instead when this system does not let the test. */
 export function mountTmpfs(size: string): { dir: string } | { skip: string } {
@@ -34,5 +36,37 @@ export function fill(path: string, leave: number): void {
     // full already
   } finally {
     closeSync(fd);
+  }
+}
+
+/** A broker's data dir on a small tmpfs of its own, and a file to fill that tmpfs with. */
+export interface FullableDataDir {
+  /** the tmpfs */
+  dir: string;
+  dataDir: string;
+  filler: string;
+  /** command-line arguments for an LMDB broker on `dataDir`, any port, quiet */
+  args: string[];
+}
+
+/**
+ * Runs `body` with a data dir on a tmpfs of `size`, then stops the command-line brokers it started
+ * and unmounts; skips the test where a tmpfs cannot be mounted.
+ */
+export async function withDataDirOnTmpfs(t: TestContext, size: string, body: (disk: FullableDataDir) => Promise<void>): Promise<void> {
+  const mounted = mountTmpfs(size);
+  if ('skip' in mounted) {
+    t.skip(mounted.skip);
+    return;
+  }
+  const dir = mounted.dir;
+  try {
+    const dataDir = join(dir, 'data');
+    mkdirSync(dataDir);
+    const args = ['--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--log-level', 'silent', '--sys-interval', '0'];
+    await body({ dir, dataDir, filler: join(dir, 'filler'), args });
+  } finally {
+    killMidges();
+    unmount(dir);
   }
 }

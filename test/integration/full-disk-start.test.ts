@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { LmdbStore } from '../../src/index.js';
 import { killMidges, MIDGE_MAIN, spawnMidge } from '../helpers/cli.js';
 import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
-import { fill, mountTmpfs, unmount } from '../helpers/tmpfs.js';
+import { fill, withDataDirOnTmpfs } from '../helpers/tmpfs.js';
 
 interface Refusal {
   code: number | null;
@@ -52,16 +52,7 @@ after(killMidges);
 
 describe('an LMDB data dir on a full file system (command line broker)', () => {
   test('the broker refuses to start with exit code 3 and one line saying the file system is full, for a new store and an existing one (lock file there or not), never a signal; once there is room the same dir starts with its state', async (t: TestContext) => {
-    const mounted = mountTmpfs('2m');
-    if ('skip' in mounted) {
-      t.skip(mounted.skip);
-      return;
-    }
-    try {
-      const dataDir = join(mounted.dir, 'data');
-      mkdirSync(dataDir);
-      const filler = join(mounted.dir, 'filler');
-      const args = ['--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--log-level', 'silent', '--sys-interval', '0'];
+    await withDataDirOnTmpfs(t, '2m', async ({ dir, dataDir, filler, args }) => {
 
       // a few KB left: less than LMDB's lock file and first pages, which it maps and touches
       fill(filler, 8 * 1024);
@@ -87,7 +78,7 @@ describe('an LMDB data dir on a full file system (command line broker)', () => {
       // as a store restored from a copy of its data file alone: LMDB makes and maps a new lock file,
       // and touching its first page on a file system with no page left was SIGBUS
       unlinkSync(join(dataDir, 'lock.mdb'));
-      fill(join(mounted.dir, 'filler-2'), 0);
+      fill(join(dir, 'filler-2'), 0);
       assertRefused(await runToExit(args), dataDir, 'an existing store without its lock file');
 
       unlinkSync(filler);
@@ -98,10 +89,7 @@ describe('an LMDB data dir on a full file system (command line broker)', () => {
       back.raw.close();
       b.child.kill('SIGTERM');
       await new Promise((r) => b.child.once('exit', r));
-    } finally {
-      killMidges();
-      unmount(mounted.dir);
-    }
+    });
   });
 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, unlinkSync } from 'node:fs';
+import { mkdtempSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
@@ -10,7 +10,7 @@ import { killMidges, spawnMidge } from '../helpers/cli.js';
 import { CommitFaultStore } from '../helpers/faulty-store.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { drainFor, eventually, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
-import { fill, mountTmpfs, unmount } from '../helpers/tmpfs.js';
+import { fill, withDataDirOnTmpfs } from '../helpers/tmpfs.js';
 
 interface LogLine {
   level: number;
@@ -193,17 +193,8 @@ function alive(child: ChildProcess): boolean {
 
 describe('an LMDB data dir whose disk fills up (command line broker)', () => {
   test('[MQTT-4.3.2-4] (5.0) the broker goes on: publishes it cannot store are refused (5.0: 0x83), others are served, and once there is room again it stores and acknowledges; nothing acknowledged is lost across a restart', async (t: TestContext) => {
-    const mounted = mountTmpfs('4m');
-    if ('skip' in mounted) {
-      t.skip(mounted.skip);
-      return;
-    }
-    try {
-      const dataDir = join(mounted.dir, 'data');
-      mkdirSync(dataDir);
-      const filler = join(mounted.dir, 'filler');
+    await withDataDirOnTmpfs(t, '4m', async ({ filler, args }) => {
       fill(filler, 1200 * 1024);
-      const args = ['--port', '0', '--data-dir', dataDir, '--persistence', 'lmdb', '--log-level', 'silent', '--sys-interval', '0'];
       let b = await spawnMidge(args);
       await leaveStoredSession(b.port, 'keeper', 'big/#');
 
@@ -257,10 +248,7 @@ describe('an LMDB data dir whose disk fills up (command line broker)', () => {
       assert.deepEqual(acked.filter((n) => !got.has(n)), [], `every acknowledged message is delivered after the restart (got ${[...got].join(',')})`);
       b.child.kill('SIGTERM');
       await new Promise<void>((resolve) => (alive(b.child) ? b.child.once('exit', () => resolve()) : resolve()));
-    } finally {
-      killMidges();
-      unmount(mounted.dir);
-    }
+    });
   });
 });
 
