@@ -269,12 +269,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   // ---- messages -------------------------------------------------------------------------------
 
   publish(message: Message, memo?: MatchMemo): void | Promise<void> {
+    let retained = false;
     if (message.retain) {
       // apply() moves a kept message's bytes out of its read before any frame is built of them
       if (!this.retained.apply(message)) this.counters.retainedRefused++;
       else {
         this.durability?.retained(message);
-        this.cluster?.retainedChanged(message);
+        retained = true;
       }
     }
     const cluster = this.cluster;
@@ -284,12 +285,17 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       return message.qos > 0 ? this.committed() : undefined;
     }
     // a QoS 2 message whose deliveries here wait for its commit (publishHeld) goes to the other
-    // nodes only once that commit is over too, or they could have it twice after a crash
-    const held = message.qos === 2 && isHeldUntilStored(message);
-    this.routed += cluster.route(message, memo, held ? this.commitOfHeld : undefined);
+    // nodes, and is their retained message, only once that commit is over too, or they could have
+    // it twice, or keep one its publisher sends again, after a crash
+    const held = message.qos === 2 && isHeldUntilStored(message) ? this.commitOfHeld : undefined;
+    this.routed += cluster.route(message, memo, held);
+    // after the route, which asks `held` for the commit once the deliveries' writes are in it:
+    // asked before them, that commit would leave them to another
+    if (retained) cluster.retainedChanged(message, held);
     if (message.qos === 0) return undefined;
     const disk = this.committed();
-    // the publisher's forwards kept back behind a commit are with the other nodes before it is acknowledged
+    // the publisher's forwards and retained changes kept back behind a commit are with the other
+    // nodes before it is acknowledged
     const sent = cluster.sent(message.senderId);
     if (sent === undefined || disk === undefined) return sent ?? disk;
     return Promise.all([disk, sent]).then(noop);

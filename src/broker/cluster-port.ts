@@ -25,14 +25,18 @@ export interface ClusterPort {
    * message set, is with Redis and no node it went to is too far behind (undefined when none is on
    * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared.
    * A QoS 1/2 publisher is acknowledged then, so it cannot outrun the other nodes, and
-   * acknowledgements keep the order of the messages. With `publisher`, that client's messages kept
-   * back behind a commit (see route) are waited for too.
+   * acknowledgements keep the order of the messages. With `publisher`, that client's messages and
+   * retained changes kept back behind a commit (see route) are waited for too.
    */
   sent(publisher?: string): Promise<void> | undefined;
   /** Settles once Redis has every route change of this node so far, announced to the other nodes; undefined when none is on its way. */
   routesShared(): Promise<void> | undefined;
-  /** A retained message was set, or cleared (empty payload), on this node: every node applies it. */
-  retainedChanged(message: Message): void;
+  /**
+   * A retained message was set, or cleared (empty payload), on this node: every node applies it.
+   * `stored` is as for route (called after it): the other nodes apply it once that commit is over,
+   * and its publisher's writes kept back before it first.
+   */
+  retainedChanged(message: Message, stored?: () => Promise<void> | undefined): void;
   /** A retained message was removed here by administration. */
   retainedDeleted(topic: string): void;
   /**

@@ -48,7 +48,7 @@ export interface ClusterCounts {
   received: number;
   /** messages not sent to a node because Redis could not take them */
   forwardFailed: number;
-  /** QoS 0 messages not sent to a node whose inbox was full */
+  /** QoS 0 messages not sent to a node whose inbox was full, or held past 1 MB behind a commit (as are QoS 0 retained changes then, once a node) */
   forwardDropped: number;
   /** times QoS 1/2 acknowledgements waited for a node to work off its inbox */
   backlogWaits: number;

@@ -62,8 +62,9 @@ const SETTLED_AWAY_KEEP_MS = 60_000;
 const STOP_WAIT_MS = 3000;
 /**
  * Bytes of one publisher's messages kept back behind a commit (see routeKeptBack) past which its
- * QoS 0 messages are not sent to the other nodes. Its QoS 1/2 messages are bounded already: their
- * acknowledgements wait for their forwards, and a client has only so many unacknowledged.
+ * QoS 0 messages are not sent to the other nodes, nor its QoS 0 retained messages shared. Its
+ * QoS 1/2 messages are bounded already: their acknowledgements wait for their forwards, and a
+ * client has only so many unacknowledged.
  */
 const MAX_KEPT_BYTES = 1024 * 1024;
 
@@ -138,7 +139,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   private readonly redispatchPlan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
-  /** by publisher (client id), its forwards kept back behind a QoS 2 message of its whose commit is under way (see routeKeptBack) */
+  /** by publisher (client id), its forwards and retained changes kept back behind a QoS 2 message of its whose commit is under way (see routeKeptBack) */
   private readonly kept = new Map<string, KeptBack>();
 
   constructor(core: ClusterHost, options: ClusterOptions, logger: Logger) {
@@ -533,28 +534,50 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
    * gone node meanwhile counts the message among those this node took since (GoneInboxes.arrived
    * is told at the forward), and a session handed over from here sends it on in a tail without its
    * origin (numbered later), for the node it went to to tell from its own copy.
+   *
+   * A retained message is the same (retainedChanged): shared before the commit, it would be the
+   * retained message of the other nodes, served to their new subscribers, while its publisher, never
+   * sent PUBREC, sends it again. Its change goes to Redis once the commit is over, in line with the
+   * publisher's forwards, so that a later retained message of the same publisher and topic is not
+   * overtaken by it and stays the one every node ends on.
    */
   private routeKeptBack(message: Message, memo: MatchMemo | undefined, publisher: string, stored: (() => Promise<void> | undefined) | undefined): number {
     const plan = this.plan;
-    let kept = this.kept.get(publisher);
-    const size = message.payload.length + message.topic.length;
-    if (message.qos === 0 && kept !== undefined && kept.bytes + size > MAX_KEPT_BYTES) {
+    if (this.overKept(message, publisher)) {
       // a publisher flooding QoS 0 behind a commit that takes long: the rest is not sent to
       // the other nodes, as a congested subscriber's queue drops it here
       this.counters.forwardDropped += plan.nodes.size;
       return this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     }
-    const entry: KeptForward = { message, size, nodes: new Map(plan.nodes), waiting: false, sent: deferred() };
+    const nodes = new Map(plan.nodes);
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, 0, this.run);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
+    // the commit is asked for only now: the deliveries just routed here are in it
+    this.keepBack(publisher, message, nodes, stored);
+    return here;
+  }
+
+  /** Whether `message` is QoS 0 and would take what `publisher` has kept back past MAX_KEPT_BYTES. */
+  private overKept(message: Message, publisher: string): boolean {
+    if (message.qos !== 0) return false;
+    const kept = this.kept.get(publisher);
+    return kept !== undefined && kept.bytes + message.payload.length + message.topic.length > MAX_KEPT_BYTES;
+  }
+
+  /**
+   * Puts a write of `publisher`'s behind those it has kept back: `message` forwarded to `nodes`,
+   * or without them its retained change. With `stored` (called now), it waits for that commit too.
+   */
+  private keepBack(publisher: string, message: Message, nodes: Map<string, string[]> | undefined, stored: (() => Promise<void> | undefined) | undefined): void {
+    const entry: KeptWrite = { message, size: message.payload.length + message.topic.length, nodes, waiting: false, sent: deferred() };
+    let kept = this.kept.get(publisher);
     if (kept === undefined) {
       kept = { queue: [], bytes: 0, last: entry.sent.promise };
       this.kept.set(publisher, kept);
     }
     kept.queue.push(entry);
-    kept.bytes += size;
+    kept.bytes += entry.size;
     kept.last = entry.sent.promise;
-    // asked only now: the deliveries just routed here are in it
     const disk = stored?.();
     if (disk !== undefined) {
       entry.waiting = true;
@@ -570,10 +593,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       void disk.then(release, release);
     }
     this.forwardKept(publisher);
-    return here;
   }
 
-  /** Forwards the publisher's messages kept back, in order, up to the first still waiting for its commit. */
+  /** Sends the publisher's writes kept back, in order, up to the first still waiting for its commit. */
   private forwardKept(publisher: string): void {
     const kept = this.kept.get(publisher);
     if (kept === undefined) return;
@@ -581,14 +603,17 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     let i = 0;
     try {
       for (; i < queue.length; i++) {
-        const e = queue[i] as KeptForward;
+        const e = queue[i] as KeptWrite;
         if (e.waiting) break;
         kept.bytes -= e.size;
-        const n = ++this.forwardedCount;
-        this.moves.numbered(e.message, n);
-        if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
         try {
-          this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
+          if (e.nodes === undefined) this.shareRetained(e.message);
+          else {
+            const n = ++this.forwardedCount;
+            this.moves.numbered(e.message, n);
+            if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
+            this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
+          }
         } catch (err) {
           // its publisher, waiting for it, is not acknowledged; the entry is gone either way, so a
           // fault is not met again and what was sent before it is not sent twice
@@ -601,7 +626,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       }
     } finally {
       // up to and with an entry that threw
-      const done = i < queue.length && !(queue[i] as KeptForward).waiting ? i + 1 : i;
+      const done = i < queue.length && !(queue[i] as KeptWrite).waiting ? i + 1 : i;
       if (done > 0) queue.splice(0, done);
       if (queue.length === 0) this.kept.delete(publisher);
     }
@@ -674,7 +699,19 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     else if (this.members.isLive(previous)) this.forwarder.sendFrame(previous, packFrame({ kind: 'passed', from: this.nodeId, clientId }));
   }
 
-  retainedChanged(message: Message): void {
+  retainedChanged(message: Message, stored?: () => Promise<void> | undefined): void {
+    const publisher = message.senderId;
+    // kept back as its forward is (see routeKeptBack), and behind the publisher's writes kept back
+    if (publisher !== undefined && (stored !== undefined || (this.kept.size > 0 && this.kept.has(publisher)))) {
+      // past the bound, as its QoS 0 forward would be: the other nodes keep the one they had
+      if (this.overKept(message, publisher)) this.counters.forwardDropped += this.members.others().length;
+      else this.keepBack(publisher, message, undefined, stored);
+      return;
+    }
+    this.shareRetained(message);
+  }
+
+  private shareRetained(message: Message): void {
     const write = this.retained.changed(message);
     // its QoS 1/2 publisher is acknowledged once Redis (and the replicas waited for) has it: a
     // node that took it from Redis as it came back would otherwise replace it with what Redis held
@@ -756,22 +793,22 @@ const NO_LOCAL_GROUPS: Set<string> = new Set();
 
 function noop(): void {}
 
-/** A message forwarded once it, and what its publisher sent before it, may leave. */
-interface KeptForward {
+/** A message forwarded, or its retained change shared, once it and what its publisher sent before it may leave. */
+interface KeptWrite {
   readonly message: Message;
   /** its payload and topic, in bytes */
   readonly size: number;
-  /** the nodes it goes to, with their shared groups, as planned when it was routed here */
-  readonly nodes: Map<string, string[]>;
+  /** the nodes it goes to, with their shared groups, as planned when it was routed here; undefined for its retained change */
+  readonly nodes: Map<string, string[]> | undefined;
   /** its commit is under way */
   waiting: boolean;
   /** settles once it is with Redis, as sent() does */
   readonly sent: Deferred;
 }
 
-/** One publisher's forwards kept back, in the order published, and when the last is with Redis. */
+/** One publisher's writes kept back, in the order published, and when the last is with Redis. */
 interface KeptBack {
-  readonly queue: KeptForward[];
+  readonly queue: KeptWrite[];
   /** what the queue holds, in bytes */
   bytes: number;
   last: Promise<void>;
