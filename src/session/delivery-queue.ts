@@ -4,10 +4,17 @@ import type { Clock, Delivery } from './message.js';
 /** Deliveries by kind, each with its tag (its place in arrival order) in the matching ring. */
 interface Rings {
   readonly lossy: Deque<Delivery>;
-  readonly lossyTags: Deque<number>;
+  lossyTags: Deque<number>;
   readonly owed: Deque<Delivery>;
-  readonly owedTags: Deque<number>;
+  owedTags: Deque<number>;
 }
+
+/**
+ * Tags are numbered again from 0 once the next would pass this: V8 keeps an integer above 2^30 - 1
+ * in an object of its own, so each later push would allocate. A queue that never empties (a
+ * subscriber that reads too slowly for good) reaches it after a billion messages.
+ */
+const TAG_LIMIT = 2 ** 30 - 1;
 
 /**
  * A session's queue: the deliveries waiting for its client, oldest first, with their payload bytes
@@ -19,6 +26,7 @@ interface Rings {
  * exist from the first message on: most sessions never queue anything.
  */
 export class DeliveryQueue {
+  private readonly tagLimit: number;
   private rings: Rings | undefined;
   private nextTag = 0;
   private count = 0;
@@ -28,6 +36,11 @@ export class DeliveryQueue {
   lossyBytes = 0;
   /** no queued message expires before this (ms); Infinity while none can expire */
   private earliestExpiry = Infinity;
+
+  /** `tagLimit` is for tests: the tag past which tags are numbered again (see TAG_LIMIT) */
+  constructor(tagLimit = TAG_LIMIT) {
+    this.tagLimit = tagLimit;
+  }
 
   get length(): number {
     return this.count;
@@ -43,6 +56,8 @@ export class DeliveryQueue {
     const size = d.message.payload.length;
     const expiresAt = d.message.expiresAt;
     if (expiresAt !== undefined && expiresAt < this.earliestExpiry) this.earliestExpiry = expiresAt;
+    // a queue holding more than half the limit would be numbered again at every push: its tags grow
+    if (this.nextTag >= this.tagLimit && this.count < this.tagLimit / 2) this.renumber(r);
     this.count++;
     this.bytes += size;
     if (d.qos === 0) {
@@ -144,6 +159,27 @@ export class DeliveryQueue {
       if (j >= owed.length || (i < lossy.length && (lossyTags.at(i) as number) < (owedTags.at(j) as number))) yield lossy.at(i++) as Delivery;
       else yield owed.at(j++) as Delivery;
     }
+  }
+
+  /** Tags the queued deliveries 0, 1, 2... in the order they stand. */
+  private renumber(r: Rings): void {
+    const lossy = r.lossyTags;
+    const owed = r.owedTags;
+    const lossyTags = new Deque<number>();
+    const owedTags = new Deque<number>();
+    let tag = 0;
+    for (let i = 0, j = 0; i < lossy.length || j < owed.length; tag++) {
+      if (j >= owed.length || (i < lossy.length && (lossy.at(i) as number) < (owed.at(j) as number))) {
+        lossyTags.push(tag);
+        i++;
+      } else {
+        owedTags.push(tag);
+        j++;
+      }
+    }
+    r.lossyTags = lossyTags;
+    r.owedTags = owedTags;
+    this.nextTag = tag;
   }
 
   private removed(size: number): void {
