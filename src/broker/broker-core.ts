@@ -459,7 +459,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     }
     // it may wait there for days: its bytes move out of the read they came in (once, for every session)
     ownBytesInPlace(message);
-    session.enqueue({ message, qos, retain, subscriptionIds: ids, share }, this.settings, this, this.counters.dropped);
+    session.enqueue(message, qos, retain, ids, share, this.settings, this, this.counters.dropped);
   }
 
   publishWill(client: ClientInfo, will: Will): boolean | Promise<boolean> {

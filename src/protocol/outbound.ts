@@ -128,7 +128,7 @@ export class Outbound {
     // otherwise hold up to a 64 KB read for each of its queued messages.
     if (messagePinsLargeRead(message)) ownBytesInPlace(message);
     const dropped = session.dropped;
-    session.enqueue({ message, qos, retain, subscriptionIds, share }, broker.settings, broker, broker.counters.dropped);
+    session.enqueue(message, qos, retain, subscriptionIds, share, broker.settings, broker, broker.counters.dropped);
     if (session.dropped !== dropped) this.noteDropping('queueFull');
   }
 

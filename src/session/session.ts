@@ -141,16 +141,26 @@ export class Session {
    * the oldest QoS 0 messages if dropping them is enough; otherwise the new message is dropped and
    * they stay.
    */
-  enqueue(delivery: Delivery, limits: QueueLimits, clock: Clock, drops: QueueDrops): void {
+  enqueue(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    subscriptionIds: number[] | undefined,
+    share: ShareRef | undefined,
+    limits: QueueLimits,
+    clock: Clock,
+    drops: QueueDrops,
+  ): void {
     // its lifetime ended as it arrived: only a delivery that starts at once is made of it
-    if (expiresOnArrival(delivery.message)) {
+    if (expiresOnArrival(message)) {
       drops.expired++;
       return;
     }
     const queue = this.queue;
-    const size = delivery.message.payload.length;
+    const size = message.payload.length;
     const max = limits.maxQueuedMessages;
     const maxBytes = limits.maxQueuedBytes;
+    let dropped: Delivery | undefined;
     if (full(queue.length, queue.bytes, size, max, maxBytes)) {
       const count = queue.length;
       const bytes = queue.bytes;
@@ -166,14 +176,18 @@ export class Session {
         return;
       }
       while (full(queue.length, queue.bytes, size, max, maxBytes)) {
-        queue.shiftLossy();
+        dropped = queue.shiftLossy();
         this.dropped++;
         drops.queueFull++;
       }
       this.countQueueChange(count, bytes);
     }
+    const delivery =
+      dropped !== undefined && qos === 0
+        ? refill(dropped, message, retain, subscriptionIds, share)
+        : { message, qos, retain, subscriptionIds, share };
     this.push(delivery);
-    if (delivery.qos > 0) this.journal?.queued(delivery);
+    if (qos > 0) this.journal?.queued(delivery);
   }
 
   private push(delivery: Delivery): void {
@@ -368,6 +382,29 @@ export class Session {
 }
 
 /** Whether a queue of `count` messages and `bytes` payload bytes has no room for `size` more. */
+/**
+ * A QoS 0 delivery just dropped from the queue, made into the QoS 0 delivery that takes its place.
+ * A subscriber that stops reading drops one message for each one it is sent: a new object for each
+ * would stay queued for `maxQueuedMessages` messages, long enough to be promoted to the old
+ * generation, and cost the collector a copy and later a mark for every dropped message. Nothing but
+ * the queue holds a QoS 0 delivery (the journal and the store keep QoS 1/2 ones only), so no one
+ * sees it change.
+ */
+function refill(
+  delivery: Delivery,
+  message: Message,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+  share: ShareRef | undefined,
+): Delivery {
+  const d = delivery as { -readonly [K in keyof Delivery]: Delivery[K] };
+  d.message = message;
+  d.retain = retain;
+  d.subscriptionIds = subscriptionIds;
+  d.share = share;
+  return d;
+}
+
 function full(count: number, bytes: number, size: number, max: number, maxBytes: number): boolean {
   return count >= max || (maxBytes > 0 && count > 0 && bytes + size > maxBytes);
 }

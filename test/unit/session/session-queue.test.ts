@@ -9,13 +9,19 @@ import { Session, type QueueDrops, type SessionTotals } from '../../../src/sessi
 const clock = { time: 0, now(): number {
   return this.time;
 } };
-const delivery = (size: number, qos: QoS, n: number, ttl?: number): Delivery => ({
+const delivery = (size: number, qos: QoS, n: number, ttl?: number, retain = false, subscriptionIds?: number[]): Delivery => ({
   message: createMessage(`t/${n}`, Buffer.alloc(size, n % 256), qos, false, ttl === undefined ? undefined : { messageExpiryInterval: ttl }, clock, undefined),
   qos,
-  retain: false,
-  subscriptionIds: undefined,
+  retain,
+  subscriptionIds,
   share: undefined,
 });
+/**
+ * What the queue holds, as copies: the queue may reuse a dropped QoS 0 delivery object for the
+ * message that replaces it, so deliveries are told apart by their message.
+ */
+const contents = (s: Session): Delivery[] => [...s.queue].map((d) => ({ ...d }));
+const holds = (list: Delivery[], d: Delivery): boolean => list.some((x) => x.message === d.message);
 const sizeOf = (list: Delivery[]): number => list.reduce((sum, d) => sum + d.message.payload.length, 0);
 const isFull = (list: Delivery[], size: number, max: number, maxBytes: number): boolean =>
   list.length >= max || (maxBytes > 0 && list.length > 0 && sizeOf(list) + size > maxBytes);
@@ -24,12 +30,12 @@ const expired = (d: Delivery): boolean => d.message.expiresAt !== undefined && d
 /** Queues `d` and returns how many messages the queue refused or dropped for room. */
 function enqueue(s: Session, d: Delivery, max: number, maxBytes = 0, drops: QueueDrops = { queueFull: 0, expired: 0 }): number {
   const before = drops.queueFull;
-  s.enqueue(d, { maxQueuedMessages: max, maxQueuedBytes: maxBytes }, clock, drops);
+  s.enqueue(d.message, d.qos, d.retain, d.subscriptionIds, d.share, { maxQueuedMessages: max, maxQueuedBytes: maxBytes }, clock, drops);
   return drops.queueFull - before;
 }
 
 type Op =
-  | { kind: 'enqueue'; size: number; qos: QoS; ttl: number | undefined }
+  | { kind: 'enqueue'; size: number; qos: QoS; ttl: number | undefined; retain: boolean; subscriptionIds: number[] | undefined }
   | { kind: 'dequeue' }
   | { kind: 'takeQos0' }
   | { kind: 'clear' }
@@ -42,6 +48,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       size: fc.integer({ min: 0, max: 120 }),
       qos: fc.constantFrom<QoS>(0, 1, 2),
       ttl: fc.option(fc.integer({ min: 1, max: 4 }), { nil: undefined, freq: 2 }),
+      retain: fc.boolean(),
+      subscriptionIds: fc.option(fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 2 }), { nil: undefined }),
     }),
     weight: 6,
   },
@@ -59,7 +67,8 @@ describe('session queue bounds', () => {
         // two sessions share the totals, as a broker's do; the other one holds a message throughout
         const totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
         const other = new Session('other', 0, totals);
-        other.enqueue(delivery(7, 1, 1000, undefined), { maxQueuedMessages: 10, maxQueuedBytes: 0 }, clock, { queueFull: 0, expired: 0 });
+        const kept = delivery(7, 1, 1000, undefined);
+        other.enqueue(kept.message, kept.qos, kept.retain, kept.subscriptionIds, kept.share, { maxQueuedMessages: 10, maxQueuedBytes: 0 }, clock, { queueFull: 0, expired: 0 });
         const s = new Session('c', 0, totals);
         const drops: QueueDrops = { queueFull: 0, expired: 0 };
         let n = 0;
@@ -69,36 +78,37 @@ describe('session queue bounds', () => {
         const model: Delivery[] = [];
         for (const o of ops) {
           if (o.kind === 'enqueue') {
-            const before = [...s.queue];
+            const before = contents(s);
             assert.deepEqual(before, model);
-            const d = delivery(o.size, o.qos, n++, o.ttl);
+            const d = delivery(o.size, o.qos, n++, o.ttl, o.retain, o.subscriptionIds);
             const wasFull = isFull(before, o.size, max, maxBytes);
             const lost = enqueue(s, d, max, maxBytes, drops);
             dropped += lost;
-            const after = [...s.queue];
-            const queued = after.includes(d);
-            const gone = before.filter((x) => !after.includes(x));
+            const after = contents(s);
+            const queued = holds(after, d);
+            const gone = before.filter((x) => !holds(after, x));
             // a full queue lets every expired message go; a queue with room keeps them for now
             const expiredGone = gone.filter(expired);
             assert.deepEqual(expiredGone, wasFull ? before.filter(expired) : []);
             expiredCount += expiredGone.length;
             // what else left to make room was QoS 0, oldest first
-            const evicted = gone.filter((x) => !expiredGone.includes(x));
-            const live = before.filter((x) => !expiredGone.includes(x));
+            const evicted = gone.filter((x) => !holds(expiredGone, x));
+            const live = before.filter((x) => !holds(expiredGone, x));
             assert.equal(lost, evicted.length + (queued ? 0 : 1));
             assert.deepEqual(evicted, live.filter((x) => x.qos === 0).slice(0, evicted.length));
             // a QoS 0 message is not thrown out for a newcomer that is then refused anyway
             if (!queued) assert.equal(evicted.length, 0);
             // and none is thrown out while the newcomer fits without it
             if (queued && evicted.length > 0) {
-              const kept = after.filter((x) => x !== d);
+              const kept = after.filter((x) => x.message !== d.message);
               assert.ok(isFull([evicted[evicted.length - 1] as Delivery, ...kept], o.size, max, maxBytes), 'one QoS 0 message too many made room');
             }
-            assert.deepEqual(after, queued ? [...before.filter((x) => !gone.includes(x)), d] : before.filter((x) => !gone.includes(x)));
+            const stayed = before.filter((x) => !holds(gone, x));
+            assert.deepEqual(after, queued ? [...stayed, d] : stayed);
             model.splice(0, model.length, ...after);
           } else if (o.kind === 'dequeue') {
-            assert.equal(s.queue.peek(), model[0]);
-            assert.equal(s.dequeue(), model.shift());
+            assert.deepEqual(s.queue.peek(), model[0]);
+            assert.deepEqual(s.dequeue(), model.shift());
           } else if (o.kind === 'takeQos0') {
             s.takeQueued((d) => d.qos === 0);
             model.splice(0, model.length, ...model.filter((d) => d.qos !== 0));
@@ -109,7 +119,7 @@ describe('session queue bounds', () => {
             clock.time += o.seconds * 1000;
           }
           // the queue keeps arrival order across QoS levels, whatever left it
-          assert.deepEqual([...s.queue], model);
+          assert.deepEqual(contents(s), model);
           assert.equal(s.queuedBytes, sizeOf(model));
           assert.equal(totals.queued, model.length + 1, 'the broker-wide count drifted');
           assert.equal(totals.queuedBytes, sizeOf(model) + 7, 'the broker-wide byte count drifted');
@@ -175,6 +185,6 @@ describe('session queue bounds', () => {
     const order = [...s.queue];
     assert.equal(order[0]?.qos, 1);
     assert.equal(order[100_000]?.message.topic, 't/100000');
-    assert.equal(order[max - 1], last);
+    assert.equal(order[max - 1]?.message, last?.message);
   });
 });
