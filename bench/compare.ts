@@ -51,6 +51,11 @@ const SCENARIOS: Record<string, Scenario> = {
   // a p99 from 5 s swings by up to 2x between runs of the same broker here; 15 s runs steady it
   'latency-q1': { name: 'p99 latency at 5,000 msg/s QoS 1 (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
   'latency-q1-spread': { name: 'p99 latency at 5,000 msg/s QoS 1, each message at its own time (ms, 15 s runs)', args: ['fanin', '--qos', '1', '--publishers', '10', '--rate', '5000', '--spread', '--duration', '15'], metric: 'p99', deepQueues: true, fanIn: true },
+  // 50 subscribers that read nothing beside the one that reads, 1 KB messages: each broker drops
+  // what the stalled ones cannot take (queues of 1,000); what that costs shows in the reader's
+  // latency and in the broker's CPU per message
+  'stalled-q0': { name: 'p99 latency with 50 stalled subscribers, fan-in QoS 0 1 KB at 10,000 msg/s (ms)', args: ['fanin', '--qos', '0', '--publishers', '10', '--size', '1024', '--rate', '10000', '--stalled', '50', '--duration', '15'], metric: 'p99', deepQueues: false },
+  'cpu-stalled-q0': { name: 'broker CPU µs per message with 50 stalled subscribers, fan-in QoS 0 1 KB at 10,000 msg/s', args: ['fanin', '--qos', '0', '--publishers', '10', '--size', '1024', '--rate', '10000', '--stalled', '50'], metric: 'cpu', deepQueues: false },
   // 60 s: V8 gives back the young generation grown for the burst of connections 20-40 s after it
   conn: { name: 'memory per idle connection (KiB, 19,000 connections, after 60 s idle)', args: ['conn', '--connections', '19000', '--duration', '60'], metric: 'kib', deepQueues: false },
 };

@@ -37,6 +37,11 @@ export interface BenchOptions {
   batch: number;
   /** idle connections for the conn scenario */
   connections: number;
+  /**
+   * Subscribers to the first subscriber's filter that never read what they are sent (devices on a
+   * link too slow for the stream, or hung): what they cost the broker and the subscriber that reads
+   */
+  stalled?: number;
   /** the broker's process id, for its CPU and memory */
   pid: number | undefined;
   /** what every client logs in with */
@@ -114,15 +119,15 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const pubs: BenchClient[] = [];
   const idle: BenchClient[] = [];
   try {
-    return o.scenario === 'conn' ? await runConn(o, idle) : await runMessages(o, subs, pubs);
+    return o.scenario === 'conn' ? await runConn(o, idle) : await runMessages(o, subs, pubs, idle);
   } finally {
     // however the run ended: connected clients would keep the process alive
     for (const c of [...subs, ...pubs, ...idle]) c.close();
   }
 }
 
-/** The message scenarios; the clients it connects go into `subs` and `pubs`, for the caller to close. */
-async function runMessages(o: BenchOptions, subs: BenchClient[], pubs: BenchClient[]): Promise<BenchResult> {
+/** The message scenarios; the clients it connects go into `subs`, `pubs` and `stalled`, for the caller to close. */
+async function runMessages(o: BenchOptions, subs: BenchClient[], pubs: BenchClient[], stalled: BenchClient[]): Promise<BenchResult> {
   const t = topology(o);
   const tracker = new Tracker();
   const run = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
@@ -131,6 +136,13 @@ async function runMessages(o: BenchOptions, subs: BenchClient[], pubs: BenchClie
     subs.push(c);
     await c.subscribe(t.filterOf(s), o.qos);
     c.onMessage = (buf, start, end) => tracker.received(s, buf, start, end, performance.now());
+  }
+  for (let i = 0; i < (o.stalled ?? 0); i++) {
+    const c = await BenchClient.connect(o.subPort ?? o.port, o.host, `bz${run}${i}`, o.version, o);
+    stalled.push(c);
+    await c.subscribe(t.filterOf(0), o.qos);
+    // what the broker sends it fills the socket's buffers, then waits in the broker or is dropped
+    c.socket.pause();
   }
   for (let p = 0; p < t.pubs; p++) {
     const c = await BenchClient.connect(o.port, o.host, `bp${run}${p}`, o.version, o);

@@ -21,6 +21,8 @@ export const BENCH_USAGE = `usage: midge bench SCENARIO [options]      scenarios
   --batch N           publishes a publisher hands to one socket write, at most (default 32)
   --duration S        seconds measured (default 10)
   --warmup S          seconds before measuring (default 2)
+  --stalled N         also N subscribers to the first subscriber's topics that never read what
+                      they are sent: what slow or hung devices cost the broker and the others
   --connections N     conn: idle connections to open (default 10000); memory is read after
                       --duration seconds idle, and right after connecting
   --pid PID           the broker's process id, for its CPU and memory
@@ -47,7 +49,7 @@ export async function bench(argv: string[]): Promise<void> {
       strict: true,
       options: {
         ...Object.fromEntries(
-          ['host', 'port', 'sub-port', 'username', 'password', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'pid'].map((k) => [k, { type: 'string' as const }]),
+          ['host', 'port', 'sub-port', 'username', 'password', 'version', 'qos', 'size', 'publishers', 'subscribers', 'rate', 'inflight', 'batch', 'duration', 'warmup', 'connections', 'stalled', 'pid'].map((k) => [k, { type: 'string' as const }]),
         ),
         metrics: { type: 'string', multiple: true },
         json: { type: 'boolean' },
@@ -83,6 +85,7 @@ export async function bench(argv: string[]): Promise<void> {
     duration: num('duration', s('duration'), 10, 0.1, 86400),
     warmup: num('warmup', s('warmup'), 2, 0, 3600),
     connections: num('connections', s('connections'), 10_000, 1, 1_000_000),
+    stalled: num('stalled', s('stalled'), 0, 0, 100_000),
     pid: s('pid') === undefined ? undefined : num('pid', s('pid'), 0, 1, 2 ** 22),
     ...(s('username') === undefined ? {} : { username: s('username') }),
     ...(s('password') === undefined ? {} : { password: s('password') }),

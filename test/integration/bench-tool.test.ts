@@ -164,6 +164,26 @@ describe('midge bench', () => {
     }
   });
 
+  test('--stalled adds subscribers that never read: the broker drops what they cannot take, and the subscriber that reads still has every message', async () => {
+    const shallow = await startBroker({ limits: { maxQueuedMessages: 10 } });
+    const http = await shallow.broker.listenHttp({ port: 0 });
+    try {
+      // 16 KB at 2,000 msg/s: some 13 MB for each stalled subscriber, more than its socket buffers take
+      const run = await midge(['bench', 'fanin', '--port', String(shallow.port), '--qos', '0', '--publishers', '2', '--size', '16384', '--rate', '2000', '--stalled', '3', '--duration', '0.6', '--warmup', '0.2', '--json', '--metrics', `http://127.0.0.1:${http.port}/metrics`]);
+      assert.equal(run.status, 0, run.stderr);
+      const r = JSON.parse(run.stdout) as { lost: number; deliveredPerSecond: number; brokerDropped: Record<string, number>; options: { stalled: number } };
+      assert.equal(r.options.stalled, 3);
+      assert.equal(r.lost, 0);
+      assert.ok(Math.abs(r.deliveredPerSecond - 2000) < 600, `delivered ${r.deliveredPerSecond}`);
+      assert.ok((r.brokerDropped.queueFull as number) > 1000, `dropped ${JSON.stringify(r.brokerDropped)}`);
+      const bad = await midge(['bench', 'fanin', '--stalled', 'many']);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr.trim(), /^midge: bench: --stalled must be a number between 0 and 100000 \(got "many"\)$/);
+    } finally {
+      await shallow.close();
+    }
+  });
+
   test('conn opens idle connections and reports memory per connection', async () => {
     const r = await runBench(base({ scenario: 'conn', connections: 200, duration: 0.2 }));
     assert.equal(r.scenario, 'conn');
