@@ -214,13 +214,18 @@ function acknowledge(ch: Channel, p: PublishPacket, reasonCode: number, reason?:
   else ch.send(ackPacket('pubrec', packetId, reasonCode, reason));
 }
 
-/** PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). */
+/**
+ * PUBREL from the client: the QoS 2 packet id is released ([MQTT-4.3.3-11]). An id the session
+ * does not hold was released already: the session keeps incoming QoS 2 ids across reconnects and
+ * restarts, so this is a PUBREL sent again because its PUBCOMP was lost with the connection. The
+ * exchange is over and the message went out once, so the PUBCOMP says success, as Mosquitto's does:
+ * MQTT.js fails the publish of a PUBCOMP with 0x92 (Packet Identifier not found), and an
+ * application that then publishes again makes a duplicate of a message delivered exactly once.
+ */
 export function handlePubrel(ch: Channel, p: AckPacket): void {
   const known = (ch.session as Session).markIncomingQos2(p.packetId, false);
-  const rc = known || ch.version !== 5 ? RC.Success : RC.PacketIdentifierNotFound;
-  const pubcomp = ackPacket('pubcomp', p.packetId, rc, known ? undefined : 'unknown packet identifier');
   // PUBCOMP only once the released id is on disk: a restart must not take a new message for a resend
-  afterCommit(ch, known ? ch.broker.committed() : undefined, () => ch.send(pubcomp));
+  afterCommit(ch, known ? ch.broker.committed() : undefined, () => ch.sendAck(0x70, p.packetId));
 }
 
 function ackPacket(type: AckPacket['type'], packetId: number, reasonCode: number, reason?: string): AckPacket {
