@@ -96,6 +96,13 @@ export class Outbound {
   private held: Deque<HeldWrite> | undefined;
   /** what `held` holds, in bytes */
   private heldBytes = 0;
+  /**
+   * Packet ids of the in-flight messages of a resumed session not sent again yet, oldest first (a
+   * Set iterates in insertion order). The client may come back with a smaller Receive Maximum than
+   * the messages in flight when it left: [MQTT-3.3.4-9] they go again as its acknowledgements make
+   * room, ahead of anything new.
+   */
+  private resends: Set<number> | undefined;
   /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
   private pubrels: Deque<PendingPubrel> | undefined;
   /** messages for this client were dropped since its queue was last empty: said once (noteDropping) */
@@ -187,6 +194,7 @@ export class Outbound {
   pump(): void {
     const session = this.ch.session;
     if (session === undefined) return;
+    if (this.resends !== undefined && !this.resend(session)) return;
     // most calls (one per acknowledgement) find nothing waiting
     if (!session.hasWaiting) {
       this.dropping = false;
@@ -212,7 +220,23 @@ export class Outbound {
   resume(): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    for (const [packetId, entry] of session.inflight) {
+    if (session.inflight.size > 0) this.resends = new Set(session.inflight.keys());
+    this.pump();
+  }
+
+  /**
+   * Sends again, in their first order, the resumed PUBRELs and the in-flight PUBLISHes the client's
+   * Receive Maximum has room for; true once none is left. What counts against it is what was sent
+   * on this connection and is not acknowledged yet, PUBRELs awaiting PUBCOMP included, which is
+   * more than the specification counts (a QoS 2 message already PUBREC'd) but never less.
+   */
+  private resend(session: Session): boolean {
+    const resends = this.resends as Set<number>;
+    for (const packetId of resends) {
+      const entry = session.inflight.get(packetId);
+      if (entry?.state === 'publish' && session.inflight.size - resends.size >= this.window) return false;
+      resends.delete(packetId);
+      if (entry === undefined) continue;
       if (entry.state === 'pubrel') {
         // its state may still be on its way to the disk (the client came back within the commit)
         this.sendPubrel(session, packetId);
@@ -224,7 +248,8 @@ export class Outbound {
       // the client may be back within the commit of the entry's first send (held, then dropped with its connection)
       this.writePublish(d.message, frame, packetId, true, d.qos === 2 ? this.inflightStored(session) : undefined);
     }
-    this.pump();
+    this.resends = undefined;
+    return true;
   }
 
   /** PUBACK (QoS 1) or PUBCOMP (QoS 2): the packet id is free again. */
@@ -234,6 +259,8 @@ export class Outbound {
     if (entry === undefined || entry.state !== expected) return false;
     if (expected === 'publish' && entry.delivery.qos !== 1) return false;
     session.endInflight(packetId);
+    // acknowledged before it was sent again: its first send reached the client
+    this.resends?.delete(packetId);
     this.pump();
     return true;
   }
@@ -248,6 +275,7 @@ export class Outbound {
       }
       return;
     }
+    this.resends?.delete(packetId);
     if (reasonCode >= 0x80) {
       // [MQTT-4.3.3-4] a PUBREC error ends the flow; the id may be reused
       session.endInflight(packetId);

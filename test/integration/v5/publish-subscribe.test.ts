@@ -318,6 +318,50 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     sub.close();
   });
 
+  test('[MQTT-3.3.4-9] [MQTT-4.4.0-1] a session resumed with a smaller Receive Maximum is sent its in-flight messages again as its acknowledgements make room, in order, before new ones', async () => {
+    const id = 'rm5-resume';
+    const first = await rawConnect(b.port, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
+    await subscribe(first.raw, [{ topic: 'rm5r/#', qos: 2 }]);
+    for (let i = 0; i < 8; i++) await b.broker.publish({ topic: 'rm5r/a', payload: String(i), qos: i % 2 === 0 ? 1 : 2 });
+    const sent = await publishes(first.raw);
+    assert.equal(sent.length, 8);
+    // the QoS 2 message '1' is received: it awaits PUBCOMP, and takes room in the window as it does
+    first.raw.sendPacket({ cmd: 'pubrec', messageId: sent[1]?.messageId as number }, 5);
+    await expectPacket(first.raw, 'pubrel');
+    first.raw.close();
+    // once the session is offline: 'new' is queued, not in flight
+    await pause();
+    await b.broker.publish({ topic: 'rm5r/a', payload: 'new', qos: 1 });
+    const back = await rawConnect(b.port, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60, receiveMaximum: 3 } });
+    assert.equal(back.connack.sessionPresent, true);
+    const resumed = await drainFor(back.raw, 300);
+    // in their first order: two of the seven PUBLISHes and the PUBREL, three unacknowledged with
+    // the one awaiting PUBCOMP
+    assert.deepEqual(resumed.map((p) => p.cmd), ['publish', 'pubrel', 'publish']);
+    const got: Loose[] = resumed.filter((p) => p.cmd === 'publish');
+    assert.deepEqual(got.map((p) => [p.payload?.toString(), p.dup]), [['0', true], ['2', true]]);
+    // '4' had reached the client before it went, its PUBACK lost with the connection: acknowledged
+    // now, it is not sent again, and takes no room
+    back.raw.sendPacket({ cmd: 'puback', messageId: sent[4]?.messageId as number }, 5);
+    assert.deepEqual(await publishes(back.raw, 200), []);
+    // each acknowledgement lets one more go, the resumed ones first, then what was queued
+    const ack = (p: Loose): void => back.raw.sendPacket(p.qos === 1 ? { cmd: 'puback', messageId: p.messageId as number } : { cmd: 'pubrec', messageId: p.messageId as number }, 5);
+    back.raw.sendPacket({ cmd: 'pubcomp', messageId: sent[1]?.messageId as number }, 5);
+    for (let i = 0; i < 5; i++) {
+      const next = await publishes(back.raw, 200);
+      assert.equal(next.length, 1, `step ${i}: ${next.length} sent for one acknowledgement`);
+      got.push(next[0] as Loose);
+      ack(got[i] as Loose);
+      if ((got[i] as Loose).qos === 2) {
+        await expectPacket(back.raw, 'pubrel');
+        back.raw.sendPacket({ cmd: 'pubcomp', messageId: (got[i] as Loose).messageId as number }, 5);
+      }
+    }
+    assert.deepEqual(got.map((p) => p.payload?.toString()), ['0', '2', '3', '5', '6', '7', 'new']);
+    assert.deepEqual(got.map((p) => p.dup === true), [true, true, true, true, true, true, false]);
+    back.raw.close();
+  });
+
   test('[MQTT-3.1.2-24] [MQTT-3.1.2-25] a message larger than the client Maximum Packet Size is not sent to it; later ones are', async () => {
     const sub = await client({ properties: { maximumPacketSize: 200 } });
     await subscribe(sub, [{ topic: 'mps5', qos: 1 }]);
