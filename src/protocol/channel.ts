@@ -164,7 +164,9 @@ export class Channel implements SessionOwner {
       // [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: close; the will is published (abnormal close).
       this.closeWith(RC.KeepAliveTimeout, 'keep alive timeout');
     } else {
-      this.terminate('no CONNECT within the connect timeout');
+      // no packet in the time allowed, as a keep alive timeout: a WebSocket client is told so
+      // (close code 1008), not that all went well
+      this.terminate('no CONNECT within the connect timeout', RC.KeepAliveTimeout);
     }
   }
 

@@ -143,6 +143,19 @@ describe('WebSocket close codes say why the broker closed (RFC 6455 7.4.1)', () 
     second.ws.close();
   });
 
+  test('a client that sends no CONNECT within the connect timeout is closed with 1008 (policy violation), as one past its keep alive', async () => {
+    const broker = await createBroker({ persistence: 'memory', limits: { connectTimeoutMs: 300 } });
+    try {
+      const wsPort = (await broker.listen({ port: 0, host: '127.0.0.1', protocol: 'ws' })).port;
+      assert.equal(await withTimeout((await open(wsPort)).closed), 1008);
+      const silent = await open(wsPort);
+      silent.ws.send(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1, clientId: 'silent' }));
+      assert.equal(await withTimeout(silent.closed), 1008);
+    } finally {
+      await broker.close();
+    }
+  });
+
   test('broker shutdown closes WebSocket clients with 1001 (going away)', async () => {
     const broker = await createBroker({ persistence: 'memory' });
     const wsPort = (await broker.listen({ port: 0, host: '127.0.0.1', protocol: 'ws' })).port;
