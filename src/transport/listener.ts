@@ -1,16 +1,16 @@
 import { Buffer } from 'node:buffer';
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { lstat, unlink } from 'node:fs/promises';
 import { createConnection, createServer as createNetServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
-import { WebSocketServer } from 'ws';
 import { onSocketData, type PeerInfo } from './connection.js';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './connection-pool.js';
 import { directReads } from './direct-read.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import type { TlsFiles } from './tls-material.js';
+import { createWsServer } from './ws-server.js';
 import { WebSocketDuplex } from './ws-stream.js';
 
 export type ListenerProtocol = 'mqtt' | 'mqtts' | 'ws' | 'wss';
@@ -34,8 +34,6 @@ export interface ListenerOptions extends PoolOptions {
 
 /** Per-socket write buffer before a subscriber counts as congested (QoS 0 then waits in its queue). */
 const WRITE_HIGH_WATER = 64 * 1024;
-/** RFC: an MQTT over WebSocket client offers "mqtt" (3.1.1, 5.0) or "mqttv3.1" (3.1). */
-const SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];
 const readDirectly = directReads(onSocketData);
 
 /**
@@ -45,7 +43,7 @@ const readDirectly = directReads(onSocketData);
  */
 export class Listener extends ConnectionPool {
   declare readonly options: ListenerOptions;
-  private readonly server: Server | HttpServer;
+  private readonly server: Server | HttpServer | HttpsServer;
   /** mqtts behind PROXY headers: the TLS server, never listening, that the sockets go to once their header is read */
   private proxiedTls: TlsServer | undefined;
   /** the client address each PROXY header named, by the TCP socket it came on */
@@ -86,35 +84,14 @@ export class Listener extends ConnectionPool {
         break;
       case 'ws':
       case 'wss': {
-        // the connect timeout holds before the upgrade too: Node looks for requests past
-        // headersTimeout only this often (30 s by default)
-        const checking = { connectionsCheckingInterval: Math.min(1000, Math.max(100, options.connectTimeoutMs)) };
-        const http = options.protocol === 'ws' ? createHttpServer(checking) : createHttpsServer({ ...(tlsOptions as object), ...checking });
-        if (options.protocol === 'wss') http.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
-        http.headersTimeout = options.connectTimeoutMs;
-        http.requestTimeout = options.connectTimeoutMs;
-        const wss = new WebSocketServer({
-          server: http,
+        const http = createWsServer({
+          tls: tlsOptions,
           path: options.wsPath,
-          maxPayload: options.maxPacketSize + 5,
-          handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
-          // [MQTT-6.0.0-4] a client that names subprotocols must name MQTT's; one that names none
-          // is taken, as browsers' and other brokers' clients may
-          verifyClient: (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
-            const header = info.req.headers['sec-websocket-protocol'];
-            if (header === undefined || header.split(',').some((p) => SUBPROTOCOLS.includes(p.trim()))) done(true);
-            else done(false, 400, 'MQTT over WebSocket needs the subprotocol mqtt');
-          },
+          maxPacketSize: options.maxPacketSize,
+          connectTimeoutMs: options.connectTimeoutMs,
+          onConnection: (ws, req) => this.accept(new WebSocketDuplex(ws), this.peerOf(req.socket, undefined)),
         });
-        wss.on('connection', (ws, req: IncomingMessage) => {
-          const stream = new WebSocketDuplex(ws);
-          this.accept(stream, this.peerOf(req.socket, undefined));
-        });
-        wss.on('error', (err) => options.onError(err, 'websocket'));
-        // a plain HTTP request on the MQTT path gets a clear answer instead of a hang
-        http.on('request', (_req, res) => {
-          res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'Upgrade' }).end('this endpoint speaks MQTT over WebSocket\n');
-        });
+        if (options.protocol === 'wss') http.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
         this.server = http;
         break;
       }
