@@ -93,7 +93,7 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   // (up to 64 MB of heap at the defaults), which the memory guard does not take back. 1 MiB lets
   // every one of 1000 subscriptions name a 1 KB filter.
   { key: 'maxSubscriptionBytes', type: 'integer', default: 1048576, min: 0, max: Number.MAX_SAFE_INTEGER, description: "UTF-8 bytes of topic filters one session's subscriptions may hold in all, shared ones as sent ($share/group/filter) (0 = no limit; SUBACK 0x97, 3.1.1: 0x80, for a filter that would go beyond it)" },
-  { key: 'connectTimeoutMs', type: 'integer', default: 10000, min: 100, max: 600000, description: 'time a new connection has to send CONNECT (and finish TLS)' },
+  { key: 'connectTimeoutMs', type: 'integer', default: 10000, min: 100, max: 600000, description: 'time a new connection has, from its accept, to send CONNECT (a PROXY header, the TLS handshake and the WebSocket upgrade included)' },
   { key: 'maxKeepAlive', type: 'integer', default: 0, min: 0, max: 65535, description: 'cap on the keep alive in seconds (0 = no cap; 5.0 clients are told)' },
   { key: 'maxSessionExpiryInterval', type: 'integer', default: U32, min: 0, max: U32, description: 'cap on a session expiry interval in seconds' },
   { key: 'topicAliasMaximum', type: 'integer', default: 1024, min: 0, max: 65535, description: 'topic aliases a 5.0 client may use towards the broker' },

@@ -64,8 +64,9 @@ export class ConnectionPool implements ConnectionHost {
     this.ticker.unref();
   }
 
-  accept(stream: Duplex, peer: PeerInfo): Connection {
-    const conn = new Connection(stream, peer, this, this.options.maxPacketSize, this.options.connectTimeoutMs);
+  /** A new Connection for a stream; its CONNECT is due connectTimeoutMs after `acceptedAt` (ms, the time of the socket's accept). */
+  accept(stream: Duplex, peer: PeerInfo, acceptedAt = Date.now()): Connection {
+    const conn = new Connection(stream, peer, this, this.options.maxPacketSize, acceptedAt + this.options.connectTimeoutMs);
     conn.allowAnonymous = this.options.allowAnonymous;
     this.connections.add(conn);
     const max = this.options.maxConnections;

@@ -119,14 +119,15 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
   /** output unread when the stall began or its keep alive was last put off (see expire) */
   private unreadAtCheck = 0;
 
-  constructor(socket: Duplex, peer: PeerInfo, host: ConnectionHost, maxPacketSize: number, connectTimeoutMs: number) {
+  /** `connectDeadline`: the time (ms) by which the CONNECT must have come */
+  constructor(socket: Duplex, peer: PeerInfo, host: ConnectionHost, maxPacketSize: number, connectDeadline: number) {
     this.socket = socket;
     this.host = host;
     this.remoteAddress = peer.remoteAddress;
     this.certificateUsername = peer.certificateUsername;
     this.refusal = undefined;
     this.parser = new PacketParser({ maxPacketSize });
-    this.deadline = Date.now() + connectTimeoutMs;
+    this.deadline = connectDeadline;
     (socket as OwnedSocket)[OWNER] = this;
     socket.on('data', onSocketData);
     socket.on('drain', onSocketDrain);

@@ -1,14 +1,14 @@
-import { Buffer } from 'node:buffer';
 import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { lstat, unlink } from 'node:fs/promises';
 import { createConnection, createServer as createNetServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
+import { AcceptDeadlines } from './accept-deadline.js';
 import { onSocketData, type PeerInfo } from './connection.js';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './connection-pool.js';
 import { directReads } from './direct-read.js';
-import { parseProxyHeader } from './proxy-protocol.js';
+import { readProxyHeader } from './proxy-reader.js';
 import type { TlsFiles } from './tls-material.js';
 import { createWsServer } from './ws-server.js';
 import { WebSocketDuplex } from './ws-stream.js';
@@ -21,7 +21,7 @@ export interface ListenerOptions extends PoolOptions {
   port: number;
   /** a Unix domain socket's path, in place of host and port */
   socket?: string | undefined;
-  /** expect a PROXY protocol v1/v2 header before anything else (mqtt and mqtts) */
+  /** expect a PROXY protocol v1/v2 header before anything else, the TLS handshake included (mqtt and mqtts) */
   proxyProtocol: boolean;
   /** for mqtts and wss */
   tls?: TlsFiles;
@@ -44,10 +44,15 @@ const readDirectly = directReads(onSocketData);
 export class Listener extends ConnectionPool {
   declare readonly options: ListenerOptions;
   private readonly server: Server | HttpServer | HttpsServer;
-  /** mqtts behind PROXY headers: the TLS server, never listening, that the sockets go to once their header is read */
-  private proxiedTls: TlsServer | undefined;
+  /**
+   * mqtts behind PROXY headers: the TLS server, never listening, that the sockets go to once their
+   * header is read: the handshake and its check of the client certificate are then Node's own (a
+   * TLSSocket made by hand checks no certificate)
+   */
+  private readonly behindProxy: Server | undefined;
   /** the client address each PROXY header named, by the TCP socket it came on */
   private readonly proxied = new WeakMap<Duplex, string | undefined>();
+  private readonly deadlines = new AcceptDeadlines();
   private serverClosed: Promise<void> | undefined;
   /** every accepted socket, including those still in a TLS handshake or PROXY header, so close() never waits on them */
   private readonly sockets = new Set<Socket>();
@@ -58,54 +63,54 @@ export class Listener extends ConnectionPool {
     if ((options.protocol === 'mqtts' || options.protocol === 'wss') && tls === undefined) {
       throw new Error(`a ${options.protocol} listener needs a certificate and a key`);
     }
-    const tlsOptions = tls === undefined ? undefined : {
-      ...tls.serverOptions(),
-      handshakeTimeout: options.connectTimeoutMs,
-      highWaterMark: WRITE_HIGH_WATER,
-    };
+    // no handshakeTimeout: Node's (120 s by default) counts from the TLS socket, and the connect
+    // deadline, counted from the accept, ends a handshake first (see AcceptDeadlines)
+    const tlsOptions = tls === undefined ? undefined : { ...tls.serverOptions(), highWaterMark: WRITE_HIGH_WATER };
+    let served: Server | HttpServer | HttpsServer;
     switch (options.protocol) {
       case 'mqtt':
         // paused so that no read happens before the socket is set up for direct reads
-        this.server = createNetServer(
+        served = createNetServer(
           { noDelay: true, highWaterMark: WRITE_HIGH_WATER, pauseOnConnect: !options.proxyProtocol },
           (s) => this.onSocket(s),
         );
         break;
       case 'mqtts':
-        if (options.proxyProtocol) {
-          // the PROXY header precedes the TLS handshake: it is read on the raw socket, which then goes
-          // to a TLS server of Node's, so that the handshake, its timeout and the check of the client
-          // certificate are Node's own (a TLSSocket made by hand checks no certificate)
-          this.proxiedTls = this.tlsServer(tlsOptions as object);
-          this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
-        } else {
-          this.server = this.tlsServer(tlsOptions as object);
-        }
+        served = this.tlsServer(tlsOptions as object);
         break;
       case 'ws':
       case 'wss': {
-        const http = createWsServer({
+        served = createWsServer({
           tls: tlsOptions,
           path: options.wsPath,
           maxPacketSize: options.maxPacketSize,
-          connectTimeoutMs: options.connectTimeoutMs,
-          onConnection: (ws, req) => this.accept(new WebSocketDuplex(ws), this.peerOf(req.socket, undefined)),
+          onConnection: (ws, req) => this.serve(new WebSocketDuplex(ws), req.socket, this.peerOf(req.socket, undefined)),
         });
-        if (options.protocol === 'wss') http.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
-        this.server = http;
+        if (options.protocol === 'wss') served.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
         break;
       }
     }
+    if (options.proxyProtocol && options.protocol === 'mqtts') {
+      this.behindProxy = served;
+      this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
+    } else {
+      this.server = served;
+    }
     // a plain socket is a Connection from its first moment, and drain() closes those: tracking it
-    // again would cost every idle connection a listener and a set entry
-    if (options.protocol !== 'mqtt' || options.proxyProtocol === true) this.server.on('connection', (socket: Socket) => this.track(socket));
+    // again would cost every idle connection a listener and a set entry. The others are tracked
+    // from the accept, before any listener of Node's or ws's sees them
+    if (options.protocol !== 'mqtt' || options.proxyProtocol) this.server.prependListener('connection', (socket: Socket) => this.track(socket));
   }
 
   private track(socket: Socket): void {
     // read now: a TLS socket refused for its certificate is closed, and has lost its address, when Node reports it
     if (this.options.tls !== undefined) void socket.remoteAddress;
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    this.deadlines.start(socket, this.options.connectTimeoutMs);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.deadlines.forget(socket);
+    });
   }
 
   get protocol(): ListenerProtocol {
@@ -134,7 +139,7 @@ export class Listener extends ConnectionPool {
 
   /** New certificate and key (SIGHUP or changed files): new handshakes use them, live ones go on. */
   reloadTls(tls: TlsFiles): void {
-    (this.proxiedTls ?? (this.server as TlsServer)).setSecureContext(tls.serverOptions());
+    ((this.behindProxy ?? this.server) as TlsServer).setSecureContext(tls.serverOptions());
   }
 
   /** Stops accepting new connections; live ones go on until drain(). */
@@ -163,40 +168,28 @@ export class Listener extends ConnectionPool {
       return;
     }
     socket.setNoDelay(true);
-    socket.on('error', () => undefined);
-    const timer = setTimeout(() => socket.destroy(), this.options.connectTimeoutMs);
-    timer.unref();
-    let buffered: Buffer = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      let header;
-      try {
-        header = parseProxyHeader(buffered);
-      } catch {
-        clearTimeout(timer);
-        socket.destroy();
+    readProxyHeader(socket, (address) => {
+      const next = this.behindProxy;
+      if (next === undefined) {
+        this.serve(socket, socket, this.peerOf(socket, address));
+        socket.resume();
         return;
       }
-      if (header === 'incomplete') return;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.pause();
-      const rest = buffered.subarray(header.consumed);
-      if (rest.length > 0) socket.unshift(rest);
-      if (this.proxiedTls !== undefined) {
-        this.proxied.set(socket, header.address);
-        this.proxiedTls.emit('connection', socket);
-      } else {
-        this.accept(socket, this.peerOf(socket, header.address));
-        socket.resume();
-      }
-    };
-    socket.on('data', onData);
+      this.proxied.set(socket, address);
+      // the TLS socket reads what was put back itself
+      next.emit('connection', socket);
+    });
+  }
+
+  /** A new Connection for a stream; its connect deadline counts from the accept of the socket under it. */
+  private serve(stream: Duplex, under: Duplex, peer: PeerInfo): void {
+    const raw = tcpSocketUnder(under) ?? (under instanceof Socket ? under : undefined);
+    this.accept(stream, peer, this.deadlines.handOver(raw));
   }
 
   /** A TLS server's, whose connections this listener takes once their handshake is done. */
   private tlsServer(options: object): TlsServer {
-    const server = createTlsServer(options, (s) => this.accept(s, this.peerOf(s, this.proxiedAddress(s))));
+    const server = createTlsServer(options, (s) => this.serve(s, s, this.peerOf(s, this.proxiedAddress(s))));
     server.on('tlsClientError', (err, socket) => this.handshakeFailed(err, socket));
     return server;
   }
@@ -211,12 +204,15 @@ export class Listener extends ConnectionPool {
   private handshakeFailed(err: Error, socket: Duplex): void {
     const raw = tcpSocketUnder(socket);
     const address = this.proxiedAddress(socket) ?? tcpPeerAddress(socket) ?? (raw === undefined ? undefined : tcpPeerAddress(raw)) ?? 'unknown';
-    // Node reports a handshake timeout but leaves the socket open
+    // Node reports some errors (its own handshake timeout) but leaves the socket open
     socket.destroy();
     // a client certificate is checked once the handshake is over, and the socket then closed, which
     // Node reports as the peer hanging up: the verification error says what happened
     const unverified: unknown = (socket as TLSSocket).authorizationError;
-    if (unverified !== null && unverified !== undefined) {
+    if (raw !== undefined && this.deadlines.timedOut(raw)) {
+      // cut at the connect deadline, which Node sees as the peer hanging up
+      err = Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' });
+    } else if (unverified !== null && unverified !== undefined) {
       const code = String(unverified);
       err = Object.assign(new Error(`client certificate not accepted: ${code}`), { code });
     } else {

@@ -26,19 +26,12 @@ export interface WsServerOptions {
   tls: object | undefined;
   path: string;
   maxPacketSize: number;
-  /** the connect timeout, which holds before the upgrade too */
-  connectTimeoutMs: number;
   onConnection(ws: WebSocket, req: IncomingMessage): void;
 }
 
 /** The HTTP (ws) or HTTPS (wss) server that upgrades requests on the MQTT path to MQTT over WebSocket. */
 export function createWsServer(options: WsServerOptions): HttpServer | HttpsServer {
-  // the connect timeout holds before the upgrade too: Node looks for requests past
-  // headersTimeout only this often (30 s by default)
-  const checking = { connectionsCheckingInterval: Math.min(1000, Math.max(100, options.connectTimeoutMs)) };
-  const http = options.tls === undefined ? createHttpServer(checking) : createHttpsServer({ ...options.tls, ...checking });
-  http.headersTimeout = options.connectTimeoutMs;
-  http.requestTimeout = options.connectTimeoutMs;
+  const http = options.tls === undefined ? createHttpServer() : createHttpsServer(options.tls);
   const wss = new WebSocketServer({
     server: http,
     path: options.path,
