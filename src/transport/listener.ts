@@ -3,7 +3,7 @@ import type { Server as HttpsServer } from 'node:https';
 import { lstat, unlink } from 'node:fs/promises';
 import { createConnection, createServer as createNetServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
+import { createServer as createTlsServer, TLSSocket, Server as TlsServer } from 'node:tls';
 import { AcceptDeadlines } from './accept-deadline.js';
 import { onSocketData, type PeerInfo } from './connection.js';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './connection-pool.js';
@@ -21,7 +21,7 @@ export interface ListenerOptions extends PoolOptions {
   port: number;
   /** a Unix domain socket's path, in place of host and port */
   socket?: string | undefined;
-  /** expect a PROXY protocol v1/v2 header before anything else, the TLS handshake included (mqtt and mqtts) */
+  /** expect a PROXY protocol v1/v2 header before anything else, the TLS handshake and HTTP upgrade included */
   proxyProtocol: boolean;
   /** for mqtts and wss */
   tls?: TlsFiles;
@@ -45,9 +45,9 @@ export class Listener extends ConnectionPool {
   declare readonly options: ListenerOptions;
   private readonly server: Server | HttpServer | HttpsServer;
   /**
-   * mqtts behind PROXY headers: the TLS server, never listening, that the sockets go to once their
-   * header is read: the handshake and its check of the client certificate are then Node's own (a
-   * TLSSocket made by hand checks no certificate)
+   * Behind PROXY headers, the TLS, HTTP or HTTPS server, never listening, that the sockets go to
+   * once their header is read: the handshake, its check of the client certificate and the upgrade
+   * are then Node's and ws's own (a TLSSocket made by hand checks no certificate)
    */
   private readonly behindProxy: Server | undefined;
   /** the client address each PROXY header named, by the TCP socket it came on */
@@ -84,13 +84,13 @@ export class Listener extends ConnectionPool {
           tls: tlsOptions,
           path: options.wsPath,
           maxPacketSize: options.maxPacketSize,
-          onConnection: (ws, req) => this.serve(new WebSocketDuplex(ws), req.socket, this.peerOf(req.socket, undefined)),
+          onConnection: (ws, req) => this.serve(new WebSocketDuplex(ws), req.socket, this.peerOf(req.socket, this.proxiedAddress(req.socket))),
         });
         if (options.protocol === 'wss') served.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));
         break;
       }
     }
-    if (options.proxyProtocol && options.protocol === 'mqtts') {
+    if (options.proxyProtocol && options.protocol !== 'mqtt') {
       this.behindProxy = served;
       this.server = createNetServer({ noDelay: true, highWaterMark: WRITE_HIGH_WATER }, (s) => this.onSocket(s));
     } else {
@@ -176,8 +176,9 @@ export class Listener extends ConnectionPool {
         return;
       }
       this.proxied.set(socket, address);
-      // the TLS socket reads what was put back itself
       next.emit('connection', socket);
+      // a TLS socket reads what was put back itself; HTTP reads it as the stream flows again
+      if (!(next instanceof TlsServer)) socket.resume();
     });
   }
 
@@ -194,10 +195,9 @@ export class Listener extends ConnectionPool {
     return server;
   }
 
-  /** The address the PROXY header of a TLS socket's connection named. */
+  /** The address the PROXY header of a socket's connection named (for a TLS socket, of the TCP socket under it). */
   private proxiedAddress(socket: Duplex): string | undefined {
-    const raw = tcpSocketUnder(socket);
-    return raw === undefined ? undefined : this.proxied.get(raw);
+    return this.proxied.get(tcpSocketUnder(socket) ?? socket);
   }
 
   /** A TLS handshake that led to no connection: closed, and reported unless the peer just went away. */

@@ -58,6 +58,7 @@ describe('the connect timeout counts from the accept, over every step before the
     await at('ws', { protocol: 'ws' });
     await at('wss', { protocol: 'wss', tls });
     await at('proxied mqtts', { protocol: 'mqtts', tls, proxyProtocol: true });
+    await at('proxied wss', { protocol: 'wss', tls, proxyProtocol: true });
   });
   after(async () => {
     await broker.close();
@@ -131,8 +132,9 @@ describe('the connect timeout counts from the accept, over every step before the
       attempt(ports['ws'] as number, [600, 'upgrade', 600, 'connect', after, 'ping']),
       attempt(ports['wss'] as number, [400, 'tls', 400, 'upgrade', 400, 'connect', after, 'ping']),
       attempt(ports['proxied mqtts'] as number, [400, 'proxy', 400, 'tls', 400, 'connect', after, 'ping']),
+      attempt(ports['proxied wss'] as number, [300, 'proxy', 300, 'tls', 300, 'upgrade', 300, 'connect', after, 'ping']),
     ]);
-    assert.deepEqual(outcomes, Array.from({ length: 5 }, () => ({ connack: true, pong: true, closedAfterMs: undefined })));
+    assert.deepEqual(outcomes, Array.from({ length: 6 }, () => ({ connack: true, pong: true, closedAfterMs: undefined })));
   });
 
   test('mqtts: a TLS handshake and then a CONNECT, each late by less than the timeout, are too late together', async () => {
@@ -147,8 +149,13 @@ describe('the connect timeout counts from the accept, over every step before the
     assertCutAtTimeout(await attempt(ports['wss'] as number, [900, 'tls', 900, 'upgrade', 900, 'connect']), 'wss');
   });
 
-  test('PROXY listeners: the header counts too', async () => {
-    assertCutAtTimeout(await attempt(ports['proxied mqtts'] as number, [900, 'proxy', 900, 'tls', 900, 'connect']), 'proxied mqtts');
+  test('PROXY listeners: the header counts too (mqtts, wss)', async () => {
+    const [mqtts, wss] = await Promise.all([
+      attempt(ports['proxied mqtts'] as number, [900, 'proxy', 900, 'tls', 900, 'connect']),
+      attempt(ports['proxied wss'] as number, [700, 'proxy', 700, 'tls', 700, 'upgrade', 700, 'connect']),
+    ]);
+    assertCutAtTimeout(mqtts, 'proxied mqtts');
+    assertCutAtTimeout(wss, 'proxied wss');
   });
 
   test('a TLS handshake cut at the connect timeout is logged as a handshake timeout', async () => {
