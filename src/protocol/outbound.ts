@@ -117,9 +117,9 @@ export class Outbound {
   deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds: number[] | undefined, share: ShareRef | undefined): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    // Order is kept per session: once anything waits in the queue, or retained messages are owed,
-    // newcomers wait behind it.
-    if (!session.hasWaiting && (qos === 0 ? !this.congested : this.hasRoom(session))) {
+    // Order is kept per session: once anything waits in the queue, retained messages are owed or
+    // in-flight ones are to be sent again, newcomers wait behind it.
+    if (!session.hasWaiting && this.resends === undefined && (qos === 0 ? !this.congested : this.hasRoom(session))) {
       this.send(session, message, qos, retain, subscriptionIds, share, false);
       return;
     }
@@ -152,6 +152,7 @@ export class Outbound {
     return (
       session !== undefined &&
       !session.hasWaiting &&
+      this.resends === undefined &&
       this.hasRoom(session) &&
       !this.congested
     );

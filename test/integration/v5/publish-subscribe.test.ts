@@ -343,22 +343,24 @@ describe('MQTT 5.0 publish and subscribe (5.0)', () => {
     // '4' had reached the client before it went, its PUBACK lost with the connection: acknowledged
     // now, it is not sent again, and takes no room
     back.raw.sendPacket({ cmd: 'puback', messageId: sent[4]?.messageId as number }, 5);
+    // a QoS 0 message, which no window holds, waits behind them all the same
+    await b.broker.publish({ topic: 'rm5r/a', payload: 'zero', qos: 0 });
     assert.deepEqual(await publishes(back.raw, 200), []);
     // each acknowledgement lets one more go, the resumed ones first, then what was queued
     const ack = (p: Loose): void => back.raw.sendPacket(p.qos === 1 ? { cmd: 'puback', messageId: p.messageId as number } : { cmd: 'pubrec', messageId: p.messageId as number }, 5);
     back.raw.sendPacket({ cmd: 'pubcomp', messageId: sent[1]?.messageId as number }, 5);
     for (let i = 0; i < 5; i++) {
       const next = await publishes(back.raw, 200);
-      assert.equal(next.length, 1, `step ${i}: ${next.length} sent for one acknowledgement`);
-      got.push(next[0] as Loose);
+      assert.equal(next.filter((p) => p.qos !== 0).length, 1, `step ${i}: ${next.length} sent for one acknowledgement`);
+      got.push(...next);
       ack(got[i] as Loose);
       if ((got[i] as Loose).qos === 2) {
         await expectPacket(back.raw, 'pubrel');
         back.raw.sendPacket({ cmd: 'pubcomp', messageId: (got[i] as Loose).messageId as number }, 5);
       }
     }
-    assert.deepEqual(got.map((p) => p.payload?.toString()), ['0', '2', '3', '5', '6', '7', 'new']);
-    assert.deepEqual(got.map((p) => p.dup === true), [true, true, true, true, true, true, false]);
+    assert.deepEqual(got.map((p) => p.payload?.toString()), ['0', '2', '3', '5', '6', '7', 'new', 'zero']);
+    assert.deepEqual(got.map((p) => p.dup === true), [true, true, true, true, true, true, false, false]);
     back.raw.close();
   });
 
