@@ -1,6 +1,7 @@
 import { isAbsolute } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.js';
+import { socketPathTooLong } from '../config/socket-path.js';
 
 export interface ServeArgs {
   config?: string;
@@ -157,6 +158,8 @@ function extraListeners(v: Record<string, string | boolean | undefined>): Array<
   if (v['wss-port'] !== undefined) out.push({ protocol: 'wss', port: portOf('wss-port', v['wss-port'] as string), tls: tls() });
   if (v.socket !== undefined) {
     if (!isAbsolute(v.socket as string)) throw new ConfigError(`command line: --socket must be an absolute path (got ${JSON.stringify(v.socket)})`);
+    const tooLong = socketPathTooLong(v.socket as string);
+    if (tooLong !== undefined) throw new ConfigError(`command line: --socket ${tooLong}`);
     out.push({ socket: v.socket });
   }
   return out;

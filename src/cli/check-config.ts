@@ -31,6 +31,8 @@ export function checkConfig(argv: string[]): void {
   console.log(`${path}: ok; effective settings:`);
   const shown = {
     ...effective,
+    // the path a ws or wss listener serves when none is given; on the others it does nothing
+    listeners: effective.listeners?.map((l) => (l.path === undefined && (l.protocol === 'ws' || l.protocol === 'wss') ? { ...l, path: '/mqtt' } : l)),
     adminToken: effective.adminToken === '' ? '' : '(set)',
     clusterRedis: redactUrl(effective.clusterRedis),
   };

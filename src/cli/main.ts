@@ -69,7 +69,7 @@ async function serve(argv: string[]): Promise<void> {
     return resolveConfig(mergeConfig({ persistence: 'lmdb' }, mergeConfig(file, args.overrides)), source);
   });
   const wanted: ListenerConfig[] = [
-    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, socket: undefined, maxConnections: 0, proxyProtocol: false, path: '/mqtt', tls: undefined, allowAnonymous: undefined }]),
+    ...(config.listeners ?? [{ protocol: 'mqtt', host: config.host, port: config.port, socket: undefined, maxConnections: 0, proxyProtocol: false, path: undefined, tls: undefined, allowAnonymous: undefined }]),
     ...extra,
   ];
   const addresses: Array<ListeningAddress & { path: string }> = [];
@@ -77,7 +77,7 @@ async function serve(argv: string[]): Promise<void> {
     try {
       const where = l.socket === undefined ? { host: l.host, port: l.port } : { socket: l.socket };
       const a = await broker.listen({ protocol: l.protocol, ...where, maxConnections: l.maxConnections, proxyProtocol: l.proxyProtocol, wsPath: l.path, tls: l.tls, ...(l.allowAnonymous === undefined ? {} : { allowAnonymous: l.allowAnonymous }) });
-      addresses.push({ ...a, path: l.path });
+      addresses.push({ ...a, path: l.path ?? '/mqtt' });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       // libuv reports a Unix socket in a missing directory as EACCES

@@ -2,6 +2,7 @@ import { isAbsolute } from 'node:path';
 import type { ListenerProtocol } from '../transport/listener.js';
 import type { TlsPaths } from '../transport/tls-material.js';
 import { ConfigError } from './load.js';
+import { socketPathTooLong } from './socket-path.js';
 
 /** One listener of the config file's `listeners` list. */
 export interface ListenerConfig {
@@ -12,8 +13,8 @@ export interface ListenerConfig {
   socket: string | undefined;
   maxConnections: number;
   proxyProtocol: boolean;
-  /** WebSocket path */
-  path: string;
+  /** WebSocket path as given (undefined: /mqtt), so that one given to an mqtt listener can be warned of */
+  path: string | undefined;
   tls: TlsPaths | undefined;
   /** undefined: the broker's policy */
   allowAnonymous: boolean | undefined;
@@ -36,6 +37,8 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
     const socket = l.socket;
     if (socket !== undefined) {
       if (typeof socket !== 'string' || !isAbsolute(socket)) throw new ConfigError(`${at}.socket must be an absolute file path (got ${JSON.stringify(socket)})`);
+      const tooLong = socketPathTooLong(socket);
+      if (tooLong !== undefined) throw new ConfigError(`${at}.socket ${tooLong}`);
       // a resolved socket listener reads host '' and port 0, and may be resolved again (createBroker)
       if ((l.port !== undefined && l.port !== 0) || (l.host !== undefined && l.host !== '')) throw new ConfigError(`${at}: a listener takes either socket or host and port, not both`);
     }
@@ -46,8 +49,8 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
     const maxConnections = l.maxConnections ?? 0;
     if (typeof maxConnections !== 'number' || !Number.isInteger(maxConnections) || maxConnections < 0) throw new ConfigError(`${at}.maxConnections must be an integer >= 0`);
     const proxyProtocol = flag(l.proxyProtocol, `${at}.proxyProtocol`);
-    const path = l.path ?? '/mqtt';
-    if (typeof path !== 'string' || !path.startsWith('/')) throw new ConfigError(`${at}.path must start with "/"`);
+    const path = l.path;
+    if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) throw new ConfigError(`${at}.path must start with "/"`);
     let tls: TlsPaths | undefined;
     if (l.tls !== undefined) {
       const t = l.tls as Record<string, unknown>;
@@ -65,8 +68,13 @@ export function resolveListeners(input: unknown, source: string, defaultHost: st
       if (tls.requireClientCert === true && tls.ca === undefined) throw new ConfigError(`${at}.tls.requireClientCert needs tls.ca to verify client certificates`);
     }
     if ((protocol === 'mqtts' || protocol === 'wss') && tls === undefined) throw new ConfigError(`${at}: a ${String(protocol)} listener needs tls.cert and tls.key`);
+    // a refusal, not a warning: whoever wrote tls expects encryption, and would get passwords sent in
+    // the clear by a broker that runs as if all were well (protocol is mqtt when not given)
+    if ((protocol === 'mqtt' || protocol === 'ws') && tls !== undefined) {
+      throw new ConfigError(`${at}: tls is set on ${protocol === 'mqtt' ? 'an mqtt' : 'a ws'} listener, which does not use it: make it protocol: ${protocol}s for TLS, or remove tls`);
+    }
     const allowAnonymous = l.allowAnonymous === undefined ? undefined : flag(l.allowAnonymous, `${at}.allowAnonymous`);
-    return { protocol: protocol as ListenerProtocol, host, port, socket, maxConnections, proxyProtocol, path, tls, allowAnonymous };
+    return { protocol: protocol as ListenerProtocol, host, port, socket, maxConnections, proxyProtocol, path: path as string | undefined, tls, allowAnonymous };
   });
 }
 

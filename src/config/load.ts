@@ -34,7 +34,11 @@ export function resolveConfig(input: unknown, source: string, nameOf: (setting: 
     }
     top[key] = check(TOP_SPECS, key, value, source, nameOf(key));
   }
-  if (obj.listeners !== undefined) out.listeners = resolveListeners(obj.listeners, source, out.host);
+  if (obj.listeners !== undefined) {
+    out.listeners = resolveListeners(obj.listeners, source, out.host);
+    // it replaces the default listener: an empty list would start a broker no client can reach
+    if (out.listeners.length === 0) throw new ConfigError(`${source}: listeners must name at least one listener (leave it out for the single host/port one)`);
+  }
   checkCluster(out, source, nameOf);
   return out;
 }

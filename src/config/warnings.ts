@@ -9,5 +9,14 @@ export function configWarnings(config: MidgeConfig): string[] {
   if (config.adminToken !== '' && config.httpPort < 0) {
     out.push('adminToken (--admin-token) is set but httpPort (--http-port) is not: the admin API is off');
   }
+  for (const [i, l] of (config.listeners ?? []).entries()) {
+    if (l.path !== undefined && (l.protocol === 'mqtt' || l.protocol === 'mqtts')) {
+      out.push(`listeners[${i}].path does nothing on an ${l.protocol} listener: only ws and wss listeners serve a path`);
+    }
+    // without requireClientCert no client certificate is asked for, so there is none to take a name from
+    if (l.tls?.certificateAsUsername === true && l.tls.requireClientCert !== true) {
+      out.push(`listeners[${i}].tls.certificateAsUsername does nothing without tls.requireClientCert: no client certificate is asked for`);
+    }
+  }
   return out;
 }

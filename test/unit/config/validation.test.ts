@@ -58,7 +58,7 @@ describe('configuration checks', () => {
     refused(() => resolveListeners([{ port: 1, proxyProtocol: 'no' }], 'f.yaml', 'h'), 'f.yaml: listeners[0].proxyProtocol must be true or false (got "no")');
     refused(() => resolveListeners([{ port: 1, allowAnonymous: 'false' }], 'f.yaml', 'h'), 'f.yaml: listeners[0].allowAnonymous must be true or false (got "false")');
     refused(() => resolveListeners([{ port: 1, tls: [tls] }], 'f.yaml', 'h'), 'f.yaml: listeners[0].tls must be a mapping of settings');
-    const [l] = resolveListeners([{ port: 1, tls: { ...tls, requireClientCert: true } }], 'f.yaml', 'h');
+    const [l] = resolveListeners([{ protocol: 'mqtts', port: 1, tls: { ...tls, requireClientCert: true } }], 'f.yaml', 'h');
     assert.equal(l?.tls?.requireClientCert, true);
     assert.equal(l?.tls?.certificateAsUsername, false);
     assert.equal(l?.allowAnonymous, undefined);

@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createPki } from '../helpers/certs.js';
+import { MIDGE_MAIN } from '../helpers/cli.js';
+import { eventually, rawConnect } from '../helpers/raw-session.js';
+
+interface Run {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<number | null>;
+}
+
+const children = new Set<ChildProcess>();
+
+/** Runs the command line in a fresh directory of its own, so its ./data is its own too. */
+function run(args: string[]): Run {
+  const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: mkdtempSync(join(tmpdir(), 'midge-cwd-')) });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => out, stderr: () => err, exit };
+}
+
+function tmpFile(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'midge-cli-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** A configuration mistake: exit code 2 and one line on stderr, matching `line`. */
+async function refused(args: string[], line: RegExp): Promise<void> {
+  const r = run(args);
+  // a broker that starts instead fails the test rather than hang it
+  const timer = setTimeout(() => r.child.kill('SIGKILL'), 10_000);
+  const code = await r.exit;
+  clearTimeout(timer);
+  assert.equal(code, 2, r.stderr());
+  assert.equal(r.stderr().split('\n').filter((l) => l !== '').length, 1, `one line, got: ${r.stderr()}`);
+  assert.match(r.stderr().trim(), line);
+}
+
+/** The messages of the warnings (level 40) among the JSON log lines of stdout. */
+function loggedWarnings(stdout: string): string[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { level: number; msg: string })
+    .filter((l) => l.level === 40)
+    .map((l) => l.msg);
+}
+
+/** sun_path, its terminating NUL left out */
+const SOCKET_PATH_LIMIT = process.platform === 'linux' ? 107 : 103;
+
+/** An absolute path of exactly `bytes` UTF-8 bytes in a fresh directory, its name made of `fill`. */
+function socketPath(bytes: number, fill = 's'): { dir: string; path: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'midge-sock-'));
+  let name = '';
+  while (Buffer.byteLength(join(dir, name + fill)) <= bytes) name += fill;
+  while (Buffer.byteLength(join(dir, name)) < bytes) name += 's';
+  const path = join(dir, name);
+  assert.equal(Buffer.byteLength(path), bytes);
+  return { dir, path };
+}
+
+describe('command line: settings that cannot work are refused, and ones that do nothing are warned of', () => {
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+
+  test('listeners: [] is refused in one line with exit code 2, at start-up and by check-config', async () => {
+    const cfg = tmpFile('none.yaml', 'persistence: memory\nlisteners: []\n');
+    const line = /^midge: .*none\.yaml: listeners must name at least one listener \(leave it out for the single host\/port one\)$/;
+    await refused(['--config', cfg], line);
+    await refused(['check-config', cfg], line);
+  });
+
+  test('a Unix socket path longer than the OS takes is refused (exit code 2), from the flag, the config file and check-config; bytes are counted, not characters', async () => {
+    const long = socketPath(SOCKET_PATH_LIMIT + 1);
+    const why = `is ${SOCKET_PATH_LIMIT + 1} bytes long; a Unix socket path may have at most ${SOCKET_PATH_LIMIT} bytes on this system`;
+    await refused(['--persistence', 'memory', '--port', '0', '--socket', long.path], new RegExp(`^midge: command line: --socket ${why}$`));
+    const cfg = tmpFile('sock.yaml', `persistence: memory\nlisteners:\n  - port: 0\n  - socket: ${long.path}\n`);
+    await refused(['--config', cfg], new RegExp(`sock\\.yaml: listeners\\[1\\]\\.socket ${why}$`));
+    await refused(['check-config', cfg], new RegExp(`sock\\.yaml: listeners\\[1\\]\\.socket ${why}$`));
+    assert.deepEqual(readdirSync(long.dir), [], 'nothing was bound');
+    // fewer characters than the limit, more bytes: the OS counts bytes
+    const wide = socketPath(SOCKET_PATH_LIMIT + 2, 'é');
+    assert.ok(wide.path.length <= SOCKET_PATH_LIMIT);
+    await refused(['--persistence', 'memory', '--port', '0', '--socket', wide.path], /^midge: command line: --socket is \d+ bytes long; /);
+  });
+
+  test('a Unix socket path of the longest length the OS takes is served, and a clean stop removes its file, so that the next start succeeds', async () => {
+    const { dir, path } = socketPath(SOCKET_PATH_LIMIT);
+    for (let start = 0; start < 2; start++) {
+      const r = run(['--persistence', 'memory', '--port', '0', '--log-level', 'silent', '--socket', path]);
+      assert.ok(await eventually(() => r.stderr().includes(`listening on mqtt over Unix socket ${path}\n`), 10_000), r.stderr());
+      const { raw, connack } = await rawConnect(path, 4, { clientId: `long-path-${start}` });
+      assert.equal(connack.returnCode, 0);
+      raw.close();
+      r.child.kill('SIGTERM');
+      assert.equal(await r.exit, 0, r.stderr());
+      assert.deepEqual(readdirSync(dir), [], 'no socket file is left behind, under its name or a shorter one');
+    }
+  });
+
+  test('a tls block on a plaintext listener (mqtt, the default, or ws) is refused: whoever wrote it expects encryption', async () => {
+    for (const [protocol, article] of [['mqtt', 'an'], ['ws', 'a']]) {
+      const cfg = tmpFile('plain.yaml', `persistence: memory\nlisteners:\n  - protocol: ${protocol}\n    port: 0\n    tls: { cert: c.pem, key: k.pem }\n`);
+      const line = new RegExp(`plain\\.yaml: listeners\\[0\\]: tls is set on ${article} ${protocol} listener, which does not use it: make it protocol: ${protocol}s for TLS, or remove tls$`);
+      await refused(['--config', cfg], line);
+      await refused(['check-config', cfg], line);
+    }
+    await refused(['check-config', tmpFile('noproto.yaml', 'listeners:\n  - port: 8883\n    tls: { cert: c.pem, key: k.pem }\n')], /listeners\[0\]: tls is set on an mqtt listener/);
+  });
+
+  test('path on an mqtt or mqtts listener and certificateAsUsername without requireClientCert are warned of, by check-config on stderr and at start-up in the log', async () => {
+    const pki = createPki('warned');
+    const tls = (more: string): string => `tls: { cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: ${pki.ca}${more} }`;
+    const cfg = tmpFile(
+      'warn.yaml',
+      [
+        'persistence: memory',
+        'listeners:',
+        '  - { protocol: mqtt, port: 0, path: /mqtt }',
+        `  - { protocol: mqtts, port: 0, path: /x, ${tls(', certificateAsUsername: true')} }`,
+        // neither does nothing: no warning
+        '  - { protocol: ws, port: 0, path: /broker }',
+        `  - { protocol: wss, port: 0, ${tls(', requireClientCert: true, certificateAsUsername: true')} }`,
+      ].join('\n'),
+    );
+    const expected = [
+      'listeners[0].path does nothing on an mqtt listener: only ws and wss listeners serve a path',
+      'listeners[1].path does nothing on an mqtts listener: only ws and wss listeners serve a path',
+      'listeners[1].tls.certificateAsUsername does nothing without tls.requireClientCert: no client certificate is asked for',
+    ];
+    const check = run(['check-config', cfg]);
+    assert.equal(await check.exit, 0, check.stderr());
+    assert.equal(check.stderr(), expected.map((w) => `midge: warning: ${w}\n`).join(''));
+    const start = run(['--config', cfg]);
+    assert.ok(await eventually(() => /listening on wss:/.test(start.stderr()), 10_000), start.stderr());
+    assert.ok(await eventually(() => loggedWarnings(start.stdout()).length >= 3, 5000), start.stdout());
+    assert.deepEqual(loggedWarnings(start.stdout()), expected);
+    start.child.kill('SIGTERM');
+    assert.equal(await start.exit, 0);
+  });
+
+  test('check-config of a file with none of these mistakes says nothing on stderr, and shows the path each WebSocket listener serves', async () => {
+    const r = run(['check-config', tmpFile('fine.yaml', 'listeners:\n  - { protocol: ws, port: 0, path: /broker }\n  - { port: 0 }\n  - { protocol: ws, port: 0 }\n')]);
+    assert.equal(await r.exit, 0, r.stderr());
+    assert.equal(r.stderr(), '');
+    const shown = JSON.parse(r.stdout().slice(r.stdout().indexOf('\n') + 1)) as { listeners: Array<{ path?: string }> };
+    assert.deepEqual(shown.listeners.map((l) => l.path), ['/broker', undefined, '/mqtt']);
+  });
+});
