@@ -32,7 +32,7 @@ export const SERVE_USAGE = `usage: midge [--config FILE] [--host H] [--port N] [
       --ws-port N       also MQTT over WebSocket on port N (path /mqtt)
       --wss-port N      also MQTT over secure WebSocket on port N (with --tls-cert and --tls-key)
       --socket PATH     also MQTT on the Unix domain socket PATH (absolute)
-      --http-port N     HTTP endpoint: /metrics, /healthz, /readyz (127.0.0.1 unless httpHost says otherwise)
+      --http-port N     HTTP endpoint: /metrics, /healthz, /readyz (127.0.0.1 unless httpHost says otherwise; -1 = off)
       --admin-token T   turns on the admin API under /api/v1 (Authorization: Bearer T)
       --sys-interval S  seconds between $SYS/broker updates (default 10, 0 = off)
       --cluster-redis URL  join the cluster whose nodes share the Redis server at URL (redis://host:6379,
@@ -73,43 +73,74 @@ export function flagName(setting: string): string {
   return flag === undefined ? setting : `--${flag}`;
 }
 
+const SERVE_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  host: { type: 'string' },
+  port: { type: 'string', short: 'p' },
+  'data-dir': { type: 'string' },
+  'log-level': { type: 'string' },
+  persistence: { type: 'string' },
+  'password-file': { type: 'string' },
+  'acl-file': { type: 'string' },
+  'tls-port': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-require-client-cert': { type: 'boolean' },
+  'ws-port': { type: 'string' },
+  'http-port': { type: 'string' },
+  'admin-token': { type: 'string' },
+  'sys-interval': { type: 'string' },
+  'wss-port': { type: 'string' },
+  socket: { type: 'string' },
+  'allow-anonymous': { type: 'string' },
+  'cluster-redis': { type: 'string' },
+  'cluster-node-id': { type: 'string' },
+  'cluster-prefix': { type: 'string' },
+  'cluster-max-backlog': { type: 'string' },
+  'cluster-wait-replicas': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+/**
+ * `--http-port -1` as `--http-port=-1`: parseArgs takes a value that starts with '-' for an option
+ * of its own and calls the flag ambiguous, yet -1 is httpPort's documented "off" (and a negative
+ * port elsewhere deserves the setting's own message, not parseArgs's).
+ */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') return [...out, ...argv.slice(i)];
+    const name = valuedOption(arg);
+    const next = argv[i + 1];
+    if (name !== undefined && next !== undefined && /^-\d/.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+/** The long name of the option `arg` names when that option takes a value. */
+function valuedOption(arg: string): string | undefined {
+  const options: Readonly<Record<string, { type: string; short?: string }>> = SERVE_OPTIONS;
+  const name = arg.startsWith('--') ? arg.slice(2) : Object.keys(options).find((k) => options[k]?.short !== undefined && arg === `-${options[k].short}`);
+  return name !== undefined && options[name]?.type === 'string' ? name : undefined;
+}
+
 /** Parses the flags of `midge` (serve); a mistake is a ConfigError of one line. */
 export function parseServeArgs(argv: string[]): ServeArgs {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: joinNegativeValues(argv),
       strict: true,
       allowPositionals: false,
-      options: {
-        config: { type: 'string', short: 'c' },
-        host: { type: 'string' },
-        port: { type: 'string', short: 'p' },
-        'data-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-        persistence: { type: 'string' },
-        'password-file': { type: 'string' },
-        'acl-file': { type: 'string' },
-        'tls-port': { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        'tls-ca': { type: 'string' },
-        'tls-require-client-cert': { type: 'boolean' },
-        'ws-port': { type: 'string' },
-        'http-port': { type: 'string' },
-        'admin-token': { type: 'string' },
-        'sys-interval': { type: 'string' },
-        'wss-port': { type: 'string' },
-        socket: { type: 'string' },
-        'allow-anonymous': { type: 'string' },
-        'cluster-redis': { type: 'string' },
-        'cluster-node-id': { type: 'string' },
-        'cluster-prefix': { type: 'string' },
-        'cluster-max-backlog': { type: 'string' },
-        'cluster-wait-replicas': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-      },
+      options: SERVE_OPTIONS,
     });
   } catch (err) {
     // node's messages run over several lines; the first says what is wrong

@@ -153,6 +153,20 @@ describe('command line: settings that cannot work are refused, and ones that do 
     assert.equal(await start.exit, 0);
   });
 
+  test('--http-port -1 is "off", as httpPort: -1 is; --port -1 gets the setting\'s own message, not "argument is ambiguous"', async () => {
+    const off = run(['--port', '0', '--persistence', 'memory', '--http-port', '-1', '--admin-token', 't0ken']);
+    assert.ok(await eventually(() => /listening on mqtt:/.test(off.stderr()), 10_000), off.stderr());
+    // taken as httpPort -1: the token then does nothing, and the log says so
+    assert.ok(await eventually(() => loggedWarnings(off.stdout()).some((w) => /the admin API is off/.test(w)), 5000), off.stdout());
+    off.child.kill('SIGTERM');
+    assert.equal(await off.exit, 0);
+    assert.doesNotMatch(off.stderr(), /http endpoint on/);
+    for (const flag of ['--port', '-p']) {
+      await refused(['--persistence', 'memory', flag, '-1'], /^midge: command line: --port must be an integer between 0 and 65535 \(got "-1"\)$/);
+    }
+    await refused(['--persistence', 'memory', '--ws-port', '-1'], /^midge: command line: --ws-port must be a port between 0 and 65535 \(got "-1"\)$/);
+  });
+
   test('check-config of a file with none of these mistakes says nothing on stderr, and shows the path each WebSocket listener serves', async () => {
     const r = run(['check-config', tmpFile('fine.yaml', 'listeners:\n  - { protocol: ws, port: 0, path: /broker }\n  - { port: 0 }\n  - { protocol: ws, port: 0 }\n')]);
     assert.equal(await r.exit, 0, r.stderr());
