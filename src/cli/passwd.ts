@@ -1,8 +1,9 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { ReadStream } from 'node:tty';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.js';
-import { formatPasswordFile, hashPassword, parsePasswordFile } from '../auth/password-file.js';
+import { formatPasswordFile, hashPassword, parsePasswordFile, PasswordFileError } from '../auth/password-file.js';
 import { promptHidden } from './hidden-prompt.js';
 
 export const PASSWD_USAGE = `usage: midge passwd FILE USER [PASSWORD]     add USER or change its password
@@ -24,8 +25,10 @@ export async function passwd(argv: string[]): Promise<void> {
   const [file, user, given] = parsed.positionals;
   if (file === undefined || user === undefined || parsed.positionals.length > 3) throw new ConfigError(PASSWD_USAGE.split('\n')[0] as string);
   if (user.includes(':') || user.length === 0) throw new ConfigError(`passwd: a user name may not be empty or contain ":"`);
-  const users = existsSync(file) ? parsePasswordFile(readFileSync(file, 'utf8'), file) : new Map<string, string>();
+  const read = readUsers(file);
+  const users = read ?? new Map<string, string>();
   if (parsed.values.delete) {
+    if (read === undefined) throw new ConfigError(`passwd: ${file} does not exist`);
     if (!users.delete(user)) throw new ConfigError(`passwd: no user "${user}" in ${file}`);
   } else {
     const password = given ?? (process.stdin.isTTY ? await typedPassword() : await pipedPassword());
@@ -37,10 +40,43 @@ export async function passwd(argv: string[]): Promise<void> {
     if (password.length === 0) throw new ConfigError('passwd: the password is empty');
     users.set(user, hashPassword(password));
   }
-  // written whole to a temporary file, then renamed: a crash never leaves half a file
+  writeUsers(file, users);
+}
+
+/** The users of `file`, undefined when there is no such file yet; one that cannot be read or used is a one-line mistake. */
+function readUsers(file: string): Map<string, string> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new ConfigError(`passwd: cannot read ${file}: ${code ?? (err as Error).message}`);
+  }
+  try {
+    return parsePasswordFile(text, file);
+  } catch (err) {
+    if (err instanceof PasswordFileError) throw new ConfigError(`passwd: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Written whole to a temporary file, then renamed: a crash never leaves half a file, nor a failure a stray one. */
+function writeUsers(file: string, users: Map<string, string>): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, formatPasswordFile(users), { mode: 0o600 });
-  renameSync(tmp, file);
+  try {
+    writeFileSync(tmp, formatPasswordFile(users), { mode: 0o600 });
+    renameSync(tmp, file);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // never written
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' && !existsSync(dirname(file)) ? `no directory ${dirname(file)}` : code ?? (err as Error).message;
+    throw new ConfigError(`passwd: cannot write ${file}: ${why}`);
+  }
 }
 
 /** Typed twice at the terminal, as mosquitto_passwd asks for it, and not shown; undefined on Ctrl-C. */
