@@ -200,5 +200,19 @@ function parsePublish(body: unknown): { topic: string; payload: Buffer; qos: QoS
   if (qos !== 0 && qos !== 1 && qos !== 2) throw new HttpError(400, '"qos" must be 0, 1 or 2');
   const retain = b.retain ?? false;
   if (typeof retain !== 'boolean') throw new HttpError(400, '"retain" must be true or false');
-  return { topic: b.topic, payload: Buffer.from(b.payload, encoding), qos, retain };
+  return { topic: b.topic, payload: encoding === 'base64' ? base64Payload(b.payload) : Buffer.from(b.payload, 'utf8'), qos, retain };
+}
+
+/**
+ * Standard base64 (RFC 4648 section 4) with its padding, as Buffer#toString('base64') writes it.
+ * Buffer.from skips what is not base64, so that a typo would publish other bytes, or none: an empty
+ * retained message, which deletes the one on the topic. base64url and unpadded text are refused
+ * too, rather than guessed at.
+ */
+function base64Payload(text: string): Buffer {
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes.toString('base64') !== text) {
+    throw new HttpError(400, '"payload" is not base64 (A-Z, a-z, 0-9, "+" and "/", padded with "=" to a multiple of 4 characters)');
+  }
+  return bytes;
 }
