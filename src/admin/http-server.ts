@@ -56,13 +56,14 @@ export class HttpEndpoint {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const target = req.url ?? '/';
     let url: URL;
     try {
-      url = new URL(req.url ?? '/', 'http://localhost');
+      url = new URL(target, 'http://localhost');
     } catch {
       throw new HttpError(400, 'the request target is not a valid URL');
     }
-    const path = url.pathname;
+    const path = rawPathOf(target);
     const probe = this.probes.get(path);
     if (probe !== undefined) {
       // HEAD too: load balancers probe with it, and Node sends the headers without the body
@@ -111,6 +112,19 @@ export class HttpEndpoint {
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Readonly<Record<string, string>> = {}): void {
   if (res.headersSent) return;
   res.writeHead(status, { ...headers, 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+}
+
+/**
+ * The path as the client sent it, before any query. Not a URL's pathname: that resolves `.` and
+ * `..` segments, which under /api/v1/retained are levels of a topic, so that a request would act on
+ * another topic, or another resource, than the one it names. An absolute-form target (a proxy's)
+ * gives its path.
+ */
+function rawPathOf(target: string): string {
+  const path = target.replace(/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/, '');
+  const end = path.search(/[?#]/);
+  const before = end === -1 ? path : path.slice(0, end);
+  return before.startsWith('/') ? before : `/${before}`;
 }
 
 /** The path alone for the log: never the query, whatever a client put there. */

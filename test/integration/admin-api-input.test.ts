@@ -60,4 +60,39 @@ describe('admin API: what a request says is what it acts on', () => {
     assert.equal((await publish({ topic: 'b64/t', payload: '', encoding: 'base64', retain: true })).status, 202);
     assert.equal(await retainedPayload('b64/t'), 404);
   });
+
+  test('"." and ".." are topic levels under /retained, not path segments to resolve', async () => {
+    for (const topic of ['a/../b', 'b', 'x/./y', 'x/y', '..', '.', 'c/..', 'c']) {
+      assert.equal((await publish({ topic, payload: topic, retain: true })).status, 202, topic);
+    }
+    assert.equal(await retainedPayload('a/../b'), 'a/../b');
+    assert.equal(await retainedPayload('a/%2E%2E/b'), 'a/../b');
+    // what a client that resolves dot segments itself can send instead
+    assert.equal(await retainedPayload('a%2F..%2Fb'), 'a/../b');
+    assert.equal(await retainedPayload('x/./y'), 'x/./y');
+    assert.equal(await retainedPayload('x/y'), 'x/y');
+    assert.equal(await retainedPayload('..'), '..');
+    assert.equal(await retainedPayload('.'), '.');
+    assert.equal(await retainedPayload('c/..'), 'c/..');
+    assert.equal((await api('DELETE', '/retained/c/..')).body.deleted, 'c/..');
+    assert.equal(await retainedPayload('c'), 'c', 'the topic the path names is deleted, not its "parent"');
+    assert.equal(await retainedPayload('c/..'), 404);
+    // the absolute form of a request target, as sent to a proxy, names the same path
+    const absolute = await api('GET', '', undefined, `Bearer ${TOKEN}`, `http://127.0.0.1:${httpPort}/api/v1/retained/a/../b?limit=5`);
+    assert.equal(absolute.body.payload, 'a/../b');
+  });
+
+  test('a retained path cannot climb out to another resource: DELETE /retained/x/../../clients/ID leaves the client connected', async () => {
+    const { raw } = await rawConnect(port, 5, { clientId: 'dots-victim' });
+    try {
+      const r = await api('DELETE', '/retained/x/../../clients/dots-victim');
+      assert.equal(r.status, 404);
+      assert.equal(r.body.error, 'no retained message on "x/../../clients/dots-victim"');
+      assert.equal((await api('GET', '/clients/dots-victim')).status, 200, 'still connected');
+      // nor out of the API to another endpoint
+      assert.equal((await api('GET', '/../../healthz')).status, 404);
+    } finally {
+      raw.close();
+    }
+  });
 });
