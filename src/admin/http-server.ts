@@ -72,8 +72,8 @@ export class HttpEndpoint {
     }
     if (path === '/api/v1' || path.startsWith('/api/v1/')) {
       this.authorize(req);
-      const body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined;
-      const result = await handleApi(this.options.api, req.method ?? 'GET', path.slice('/api/v1'.length), url.searchParams, body);
+      // read by the handler that takes a body: an unknown path or method is said to be one, whatever the body
+      const result = await handleApi(this.options.api, req.method ?? 'GET', path.slice('/api/v1'.length), url.searchParams, () => readJson(req));
       return sendJson(res, result.status, result.body);
     }
     throw new HttpError(404, `no such endpoint: ${req.method} ${path}`);
@@ -100,8 +100,9 @@ export class HttpEndpoint {
   private authorize(req: IncomingMessage): void {
     const token = this.options.adminToken;
     if (token === undefined || token === '') throw new HttpError(404, 'the admin API is off (set an admin token to enable it)');
-    const header = req.headers.authorization ?? '';
-    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    // the scheme's name is case-insensitive (RFC 9110 11.1), and one or more spaces end it
+    const scheme = /^bearer +/i.exec(req.headers.authorization ?? '');
+    const given = Buffer.from(scheme === null ? '' : (req.headers.authorization as string).slice(scheme[0].length));
     const expected = Buffer.from(token);
     // constant time whatever the length of the guess
     const ok = given.length === expected.length && timingSafeEqual(given, expected);

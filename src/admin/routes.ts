@@ -30,8 +30,12 @@ const MAX_LIMIT = 1000;
 /** What each method does on one path. */
 type Handlers = Partial<Record<'GET' | 'POST' | 'DELETE', () => ApiResult | Promise<ApiResult>>>;
 
-/** The admin REST API, as plain functions of (method, path, query, body). */
-export async function handleApi(ctx: ApiContext, method: string, path: string, query: URLSearchParams, body: unknown): Promise<ApiResult> {
+/**
+ * The admin REST API, as plain functions of (method, path, query, body). `path` is as sent, each
+ * level still percent-encoded; `body` reads and parses the request's body, asked for only once the
+ * path and method are known to take one.
+ */
+export async function handleApi(ctx: ApiContext, method: string, path: string, query: URLSearchParams, body: () => Promise<unknown>): Promise<ApiResult> {
   const handlers = routeOf(ctx, path, query, body);
   const handler = Object.hasOwn(handlers, method) ? handlers[method as keyof Handlers] : undefined;
   if (handler === undefined) throw methodNotAllowed(method, `/api/v1${path}`, Object.keys(handlers));
@@ -39,7 +43,7 @@ export async function handleApi(ctx: ApiContext, method: string, path: string, q
 }
 
 /** The handlers of a path; a path no method is served on is a 404. */
-function routeOf(ctx: ApiContext, path: string, query: URLSearchParams, body: unknown): Handlers {
+function routeOf(ctx: ApiContext, path: string, query: URLSearchParams, body: () => Promise<unknown>): Handlers {
   const parts = path.split('/').filter((p) => p.length > 0).map(decodePart);
   const [collection, id, sub] = parts;
   const view = ctx.view;
@@ -104,7 +108,7 @@ function routeOf(ctx: ApiContext, path: string, query: URLSearchParams, body: un
       if (id !== undefined) break;
       return {
         POST: async () => {
-          const msg = parsePublish(body);
+          const msg = parsePublish(await body());
           try {
             await ctx.publish(msg);
           } catch (err) {
@@ -181,7 +185,8 @@ interface QueryLike {
 function intParam(query: QueryLike, name: string, fallback: number, min: number, max: number): number {
   const raw = query.get(name);
   if (raw === null) return fallback;
-  const n = Number(raw);
+  // decimal digits only: Number() would also take "1e2", "0x10" and " 10"
+  const n = /^[0-9]+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, `${name} must be an integer between ${min} and ${max} (got "${raw}")`);
   return n;
 }

@@ -95,4 +95,38 @@ describe('admin API: what a request says is what it acts on', () => {
       raw.close();
     }
   });
+
+  test('the Bearer scheme is case-insensitive (RFC 9110 11.1); anything else still gets 401', async () => {
+    for (const authorization of [`bearer ${TOKEN}`, `BEARER ${TOKEN}`, `Bearer  ${TOKEN}`]) {
+      assert.equal((await api('GET', '/clients', undefined, authorization)).status, 200, authorization);
+    }
+    for (const authorization of [`Basic ${TOKEN}`, `Bearer${TOKEN}`, `bearer ${TOKEN}x`, 'bearer ', TOKEN]) {
+      assert.equal((await api('GET', '/clients', undefined, authorization)).status, 401, authorization);
+    }
+  });
+
+  test('limit and offset take decimal digits only', async () => {
+    for (const limit of ['1e2', '0x10', '%2010', '10%20', '+5', '10.0', '', '-1']) {
+      const r = await api('GET', `/retained?limit=${limit}`);
+      assert.equal(r.status, 400, limit);
+      assert.match(String(r.body.error), /^limit must be an integer between 1 and 1000/);
+    }
+    assert.equal((await api('GET', '/sessions?offset=1e1')).status, 400);
+    for (const limit of ['10', '010']) assert.equal((await api('GET', `/retained?limit=${limit}`)).body.limit, 10, limit);
+  });
+
+  test('the path and method are checked before the body: an unknown path is 404 and a wrong method 405, whatever the body', async () => {
+    const notJson = '{not json';
+    assert.equal((await api('POST', '/nothing', notJson)).status, 404);
+    const wrongMethod = await api('POST', '/clients', notJson);
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.allow, 'GET');
+    assert.equal((await api('PUT', '/publish', notJson)).status, 405);
+    const bad = await api('POST', '/publish', notJson);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error, 'request body is not valid JSON');
+    assert.equal((await api('POST', '/publish', 'x'.repeat(1024 * 1024 + 1))).status, 413);
+    // and the token before either
+    assert.equal((await api('POST', '/nothing', notJson, 'Bearer wrong')).status, 401);
+  });
 });
