@@ -13,6 +13,7 @@ import { BrokerMetrics } from './metrics/prometheus.js';
 import type { Properties, QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
+import { socketPathTooLong } from './config/socket-path.js';
 import { Durability } from './broker/durability.js';
 import { Authentication } from './auth/authentication.js';
 import { LoginThrottle } from './auth/login-throttle.js';
@@ -268,6 +269,8 @@ export class Broker {
     if (this.closed) throw new Error('broker is closed');
     refuseUnknownOptions(options, LISTEN_OPTIONS, 'listen', { path: 'the WebSocket path is wsPath' });
     const protocol = requireOneOf(options.protocol ?? 'mqtt', LISTENER_PROTOCOLS, 'listen: protocol');
+    const tooLong = options.socket === undefined ? undefined : socketPathTooLong(options.socket);
+    if (tooLong !== undefined) throw new Error(`listen: socket ${options.socket} ${tooLong}`);
     const tls = options.tls === undefined ? undefined : new TlsFiles(options.tls);
     // named by its address once bound; no handshake can fail before
     let name: string = protocol;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { MAX_SOCKET_PATH_BYTES } from '../../src/config/socket-path.js';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -366,6 +367,10 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     socket.send(Buffer.from('100d00044d51545404020000000175', 'hex'));
     assert.equal((await answer).toString('hex'), '20020000');
     socket.close();
+    // a path longer than sun_path takes is refused, not cut short into a file of another name
+    const long = join(dir, 's'.repeat(120) + '.sock');
+    await assert.rejects(broker.listen({ socket: long }), (err: Error) => err.message === `listen: socket ${long} is ${Buffer.byteLength(long)} bytes long; a Unix socket path may have at most ${String(MAX_SOCKET_PATH_BYTES)} bytes on this system`);
+    assert.deepEqual(readdirSync(dir).sort(), ['mqtt.sock', 'ws.sock']);
   });
 
   test('a listener connection limit: the next 5.0 client gets CONNACK 0x97, a 3.1.1 client return code 3', async () => {
