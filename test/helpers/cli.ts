@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The compiled command line. */
@@ -51,7 +54,35 @@ export function runMidgeToExit(args: string[]): Promise<{ code: number | null; s
   });
 }
 
-/** Kills every process spawnMidge started and that still runs (for `after`). */
+/** A command line started by runMidge: what it printed so far, and its exit code once it ends. */
+export interface MidgeRun {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<number | null>;
+}
+
+/** Runs the command line in a fresh directory of its own (so its ./data is its own too), keeping what it prints. */
+export function runMidge(args: string[], cwd = mkdtempSync(join(tmpdir(), 'midge-cwd-'))): MidgeRun {
+  const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => out, stderr: () => err, exit };
+}
+
+/** Writes `text` to a file named `name` in a fresh temporary directory; returns its path. */
+export function tmpFile(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'midge-cli-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Kills every process spawnMidge or runMidge started and that still runs (for `after`). */
 export function killMidges(): void {
   for (const c of children) c.kill('SIGKILL');
 }

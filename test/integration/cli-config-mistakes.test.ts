@@ -1,40 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createPki } from '../helpers/certs.js';
-import { MIDGE_MAIN } from '../helpers/cli.js';
+import { killMidges, runMidge as run, tmpFile } from '../helpers/cli.js';
 import { eventually, rawConnect } from '../helpers/raw-session.js';
-
-interface Run {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exit: Promise<number | null>;
-}
-
-const children = new Set<ChildProcess>();
-
-/** Runs the command line in a fresh directory of its own, so its ./data is its own too. */
-function run(args: string[]): Run {
-  const child = spawn(process.execPath, [MIDGE_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: mkdtempSync(join(tmpdir(), 'midge-cwd-')) });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, stdout: () => out, stderr: () => err, exit };
-}
-
-function tmpFile(name: string, text: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'midge-cli-')), name);
-  writeFileSync(path, text);
-  return path;
-}
 
 /** A configuration mistake: exit code 2 and one line on stderr, matching `line`. */
 async function refused(args: string[], line: RegExp): Promise<void> {
@@ -73,9 +44,7 @@ function socketPath(bytes: number, fill = 's'): { dir: string; path: string } {
 }
 
 describe('command line: settings that cannot work are refused, and ones that do nothing are warned of', () => {
-  after(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  after(killMidges);
 
   test('listeners: [] is refused in one line with exit code 2, at start-up and by check-config', async () => {
     const cfg = tmpFile('none.yaml', 'persistence: memory\nlisteners: []\n');

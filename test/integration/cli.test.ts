@@ -1,39 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { eventually, expectPacket, rawConnect } from '../helpers/raw-session.js';
 import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
 import { createPki } from '../helpers/certs.js';
+import { killMidges, runMidge as run, tmpFile, type MidgeRun as Run } from '../helpers/cli.js';
 import type { IClientOptions } from 'mqtt';
-
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-interface Run {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exit: Promise<number | null>;
-}
-
-const children = new Set<ChildProcess>();
-
-/** Runs the command line in a fresh directory of its own, so its ./data is its own too. */
-function run(args: string[], cwd = mkdtempSync(join(tmpdir(), 'midge-cwd-'))): Run {
-  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, stdout: () => out, stderr: () => err, exit };
-}
 
 async function listeningPort(r: Run): Promise<number> {
   const deadline = Date.now() + 10_000;
@@ -43,13 +18,6 @@ async function listeningPort(r: Run): Promise<number> {
     if (Date.now() > deadline) throw new Error(`no listening line; stderr: ${r.stderr()}`);
     await new Promise((res) => setTimeout(res, 20));
   }
-}
-
-function tmpFile(name: string, text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'midge-cli-'));
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
 }
 
 async function usageError(args: string[], mentions: RegExp): Promise<void> {
@@ -62,9 +30,7 @@ async function usageError(args: string[], mentions: RegExp): Promise<void> {
 
 describe('command line', () => {
   // a failed assertion must not leave a broker running and the test file waiting on it
-  after(() => {
-    for (const c of children) c.kill('SIGKILL');
-  });
+  after(killMidges);
 
   test('with no host it listens on loopback only, says how to open it up, and SIGTERM sends 5.0 clients DISCONNECT 0x8B', async () => {
     const r = run(['--port', '0', '--log-level', 'silent']);

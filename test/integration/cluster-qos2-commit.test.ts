@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
-import type { TestBroker } from '../helpers/broker.js';
-import { CLUSTER_TEST, clusterHarness, routesKnown } from '../helpers/cluster.js';
-import { CommitFaultStore } from '../helpers/faulty-store.js';
+import { describe, test } from 'node:test';
+import { CLUSTER_TEST, routesKnown } from '../helpers/cluster.js';
+import { commitCluster } from '../helpers/commit-cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribe, type Loose } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
@@ -26,34 +25,7 @@ const got = (packets: Loose[]): Array<[string, number | undefined]> => packets.f
 const acks = (packets: Loose[]): Array<[string, number | undefined]> => packets.map((p) => [p.cmd, p.messageId]);
 
 describe('a QoS 2 message of a persistent session goes to the other nodes once its commit is over', { skip: skipWithoutRedis }, () => {
-  const h = clusterHarness();
-  const raws: RawClient[] = [];
-  const stores: CommitFaultStore[] = [];
-  afterEach(() => {
-    // a commit held back would hold the node's stop up
-    for (const s of stores.splice(0)) {
-      s.failing = undefined;
-      s.release();
-    }
-    for (const r of raws.splice(0)) r.close();
-  });
-
-  /** Two nodes; the commits of the first (`a`) can be held back or made to fail. */
-  async function twoNodes(): Promise<{ a: TestBroker; b: TestBroker; store: CommitFaultStore }> {
-    const prefix = h.prefix();
-    const store = new CommitFaultStore();
-    const other = new CommitFaultStore();
-    stores.push(store, other);
-    const a = await h.node(prefix, 'n0', { store });
-    const b = await h.node(prefix, 'n1', { store: other });
-    return { a, b, store };
-  }
-
-  async function client(port: number, clientId: string, persistent: boolean): Promise<RawClient> {
-    const { raw } = await rawConnect(port, V, { clientId, clean: !persistent, ...(persistent ? { properties: { sessionExpiryInterval: 3600 } } : {}) });
-    raws.push(raw);
-    return raw;
-  }
+  const { twoNodes, client, raws } = commitCluster(V);
 
   async function subscriber(port: number, clientId: string): Promise<RawClient> {
     const raw = await client(port, clientId, false);
@@ -137,8 +109,8 @@ describe('a QoS 2 message of a persistent session goes to the other nodes once i
   });
 
   test('[MQTT-4.3.3-10] (5.0) a persistent session\'s QoS 2 message whose commit fails still reaches the other nodes, once: its publisher is disconnected unacknowledged (0x83) and its resend is taken for a duplicate', CLUSTER_TEST, async () => {
-    const { a, store } = await twoNodes();
-    const remote = await subscriber((h.nodes[1] as TestBroker).port, 'remote-sub');
+    const { a, b, store } = await twoNodes();
+    const remote = await subscriber(b.port, 'remote-sub');
     await routesKnown(a, 1);
     const pub = await client(a.port, 'fail-pub', true);
 

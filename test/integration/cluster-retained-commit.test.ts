@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
-import type { TestBroker } from '../helpers/broker.js';
-import { CLUSTER_TEST, clusterHarness, poll } from '../helpers/cluster.js';
-import { CommitFaultStore } from '../helpers/faulty-store.js';
+import { describe, test } from 'node:test';
+import { CLUSTER_TEST, poll } from '../helpers/cluster.js';
+import { commitCluster } from '../helpers/commit-cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribeEarly, type Loose } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
@@ -25,35 +24,8 @@ function publish(raw: RawClient, topic: string, payload: string, qos: 0 | 1 | 2,
 const acks = (packets: Loose[]): Array<[string, number | undefined]> => packets.map((p) => [p.cmd, p.messageId]);
 
 describe('a persistent session\'s retained QoS 2 message is shared with the other nodes once its commit is over', { skip: skipWithoutRedis }, () => {
-  const h = clusterHarness();
-  const raws: RawClient[] = [];
-  const stores: CommitFaultStore[] = [];
+  const { twoNodes, client, raws } = commitCluster(V);
   let probes = 0;
-  afterEach(() => {
-    // a commit held back would hold the node's stop up
-    for (const s of stores.splice(0)) {
-      s.failing = undefined;
-      s.release();
-    }
-    for (const r of raws.splice(0)) r.close();
-  });
-
-  /** Two nodes; the commits of the first (`a`) can be held back or made to fail. */
-  async function twoNodes(): Promise<{ a: TestBroker; b: TestBroker; store: CommitFaultStore }> {
-    const prefix = h.prefix();
-    const store = new CommitFaultStore();
-    const other = new CommitFaultStore();
-    stores.push(store, other);
-    const a = await h.node(prefix, 'n0', { store });
-    const b = await h.node(prefix, 'n1', { store: other });
-    return { a, b, store };
-  }
-
-  async function client(port: number, clientId: string, persistent: boolean): Promise<RawClient> {
-    const { raw } = await rawConnect(port, V, { clientId, clean: !persistent, ...(persistent ? { properties: { sessionExpiryInterval: 3600 } } : {}) });
-    raws.push(raw);
-    return raw;
-  }
 
   /** The retained messages a new subscriber to `topic` on the node at `port` is sent. */
   async function retainedAt(port: number, topic: string, ms = 150): Promise<string[]> {
