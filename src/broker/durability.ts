@@ -41,6 +41,17 @@ class StoreJournal implements SessionJournal {
   journalLater(session: Session): void {
     this.durability.journalOwedLater(session);
   }
+
+  owedStored(session: Session, mark: number): Promise<void> {
+    return this.durability.owedStored(session, mark);
+  }
+}
+
+/** Something waiting for what a session owed at `mark` to be stored (Session.retainedStored). */
+interface OwedWaiter {
+  readonly mark: number;
+  readonly resolve: (commit: Promise<void> | undefined) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /**
@@ -57,6 +68,8 @@ export class Durability {
   /** sessions owing retained messages not journaled yet */
   private readonly owing = new Set<Session>();
   private owingScheduled = false;
+  /** by session in `owing`: what waits for its owed messages to be stored */
+  private readonly owedWaiters = new Map<Session, OwedWaiter[]>();
 
   /** set by the broker: a fault of the store met outside any client's packet */
   reportFault: (err: unknown, task: string) => void = (err) => {
@@ -83,13 +96,16 @@ export class Durability {
       try {
         budget -= session.journalOwed(budget);
       } catch (err) {
-        // not tried again: a store that failed here would fail every turn
+        // not tried again (until it is waited for): a store that failed here would fail every turn
         this.owing.delete(session);
         this.reportFault(err, `storing the retained messages owed to ${session.clientId}`);
+        const error = err instanceof Error ? err : new Error(String(err));
+        this.settleOwed(session, new StoreFault(error.message, { cause: error }));
         continue;
       }
       // done with it once all it owes is journaled, or it has no journal any more (it ended)
       if (session.journal === undefined || session.retained?.unjournaled !== true) this.owing.delete(session);
+      this.settleOwed(session, undefined);
     }
     if (this.owing.size > 0 && !this.owingScheduled) {
       this.owingScheduled = true;
@@ -100,7 +116,49 @@ export class Durability {
   /** Journals everything still owed at once: the store is about to close. */
   flushOwed(): void {
     for (const session of this.owing) session.journalOwed(Infinity);
+    for (const session of this.owing) this.settleOwed(session, undefined);
     this.owing.clear();
+  }
+
+  /**
+   * Resolves once what `session` owed at `mark` is journaled and that is on disk (the commit of
+   * the turn that journaled the last of it), or is owed no more (sent, forgotten, or the session
+   * ended); rejects with a StoreFault when the store refused it.
+   */
+  owedStored(session: Session, mark: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: OwedWaiter = { mark, resolve, reject };
+      const waiting = this.owedWaiters.get(session);
+      if (waiting === undefined) this.owedWaiters.set(session, [waiter]);
+      else waiting.push(waiter);
+      // waiters hear from the slices; a session a fault took out of them is tried again
+      this.journalOwedLater(session);
+    });
+  }
+
+  /** Tells the waiters of `session` whose owed messages are stored now, or all of them of `fault`. */
+  private settleOwed(session: Session, fault: StoreFault | undefined): void {
+    const waiting = this.owedWaiters.get(session);
+    if (waiting === undefined) return;
+    const owed = session.journal === undefined ? undefined : session.retained;
+    let commit: Promise<void> | undefined;
+    let asked = false;
+    let kept = 0;
+    for (const w of waiting) {
+      if (fault !== undefined) {
+        w.reject(fault);
+      } else if (owed === undefined || owed.journaledUpTo(w.mark)) {
+        if (!asked) {
+          commit = this.commit();
+          asked = true;
+        }
+        w.resolve(commit);
+      } else {
+        waiting[kept++] = w;
+      }
+    }
+    waiting.length = kept;
+    if (kept === 0) this.owedWaiters.delete(session);
   }
 
   /** The store, for a write: the next commit has something to wait for. */

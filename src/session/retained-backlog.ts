@@ -24,10 +24,18 @@ interface Batch {
   next: number;
   /** entries before this index are in the journal (the QoS 1/2 ones) */
   journaled: number;
+  /** its place among every batch owed in this process (see `mark`) */
+  readonly seq: number;
   /** the QoS granted to the subscription */
   readonly qos: QoS;
   readonly subscriptionIds: number[] | undefined;
 }
+
+/**
+ * Batches owed so far, by every backlog: a mark taken from one backlog still means "owed before
+ * now" to the one the session holds after it emptied and filled again.
+ */
+let batchesOwed = 0;
 
 /**
  * Retained messages owed to a client for its recent SUBSCRIBEs, in order, sent as its inflight
@@ -46,6 +54,8 @@ export class RetainedBacklog {
   count = 0;
   /** their payload bytes */
   bytes = 0;
+  /** the seq of the latest batch added; 0 before any */
+  private added = 0;
 
   /** `totals` are the broker's: what is owed here counts in them until it leaves. */
   constructor(totals: Totals) {
@@ -55,7 +65,7 @@ export class RetainedBacklog {
   /** Owes `messages` (kept as they are, not copied) at most at `qos`, with RETAIN 1 [MQTT-3.3.1-8]. */
   add(filter: string, messages: Message[], qos: QoS, subscriptionIds: number[] | undefined): void {
     if (messages.length === 0) return;
-    this.batches.push({ filter, entries: messages, next: 0, journaled: 0, qos, subscriptionIds });
+    this.batches.push({ filter, entries: messages, next: 0, journaled: 0, seq: (this.added = ++batchesOwed), qos, subscriptionIds });
     let bytes = 0;
     for (const m of messages) bytes += m.payload.length;
     this.count += messages.length;
@@ -140,6 +150,25 @@ export class RetainedBacklog {
   get unjournaled(): boolean {
     for (const b of this.batches) if (b.journaled < b.entries.length) return true;
     return false;
+  }
+
+  /** Where the backlog is now, for `journaledUpTo`: what has been owed so far. */
+  get mark(): number {
+    return this.added;
+  }
+
+  /**
+   * Everything owed up to `mark` (what is still owed of it: sent, forgotten or cleared entries
+   * are not) is in the journal. Batches are journaled oldest first, so later ones do not hold
+   * it back.
+   */
+  journaledUpTo(mark: number): boolean {
+    for (const b of this.batches) {
+      if (b.seq > mark) return true;
+      // those sent before they were journaled are owed no more
+      if (Math.max(b.journaled, b.next) < b.entries.length) return false;
+    }
+    return true;
   }
 }
 

@@ -49,6 +49,11 @@ export interface SessionJournal {
   incomingQos2(packetId: number, pending: boolean): void;
   /** The session owes retained messages not journaled yet: have `journalOwed` called in later turns. */
   journalLater(session: Session): void;
+  /**
+   * Resolves once the retained messages the session owed at `mark` (its backlog's) are journaled
+   * and the journal is on disk, or are owed no more; rejects when they cannot be stored.
+   */
+  owedStored(session: Session, mark: number): Promise<void>;
 }
 
 /** Owed retained messages journaled in one go; the rest follow in later turns. */
@@ -250,6 +255,19 @@ export class Session {
     const owed = this.retained;
     if (journal === undefined || owed === undefined) return 0;
     return owed.journalAhead(journal, max);
+  }
+
+  /**
+   * Resolves once every retained message owed so far is journaled and on disk, so that a SUBACK
+   * can wait for them: a broker killed after it would otherwise come back with the subscription
+   * but without what it was owed, and nothing would tell the client to subscribe again.
+   * Undefined when they are all journaled already (or the session has no journal).
+   */
+  retainedStored(): Promise<void> | undefined {
+    const owed = this.retained;
+    const journal = this.journal;
+    if (owed === undefined || journal === undefined || owed.journaledUpTo(owed.mark)) return undefined;
+    return journal.owedStored(this, owed.mark);
   }
 
   /** Takes the next retained message owed (it is being sent, or has expired). */

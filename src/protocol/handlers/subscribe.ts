@@ -148,14 +148,28 @@ function finish(ch: Channel, packetId: number, checked: Checked[], allowed: bool
   }
   // the channel drops the reason string when the client asked for no problem information or it would not fit
   const suback: Packet = { type: 'suback', packetId, reasonCodes, properties: v5 && firstFailure !== undefined ? { reasonString: firstFailure } : undefined };
-  // once a session kept on disk has its subscriptions there (a crash after the SUBACK must not take
-  // them back), and in a cluster once the other nodes know of them; messages (retained ones
-  // included) may come first, as the server is permitted to send them before the SUBACK (3.8.4)
-  const durable = retainedFor.length > 0 && session.journal !== undefined ? ch.broker.committed() : undefined;
+  const send = (): void => ch.send(suback);
+  // in a cluster, once the other nodes know of the subscriptions
   const shared = retainedFor.length > 0 ? ch.broker.subscriptionsShared() : undefined;
-  const ready = shared === undefined ? durable : durable === undefined ? shared : Promise.all([durable, shared]).then(() => undefined);
-  afterCommit(ch, ready, () => ch.send(suback));
+  if (retainedFor.length === 0 || session.journal === undefined || !ch.broker.onDisk) {
+    afterCommit(ch, shared, send);
+    oweRetained(ch, session, retainedFor);
+    return;
+  }
+  // A session kept on disk is sent the SUBACK once its subscriptions are there and so is every
+  // retained message they made owed (journaled a slice per turn): a broker killed after the SUBACK
+  // must come back with both, as the client, finding its session present, will not subscribe
+  // again ([MQTT-3.3.1-9] [MQTT-3.3.1-6]). Messages, retained ones included, may come first, as
+  // the server is permitted to send them before the SUBACK (3.8.4).
+  oweRetained(ch, session, retainedFor);
+  const durable = ch.broker.committed();
+  const owed = session.retainedStored();
+  const waits = [durable, owed, shared].filter((p): p is Promise<void> => p !== undefined);
+  afterCommit(ch, waits.length <= 1 ? waits[0] : Promise.all(waits).then(() => undefined), send);
+}
 
+/** Owes the client the retained messages each new subscription matched. */
+function oweRetained(ch: Channel, session: Session, retainedFor: Array<{ sub: Subscription; existed: boolean }>): void {
   for (const { sub, existed } of retainedFor) {
     // No retained messages for shared subscriptions (5.0 section 4.8.2); Retain Handling 1 sends
     // them only for a new subscription, 2 never ([MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]).
