@@ -74,7 +74,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     for (const a of authenticators) this.authenticators.set(a.method, a);
     this.router = new Router((session, message, qos, retain, ids, share) => this.deliverTo(session, message, qos, retain, ids, share));
     const fault = (err: unknown, task: string): void => this.reportFault(err, task);
-    this.sessions = new SessionRegistry((session) => this.sessionEnded(session), fault);
+    this.sessions = new SessionRegistry((session, handOver) => this.sessionEnded(session, handOver), fault);
     this.wills = new WillScheduler((client, will) => this.publishWill(client, will), fault);
     if (durability !== undefined) durability.reportFault = fault;
     // a will waiting out its delay outlives a restart in the store, and this node in the cluster
@@ -105,6 +105,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     const now = this.now();
     const lostAt = Math.min(state.aliveAt ?? now, now);
     const expiries = new Map<string, number>();
+    const restored: Array<{ session: Session; expiresAt: number | undefined }> = [];
     for (const stored of state.sessions) {
       expiries.set(stored.record.clientId, stored.record.expiryInterval);
       const session = new Session(stored.record.clientId, stored.record.expiryInterval, this.sessions.totals);
@@ -114,8 +115,18 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const e of stored.inflight) session.restoreInflight(e.packetId, { delivery: e.delivery, state: e.state });
       for (const id of stored.incomingQos2) session.incomingQos2.set(id, true);
       this.durability?.adopt(session);
-      // a session whose deadline passed while the broker was down ends now, before any client can see it
-      if (this.sessions.restore(session, stored.record.expiresAt, lostAt)) this.durability?.sessionDetached(session);
+      restored.push({ session, expiresAt: stored.record.expiresAt });
+    }
+    // Only once every subscription is back, so that each shared group has all its members: the
+    // sessions that were online when the broker stopped hand over what they held for shared
+    // groups, as their connections would have as they closed (closeSession). They are those with
+    // no deadline stored, which those that never expire share: theirs are handed over too, a
+    // message queued to one member going to another that is as offline. A session whose deadline
+    // passed while the broker was down ends now, before any client can see it, and hands over the
+    // rest.
+    this.handOverLost(restored.filter((r) => r.expiresAt === undefined).map((r) => r.session));
+    for (const { session, expiresAt } of restored) {
+      if (this.sessions.restore(session, expiresAt, lostAt)) this.durability?.sessionDetached(session);
     }
     for (const w of state.wills) {
       if (!withWills) {
@@ -237,20 +248,42 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   /**
    * Messages a departing shared-subscription member had not yet acknowledged (or had queued) go to
-   * other members of their group (5.0 section 4.8.2). A QoS 2 message already sent stays with this
-   * client, to be completed when it reconnects ([MQTT-4.8.2-4]) or dropped with its session ([MQTT-4.8.2-5]).
+   * other members of their group (5.0 section 4.8.2); with `only`, those it accepts. A QoS 2
+   * message already sent stays with this client, to be completed when it reconnects
+   * ([MQTT-4.8.2-4]) or dropped with its session ([MQTT-4.8.2-5]).
    */
-  private reassignShared(session: Session): void {
+  private reassignShared(session: Session, only?: (d: Delivery) => boolean): void {
     if (session.inflight.size > 0) {
       for (const [packetId, entry] of session.inflight) {
         if (entry.state !== 'publish' || entry.delivery.share === undefined || entry.delivery.qos === 2) continue;
+        if (only !== undefined && !only(entry.delivery)) continue;
         if (this.router.reassignShared(entry.delivery, session)) session.endInflight(packetId);
       }
     }
-    if (session.queue.length > 0) session.takeQueued((d) => d.share !== undefined && this.router.reassignShared(d, session));
+    if (session.queue.length > 0) {
+      session.takeQueued((d) => d.share !== undefined && (only === undefined || only(d)) && this.router.reassignShared(d, session));
+    }
   }
 
-  private sessionEnded(session: Session): void {
+  /**
+   * Sessions whose connections were lost with the broker (a crash closes none of them) hand over
+   * what a disconnect would have. What they all held is noted first: a message one of them hands
+   * to another is not handed on again by that one.
+   */
+  private handOverLost(sessions: Session[]): void {
+    const held = new Set<Delivery>();
+    for (const session of sessions) {
+      for (const entry of session.inflight.values()) if (entry.delivery.share !== undefined) held.add(entry.delivery);
+      for (const d of session.queue) if (d.share !== undefined) held.add(d);
+    }
+    if (held.size === 0) return;
+    for (const session of sessions) this.reassignShared(session, (d) => held.has(d));
+  }
+
+  private sessionEnded(session: Session, handOver: boolean): void {
+    // a session that ends before its client is back has what it held for shared groups sent to
+    // another member (5.0 section 4.8.2), not dropped with it
+    if (handOver) this.reassignShared(session);
     this.durability?.sessionEnded(session);
     this.router.removeAll(session);
     session.clear();

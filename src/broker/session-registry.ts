@@ -14,19 +14,19 @@ export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
   private readonly expiries = new ExpirySchedule((session) => {
     try {
-      if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session);
+      if (session.sink === undefined && this.sessions.get(session.clientId) === session) this.end(session, true);
     } catch (err) {
       // the other sessions due in this turn still end, and the schedule goes on
       this.onFault(err, `the expiry of session ${session.clientId}`);
     }
   });
-  private readonly onEnd: (session: Session) => void;
+  private readonly onEnd: (session: Session, handOver: boolean) => void;
   private readonly onFault: (err: unknown, task: string) => void;
   /** what every session here holds, kept by the sessions themselves */
   readonly totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
   private attached = 0;
 
-  constructor(onEnd: (session: Session) => void, onFault: (err: unknown, task: string) => void) {
+  constructor(onEnd: (session: Session, handOver: boolean) => void, onFault: (err: unknown, task: string) => void) {
     this.onEnd = onEnd;
     this.onFault = onFault;
   }
@@ -59,7 +59,7 @@ export class SessionRegistry {
 
     let session = this.sessions.get(clientId);
     if (session !== undefined && cleanStart) {
-      this.end(session);
+      this.end(session, true);
       session = undefined;
     }
     const present = session !== undefined;
@@ -88,7 +88,8 @@ export class SessionRegistry {
     this.goOffline(session);
     const interval = session.expiryInterval;
     if (interval === 0) {
-      this.end(session);
+      // what it held for shared groups was handed over as its connection closed (closeSession)
+      this.end(session, false);
       return;
     }
     if (interval === NEVER) return;
@@ -106,22 +107,26 @@ export class SessionRegistry {
     if (session.expiryInterval === NEVER) return true;
     session.expiresAt = expiresAt ?? lostAt + session.expiryInterval * 1000;
     if (session.expiresAt <= Date.now()) {
-      this.end(session);
+      this.end(session, true);
       return false;
     }
     this.expiries.add(session);
     return true;
   }
 
-  /** Removes a session for good. */
-  end(session: Session): void {
+  /**
+   * Removes a session from this node. `handOver` when it ends for good here (it expired, or a
+   * clean start discarded it): what it holds for shared groups goes to their other members. Not
+   * when it moves to another node of a cluster (which has what it holds), nor by default.
+   */
+  end(session: Session, handOver = false): void {
     this.cancelExpiry(session);
     if (this.sessions.get(session.clientId) === session) {
       this.sessions.delete(session.clientId);
       // its connection, if it still has one, closes later and finds the session gone
       if (session.sink !== undefined) this.attached--;
     }
-    this.onEnd(session);
+    this.onEnd(session, handOver);
   }
 
   clear(): void {
