@@ -134,7 +134,8 @@ export class AdminView {
     if (s === undefined) return false;
     s.expiryInterval = 0;
     if (s.sink !== undefined) s.sink.disconnect(RC.AdministrativeAction);
-    else this.core.sessions.end(s);
+    // its shared-subscription messages go to the group's other members, as at its expiry
+    else this.core.sessions.end(s, true);
     return true;
   }
 

@@ -101,6 +101,25 @@ describe('operations: metrics, health, admin API and $SYS over real HTTP and MQT
     assert.equal(back.connack.sessionPresent, false);
     back.raw.close();
 
+    // 5.0 4.8.2: a shared-subscription member's session deleted while it is away hands its
+    // messages to the group's other members, as its expiry would
+    for (const id of ['share-del-1', 'share-del-2']) {
+      const m = await rawConnect(port, 5, { clientId: id, clean: true, properties: { sessionExpiryInterval: 3600 } });
+      await rawSubscribe(m.raw, 5, 1, [{ topic: '$share/adm/share-del', qos: 1 }]);
+      m.raw.close();
+    }
+    const away = async (): Promise<boolean> => {
+      const list = (await (await api('/sessions?q=share-del')).json()) as { items: Array<{ connected: boolean }> };
+      return list.items.length === 2 && list.items.every((x) => !x.connected);
+    };
+    for (let i = 0; i < 100 && !(await away()); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 6; i++) await broker.publish({ topic: 'share-del', payload: `m${i}`, qos: 1 });
+    assert.equal((await api('/sessions/share-del-1', { method: 'DELETE' })).status, 200);
+    const other = await rawConnect(port, 5, { clientId: 'share-del-2', clean: false, properties: { sessionExpiryInterval: 3600 } });
+    const got = (await drainFor(other.raw, 300)).filter((p) => p.cmd === 'publish').map((p) => p.payload?.toString()).sort();
+    assert.deepEqual(got, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
+    other.raw.close();
+
     const bad = await api('/publish', { method: 'POST', body: JSON.stringify({ topic: 'x', payload: 'y', qos: 3 }) });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: string }).error, /qos/);
