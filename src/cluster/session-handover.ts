@@ -22,7 +22,8 @@ export function handOver(core: ClusterHost, clientId: string, cleanStart: boolea
     return null;
   }
   if (cleanStart) {
-    core.sessions.end(session);
+    // discarded, not moved: its shared-subscription messages go to the group's other members here
+    core.sessions.end(session, true);
     return null;
   }
   core.wills.cancel(clientId);
