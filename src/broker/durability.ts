@@ -91,10 +91,15 @@ export class Durability {
   private readonly journalOwedSlice = (): void => {
     this.owingScheduled = false;
     let budget = OWED_JOURNAL_SLICE;
+    // an even share each: a session owed a few thousand messages, whose SUBACK waits for them to be
+    // stored, does not wait for another owed hundreds of thousands that came first
+    const share = Math.ceil(budget / this.owing.size);
+    const served: Session[] = [];
     for (const session of this.owing) {
       if (budget <= 0) break;
+      served.push(session);
       try {
-        budget -= session.journalOwed(budget);
+        budget -= session.journalOwed(Math.min(share, budget));
       } catch (err) {
         // not tried again (until it is waited for): a store that failed here would fail every turn
         this.owing.delete(session);
@@ -107,6 +112,8 @@ export class Durability {
       if (session.journal === undefined || session.retained?.unjournaled !== true) this.owing.delete(session);
       this.settleOwed(session, undefined);
     }
+    // those served go behind the others, so the next turn begins with any this one did not reach
+    for (const session of served) if (this.owing.delete(session)) this.owing.add(session);
     if (this.owing.size > 0 && !this.owingScheduled) {
       this.owingScheduled = true;
       setImmediate(this.journalOwedSlice);

@@ -111,6 +111,33 @@ describe('retained messages owed to a persistent session, and a broker killed on
     });
   }
 
+  test('[MQTT-3.8.4-1] a persistent session owed a few retained messages gets its SUBACK without waiting for another owed many to be stored', async () => {
+    const { broker } = await brokerWithRetained();
+    // more than one slice for the other (3,000), fewer than this one's (20,000)
+    const pub = await rawConnect(broker.port, 4, { clientId: 'few-publisher' });
+    for (let i = 0; i < 3000; i += 250) {
+      for (let j = i; j < i + 250; j++) pub.raw.sendPacket({ cmd: 'publish', topic: `few/${j}`, payload: Buffer.from(String(j)), qos: 1, messageId: j + 1, retain: true }, 4);
+      for (let j = i; j < i + 250; j++) await expectPacket(pub.raw, 'puback', 10_000);
+    }
+    pub.raw.close();
+    const many = await rawConnect(broker.port, 5, persistent(5, 'owed-many'));
+    many.raw.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'owed/#', qos: 1 }] }, 5);
+    // its messages are being stored: what it owes is in the slices before the other's
+    await readUntil(many.raw, (p) => p.cmd === 'publish');
+    const few = await rawConnect(broker.port, 5, persistent(5, 'owed-few'));
+    few.raw.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'few/#', qos: 1 }] }, 5);
+    const order: string[] = [];
+    await Promise.all([
+      readUntil(many.raw, (p) => p.cmd === 'suback').then(() => order.push('many')),
+      readUntil(few.raw, (p) => p.cmd === 'suback').then(() => order.push('few')),
+    ]);
+    // each session owing has an even share of every turn's slice
+    assert.deepEqual(order, ['few', 'many']);
+    many.raw.close();
+    few.raw.close();
+    await kill(broker.child);
+  });
+
   test('[MQTT-3.8.4-3] (5.0) a second SUBSCRIBE to the same filter owes every retained message again: a broker killed at its SUBACK still sends them all', async () => {
     let { dataDir, broker } = await brokerWithRetained();
     const { raw } = await rawConnect(broker.port, 5, persistent(5, 'owed-twice'));
