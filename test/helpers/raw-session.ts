@@ -124,6 +124,24 @@ export async function eventually(check: () => boolean, timeoutMs = 3000, stepMs 
   return true;
 }
 
+/** Takes every PUBLISH sent until none comes for `quietMs`, acknowledging each (and answering PUBRELs); returns them in order. */
+export async function takeAckingUntilQuiet(raw: RawClient, protocolVersion: 3 | 4 | 5, quietMs = 1500): Promise<Loose[]> {
+  const got: Loose[] = [];
+  for (;;) {
+    let p: Loose;
+    try {
+      p = (await raw.next(quietMs)) as Loose;
+    } catch {
+      return got;
+    }
+    if (p.cmd === 'pubrel') raw.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, protocolVersion);
+    if (p.cmd !== 'publish') continue;
+    got.push(p);
+    if (p.qos === 1) raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, protocolVersion);
+    if (p.qos === 2) raw.sendPacket({ cmd: 'pubrec', messageId: p.messageId }, protocolVersion);
+  }
+}
+
 /**
  * Receives up to `count` PUBLISH payloads as a well-behaved subscriber would (acknowledging QoS 1
  * and 2, completing PUBREL), in arrival order.

@@ -10,7 +10,7 @@ import { createBroker, type Broker } from '../../src/index.js';
 import type { Delivery } from '../../src/session/message.js';
 import { killMidges, spawnMidge } from '../helpers/cli.js';
 import { CommitFaultStore } from '../helpers/faulty-store.js';
-import { expectPacket, rawConnect, type Loose } from '../helpers/raw-session.js';
+import { expectPacket, rawConnect, takeAckingUntilQuiet, type Loose } from '../helpers/raw-session.js';
 
 /** Several of the slices owed retained messages are journaled in (1,000 a turn). */
 const COUNT = 20_000;
@@ -62,18 +62,7 @@ async function readUntil(raw: RawClient, until: (p: Loose) => boolean): Promise<
 
 /** Takes everything a resumed session is sent, acknowledging it, until it goes quiet. */
 async function drain(raw: RawClient, version: 4 | 5): Promise<string[]> {
-  const got: string[] = [];
-  for (;;) {
-    let p: Loose;
-    try {
-      p = (await raw.next(1500)) as Loose;
-    } catch {
-      break;
-    }
-    if (p.cmd !== 'publish') continue;
-    got.push(p.topic ?? '');
-    raw.sendPacket({ cmd: 'puback', messageId: p.messageId }, version);
-  }
+  const got = (await takeAckingUntilQuiet(raw, version)).map((p) => p.topic ?? '');
   raw.close();
   return got;
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { RawClient } from '../helpers/raw-client.js';
 import { killMidges, spawnMidge } from '../helpers/cli.js';
-import { expectPacket, rawConnect, rawSubscribe, rawSubscribeEarly, type Loose } from '../helpers/raw-session.js';
+import { expectPacket, rawConnect, rawSubscribe, rawSubscribeEarly, takeAckingUntilQuiet, type Loose } from '../helpers/raw-session.js';
 
 const ROUNDS = 4;
 
@@ -55,19 +55,7 @@ async function publishUntilKilled(raw: RawClient, from: number, acked: Set<numbe
 async function drain(port: number, clientId: string): Promise<number[]> {
   const { raw, connack } = await rawConnect(port, 4, { clientId, clean: false });
   assert.equal(connack.sessionPresent, true, `${clientId} kept its session`);
-  const got: number[] = [];
-  for (;;) {
-    let p: Loose;
-    try {
-      p = (await raw.next(1500)) as Loose;
-    } catch {
-      break;
-    }
-    if (p.cmd === 'pubrel') raw.sendPacket({ cmd: 'pubcomp', messageId: p.messageId }, 4);
-    if (p.cmd !== 'publish') continue;
-    got.push(Number(p.payload?.toString()));
-    raw.sendPacket({ cmd: p.qos === 2 ? 'pubrec' : 'puback', messageId: p.messageId }, 4);
-  }
+  const got = (await takeAckingUntilQuiet(raw, 4)).map((p) => Number(p.payload?.toString()));
   raw.close();
   return got;
 }
