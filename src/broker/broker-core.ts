@@ -105,7 +105,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
     const now = this.now();
     const lostAt = Math.min(state.aliveAt ?? now, now);
     const expiries = new Map<string, number>();
-    const restored: Array<{ session: Session; expiresAt: number | undefined }> = [];
+    const restored: Array<{ session: Session; expiresAt: number | undefined; lost: boolean }> = [];
     for (const stored of state.sessions) {
       expiries.set(stored.record.clientId, stored.record.expiryInterval);
       const session = new Session(stored.record.clientId, stored.record.expiryInterval, this.sessions.totals);
@@ -115,16 +115,16 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const e of stored.inflight) session.restoreInflight(e.packetId, { delivery: e.delivery, state: e.state });
       for (const id of stored.incomingQos2) session.incomingQos2.set(id, true);
       this.durability?.adopt(session);
-      restored.push({ session, expiresAt: stored.record.expiresAt });
+      const record = stored.record;
+      restored.push({ session, expiresAt: record.expiresAt, lost: !(record.offline ?? record.expiresAt !== undefined) });
     }
     // Only once every subscription is back, so that each shared group has all its members: the
     // sessions that were online when the broker stopped hand over what they held for shared
-    // groups, as their connections would have as they closed (closeSession). They are those with
-    // no deadline stored, which those that never expire share: theirs are handed over too, a
-    // message queued to one member going to another that is as offline. A session whose deadline
-    // passed while the broker was down ends now, before any client can see it, and hands over the
-    // rest.
-    this.handOverLost(restored.filter((r) => r.expiresAt === undefined).map((r) => r.session));
+    // groups, as their connections would have as they closed (closeSession). They are those not
+    // recorded offline: a session that never expires, offline for weeks, keeps what is queued for
+    // it at every restart. A session whose deadline passed while the broker was down ends now,
+    // before any client can see it, and hands over the rest.
+    this.handOverLost(restored.filter((r) => r.lost).map((r) => r.session));
     for (const { session, expiresAt } of restored) {
       if (this.sessions.restore(session, expiresAt, lostAt)) this.durability?.sessionDetached(session);
     }

@@ -200,7 +200,7 @@ export class Durability {
 
   /** The connection is gone; the session waits for its client until `expiresAt`. */
   sessionDetached(session: Session): void {
-    if (session.journal !== undefined) this.saveRecord(session);
+    if (session.journal !== undefined) this.saveRecord(session, true);
   }
 
   sessionEnded(session: Session): void {
@@ -384,9 +384,10 @@ export class Durability {
     for (const packetId of session.incomingQos2.keys()) journal.incomingQos2(packetId, true);
   }
 
-  private saveRecord(session: Session): void {
+  private saveRecord(session: Session, offline = false): void {
     const record: SessionRecord = { clientId: session.clientId, expiryInterval: session.expiryInterval, expiresAt: session.expiresAt };
     if (session.username !== undefined) record.username = session.username;
+    if (offline) record.offline = true;
     this.changed().sessionSaved(record);
   }
 }

@@ -61,6 +61,13 @@ export interface SessionRecord {
   expiresAt: number | undefined;
   /** the user name the session was opened with (access checks while offline) */
   username?: string | undefined;
+  /**
+   * true once its connection is gone; absent while it is online, and so, read back after a crash,
+   * for the sessions whose connections the crash took. A session that never expires has no
+   * `expiresAt` to tell the two apart by. Records written before this field existed: offline when
+   * `expiresAt` is set.
+   */
+  offline?: boolean;
 }
 
 export interface InflightRecord {

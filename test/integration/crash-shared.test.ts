@@ -145,6 +145,32 @@ describe('shared-subscription messages of a member the broker lost at a crash, o
     await kill(b.child);
   });
 
+  test('(5.0 4.8.2) messages queued for a member that never expires and was offline when the broker was killed stay its own after the restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-crash-shared-offline-'));
+    let b = await startBroker(dataDir);
+    (await Member.connect(b.port, 'nv-1', 0xffffffff, true, true)).raw.close();
+    await settle(100);
+    // the only member, offline: every message is queued to it
+    await publishAll(b.port, 10, false);
+    // a second member, offline too, that a hand-over at the restart would give them to
+    (await Member.connect(b.port, 'nv-2', 0xffffffff, true, true)).raw.close();
+    await settle(200);
+    await kill(b.child);
+
+    b = await startBroker(dataDir);
+    const other = await Member.connect(b.port, 'nv-2', 0xffffffff, true, false);
+    assert.equal(other.sessionPresent, true);
+    await settle(500);
+    assert.deepEqual(other.payloads(), [], 'the member that was not sent them gets none');
+    const own = await Member.connect(b.port, 'nv-1', 0xffffffff, true, false);
+    assert.equal(own.sessionPresent, true);
+    assert.ok(await eventually(() => own.payloads().length >= 10), `got ${JSON.stringify(own.payloads())}`);
+    assert.deepEqual(own.payloads().map(Number), Array.from({ length: 10 }, (_, i) => i + 1), 'its messages, in order, once');
+    own.raw.close();
+    other.raw.close();
+    await kill(b.child);
+  });
+
   test('(5.0 4.8.2) messages queued for a member whose session ended while the broker was down go to another member when the broker starts', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'midge-crash-shared-ended-'));
     let b = await startBroker(dataDir);
