@@ -62,9 +62,11 @@ const SETTLED_AWAY_KEEP_MS = 60_000;
 const STOP_WAIT_MS = 3000;
 /**
  * Bytes of one publisher's messages kept back behind a commit (see routeKeptBack) past which its
- * QoS 0 messages are not sent to the other nodes, nor its QoS 0 retained messages shared. Its
- * QoS 1/2 messages are bounded already: their acknowledgements wait for their forwards, and a
- * client has only so many unacknowledged.
+ * QoS 0 messages are not sent to the other nodes. Its QoS 1/2 messages are bounded already: their
+ * acknowledgements wait for their forwards, and a client has only so many unacknowledged. Its
+ * retained changes count, but are never dropped past it: they are state, and a node that missed
+ * one would keep another message for good. They are bounded otherwise, one kept back a topic (the
+ * publisher's latest, see keepRetained).
  */
 const MAX_KEPT_BYTES = 1024 * 1024;
 
@@ -538,8 +540,10 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
    * A retained message is the same (retainedChanged): shared before the commit, it would be the
    * retained message of the other nodes, served to their new subscribers, while its publisher, never
    * sent PUBREC, sends it again. Its change goes to Redis once the commit is over, in line with the
-   * publisher's forwards, so that a later retained message of the same publisher and topic is not
-   * overtaken by it and stays the one every node ends on.
+   * publisher's forwards (with its own forward, when it has one: one write, its bytes counted once).
+   * A later retained message of the same publisher and topic replaces it where it waits
+   * (keepRetained), and one of another publisher shared meanwhile is not overwritten by it
+   * (RetainedSync.shareKept): every node ends on the message this node applied last.
    */
   private routeKeptBack(message: Message, memo: MatchMemo | undefined, publisher: string, stored: (() => Promise<void> | undefined) | undefined): number {
     const plan = this.plan;
@@ -553,7 +557,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, 0, this.run);
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
     // the commit is asked for only now: the deliveries just routed here are in it
-    this.keepBack(publisher, message, nodes, stored);
+    this.keepBack(publisher, message, nodes, undefined, stored);
     return here;
   }
 
@@ -566,14 +570,21 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
 
   /**
    * Puts a write of `publisher`'s behind those it has kept back: `message` forwarded to `nodes`,
-   * or without them its retained change. With `stored` (called now), it waits for that commit too.
+   * or without them its retained change, number `change` (RetainedSync.madeHere). With `stored`
+   * (called now), it waits for that commit too.
    */
-  private keepBack(publisher: string, message: Message, nodes: Map<string, string[]> | undefined, stored: (() => Promise<void> | undefined) | undefined): void {
-    const entry: KeptWrite = { message, size: message.payload.length + message.topic.length, nodes, waiting: false, sent: deferred() };
+  private keepBack(publisher: string, message: Message, nodes: Map<string, string[]> | undefined, change: number | undefined, stored: (() => Promise<void> | undefined) | undefined): void {
+    const entry: KeptWrite = { message, size: message.payload.length + message.topic.length, nodes, change: undefined, waiting: false, sent: deferred() };
     let kept = this.kept.get(publisher);
     if (kept === undefined) {
-      kept = { queue: [], bytes: 0, last: entry.sent.promise };
+      kept = { queue: [], bytes: 0, last: entry.sent.promise, retained: new Map() };
       this.kept.set(publisher, kept);
+    }
+    if (change !== undefined) {
+      // whoever waits for the change it replaced, gone from the queue, waits for this one: no
+      // promise is chained per change, however many of one topic come
+      const replaced = this.keepRetained(kept, entry, change);
+      if (replaced !== undefined) entry.sent = replaced;
     }
     kept.queue.push(entry);
     kept.bytes += entry.size;
@@ -595,6 +606,32 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.forwardKept(publisher);
   }
 
+  /**
+   * `entry`'s retained change, number `change`, is kept back, and is the publisher's latest of its
+   * topic: the one it kept back before, not shared now, is taken out of the queue unless it has a
+   * forward or commit to wait for still (it then only loses its change, and its bytes if it has no
+   * forward). Returns the Deferred of an entry taken out: its waiters wait for `entry` now.
+   *
+   * The change taken out was earlier, so the later one's place keeps the publisher's writes in
+   * order; in its own place, it would be shared before what the publisher sent between the two.
+   */
+  private keepRetained(kept: KeptBack, entry: KeptWrite, change: number): Deferred | undefined {
+    const topic = entry.message.topic;
+    this.retained.keep(topic, change);
+    entry.change = change;
+    const before = kept.retained.get(topic);
+    kept.retained.set(topic, entry);
+    if (before === undefined) return undefined;
+    before.change = undefined;
+    this.retained.forget(topic);
+    if (before.nodes !== undefined) return undefined;
+    kept.bytes -= before.size;
+    before.size = 0;
+    if (before.waiting) return undefined;
+    kept.queue.splice(kept.queue.lastIndexOf(before), 1);
+    return before.sent;
+  }
+
   /** Sends the publisher's writes kept back, in order, up to the first still waiting for its commit. */
   private forwardKept(publisher: string): void {
     const kept = this.kept.get(publisher);
@@ -607,13 +644,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
         if (e.waiting) break;
         kept.bytes -= e.size;
         try {
-          if (e.nodes === undefined) this.shareRetained(e.message);
-          else {
-            const n = ++this.forwardedCount;
-            this.moves.numbered(e.message, n);
-            if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
-            this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
-          }
+          this.sendKept(kept, e);
         } catch (err) {
           // its publisher, waiting for it, is not acknowledged; the entry is gone either way, so a
           // fault is not met again and what was sent before it is not sent twice
@@ -629,6 +660,25 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
       const done = i < queue.length && !(queue[i] as KeptWrite).waiting ? i + 1 : i;
       if (done > 0) queue.splice(0, done);
       if (queue.length === 0) this.kept.delete(publisher);
+    }
+  }
+
+  /** Forwards `e`'s message, then shares its retained change: the change even when the forward failed. */
+  private sendKept(kept: KeptBack, e: KeptWrite): void {
+    try {
+      if (e.nodes !== undefined) {
+        const n = ++this.forwardedCount;
+        this.moves.numbered(e.message, n);
+        if (this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
+        this.forwarder.send(e.message, { nodes: e.nodes, localGroups: NO_LOCAL_GROUPS }, this.core.now(), n);
+      }
+    } finally {
+      const change = e.change;
+      if (change !== undefined) {
+        e.change = undefined;
+        if (kept.retained.get(e.message.topic) === e) kept.retained.delete(e.message.topic);
+        this.included(e.message, this.retained.shareKept(e.message, change));
+      }
     }
   }
 
@@ -700,25 +750,37 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
   }
 
   retainedChanged(message: Message, stored?: () => Promise<void> | undefined): void {
+    // numbered first: a change of the topic kept back before it is not shared over it
+    const change = this.retained.madeHere(message.topic);
     const publisher = message.senderId;
-    // kept back as its forward is (see routeKeptBack), and behind the publisher's writes kept back
+    // kept back as its forward is (see routeKeptBack), and behind the publisher's writes kept
+    // back, past MAX_KEPT_BYTES too
     if (publisher !== undefined && (stored !== undefined || (this.kept.size > 0 && this.kept.has(publisher)))) {
-      // past the bound, as its QoS 0 forward would be: the other nodes keep the one they had
-      if (this.overKept(message, publisher)) this.counters.forwardDropped += this.members.others().length;
-      else this.keepBack(publisher, message, undefined, stored);
+      const kept = this.kept.get(publisher);
+      const forward = kept?.queue[kept.queue.length - 1];
+      if (kept !== undefined && forward !== undefined && forward.message === message) {
+        // its forward was kept back just now (route), waiting for the commit that holds this
+        // change too: it goes with it, its bytes counted once
+        const replaced = this.keepRetained(kept, forward, change);
+        if (replaced !== undefined) forward.sent.promise.then(replaced.resolve, replaced.reject);
+      } else this.keepBack(publisher, message, undefined, change, stored);
       return;
     }
-    this.shareRetained(message);
+    this.included(message, this.retained.changed(message));
   }
 
-  private shareRetained(message: Message): void {
-    const write = this.retained.changed(message);
-    // its QoS 1/2 publisher is acknowledged once Redis (and the replicas waited for) has it: a
-    // node that took it from Redis as it came back would otherwise replace it with what Redis held
+  /**
+   * A retained change's `write` to Redis: its QoS 1/2 publisher is acknowledged once Redis (and the
+   * replicas waited for) has it; a node that took it from Redis as it came back would otherwise
+   * replace it with what Redis held.
+   */
+  private included(message: Message, write: Promise<unknown> | undefined): void {
     if (write !== undefined && message.qos > 0) this.forwarder.include(write);
   }
 
   retainedDeleted(topic: string): void {
+    // a change made here, later than those kept back
+    this.retained.madeHere(topic);
     this.retained.deleted(topic);
   }
 
@@ -793,17 +855,19 @@ const NO_LOCAL_GROUPS: Set<string> = new Set();
 
 function noop(): void {}
 
-/** A message forwarded, or its retained change shared, once it and what its publisher sent before it may leave. */
+/** A message forwarded, and/or its retained change shared, once it and what its publisher sent before it may leave. */
 interface KeptWrite {
   readonly message: Message;
-  /** its payload and topic, in bytes */
-  readonly size: number;
-  /** the nodes it goes to, with their shared groups, as planned when it was routed here; undefined for its retained change */
+  /** its payload and topic, in bytes, once whether forwarded, retained or both; 0 once it has neither (a commit to wait for alone) */
+  size: number;
+  /** the nodes it goes to, with their shared groups, as planned when it was routed here; undefined when it is not forwarded */
   readonly nodes: Map<string, string[]> | undefined;
+  /** the number of its retained change (RetainedSync.madeHere), to be shared; undefined when it has none, or a later one replaced it */
+  change: number | undefined;
   /** its commit is under way */
   waiting: boolean;
-  /** settles once it is with Redis, as sent() does */
-  readonly sent: Deferred;
+  /** settles once it is with Redis, as sent() does; an entry's replacement takes it over (keepRetained) */
+  sent: Deferred;
 }
 
 /** One publisher's writes kept back, in the order published, and when the last is with Redis. */
@@ -812,4 +876,6 @@ interface KeptBack {
   /** what the queue holds, in bytes */
   bytes: number;
   last: Promise<void>;
+  /** by topic, the entry of the queue with the publisher's latest retained change of it */
+  readonly retained: Map<string, KeptWrite>;
 }

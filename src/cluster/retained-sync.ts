@@ -16,12 +16,21 @@ export function isLocalTopic(topic: string): boolean {
  * and each change is broadcast on the channel of the same name in the same transaction. Every
  * node keeps a full copy and applies every broadcast, its own included, so that all of them see a
  * topic's changes in the order Redis applied them and end on the same message.
+ *
+ * A change made here may be kept back a while (behind a commit, see RedisCluster.routeKeptBack)
+ * while later ones of the same topic made here are shared at once. Shared after them, it would be
+ * what every node ends on, this one included, though this node applied it first: so a change
+ * kept back is shared only if it is still the topic's latest made here (keep, shareKept).
  */
 export class RetainedSync {
   private readonly core: ClusterHost;
   private readonly cmd: RedisClient;
   private readonly logger: Logger;
   private readonly key: (name: string) => string;
+  /** the retained changes made on this node so far: each one's number */
+  private changes = 0;
+  /** by topic with changes kept back: the number of the latest change of it made here, and how many are kept back */
+  private readonly kept = new Map<string, { latest: number; count: number }>();
 
   constructor(core: ClusterHost, cmd: RedisClient, key: (name: string) => string, logger: Logger) {
     this.core = core;
@@ -64,6 +73,39 @@ export class RetainedSync {
   received(bytes: Buffer): void {
     const change = unpackRetained(bytes);
     this.apply(change.topic, change.body);
+  }
+
+  /** A retained change made on this node (set, cleared or deleted), shared now or kept back; returns its number. */
+  madeHere(topic: string): number {
+    const n = ++this.changes;
+    const kept = this.kept.get(topic);
+    if (kept !== undefined) kept.latest = n;
+    return n;
+  }
+
+  /** Change `n` (madeHere) of `topic` is kept back, to be shared later (shareKept) or given up (forget). */
+  keep(topic: string, n: number): void {
+    const kept = this.kept.get(topic);
+    if (kept === undefined) this.kept.set(topic, { latest: n, count: 1 });
+    else kept.count++;
+  }
+
+  /** A change kept back is given up: a later one of the same publisher and topic is shared instead. */
+  forget(topic: string): void {
+    const kept = this.kept.get(topic);
+    if (kept !== undefined && --kept.count === 0) this.kept.delete(topic);
+  }
+
+  /**
+   * Shares change `n` of `message`'s topic, kept back until now, unless a change of the topic
+   * made here since (shared, or kept back still) replaced it: this node applied that one last.
+   * Undefined when nothing is shared.
+   */
+  shareKept(message: Message, n: number): Promise<unknown> | undefined {
+    const kept = this.kept.get(message.topic);
+    const latest = kept === undefined || kept.latest === n;
+    this.forget(message.topic);
+    return latest ? this.changed(message) : undefined;
   }
 
   /** A retained message set, or cleared (empty payload), on this node; settles once Redis has it (undefined: a topic of this node's own). */

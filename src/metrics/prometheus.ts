@@ -72,7 +72,7 @@ export class BrokerMetrics {
       total('midge_cluster_messages_forwarded_total', 'Messages sent to other nodes (one per node)', (s) => s.cluster?.forwarded ?? 0);
       total('midge_cluster_messages_received_total', 'Messages other nodes sent here', (s) => s.cluster?.received ?? 0);
       total('midge_cluster_forward_failures_total', 'Messages not sent to a node because Redis could not take them', (s) => s.cluster?.forwardFailed ?? 0);
-      total('midge_cluster_forwards_dropped_total', 'QoS 0 messages not sent to a node whose inbox held more than clusterMaxBacklog, or whose publisher had 1 MB waiting for a commit behind its persistent QoS 2 message (a QoS 0 retained message then is not shared)', (s) => s.cluster?.forwardDropped ?? 0);
+      total('midge_cluster_forwards_dropped_total', 'QoS 0 messages not sent to a node whose inbox held more than clusterMaxBacklog, or whose publisher had 1 MB waiting for a commit behind its persistent QoS 2 message (its retained change is shared all the same)', (s) => s.cluster?.forwardDropped ?? 0);
       total('midge_cluster_replica_waits_failed_total', 'Turns of QoS 1/2 messages not acknowledged because fewer Redis replicas than clusterWaitReplicas had them in time', (s) => s.cluster?.replicaWaitsFailed ?? 0);
       total('midge_cluster_backlog_waits_total', 'Times QoS 1/2 acknowledgements waited for a node to work off its inbox', (s) => s.cluster?.backlogWaits ?? 0);
       total('midge_cluster_sessions_taken_over_total', 'Sessions moved here from other nodes with their clients', (s) => s.cluster?.sessionsTakenOver ?? 0);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CLUSTER_TEST, poll } from '../helpers/cluster.js';
+import { CLUSTER_TEST, poll, routesKnown } from '../helpers/cluster.js';
 import { commitCluster } from '../helpers/commit-cluster.js';
 import type { RawClient } from '../helpers/raw-client.js';
-import { drainFor, expectPacket, rawConnect, rawSubscribeEarly, type Loose } from '../helpers/raw-session.js';
+import { drainFor, expectPacket, rawConnect, rawSubscribe, rawSubscribeEarly, type Loose } from '../helpers/raw-session.js';
 import { skipWithoutRedis } from '../helpers/redis.js';
 
 /**
@@ -11,8 +11,10 @@ import { skipWithoutRedis } from '../helpers/redis.js';
  * persistent publisher becomes the retained message of the other nodes, as it reaches any
  * subscriber, only once the commit that records it and its packet id is over. Shared before, a
  * node killed before that commit would have had the other nodes serve their new subscribers a
- * message its publisher was never told was taken (no PUBREC) and sends again. The publisher's node
- * has a store taken for one on disk whose commits the test holds back.
+ * message its publisher was never told was taken (no PUBREC) and sends again. Kept back, a retained
+ * change is still never dropped, nor shared over a later one of its topic: every node ends on the
+ * message the publisher's node applied last. The publisher's node has a store taken for one on
+ * disk whose commits the test holds back.
  */
 
 const V = 5;
@@ -103,7 +105,35 @@ describe('a persistent session\'s retained QoS 2 message is shared with the othe
     assert.equal((await expectPacket(back, 'pubrec')).messageId, 1);
   });
 
-  test('QoS 0 retained messages kept back behind a retained QoS 2 message whose commit is under way are bounded (1 MB a publisher): the rest is not shared with the other nodes', CLUSTER_TEST, async () => {
+  /** Waits until the node at `port` has every retained change its client `pub` shared so far: a change shared after them comes there. */
+  async function sharedSoFar(pub: RawClient, port: number, messageId: number): Promise<void> {
+    const topic = `rc/mark/${messageId}`;
+    publish(pub, topic, 'mark', 1, messageId);
+    assert.equal((await expectPacket(pub, 'puback')).messageId, messageId);
+    assert.ok(await comesTo(port, topic, ['mark']), 'a retained change shared after them has come');
+  }
+
+  test('[MQTT-3.3.1-5] (5.0) a retained message another publisher sent on the topic while a persistent session\'s retained QoS 2 message waited for its commit is the one every node ends on, as the publishers\' node does', CLUSTER_TEST, async () => {
+    const { a, b, store } = await twoNodes();
+    const held = await client(a.port, 'rc-older', true);
+    const other = await client(a.port, 'rc-newer', false);
+
+    store.hold();
+    const commits = store.commits;
+    publish(held, 'rc/t', 'older', 2, 1);
+    assert.ok(await poll(() => Promise.resolve(store.commits > commits), 3000), 'the first message is being committed');
+    publish(other, 'rc/t', 'newer', 1, 1);
+    assert.ok(await comesTo(b.port, 'rc/t', ['newer']), 'the later message of another publisher is shared at once');
+
+    store.release();
+    assert.equal((await expectPacket(held, 'pubrec')).messageId, 1);
+    assert.equal((await expectPacket(other, 'puback')).messageId, 1);
+    await sharedSoFar(held, b.port, 2);
+    assert.deepEqual(await retainedAt(a.port, 'rc/t'), ['newer'], 'the publishers\' node applied the two in the order published');
+    assert.deepEqual(await retainedAt(b.port, 'rc/t'), ['newer'], 'the older message, its commit over, does not replace the later one on the other node');
+  });
+
+  test('QoS 0 retained messages kept back behind a retained QoS 2 message whose commit is under way are all shared once it is over, past 1 MB too: a retained change is never dropped', CLUSTER_TEST, async () => {
     const { a, b, store } = await twoNodes();
     const pub = await client(a.port, 'rc-flood', true);
 
@@ -115,9 +145,49 @@ describe('a persistent session\'s retained QoS 2 message is shared with the othe
     assert.deepEqual(await retainedAt(b.port, 'rc/#'), [], 'nothing is shared while the commit is under way');
     store.release();
     assert.ok(await comesTo(b.port, 'rc/first', ['first']));
-    const there = (await retainedAt(b.port, 'rc/q/#', 1000)).length;
-    assert.ok(there >= 90 && there < 110, `${there} QoS 0 retained messages were shared: those within 1 MB`);
-    assert.equal(a.broker.stats.cluster?.forwardDropped, 150 - there, 'the rest are counted');
-    assert.equal((await retainedAt(a.port, 'rc/q/#', 1000)).length, 150, 'its own node has them all');
+    assert.ok(await poll(async () => (await retainedAt(b.port, 'rc/q/#', 1000)).length === 150, 5000), 'the other node has them all');
+    assert.equal((await retainedAt(a.port, 'rc/q/#', 1000)).length, 150, 'as its own node does');
+    assert.equal(a.broker.stats.cluster?.forwardDropped, 0, 'nothing was dropped');
+  });
+
+  test('QoS 0 retained messages of one topic kept back behind a commit are held as the latest alone: past 1 MB of them, every node ends on the last, and the publisher\'s QoS 0 messages after them still reach the other nodes', CLUSTER_TEST, async () => {
+    const { a, b, store } = await twoNodes();
+    const sub = await client(b.port, 'rc-live-sub', false);
+    await rawSubscribe(sub, V, 1, [{ topic: 'rc/live', qos: 0 }]);
+    await routesKnown(a, 1);
+    const pub = await client(a.port, 'rc-same', true);
+
+    store.hold();
+    publish(pub, 'rc/first', 'first', 2, 1);
+    // 3 MB of changes to one topic, then a message for the other node's subscriber
+    for (let i = 0; i < 300; i++) publish(pub, 'rc/same', String(i).padEnd(10_000, '.'), 0);
+    publish(pub, 'rc/live', 'after them', 0);
+    await drainFor(pub, 300);
+    store.release();
+    const live = (await drainFor(sub, 1000)).filter((p) => p.cmd === 'publish').map((p) => p.payload?.toString());
+    assert.deepEqual(live, ['after them'], 'not dropped: what is kept back did not grow past 1 MB');
+    const trimmed = async (port: number): Promise<string[]> => (await retainedAt(port, 'rc/same')).map((p) => p.replace(/\.+$/, ''));
+    assert.ok(await poll(async () => JSON.stringify(await trimmed(b.port)) === '["299"]', 3000), 'the other node ends on the last');
+    assert.deepEqual(await trimmed(a.port), ['299'], 'as its own node does');
+    assert.equal(a.broker.stats.cluster?.forwardDropped, 0);
+  });
+
+  test('a QoS 0 retained message kept back behind a commit and forwarded to another node counts once against the 1 MB bound: its forward is dropped past 1 MB of them, its retained change never is', CLUSTER_TEST, async () => {
+    const { a, b, store } = await twoNodes();
+    const sub = await client(b.port, 'rc-q-sub', false);
+    await rawSubscribe(sub, V, 1, [{ topic: 'rc/q/#', qos: 0 }]);
+    await routesKnown(a, 1);
+    const pub = await client(a.port, 'rc-both', true);
+
+    store.hold();
+    publish(pub, 'rc/first', 'first', 2, 1);
+    const filler = 'x'.repeat(10_000);
+    for (let i = 0; i < 150; i++) publish(pub, `rc/q/${String(i).padStart(3, '0')}`, filler, 0);
+    await drainFor(pub, 300);
+    store.release();
+    const forwarded = (await drainFor(sub, 1500)).filter((p) => p.cmd === 'publish').length;
+    assert.ok(forwarded >= 90 && forwarded < 110, `${forwarded} QoS 0 messages were forwarded: those within 1 MB`);
+    assert.equal(a.broker.stats.cluster?.forwardDropped, 150 - forwarded, 'the rest are counted');
+    assert.ok(await poll(async () => (await retainedAt(b.port, 'rc/q/#', 1000)).length === 150, 5000), 'every retained change is shared');
   });
 });
