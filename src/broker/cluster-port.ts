@@ -34,7 +34,8 @@ export interface ClusterPort {
   /**
    * A retained message was set, or cleared (empty payload), on this node: every node applies it.
    * `stored` is as for route (called after it): the other nodes apply it once that commit is over,
-   * and its publisher's writes kept back before it first.
+   * and its publisher's writes kept back before it first, unless a later change of the topic made
+   * on this node meanwhile replaced it (they then never see it).
    */
   retainedChanged(message: Message, stored?: () => Promise<void> | undefined): void;
   /** A retained message was removed here by administration. */
