@@ -45,6 +45,7 @@ function fromWire(w: WireMessage, now: number): Message {
     frameSlot: -1,
     frames: undefined,
     framesExpiry: -1,
+    bytesSettled: false,
   };
 }
 

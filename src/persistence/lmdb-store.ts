@@ -463,6 +463,7 @@ function toMessage(row: MessageRow): Message {
     frameSlot: -1,
     frames: undefined,
     framesExpiry: -1,
+    bytesSettled: false,
   };
 }
 
@@ -479,7 +480,7 @@ function toDelivery(row: DeliveryRow, message: Message): Delivery {
 
 /** The message of a delivery in the PUBREL state is gone; only its packet id is used. */
 function placeholderMessage(): Message {
-  return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
+  return { topic: '', payload: Buffer.alloc(0), qos: 2, retain: false, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1, bytesSettled: false };
 }
 
 /** The named databases, by the field that holds each: in LMDB each is a key of the main (unnamed) database. */

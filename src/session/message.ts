@@ -28,6 +28,11 @@ export interface Message {
   frames: Array<PublishFrame | undefined> | undefined;
   /** Remaining-expiry value (seconds) the cached 5.0 frames carry. */
   framesExpiry: number;
+  /**
+   * Its bytes were found not to keep a large read alive (messagePinsLargeRead), or were made its
+   * own: a message queued for fifty subscribers is looked at once, not fifty times.
+   */
+  bytesSettled: boolean;
 }
 
 /**
@@ -60,6 +65,7 @@ export function createMessage(
     frameSlot: -1,
     frames: undefined,
     framesExpiry: -1,
+    bytesSettled: false,
   };
 }
 
@@ -102,8 +108,9 @@ function pinsLargeRead(bytes: Buffer): boolean {
 export function ownBytesInPlace(message: Message): void {
   const payload = ownBytes(message.payload);
   const properties = ownProperties(message.properties);
-  if (payload === message.payload && properties === message.properties) return;
   const m = message as { -readonly [K in keyof Message]: Message[K] };
+  m.bytesSettled = true;
+  if (payload === message.payload && properties === message.properties) return;
   m.payload = payload;
   m.properties = properties;
   m.frame = undefined;
@@ -114,8 +121,11 @@ export function ownBytesInPlace(message: Message): void {
 
 /** Whether a message's payload or Correlation Data would keep a large read alive (see pinsLargeRead). */
 export function messagePinsLargeRead(message: Message): boolean {
+  if (message.bytesSettled) return false;
   const data = message.properties?.correlationData;
-  return pinsLargeRead(message.payload) || (data !== undefined && pinsLargeRead(data));
+  if (pinsLargeRead(message.payload) || (data !== undefined && pinsLargeRead(data))) return true;
+  message.bytesSettled = true;
+  return false;
 }
 
 /**

@@ -10,7 +10,7 @@ import type { RootDatabase } from 'lmdb';
 import type { Message } from '../../../src/session/message.js';
 
 function message(topic: string, bytes: number): Message {
-  return { topic, payload: Buffer.alloc(bytes, 1), qos: 1, retain: true, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1 };
+  return { topic, payload: Buffer.alloc(bytes, 1), qos: 1, retain: true, properties: undefined, expiresAt: undefined, senderId: undefined, frame: undefined, frameSlot: -1, frames: undefined, framesExpiry: -1, bytesSettled: false };
 }
 
 describe('lmdb store: a data dir that cannot take the writes', () => {
