@@ -98,11 +98,13 @@ export class Outbound {
   private heldBytes = 0;
   /**
    * Packet ids of the in-flight messages of a resumed session not sent again yet, oldest first (a
-   * Set iterates in insertion order). The client may come back with a smaller Receive Maximum than
-   * the messages in flight when it left: [MQTT-3.3.4-9] they go again as its acknowledgements make
-   * room, ahead of anything new.
+   * Map iterates in insertion order), each with its payload bytes. The client may come back with a
+   * smaller Receive Maximum than the messages in flight when it left: [MQTT-3.3.4-9] they go again
+   * as its acknowledgements make room, ahead of anything new.
    */
-  private resends: Set<number> | undefined;
+  private resends: Map<number, number> | undefined;
+  /** payload bytes of the messages in `resends`: in flight, but not on this connection yet */
+  private resendBytes = 0;
   /** PUBRELs waiting for their state to be on disk, in the order of their PUBRECs (see sendPubrel) */
   private pubrels: Deque<PendingPubrel> | undefined;
   /** messages for this client were dropped since its queue was last empty: said once (noteDropping) */
@@ -221,22 +223,35 @@ export class Outbound {
   resume(): void {
     const session = this.ch.session;
     if (session === undefined) return;
-    if (session.inflight.size > 0) this.resends = new Set(session.inflight.keys());
+    if (session.inflight.size > 0) {
+      const resends = new Map<number, number>();
+      for (const [packetId, entry] of session.inflight) resends.set(packetId, entry.delivery.message.payload.length);
+      this.resends = resends;
+      this.resendBytes = session.inflightBytes;
+    }
     this.pump();
   }
 
   /**
    * Sends again, in their first order, the resumed PUBRELs and the in-flight PUBLISHes the client's
-   * Receive Maximum has room for; true once none is left. What counts against it is what was sent
-   * on this connection and is not acknowledged yet, PUBRELs awaiting PUBCOMP included, which is
-   * more than the specification counts (a QoS 2 message already PUBREC'd) but never less.
+   * Receive Maximum and the broker's maxInflightBytes have room for; true once none is left. What
+   * counts against them is what was sent on this connection and is not acknowledged yet, PUBRELs
+   * awaiting PUBCOMP included, which is more than the specification counts (a QoS 2 message
+   * already PUBREC'd) but never less. The client's Maximum Packet Size is the one of its new
+   * CONNECT, which may be smaller than when the message was first sent.
    */
   private resend(session: Session): boolean {
-    const resends = this.resends as Set<number>;
-    for (const packetId of resends) {
+    const resends = this.resends as Map<number, number>;
+    for (const [packetId, bytes] of resends) {
       const entry = session.inflight.get(packetId);
-      if (entry?.state === 'publish' && session.inflight.size - resends.size >= this.window) return false;
+      if (
+        entry?.state === 'publish' &&
+        (session.inflight.size - resends.size >= this.window || session.inflightBytes - this.resendBytes >= this.windowBytes)
+      ) {
+        return false;
+      }
       resends.delete(packetId);
+      this.resendBytes -= bytes;
       if (entry === undefined) continue;
       if (entry.state === 'pubrel') {
         // its state may still be on its way to the disk (the client came back within the commit)
@@ -245,11 +260,35 @@ export class Outbound {
       }
       const d = entry.delivery;
       const frame = frameFor(d.message, this.ch.version, d.qos, d.retain, d.subscriptionIds, this.ch.broker);
+      if (this.tooLarge(session, frame)) {
+        // as if sent and acknowledged: its packet id and its room in the window go to later messages
+        session.endInflight(packetId);
+        continue;
+      }
       this.ch.broker.counters.sent[d.qos]++;
       // the client may be back within the commit of the entry's first send (held, then dropped with its connection)
       this.writePublish(d.message, frame, packetId, true, d.qos === 2 ? this.inflightStored(session) : undefined);
     }
     this.resends = undefined;
+    return true;
+  }
+
+  /** The in-flight message `packetId` is not to be sent again: acknowledged, or its exchange ended. */
+  private forgetResend(packetId: number): void {
+    const bytes = this.resends?.get(packetId);
+    if (bytes === undefined) return;
+    (this.resends as Map<number, number>).delete(packetId);
+    this.resendBytes -= bytes;
+  }
+
+  /**
+   * [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a PUBLISH larger than the client's Maximum Packet Size is
+   * not sent; it is counted as dropped, and the caller goes on as if it had been sent.
+   */
+  private tooLarge(session: Session, frame: PublishFrame): boolean {
+    if (frame.size <= this.ch.clientMaxPacketSize) return false;
+    session.dropped++;
+    this.ch.broker.counters.dropped.tooLarge++;
     return true;
   }
 
@@ -261,7 +300,7 @@ export class Outbound {
     if (expected === 'publish' && entry.delivery.qos !== 1) return false;
     session.endInflight(packetId);
     // acknowledged before it was sent again: its first send reached the client
-    this.resends?.delete(packetId);
+    this.forgetResend(packetId);
     this.pump();
     return true;
   }
@@ -276,7 +315,7 @@ export class Outbound {
       }
       return;
     }
-    this.resends?.delete(packetId);
+    this.forgetResend(packetId);
     if (reasonCode >= 0x80) {
       // [MQTT-4.3.3-4] a PUBREC error ends the flow; the id may be reused
       session.endInflight(packetId);
@@ -374,13 +413,8 @@ export class Outbound {
     const clock = this.ch.broker;
     if (!fromQueue && isExpired(message, clock) && !expiresOnArrival(message)) return;
     let frame = frameFor(message, this.ch.version, qos, retain, subscriptionIds, clock);
+    if (this.tooLarge(session, frame)) return;
     const maxSize = this.ch.clientMaxPacketSize;
-    if (frame.size > maxSize) {
-      // [MQTT-3.1.2-24] [MQTT-3.1.2-25] (5.0) a packet too large for the client is dropped as if sent
-      session.dropped++;
-      this.ch.broker.counters.dropped.tooLarge++;
-      return;
-    }
     const aliases = this.aliases;
     if (aliases !== undefined && message.topic.length > 2) {
       // a frame with the alias that would be over the client's maximum leaves without it (the full one fits)
