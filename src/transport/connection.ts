@@ -1,11 +1,13 @@
 import type { Duplex } from 'node:stream';
 import type { Packet } from '../codec/packets.js';
 import { PacketParser, type PacketSink } from '../codec/parser.js';
-import type { ProtocolError } from '../codec/protocol-error.js';
+import { ProtocolError } from '../codec/protocol-error.js';
+import { RC } from '../codec/reason-codes.js';
 import type { ConnectionPort } from '../protocol/ports.js';
 import type { WheelEntry } from './timer-wheel.js';
 import type { WriteBatcher } from './write-batcher.js';
-import { WebSocketDuplex } from './ws-stream.js';
+import { wsMessageLimit } from './ws-server.js';
+import { MESSAGE_TOO_LARGE, WebSocketDuplex } from './ws-stream.js';
 
 /** What a connection drives: the protocol channel (kept as an interface so transport stays apart). */
 export interface PacketHandler {
@@ -101,6 +103,10 @@ function onSocketClose(this: Duplex): void {
   (this as OwnedSocket)[OWNER].onClose();
 }
 
+function onMessageTooLarge(this: Duplex): void {
+  (this as OwnedSocket)[OWNER].messageTooLarge();
+}
+
 function endTurn(conn: Connection): void {
   conn.endTurn();
 }
@@ -152,6 +158,7 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
     socket.on('drain', onSocketDrain);
     socket.on('error', onSocketError);
     socket.on('close', onSocketClose);
+    if (socket instanceof WebSocketDuplex) socket.on(MESSAGE_TOO_LARGE, onMessageTooLarge);
     host.watch(this);
   }
 
@@ -239,6 +246,21 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
       handler.handleInternalError(err);
     } finally {
       this.host.batcher.chunkDone();
+    }
+  }
+
+  /**
+   * @internal a WebSocket message over the listener's bound: refused as a packet over the maximum
+   * packet size is (a 5.0 client let in is sent DISCONNECT 0x95), before the socket closes with 1009
+   */
+  messageTooLarge(): void {
+    const handler = this.handler;
+    if (handler === undefined || this.closing) return;
+    const limit = wsMessageLimit(this.parser.maxPacketSize);
+    try {
+      handler.handleProtocolError(new ProtocolError(RC.PacketTooLarge, `WebSocket message over ${limit} bytes, four maximum packets`));
+    } catch (err) {
+      handler.handleInternalError(err);
     }
   }
 

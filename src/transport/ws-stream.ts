@@ -1,10 +1,17 @@
 import { Buffer } from 'node:buffer';
+import type { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { RC } from '../codec/reason-codes.js';
 
 /** How long a client has to answer the close frame before its socket is cut. */
 const CLOSE_REPLY_MS = 1000;
+
+/**
+ * The event a WebSocketDuplex emits when the client sends a message over the listener's bound, while
+ * the connection can still be written to: what is written then goes before the close frame.
+ */
+export const MESSAGE_TOO_LARGE = 'messageTooLarge';
 
 /**
  * The close code (RFC 6455 7.4.1) for the MQTT reason a connection is closed with, so that a
@@ -65,6 +72,15 @@ export class WebSocketDuplex extends Duplex {
       this.push(null);
     });
     ws.on('error', (err) => this.destroy(err));
+    // ws closes with 1009 as soon as it reads the header of a message over its maxPayload, and only
+    // then emits 'error': past its close frame no MQTT DISCONNECT may follow. Its receiver, which
+    // finds the message too large, reports it first, so a listener put ahead of ws's own still
+    // writes before the close frame. `_receiver` is not ws's documented API: without it the close
+    // is 1009 alone, as before (ws-message-size.test.ts says so)
+    const receiver = (ws as unknown as { _receiver?: EventEmitter | null })._receiver;
+    receiver?.prependListener('error', (err: Error & { code?: string }) => {
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' && !this.destroyed) this.emit(MESSAGE_TOO_LARGE);
+    });
   }
 
   /** The MQTT reason of the close to come (before end()): its close frame carries the matching code. */

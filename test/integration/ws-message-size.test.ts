@@ -13,8 +13,8 @@ import { startBroker, type TestBroker } from '../helpers/broker.js';
 const MAX_PACKET = 64 * 1024;
 const MESSAGE_LIMIT = 4 * MAX_PACKET;
 
-function gen(packet: Record<string, unknown>): Buffer {
-  return mqttPacketLib.generate(packet as unknown as mqttPacket.Packet, { protocolVersion: 4 });
+function gen(packet: Record<string, unknown>, protocolVersion: 4 | 5 = 4): Buffer {
+  return mqttPacketLib.generate(packet as unknown as mqttPacket.Packet, { protocolVersion });
 }
 
 /** A QoS 1 PUBLISH of exactly `size` bytes in all. */
@@ -33,16 +33,16 @@ interface Client {
   packets: mqttPacket.Packet[];
 }
 
-async function connected(port: number, clientId: string): Promise<Client> {
+async function connected(port: number, clientId: string, protocolVersion: 4 | 5 = 4): Promise<Client> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, ['mqtt']);
   const packets: mqttPacket.Packet[] = [];
-  const parser = mqttPacketLib.parser({ protocolVersion: 4 });
+  const parser = mqttPacketLib.parser({ protocolVersion });
   parser.on('packet', (p: mqttPacket.Packet) => packets.push(p));
   ws.on('message', (d: Buffer) => parser.parse(d));
   ws.on('error', () => undefined);
   const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
   await new Promise((r) => ws.once('open', r));
-  ws.send(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId }));
+  ws.send(gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clean: true, keepalive: 0, clientId }, protocolVersion));
   await until(() => packets.length > 0, 'no CONNACK');
   assert.equal(packets.shift()?.cmd, 'connack');
   return { ws, closed, packets };
@@ -99,6 +99,18 @@ describe('WebSocket messages larger than one packet', () => {
     c.ws.send(message);
     assert.equal(await withTimeout(c.closed), 1009);
     assert.deepEqual(c.packets, [], 'nothing of the message was handled');
+  });
+
+  test('[MQTT-4.13.1-1] [MQTT-4.13.2-1] (5.0) a WebSocket message past four maximum packets is answered with DISCONNECT 0x95 (Packet too large) before the close with 1009', async () => {
+    const c = await connected(port, 'past-the-limit-5', 5);
+    const message = Buffer.concat([...[1, 2, 3, 4].map((id) => publishOf(MAX_PACKET, id)), gen({ cmd: 'pingreq' }, 5)]);
+    c.ws.send(message);
+    assert.equal(await withTimeout(c.closed), 1009);
+    assert.deepEqual(
+      c.packets.map((p) => [p.cmd, (p as mqttPacket.IDisconnectPacket).reasonCode]),
+      [['disconnect', 0x95]],
+      'a DISCONNECT, and nothing of the message handled',
+    );
   });
 
   test('fragments that add up past the bound are closed with 1009 as the fragment that crosses it comes', async () => {
