@@ -83,7 +83,7 @@ export class Listener extends ConnectionPool {
         served = createWsServer({
           tls: tlsOptions,
           path: options.wsPath,
-          maxPacketSize: options.maxPacketSize,
+          maxPacketSize: () => this.options.maxPacketSize,
           onConnection: (ws, req) => this.serve(new WebSocketDuplex(ws), req.socket, this.peerOf(req.socket, this.proxiedAddress(req.socket))),
         });
         if (options.protocol === 'wss') served.on('tlsClientError', (err: Error, socket: Duplex) => this.handshakeFailed(err, socket));

@@ -25,7 +25,8 @@ export interface WsServerOptions {
   /** undefined for ws; for wss, the TLS server's options */
   tls: object | undefined;
   path: string;
-  maxPacketSize: number;
+  /** the maximum packet size in force, read at each upgrade: a reload changes it for later connections */
+  maxPacketSize(): number;
   onConnection(ws: WebSocket, req: IncomingMessage): void;
 }
 
@@ -35,7 +36,7 @@ export function createWsServer(options: WsServerOptions): HttpServer | HttpsServ
   const wss = new WebSocketServer({
     server: http,
     path: options.path,
-    maxPayload: wsMessageLimit(options.maxPacketSize),
+    maxPayload: wsMessageLimit(options.maxPacketSize()),
     handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
     // [MQTT-6.0.0-4] a client that names subprotocols must name MQTT's; one that names none
     // is taken, as browsers' and other brokers' clients may
@@ -44,6 +45,11 @@ export function createWsServer(options: WsServerOptions): HttpServer | HttpsServ
       if (header === undefined || header.split(',').some((p) => SUBPROTOCOLS.includes(p.trim()))) done(true);
       else done(false, 400, 'MQTT over WebSocket needs the subprotocol mqtt');
     },
+  });
+  // ws reads maxPayload as it takes each upgrade: set ahead of it, the bound is the one of the limit
+  // in force, as the connection's parser's maximum packet size is (SIGHUP may have changed both)
+  http.prependListener('upgrade', () => {
+    wss.options.maxPayload = wsMessageLimit(options.maxPacketSize());
   });
   wss.on('connection', (ws, req: IncomingMessage) => options.onConnection(ws, req));
   // ws re-emits every error of the HTTP server it is attached to and has none of its own: the

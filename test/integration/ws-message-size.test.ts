@@ -143,3 +143,37 @@ describe('WebSocket messages larger than one packet', () => {
     await closed;
   });
 });
+
+describe('the WebSocket message bound follows a reload of maxPacketSize', () => {
+  let tb: TestBroker;
+  let port: number;
+  // what the command line does on SIGHUP with a changed config file
+  const reload = (maxPacketSize: number): string[] => tb.broker.updateConfig({ ...tb.broker.config, limits: { ...tb.broker.config.limits, maxPacketSize } });
+
+  before(async () => {
+    tb = await startBroker({ limits: { maxPacketSize: MAX_PACKET } });
+    port = (await tb.broker.listen({ port: 0, host: '127.0.0.1', protocol: 'ws' })).port;
+  });
+  after(async () => {
+    await tb.close();
+  });
+
+  test('a smaller maxPacketSize: a message within the old bound but past the new one is closed with 1009', async () => {
+    reload(MAX_PACKET / 2);
+    const c = await connected(port, 'reload-smaller');
+    // five packets of 30 KB: 150 KB, within 4 x 64 KB, past 4 x 32 KB
+    c.ws.send(Buffer.concat([1, 2, 3, 4, 5].map((id) => publishOf(30 * 1024, id))));
+    assert.equal(await withTimeout(c.closed), 1009);
+    assert.deepEqual(c.packets, [], 'nothing of the message was handled');
+  });
+
+  test('a larger maxPacketSize: a message past the old bound but within the new one is handled', async () => {
+    reload(MAX_PACKET * 2);
+    const c = await connected(port, 'reload-larger');
+    // four packets of 100 KB: 400 KB, past 4 x 64 KB, within 4 x 128 KB
+    c.ws.send(Buffer.concat([1, 2, 3, 4].map((id) => publishOf(100 * 1024, id))));
+    await until(() => c.packets.length >= 4, `PUBACKs: ${c.packets.map((p) => p.cmd).join(', ')}`);
+    assert.deepEqual(c.packets.map((p) => [p.cmd, (p as mqttPacket.IPubackPacket).messageId]), [['puback', 1], ['puback', 2], ['puback', 3], ['puback', 4]]);
+    c.ws.close();
+  });
+});
