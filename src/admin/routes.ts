@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
 import type { QoS } from '../codec/packets.js';
+import { isSysTopic } from '../topic/sys-topic.js';
 import { HttpError, methodNotAllowed } from './http-error.js';
 import type { AdminView, Page } from './view.js';
 
@@ -198,6 +199,9 @@ function parsePublish(body: unknown): { topic: string; payload: Buffer; qos: QoS
     if (!['topic', 'payload', 'encoding', 'qos', 'retain'].includes(key)) throw new HttpError(400, `unknown field "${key}"`);
   }
   if (typeof b.topic !== 'string' || b.topic.length === 0) throw new HttpError(400, '"topic" must be a non-empty string');
+  // as for a client's PUBLISH: a message there would forge the broker's own figures, or, retained,
+  // stand in for one of them until the next $SYS update. Other `$` topics are the clients' to use
+  if (isSysTopic(b.topic)) throw new HttpError(400, `"topic" may not be a $SYS topic (got "${b.topic}"): those are the broker's own`);
   if (typeof b.payload !== 'string') throw new HttpError(400, '"payload" must be a string');
   const encoding = b.encoding ?? 'utf8';
   if (encoding !== 'utf8' && encoding !== 'base64') throw new HttpError(400, '"encoding" must be "utf8" or "base64"');

@@ -61,6 +61,20 @@ describe('admin API: what a request says is what it acts on', () => {
     assert.equal(await retainedPayload('b64/t'), 404);
   });
 
+  test('a publish to a $SYS topic is refused with 400, as a client\'s is; other $ topics are published', async () => {
+    for (const topic of ['$SYS/broker/version', '$SYS', '$SYS/forged/new']) {
+      const r = await publish({ topic, payload: 'forged', retain: true });
+      assert.equal(r.status, 400, topic);
+      assert.equal(r.body.error, `"topic" may not be a $SYS topic (got "${topic}"): those are the broker's own`);
+      assert.notEqual(await retainedPayload(encodeURIComponent(topic)), 'forged', `nothing forged retained on ${topic}`);
+    }
+    // the rule is the one a client's PUBLISH meets: `$` topics of device clouds are open to clients too
+    for (const topic of ['$aws/things/t1', '$SYSTEM/x']) {
+      assert.equal((await publish({ topic, payload: 'ok', retain: true })).status, 202, topic);
+      assert.equal(await retainedPayload(encodeURIComponent(topic)), 'ok');
+    }
+  });
+
   test('"." and ".." are topic levels under /retained, not path segments to resolve', async () => {
     for (const topic of ['a/../b', 'b', 'x/./y', 'x/y', '..', '.', 'c/..', 'c']) {
       assert.equal((await publish({ topic, payload: topic, retain: true })).status, 202, topic);
