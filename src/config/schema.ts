@@ -84,6 +84,10 @@ export const LIMIT_SPECS: readonly SettingSpec[] = [
   { key: 'maxInflightBytes', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'payload bytes of unacknowledged QoS 1/2 messages the broker sends to one client before queueing (0 = no limit but maxInflight)' },
   { key: 'maxQueuedMessages', type: 'integer', default: 1000, min: 0, max: U32, description: 'messages queued per session; when full the oldest QoS 0 goes first' },
   { key: 'maxQueuedBytes', type: 'integer', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, description: 'payload bytes queued per session (0 = no limit but maxQueuedMessages); when full the oldest QoS 0 goes first' },
+  // HiveMQ's queued-messages-strategy; Mosquitto drops the new message. Dropping it costs a count
+  // check; taking out the oldest touches a message that left the cache long ago, for every
+  // subscriber that stopped reading, for every message
+  { key: 'queueFullDrop', type: 'enum', default: 'oldest', values: ['oldest', 'new'], description: 'what a full queue drops: its oldest QoS 0 messages, then the new one if that is not enough (oldest), or the new message (new)' },
   { key: 'offlineQos0', type: 'enum', default: 'drop', values: ['drop', 'queue'], description: 'QoS 0 messages for an offline persistent session: drop them, or queue them with its QoS 1/2 messages under the same limits (QoS 0 goes first when full; not kept across a restart)' },
   { key: 'maxTopicLength', type: 'integer', default: 65535, min: 1, max: 65535, description: 'longest topic name or filter, in UTF-8 bytes' },
   { key: 'maxTopicLevels', type: 'integer', default: 128, min: 1, max: 65535, description: 'most levels in a topic name or filter' },

@@ -15,6 +15,8 @@ export interface ProtocolSettings {
   maxQueuedMessages: number;
   /** payload bytes queued per session; 0 = no bound but the message count */
   maxQueuedBytes: number;
+  /** what a full queue drops: its oldest QoS 0 messages (then the new one), or the new message */
+  queueFullDrop: 'oldest' | 'new';
   /** QoS 0 messages for an offline persistent session: dropped, or queued with the QoS 1/2 ones */
   offlineQos0: 'drop' | 'queue';
   maxTopicLength: number;

@@ -75,6 +75,8 @@ export interface QueueLimits {
   readonly maxQueuedMessages: number;
   /** 0 = no byte bound */
   readonly maxQueuedBytes: number;
+  /** 'new': a full queue drops the new message and keeps its QoS 0 ones */
+  readonly queueFullDrop: 'oldest' | 'new';
 }
 
 /** Where a session's queue counts what it drops, by reason. */
@@ -144,7 +146,7 @@ export class Session {
    * empty queue takes one message of any size), and counts in `drops` what did not stay. When
    * full, expired messages go first ([MQTT-3.3.2-5]: they are deleted, so they hold no room), then
    * the oldest QoS 0 messages if dropping them is enough; otherwise the new message is dropped and
-   * they stay.
+   * they stay. With `queueFullDrop` 'new', the new message is dropped once the expired are gone.
    */
   enqueue(
     message: Message,
@@ -174,7 +176,8 @@ export class Session {
         drops.expired += expired.length;
         for (const d of expired) if (d.qos > 0) this.journal?.unqueued(d);
       }
-      if (full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
+      const dropNew = limits.queueFullDrop === 'new';
+      if (dropNew ? full(queue.length, queue.bytes, size, max, maxBytes) : full(queue.length - queue.lossyLength, queue.bytes - queue.lossyBytes, size, max, maxBytes)) {
         this.dropped++;
         drops.queueFull++;
         this.countQueueChange(count, bytes);

@@ -229,7 +229,7 @@ describe('limits: bounded memory per client', () => {
     }
   });
 
-  test('offlineQos0: QoS 0 messages for an offline session are dropped by default, or queued in order with QoS 1 ones and dropped first when full', async () => {
+  test('offlineQos0: QoS 0 messages for an offline session are dropped by default, or queued in order with QoS 1 ones and dropped first when full (queueFullDrop oldest), or kept while newcomers are dropped (new)', async () => {
     const own = await startBroker({ limits: { offlineQos0: 'queue', maxQueuedMessages: 4 } });
     try {
       const away = async (port: number, version: 4 | 5, clientId: string): Promise<void> => {
@@ -265,6 +265,19 @@ describe('limits: bounded memory per client', () => {
       assert.equal(own.broker.stats.droppedByReason.queueFull, 4);
       for (const version of [4, 5] as const) {
         assert.deepEqual(await collect(own.port, version, `oq-${version}`), [['b1', 1], ['d1', 1], ['e1', 1], ['f0', 0]]);
+      }
+
+      // queueFullDrop new: what is queued stays, the newcomers are dropped (as Mosquitto does)
+      const keeping = await startBroker({ limits: { offlineQos0: 'queue', maxQueuedMessages: 4, queueFullDrop: 'new' } });
+      try {
+        await away(keeping.port, 5, 'oq-new');
+        for (const [payload, qos] of [['a0', 0], ['b1', 1], ['c0', 0], ['d1', 1], ['e1', 1], ['f0', 0]] as const) {
+          await keeping.broker.publish({ topic: 'oq/1', payload, qos });
+        }
+        assert.equal(keeping.broker.stats.droppedByReason.queueFull, 2);
+        assert.deepEqual(await collect(keeping.port, 5, 'oq-new'), [['a0', 0], ['b1', 1], ['c0', 0], ['d1', 1]]);
+      } finally {
+        await keeping.close();
       }
     } finally {
       await own.close();

@@ -28,9 +28,9 @@ const isFull = (list: Delivery[], size: number, max: number, maxBytes: number): 
 const expired = (d: Delivery): boolean => d.message.expiresAt !== undefined && d.message.expiresAt <= clock.now();
 
 /** Queues `d` and returns how many messages the queue refused or dropped for room. */
-function enqueue(s: Session, d: Delivery, max: number, maxBytes = 0, drops: QueueDrops = { queueFull: 0, expired: 0 }): number {
+function enqueue(s: Session, d: Delivery, max: number, maxBytes = 0, drops: QueueDrops = { queueFull: 0, expired: 0 }, queueFullDrop: 'oldest' | 'new' = 'oldest'): number {
   const before = drops.queueFull;
-  s.enqueue(d.message, d.qos, d.retain, d.subscriptionIds, d.share, { maxQueuedMessages: max, maxQueuedBytes: maxBytes }, clock, drops);
+  s.enqueue(d.message, d.qos, d.retain, d.subscriptionIds, d.share, { maxQueuedMessages: max, maxQueuedBytes: maxBytes, queueFullDrop }, clock, drops);
   return drops.queueFull - before;
 }
 
@@ -60,15 +60,15 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 describe('session queue bounds', () => {
-  test('[MQTT-3.3.2-5] (5.0) queued bytes equal the payloads queued; the bounds hold; a full queue lets expired messages go, then the oldest QoS 0 ones; order is kept', () => {
+  test('[MQTT-3.3.2-5] (5.0) queued bytes equal the payloads queued; the bounds hold; a full queue lets expired messages go, then the oldest QoS 0 ones (queueFullDrop oldest) or the new message (new); order is kept', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 300 }), fc.array(op, { maxLength: 80 }), (max, maxBytes, ops) => {
+      fc.property(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 300 }), fc.constantFrom<'oldest' | 'new'>('oldest', 'new'), fc.array(op, { maxLength: 80 }), (max, maxBytes, policy, ops) => {
         clock.time = 0;
         // two sessions share the totals, as a broker's do; the other one holds a message throughout
         const totals: SessionTotals = { queued: 0, queuedBytes: 0, inflight: 0 };
         const other = new Session('other', 0, totals);
         const kept = delivery(7, 1, 1000, undefined);
-        other.enqueue(kept.message, kept.qos, kept.retain, kept.subscriptionIds, kept.share, { maxQueuedMessages: 10, maxQueuedBytes: 0 }, clock, { queueFull: 0, expired: 0 });
+        other.enqueue(kept.message, kept.qos, kept.retain, kept.subscriptionIds, kept.share, { maxQueuedMessages: 10, maxQueuedBytes: 0, queueFullDrop: 'oldest' }, clock, { queueFull: 0, expired: 0 });
         const s = new Session('c', 0, totals);
         const drops: QueueDrops = { queueFull: 0, expired: 0 };
         let n = 0;
@@ -82,7 +82,7 @@ describe('session queue bounds', () => {
             assert.deepEqual(before, model);
             const d = delivery(o.size, o.qos, n++, o.ttl, o.retain, o.subscriptionIds);
             const wasFull = isFull(before, o.size, max, maxBytes);
-            const lost = enqueue(s, d, max, maxBytes, drops);
+            const lost = enqueue(s, d, max, maxBytes, drops, policy);
             dropped += lost;
             const after = contents(s);
             const queued = holds(after, d);
@@ -98,6 +98,11 @@ describe('session queue bounds', () => {
             assert.deepEqual(evicted, live.filter((x) => x.qos === 0).slice(0, evicted.length));
             // a QoS 0 message is not thrown out for a newcomer that is then refused anyway
             if (!queued) assert.equal(evicted.length, 0);
+            if (policy === 'new') {
+              // nothing queued makes room: the newcomer stays out while the queue is full without the expired
+              assert.equal(evicted.length, 0);
+              assert.equal(queued, !isFull(live, o.size, max, maxBytes));
+            }
             // and none is thrown out while the newcomer fits without it
             if (queued && evicted.length > 0) {
               const kept = after.filter((x) => x.message !== d.message);
