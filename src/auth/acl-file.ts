@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { topicMatches } from '../topic/match.js';
+import { checkTopicFilter } from '../topic/validate.js';
 
 /**
  * Mosquitto's acl_file format:
@@ -10,7 +11,10 @@ import { topicMatches } from '../topic/match.js';
  *     topic deny home/alice/secret
  *     pattern write devices/%c/telemetry   # every client; %c client id, %u user name
  *
- * The access is read, write, readwrite (the default) or deny; deny wins over any grant.
+ * The access is read, write, readwrite (the default) or deny; deny wins over any grant. As in
+ * Mosquitto, a line with more than one word after "topic" or "pattern" starts with the access, so
+ * a filter with a space needs one; every filter must be a valid topic filter. A comment after a
+ * filter is part of it, and refused as such.
  */
 type Access = 'read' | 'write' | 'readwrite' | 'deny';
 
@@ -55,14 +59,28 @@ export function parseAclFile(text: string, path: string): Parsed {
       return;
     }
     if (keyword !== 'topic' && keyword !== 'pattern') throw new AclFileError(`${where}: expected "user", "topic" or "pattern", got "${keyword}"`);
-    const [maybeAccess] = rest.split(/\s+/, 1) as [string];
-    const hasAccess = ACCESS.has(maybeAccess) && rest.length > maybeAccess.length;
-    const access = (hasAccess ? maybeAccess : 'readwrite') as Access;
-    const filter = hasAccess ? rest.slice(maybeAccess.length).trim() : rest;
+    const split = /^(\S+)\s+(.*)$/.exec(rest);
+    const word = split?.[1];
+    if (word !== undefined && !ACCESS.has(word)) {
+      throw new AclFileError(`${where}: unknown access "${word}": expected read, write, readwrite or deny before the topic filter (a filter with a space needs one)`);
+    }
+    const access = (word ?? 'readwrite') as Access;
+    const filter = split?.[2] ?? rest;
     if (filter === '') throw new AclFileError(`${where}: "${keyword}" needs a topic filter`);
+    const invalid = checkFilter(keyword === 'pattern' ? filter.replace(/%[uc]/g, 'x') : filter);
+    if (invalid !== null) {
+      // a "#" after a space can only be a comment, which this format does not have after a rule
+      const hint = /\s#/.test(filter) ? ' (a comment must be on a line of its own)' : '';
+      throw new AclFileError(`${where}: invalid topic filter "${filter}": ${invalid}${hint}`);
+    }
     (keyword === 'pattern' ? parsed.patterns : current).push({ access, filter });
   });
   return parsed;
+}
+
+/** The filter rules of MQTT alone: how long and how deep a topic may be is the listener's business. */
+function checkFilter(filter: string): string | null {
+  return checkTopicFilter(filter, { maxTopicLength: 65535, maxTopicLevels: Infinity });
 }
 
 /** An ACL file loaded for checks; `reload()` reads it again and applies to existing subscriptions too. */

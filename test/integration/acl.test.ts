@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { AclFileError } from '../../src/auth/acl-file.js';
 import { createBroker } from '../../src/index.js';
 import { drainFor, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
 
@@ -41,6 +42,29 @@ describe('ACL file enforcement', () => {
     assert.deepEqual(got, ['news/y']);
     for (const c of [r5, r4, w5, w4]) c.raw.close();
     await broker.close();
+  });
+
+  test('an ACL file with a rule that is not a valid filter is refused at start and on reload; the previous rules stay in force', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'midge-acl-'));
+    const path = join(dir, 'acl');
+    // taken as a/#, this would let anonymous clients read all of a/
+    writeFileSync(path, 'topic read a/#/b\n');
+    await assert.rejects(createBroker({ aclFile: path, sysInterval: 0 }), (e: Error) => e instanceof AclFileError && e.message === `${path}:1: invalid topic filter "a/#/b": '#' must be the last character`);
+
+    writeFileSync(path, 'topic read a/+/b\n');
+    const broker = await createBroker({ aclFile: path, sysInterval: 0 });
+    try {
+      const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+      writeFileSync(path, 'topic read a/#/b\n');
+      assert.throws(() => broker.reload(), /acl:1: invalid topic filter "a\/#\/b"/);
+      const { raw } = await rawConnect(port, 5, { clientId: 'anon' });
+      assert.deepEqual((await rawSubscribe(raw, 5, 1, [{ topic: 'a/#', qos: 0 }, { topic: 'a/+/b', qos: 0 }])).granted, [0x87, 0]);
+      for (const topic of ['a/secret/password', 'a/x/b']) await broker.publish({ topic, payload: 'x' });
+      assert.deepEqual((await drainFor(raw, 200)).filter((p) => p.cmd === 'publish').map((p) => p.topic), ['a/x/b']);
+      raw.close();
+    } finally {
+      await broker.close();
+    }
   });
 
   test('a retained message on a topic the client may not read is not sent on subscribe, though the filter is one it may read', async () => {

@@ -19,6 +19,9 @@ async function refused(args: string[], line: RegExp): Promise<void> {
   assert.match(r.stderr().trim(), line);
 }
 
+/** `text` as a regular expression matching it alone */
+const literal = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
 /** The messages of the warnings (level 40) among the JSON log lines of stdout. */
 function loggedWarnings(stdout: string): string[] {
   return stdout
@@ -120,6 +123,19 @@ describe('command line: settings that cannot work are refused, and ones that do 
     assert.deepEqual(loggedWarnings(start.stdout()), expected);
     start.child.kill('SIGTERM');
     assert.equal(await start.exit, 0);
+  });
+
+  test('an ACL rule with an invalid filter or an unknown access word is refused in one line naming the file and line, exit code 2, at start-up and by check-config', async () => {
+    for (const [rule, why] of [
+      ['topic read a/#/b', `invalid topic filter "a/#/b": '#' must be the last character`],
+      ['topic raed foo/#', 'unknown access "raed": expected read, write, readwrite or deny before the topic filter (a filter with a space needs one)'],
+      ['topic read a/# # all of a', `invalid topic filter "a/# # all of a": '#' must be the last character (a comment must be on a line of its own)`],
+    ]) {
+      const acl = tmpFile('acl', `# sensors\ntopic read sensors/#\n${rule}\n`);
+      const line = new RegExp(`^midge: ${literal(`${acl}:3: ${why}`)}$`);
+      await refused(['--persistence', 'memory', '--port', '0', '--acl-file', acl], line);
+      await refused(['check-config', tmpFile('acl.yaml', `aclFile: ${acl}\n`)], line);
+    }
   });
 
   test('--http-port -1 is "off", as httpPort: -1 is; --port -1 gets the setting\'s own message, not "argument is ambiguous"', async () => {

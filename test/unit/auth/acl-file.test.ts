@@ -84,4 +84,42 @@ pattern read users/%u/inbox/#
     assert.throws(() => acl('topic read a\nallow x\n'), /acl:2: expected "user", "topic" or "pattern"/);
     assert.throws(() => acl('pattern\n'), /acl:1: "pattern" needs a topic filter/);
   });
+
+  test('a rule whose filter is not a valid topic filter is refused, naming the line', () => {
+    for (const [rule, why] of [
+      ['topic read a/#/b', "'#' must be the last character"],
+      ['topic read c#', "'#' must occupy a whole level"],
+      ['topic f+/g', "'+' must occupy a whole level"],
+      ['topic deny h/+x', "'+' must occupy a whole level"],
+      ['pattern write dev/%c#', "'#' must occupy a whole level"],
+      ['pattern read a/#/%u', "'#' must be the last character"],
+    ] as const) {
+      assert.throws(() => acl(`topic read ok/#\n${rule}\n`), (e: Error) => e instanceof AclFileError && e.message.endsWith(`acl:2: invalid topic filter "${rule.replace(/^\S+ (read |write |deny )?/, '')}": ${why}`), rule);
+    }
+  });
+
+  test('after "topic" or "pattern", more than one word starts with the access: an unknown one is refused, not taken into the filter', () => {
+    assert.throws(() => acl('topic raed foo/#\n'), /acl:1: unknown access "raed": expected read, write, readwrite or deny before the topic filter/);
+    assert.throws(() => acl('user u\npattern rw dev/%c\n'), /acl:2: unknown access "rw"/);
+    // a filter with a space needs its access, as in Mosquitto
+    assert.throws(() => acl('topic my room/#\n'), /acl:1: unknown access "my"/);
+    const spaced = acl('topic read my room/#\ntopic read\n');
+    assert.equal(spaced.canRead(anon, 'my room/lamp'), true);
+    assert.equal(spaced.canRead(anon, 'my/lamp'), false);
+    // one word is the filter, whatever it spells
+    assert.equal(spaced.canRead(anon, 'read'), true);
+  });
+
+  test('a comment after a rule is refused: it would be part of the filter', () => {
+    assert.throws(() => acl('topic read a/# # sensors\n'), /acl:1: invalid topic filter "a\/# # sensors": '#' must be the last character \(a comment must be on a line of its own\)/);
+    assert.throws(() => acl('topic read a # sensors\n'), /acl:1: invalid topic filter "a # sensors": .*\(a comment must be on a line of its own\)/);
+  });
+
+  test('tabs separate words as spaces do; %c and %u stand for one whole level', () => {
+    const rules = acl('topic\tread\tnews/#\npattern readwrite dev/%c/#\npattern read inbox/%u\n');
+    assert.equal(rules.canRead(anon, 'news/x'), true);
+    assert.equal(rules.canWrite(anon, 'news/x'), false);
+    assert.equal(rules.canWrite(anon, 'dev/sensor-7/t'), true);
+    assert.equal(rules.canRead(alice, 'inbox/alice'), true);
+  });
 });
