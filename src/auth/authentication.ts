@@ -14,9 +14,12 @@ export class Authentication {
     private readonly throttle: LoginThrottle,
   ) {}
 
-  /** `allowAnonymous`: the listener's own policy, over the broker's */
-  check(client: ClientInfo, credentials: Credentials, certified: boolean, allowAnonymous?: boolean): MaybePromise<boolean> {
-    if (this.accepts(credentials, certified, allowAnonymous ?? this.allowAnonymous)) {
+  /**
+   * `allowAnonymous`: the listener's own policy, over the broker's. `hooked`: an authenticate hook
+   * decides after this check, so a user name it has not vouched for yet may pass here.
+   */
+  check(client: ClientInfo, credentials: Credentials, certified: boolean, hooked: boolean, allowAnonymous?: boolean): MaybePromise<boolean> {
+    if (this.accepts(credentials, certified, hooked, allowAnonymous ?? this.allowAnonymous)) {
       this.throttle.succeeded(client.remoteAddress);
       return true;
     }
@@ -24,11 +27,13 @@ export class Authentication {
     return new Promise((resolve) => setTimeout(() => resolve(false), wait).unref());
   }
 
-  private accepts(credentials: Credentials, certified: boolean, allowAnonymous: boolean): boolean {
+  private accepts(credentials: Credentials, certified: boolean, hooked: boolean, allowAnonymous: boolean): boolean {
     // a verified client certificate is the identity (its CN is the user name)
     if (certified) return true;
     if (credentials.username === undefined) return allowAnonymous;
-    if (this.passwords === undefined) return true;
-    return this.passwords.verify(credentials.username, credentials.password);
+    if (this.passwords !== undefined) return this.passwords.verify(credentials.username, credentials.password);
+    // with nothing to check it against, a user name is anyone's to claim: it lets in no more
+    // than anonymous access does, unless the hook checks it
+    return allowAnonymous || hooked;
   }
 }

@@ -163,7 +163,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
   authenticate(client: ClientInfo, credentials: Credentials, _connect: ConnectPacket, certified = false, allowAnonymous?: boolean): MaybePromise<boolean> {
     const hook = this.hooks.authenticate;
     const runHook = (): MaybePromise<boolean> => (hook === undefined ? true : guard(() => hook(client, credentials)));
-    const builtIn = this.authentication?.check(client, credentials, certified, allowAnonymous) ?? true;
+    const builtIn = this.authentication?.check(client, credentials, certified, hook !== undefined, allowAnonymous) ?? true;
     if (builtIn === true) return runHook();
     if (builtIn === false) return false;
     return builtIn.then((ok) => (ok ? runHook() : false));

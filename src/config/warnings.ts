@@ -18,5 +18,23 @@ export function configWarnings(config: MidgeConfig): string[] {
       out.push(`listeners[${i}].tls.certificateAsUsername does nothing without tls.requireClientCert: no client certificate is asked for`);
     }
   }
+  out.push(...lockedOut(config));
   return out;
+}
+
+/**
+ * With anonymous access off and no password file, a user name is checked against nothing and so
+ * refused like no user name: only a client certificate taken as the user name, or an embedding
+ * application's authenticate hook, lets a client in.
+ */
+function lockedOut(config: MidgeConfig): string[] {
+  if (config.passwordFile !== '') return [];
+  const why = 'allowAnonymous is false and there is no passwordFile, so no client can log in (a user name alone is refused) unless an authenticate hook of an embedding application accepts it';
+  if (config.listeners === undefined) return config.allowAnonymous === 'false' ? [why] : [];
+  return config.listeners.flatMap((l, i) => {
+    const closed = l.allowAnonymous === false || (l.allowAnonymous === undefined && config.allowAnonymous === 'false');
+    // there the verified certificate is the login
+    const certified = l.tls?.requireClientCert === true && l.tls.certificateAsUsername === true;
+    return closed && !certified ? [`listeners[${i}]: ${why}`] : [];
+  });
 }

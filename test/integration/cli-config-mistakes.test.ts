@@ -138,6 +138,30 @@ describe('command line: settings that cannot work are refused, and ones that do 
     }
   });
 
+  test('allowAnonymous false with no password file is warned of, by check-config and at start-up, and clients with a user name are refused as clients without one', async () => {
+    const warning = 'allowAnonymous is false and there is no passwordFile, so no client can log in (a user name alone is refused) unless an authenticate hook of an embedding application accepts it';
+    const check = run(['check-config', tmpFile('closed.yaml', 'persistence: memory\nallowAnonymous: false\n')]);
+    assert.equal(await check.exit, 0, check.stderr());
+    assert.equal(check.stderr(), `midge: warning: ${warning}\n`);
+    const listeners = run(['check-config', tmpFile('per-listener.yaml', 'persistence: memory\nlisteners:\n  - { port: 0 }\n  - { port: 0, allowAnonymous: false }\n')]);
+    assert.equal(await listeners.exit, 0, listeners.stderr());
+    assert.equal(listeners.stderr(), `midge: warning: listeners[1]: ${warning}\n`);
+
+    const start = run(['--port', '0', '--persistence', 'memory', '--allow-anonymous', 'false']);
+    assert.ok(await eventually(() => /listening on mqtt:/.test(start.stderr()), 10_000), start.stderr());
+    assert.ok(await eventually(() => loggedWarnings(start.stdout()).length >= 1, 5000), start.stdout());
+    assert.deepEqual(loggedWarnings(start.stdout()), [warning]);
+    const port = Number(/listening on mqtt:\/\/[^\s]+:(\d+)/.exec(start.stderr())?.[1]);
+    const v5 = await rawConnect(port, 5, { clientId: 'c5', username: 'whoever', password: 'anything' });
+    assert.equal(v5.connack.reasonCode, 0x86);
+    const v4 = await rawConnect(port, 4, { clientId: 'c4', username: 'whoever' });
+    assert.equal(v4.connack.returnCode, 4);
+    const anonymous = await rawConnect(port, 4, { clientId: 'c0' });
+    assert.equal(anonymous.connack.returnCode, 4);
+    start.child.kill('SIGTERM');
+    assert.equal(await start.exit, 0);
+  });
+
   test('--http-port -1 is "off", as httpPort: -1 is; --port -1 gets the setting\'s own message, not "argument is ambiguous"', async () => {
     const off = run(['--port', '0', '--persistence', 'memory', '--http-port', '-1', '--admin-token', 't0ken']);
     assert.ok(await eventually(() => /listening on mqtt:/.test(off.stderr()), 10_000), off.stderr());

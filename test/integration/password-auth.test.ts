@@ -92,6 +92,36 @@ describe('password files and anonymous access', () => {
     child.kill('SIGTERM');
   });
 
+  test('allowAnonymous false with no password file: a user name alone is refused (5.0: 0x86, 3.1.1: 4); an authenticate hook decides instead when there is one', async () => {
+    const locked = await createBroker({ allowAnonymous: false });
+    const hooked = await createBroker({ allowAnonymous: false, hooks: { authenticate: (_c, { username, password }) => username === 'alice' && password?.toString() === 'secret' } });
+    // anonymous access is on by default without a password file; a listener turns it off for itself
+    const open = await createBroker({});
+    try {
+      const lockedPort = (await locked.listen({ port: 0, host: '127.0.0.1' })).port;
+      const hookedPort = (await hooked.listen({ port: 0, host: '127.0.0.1' })).port;
+      const listenerPort = (await open.listen({ port: 0, host: '127.0.0.1', allowAnonymous: false })).port;
+      // each broker answers an address's refusals later and later: the two are asked side by side
+      await Promise.all(
+        [lockedPort, listenerPort].map(async (port) => {
+          assert.equal((await rawConnect(port, 5, { clientId: 'a', username: 'whoever', password: 'anything' })).connack.reasonCode, 0x86);
+          assert.equal((await rawConnect(port, 4, { clientId: 'b', username: 'whoever' })).connack.returnCode, 4);
+          assert.equal((await rawConnect(port, 4, { clientId: 'c' })).connack.returnCode, 4);
+        }),
+      );
+      const alice = await rawConnect(hookedPort, 5, { clientId: 'alice', username: 'alice', password: 'secret' });
+      assert.equal(alice.connack.reasonCode, 0);
+      assert.equal((await rawConnect(hookedPort, 4, { clientId: 'e', username: 'alice', password: 'wrong' })).connack.returnCode, 4);
+      assert.equal((await rawConnect(hookedPort, 4, { clientId: 'f' })).connack.returnCode, 4, 'anonymous access stays off');
+      alice.raw.close();
+      const anonymousElsewhere = await rawConnect((await open.listen({ port: 0, host: '127.0.0.1' })).port, 4, { clientId: 'g', username: 'whoever' });
+      assert.equal(anonymousElsewhere.connack.returnCode, 0, 'where anonymous access is on, a user name is let in as none would be');
+      anonymousElsewhere.raw.close();
+    } finally {
+      for (const b of [locked, hooked, open]) await b.close();
+    }
+  });
+
   test('a listener may have its own anonymous policy', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'midge-pw-')), 'passwd');
     midgePasswd(file, 'u', 'p');
