@@ -53,7 +53,8 @@ export interface BrokerEvents {
   unsubscribed: [client: ClientInfo, topicFilter: string];
   /**
    * a connection closed before its client was let in: its CONNECT refused (bad credentials, an
-   * invalid client identifier, a limit), a packet other than CONNECT first, no CONNECT in time.
+   * invalid client identifier, a limit), a packet other than CONNECT first, no CONNECT in time, or
+   * its authentication not finished in time.
    * `client.id` is empty when no CONNECT was read; `reasonCode` is the MQTT 5 code, when there is one
    */
   clientRefused: [client: ClientInfo, reason: string, reasonCode: number | undefined];

@@ -55,6 +55,8 @@ export class Channel implements SessionOwner {
   /** 5.0 enhanced authentication: the method named in CONNECT, and the exchange under way */
   authMethod: string | undefined;
   authConversation: AuthConversation | undefined;
+  /** the CONNECT's login was accepted: what is left before CONNACK is taking its session over */
+  authenticated = false;
   /** the CONNECT waiting for its authentication exchange to finish */
   pendingConnect: { packet: ConnectPacket; clientId: string; assigned: boolean } | undefined;
   /** incoming QoS 1 publishes whose acknowledgement waits on a hook or the store */
@@ -164,9 +166,15 @@ export class Channel implements SessionOwner {
       // [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: close; the will is published (abnormal close).
       this.closeWith(RC.KeepAliveTimeout, 'keep alive timeout');
     } else {
-      // no packet in the time allowed, as a keep alive timeout: a WebSocket client is told so
-      // (close code 1008), not that all went well
-      this.terminate('no CONNECT within the connect timeout', RC.KeepAliveTimeout);
+      // no CONNACK in the time allowed, as a keep alive timeout: a WebSocket client is told so
+      // (close code 1008), not that all went well. The reason says which step did not finish.
+      const reason =
+        this.state === 'awaiting-connect'
+          ? 'no CONNECT within the connect timeout'
+          : this.authenticated
+            ? 'the session could not be taken over within the connect timeout'
+            : 'authentication did not finish within the connect timeout';
+      this.terminate(reason, RC.KeepAliveTimeout);
     }
   }
 

@@ -36,7 +36,8 @@ describe('connections refused before their client is let in', () => {
       sysInterval: 0,
       logger,
       limits: { connectTimeoutMs: 300 },
-      hooks: { authenticate: (_client, { username }) => username !== 'mallory' },
+      // "stuck": an authentication service that never answers
+      hooks: { authenticate: (_client, { username }) => (username === 'stuck' ? new Promise<boolean>(() => undefined) : username !== 'mallory') },
     });
     b.broker.on('clientRefused', (client, reason, code) => void refused.push([client, reason, code]));
   });
@@ -69,6 +70,19 @@ describe('connections refused before their client is let in', () => {
     }
     assert.match(linesFor(earlyAddress)[0]?.msg ?? '', /refused: expected CONNECT first, got PINGREQ/);
     assert.match(linesFor(silentAddress)[0]?.msg ?? '', /refused: no CONNECT within the connect timeout/);
+  });
+
+  test('a CONNECT whose authentication does not finish within the connect timeout is closed, and the reason says so, not that no CONNECT came', async () => {
+    const raw = await RawClient.open(b.port, 5);
+    raw.sendPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'waits', clean: true, keepalive: 0, username: 'stuck' }, 5);
+    assert.ok(await raw.waitClosed(3000));
+    assert.ok(await eventually(() => refused.some(([c]) => c.id === 'waits')));
+    assert.deepEqual(
+      refused.filter(([c]) => c.id === 'waits').map(([, reason]) => reason),
+      ['authentication did not finish within the connect timeout'],
+    );
+    const line = entries.find((e) => e.clientId === 'waits' && e.reason !== undefined);
+    assert.match(line?.msg ?? '', /client waits .*refused: authentication did not finish within the connect timeout/);
   });
 
   test('refusals past 10 a second are counted in one line, not logged one by one', async () => {

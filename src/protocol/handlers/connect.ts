@@ -106,6 +106,7 @@ export function accept(ch: Channel, p: ConnectPacket, allowed: boolean, clientId
     refuse(ch, RC.BadUserNameOrPassword, 'not authorized');
     return undefined;
   }
+  ch.authenticated = true;
   const claimed = ch.broker.claimSession(clientId, p.cleanStart);
   if (claimed === undefined) return open(ch, p, clientId, assigned, authData);
   return claimed.then(() => {
