@@ -1,4 +1,3 @@
-import { Buffer } from 'node:buffer';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import process from 'node:process';
@@ -10,7 +9,7 @@ import { VERSION } from './version.js';
 import { HttpEndpoint } from './admin/http-server.js';
 import { AdminView } from './admin/view.js';
 import { BrokerMetrics } from './metrics/prometheus.js';
-import type { Properties, QoS } from './codec/packets.js';
+import type { QoS } from './codec/packets.js';
 import { RC } from './codec/reason-codes.js';
 import { resolveConfig } from './config/load.js';
 import { socketPathTooLong } from './config/socket-path.js';
@@ -27,7 +26,6 @@ import type { BrokerEvents, Hooks } from './hooks/types.js';
 import { Channel } from './protocol/channel.js';
 import type { ProtocolSettings, SessionOwner } from './protocol/ports.js';
 import { createMessage } from './session/message.js';
-import { checkTopicName } from './topic/validate.js';
 import { isServed, type TransportStats } from './transport/connection.js';
 import { Admission, type Refusal } from './transport/admission.js';
 import { MemoryGuard } from './broker/memory-guard.js';
@@ -38,6 +36,7 @@ import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/co
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
 import { refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
+import { checkPublishOptions, type PublishOptions } from './publish-options.js';
 import { LogCap } from './log.js';
 
 export interface BrokerOptions {
@@ -144,14 +143,6 @@ export interface HandleOptions {
 }
 
 const HANDLE_OPTIONS: ReadonlyArray<keyof HandleOptions> = ['remoteAddress', 'allowAnonymous', 'verifiedUsername'];
-
-export interface PublishOptions {
-  topic: string;
-  payload: Buffer | string;
-  qos?: QoS;
-  retain?: boolean;
-  properties?: Properties;
-}
 
 const MEMORY_FULL: Refusal = { reasonCode: RC.QuotaExceeded, reason: 'memory limit reached' };
 
@@ -459,12 +450,15 @@ export class Broker {
     }
   }
 
-  /** Publishes a message as the broker itself (no client); retained messages are stored. QoS 1/2 resolves once the message is on disk and with the other nodes of a cluster. */
+  /**
+   * Publishes a message as the broker itself (no client); retained messages are stored. QoS 1/2
+   * resolves once the message is on disk and with the other nodes of a cluster. Options a client's
+   * PUBLISH could not carry are refused (TypeError or RangeError), before anything is sent or kept.
+   */
   async publish(options: PublishOptions): Promise<void> {
-    const invalid = checkTopicName(options.topic, this.config.limits);
-    if (invalid !== null) throw new Error(`invalid topic "${options.topic}": ${invalid}`);
-    const payload = typeof options.payload === 'string' ? Buffer.from(options.payload) : options.payload;
-    const message = createMessage(options.topic, payload, options.qos ?? 0, options.retain ?? false, options.properties, this.core, undefined);
+    if (this.closed) throw new Error('broker is closed');
+    const p = checkPublishOptions(options, this.config.limits);
+    const message = createMessage(p.topic, p.payload, p.qos, p.retain, p.properties, this.core, undefined);
     if (this.core.listenerCount('messagePublished') > 0) this.core.emit('messagePublished', message, undefined);
     // QoS 1/2: settles once the message is on disk and with the other nodes, and says when it could not be
     await this.core.publish(message);

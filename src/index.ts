@@ -1,6 +1,7 @@
 // The embedding API: `import { createBroker } from 'midge'`.
 export { Broker, createBroker } from './app.js';
-export type { BrokerOptions, HandleOptions, HttpListenOptions, ListenOptions, ListeningAddress, Mqtt5Options, PublishOptions } from './app.js';
+export type { BrokerOptions, HandleOptions, HttpListenOptions, ListenOptions, ListeningAddress, Mqtt5Options } from './app.js';
+export type { PublishOptions, PublishProperties } from './publish-options.js';
 export type { BrokerEvents, ClientInfo, Credentials, Hooks, PublishInfo, SubscribeInfo } from './hooks/types.js';
 export type { Limits, MidgeConfig } from './config/schema.js';
 export type { Properties, QoS, ProtocolVersion } from './codec/packets.js';
