@@ -35,7 +35,7 @@ import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
-import { refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
+import { checkHooks, checkMqtt5, refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
 import { checkPublishOptions, type PublishOptions } from './publish-options.js';
 import { LogCap } from './log.js';
 
@@ -163,6 +163,8 @@ export class Broker {
   /** bytes in and out over every listener */
   readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
   private closed = false;
+  /** the one close() in progress or done */
+  private closing: Promise<void> | undefined;
   private readonly sys: SysTopics;
   private readonly http: HttpEndpoint[] = [];
   private metricsRegistry: BrokerMetrics | undefined;
@@ -337,6 +339,8 @@ export class Broker {
       pool = new ConnectionPool(this.poolOptions('handled', 0));
       pool.startTicking();
       this.handled = pool;
+      // a broker served only through handle() has $SYS too (start() does nothing the second time)
+      this.sys.start();
     }
     const remoteAddress = options.remoteAddress ?? tcpPeerAddress(stream) ?? 'stream';
     // read at CONNECT, so setting it after accepting is in time
@@ -464,9 +468,17 @@ export class Broker {
     await this.core.publish(message);
   }
 
-  /** Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, and closes every connection. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, and closes every connection. A second
+   * call (a signal handler's and the application's own) gets the first one's promise: the data dir
+   * is not free before that has settled.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
     this.closed = true;
     this.sys.stop();
     this.memory.stop();
@@ -539,6 +551,8 @@ function destroyStream(this: Duplex): void {
 /** Validates the options (one-line ConfigError on a mistake) and builds a broker. */
 export async function createBroker(options: BrokerOptions = {}): Promise<Broker> {
   refuseCliOnlySettings(options);
+  checkHooks(options.hooks);
+  checkMqtt5(options.mqtt5);
   const { hooks, logger, authenticators, mqtt5, sysInterval, store: _store, ...settings } = options;
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
     throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);

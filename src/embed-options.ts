@@ -4,6 +4,10 @@
  * dropped without a word: a listener that never opens, a path that is not the one served.
  */
 
+import type { Mqtt5Options } from './app.js';
+import { ConfigError } from './config/load.js';
+import type { Hooks } from './hooks/types.js';
+
 /** Config-file settings that open ports or make the logger: the command line acts on them, createBroker cannot. */
 export const CLI_ONLY_SETTINGS = ['listeners', 'httpPort', 'httpHost', 'adminToken', 'logLevel'] as const;
 type CliOnly = (typeof CLI_ONLY_SETTINGS)[number];
@@ -46,4 +50,44 @@ export function brokerSettings<T extends object>(config: T): Omit<T, CliOnly> {
   const out = { ...config } as Record<string, unknown>;
   for (const key of CLI_ONLY_SETTINGS) delete out[key];
   return out as Omit<T, CliOnly>;
+}
+
+const HOOKS: ReadonlyArray<keyof Hooks> = ['authenticate', 'authorizePublish', 'authorizeSubscribe'];
+
+/**
+ * Throws on a hook name the broker does not know or a hook that is not a function: a misspelt
+ * authorization hook would otherwise leave everything allowed, and a value that is not a function
+ * would refuse every client.
+ */
+export function checkHooks(hooks: unknown): void {
+  if (hooks === undefined) return;
+  const where = 'createBroker options';
+  if (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks)) throw new ConfigError(`${where}: hooks must be an object of functions (got ${JSON.stringify(hooks)})`);
+  for (const [key, value] of Object.entries(hooks)) {
+    if (!(HOOKS as readonly string[]).includes(key)) throw new ConfigError(`${where}: unknown setting "hooks.${key}" (the hooks are ${HOOKS.join(', ')})`);
+    if (value !== undefined && typeof value !== 'function') throw new ConfigError(`${where}: hooks.${key} must be a function (got ${typeof value})`);
+  }
+}
+
+const MQTT5_BOOLEANS = ['serverMoved', 'retainAvailable', 'wildcardSubscriptionAvailable', 'subscriptionIdentifiersAvailable', 'sharedSubscriptionAvailable'] as const;
+const MQTT5_STRINGS = ['responseInformationPrefix', 'serverReference'] as const;
+const MQTT5_OPTIONS: ReadonlyArray<keyof Mqtt5Options> = [...MQTT5_STRINGS, ...MQTT5_BOOLEANS, 'maximumQoS'];
+
+/** Throws on an `mqtt5` option the broker does not know or of the wrong type, which CONNACK would carry as it is. */
+export function checkMqtt5(mqtt5: unknown): void {
+  if (mqtt5 === undefined) return;
+  const where = 'createBroker options';
+  if (typeof mqtt5 !== 'object' || mqtt5 === null || Array.isArray(mqtt5)) throw new ConfigError(`${where}: mqtt5 must be an object (got ${JSON.stringify(mqtt5)})`);
+  for (const [key, value] of Object.entries(mqtt5)) {
+    if (!(MQTT5_OPTIONS as readonly string[]).includes(key)) throw new ConfigError(`${where}: unknown setting "mqtt5.${key}" (known: ${MQTT5_OPTIONS.join(', ')})`);
+    if (value === undefined) continue;
+    const shown = JSON.stringify(value);
+    if (key === 'maximumQoS') {
+      if (value !== 0 && value !== 1 && value !== 2) throw new ConfigError(`${where}: mqtt5.maximumQoS must be 0, 1 or 2 (got ${shown})`);
+    } else if ((MQTT5_BOOLEANS as readonly string[]).includes(key)) {
+      if (typeof value !== 'boolean') throw new ConfigError(`${where}: mqtt5.${key} must be true or false (got ${shown})`);
+    } else if (typeof value !== 'string' || value.includes('\u0000')) {
+      throw new ConfigError(`${where}: mqtt5.${key} must be a string without U+0000 (got ${shown})`);
+    }
+  }
 }

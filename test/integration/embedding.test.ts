@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mkdtempSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pino } from 'pino';
 import { createBroker, type ClientInfo, type PublishInfo } from '../../src/index.js';
 import { closeClients, connectClient, nextMessages } from '../helpers/broker.js';
-import { expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
+import { drainFor, expectPacket, rawConnect, rawSubscribe } from '../helpers/raw-session.js';
 
 describe('embedding API: createBroker, hooks and events', () => {
   test('the README example runs: hooks given, listen, publish, close', async () => {
@@ -156,6 +160,20 @@ describe('embedding API: createBroker, hooks and events', () => {
     await assert.rejects(createBroker({ persistence: 'floppy' as never }), /persistence must be one of/);
   });
 
+  test('hooks and mqtt5 are checked as limits are: an unknown name or a value of the wrong type is refused, naming it', async () => {
+    // a misspelt authorization hook would leave everything allowed
+    await assert.rejects(createBroker({ hooks: { authorizeSubscription: () => false } } as never), /createBroker options: unknown setting "hooks\.authorizeSubscription" \(the hooks are authenticate, authorizePublish, authorizeSubscribe\)/);
+    await assert.rejects(createBroker({ hooks: { authenticate: true } } as never), /createBroker options: hooks\.authenticate must be a function \(got boolean\)/);
+    await assert.rejects(createBroker({ hooks: 'none' } as never), /createBroker options: hooks must be an object of functions/);
+    await assert.rejects(createBroker({ mqtt5: { maxQoS: 1 } } as never), /createBroker options: unknown setting "mqtt5\.maxQoS" \(known: .*maximumQoS/);
+    for (const maximumQoS of [5, '1', -1]) await assert.rejects(createBroker({ mqtt5: { maximumQoS } } as never), /createBroker options: mqtt5\.maximumQoS must be 0, 1 or 2/);
+    await assert.rejects(createBroker({ mqtt5: { retainAvailable: 'no' } } as never), /createBroker options: mqtt5\.retainAvailable must be true or false/);
+    await assert.rejects(createBroker({ mqtt5: { serverReference: 7 } } as never), /createBroker options: mqtt5\.serverReference must be a string/);
+    // what is known and left undefined is no mistake
+    const broker = await createBroker({ hooks: { authenticate: undefined, authorizeSubscribe: () => true }, mqtt5: { maximumQoS: 1, serverReference: undefined }, sysInterval: 0 });
+    await broker.close();
+  });
+
   test('settings createBroker cannot act on, and options listen, listenHttp and handle do not know, are refused with what to use instead', async () => {
     await assert.rejects(createBroker({ httpPort: 8080 } as never), /"httpPort" is a setting of the command line.*broker\.listenHttp/);
     await assert.rejects(createBroker({ listeners: [{ protocol: 'ws', port: 0 }] } as never), /"listeners".*broker\.listen\(options\)/);
@@ -174,6 +192,36 @@ describe('embedding API: createBroker, hooks and events', () => {
     } finally {
       await broker.close();
     }
+  });
+
+  test('$SYS topics are published for a broker served only through handle()', async () => {
+    const broker = await createBroker({ sysInterval: 1 });
+    const server = createServer((socket) => broker.handle(socket));
+    try {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const { raw } = await rawConnect((server.address() as AddressInfo).port, 4, { clientId: 'sys-handled' });
+      await rawSubscribe(raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
+      const topics = (await drainFor(raw, 1500)).filter((p) => p.cmd === 'publish').map((p) => p.topic);
+      for (const t of ['$SYS/broker/version', '$SYS/broker/uptime', '$SYS/broker/clients/connected']) assert.ok(topics.includes(t), `${t} in ${topics.length} topics`);
+      raw.close();
+    } finally {
+      server.close();
+      await broker.close();
+    }
+  });
+
+  test('a second close() settles with the first, not before: the data dir is free once it has', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'midge-close-twice-'));
+    const broker = await createBroker({ persistence: 'lmdb', dataDir, sysInterval: 0 });
+    const { port } = await broker.listen({ port: 0, host: '127.0.0.1' });
+    const client = await connectClient(port, { protocolVersion: 4, clientId: 'stays' });
+    const first = broker.close();
+    // a signal handler and the application's own shutdown path, say
+    await broker.close();
+    const again = await createBroker({ persistence: 'lmdb', dataDir, sysInterval: 0 });
+    await again.close();
+    await first;
+    client.end(true);
   });
 
   test('[MQTT-4.7.3-3] broker.publish refuses a topic with wildcards, or longer than 65,535 bytes', async () => {
