@@ -410,13 +410,36 @@ export class Broker {
   }
 
   /**
-   * Reads the password file, the ACL file and the TLS certificates again (SIGHUP). A file with a mistake is
-   * refused and the previous version stays in force; the error says why.
+   * Reads the password file, the ACL file and the TLS certificates again (SIGHUP), each on its own:
+   * a file with a mistake is refused and keeps its previous version, and the others take their new
+   * one. Throws when one was refused, saying which, why, and what was reloaded.
    */
   reload(): void {
-    this.passwords?.reload();
-    this.core.acl?.reload();
-    this.reloadTls();
+    const refused: string[] = [];
+    const reloaded: string[] = [];
+    const attempt = (what: string, read: () => void): void => {
+      try {
+        read();
+        reloaded.push(what);
+      } catch (err) {
+        refused.push(`${what} was refused and keeps its previous version (${(err as Error).message})`);
+      }
+    };
+    const passwords = this.passwords;
+    if (passwords !== undefined) attempt(`the password file ${passwords.path}`, () => passwords.reload());
+    const acl = this.core.acl;
+    if (acl !== undefined) attempt(`the ACL file ${acl.path}`, () => acl.reload());
+    for (const l of this.listeners) {
+      const tls = l.options.tls;
+      if (tls === undefined) continue;
+      attempt(`the TLS certificate ${tls.paths.cert}`, () => {
+        tls.reload();
+        l.reloadTls(tls);
+      });
+    }
+    if (refused.length > 0) {
+      throw new Error(`${refused.join('; ')}${reloaded.length === 0 ? '' : `; ${reloaded.join(', ')} ${reloaded.length === 1 ? 'was' : 'were'} reloaded`}`);
+    }
   }
 
   /**

@@ -132,20 +132,27 @@ function stopOnSignals(broker: Broker, started: MidgeConfig, readConfig: () => M
   process.on('SIGTERM', stop);
   // SIGHUP reads the password file and certificates again; a broken file leaves the old one in force
   process.on('SIGHUP', () => {
+    let needRestart: string[];
     try {
       const next = readConfig();
       // the broker compares what it holds; what it does not hold would look changed to it
       const held = Object.fromEntries(CLI_ONLY_SETTINGS.map((k) => [k, broker.config[k]]));
-      const needRestart = broker.updateConfig({ ...next, ...held });
+      needRestart = broker.updateConfig({ ...next, ...held });
       broker.logger.level = next.logLevel;
       for (const k of CLI_ONLY_SETTINGS) {
         if (k !== 'logLevel' && JSON.stringify(next[k]) !== JSON.stringify(started[k])) needRestart.push(k);
       }
-      broker.reload();
-      if (needRestart.length > 0) broker.logger.warn({ settings: needRestart }, 'changed settings that take effect only after a restart');
-      broker.logger.info('reloaded');
     } catch (err) {
       broker.logger.error({ err: (err as Error).message }, 'reload failed; the previous configuration stays in force');
+      return;
+    }
+    if (needRestart.length > 0) broker.logger.warn({ settings: needRestart }, 'changed settings that take effect only after a restart');
+    try {
+      broker.reload();
+      broker.logger.info('reloaded');
+    } catch (err) {
+      // the configuration is in force by now, and each file was read on its own: the message says which were not
+      broker.logger.error({ err: (err as Error).message }, `reloaded, but ${(err as Error).message}`);
     }
   });
 }
