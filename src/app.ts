@@ -35,7 +35,9 @@ import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
-import { checkHooks, checkMqtt5, refuseCliOnlySettings, refuseUnknownOptions, requireOneOf } from './embed-options.js';
+import { checkHooks, checkMqtt5, refuseCliOnlySettings, refuseUnknownOptions, requireOneOf, type Mqtt5Options } from './embed-options.js';
+
+export type { Mqtt5Options } from './embed-options.js';
 import { checkPublishOptions, type PublishOptions } from './publish-options.js';
 import { LogCap } from './log.js';
 
@@ -72,20 +74,6 @@ export interface BrokerOptions {
   clusterWaitReplicas?: number;
 }
 
-export interface Mqtt5Options {
-  /** Response Information for clients that request it is this prefix plus the client id (default 'response/'; '' disables) */
-  responseInformationPrefix?: string;
-  /** redirect every 5.0 client to this server (CONNACK 0x9C Use another server) */
-  serverReference?: string;
-  /** with serverReference: the move is permanent (0x9D Server moved) */
-  serverMoved?: boolean;
-  /** capabilities, advertised in CONNACK and enforced (all on by default) */
-  maximumQoS?: QoS;
-  retainAvailable?: boolean;
-  wildcardSubscriptionAvailable?: boolean;
-  subscriptionIdentifiersAvailable?: boolean;
-  sharedSubscriptionAvailable?: boolean;
-}
 
 export interface ListenOptions {
   port?: number;

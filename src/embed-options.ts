@@ -4,9 +4,25 @@
  * dropped without a word: a listener that never opens, a path that is not the one served.
  */
 
-import type { Mqtt5Options } from './app.js';
+import type { QoS } from './codec/packets.js';
 import { ConfigError } from './config/load.js';
 import type { Hooks } from './hooks/types.js';
+
+/** The 5.0 capabilities and redirection createBroker's `mqtt5` option sets. */
+export interface Mqtt5Options {
+  /** Response Information for clients that request it is this prefix plus the client id (default 'response/'; '' disables) */
+  responseInformationPrefix?: string;
+  /** redirect every 5.0 client to this server (CONNACK 0x9C Use another server) */
+  serverReference?: string;
+  /** with serverReference: the move is permanent (0x9D Server moved) */
+  serverMoved?: boolean;
+  /** capabilities, advertised in CONNACK and enforced (all on by default) */
+  maximumQoS?: QoS;
+  retainAvailable?: boolean;
+  wildcardSubscriptionAvailable?: boolean;
+  subscriptionIdentifiersAvailable?: boolean;
+  sharedSubscriptionAvailable?: boolean;
+}
 
 /** Config-file settings that open ports or make the logger: the command line acts on them, createBroker cannot. */
 export const CLI_ONLY_SETTINGS = ['listeners', 'httpPort', 'httpHost', 'adminToken', 'logLevel'] as const;

@@ -89,11 +89,12 @@ describe('connections refused before their client is let in', () => {
     const before = entries.length;
     const clients = await Promise.all(Array.from({ length: 30 }, (_, i) => rawConnect(b.port, 4, { clientId: `flood-${i}`, username: 'mallory', password: Buffer.from('x') })));
     for (const { raw } of clients) assert.ok(await raw.waitClosed());
-    assert.ok(await eventually(() => entries.slice(before).some((e) => e.suppressed !== undefined), 3000));
-    const lines = entries.slice(before).filter((e) => e.reason !== undefined).length;
-    const suppressed = entries.slice(before).reduce((n, e) => n + (e.suppressed ?? 0), 0);
-    assert.ok(lines <= 20, `${lines} lines`);
-    assert.equal(lines + suppressed, 30);
+    const lines = (): number => entries.slice(before).filter((e) => e.reason !== undefined).length;
+    const suppressed = (): number => entries.slice(before).reduce((n, e) => n + (e.suppressed ?? 0), 0);
+    // on a loaded machine the refusals may span two seconds, each counted once it is over
+    assert.ok(await eventually(() => lines() + suppressed() === 30, 5000), `${lines()} lines and ${suppressed()} counted`);
+    assert.ok(suppressed() > 0);
+    assert.ok(lines() <= 20, `${lines()} lines`);
     assert.equal(refused.filter(([c]) => c.id.startsWith('flood-')).length, 30, 'the application hears of every one');
   });
 });
