@@ -222,7 +222,7 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       if (will !== undefined) this.wills.schedule(owner.client, will, 0);
     } else {
       this.sessions.goOffline(session);
-      this.reassignShared(session);
+      this.reassignShared(session, false);
       this.sessions.detach(session);
       if (this.sessions.get(session.clientId) === session) {
         // QoS 0 messages an offline session would not be given are not kept for it either, even
@@ -251,18 +251,34 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
    * other members of their group (5.0 section 4.8.2); with `only`, those it accepts. A QoS 2
    * message already sent stays with this client, to be completed when it reconnects
    * ([MQTT-4.8.2-4]) or dropped with its session ([MQTT-4.8.2-5]).
+   *
+   * When the session `ends`, a message no member on this node takes goes to a member on another
+   * node of the cluster: kept, it would be dropped with the session. A session that only lost its
+   * connection keeps such a message (it may move to another node with its client).
    */
-  private reassignShared(session: Session, only?: (d: Delivery) => boolean): void {
+  private reassignShared(session: Session, ends: boolean, only?: (d: Delivery) => boolean): void {
     if (session.inflight.size > 0) {
       for (const [packetId, entry] of session.inflight) {
         if (entry.state !== 'publish' || entry.delivery.share === undefined || entry.delivery.qos === 2) continue;
         if (only !== undefined && !only(entry.delivery)) continue;
-        if (this.router.reassignShared(entry.delivery, session)) session.endInflight(packetId);
+        if (this.handOverShared(entry.delivery, session, ends)) session.endInflight(packetId);
       }
     }
     if (session.queue.length > 0) {
-      session.takeQueued((d) => d.share !== undefined && (only === undefined || only(d)) && this.router.reassignShared(d, session));
+      session.takeQueued((d) => d.share !== undefined && (only === undefined || only(d)) && this.handOverShared(d, session, ends));
     }
+  }
+
+  /**
+   * Gives a delivery `from` held to another member of its group: one on this node, or else, with
+   * `acrossCluster`, one on another node (the group's other members may all be connected there).
+   * Returns whether one took it.
+   */
+  private handOverShared(d: Delivery, from: Session, acrossCluster: boolean): boolean {
+    if (this.router.reassignShared(d, from)) return true;
+    const share = d.share;
+    if (!acrossCluster || share?.shareGroup === undefined || this.cluster === undefined) return false;
+    return this.cluster.handOverShared(d.message, share.topicFilter, share.shareGroup);
   }
 
   /**
@@ -277,13 +293,13 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
       for (const d of session.queue) if (d.share !== undefined) held.add(d);
     }
     if (held.size === 0) return;
-    for (const session of sessions) this.reassignShared(session, (d) => held.has(d));
+    for (const session of sessions) this.reassignShared(session, false, (d) => held.has(d));
   }
 
   private sessionEnded(session: Session, handOver: boolean): void {
     // a session that ends before its client is back has what it held for shared groups sent to
     // another member (5.0 section 4.8.2), not dropped with it
-    if (handOver) this.reassignShared(session);
+    if (handOver) this.reassignShared(session, true);
     this.durability?.sessionEnded(session);
     this.router.removeAll(session);
     session.clear();

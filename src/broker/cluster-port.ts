@@ -21,6 +21,12 @@ export interface ClusterPort {
    */
   route(message: Message, memo: MatchMemo | undefined, stored?: () => Promise<void> | undefined): number;
   /**
+   * A message a departing member of the shared group `$share/{group}/{topicFilter}` held, which
+   * no other member on this node took: it goes to one other node with a member of that group, for
+   * that group alone (5.0 section 4.8.2). Says whether one had a member to take it.
+   */
+  handOverShared(message: Message, topicFilter: string, group: string): boolean;
+  /**
    * Settles once every message routed so far that went to other nodes, and every QoS 1/2 retained
    * message set, is with Redis and no node it went to is too far behind (undefined when none is on
    * its way); rejects when one of this turn's QoS 1/2 messages could not be forwarded or shared.

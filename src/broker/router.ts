@@ -166,7 +166,7 @@ export class Router {
 
   /**
    * A member of a shared subscription went away holding a message it had not acknowledged: give
-   * it to another member of the same group. Returns false when no other member exists.
+   * it to another member of the same group on this node. Returns false when no other member is here.
    */
   reassignShared(delivery: Delivery, from: Session): boolean {
     const share = delivery.share;

@@ -139,6 +139,7 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
    */
   private sharedDoneThrough: string | undefined;
   private readonly redispatchPlan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
+  private readonly handOverPlan: RoutePlan = { nodes: new Map(), localGroups: new Set() };
   readonly prefix: string;
   private readonly selectLocal = (topicFilter: string, group: string): boolean => this.plan.localGroups.has(`$share/${group}/${topicFilter}`);
   /** by publisher (client id), its forwards and retained changes kept back behind a QoS 2 message of its whose commit is under way (see routeKeptBack) */
@@ -710,6 +711,23 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     for (const list of plan.nodes.values()) reached += list.length;
     if (plan.nodes.size > 0) this.forwarder.send(message, plan, this.core.now(), ++this.forwardedCount, true);
     return reached === wanted.size;
+  }
+
+  handOverShared(message: Message, topicFilter: string, group: string): boolean {
+    if (isLocalTopic(message.topic)) return false;
+    const plan = this.handOverPlan;
+    const wanted = new Set([`$share/${group}/${topicFilter}`]);
+    // The group's turn may fall to this node, whose departing member is still listed in the route
+    // table: the next turn is taken, until another node's, so that the message goes to one node.
+    // The group has at most one entry per node.
+    for (let tries = this.index.nodes.length; tries > 0; tries--) {
+      this.index.plan(message.topic, plan, wanted);
+      if (plan.nodes.size > 0) break;
+      if (plan.localGroups.size === 0) return false;
+    }
+    if (plan.nodes.size === 0) return false;
+    this.forwarder.send(message, plan, this.core.now(), ++this.forwardedCount, true);
+    return true;
   }
 
   sent(publisher?: string): Promise<void> | undefined {
