@@ -63,8 +63,8 @@ const SCENARIOS: Record<string, Scenario> = {
 const USAGE = `usage: npm run bench:compare -- [--runs N] [--duration S] [--brokers LIST] [--scenarios LIST] [--port N]
   --runs N          rounds; each runs every scenario once per broker (default 3)
   --duration S      seconds per run, where the scenario does not set its own (default 5)
-  --brokers LIST    midge first, then any of mosquitto, aedes, forwarder-node, forwarder-c
-                    (default midge,mosquitto,aedes)
+  --brokers LIST    midge first, then any of midge-drop-new (limits.queueFullDrop: new), mosquitto,
+                    aedes, forwarder-node, forwarder-c (default midge,mosquitto,aedes)
   --scenarios LIST  any of ${Object.keys(SCENARIOS).join(', ')} (default all)
   --port N          the port every broker listens on (default 18830)`;
 
@@ -140,9 +140,10 @@ function waitForPort(port: number): Promise<void> {
 
 async function startBroker(name: string, deepQueues: boolean): Promise<ChildProcess> {
   let cmd: string[];
-  if (name === 'midge') {
+  if (name === 'midge' || name === 'midge-drop-new') {
     const cfg = join(mkdtempSync(join(tmpdir(), 'midge-cmp-')), 'midge.yaml');
-    writeFileSync(cfg, `limits:\n  maxInflight: 1000\n${deepQueues ? '  maxQueuedMessages: 1000000\n' : ''}`);
+    // midge-drop-new: a full queue drops the new message, as Mosquitto's does
+    writeFileSync(cfg, `limits:\n  maxInflight: 1000\n${deepQueues ? '  maxQueuedMessages: 1000000\n' : ''}${name === 'midge-drop-new' ? '  queueFullDrop: new\n' : ''}`);
     cmd = [process.execPath, MAIN, '--config', cfg, '--port', String(PORT), '--persistence', 'memory', '--log-level', 'warn', '--sys-interval', '0'];
   } else if (name === 'mosquitto') {
     const cfg = join(mkdtempSync(join(tmpdir(), 'mosq-cmp-')), 'mosquitto.conf');
@@ -209,7 +210,7 @@ const median = (xs: number[]): number => {
   return a.length === 0 ? NaN : (a[Math.floor(a.length / 2)] as number);
 };
 
-const KNOWN = ['midge', 'mosquitto', 'aedes', 'forwarder-node', 'forwarder-c'];
+const KNOWN = ['midge', 'midge-drop-new', 'mosquitto', 'aedes', 'forwarder-node', 'forwarder-c'];
 const brokers = values.brokers.split(',').filter((b) => {
   if (!KNOWN.includes(b)) usageError(`unknown broker "${b}" (known: ${KNOWN.join(', ')})`);
   return (b !== 'mosquitto' || hasMosquitto()) && (b !== 'forwarder-c' || cForwarder() !== undefined);
