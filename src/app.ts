@@ -35,7 +35,7 @@ import { hostname } from 'node:os';
 import { ConnectionPool, tcpPeerAddress, type PoolOptions } from './transport/connection-pool.js';
 import { Listener, type ListenerProtocol } from './transport/listener.js';
 import { TlsFiles, type TlsPaths } from './transport/tls-material.js';
-import { checkHooks, checkMqtt5, refuseCliOnlySettings, refuseUnknownOptions, requireOneOf, type Mqtt5Options } from './embed-options.js';
+import { checkAuthenticators, checkHooks, checkMqtt5, refuseCliOnlySettings, refuseUnknownOptions, requireOneOf, type Mqtt5Options } from './embed-options.js';
 
 export type { Mqtt5Options } from './embed-options.js';
 import { checkPublishOptions, type PublishOptions } from './publish-options.js';
@@ -564,6 +564,7 @@ export async function createBroker(options: BrokerOptions = {}): Promise<Broker>
   refuseCliOnlySettings(options);
   checkHooks(options.hooks);
   checkMqtt5(options.mqtt5);
+  checkAuthenticators(options.authenticators);
   const { hooks, logger, authenticators, mqtt5, sysInterval, store: _store, ...settings } = options;
   if (sysInterval !== undefined && !(Number.isFinite(sysInterval) && sysInterval >= 0)) {
     throw new Error(`createBroker options: sysInterval must be a number of seconds >= 0 (got ${String(sysInterval)})`);

@@ -85,6 +85,25 @@ export function checkHooks(hooks: unknown): void {
   }
 }
 
+/**
+ * Throws unless `authenticators` is a list of enhanced authenticators (a method name and a start
+ * function): anything else fails only when a client first asks for enhanced authentication.
+ */
+export function checkAuthenticators(authenticators: unknown): void {
+  if (authenticators === undefined) return;
+  const where = 'createBroker options';
+  if (!Array.isArray(authenticators)) throw new ConfigError(`${where}: authenticators must be a list of { method, start } objects (got ${JSON.stringify(authenticators)})`);
+  const methods = new Set<string>();
+  authenticators.forEach((a: unknown, i) => {
+    const entry = a as { method?: unknown; start?: unknown } | null;
+    if (typeof entry !== 'object' || entry === null || typeof entry.method !== 'string' || entry.method === '' || typeof entry.start !== 'function') {
+      throw new ConfigError(`${where}: authenticators[${i}] must have a method name and a start function`);
+    }
+    if (methods.has(entry.method)) throw new ConfigError(`${where}: authenticators[${i}]: method "${entry.method}" is named twice`);
+    methods.add(entry.method);
+  });
+}
+
 const MQTT5_BOOLEANS = ['serverMoved', 'retainAvailable', 'wildcardSubscriptionAvailable', 'subscriptionIdentifiersAvailable', 'sharedSubscriptionAvailable'] as const;
 const MQTT5_STRINGS = ['responseInformationPrefix', 'serverReference'] as const;
 const MQTT5_OPTIONS: ReadonlyArray<keyof Mqtt5Options> = [...MQTT5_STRINGS, ...MQTT5_BOOLEANS, 'maximumQoS'];

@@ -160,7 +160,7 @@ describe('embedding API: createBroker, hooks and events', () => {
     await assert.rejects(createBroker({ persistence: 'floppy' as never }), /persistence must be one of/);
   });
 
-  test('hooks and mqtt5 are checked as limits are: an unknown name or a value of the wrong type is refused, naming it', async () => {
+  test('hooks, mqtt5 and authenticators are checked as limits are: an unknown name or a value of the wrong type is refused, naming it', async () => {
     // a misspelt authorization hook would leave everything allowed
     await assert.rejects(createBroker({ hooks: { authorizeSubscription: () => false } } as never), /createBroker options: unknown setting "hooks\.authorizeSubscription" \(the hooks are authenticate, authorizePublish, authorizeSubscribe\)/);
     await assert.rejects(createBroker({ hooks: { authenticate: true } } as never), /createBroker options: hooks\.authenticate must be a function \(got boolean\)/);
@@ -169,6 +169,13 @@ describe('embedding API: createBroker, hooks and events', () => {
     for (const maximumQoS of [5, '1', -1]) await assert.rejects(createBroker({ mqtt5: { maximumQoS } } as never), /createBroker options: mqtt5\.maximumQoS must be 0, 1 or 2/);
     await assert.rejects(createBroker({ mqtt5: { retainAvailable: 'no' } } as never), /createBroker options: mqtt5\.retainAvailable must be true or false/);
     await assert.rejects(createBroker({ mqtt5: { serverReference: 7 } } as never), /createBroker options: mqtt5\.serverReference must be a string/);
+    // authenticators too: a wrong one would fail only when a client first asked for it
+    await assert.rejects(createBroker({ authenticators: {} } as never), /createBroker options: authenticators must be a list of \{ method, start \} objects/);
+    await assert.rejects(createBroker({ authenticators: [{ method: 'X', start: 'no' }] } as never), /createBroker options: authenticators\[0\] must have a method name and a start function/);
+    const start = (): never => {
+      throw new Error('not called');
+    };
+    await assert.rejects(createBroker({ authenticators: [{ method: 'X', start }, { method: 'X', start }] } as never), /authenticators\[1\]: method "X" is named twice/);
     // what is known and left undefined is no mistake
     const broker = await createBroker({ hooks: { authenticate: undefined, authorizeSubscribe: () => true }, mqtt5: { maximumQoS: 1, serverReference: undefined }, sysInterval: 0 });
     await broker.close();
