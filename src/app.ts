@@ -149,7 +149,7 @@ export class Broker {
   /** the streams handed over by handle(): created on first use */
   private handled: ConnectionPool | undefined;
   /** bytes in and out over every listener */
-  readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0 };
+  readonly transportStats: TransportStats = { bytesReceived: 0, bytesSent: 0, packetsReceived: 0, packetsSent: 0 };
   private closed = false;
   /** the one close() in progress or done */
   private closing: Promise<void> | undefined;

@@ -31,6 +31,9 @@ export interface StatsSnapshot {
   memoryLimitReached: boolean;
   bytesReceived: number;
   bytesSent: number;
+  /** MQTT packets of every kind received and sent */
+  packetsReceived: number;
+  packetsSent: number;
   /** this node's view of its cluster; undefined for a single node */
   cluster: ClusterCounts | undefined;
 }
@@ -99,6 +102,8 @@ export function statsSnapshot(core: BrokerCore, transport: TransportStats, clust
     memoryLimitReached: core.memoryFull,
     bytesReceived: transport.bytesReceived,
     bytesSent: transport.bytesSent,
+    packetsReceived: transport.packetsReceived,
+    packetsSent: transport.packetsSent,
     cluster,
   };
 }

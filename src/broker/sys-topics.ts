@@ -51,7 +51,8 @@ export class SysTopics {
 
   publishNow(now = Date.now()): void {
     const s = statsSnapshot(this.core, this.transport);
-    this.updateLoads(now, s.messagesReceived, s.messagesSent, s.bytesReceived, s.bytesSent);
+    // Mosquitto's messages/* and load/messages/* count packets of every kind; publish/messages/* count PUBLISH
+    this.updateLoads(now, s.packetsReceived, s.packetsSent, s.bytesReceived, s.bytesSent);
     const values: Array<[string, string | number]> = [
       ['version', `midge ${this.version}`],
       ['uptime', `${Math.floor((now - this.startedAt) / 1000)} seconds`],
@@ -61,8 +62,8 @@ export class SysTopics {
       ['clients/inactive', s.clientsDisconnected],
       ['clients/total', s.clientsConnected + s.clientsDisconnected],
       ['clients/maximum', s.clientsMaximum],
-      ['messages/received', s.messagesReceived],
-      ['messages/sent', s.messagesSent],
+      ['messages/received', s.packetsReceived],
+      ['messages/sent', s.packetsSent],
       ['messages/stored', s.messagesStored + s.retained],
       ['store/messages/count', s.messagesStored + s.retained],
       ['publish/messages/received', s.messagesReceived],

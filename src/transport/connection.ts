@@ -30,10 +30,13 @@ export interface PeerInfo {
   readonly certificateUsername?: string;
 }
 
-/** Byte counters shared by every connection of a broker. */
+/** Byte and packet counters shared by every connection of a broker. */
 export interface TransportStats {
   bytesReceived: number;
   bytesSent: number;
+  /** MQTT packets of every kind, as Mosquitto's $SYS/broker/messages/* count them */
+  packetsReceived: number;
+  packetsSent: number;
 }
 
 export interface ConnectionHost {
@@ -277,6 +280,7 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
 
   /** @internal each packet of a read, as the parser decodes it; true stops the read */
   packet(packet: Packet): boolean {
+    this.host.stats.packetsReceived++;
     if (this.keepAliveMs > 0) this.deadline = this.host.lateNow + this.keepAliveMs;
     (this.handler as PacketHandler).handleIn(packet);
     return this.closing;
@@ -342,12 +346,14 @@ export class Connection implements ConnectionPort, WheelEntry, PacketSink {
 
   write(bytes: Buffer): void {
     if (this.closing) return;
+    this.host.stats.packetsSent++;
     this.host.stats.bytesSent += bytes.length;
     this.host.batcher.write(this.socket, bytes);
   }
 
   writeFrame(head: Buffer, payload: Buffer): void {
     if (this.closing) return;
+    this.host.stats.packetsSent++;
     this.host.stats.bytesSent += head.length + payload.length;
     this.host.batcher.write(this.socket, head);
     if (payload.length > 0) this.host.batcher.write(this.socket, payload);

@@ -204,13 +204,20 @@ describe('operations: metrics, health, admin API and $SYS over real HTTP and MQT
     assert.match(said, /^the number of /, `"${said}"`);
   });
 
-  test('$SYS topics with Mosquitto names are published every interval; clients cannot publish there', async () => {
+  test('$SYS topics with Mosquitto names are published every interval, messages/* counting packets of every kind; clients cannot publish there', async () => {
     const { raw } = await rawConnect(port, 4, { clientId: 'sys-watch' });
     await rawSubscribe(raw, 4, 1, [{ topic: '$SYS/#', qos: 0 }]);
     const got = (await drainFor(raw, 1500)).filter((p) => p.cmd === 'publish').map((p) => p.topic as string);
     for (const t of ['$SYS/broker/version', '$SYS/broker/uptime', '$SYS/broker/clients/connected', '$SYS/broker/messages/received', '$SYS/broker/load/messages/received/1min', '$SYS/broker/subscriptions/count', '$SYS/broker/heap/current']) {
       assert.ok(got.includes(t), `${t} in ${got.length} topics`);
     }
+    // as in Mosquitto, messages/* count packets of every kind (this client's CONNECT, SUBSCRIBE,
+    // CONNACK and SUBACK among them), publish/messages/* PUBLISH packets alone
+    const latest = new Map<string, number>();
+    for (const p of await drainFor(raw, 1500)) if (p.cmd === 'publish') latest.set(p.topic as string, Number(p.payload?.toString()));
+    const value = (t: string): number => latest.get(`$SYS/broker/${t}`) ?? Number.NaN;
+    assert.ok(value('messages/received') >= value('publish/messages/received') + 2, `received ${value('messages/received')} packets, ${value('publish/messages/received')} publishes`);
+    assert.ok(value('messages/sent') >= value('publish/messages/sent') + 2, `sent ${value('messages/sent')} packets, ${value('publish/messages/sent')} publishes`);
     raw.sendPacket({ cmd: 'publish', topic: '$SYS/broker/version', payload: Buffer.from('forged'), qos: 0, retain: true }, 4);
     const again = (await drainFor(raw, 1200)).filter((p) => p.cmd === 'publish' && p.topic === '$SYS/broker/version');
     assert.ok(again.every((p) => p.payload?.toString() !== 'forged'));
