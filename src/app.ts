@@ -473,6 +473,8 @@ export class Broker {
   async publish(options: PublishOptions): Promise<void> {
     if (this.closed) throw new Error('broker is closed');
     const p = checkPublishOptions(options, this.config.limits);
+    // the clients were told in CONNACK that no message is retained here
+    if (p.retain && !this.core.settings.retainAvailable) throw new Error('publish: retain is not available (mqtt5.retainAvailable is false)');
     const message = createMessage(p.topic, p.payload, p.qos, p.retain, p.properties, this.core, undefined);
     if (this.core.listenerCount('messagePublished') > 0) this.core.emit('messagePublished', message, undefined);
     // QoS 1/2: settles once the message is on disk and with the other nodes, and says when it could not be

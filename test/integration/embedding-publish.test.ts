@@ -177,3 +177,16 @@ describe('broker.publish after close()', () => {
     await reopened.close();
   });
 });
+
+describe('broker.publish with retain off', () => {
+  test('(5.0 3.2.2.3.5) retain: true is refused where CONNACK tells clients Retain Available 0; the message is not stored', async () => {
+    const broker = await createBroker({ mqtt5: { retainAvailable: false }, sysInterval: 0 });
+    try {
+      await assert.rejects(broker.publish({ topic: 'r/x', payload: 'x', retain: true }), /publish: retain is not available \(mqtt5\.retainAvailable is false\)/);
+      assert.equal(broker.stats.retained, 0);
+      await broker.publish({ topic: 'r/x', payload: 'x' });
+    } finally {
+      await broker.close();
+    }
+  });
+});
