@@ -136,6 +136,25 @@ export class ClientOwnership {
     return settled;
   }
 
+  /**
+   * Back after a Redis outage: Redis may have restarted empty and lost which node holds each
+   * client id. Every session here (connected or not) is this node's again, unless another node
+   * took its id meanwhile (its client connected there): that one is settled as at a readmission.
+   * Resolves as reconcile() does.
+   */
+  async restore(): Promise<Map<string, number>> {
+    const { core, cmd, nodeId } = this.node;
+    // a claim under way writes the id itself
+    const ids = [...core.sessions.values()].map((s) => s.clientId).filter((id) => !this.claiming.has(id));
+    for (let i = 0; i < ids.length; i += 1000) {
+      const pipeline = cmd.pipeline();
+      for (const id of ids.slice(i, i + 1000)) pipeline.set(this.node.key(`client:${id}`), nodeId, 'NX');
+      const failed = (await pipeline.exec())?.find(([err]) => err !== null);
+      if (failed !== undefined) throw failed[0] as Error;
+    }
+    return this.reconcile();
+  }
+
   /** A client is connecting here: takes its id, and its session from the node that had it. */
   claim(clientId: string, cleanStart: boolean): Promise<void> {
     this.claiming.set(clientId, (this.claiming.get(clientId) ?? 0) + 1);

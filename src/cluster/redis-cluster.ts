@@ -293,13 +293,17 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     this.timer.unref();
     // after a Redis outage, anything may have changed: read it all again
     this.conns.sub.on('ready', () => {
-      if (!this.stopping) void this.sync().catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: resync failed'));
+      if (!this.stopping) void this.sync(true).catch((err: Error) => this.logger.warn({ err: err.message }, 'cluster: resync failed'));
     });
     this.logger.info({ nodeId: this.nodeId, nodes: this.members.size }, 'joined the cluster');
   }
 
-  /** Registers this node and its routes, then reads everyone's routes and the retained messages; events meanwhile wait. */
-  private async sync(): Promise<void> {
+  /**
+   * Registers this node and its routes, then reads everyone's routes and the retained messages;
+   * events meanwhile wait. After an outage (`afterOutage`), this node's client ids are written
+   * again too (at a start, settle() and the sessions taken back have written them).
+   */
+  private async sync(afterOutage = false): Promise<void> {
     this.buffered ??= [];
     // back after an outage and found dead meanwhile: the readmission (sessions the others took up
     // settled) is done first, whichever heartbeat found it
@@ -315,6 +319,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     const events = this.buffered;
     this.buffered = undefined;
     for (const [channel, message] of events) this.onMessage(channel, message);
+    // Redis may have restarted empty: without its client ids, a client moving to another node
+    // would not find its session, and one connecting there would not close its connection here
+    if (afterOutage) this.noteSettledAway(await this.ownership.restore());
   }
 
   /** Leaves the cluster: other nodes drop this node's routes at once instead of after the timeout. */
