@@ -309,6 +309,9 @@ export class BrokerCore extends EventEmitter<BrokerEvents> implements BrokerPort
 
   keep(session: Session): void {
     this.durability?.sessionOpened(session);
+    // one taken up offline (its node gone) is recorded so: after a crash here it is not taken for
+    // one whose connection the crash took, and keeps what is queued for its shared groups
+    if (session.sink === undefined) this.durability?.sessionDetached(session);
   }
 
   claimSession(clientId: string, cleanStart: boolean): Promise<void> | undefined {
