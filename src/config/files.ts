@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { AclFile, AclFileError } from '../auth/acl-file.js';
 import { PasswordFile, PasswordFileError } from '../auth/password-file.js';
-import type { TlsPaths } from '../transport/tls-material.js';
+import { noCaCertificate, pemCertificates, type TlsPaths } from '../transport/tls-material.js';
 import type { ListenerConfig } from './listeners.js';
 import { ConfigError } from './load.js';
 import type { MidgeConfig } from './schema.js';
@@ -40,6 +40,7 @@ export function checkConfigFiles(config: MidgeConfig, listeners: readonly NamedT
       }
     };
     const material = { cert: read('cert', tls.cert), key: read('key', tls.key), ...(tls.ca === undefined ? {} : { ca: read('ca', tls.ca) }) };
+    if (tls.ca !== undefined && material.ca !== undefined && pemCertificates(material.ca) === 0) throw new ConfigError(`${name('ca')}: ${noCaCertificate(tls.ca)}`);
     try {
       createSecureContext(material);
     } catch (err) {

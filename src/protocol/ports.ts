@@ -53,7 +53,7 @@ export interface ProtocolSettings {
 /** What the protocol engine needs from the network connection (implemented by transport). */
 export interface ConnectionPort {
   readonly remoteAddress: string;
-  /** the subject CN of a verified client certificate, when the listener uses it as the username */
+  /** the subject CN of a verified client certificate, when the listener uses it as the username ('' when it has none) */
   readonly certificateUsername: string | undefined;
   /** the listener's own anonymous policy, when it has one */
   readonly allowAnonymous: boolean | undefined;

@@ -26,7 +26,10 @@ export interface PacketHandler {
 export interface PeerInfo {
   /** address:port (the real client's when a PROXY protocol header said so) */
   readonly remoteAddress: string;
-  /** subject CN of a verified TLS client certificate, when the listener maps it to the username */
+  /**
+   * subject CN of a verified TLS client certificate, when the listener maps it to the username;
+   * '' for such a certificate without a CN (the CONNECT is refused)
+   */
   readonly certificateUsername?: string;
 }
 

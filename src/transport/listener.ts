@@ -228,8 +228,12 @@ export class Listener extends ConnectionPool {
     const remoteAddress = proxied ?? (local !== undefined ? `unix:${local}` : (tcpPeerAddress(socket) ?? 'unknown'));
     const tls = this.options.tls;
     if (tls?.certificateAsUsername === true && socket instanceof TLSSocket && socket.authorized) {
-      const cn = socket.getPeerCertificate().subject?.CN;
-      if (typeof cn === 'string' && cn.length > 0) return { remoteAddress, certificateUsername: cn };
+      // several CNs come as a list: the first is the name, as Mosquitto takes it. A certificate
+      // with none names no one, and the CONNECT is refused (''): falling back to the user name
+      // the client sends would let any holder of a certificate from the CA pick its identity
+      const subject = socket.getPeerCertificate().subject?.CN as string | string[] | undefined;
+      const cn = Array.isArray(subject) ? subject[0] : subject;
+      return { remoteAddress, certificateUsername: typeof cn === 'string' ? cn : '' };
     }
     return { remoteAddress };
   }

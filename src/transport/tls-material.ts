@@ -1,6 +1,6 @@
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import type { TlsOptions } from 'node:tls';
-import { constants as cryptoConstants } from 'node:crypto';
+import { constants as cryptoConstants, X509Certificate } from 'node:crypto';
 
 export interface TlsPaths {
   cert: string;
@@ -27,6 +27,7 @@ export class TlsFiles {
     this.cert = readTlsFile(paths.cert, 'certificate');
     this.key = readTlsFile(paths.key, 'key');
     this.ca = paths.ca === undefined ? undefined : readTlsFile(paths.ca, 'CA');
+    if (paths.ca !== undefined && pemCertificates(this.ca as Buffer) === 0) throw new Error(noCaCertificate(paths.ca));
   }
 
   get requestCert(): boolean {
@@ -78,6 +79,29 @@ export class TlsFiles {
       rejectUnauthorized: this.requestCert,
     };
   }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/**
+ * The certificates a CA file holds in PEM that parse. Node takes a CA file with none (DER, a key,
+ * an empty file) without a word, and then refuses every client certificate.
+ */
+export function pemCertificates(bytes: Buffer): number {
+  let n = 0;
+  for (const [block] of bytes.toString('latin1').matchAll(PEM_CERTIFICATE)) {
+    try {
+      void new X509Certificate(block);
+      n++;
+    } catch {
+      // not a certificate after all: not counted
+    }
+  }
+  return n;
+}
+
+export function noCaCertificate(path: string): string {
+  return `TLS CA file ${path} holds no PEM certificate (a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem)`;
 }
 
 function readTlsFile(path: string, what: string): Buffer {

@@ -13,6 +13,8 @@ export interface TestPki {
   clientKey: string;
   /** issues another server certificate (for reload tests); returns [cert, key] paths */
   issueServer(name: string): [string, string];
+  /** issues a client certificate with this subject, e.g. '/O=No CN' or '/CN=a/CN=b'; returns [cert, key] paths */
+  issueClient(name: string, subject: string): [string, string];
 }
 
 function openssl(args: string[], cwd: string): void {
@@ -26,8 +28,8 @@ export function createPki(clientCn = 'device-1'): TestPki {
   openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=Midge Test CA'], dir);
   writeFileSync(p('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   writeFileSync(p('client.ext'), 'extendedKeyUsage=clientAuth\n');
-  const issue = (name: string, cn: string, ext: string): [string, string] => {
-    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
+  const issue = (name: string, cn: string, ext: string, subject = `/CN=${cn}`): [string, string] => {
+    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject], dir);
     openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', ext], dir);
     return [p(`${name}.crt`), p(`${name}.key`)];
   };
@@ -42,5 +44,6 @@ export function createPki(clientCn = 'device-1'): TestPki {
     clientCert,
     clientKey,
     issueServer: (name) => issue(name, 'localhost', 'server.ext'),
+    issueClient: (name, subject) => issue(name, '', 'client.ext', subject),
   };
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -303,6 +304,13 @@ describe('command line', () => {
     await usageError(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: /nonexistent/ca.pem`)], /listeners\[0\]\.tls\.ca: cannot read \/nonexistent\/ca\.pem: ENOENT$/);
     // the client's key does not go with the server's certificate
     await usageError(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.clientKey}`)], /listeners\[0\]\.tls\.cert: .* are not a usable certificate and key: /);
+    // a CA file with no PEM certificate (DER, a key) would be taken, and every client certificate then refused
+    const der = join(pki.dir, 'ca.der');
+    execFileSync('openssl', ['x509', '-in', pki.ca, '-outform', 'der', '-out', der]);
+    for (const ca of [der, pki.clientKey]) {
+      await usageError(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: ${ca}`)], /listeners\[0\]\.tls\.ca: TLS CA file .* holds no PEM certificate \(a DER file converts with: openssl x509 -inform der -in FILE -out FILE\.pem\)$/);
+    }
+    await usageError(['--persistence', 'memory', '--port', '0', '--config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: ${der}`)], /listeners\[0\]\.tls\.ca: TLS CA file .* holds no PEM certificate/);
     const good = run(['check-config', listener(`cert: ${pki.serverCert}, key: ${pki.serverKey}, ca: ${pki.ca}`)]);
     assert.equal(await good.exit, 0, good.stderr());
   });

@@ -139,6 +139,40 @@ describe('transports: TLS, mutual TLS, WebSocket, PROXY protocol, listener limit
     assert.equal(info?.username, 'device-1');
   });
 
+  test('mutual TLS with certificateAsUsername: a certificate without a CN is refused (0x86), whatever user name the client sends; of several CNs the first is the name', async () => {
+    const [noCnCert, noCnKey] = pki.issueClient('no-cn', '/O=No CN');
+    const [twoCert, twoKey] = pki.issueClient('two-cn', '/CN=device-2/CN=admin');
+    const before = connected.length;
+    for (const protocolVersion of [5, 4] as const) {
+      const refused = mqtt.connect(`mqtts://127.0.0.1:${mtls}`, {
+        ca: readFileSync(pki.ca),
+        cert: readFileSync(noCnCert),
+        key: readFileSync(noCnKey),
+        clientId: `no-cn-${protocolVersion}`,
+        username: 'admin',
+        protocolVersion,
+        reconnectPeriod: 0,
+      } as mqtt.IClientOptions);
+      const err = await new Promise<Error & { code?: number }>((resolve) => {
+        refused.once('error', resolve);
+        refused.once('connect', () => resolve(new Error('let in')));
+      });
+      refused.end(true);
+      assert.equal(err.code, protocolVersion === 5 ? 0x86 : 4, err.message);
+    }
+    assert.equal(connected.slice(before).length, 0, 'no client with that certificate was let in');
+    const named = await connectClient(mtls, {
+      protocol: 'mqtts',
+      ca: readFileSync(pki.ca),
+      cert: readFileSync(twoCert),
+      key: readFileSync(twoKey),
+      clientId: 'two-cn',
+      username: 'admin',
+    } as mqtt.IClientOptions);
+    assert.ok(named.connected);
+    assert.equal(connected.slice(before).find((x) => x.id === 'two-cn')?.username, 'device-2');
+  });
+
   test('certificates are reloaded without dropping live connections', async () => {
     const live = await connectClient(tls, { protocol: 'mqtts', ca: readFileSync(pki.ca), clientId: 'before-reload' } as mqtt.IClientOptions);
     const serialOf = (): Promise<string> =>

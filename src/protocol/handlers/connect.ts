@@ -90,6 +90,8 @@ export function handleConnect(ch: Channel, p: ConnectPacket): Promise<void> | un
     return refuse(ch, code, 'use another server', { serverReference: settings.serverReference });
   }
 
+  // a certificate that names no one is no identity, and the one the client claims is not taken instead
+  if (ch.conn.certificateUsername === '') return refuse(ch, RC.BadUserNameOrPassword, 'client certificate has no subject CN to take as the user name');
   const username = ch.conn.certificateUsername ?? p.username;
   ch.client = { id: clientId, username, remoteAddress: ch.conn.remoteAddress, protocolVersion: p.protocolVersion, connectedAt: Date.now(), keepAlive: p.keepAlive };
   const method = v5 ? props?.authenticationMethod : undefined;
