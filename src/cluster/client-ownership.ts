@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
+import { RC } from '../codec/reason-codes.js';
 import type { RedisClient } from './redis-target.js';
 import { adopt, handOver, resumeLate } from './session-handover.js';
 import { RELEASE_WAIT_MS, type SessionMoves } from './session-moves.js';
@@ -139,20 +140,39 @@ export class ClientOwnership {
   /**
    * Back after a Redis outage: Redis may have restarted empty and lost which node holds each
    * client id. Every session here (connected or not) is this node's again, unless another node
-   * took its id meanwhile (its client connected there): that one is settled as at a readmission.
-   * Resolves as reconcile() does.
+   * took its id meanwhile: its client connected there, and that connection is the newer one
+   * ([MQTT-3.1.4-3]). The connection here then closes with 0x8E (Session taken over), as if that
+   * node's takeover request had come, and the session is given up to that node with what it holds.
+   * Resolves to the client ids of the sessions given up, with when each was, by Redis's clock (that
+   * of inbox entries' ids). Sessions other nodes took up while this node was found dead are not
+   * this one's to settle: the readmission, which runs first, does.
    */
   async restore(): Promise<Map<string, number>> {
     const { core, cmd, nodeId } = this.node;
+    const settled = new Map<string, number>();
+    const redisAhead = (await this.node.scripts.midgeNow(this.node.key('orphans'))) - core.now();
     // a claim under way writes the id itself
-    const ids = [...core.sessions.values()].map((s) => s.clientId).filter((id) => !this.claiming.has(id));
-    for (let i = 0; i < ids.length; i += 1000) {
+    const sessions = [...core.sessions.values()].filter((s) => !this.claiming.has(s.clientId));
+    for (let i = 0; i < sessions.length; i += 1000) {
+      const slice = sessions.slice(i, i + 1000);
+      const keys = slice.map((s) => this.node.key(`client:${s.clientId}`));
       const pipeline = cmd.pipeline();
-      for (const id of ids.slice(i, i + 1000)) pipeline.set(this.node.key(`client:${id}`), nodeId, 'NX');
+      for (const key of keys) pipeline.set(key, nodeId, 'NX');
       const failed = (await pipeline.exec())?.find(([err]) => err !== null);
       if (failed !== undefined) throw failed[0] as Error;
+      const holders = await cmd.mget(keys);
+      slice.forEach((s, k) => {
+        const holder = holders[k];
+        if (holder === null || holder === undefined || holder === nodeId) return;
+        if (core.sessions.get(s.clientId) !== s || this.claiming.has(s.clientId)) return;
+        s.sink?.disconnect(RC.SessionTakenOver);
+        settled.set(s.clientId, core.now() + redisAhead);
+        core.wills.cancel(s.clientId);
+        this.node.gaveUp(s.clientId, holder);
+        this.node.logger.info({ clientId: s.clientId, node: holder }, 'cluster: a client connected to another node while this one was cut off from Redis; its session follows it there');
+      });
     }
-    return this.reconcile();
+    return settled;
   }
 
   /** A client is connecting here: takes its id, and its session from the node that had it. */
