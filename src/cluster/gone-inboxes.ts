@@ -44,6 +44,12 @@ const FOLLOW_MS = 2000;
  * time but was not dead keeps its routes and reads its inbox itself.
  */
 const MAX_FOLLOW_MS = 30_000;
+/**
+ * Live messages for a session taken from a gone node wait at most this long, and this many, for
+ * its backlog there to be read: past that, they go in behind what was read so far.
+ */
+const MAX_HOLD_MS = 10_000;
+const MAX_HELD = 10_000;
 /** Reading that keeps failing (Redis out of reach) goes on trying this long, unless the node comes back. */
 const FAILING_FOLLOW_MS = 5 * 60_000;
 
@@ -92,6 +98,18 @@ interface Follow {
   failed: boolean;
 }
 
+/**
+ * The live messages for a session taken from a gone node, held back until the backlog of it there
+ * has been read up to when the other nodes knew the session was here: each publisher's messages
+ * then reach it in the order sent ([MQTT-4.6.0-5]).
+ */
+interface Hold {
+  readonly follow: Follow;
+  /** each message with its sender and number, as they came */
+  readonly messages: Array<{ message: Message; key: string }>;
+  readonly timer: NodeJS.Timeout;
+}
+
 const NO_GROUPS = (): boolean => false;
 
 /**
@@ -115,6 +133,8 @@ export class GoneInboxes {
   private readonly follows = new Map<string, Follow>();
   /** the forwarded messages this node took while sessions were being followed */
   private readonly arrivals = new ArrivalLog();
+  /** sessions taken from gone nodes whose live messages wait for their backlog */
+  private readonly holds = new Map<Session, Hold>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -125,6 +145,29 @@ export class GoneInboxes {
   /** whether messages reaching this node are to be told (arrived) */
   get following(): boolean {
     return this.arrivals.active;
+  }
+
+  /** whether live messages for some sessions are held back (holdBack filters them out) */
+  get holding(): boolean {
+    return this.holds.size > 0;
+  }
+
+  /**
+   * The filter of the sessions a live message forwarded by `from` in its run `run` (its `n`th)
+   * reaches, given the filter `only` it would have had: those whose backlog is being read keep
+   * it, to get it after that backlog.
+   */
+  holdBack(message: Message, from: string, run: string, n: number, only: ((s: Session) => boolean) | undefined): (s: Session) => boolean {
+    const key = `${senderOf(from, run)}\n${n}`;
+    return (s) => {
+      if (only !== undefined && !only(s)) return false;
+      const hold = this.holds.get(s);
+      if (hold === undefined) return true;
+      hold.messages.push({ message, key });
+      // not from within the route under way (routing does not nest)
+      if (hold.messages.length === MAX_HELD) setImmediate(() => this.release(s, hold));
+      return false;
+    };
   }
 
   /**
@@ -178,7 +221,36 @@ export class GoneInboxes {
       .then(() => this.read(follow))
       .then(() => this.node.routesShared())
       .then(() => this.read(follow));
+    this.hold(session, follow, follow.joined);
     return follow.joined;
+  }
+
+  /** Holds back the session's live messages until `read` settles (or the hold's bounds are reached). */
+  private hold(session: Session, f: Follow, read: Promise<void>): void {
+    const before = this.holds.get(session);
+    if (before !== undefined) this.release(session, before);
+    const timer = setTimeout(() => this.release(session, hold), MAX_HOLD_MS);
+    timer.unref();
+    const hold: Hold = { follow: f, messages: [], timer };
+    this.holds.set(session, hold);
+    const release = (): void => this.release(session, hold);
+    read.then(release, release);
+  }
+
+  /** The session's held messages go to it, but those it had from the inbox meanwhile. */
+  private release(session: Session, hold: Hold): void {
+    if (this.holds.get(session) !== hold) return;
+    this.holds.delete(session);
+    clearTimeout(hold.timer);
+    const only = (s: Session): boolean => s === session;
+    for (const { message, key } of hold.messages) {
+      if (hold.follow.given.get(key)?.has(session) === true) continue;
+      try {
+        this.node.core.routeRemote(message, NO_GROUPS, only);
+      } catch (err) {
+        this.node.core.reportFault(err, `delivering a message held back for ${session.clientId}`);
+      }
+    }
   }
 
   /**
@@ -203,6 +275,7 @@ export class GoneInboxes {
     clearInterval(this.timer);
     this.timer = undefined;
     for (const f of [...this.follows.values()]) this.end(f);
+    for (const [session, hold] of [...this.holds]) this.release(session, hold);
   }
 
   private readonly poll = (): void => {
@@ -285,9 +358,15 @@ export class GoneInboxes {
   private deliver(f: Follow, e: Entry, among: ReadonlyMap<string, Taken> = f.taken): void {
     const { core } = this.node;
     const key = `${e.sender}\n${e.n}`;
+    // counted when some session had it from the inbox alone, not also here
+    let onlyThere = false;
     const accept = (s: Session): boolean => {
       const t = among.get(s.clientId);
-      if (t === undefined || t.session !== s || this.arrivals.takenSince(t.mark, e.sender, e.n)) return false;
+      if (t === undefined || t.session !== s) return false;
+      if (this.arrivals.takenSince(t.mark, e.sender, e.n)) {
+        // it reached the session here since it was taken, unless held back: then the copy held is dropped
+        if (this.holds.get(s)?.follow !== f) return false;
+      } else onlyThere = true;
       let given = f.given.get(key);
       if (given === undefined) f.given.set(key, (given = new Set()));
       given.add(s);
@@ -297,7 +376,7 @@ export class GoneInboxes {
       // its expiry counts from when Redis took it
       const message = unpackMessage(e.body, Math.min(core.now(), e.at));
       this.node.noteRoute(message, e.from, e.n, e.run);
-      if (core.routeRemote(message, NO_GROUPS, accept) > 0) this.node.counters.goneInboxMessages++;
+      if (core.routeRemote(message, NO_GROUPS, accept) > 0 && onlyThere) this.node.counters.goneInboxMessages++;
     } catch (err) {
       core.reportFault(err, `delivering a message left in the inbox of node ${f.node}`);
     }

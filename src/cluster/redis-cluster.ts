@@ -440,7 +440,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
           // sessions taken from a gone node may have had it from its inbox already
           const given = this.goneInboxes.following ? this.goneInboxes.arrived(from, run, frame.n) : undefined;
           // no filter, and no closure, in the common case; a redispatched message is for its groups alone
-          const only = frame.sharedOnly === true ? NO_SESSIONS : given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
+          let only = frame.sharedOnly === true ? NO_SESSIONS : given === undefined && this.settledAway.size === 0 ? undefined : this.skipping(given, appendedAt);
+          // sessions taken from a gone node get it once what it holds for them was read
+          if (this.goneInboxes.holding && only !== NO_SESSIONS) only = this.goneInboxes.holdBack(message, from, run, frame.n, only);
           try {
             this.core.routeRemote(message, select, only);
           } catch (err) {
@@ -508,7 +510,9 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     const n = plan.nodes.size > 0 ? ++this.forwardedCount : 0;
     if (this.moves.active) this.moves.noteRoute(message, this.nodeId, n, this.run);
     if (n > 0 && this.goneInboxes.following) this.goneInboxes.arrived(this.nodeId, this.run, n);
-    const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal);
+    // sessions taken from a gone node, whose inbox had this publisher's earlier messages, get it after those
+    const only = n > 0 && this.goneInboxes.holding ? this.goneInboxes.holdBack(message, this.nodeId, this.run, n, undefined) : undefined;
+    const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal, only);
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
   }
