@@ -1,6 +1,7 @@
 import type { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import type { ClusterHost } from '../broker/cluster-port.js';
+import { deferred, type Deferred } from '../collections/deferred.js';
 import type { Message } from '../session/message.js';
 import type { Session } from '../session/session.js';
 import { ArrivalLog, senderOf, type ArrivalMark } from './arrival-log.js';
@@ -108,6 +109,8 @@ interface Hold {
   /** each message with its sender and number, as they came */
   readonly messages: Array<{ message: Message; key: string }>;
   readonly timer: NodeJS.Timeout;
+  /** settles once the held messages are in the session (queued, and journaled for a persistent one) */
+  readonly released: Deferred<void>;
 }
 
 const NO_GROUPS = (): boolean => false;
@@ -135,6 +138,8 @@ export class GoneInboxes {
   private readonly arrivals = new ArrivalLog();
   /** sessions taken from gone nodes whose live messages wait for their backlog */
   private readonly holds = new Map<Session, Hold>();
+  /** the holds the message last given to holdBack went into (see heldBy) */
+  private heldNow: Array<Promise<void>> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -145,6 +150,16 @@ export class GoneInboxes {
   /** whether messages reaching this node are to be told (arrived) */
   get following(): boolean {
     return this.arrivals.active;
+  }
+
+  /**
+   * When the holds the message last given to holdBack (and routed) went into are released: a
+   * publisher acknowledged before that would have a message held in memory alone.
+   */
+  heldBy(): Array<Promise<void>> | undefined {
+    const held = this.heldNow;
+    this.heldNow = undefined;
+    return held;
   }
 
   /** whether live messages for some sessions are held back (holdBack filters them out) */
@@ -159,11 +174,13 @@ export class GoneInboxes {
    */
   holdBack(message: Message, from: string, run: string, n: number, only: ((s: Session) => boolean) | undefined): (s: Session) => boolean {
     const key = `${senderOf(from, run)}\n${n}`;
+    this.heldNow = undefined;
     return (s) => {
       if (only !== undefined && !only(s)) return false;
       const hold = this.holds.get(s);
       if (hold === undefined) return true;
       hold.messages.push({ message, key });
+      (this.heldNow ??= []).push(hold.released.promise);
       // not from within the route under way (routing does not nest)
       if (hold.messages.length === MAX_HELD) setImmediate(() => this.release(s, hold));
       return false;
@@ -231,7 +248,7 @@ export class GoneInboxes {
     if (before !== undefined) this.release(session, before);
     const timer = setTimeout(() => this.release(session, hold), MAX_HOLD_MS);
     timer.unref();
-    const hold: Hold = { follow: f, messages: [], timer };
+    const hold: Hold = { follow: f, messages: [], timer, released: deferred<void>() };
     this.holds.set(session, hold);
     const release = (): void => this.release(session, hold);
     read.then(release, release);
@@ -251,6 +268,7 @@ export class GoneInboxes {
         this.node.core.reportFault(err, `delivering a message held back for ${session.clientId}`);
       }
     }
+    hold.released.resolve();
   }
 
   /**

@@ -513,6 +513,12 @@ export class RedisCluster implements ClusterPort, OwnershipNode, MoveNode, Legac
     // sessions taken from a gone node, whose inbox had this publisher's earlier messages, get it after those
     const only = n > 0 && this.goneInboxes.holding ? this.goneInboxes.holdBack(message, this.nodeId, this.run, n, undefined) : undefined;
     const here = this.core.router.route(message, memo, plan.localGroups.size === 0 ? NO_GROUPS : this.selectLocal, only);
+    if (only !== undefined) {
+      // a QoS 1/2 publisher here is acknowledged once a session holding its message back has it:
+      // held in memory alone, a crash of this node would lose it
+      const held = this.goneInboxes.heldBy();
+      if (held !== undefined && message.qos > 0) for (const p of held) this.forwarder.include(p);
+    }
     if (n > 0) this.forwarder.send(message, plan, this.core.now(), n);
     return here;
   }
